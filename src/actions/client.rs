@@ -1,0 +1,218 @@
+//! The one outbound HTTP path of every network action: a pooled `reqwest` client, the
+//! `Idempotency-Key` header, response decoding to `{status, headers, body}`, and the
+//! classification of failures (status, timeout, network) that retry policies act on.
+
+use std::time::Duration;
+
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use serde_json::{Map, Value, json};
+use url::Url;
+
+use super::{Failure, FailureKind, Outcome};
+
+/// A shared, pooled HTTP client. Cloning is cheap and shares the pool.
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    inner: reqwest::Client,
+}
+
+/// A request body: JSON, or text sent as it is.
+#[derive(Debug, Clone)]
+pub enum Body {
+    Json(Value),
+    Text(String),
+}
+
+/// One outbound request.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: reqwest::Method,
+    pub url: Url,
+    pub headers: Vec<(String, String)>,
+    pub query: Vec<(String, String)>,
+    pub body: Option<Body>,
+    pub idempotency_key: String,
+}
+
+impl HttpClient {
+    /// Builds the client every action shares.
+    pub fn new() -> Result<Self, reqwest::Error> {
+        let inner = reqwest::Client::builder()
+            .user_agent(concat!("orchestrator/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .pool_max_idle_per_host(512)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Self { inner })
+    }
+
+    /// Sends `request`; a 2xx answer is an [`Outcome`] with output `{status, headers, body}`.
+    pub async fn send(&self, request: Request) -> Result<Outcome, Failure> {
+        let mut headers = HeaderMap::new();
+        for (name, value) in &request.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| Failure::rejected(format!("invalid header name {name:?}")))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| Failure::rejected(format!("invalid value for header {name}")))?;
+            headers.insert(name, value);
+        }
+        if !headers.contains_key("idempotency-key") {
+            let key = HeaderValue::from_str(&request.idempotency_key).map_err(|_| {
+                Failure::rejected("run id and step name do not form a valid header")
+            })?;
+            headers.insert("idempotency-key", key);
+        }
+        let mut builder = self
+            .inner
+            .request(request.method.clone(), request.url.clone())
+            .headers(headers.clone());
+        if !request.query.is_empty() {
+            builder = builder.query(&request.query);
+        }
+        builder = match request.body {
+            None => builder,
+            Some(Body::Json(v)) => builder.json(&v),
+            Some(Body::Text(t)) => {
+                if headers.contains_key(CONTENT_TYPE) {
+                    builder.body(t)
+                } else {
+                    builder
+                        .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+                        .body(t)
+                }
+            }
+        };
+        let target = format!("{} {}", request.method, request.url);
+        let response = builder
+            .send()
+            .await
+            .map_err(|e| transport_failure(&target, &e))?;
+        decode(&target, response).await
+    }
+}
+
+fn transport_failure(target: &str, e: &reqwest::Error) -> Failure {
+    let kind = if e.is_timeout() {
+        FailureKind::Timeout
+    } else if e.is_builder() {
+        FailureKind::Rejected
+    } else {
+        FailureKind::Network
+    };
+    Failure {
+        kind,
+        message: format!("{target}: {}", error_chain(e)),
+        http_code: None,
+        retry_after: None,
+        output: None,
+    }
+}
+
+/// The error and its causes on one line (reqwest's top-level message alone is vague).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+async fn decode(target: &str, response: reqwest::Response) -> Result<Outcome, Failure> {
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let is_json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            let mime = ct.split(';').next().unwrap_or_default().trim();
+            mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json")
+        });
+    let headers: Map<String, Value> =
+        response
+            .headers()
+            .iter()
+            .fold(Map::new(), |mut map, (name, value)| {
+                let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                match map.get_mut(name.as_str()) {
+                    Some(Value::String(existing)) => {
+                        existing.push_str(", ");
+                        existing.push_str(&value);
+                    }
+                    _ => {
+                        map.insert(name.as_str().to_owned(), Value::String(value));
+                    }
+                }
+                map
+            });
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| transport_failure(target, &e))?;
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else if is_json {
+        serde_json::from_slice(&bytes).map_err(|e| Failure {
+            kind: FailureKind::Rejected,
+            message: format!("{target}: HTTP {status} with invalid JSON body: {e}"),
+            http_code: Some(status),
+            retry_after: None,
+            output: Some(json!({"status": status, "body": String::from_utf8_lossy(&bytes)})),
+        })?
+    } else {
+        Value::String(String::from_utf8_lossy(&bytes).into_owned())
+    };
+    let output = json!({"status": status, "headers": headers, "body": body});
+    if (200..300).contains(&status) {
+        return Ok(Outcome {
+            output,
+            http_code: Some(status),
+            effect: super::Effect::None,
+            usage: None,
+        });
+    }
+    Err(Failure {
+        kind: FailureKind::Status(status),
+        message: format!("{target}: HTTP {status}"),
+        http_code: Some(status),
+        retry_after,
+        output: Some(output),
+    })
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let delta = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(delta.to_std().unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_accepts_seconds_and_http_dates() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}

@@ -1,0 +1,170 @@
+//! Actions: what a step does. One file per action behind the [`Action`] trait, and the
+//! [`Registry`] that names them.
+//!
+//! Actions are stateless and know nothing of runs beyond the [`Call`] they are given: the
+//! engine renders the input, applies the per-attempt timeout, aborts on cancel (by dropping
+//! the future, which closes any connection), and decides about retries from the
+//! [`Failure`] an action reports. Adding an action touches its file and [`Registry::new`].
+
+mod client;
+mod condition;
+mod http;
+mod transform;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+
+use crate::config::Config;
+use crate::definition::Violation;
+
+pub use client::HttpClient;
+
+/// What a step is asked to do, with its input already rendered.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub input: Value,
+    pub run_id: String,
+    pub step: String,
+    /// `<run id>/<step name>`: the same for every attempt, so downstreams can de-duplicate.
+    pub idempotency_key: String,
+    /// The run's context when the step started (read-only).
+    pub context: Arc<Map<String, Value>>,
+}
+
+/// A successful step result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub output: Value,
+    pub http_code: Option<u16>,
+    pub effect: Effect,
+    /// Token usage to add to the run's totals.
+    pub usage: Option<Map<String, Value>>,
+}
+
+impl Outcome {
+    /// An outcome that only produces output.
+    pub fn output(output: Value) -> Self {
+        Self {
+            output,
+            http_code: None,
+            effect: Effect::None,
+            usage: None,
+        }
+    }
+}
+
+/// What a successful step does to its run besides producing output.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    None,
+    /// Merge these keys into the run context.
+    MergeContext(Map<String, Value>),
+    /// End the run now as `SUCCEEDED`; steps not reached are `SKIPPED`.
+    StopRun,
+}
+
+/// Why an attempt failed. The retry policy decides from `kind` whether to try again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    pub kind: FailureKind,
+    pub message: String,
+    pub http_code: Option<u16>,
+    /// The downstream's `Retry-After`, when it sent one.
+    pub retry_after: Option<Duration>,
+    /// What the downstream answered, kept on the failed step for debugging.
+    pub output: Option<Value>,
+}
+
+/// The class of a failure, as `retry_on` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The downstream answered with a non-2xx status.
+    Status(u16),
+    /// The attempt ran out of time.
+    Timeout,
+    /// The connection could not be made or broke.
+    Network,
+    /// The step cannot succeed by trying again (bad input, a false condition, a malformed
+    /// answer); never retried.
+    Rejected,
+}
+
+impl Failure {
+    /// A failure that retrying cannot fix.
+    pub fn rejected(message: impl Into<String>) -> Self {
+        Self {
+            kind: FailureKind::Rejected,
+            message: message.into(),
+            http_code: None,
+            retry_after: None,
+            output: None,
+        }
+    }
+}
+
+/// One kind of step.
+#[async_trait]
+pub trait Action: Send + Sync + 'static {
+    /// Static checks of a step's input at submission; pointers are relative to the input.
+    /// Templated strings are not rendered yet and should be let through.
+    fn check(&self, _input: &Map<String, Value>) -> Vec<Violation> {
+        Vec::new()
+    }
+
+    /// Input keys that hold bare expressions rather than templates. The engine evaluates
+    /// them as conditions and passes the boolean results in their place.
+    fn expression_fields(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// The per-attempt timeout when the step sets none; `None` for local actions.
+    fn default_timeout(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Performs one attempt.
+    async fn execute(&self, call: Call) -> Result<Outcome, Failure>;
+}
+
+/// The actions this server knows, by name.
+#[derive(Clone)]
+pub struct Registry {
+    actions: BTreeMap<&'static str, Arc<dyn Action>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.actions.keys()).finish()
+    }
+}
+
+/// The per-attempt timeout of `http` steps that set none.
+pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Registry {
+    /// Every action, sharing one pooled HTTP client.
+    pub fn new(_config: &Config, client: HttpClient) -> Self {
+        let mut actions: BTreeMap<&'static str, Arc<dyn Action>> = BTreeMap::new();
+        actions.insert(
+            "http",
+            Arc::new(http::Http::new(client, DEFAULT_HTTP_TIMEOUT)),
+        );
+        actions.insert("transform", Arc::new(transform::Transform));
+        actions.insert("condition", Arc::new(condition::Condition));
+        Self { actions }
+    }
+
+    /// The action called `name`.
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Action>> {
+        self.actions.get(name).cloned()
+    }
+
+    /// Names of all actions.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.actions.keys().copied()
+    }
+}

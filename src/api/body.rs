@@ -1,0 +1,103 @@
+//! Request bodies: JSON, or YAML with `Content-Type: application/yaml`, read up to the
+//! configured limit (`413` beyond it) and parsed into a JSON value (`400` with the line and
+//! column when malformed).
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::web::{Bytes, BytesMut};
+use actix_web::{FromRequest, HttpRequest, web};
+use futures::StreamExt;
+use futures::future::LocalBoxFuture;
+use serde_json::Value;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::definition::parse_document;
+
+/// A parsed JSON or YAML request body.
+#[derive(Debug, Clone)]
+pub struct Document(pub Value);
+
+/// YAML when the Content-Type says so; anything else is read as JSON, like the Go service
+/// did (so `curl -d '{…}'` without a header works).
+fn is_yaml(req: &HttpRequest) -> bool {
+    let ct = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    matches!(
+        mime.as_str(),
+        "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml"
+    )
+}
+
+/// Reads the whole body, refusing more than `limit` bytes.
+pub async fn read_limited(
+    req: &HttpRequest,
+    payload: &mut Payload,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::TooLarge(limit));
+    }
+    let mut body = BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::bad_request("", format!("cannot read the request body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+fn limit(req: &HttpRequest) -> usize {
+    req.app_data::<web::Data<AppState>>()
+        .map(|s| s.limits.body_bytes)
+        .unwrap_or(1024 * 1024)
+}
+
+impl FromRequest for Document {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        let mut payload = payload.take();
+        Box::pin(async move {
+            let yaml = is_yaml(&req);
+            let bytes = read_limited(&req, &mut payload, limit(&req)).await?;
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                return Ok(Self(Value::Null));
+            }
+            Ok(Self(parse_document(&bytes, yaml)?))
+        })
+    }
+}
+
+impl Document {
+    /// The body as an object; an empty body is an empty object.
+    pub fn into_object(self) -> Result<serde_json::Map<String, Value>, ApiError> {
+        match self.0 {
+            Value::Object(map) => Ok(map),
+            Value::Null => Ok(Default::default()),
+            _ => Err(ApiError::bad_request(
+                "",
+                "the request body must be a JSON object",
+            )),
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Wiring: builds the store, validator, template pack, engine and HTTP server from a
+//! [`Config`], and runs them until a shutdown signal. `main` and every integration test
+//! start the server through [`App::build`] and [`App::run`].
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{App as ActixApp, HttpServer, web};
+
+use crate::api::{self, AppState};
+use crate::config::{Config, StoreConfig};
+use crate::engine::{Engine, Settings};
+use crate::logs::LogHub;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{DynStore, StoreError};
+use crate::templates::{Pack, PackError};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("workflow schema {0}")]
+    Schema(String),
+    #[error("template pack {0}")]
+    Pack(#[from] PackError),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// A built server, bound to its port, not yet serving.
+pub struct App {
+    server: actix_web::dev::Server,
+    address: SocketAddr,
+    engine: Engine,
+    store: DynStore,
+}
+
+/// How long in-flight run tasks get to record their state on shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Opens the store the configuration names and applies its migrations.
+pub fn open_store(config: &Config) -> Result<DynStore, StartError> {
+    match &config.store {
+        StoreConfig::Sqlite {
+            path,
+            synchronous_full,
+            read_connections,
+        } => Ok(Arc::new(SqliteStore::open(
+            path,
+            *synchronous_full,
+            *read_connections,
+        )?)),
+        StoreConfig::Postgres { .. } => Err(StartError::Other(
+            "database.dsn: the PostgreSQL store is not available in this build".into(),
+        )),
+    }
+}
+
+impl App {
+    /// Builds everything and binds `server.host:server.port` (port 0 picks a free one).
+    /// Must be called within a Tokio runtime, which then runs the engine's tasks.
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let store = open_store(&config)?;
+        let validator = Arc::new(crate::cli::validator(&config).map_err(StartError::Schema)?);
+        let pack = Arc::new(Pack::load(config.templates_path.as_deref(), &validator)?);
+        let hub = Arc::new(LogHub::new());
+        let settings = Settings {
+            max_active_runs: config.engine.max_active_runs,
+            lease_ttl: config.engine.lease_ttl,
+            poll_interval: config.engine.poll_interval,
+            idempotency_ttl: config.engine.idempotency_ttl,
+            secrets: Arc::new(config.secrets.clone()),
+            emit_events: false,
+            max_log_entries: 100_000,
+        };
+        let engine = Engine::new(
+            store.clone(),
+            validator.clone(),
+            hub,
+            crate::ids::new_owner(),
+            settings,
+        );
+        engine.start();
+        let state = web::Data::new(AppState {
+            store: store.clone(),
+            engine: engine.clone(),
+            validator,
+            pack,
+            limits: config.limits.clone(),
+        });
+        let address = config.bind_address();
+        let listener = TcpListener::bind(&address).map_err(|source| StartError::Bind {
+            address: address.clone(),
+            source,
+        })?;
+        let bound = listener.local_addr().map_err(|source| StartError::Bind {
+            address: address.clone(),
+            source,
+        })?;
+        let mut server = HttpServer::new(move || {
+            ActixApp::new()
+                .app_data(state.clone())
+                .configure(api::configure)
+        })
+        .disable_signals()
+        .shutdown_timeout(SHUTDOWN_GRACE.as_secs());
+        if config.server.workers > 0 {
+            server = server.workers(config.server.workers);
+        }
+        let server = server
+            .listen(listener)
+            .map_err(|source| StartError::Bind { address, source })?
+            .run();
+        tracing::info!(address = %bound, owner = engine.owner(), "orchestrator listening");
+        Ok(Self {
+            server,
+            address: bound,
+            engine,
+            store,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The store the server uses.
+    pub fn store(&self) -> DynStore {
+        self.store.clone()
+    }
+
+    /// The engine the server uses.
+    pub fn engine(&self) -> Engine {
+        self.engine.clone()
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets requests finish,
+    /// and stops the engine (runs in flight resume on the next start).
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let server = tokio::spawn(self.server);
+        shutdown.await;
+        tracing::info!("shutting down");
+        let stopping = handle.stop(true);
+        self.engine.shutdown(SHUTDOWN_GRACE).await;
+        stopping.await;
+        server.await.map_err(std::io::Error::other)?
+    }
+}

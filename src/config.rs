@@ -1,0 +1,540 @@
+//! Server configuration: `config.yaml`, `${VAR}` expansion and `ORCHESTRATOR_…` overrides.
+//!
+//! Loading happens in two stages: the file is parsed as YAML, every string value has its
+//! `${VAR}` / `${VAR:-default}` references expanded from the environment, environment
+//! overrides are merged on top (`ORCHESTRATOR_SERVER__PORT=9000` sets `server.port`), and
+//! the result is deserialised into [`RawConfig`] (unknown keys are errors, so typos do not
+//! pass silently). [`Config::from_raw`] then checks values and derives the typed [`Config`]
+//! the rest of the server uses; a `Config` is always valid.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Serialized};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// Prefix of environment variables that override config keys; `__` separates levels.
+pub const ENV_PREFIX: &str = "ORCHESTRATOR_";
+
+/// Why the configuration could not be loaded. The message names the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: malformed YAML: {source}")]
+    Yaml {
+        path: PathBuf,
+        source: serde_yaml::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// `config.yaml` as written, before checks.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawConfig {
+    pub server: RawServer,
+    pub database: RawDatabase,
+    pub policy: RawPolicy,
+    pub templates: RawTemplates,
+    pub engine: RawEngine,
+    pub limits: RawLimits,
+    pub log: RawLog,
+    pub secrets: BTreeMap<String, String>,
+    pub ai_router: RawService,
+    pub web: RawService,
+    pub memarch: RawService,
+    pub scm: RawService,
+    pub audit_log: RawService,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawServer {
+    pub host: String,
+    pub port: u16,
+    /// HTTP worker threads; 0 means one per core.
+    pub workers: usize,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port: 8100,
+            workers: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawDatabase {
+    /// Empty: the embedded SQLite store at `path`. `postgres://…`: PostgreSQL.
+    pub dsn: String,
+    pub path: PathBuf,
+    /// `normal` (survives process death) or `full` (also survives power loss).
+    pub synchronous: String,
+    /// Read connections of the embedded store.
+    pub read_connections: usize,
+}
+
+impl Default for RawDatabase {
+    fn default() -> Self {
+        Self {
+            dsn: String::new(),
+            path: PathBuf::from("data/orchestrator.db"),
+            synchronous: "normal".into(),
+            read_connections: 4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawPolicy {
+    /// An operator's workflow JSON Schema replacing the bundled one.
+    pub workflow_schema: String,
+    /// Every step waits for approval, as if it said `requires_approval: true`.
+    pub requires_approval: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawTemplates {
+    /// A template pack file replacing the bundled `templates/templates.json`.
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawEngine {
+    /// Runs executing at once on this server; more queue as `PENDING`.
+    pub max_active_runs: usize,
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idempotency_ttl: Duration,
+    /// How often parked runs are checked for approval timeouts and queued runs for capacity.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+impl Default for RawEngine {
+    fn default() -> Self {
+        Self {
+            max_active_runs: 1000,
+            lease_ttl: Duration::from_secs(30),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawLimits {
+    /// Largest request body accepted, in bytes.
+    pub body_bytes: usize,
+    /// Most steps in one workflow.
+    pub max_steps: usize,
+    /// Largest `retry.max`.
+    pub max_retries: u32,
+    /// Largest page a list answers.
+    pub max_page: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            body_bytes: 1024 * 1024,
+            max_steps: 500,
+            max_retries: 100,
+            max_page: 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawLog {
+    /// `text` or `json`.
+    pub format: String,
+    /// A `tracing` filter such as `info` or `orchestrator=debug`.
+    pub level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// A downstream service section (`ai_router`, `web`, `memarch`, `scm`, `audit_log`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawService {
+    pub base_url: String,
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Default for RawService {
+    fn default() -> Self {
+        Self {
+            base_url: String::new(),
+            timeout: Duration::from_secs(30),
+            headers: BTreeMap::new(),
+        }
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from, for messages.
+    pub source: PathBuf,
+    pub server: RawServer,
+    pub store: StoreConfig,
+    pub workflow_schema: Option<PathBuf>,
+    pub requires_approval: bool,
+    pub templates_path: Option<PathBuf>,
+    pub engine: RawEngine,
+    pub limits: RawLimits,
+    pub log: LogConfig,
+    pub secrets: BTreeMap<String, String>,
+    pub services: Services,
+}
+
+/// Which store to open.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    Sqlite {
+        path: PathBuf,
+        synchronous_full: bool,
+        read_connections: usize,
+    },
+    Postgres {
+        dsn: String,
+    },
+}
+
+/// Telemetry output.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub json: bool,
+    pub level: String,
+}
+
+/// A configured downstream service.
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub base_url: Option<Url>,
+    pub timeout: Duration,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// The service sections by name.
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub ai_router: Service,
+    pub web: Service,
+    pub memarch: Service,
+    pub scm: Service,
+    pub audit_log: Service,
+}
+
+impl Config {
+    /// Reads `path`, expands `${VAR}`, applies `ORCHESTRATOR_…` overrides and checks the result.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_yaml(path, &text, |name| std::env::var(name).ok())
+    }
+
+    /// Defaults plus environment overrides, for commands run without a config file.
+    pub fn defaults() -> Result<Self, ConfigError> {
+        Self::from_yaml(Path::new("(defaults)"), "{}", |name| {
+            std::env::var(name).ok()
+        })
+    }
+
+    fn from_yaml(
+        path: &Path,
+        text: &str,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        };
+        let mut value: serde_yaml::Value =
+            serde_yaml::from_str(text).map_err(|source| ConfigError::Yaml {
+                path: path.to_owned(),
+                source,
+            })?;
+        if value.is_null() {
+            value = serde_yaml::Value::Mapping(Default::default());
+        }
+        if !value.is_mapping() {
+            return Err(invalid(
+                "the top level must be a mapping of sections".into(),
+            ));
+        }
+        expand_strings(&mut value, &lookup).map_err(invalid)?;
+        let raw: RawConfig = Figment::from(Serialized::defaults(value))
+            .merge(Env::prefixed(ENV_PREFIX).split("__"))
+            .extract()
+            .map_err(|e| invalid(figment_message(e)))?;
+        Self::from_raw(path, raw).map_err(invalid)
+    }
+
+    /// Checks a raw configuration and derives the typed one.
+    pub fn from_raw(path: &Path, raw: RawConfig) -> Result<Self, String> {
+        let store = if raw.database.dsn.trim().is_empty() {
+            let synchronous_full = match raw.database.synchronous.to_ascii_lowercase().as_str() {
+                "normal" => false,
+                "full" => true,
+                other => {
+                    return Err(format!(
+                        "database.synchronous: expected \"normal\" or \"full\", found {other:?}"
+                    ));
+                }
+            };
+            StoreConfig::Sqlite {
+                path: raw.database.path.clone(),
+                synchronous_full,
+                read_connections: raw.database.read_connections.max(1),
+            }
+        } else if raw.database.dsn.starts_with("postgres://")
+            || raw.database.dsn.starts_with("postgresql://")
+        {
+            StoreConfig::Postgres {
+                dsn: raw.database.dsn.clone(),
+            }
+        } else {
+            return Err(
+                "database.dsn: expected empty (embedded store) or a postgres:// URL".into(),
+            );
+        };
+        let json = match raw.log.format.as_str() {
+            "text" => false,
+            "json" => true,
+            other => {
+                return Err(format!(
+                    "log.format: expected \"text\" or \"json\", found {other:?}"
+                ));
+            }
+        };
+        if raw.engine.max_active_runs == 0 {
+            return Err("engine.max_active_runs: must be at least 1".into());
+        }
+        if raw.limits.body_bytes < 1024 {
+            return Err("limits.body_bytes: must be at least 1024".into());
+        }
+        let non_empty = |s: &str| (!s.trim().is_empty()).then(|| PathBuf::from(s));
+        Ok(Self {
+            source: path.to_owned(),
+            store,
+            workflow_schema: non_empty(&raw.policy.workflow_schema),
+            requires_approval: raw.policy.requires_approval,
+            templates_path: non_empty(&raw.templates.path),
+            log: LogConfig {
+                json,
+                level: raw.log.level.clone(),
+            },
+            services: Services {
+                ai_router: service("ai_router", &raw.ai_router)?,
+                web: service("web", &raw.web)?,
+                memarch: service("memarch", &raw.memarch)?,
+                scm: service("scm", &raw.scm)?,
+                audit_log: service("audit_log", &raw.audit_log)?,
+            },
+            server: raw.server,
+            engine: raw.engine,
+            limits: raw.limits,
+            secrets: raw.secrets,
+        })
+    }
+
+    /// The address to bind, `host:port`.
+    pub fn bind_address(&self) -> String {
+        format!("{}:{}", self.server.host, self.server.port)
+    }
+}
+
+fn service(name: &str, raw: &RawService) -> Result<Service, String> {
+    let base_url = if raw.base_url.trim().is_empty() {
+        None
+    } else {
+        let url = Url::parse(raw.base_url.trim())
+            .map_err(|e| format!("{name}.base_url: {e}: {:?}", raw.base_url))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!(
+                "{name}.base_url: only http and https URLs are allowed"
+            ));
+        }
+        Some(url)
+    };
+    Ok(Service {
+        base_url,
+        timeout: raw.timeout,
+        headers: raw.headers.clone(),
+    })
+}
+
+fn figment_message(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let from = match &e.metadata {
+                Some(m) if m.name.contains("environment") => {
+                    format!(
+                        " (from {ENV_PREFIX}{})",
+                        key.to_uppercase().replace('.', "__")
+                    )
+                }
+                _ => String::new(),
+            };
+            if key.is_empty() {
+                format!("{}{from}", e.kind)
+            } else {
+                format!("{key}: {}{from}", e.kind)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Expands `${VAR}` and `${VAR:-default}` in every string value; an unset variable without a
+/// default expands to the empty string. A bare `$` is left alone, so values such as passwords
+/// or patterns containing `$` survive unchanged.
+fn expand_strings(
+    value: &mut serde_yaml::Value,
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<(), String> {
+    match value {
+        serde_yaml::Value::String(s) => *s = expand(s, lookup)?,
+        serde_yaml::Value::Sequence(items) => {
+            for item in items {
+                expand_strings(item, lookup)?;
+            }
+        }
+        serde_yaml::Value::Mapping(map) => {
+            for (_, item) in map.iter_mut() {
+                expand_strings(item, lookup)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn expand(input: &str, lookup: &impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(input.len());
+    let mut rest = input;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unterminated ${{ in {input:?}"))?;
+        let reference = &after[..end];
+        let (name, default) = match reference.split_once(":-") {
+            Some((name, default)) => (name, Some(default)),
+            None => (reference, None),
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!(
+                "bad variable reference ${{{reference}}} in {input:?}"
+            ));
+        }
+        match lookup(name) {
+            Some(v) if !v.is_empty() || default.is_none() => out.push_str(&v),
+            _ => out.push_str(default.unwrap_or("")),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars: BTreeMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_yaml(Path::new("config.yaml"), text, |n| vars.get(n).cloned())
+    }
+
+    #[test]
+    fn defaults_listen_on_port_8100_with_the_embedded_store() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.server.port, 8100);
+        assert!(matches!(c.store, StoreConfig::Sqlite { .. }));
+    }
+
+    #[test]
+    fn variables_in_strings_are_expanded_with_defaults() {
+        let c = load(
+            "ai_router:\n  base_url: ${ROUTER:-http://localhost:1}\n  headers:\n    Authorization: Bearer ${TOKEN}\n",
+            &[("TOKEN", "s3cret")],
+        )
+        .unwrap();
+        let ai = &c.services.ai_router;
+        assert_eq!(
+            ai.base_url.as_ref().unwrap().as_str(),
+            "http://localhost:1/"
+        );
+        assert_eq!(ai.headers["Authorization"], "Bearer s3cret");
+    }
+
+    #[test]
+    fn a_bare_dollar_is_not_an_expansion() {
+        assert_eq!(
+            expand("pa$$word $HOME", &|_| None).unwrap(),
+            "pa$$word $HOME"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_file_and_key() {
+        let err = load("server:\n  prot: 1\n", &[]).unwrap_err().to_string();
+        assert!(
+            err.starts_with("config.yaml:") && err.contains("prot"),
+            "{err}"
+        );
+        let err = load("server:\n  port: many\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.port"), "{err}");
+        let err = load("database:\n  synchronous: sometimes\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("database.synchronous"), "{err}");
+    }
+
+    #[test]
+    fn malformed_yaml_is_reported_with_the_file_name() {
+        let err = load("server: [1,\n", &[]).unwrap_err().to_string();
+        assert!(err.starts_with("config.yaml: malformed YAML"), "{err}");
+    }
+}

@@ -1,0 +1,596 @@
+//! Semantic checks: what JSON Schema cannot say. Collects every violation before giving up,
+//! so a user fixes a definition in one round trip.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::dag::{Dag, DagError};
+use super::{
+    ApprovalPolicy, OnFailure, RetryClass, RetryPolicy, Step, Validator, Violation, Workflow,
+};
+use crate::expr::{Expr, ROOTS, STEP_FIELDS, Template, escape_pointer};
+use crate::model::Decision;
+
+#[derive(Deserialize)]
+struct WorkflowSpec {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    steps: Vec<Value>,
+}
+
+#[derive(Deserialize)]
+struct StepSpec {
+    #[serde(default)]
+    id: Option<String>,
+    name: String,
+    action: String,
+    #[serde(default)]
+    input: Map<String, Value>,
+    #[serde(default)]
+    retry: Option<RetrySpec>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    requires_approval: bool,
+    #[serde(default)]
+    approval: Option<ApprovalSpec>,
+    #[serde(default)]
+    depends_on: Option<Vec<String>>,
+    #[serde(default)]
+    when: Option<String>,
+    #[serde(default)]
+    on_failure: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct RetrySpec {
+    max: Option<u32>,
+    backoff_ms: Option<u64>,
+    multiplier: Option<f64>,
+    max_backoff_ms: Option<u64>,
+    jitter: Option<bool>,
+    retry_on: Option<Vec<String>>,
+    deadline_ms: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+struct ApprovalSpec {
+    timeout_ms: Option<u64>,
+    on_timeout: Option<String>,
+    input_schema: Option<Value>,
+}
+
+/// Globals of the expression language that are not variables.
+const FUNCTIONS: [&str; 4] = ["range", "dict", "debug", "namespace"];
+
+/// Checks a schema-valid document and builds the typed workflow.
+pub fn build(validator: &Validator, document: &Value) -> Result<Workflow, Vec<Violation>> {
+    let spec: WorkflowSpec = serde_json::from_value(document.clone())
+        .map_err(|e| vec![Violation::new("", format!("unexpected shape: {e}"))])?;
+    let mut v = Vec::new();
+    if spec.steps.len() > validator.limits.max_steps {
+        v.push(Violation::new(
+            "/steps",
+            format!(
+                "{} steps exceed the limit of {}",
+                spec.steps.len(),
+                validator.limits.max_steps
+            ),
+        ));
+    }
+    let mut specs = Vec::with_capacity(spec.steps.len());
+    for (i, raw) in spec.steps.iter().enumerate() {
+        match StepSpec::deserialize(raw) {
+            Ok(s) => specs.push(s),
+            Err(e) => v.push(Violation::new(
+                format!("/steps/{i}"),
+                format!("unexpected shape: {e}"),
+            )),
+        }
+    }
+    if !v.is_empty() {
+        return Err(v);
+    }
+    check_unique(&specs, &mut v);
+    let edges: Vec<(&str, Option<&[String]>)> = specs
+        .iter()
+        .map(|s| (s.name.as_str(), s.depends_on.as_deref()))
+        .collect();
+    let dag = match Dag::build(&edges) {
+        Ok(dag) => Some(dag),
+        Err(errors) => {
+            v.extend(errors.into_iter().map(|e| dag_violation(e, &specs)));
+            None
+        }
+    };
+    let names: HashMap<&str, usize> = specs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    let mut steps = Vec::with_capacity(specs.len());
+    for (i, s) in specs.iter().enumerate() {
+        let scope = RefScope {
+            step: i,
+            names: &names,
+            dag: dag.as_ref(),
+        };
+        if let Some(step) = build_step(validator, i, s, &scope, &mut v) {
+            steps.push(step);
+        }
+    }
+    match dag {
+        Some(dag) if v.is_empty() => Ok(Workflow {
+            name: spec.name,
+            description: spec.description,
+            timeout: spec.timeout_ms.map(Duration::from_millis),
+            steps,
+            dag,
+        }),
+        _ => {
+            v.sort();
+            v.dedup();
+            Err(v)
+        }
+    }
+}
+
+fn check_unique(specs: &[StepSpec], v: &mut Vec<Violation>) {
+    use std::collections::hash_map::Entry;
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut ids: HashMap<&str, usize> = HashMap::new();
+    for (i, s) in specs.iter().enumerate() {
+        if let Entry::Occupied(first) = names.entry(&s.name) {
+            v.push(Violation::new(
+                format!("/steps/{i}/name"),
+                format!(
+                    "duplicate step name {:?} (first used by step {})",
+                    s.name,
+                    first.get()
+                ),
+            ));
+        } else {
+            names.insert(&s.name, i);
+        }
+        let Some(id) = &s.id else { continue };
+        if let Entry::Occupied(first) = ids.entry(id) {
+            v.push(Violation::new(
+                format!("/steps/{i}/id"),
+                format!(
+                    "duplicate step id {id:?} (first used by step {})",
+                    first.get()
+                ),
+            ));
+        } else {
+            ids.insert(id, i);
+        }
+    }
+}
+
+fn dag_violation(error: DagError, specs: &[StepSpec]) -> Violation {
+    match error {
+        DagError::UnknownStep {
+            step,
+            position,
+            name,
+        } => Violation::new(
+            format!("/steps/{step}/depends_on/{position}"),
+            format!("depends on unknown step {name:?}"),
+        ),
+        DagError::Cycle(path) => {
+            let names: Vec<&str> = path.iter().map(|&i| specs[i].name.as_str()).collect();
+            Violation::new(
+                format!("/steps/{}/depends_on", path[0]),
+                format!("depends_on forms a cycle: {}", names.join(" → ")),
+            )
+        }
+    }
+}
+
+/// What a template in one step may read.
+struct RefScope<'a> {
+    step: usize,
+    names: &'a HashMap<&'a str, usize>,
+    dag: Option<&'a Dag>,
+}
+
+impl RefScope<'_> {
+    /// Why `reference` (a dotted name such as `steps.fetch.output`) may not be read, if so.
+    fn check(&self, reference: &str) -> Option<String> {
+        let mut parts = reference.split('.');
+        let root = parts.next().unwrap_or_default();
+        if FUNCTIONS.contains(&root) {
+            return None;
+        }
+        if !ROOTS.contains(&root) {
+            return Some(format!(
+                "unknown variable {root:?}; templates may read {}",
+                ROOTS.join(", ")
+            ));
+        }
+        match (root, parts.next(), parts.next()) {
+            ("steps", Some(name), field) => {
+                let Some(&target) = self.names.get(name) else {
+                    return Some(format!("{reference:?} refers to unknown step {name:?}"));
+                };
+                if target == self.step {
+                    return Some(format!("{reference:?}: a step cannot read its own result"));
+                }
+                if self.dag.is_some_and(|d| !d.is_upstream(target, self.step)) {
+                    return Some(format!(
+                        "{reference:?}: step {name:?} is not upstream of this step (add it to depends_on)"
+                    ));
+                }
+                match field {
+                    Some(f) if !STEP_FIELDS.contains(&f) => Some(format!(
+                        "{reference:?}: steps have {}, not {f:?}",
+                        STEP_FIELDS.join(", ")
+                    )),
+                    _ => None,
+                }
+            }
+            ("run", Some(field), _) if !["id", "workflow_id"].contains(&field) => {
+                Some(format!("{reference:?}: run has id and workflow_id"))
+            }
+            _ => None,
+        }
+    }
+
+    fn check_all(&self, pointer: &str, refs: Vec<(String, String)>, v: &mut Vec<Violation>) {
+        for (at, reference) in refs {
+            if let Some(message) = self.check(&reference) {
+                v.push(Violation::new(format!("{pointer}{at}"), message));
+            }
+        }
+    }
+}
+
+fn build_step(
+    validator: &Validator,
+    i: usize,
+    s: &StepSpec,
+    scope: &RefScope<'_>,
+    v: &mut Vec<Violation>,
+) -> Option<Step> {
+    let at = format!("/steps/{i}");
+    let action = validator.actions.get(&s.action);
+    let Some(action) = action else {
+        let known: Vec<&str> = validator.actions.names().collect();
+        v.push(Violation::new(
+            format!("{at}/action"),
+            format!(
+                "unknown action {:?}; known actions: {}",
+                s.action,
+                known.join(", ")
+            ),
+        ));
+        return None;
+    };
+    for violation in action.check(&s.input) {
+        v.push(Violation::new(
+            format!("{at}/input{}", violation.pointer),
+            violation.message,
+        ));
+    }
+    let mut input = s.input.clone();
+    let mut expressions = Vec::new();
+    for &field in action.expression_fields() {
+        let Some(value) = input.shift_remove(field) else {
+            continue;
+        };
+        let pointer = format!("{at}/input/{}", escape_pointer(field));
+        match value.as_str().map(Expr::compile) {
+            Some(Ok(expr)) => {
+                scope.check_all(
+                    &pointer,
+                    expr.references()
+                        .into_iter()
+                        .map(|r| (String::new(), r))
+                        .collect(),
+                    v,
+                );
+                expressions.push((field.to_owned(), expr));
+            }
+            Some(Err(e)) => v.push(Violation::new(pointer, format!("invalid expression: {e}"))),
+            None => v.push(Violation::new(pointer, "must be an expression string")),
+        }
+    }
+    let input = match Template::compile(&Value::Object(input)) {
+        Ok(t) => {
+            scope.check_all(&format!("{at}/input"), t.references(), v);
+            Some(t)
+        }
+        Err((pointer, e)) => {
+            v.push(Violation::new(
+                format!("{at}/input{pointer}"),
+                format!("invalid template: {e}"),
+            ));
+            None
+        }
+    };
+    let when = s
+        .when
+        .as_deref()
+        .and_then(|text| match Expr::compile(text) {
+            Ok(expr) => {
+                scope.check_all(
+                    &format!("{at}/when"),
+                    expr.references()
+                        .into_iter()
+                        .map(|r| (String::new(), r))
+                        .collect(),
+                    v,
+                );
+                Some(expr)
+            }
+            Err(e) => {
+                v.push(Violation::new(
+                    format!("{at}/when"),
+                    format!("invalid expression: {e}"),
+                ));
+                None
+            }
+        });
+    let retry = retry_policy(validator, &at, s.retry.as_ref(), v);
+    let approval = approval_policy(validator, &at, s, v);
+    Some(Step {
+        index: i,
+        id: s.id.clone().unwrap_or_else(|| s.name.clone()),
+        name: s.name.clone(),
+        action_name: s.action.clone(),
+        action,
+        input: input?,
+        expressions,
+        retry: retry?,
+        timeout: s.timeout_ms.map(Duration::from_millis),
+        approval: approval?,
+        when: if s.when.is_some() { Some(when?) } else { None },
+        on_failure: match s.on_failure.as_deref() {
+            Some("continue") => OnFailure::Continue,
+            _ => OnFailure::Fail,
+        },
+    })
+}
+
+fn retry_policy(
+    validator: &Validator,
+    at: &str,
+    spec: Option<&RetrySpec>,
+    v: &mut Vec<Violation>,
+) -> Option<RetryPolicy> {
+    let Some(spec) = spec else {
+        return Some(RetryPolicy::default());
+    };
+    let d = RetryPolicy::default();
+    let policy = RetryPolicy {
+        max: spec.max.unwrap_or(0),
+        backoff_ms: spec.backoff_ms.unwrap_or(d.backoff_ms),
+        multiplier: spec.multiplier.unwrap_or(d.multiplier),
+        max_backoff_ms: spec.max_backoff_ms.unwrap_or(d.max_backoff_ms),
+        jitter: spec.jitter.unwrap_or(false),
+        retry_on: spec.retry_on.as_ref().map(|classes| {
+            classes
+                .iter()
+                .filter_map(|c| RetryClass::parse(c))
+                .collect()
+        }),
+        deadline_ms: spec.deadline_ms,
+    };
+    let before = v.len();
+    if policy.max > validator.limits.max_retries {
+        v.push(Violation::new(
+            format!("{at}/retry/max"),
+            format!(
+                "{} retries exceed the limit of {}",
+                policy.max, validator.limits.max_retries
+            ),
+        ));
+    }
+    if policy.backoff_ms > policy.max_backoff_ms {
+        v.push(Violation::new(
+            format!("{at}/retry/backoff_ms"),
+            format!(
+                "backoff_ms {} exceeds max_backoff_ms {}",
+                policy.backoff_ms, policy.max_backoff_ms
+            ),
+        ));
+    }
+    if !(1.0..=100.0).contains(&policy.multiplier) {
+        v.push(Violation::new(
+            format!("{at}/retry/multiplier"),
+            "multiplier must be between 1 and 100",
+        ));
+    }
+    if let (Some(classes), Some(given)) = (&policy.retry_on, &spec.retry_on)
+        && classes.len() != given.len()
+    {
+        v.push(Violation::new(
+            format!("{at}/retry/retry_on"),
+            "unknown retry class",
+        ));
+    }
+    (v.len() == before).then_some(policy)
+}
+
+fn approval_policy(
+    validator: &Validator,
+    at: &str,
+    s: &StepSpec,
+    v: &mut Vec<Violation>,
+) -> Option<Option<ApprovalPolicy>> {
+    if !(s.requires_approval || s.approval.is_some() || validator.approve_every_step) {
+        return Some(None);
+    }
+    let spec = s.approval.as_ref();
+    let input_schema = match spec.and_then(|a| a.input_schema.as_ref()) {
+        None => None,
+        Some(schema) => match jsonschema::options().build(schema) {
+            Ok(compiled) => Some(Arc::new(compiled)),
+            Err(e) => {
+                v.push(Violation::new(
+                    format!("{at}/approval/input_schema"),
+                    format!("not a valid JSON Schema: {e}"),
+                ));
+                return None;
+            }
+        },
+    };
+    Some(Some(ApprovalPolicy {
+        timeout: spec.and_then(|a| a.timeout_ms).map(Duration::from_millis),
+        on_timeout: match spec.and_then(|a| a.on_timeout.as_deref()) {
+            Some("approve") => Decision::Approved,
+            _ => Decision::Rejected,
+        },
+        input_schema,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Invalid, Limits, Stage, WorkflowSchema};
+    use super::*;
+    use crate::actions::HttpClient;
+    use serde_json::json;
+
+    fn validator() -> Validator {
+        let config =
+            crate::config::Config::from_raw(std::path::Path::new("t"), Default::default()).unwrap();
+        let actions = crate::actions::Registry::new(&config, HttpClient::new().unwrap());
+        Validator::new(
+            WorkflowSchema::bundled().unwrap(),
+            actions,
+            Limits {
+                max_steps: 10,
+                max_retries: 5,
+            },
+            false,
+        )
+    }
+
+    fn violations(doc: Value) -> Vec<Violation> {
+        match validator().validate(&doc) {
+            Ok(_) => vec![],
+            Err(Invalid { stage, violations }) => {
+                assert_eq!(stage, Stage::Semantic, "{violations:?}");
+                violations
+            }
+        }
+    }
+
+    fn http(name: &str) -> Value {
+        json!({"name": name, "action": "http", "input": {"url": "http://127.0.0.1:1/x"}})
+    }
+
+    #[test]
+    fn a_valid_dag_builds() {
+        let wf = validator()
+            .validate(&json!({"name": "w", "steps": [
+                http("a"),
+                {"name": "b", "action": "transform", "depends_on": ["a"], "input": {"set": {"x": "{{ steps.a.output.body }}"}}},
+                {"name": "c", "action": "condition", "depends_on": ["a"], "input": {"if": "steps.a.status == 'SUCCEEDED'"}},
+                {"name": "d", "action": "transform", "depends_on": ["b", "c"], "when": "context.x", "input": {"value": 1}}
+            ]}))
+            .unwrap();
+        assert_eq!(wf.dag.parents(3), [1, 2]);
+        assert_eq!(wf.steps[2].expressions.len(), 1);
+    }
+
+    #[test]
+    fn the_second_duplicate_name_is_reported() {
+        let v = violations(json!({"name": "w", "steps": [http("a"), http("a")]}));
+        assert_eq!(v[0].pointer, "/steps/1/name");
+    }
+
+    #[test]
+    fn unknown_actions_are_named() {
+        let v = violations(json!({"name": "w", "steps": [{"name": "a", "action": "teleport"}]}));
+        assert_eq!(v[0].pointer, "/steps/0/action");
+        assert!(v[0].message.contains("teleport"));
+    }
+
+    #[test]
+    fn non_http_urls_are_rejected() {
+        let v = violations(
+            json!({"name": "w", "steps": [{"name": "a", "action": "http", "input": {"url": "file:///etc/passwd"}}]}),
+        );
+        assert_eq!(v[0].pointer, "/steps/0/input/url");
+    }
+
+    #[test]
+    fn unknown_dependencies_and_cycles_are_reported() {
+        let v = violations(json!({"name": "w", "steps": [
+            {"name": "a", "action": "transform", "input": {"value": 1}, "depends_on": ["zzz"]}
+        ]}));
+        assert_eq!(v[0].pointer, "/steps/0/depends_on/0");
+        let v = violations(json!({"name": "w", "steps": [
+            {"name": "a", "action": "transform", "input": {"value": 1}, "depends_on": ["b"]},
+            {"name": "b", "action": "transform", "input": {"value": 1}, "depends_on": ["a"]}
+        ]}));
+        assert!(
+            v[0].message.contains("cycle") && v[0].message.contains("a → b → a")
+                || v[0].message.contains("b → a → b"),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn templates_may_only_read_upstream_steps() {
+        let v = violations(json!({"name": "w", "steps": [
+            {"name": "a", "action": "transform", "input": {"value": "{{ steps.b.output }}"}, "depends_on": []},
+            {"name": "b", "action": "transform", "input": {"value": 1}, "depends_on": []}
+        ]}));
+        assert_eq!(v[0].pointer, "/steps/0/input/value");
+        assert!(v[0].message.contains("not upstream"), "{v:?}");
+        let v = violations(json!({"name": "w", "steps": [
+            {"name": "a", "action": "transform", "input": {"value": "{{ steps.nope.output }}"}},
+            {"name": "b", "action": "transform", "input": {"value": "{{ contxt.x }}"}}
+        ]}));
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert!(
+            v[1].message.contains("unknown variable \"contxt\""),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn template_syntax_errors_point_into_the_input() {
+        let v = violations(json!({"name": "w", "steps": [
+            {"name": "a", "action": "transform", "input": {"value": {"deep": ["{{ 1 + }}"]}}}
+        ]}));
+        assert_eq!(v[0].pointer, "/steps/0/input/value/deep/0");
+    }
+
+    #[test]
+    fn retry_bounds_are_checked() {
+        let v = violations(json!({"name": "w", "steps": [
+            {"name": "a", "action": "http", "input": {"url": "http://x"}, "retry": {"max": 50, "backoff_ms": 70000}}
+        ]}));
+        let pointers: Vec<_> = v.iter().map(|v| v.pointer.as_str()).collect();
+        assert_eq!(
+            pointers,
+            ["/steps/0/retry/backoff_ms", "/steps/0/retry/max"]
+        );
+    }
+
+    #[test]
+    fn too_many_steps_are_refused() {
+        let steps: Vec<Value> = (0..11).map(|i| http(&format!("s{i}"))).collect();
+        let v = violations(json!({"name": "w", "steps": steps}));
+        assert_eq!(v[0].pointer, "/steps");
+    }
+
+    #[test]
+    fn an_invalid_approval_schema_is_reported() {
+        let v = violations(json!({"name": "w", "steps": [
+            {"name": "a", "action": "transform", "input": {"value": 1}, "approval": {"input_schema": {"type": 5}}}
+        ]}));
+        assert_eq!(v[0].pointer, "/steps/0/approval/input_schema");
+    }
+}

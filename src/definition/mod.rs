@@ -1,0 +1,297 @@
+//! Workflow definitions: parsing, validation and the typed model the engine runs.
+//!
+//! Validation runs in a fixed order and stops at the first stage that finds problems:
+//! syntax (JSON or YAML) → JSON Schema → semantic checks. Every problem is a [`Violation`]
+//! carrying the JSON pointer of the offending member. A definition that passes becomes a
+//! [`Workflow`], which cannot be invalid: names are unique, actions exist, the step graph
+//! is acyclic and every template compiles and reads only what it may.
+
+mod checks;
+pub mod dag;
+pub mod schema;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::actions::{Action, Registry};
+use crate::expr::{Expr, Template};
+use crate::model::Decision;
+
+pub use dag::Dag;
+pub use schema::WorkflowSchema;
+
+/// One problem with a definition, at a JSON pointer.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Violation {
+    pub pointer: String,
+    pub message: String,
+}
+
+impl Violation {
+    pub fn new(pointer: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            pointer: pointer.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The validation stage that rejected a definition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Syntax,
+    Schema,
+    Semantic,
+}
+
+/// A rejected definition: every violation found at `stage`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{} ({} problem{})", self.title(), violations.len(), if violations.len() == 1 { "" } else { "s" })]
+pub struct Invalid {
+    pub stage: Stage,
+    pub violations: Vec<Violation>,
+}
+
+impl Invalid {
+    /// A one-line summary of the stage.
+    pub fn title(&self) -> &'static str {
+        match self.stage {
+            Stage::Syntax => "malformed document",
+            Stage::Schema => "definition does not match the workflow schema",
+            Stage::Semantic => "invalid workflow definition",
+        }
+    }
+
+    fn single(stage: Stage, pointer: &str, message: impl Into<String>) -> Self {
+        Self {
+            stage,
+            violations: vec![Violation::new(pointer, message)],
+        }
+    }
+}
+
+/// Error classes `retry_on` can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryClass {
+    Server,
+    Client,
+    Status(u16),
+    Timeout,
+    Network,
+}
+
+impl RetryClass {
+    fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "5xx" => Self::Server,
+            "4xx" => Self::Client,
+            "timeout" => Self::Timeout,
+            "network" => Self::Network,
+            code => Self::Status(code.parse().ok().filter(|c| (100..600).contains(c))?),
+        })
+    }
+}
+
+/// How a step is retried. `max` counts retries after the first attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    pub max: u32,
+    pub backoff_ms: u64,
+    pub multiplier: f64,
+    pub max_backoff_ms: u64,
+    pub jitter: bool,
+    /// Replaces the default classes (408, 429, 5xx, timeout, network) when set.
+    pub retry_on: Option<Vec<RetryClass>>,
+    pub deadline_ms: Option<u64>,
+}
+
+/// Default `retry.backoff_ms`.
+pub const DEFAULT_BACKOFF_MS: u64 = 500;
+/// Default `retry.max_backoff_ms`.
+pub const DEFAULT_MAX_BACKOFF_MS: u64 = 60_000;
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max: 0,
+            backoff_ms: DEFAULT_BACKOFF_MS,
+            multiplier: 2.0,
+            max_backoff_ms: DEFAULT_MAX_BACKOFF_MS,
+            jitter: false,
+            retry_on: None,
+            deadline_ms: None,
+        }
+    }
+}
+
+/// What happens to a failed step's run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    Fail,
+    Continue,
+}
+
+/// A step's approval gate.
+#[derive(Clone)]
+pub struct ApprovalPolicy {
+    pub timeout: Option<Duration>,
+    pub on_timeout: Decision,
+    pub input_schema: Option<Arc<jsonschema::Validator>>,
+}
+
+impl std::fmt::Debug for ApprovalPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApprovalPolicy")
+            .field("timeout", &self.timeout)
+            .field("on_timeout", &self.on_timeout)
+            .field("input_schema", &self.input_schema.is_some())
+            .finish()
+    }
+}
+
+/// A validated step.
+pub struct Step {
+    pub index: usize,
+    /// `id` when given, else `name`; shown as `step_id` on runs.
+    pub id: String,
+    pub name: String,
+    pub action_name: String,
+    pub action: Arc<dyn Action>,
+    /// The input without its expression fields.
+    pub input: Template,
+    /// Input keys holding bare expressions (condition `if`), evaluated to booleans.
+    pub expressions: Vec<(String, Expr)>,
+    pub retry: RetryPolicy,
+    pub timeout: Option<Duration>,
+    pub approval: Option<ApprovalPolicy>,
+    pub when: Option<Expr>,
+    pub on_failure: OnFailure,
+}
+
+impl std::fmt::Debug for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Step")
+            .field("name", &self.name)
+            .field("action", &self.action_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A validated workflow definition.
+#[derive(Debug)]
+pub struct Workflow {
+    pub name: String,
+    pub description: Option<String>,
+    pub timeout: Option<Duration>,
+    pub steps: Vec<Step>,
+    pub dag: Dag,
+}
+
+impl Workflow {
+    /// The index of the step called `name`.
+    pub fn step_index(&self, name: &str) -> Option<usize> {
+        self.steps.iter().position(|s| s.name == name)
+    }
+}
+
+/// Limits enforced by semantic checks.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_steps: usize,
+    pub max_retries: u32,
+}
+
+/// Validates definitions with one schema, one action registry and one set of limits.
+pub struct Validator {
+    schema: WorkflowSchema,
+    actions: Registry,
+    limits: Limits,
+    approve_every_step: bool,
+}
+
+impl std::fmt::Debug for Validator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Validator")
+            .field("actions", &self.actions)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Fields a client may send back from a `GET` but that the server owns.
+pub const READ_ONLY_FIELDS: [&str; 6] = [
+    "id",
+    "version",
+    "created_at",
+    "updated_at",
+    "created_by",
+    "restored_from",
+];
+
+impl Validator {
+    /// `approve_every_step` is `policy.requires_approval`.
+    pub fn new(
+        schema: WorkflowSchema,
+        actions: Registry,
+        limits: Limits,
+        approve_every_step: bool,
+    ) -> Self {
+        Self {
+            schema,
+            actions,
+            limits,
+            approve_every_step,
+        }
+    }
+
+    /// Runs the schema and semantic stages on a parsed document.
+    pub fn validate(&self, document: &Value) -> Result<Workflow, Invalid> {
+        let violations = self.schema.check(document);
+        if !violations.is_empty() {
+            return Err(Invalid {
+                stage: Stage::Schema,
+                violations,
+            });
+        }
+        checks::build(self, document).map_err(|violations| Invalid {
+            stage: Stage::Semantic,
+            violations,
+        })
+    }
+
+    /// The action registry definitions are checked against.
+    pub fn actions(&self) -> &Registry {
+        &self.actions
+    }
+}
+
+/// Parses a request body or file as JSON, or as YAML when `yaml` is set.
+pub fn parse_document(bytes: &[u8], yaml: bool) -> Result<Value, Invalid> {
+    if yaml {
+        serde_yaml::from_slice(bytes)
+            .map_err(|e| Invalid::single(Stage::Syntax, "", format!("invalid YAML: {e}")))
+    } else {
+        serde_json::from_slice(bytes)
+            .map_err(|e| Invalid::single(Stage::Syntax, "", format!("invalid JSON: {e}")))
+    }
+}
+
+/// The definition to store: the document without server-owned fields.
+pub fn stored_definition(document: &Value) -> Value {
+    let mut out = document.clone();
+    if let Value::Object(map) = &mut out {
+        for field in READ_ONLY_FIELDS {
+            map.shift_remove(field);
+        }
+    }
+    out
+}
+
+/// The object at `document`, for callers that need a member before validation.
+pub fn as_object(document: &Value) -> Result<&Map<String, Value>, Invalid> {
+    document
+        .as_object()
+        .ok_or_else(|| Invalid::single(Stage::Schema, "", "a workflow must be a JSON object"))
+}

@@ -1,0 +1,166 @@
+//! The attempts of one step: call the action, apply the per-attempt timeout, and retry by
+//! the step's policy, reporting every attempt to the run's task as it ends.
+//!
+//! This future owns no run state. It is spawned per step and aborted (dropped) on cancel,
+//! which drops any in-flight request and so closes its connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::retry::{GiveUp, next_delay};
+use super::state::Start;
+use crate::actions::{Action, Effect, Failure, FailureKind, Outcome};
+use crate::definition::RetryPolicy;
+use crate::expr::Redactor;
+use crate::model::{Attempt, now};
+
+/// What a step's attempts report to the run's task.
+#[derive(Debug)]
+pub enum StepEvent {
+    /// An attempt failed and the step will be tried again after `retry_in_ms`.
+    Retrying { index: usize, attempt: Attempt },
+    /// The step is finished; `attempt` is its last attempt.
+    Done {
+        index: usize,
+        attempt: Attempt,
+        result: Box<Result<Outcome, Failure>>,
+    },
+}
+
+/// What a step needs besides its [`Start`].
+pub struct StepPlan {
+    pub action: Arc<dyn Action>,
+    pub retry: RetryPolicy,
+    pub timeout: Option<Duration>,
+}
+
+/// Runs the attempts of one step until it succeeds, fails for good, or is dropped.
+pub async fn run(plan: StepPlan, start: Start, events: mpsc::UnboundedSender<StepEvent>) {
+    if let Some(at) = start.not_before
+        && let Ok(wait) = (at - now()).to_std()
+    {
+        tokio::time::sleep(wait).await;
+    }
+    let index = start.index;
+    let mut number = start.first_attempt;
+    loop {
+        let started_at = now();
+        let elapsed = (started_at - start.first_started)
+            .to_std()
+            .unwrap_or_default();
+        let result = attempt(&plan, &start, elapsed).await;
+        let mut record = Attempt {
+            attempt: number,
+            started_at,
+            finished_at: Some(now()),
+            error: None,
+            http_code: None,
+            retry_in_ms: None,
+        };
+        let failure = match result {
+            Ok(mut outcome) => {
+                record.http_code = outcome.http_code;
+                redact_outcome(&start.redactor, &mut outcome);
+                let _ = events.send(StepEvent::Done {
+                    index,
+                    attempt: record,
+                    result: Box::new(Ok(outcome)),
+                });
+                return;
+            }
+            Err(failure) => failure,
+        };
+        record.error = Some(start.redactor.redact_str(&failure.message));
+        record.http_code = failure.http_code;
+        let elapsed = (now() - start.first_started).to_std().unwrap_or_default();
+        match next_delay(
+            &plan.retry,
+            number,
+            &failure,
+            elapsed,
+            rand::random::<f64>(),
+        ) {
+            Ok(delay) => {
+                record.retry_in_ms = Some(delay.as_millis() as u64);
+                if events
+                    .send(StepEvent::Retrying {
+                        index,
+                        attempt: record,
+                    })
+                    .is_err()
+                {
+                    return;
+                }
+                tokio::time::sleep(delay).await;
+                number += 1;
+            }
+            Err(why) => {
+                let mut failure = explain(failure, why, &plan.retry, number);
+                failure.message = start.redactor.redact_str(&failure.message);
+                if let Some(output) = &mut failure.output {
+                    start.redactor.redact(output);
+                }
+                let _ = events.send(StepEvent::Done {
+                    index,
+                    attempt: record,
+                    result: Box::new(Err(failure)),
+                });
+                return;
+            }
+        }
+    }
+}
+
+/// Removes secret values from what a step produced before it is stored.
+fn redact_outcome(redactor: &Redactor, outcome: &mut Outcome) {
+    if redactor.is_empty() {
+        return;
+    }
+    redactor.redact(&mut outcome.output);
+    if let Effect::MergeContext(values) = &mut outcome.effect {
+        values.values_mut().for_each(|v| redactor.redact(v));
+    }
+}
+
+/// One call with the per-attempt timeout, shortened to what `deadline_ms` leaves.
+async fn attempt(plan: &StepPlan, start: &Start, elapsed: Duration) -> Result<Outcome, Failure> {
+    let mut timeout = plan.timeout.or_else(|| plan.action.default_timeout());
+    if let Some(deadline) = plan.retry.deadline_ms.map(Duration::from_millis) {
+        let left = deadline.saturating_sub(elapsed);
+        timeout = Some(timeout.map_or(left, |t| t.min(left)));
+    }
+    let call = plan.action.execute(start.call.clone());
+    match timeout {
+        None => call.await,
+        Some(limit) => tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+            Err(Failure {
+                kind: FailureKind::Timeout,
+                message: format!("timed out after {} ms", limit.as_millis()),
+                http_code: None,
+                retry_after: None,
+                output: None,
+            })
+        }),
+    }
+}
+
+/// Adds why the step gives up to a retryable failure's message.
+fn explain(mut failure: Failure, why: GiveUp, policy: &RetryPolicy, attempts: u32) -> Failure {
+    match why {
+        GiveUp::NotRetryable => {}
+        GiveUp::Exhausted if policy.max > 0 => {
+            failure.message = format!("{} (gave up after {attempts} attempts)", failure.message);
+        }
+        GiveUp::Exhausted => {}
+        GiveUp::Deadline => {
+            failure.message = format!(
+                "{} (no time left for a retry within deadline_ms {})",
+                failure.message,
+                policy.deadline_ms.unwrap_or_default()
+            );
+        }
+    }
+    failure
+}

@@ -1,0 +1,108 @@
+//! The engine's background loops. Each stops when the engine shuts down.
+//!
+//! - claim: takes queued runs and runs whose owner's lease expired, as capacity allows;
+//!   its first pass at start-up resumes every run a previous process left `RUNNING`.
+//! - heartbeat: renews the leases of the runs this server executes.
+//! - approvals: applies `on_timeout` to approvals nobody decided in time.
+//! - purge: forgets expired idempotency keys.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::decide::Request;
+use super::{EngineError, Shared};
+use crate::model::now;
+
+pub fn spawn_all(shared: Arc<Shared>) {
+    let tasks = shared.tasks.clone();
+    tasks.spawn(claim(shared.clone()));
+    tasks.spawn(heartbeat(shared.clone()));
+    tasks.spawn(approvals(shared.clone()));
+    tasks.spawn(purge(shared));
+}
+
+async fn claim(shared: Arc<Shared>) {
+    loop {
+        let free = shared.permits.available_permits();
+        if free > 0 {
+            match shared
+                .store
+                .claim_runs(&shared.owner, shared.settings.lease_ttl, free)
+                .await
+            {
+                Ok(ids) => {
+                    for id in ids {
+                        // Capacity may have gone elsewhere since counting; the claimed run
+                        // waits for it (its lease is renewed meanwhile, as it is ours).
+                        let permits = shared.permits.clone();
+                        let shared = shared.clone();
+                        shared.tasks.clone().spawn(async move {
+                            if let Ok(permit) = permits.acquire_owned().await {
+                                shared.spawn_task(id, None, permit);
+                            }
+                        });
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "claiming runs failed"),
+            }
+        }
+        tokio::select! {
+            _ = shared.wake.notified() => {}
+            _ = tokio::time::sleep(shared.settings.poll_interval) => {}
+            _ = shared.shutdown.cancelled() => return,
+        }
+    }
+}
+
+async fn heartbeat(shared: Arc<Shared>) {
+    let every = shared.settings.lease_ttl / 3;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shared.shutdown.cancelled() => return,
+        }
+        if let Err(e) = shared
+            .store
+            .renew_leases(&shared.owner, shared.settings.lease_ttl)
+            .await
+        {
+            tracing::warn!(error = %e, "renewing leases failed");
+        }
+    }
+}
+
+async fn approvals(shared: Arc<Shared>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(shared.settings.poll_interval) => {}
+            _ = shared.shutdown.cancelled() => return,
+        }
+        let due = match shared.store.due_approvals(now(), 100).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading due approvals failed");
+                continue;
+            }
+        };
+        for run_id in due {
+            match shared.decide(&run_id, Request::Timeout).await {
+                Ok(run) => tracing::info!(run_id, status = %run.status, "approval timed out"),
+                Err(EngineError::Conflict(_)) => {}
+                Err(e) => tracing::warn!(run_id, error = %e, "applying an approval timeout failed"),
+            }
+        }
+    }
+}
+
+async fn purge(shared: Arc<Shared>) {
+    let every = Duration::from_secs(600);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shared.shutdown.cancelled() => return,
+        }
+        if let Err(e) = shared.store.purge_expired(now()).await {
+            tracing::warn!(error = %e, "purging idempotency keys failed");
+        }
+    }
+}

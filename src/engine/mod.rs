@@ -1,0 +1,474 @@
+//! The engine: starts runs, executes them, and applies decisions about them.
+//!
+//! Runs live in the store; the engine keeps in memory only the runs it is executing (one
+//! task each, see [`runner`]). Ownership goes through leases: a run executes on the server
+//! that owns it, a queued or orphaned run is claimed by whichever server has capacity, and
+//! parked runs (waiting for approval) belong to nobody until a decision wakes them.
+//! Every change is committed to the store before it is published to log subscribers.
+
+mod attempts;
+mod background;
+mod decide;
+pub mod retry;
+mod runner;
+pub mod state;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::definition::{Validator, Violation, Workflow};
+use crate::logs::LogHub;
+use crate::model::{
+    LogEntry, LogLevel, NewLogEntry, Page, PageRequest, Run, RunFilter, RunStatus, StepRun,
+    StepStatus, now,
+};
+use crate::store::{
+    Committed, DynStore, Guard, IdempotencyClaim, Lease, LogLimits, NewRun, OwnerChange,
+    StoreError, Transition,
+};
+
+pub use decide::{Refusal, Request};
+use runner::Command;
+use state::RunState;
+
+/// Why the engine refused or failed a request, phrased for the API to map.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        violations: Vec<Violation>,
+    },
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for EngineError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => Self::NotFound(what),
+            StoreError::Conflict(why) => Self::Conflict(why),
+            StoreError::Invalid(why) => Self::Invalid {
+                message: why,
+                violations: Vec::new(),
+            },
+            StoreError::Unavailable(why) => Self::Unavailable(why),
+            StoreError::Corrupt(why) => Self::Internal(why),
+        }
+    }
+}
+
+impl From<Refusal> for EngineError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Conflict(why) => Self::Conflict(why),
+            Refusal::Invalid {
+                message,
+                violations,
+            } => Self::Invalid {
+                message,
+                violations,
+            },
+        }
+    }
+}
+
+/// Engine tuning taken from the configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub max_active_runs: usize,
+    pub lease_ttl: Duration,
+    pub poll_interval: Duration,
+    pub idempotency_ttl: Duration,
+    pub secrets: Arc<BTreeMap<String, String>>,
+    /// Write hook events to the outbox (some hook target is configured).
+    pub emit_events: bool,
+    /// Most entries a run's log may hold before client appends are refused.
+    pub max_log_entries: u64,
+}
+
+/// A request to start a run.
+#[derive(Debug, Clone)]
+pub struct StartRun {
+    pub workflow_id: String,
+    pub version: Option<u32>,
+    pub context: Map<String, Value>,
+    /// `Idempotency-Key` and the hash of the request body it came with.
+    pub idempotency: Option<(String, String)>,
+}
+
+pub(crate) struct Shared {
+    store: DynStore,
+    validator: Arc<Validator>,
+    hub: Arc<LogHub>,
+    owner: String,
+    settings: Settings,
+    workflows: Mutex<HashMap<(String, u32), Arc<Workflow>>>,
+    active: Mutex<HashMap<String, mpsc::UnboundedSender<Command>>>,
+    permits: Arc<Semaphore>,
+    wake: Notify,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// The engine handle; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+/// Compiled workflows kept in memory; versions never change, so entries never go stale.
+const WORKFLOW_CACHE: usize = 1024;
+
+impl Engine {
+    pub fn new(
+        store: DynStore,
+        validator: Arc<Validator>,
+        hub: Arc<LogHub>,
+        owner: String,
+        settings: Settings,
+    ) -> Self {
+        let permits = Arc::new(Semaphore::new(settings.max_active_runs));
+        Self {
+            shared: Arc::new(Shared {
+                store,
+                validator,
+                hub,
+                owner,
+                settings,
+                workflows: Mutex::default(),
+                active: Mutex::default(),
+                permits,
+                wake: Notify::new(),
+                shutdown: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+            }),
+        }
+    }
+
+    /// Starts the background loops: claiming queued and orphaned runs (which resumes every
+    /// run left `RUNNING` by a previous process), lease renewal, approval timeouts, and
+    /// expiry of idempotency keys.
+    pub fn start(&self) {
+        background::spawn_all(self.shared.clone());
+    }
+
+    /// This server's lease-holder identity.
+    pub fn owner(&self) -> &str {
+        &self.shared.owner
+    }
+
+    /// Runs executing on this server now.
+    pub fn active_runs(&self) -> usize {
+        self.shared.active.lock().map(|a| a.len()).unwrap_or(0)
+    }
+
+    /// Stops every run task (runs stay `RUNNING` in the store and resume on the next start)
+    /// and waits up to `grace` for them to record where they are.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.shared.shutdown.cancel();
+        self.shared.tasks.close();
+        if tokio::time::timeout(grace, self.shared.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some run tasks did not stop within the grace period");
+        }
+    }
+
+    /// Creates a run of a stored workflow and starts it (or queues it when this server is
+    /// at capacity). With an idempotency key, a repeat returns the first run, `created` false.
+    pub async fn start_run(&self, request: StartRun) -> Result<(Run, bool), EngineError> {
+        let shared = &self.shared;
+        let version = shared
+            .store
+            .get_workflow(&request.workflow_id, request.version)
+            .await?;
+        let wf = shared.workflow(&version.id, version.version).await?;
+        let id = crate::ids::new(crate::ids::RUN);
+        let permit = shared.permits.clone().try_acquire_owned().ok();
+        let expires_at =
+            now() + chrono::Duration::from_std(shared.settings.idempotency_ttl).unwrap_or_default();
+        let new = NewRun {
+            id: id.clone(),
+            workflow_id: version.id.clone(),
+            workflow_version: version.version,
+            context: request.context,
+            steps: wf
+                .steps
+                .iter()
+                .map(|s| StepRun::pending(s.id.clone(), s.name.clone(), s.action_name.clone()))
+                .collect(),
+            owner: permit.as_ref().map(|_| shared.lease()),
+            idempotency: request
+                .idempotency
+                .map(|(key, body_hash)| IdempotencyClaim {
+                    key,
+                    body_hash,
+                    expires_at,
+                }),
+            logs: vec![NewLogEntry::engine(
+                LogLevel::Info,
+                None,
+                format!(
+                    "run created from workflow {} version {}",
+                    version.id, version.version
+                ),
+            )],
+            events: Vec::new(),
+        };
+        let created = shared.store.create_run(new).await?;
+        shared.hub.publish(&created.run.id, &created.logs);
+        if created.created {
+            match permit {
+                Some(permit) => shared.spawn_run(created.run.clone(), permit),
+                None => shared.wake.notify_one(),
+            }
+        }
+        Ok((created.run, created.created))
+    }
+
+    /// Applies a decision (approve, reject, cancel) to a run, wherever it is.
+    pub async fn decide(&self, run_id: &str, request: Request) -> Result<Run, EngineError> {
+        self.shared.decide(run_id, request).await
+    }
+
+    /// Re-runs a `FAILED` run from its failed steps, keeping what succeeded before them.
+    pub async fn retry_run(&self, run_id: &str, by: &str) -> Result<Run, EngineError> {
+        let shared = &self.shared;
+        let run = shared.store.get_run(run_id).await?;
+        if run.status != RunStatus::Failed {
+            return Err(EngineError::Conflict(format!(
+                "run {run_id} is {}; only FAILED runs can be retried",
+                run.status
+            )));
+        }
+        let wf = shared
+            .workflow(&run.workflow_id, run.workflow_version)
+            .await?;
+        let rev = run.control.rev;
+        let mut state = RunState::new(
+            run,
+            wf,
+            shared.settings.secrets.clone(),
+            shared.settings.emit_events,
+        );
+        for idx in 0..state.run.steps.len() {
+            if state.run.steps[idx].status != StepStatus::Succeeded {
+                let step = &mut state.run.steps[idx];
+                let fresh =
+                    StepRun::pending(step.step_id.clone(), step.name.clone(), step.action.clone());
+                *step = fresh;
+                state.set_step(idx, StepStatus::Pending, LogLevel::Info, "reset for retry");
+            }
+        }
+        state.run.error = None;
+        state.run.finished_at = None;
+        state.set_run(
+            RunStatus::Running,
+            LogLevel::Info,
+            format!("retry requested by {by}"),
+        );
+        shared.resume_decided(state, rev).await
+    }
+
+    /// A run with its steps.
+    pub async fn get_run(&self, id: &str) -> Result<Run, EngineError> {
+        Ok(self.shared.store.get_run(id).await?)
+    }
+
+    /// Runs matching `filter`, newest first.
+    pub async fn list_runs(
+        &self,
+        filter: &RunFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Run>, EngineError> {
+        Ok(self.shared.store.list_runs(filter, page).await?)
+    }
+
+    /// Appends client lines to a run's log and publishes them.
+    pub async fn append_client_logs(
+        &self,
+        run_id: &str,
+        entries: Vec<NewLogEntry>,
+    ) -> Result<Vec<LogEntry>, EngineError> {
+        let limits = LogLimits {
+            max_entries: self.shared.settings.max_log_entries,
+        };
+        let written = self
+            .shared
+            .store
+            .append_logs(run_id, entries, limits)
+            .await?;
+        self.shared.hub.publish(run_id, &written);
+        Ok(written)
+    }
+
+    /// The compiled definition of a workflow version.
+    pub async fn workflow(&self, id: &str, version: u32) -> Result<Arc<Workflow>, EngineError> {
+        self.shared.workflow(id, version).await
+    }
+}
+
+impl Shared {
+    fn lease(&self) -> Lease {
+        Lease {
+            owner: self.owner.clone(),
+            ttl: self.settings.lease_ttl,
+        }
+    }
+
+    async fn workflow(&self, id: &str, version: u32) -> Result<Arc<Workflow>, EngineError> {
+        let key = (id.to_owned(), version);
+        if let Some(wf) = self
+            .workflows
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&key).cloned())
+        {
+            return Ok(wf);
+        }
+        let stored = self.store.get_workflow(id, Some(version)).await?;
+        let wf = Arc::new(self.validator.validate(&stored.definition).map_err(|e| {
+            let detail: Vec<String> = e
+                .violations
+                .iter()
+                .map(|v| format!("{} {}", v.pointer, v.message))
+                .collect();
+            EngineError::Conflict(format!(
+                "workflow {id} version {version} is no longer valid on this server: {}",
+                detail.join("; ")
+            ))
+        })?);
+        if let Ok(mut cache) = self.workflows.lock() {
+            if cache.len() >= WORKFLOW_CACHE {
+                cache.clear();
+            }
+            cache.insert(key, wf.clone());
+        }
+        Ok(wf)
+    }
+
+    /// Commits a transition and publishes its log entries.
+    async fn commit(&self, tx: Transition) -> Result<Committed, StoreError> {
+        let run_id = tx.run_id.clone();
+        let committed = self.store.commit(tx).await?;
+        self.hub.publish(&run_id, &committed.logs);
+        Ok(committed)
+    }
+
+    /// Starts the task of a run this server owns.
+    fn spawn_run(self: &Arc<Self>, run: Run, permit: OwnedSemaphorePermit) {
+        self.spawn_task(run.id.clone(), Some(run), permit);
+    }
+
+    fn spawn_task(
+        self: &Arc<Self>,
+        run_id: String,
+        run: Option<Run>,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Ok(mut active) = self.active.lock() {
+            if active.contains_key(&run_id) {
+                return;
+            }
+            active.insert(run_id.clone(), tx);
+        }
+        self.tasks
+            .spawn(runner::drive(self.clone(), run_id, run, rx, permit));
+    }
+
+    fn task_ended(&self, run_id: &str) {
+        if let Ok(mut active) = self.active.lock() {
+            active.remove(run_id);
+        }
+        self.wake.notify_one();
+    }
+
+    async fn decide(self: &Arc<Self>, run_id: &str, request: Request) -> Result<Run, EngineError> {
+        for _ in 0..20 {
+            let task = self.active.lock().ok().and_then(|a| a.get(run_id).cloned());
+            if let Some(task) = task {
+                let (reply, answer) = oneshot::channel();
+                let sent = task.send(Command::Decide {
+                    request: request.clone(),
+                    reply,
+                });
+                if sent.is_ok()
+                    && let Ok(result) = answer.await
+                {
+                    return result;
+                }
+                // The task ended before it answered: decide from the store instead.
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let run = self.store.get_run(run_id).await?;
+            let wf = self
+                .workflow(&run.workflow_id, run.workflow_version)
+                .await?;
+            let rev = run.control.rev;
+            let mut state = RunState::new(
+                run,
+                wf,
+                self.settings.secrets.clone(),
+                self.settings.emit_events,
+            );
+            state.decide(request.clone())?;
+            match self.resume_decided(state, rev).await {
+                Err(EngineError::Conflict(_)) => continue,
+                other => return other,
+            }
+        }
+        Err(EngineError::Conflict(format!(
+            "run {run_id} kept changing; try again"
+        )))
+    }
+
+    /// Commits a decision taken on a run read at revision `rev`, and starts the run here
+    /// when it can go on (and this server has room; otherwise it is left for a claim).
+    async fn resume_decided(
+        self: &Arc<Self>,
+        mut state: RunState,
+        rev: u64,
+    ) -> Result<Run, EngineError> {
+        let guard = Guard {
+            rev: Some(rev),
+            ..Guard::default()
+        };
+        let runs_on = matches!(state.run.status, RunStatus::Running | RunStatus::Pending);
+        let permit = if runs_on {
+            self.permits.clone().try_acquire_owned().ok()
+        } else {
+            None
+        };
+        let owner = match (&permit, runs_on) {
+            (Some(_), _) => OwnerChange::Take(self.lease()),
+            (None, _) => OwnerChange::Release,
+        };
+        let Some(tx) = state.take(guard, owner) else {
+            return Ok(state.run);
+        };
+        let committed = self.commit(tx).await?;
+        state.committed(committed.rev);
+        match permit {
+            Some(permit) => self.spawn_run(state.run.clone(), permit),
+            None if runs_on => self.wake.notify_one(),
+            None => {}
+        }
+        Ok(state.run)
+    }
+}

@@ -1,0 +1,278 @@
+//! The task that executes one run: it owns the run's [`RunState`] while the run is
+//! `RUNNING` on this server, starts steps, applies their results, and commits every change
+//! before anyone can see it.
+//!
+//! The task ends when the run parks for approval, finishes, is decided by someone else
+//! (its guarded commit conflicts), or the server shuts down. A parked or finished run holds
+//! no task and no memory here.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::task::{AbortHandle, JoinSet};
+use tokio::time::Instant;
+
+use super::attempts::{self, StepEvent, StepPlan};
+use super::decide::Request;
+use super::state::{Phase, RunState, Start};
+use super::{EngineError, Shared};
+use crate::model::{LogLevel, Run, RunStatus};
+use crate::store::{Guard, OwnerChange, StoreError};
+
+/// A message to a run's task.
+pub enum Command {
+    Decide {
+        request: Request,
+        reply: oneshot::Sender<Result<Run, EngineError>>,
+    },
+}
+
+/// How a run's task ended.
+enum Exit {
+    /// Parked, finished, or decided elsewhere: nothing more to do here.
+    Released,
+    /// The server is stopping; the run stays `RUNNING` and resumes on the next start.
+    Shutdown,
+}
+
+struct Runner {
+    shared: Arc<Shared>,
+    state: RunState,
+    tasks: JoinSet<()>,
+    in_flight: HashMap<usize, AbortHandle>,
+    events_tx: mpsc::UnboundedSender<StepEvent>,
+    events: mpsc::UnboundedReceiver<StepEvent>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    since: Instant,
+}
+
+/// Executes run `run_id` until it leaves this server. `run` is the run when the caller
+/// already holds it. The permit bounds runs executing at once.
+pub async fn drive(
+    shared: Arc<Shared>,
+    run_id: String,
+    run: Option<Run>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let outcome = async {
+        let run = match run {
+            Some(run) => run,
+            None => shared.store.get_run(&run_id).await?,
+        };
+        let wf = shared
+            .workflow(&run.workflow_id, run.workflow_version)
+            .await?;
+        let state = RunState::new(
+            run,
+            wf,
+            shared.settings.secrets.clone(),
+            shared.settings.emit_events,
+        );
+        let (events_tx, events) = mpsc::unbounded_channel();
+        let runner = Runner {
+            shared: shared.clone(),
+            state,
+            tasks: JoinSet::new(),
+            in_flight: HashMap::new(),
+            events_tx,
+            events,
+            commands,
+            since: Instant::now(),
+        };
+        runner.run().await
+    }
+    .await;
+    match outcome {
+        Ok(Exit::Released) => {}
+        Ok(Exit::Shutdown) => tracing::info!(run_id, "run left running for the next start"),
+        Err(EngineError::Conflict(reason)) => {
+            tracing::info!(run_id, %reason, "run decided elsewhere")
+        }
+        Err(e) => tracing::error!(run_id, error = %e, "run task stopped"),
+    }
+    shared.task_ended(&run_id);
+}
+
+impl Runner {
+    async fn run(mut self) -> Result<Exit, EngineError> {
+        let owner = self.shared.owner.clone();
+        let starts = self.state.begin(&owner);
+        self.commit(OwnerChange::Keep).await?;
+        self.spawn(starts);
+        let deadline = self.run_deadline();
+        loop {
+            let starts = self.state.schedule();
+            self.commit(OwnerChange::Keep).await?;
+            self.spawn(starts);
+            match self.state.phase(self.in_flight.len()) {
+                Phase::Busy => {}
+                Phase::Park => {
+                    self.account_time();
+                    self.state.park();
+                    self.commit(OwnerChange::Release).await?;
+                    return Ok(Exit::Released);
+                }
+                Phase::Done(status, error) => {
+                    self.account_time();
+                    self.state.finish(status, error);
+                    self.commit(OwnerChange::Release).await?;
+                    return Ok(Exit::Released);
+                }
+            }
+            tokio::select! {
+                Some(event) = self.events.recv() => {
+                    self.apply(event);
+                    while let Ok(event) = self.events.try_recv() {
+                        self.apply(event);
+                    }
+                    self.stop_branches_if_over();
+                }
+                Some(command) = self.commands.recv() => {
+                    if self.command(command).await? {
+                        return Ok(Exit::Released);
+                    }
+                }
+                _ = sleep_until(deadline) => {
+                    let limit = self.state.wf.timeout.unwrap_or_default().as_millis();
+                    self.abort_all(&format!("the run exceeded its timeout_ms of {limit}"));
+                    self.state.failure = Some(format!("run exceeded timeout_ms {limit}"));
+                }
+                _ = self.shared.shutdown.cancelled() => {
+                    self.tasks.abort_all();
+                    self.account_time();
+                    self.state.log(LogLevel::Warn, None, "server shutting down: the run resumes on the next start");
+                    self.commit(OwnerChange::Release).await?;
+                    return Ok(Exit::Shutdown);
+                }
+            }
+        }
+    }
+
+    /// When the run-level `timeout_ms` runs out (time parked for approval not counted).
+    fn run_deadline(&self) -> Option<Instant> {
+        let limit = self.state.wf.timeout?;
+        let used = Duration::from_millis(self.state.run.control.active_ms);
+        Some(self.since + limit.saturating_sub(used))
+    }
+
+    fn account_time(&mut self) {
+        let ms = self.since.elapsed().as_millis() as u64;
+        self.since = Instant::now();
+        self.state.add_active(ms);
+    }
+
+    fn spawn(&mut self, starts: Vec<Start>) {
+        for start in starts {
+            let step = &self.state.wf.steps[start.index];
+            let plan = StepPlan {
+                action: step.action.clone(),
+                retry: step.retry.clone(),
+                timeout: step.timeout,
+            };
+            let index = start.index;
+            let handle = self
+                .tasks
+                .spawn(attempts::run(plan, start, self.events_tx.clone()));
+            self.in_flight.insert(index, handle);
+        }
+    }
+
+    fn apply(&mut self, event: StepEvent) {
+        match event {
+            StepEvent::Retrying { index, attempt } => self.state.on_retry(index, attempt),
+            StepEvent::Done {
+                index,
+                attempt,
+                result,
+            } => {
+                self.in_flight.remove(&index);
+                self.state.on_done(index, attempt, *result);
+            }
+        }
+        while self.tasks.try_join_next().is_some() {}
+    }
+
+    /// After a failure or a condition stop, branches still in flight are canceled.
+    fn stop_branches_if_over(&mut self) {
+        let reason = match (&self.state.failure, &self.state.stopped_by) {
+            (Some(error), _) => error.clone(),
+            (None, Some(by)) => format!("condition {by:?} stopped the run"),
+            (None, None) => return,
+        };
+        if !self.in_flight.is_empty() {
+            self.abort_all(&reason);
+        }
+    }
+
+    fn abort_all(&mut self, reason: &str) {
+        self.tasks.abort_all();
+        self.in_flight.clear();
+        self.state.abort_running(reason);
+    }
+
+    /// Handles a decision sent to this task; true when the run has left this server.
+    async fn command(&mut self, command: Command) -> Result<bool, EngineError> {
+        let Command::Decide { request, reply } = command;
+        if matches!(request, Request::Cancel { .. }) && !self.state.run.status.is_terminal() {
+            self.tasks.abort_all();
+            self.in_flight.clear();
+        }
+        if let Err(refusal) = self.state.decide(request) {
+            let _ = reply.send(Err(refusal.into()));
+            return Ok(false);
+        }
+        let over = self.state.run.status.is_terminal();
+        if over {
+            self.account_time();
+        }
+        let owner = if over {
+            OwnerChange::Release
+        } else {
+            OwnerChange::Keep
+        };
+        let committed = self.commit(owner).await;
+        let _ = reply.send(committed.clone().map(|()| self.state.run.clone()));
+        committed.map(|()| over)
+    }
+
+    /// Commits what the state recorded; transient store errors are retried until the
+    /// store is back or the server stops, so no change of a live run is dropped.
+    async fn commit(&mut self, owner: OwnerChange) -> Result<(), EngineError> {
+        let guard = Guard {
+            rev: None,
+            owner: Some(self.shared.owner.clone()),
+            status_in: Some(vec![RunStatus::Pending, RunStatus::Running]),
+        };
+        let Some(tx) = self.state.take(guard, owner) else {
+            return Ok(());
+        };
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match self.shared.commit(tx.clone()).await {
+                Ok(committed) => {
+                    self.state.committed(committed.rev);
+                    return Ok(());
+                }
+                Err(StoreError::Unavailable(reason)) if !self.shared.shutdown.is_cancelled() => {
+                    tracing::warn!(run_id = %self.state.run.id, %reason, "commit failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    self.tasks.abort_all();
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

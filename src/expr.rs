@@ -1,0 +1,545 @@
+//! The one expression language of workflows (minijinja): `{{ }}` templates in step inputs,
+//! `when` and condition `if` expressions, and `[[ ]]` template-pack parameters.
+//!
+//! A definition's templated strings are compiled once into a [`Template`] tree; literal
+//! parts stay plain JSON and cost nothing to render. A string that is exactly one `{{ … }}`
+//! evaluates to a typed JSON value; any other string with `{{` renders to text.
+//! Secrets read through `secrets.NAME` are remembered by the [`Scope`] so the engine can
+//! [`Redactor::redact`] them out of everything it stores or logs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, LazyLock, Mutex};
+
+use minijinja::value::{Object, Value as MjValue};
+use minijinja::{Environment, Expression, UndefinedBehavior, syntax::SyntaxConfig};
+use serde_json::{Map, Value};
+
+/// Names a template may start with.
+pub const ROOTS: [&str; 4] = ["context", "steps", "run", "secrets"];
+/// Fields of `steps.<name>` a template may read.
+pub const STEP_FIELDS: [&str; 4] = ["output", "status", "http_code", "error"];
+
+static RUNTIME: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
+    env
+});
+
+static PARAMS: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    #[allow(clippy::expect_used)] // fixed delimiters, checked by the tests below
+    let syntax = SyntaxConfig::builder()
+        .block_delimiters("[%", "%]")
+        .variable_delimiters("[[", "]]")
+        .comment_delimiters("[#", "#]")
+        .build()
+        .expect("valid parameter syntax");
+    env.set_syntax(syntax);
+    env
+});
+
+/// An expression or template that failed to compile or evaluate; the message names it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message} in {source_text:?}")]
+pub struct ExprError {
+    pub source_text: String,
+    pub message: String,
+}
+
+impl ExprError {
+    fn new(source_text: &str, error: impl std::fmt::Display) -> Self {
+        // minijinja's alternate form carries the detail ("undefined value", …) on one line.
+        let message = format!("{error:#}")
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        Self {
+            source_text: source_text.to_owned(),
+            message,
+        }
+    }
+}
+
+/// A compiled expression (`when`, condition `if`, or the inside of `{{ }}`).
+#[derive(Debug)]
+pub struct Expr {
+    source: String,
+    compiled: Expression<'static, 'static>,
+}
+
+impl Expr {
+    /// Compiles `text`; surrounding `{{ }}` are accepted and ignored.
+    pub fn compile(text: &str) -> Result<Self, ExprError> {
+        let source = strip_braces(text).unwrap_or(text).trim().to_owned();
+        let compiled = RUNTIME
+            .compile_expression_owned(source.clone())
+            .map_err(|e| ExprError::new(text, e))?;
+        Ok(Self { source, compiled })
+    }
+
+    /// Evaluates to a JSON value; an undefined result is an error.
+    pub fn eval(&self, scope: &Scope) -> Result<Value, ExprError> {
+        let value = self.eval_raw(scope)?;
+        if value.is_undefined() {
+            return Err(ExprError::new(&self.source, "undefined value"));
+        }
+        serde_json::to_value(&value).map_err(|e| ExprError::new(&self.source, e))
+    }
+
+    /// Evaluates as a condition: undefined counts as false.
+    pub fn is_true(&self, scope: &Scope) -> Result<bool, ExprError> {
+        Ok(self.eval_raw(scope)?.is_true())
+    }
+
+    fn eval_raw(&self, scope: &Scope) -> Result<MjValue, ExprError> {
+        self.compiled
+            .eval(scope.to_value())
+            .map_err(|e| ExprError::new(&self.source, e))
+    }
+
+    /// Dotted names the expression reads, e.g. `steps.fetch.output`.
+    pub fn references(&self) -> BTreeSet<String> {
+        self.compiled
+            .undeclared_variables(true)
+            .into_iter()
+            .collect()
+    }
+
+    /// The expression text.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+}
+
+/// A compiled JSON value whose strings may hold `{{ }}` templates.
+#[derive(Debug)]
+pub enum Template {
+    /// No templates anywhere below: rendered as is.
+    Literal(Value),
+    /// Exactly one `{{ expression }}`: renders to the expression's typed value.
+    Expr(Expr),
+    /// Text with embedded templates: renders to a string.
+    Text(String),
+    Array(Vec<Template>),
+    Object(Vec<(String, Template)>),
+}
+
+impl Template {
+    /// Compiles every templated string under `value`.
+    pub fn compile(value: &Value) -> Result<Self, (String, ExprError)> {
+        Self::compile_at(value, "")
+    }
+
+    fn compile_at(value: &Value, pointer: &str) -> Result<Self, (String, ExprError)> {
+        if !has_template(value) {
+            return Ok(Self::Literal(value.clone()));
+        }
+        Ok(match value {
+            Value::String(s) => match strip_braces(s) {
+                Some(_) => Self::Expr(Expr::compile(s).map_err(|e| (pointer.to_owned(), e))?),
+                None => {
+                    RUNTIME
+                        .template_from_str(s)
+                        .map_err(|e| (pointer.to_owned(), ExprError::new(s, e)))?;
+                    Self::Text(s.clone())
+                }
+            },
+            Value::Array(items) => Self::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| Self::compile_at(v, &format!("{pointer}/{i}")))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Object(map) => Self::Object(
+                map.iter()
+                    .map(|(k, v)| {
+                        let child = format!("{pointer}/{}", escape_pointer(k));
+                        Ok((k.clone(), Self::compile_at(v, &child)?))
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+            _ => Self::Literal(value.clone()),
+        })
+    }
+
+    /// Renders against `scope`.
+    pub fn render(&self, scope: &Scope) -> Result<Value, ExprError> {
+        Ok(match self {
+            Self::Literal(v) => v.clone(),
+            Self::Expr(e) => e.eval(scope)?,
+            Self::Text(source) => Value::String(
+                RUNTIME
+                    .render_str(source, scope.to_value())
+                    .map_err(|e| ExprError::new(source, e))?,
+            ),
+            Self::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|t| t.render(scope))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Self::Object(fields) => Value::Object(
+                fields
+                    .iter()
+                    .map(|(k, t)| Ok((k.clone(), t.render(scope)?)))
+                    .collect::<Result<Map<_, _>, ExprError>>()?,
+            ),
+        })
+    }
+
+    /// Every `(JSON pointer, dotted reference)` read by the templates under this value.
+    pub fn references(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        self.collect_references("", &mut out);
+        out
+    }
+
+    fn collect_references(&self, pointer: &str, out: &mut Vec<(String, String)>) {
+        match self {
+            Self::Literal(_) => {}
+            Self::Expr(e) => {
+                out.extend(e.references().into_iter().map(|r| (pointer.to_owned(), r)))
+            }
+            Self::Text(source) => {
+                if let Ok(t) = RUNTIME.template_from_str(source) {
+                    out.extend(
+                        t.undeclared_variables(true)
+                            .into_iter()
+                            .map(|r| (pointer.to_owned(), r)),
+                    );
+                }
+            }
+            Self::Array(items) => {
+                for (i, t) in items.iter().enumerate() {
+                    t.collect_references(&format!("{pointer}/{i}"), out);
+                }
+            }
+            Self::Object(fields) => {
+                for (k, t) in fields {
+                    t.collect_references(&format!("{pointer}/{}", escape_pointer(k)), out);
+                }
+            }
+        }
+    }
+
+    /// True when rendering can change the value.
+    pub fn is_dynamic(&self) -> bool {
+        !matches!(self, Self::Literal(_))
+    }
+}
+
+/// The variables templates see. Cheap to clone: step scopes are shared, converted once.
+#[derive(Clone, Debug)]
+pub struct Scope {
+    pub context: MjValue,
+    pub steps: MjValue,
+    pub run: MjValue,
+    pub secrets: Arc<Secrets>,
+}
+
+impl Scope {
+    fn to_value(&self) -> MjValue {
+        minijinja::context! {
+            context => self.context.clone(),
+            steps => self.steps.clone(),
+            run => self.run.clone(),
+            secrets => MjValue::from_dyn_object(self.secrets.clone()),
+        }
+    }
+}
+
+/// Converts a JSON value for use in a [`Scope`].
+pub fn to_scope_value(value: &Value) -> MjValue {
+    MjValue::from(minijinja::value::Serde(value))
+}
+
+/// Builds the `steps` part of a scope from per-step values built by [`step_scope`].
+pub fn steps_scope(steps: &BTreeMap<String, MjValue>) -> MjValue {
+    MjValue::from_iter(steps.iter().map(|(k, v)| (k.clone(), v.clone())))
+}
+
+/// The scope entry of one step: `output`, `status`, `http_code`, `error`.
+pub fn step_scope(
+    output: Option<&Value>,
+    status: &str,
+    http_code: Option<u16>,
+    error: Option<&str>,
+) -> MjValue {
+    minijinja::context! {
+        output => output.map(to_scope_value).unwrap_or(MjValue::from(())),
+        status => status,
+        http_code => http_code,
+        error => error,
+    }
+}
+
+/// `secrets.NAME`: the server's environment variable `NAME`, else config `secrets.NAME`.
+/// Values read are remembered so that they can be redacted from what is stored.
+#[derive(Debug, Default)]
+pub struct Secrets {
+    configured: Arc<BTreeMap<String, String>>,
+    used: Mutex<BTreeSet<String>>,
+}
+
+impl Secrets {
+    /// A fresh reader over config `secrets` (the environment is consulted first).
+    pub fn new(configured: Arc<BTreeMap<String, String>>) -> Self {
+        Self {
+            configured,
+            used: Mutex::default(),
+        }
+    }
+
+    /// A redactor for every secret value read so far.
+    pub fn redactor(&self) -> Redactor {
+        let used = self.used.lock().map(|u| u.clone()).unwrap_or_default();
+        Redactor::new(used)
+    }
+
+    fn lookup(&self, name: &str) -> Option<String> {
+        std::env::var(name)
+            .ok()
+            .or_else(|| self.configured.get(name).cloned())
+    }
+}
+
+impl Object for Secrets {
+    fn get_value(self: &Arc<Self>, key: &MjValue) -> Option<MjValue> {
+        let value = self.lookup(key.as_str()?)?;
+        if let Ok(mut used) = self.used.lock() {
+            used.insert(value.clone());
+        }
+        Some(MjValue::from(value))
+    }
+}
+
+/// Replaces secret values with `***` wherever they appear.
+#[derive(Debug, Clone, Default)]
+pub struct Redactor {
+    secrets: Vec<String>,
+}
+
+impl Redactor {
+    fn new(secrets: BTreeSet<String>) -> Self {
+        // Longest first, so a secret containing another is replaced whole.
+        let mut secrets: Vec<String> = secrets.into_iter().filter(|s| !s.is_empty()).collect();
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        Self { secrets }
+    }
+
+    /// True when there is nothing to redact.
+    pub fn is_empty(&self) -> bool {
+        self.secrets.is_empty()
+    }
+
+    /// `text` with every secret replaced.
+    pub fn redact_str(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for s in &self.secrets {
+            if out.contains(s.as_str()) {
+                out = out.replace(s.as_str(), "***");
+            }
+        }
+        out
+    }
+
+    /// Redacts every string (keys included) under `value`.
+    pub fn redact(&self, value: &mut Value) {
+        if self.is_empty() {
+            return;
+        }
+        match value {
+            Value::String(s) => *s = self.redact_str(s),
+            Value::Array(items) => items.iter_mut().for_each(|v| self.redact(v)),
+            Value::Object(map) => {
+                let old = std::mem::take(map);
+                for (k, mut v) in old {
+                    self.redact(&mut v);
+                    map.insert(self.redact_str(&k), v);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The inside of a string that is exactly one `{{ … }}`, if it is one.
+fn strip_braces(text: &str) -> Option<&str> {
+    let inner = text.trim().strip_prefix("{{")?.strip_suffix("}}")?;
+    (!inner.contains("{{") && !inner.contains("}}")).then_some(inner)
+}
+
+fn has_template(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains("{{") || s.contains("{%"),
+        Value::Array(items) => items.iter().any(has_template),
+        Value::Object(map) => map.values().any(has_template),
+        _ => false,
+    }
+}
+
+/// Escapes a key for use in a JSON pointer (RFC 6901).
+pub fn escape_pointer(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+/// Renders `[[ params.x ]]` placeholders of a template-pack body; a string that is exactly
+/// one placeholder yields the parameter's typed value.
+pub fn render_params(value: &Value, params: &Value) -> Result<Value, ExprError> {
+    Ok(match value {
+        Value::String(s) if s.contains("[[") || s.contains("[%") => {
+            let ctx = minijinja::context! { params => to_scope_value(params) };
+            let trimmed = s.trim();
+            let single = trimmed
+                .strip_prefix("[[")
+                .and_then(|r| r.strip_suffix("]]"))
+                .filter(|inner| !inner.contains("[[") && !inner.contains("]]"));
+            match single {
+                Some(inner) => {
+                    let expr = PARAMS
+                        .compile_expression(inner.trim())
+                        .map_err(|e| ExprError::new(s, e))?;
+                    let v = expr.eval(ctx).map_err(|e| ExprError::new(s, e))?;
+                    if v.is_undefined() {
+                        return Err(ExprError::new(s, "undefined value"));
+                    }
+                    serde_json::to_value(&v).map_err(|e| ExprError::new(s, e))?
+                }
+                None => Value::String(
+                    PARAMS
+                        .render_str(s, ctx)
+                        .map_err(|e| ExprError::new(s, e))?,
+                ),
+            }
+        }
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| render_params(v, params))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), render_params(v, params)?)))
+                .collect::<Result<Map<_, _>, ExprError>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn scope(context: Value, steps: Value) -> Scope {
+        Scope {
+            context: to_scope_value(&context),
+            steps: to_scope_value(&steps),
+            run: to_scope_value(&json!({"id": "run_1", "workflow_id": "wf_1"})),
+            secrets: Arc::new(Secrets::new(Arc::new(BTreeMap::from([(
+                "API_TOKEN".to_owned(),
+                "t0ps3cret".to_owned(),
+            )])))),
+        }
+    }
+
+    #[test]
+    fn a_single_expression_keeps_its_json_type() {
+        let s = scope(json!({"n": 3, "tags": ["a", "b"]}), json!({}));
+        let t = Template::compile(&json!({"n": "{{ context.n }}", "tags": "{{context.tags}}"}))
+            .unwrap();
+        assert_eq!(t.render(&s).unwrap(), json!({"n": 3, "tags": ["a", "b"]}));
+    }
+
+    #[test]
+    fn mixed_text_renders_to_a_string() {
+        let s = scope(json!({"who": "ada"}), json!({"a": {"output": {"id": 7}}}));
+        let t = Template::compile(&json!("hi {{ context.who }} #{{ steps.a.output.id }}")).unwrap();
+        assert_eq!(t.render(&s).unwrap(), json!("hi ada #7"));
+    }
+
+    #[test]
+    fn literals_are_not_templates() {
+        let t = Template::compile(&json!({"url": "http://x/y", "n": 1})).unwrap();
+        assert!(!t.is_dynamic());
+    }
+
+    #[test]
+    fn undefined_values_fail_with_the_expression_named() {
+        let s = scope(json!({}), json!({}));
+        let err = Template::compile(&json!("{{ context.missing }}"))
+            .unwrap()
+            .render(&s)
+            .unwrap_err();
+        assert_eq!(err.source_text, "context.missing");
+        let err = Template::compile(&json!("x {{ context.missing.deeper }}"))
+            .unwrap()
+            .render(&s)
+            .unwrap_err();
+        assert!(err.source_text.contains("context.missing.deeper"), "{err}");
+    }
+
+    #[test]
+    fn conditions_treat_undefined_as_false_and_accept_braces() {
+        let s = scope(json!({"ok": true}), json!({}));
+        assert!(
+            Expr::compile("context.ok == true")
+                .unwrap()
+                .is_true(&s)
+                .unwrap()
+        );
+        assert!(
+            Expr::compile("{{ context.ok }}")
+                .unwrap()
+                .is_true(&s)
+                .unwrap()
+        );
+        assert!(
+            !Expr::compile("context.absent")
+                .unwrap()
+                .is_true(&s)
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn syntax_errors_are_reported_at_compile_time() {
+        assert!(Expr::compile("a ==").is_err());
+        let (pointer, _) = Template::compile(&json!({"x": ["ok", "{{ a b }}"]})).unwrap_err();
+        assert_eq!(pointer, "/x/1");
+    }
+
+    #[test]
+    fn references_name_nested_lookups_with_their_pointer() {
+        let t = Template::compile(&json!({"a/b": "{{ steps.fetch.output.body }}"})).unwrap();
+        assert_eq!(
+            t.references(),
+            vec![("/a~1b".to_owned(), "steps.fetch.output.body".to_owned())]
+        );
+    }
+
+    #[test]
+    fn secrets_resolve_and_are_redacted_from_what_is_stored() {
+        let s = scope(json!({}), json!({}));
+        let t = Template::compile(&json!("Bearer {{ secrets.API_TOKEN }}")).unwrap();
+        assert_eq!(t.render(&s).unwrap(), json!("Bearer t0ps3cret"));
+        let mut echoed = json!({"auth": "Bearer t0ps3cret", "t0ps3cret": 1});
+        s.secrets.redactor().redact(&mut echoed);
+        assert_eq!(echoed, json!({"auth": "Bearer ***", "***": 1}));
+    }
+
+    #[test]
+    fn template_params_use_square_brackets_and_leave_runtime_templates_alone() {
+        let body =
+            json!({"url": "[[ params.base ]]/x", "n": "[[ params.n ]]", "t": "{{ context.a }}"});
+        let out = render_params(&body, &json!({"base": "http://h", "n": 2})).unwrap();
+        assert_eq!(
+            out,
+            json!({"url": "http://h/x", "n": 2, "t": "{{ context.a }}"})
+        );
+    }
+}

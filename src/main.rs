@@ -1,0 +1,79 @@
+//! `orchestrator`: parse the command line, load the configuration, run the command.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use orchestrator::app::App;
+use orchestrator::cli::{Cli, Command, normalize_args, validate_files, validator};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_from(normalize_args(std::env::args_os()));
+    let serving = matches!(cli.command, None | Some(Command::Serve));
+    let config = match cli.load_config(serving || matches!(cli.command, Some(Command::Migrate))) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("orchestrator: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match &cli.command {
+        Some(Command::Validate { files }) => validate(&config, files),
+        Some(Command::Migrate) => runtime().and_then(|rt| rt.block_on(migrate(config))),
+        None | Some(Command::Serve) => runtime().and_then(|rt| rt.block_on(serve(config))),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("orchestrator: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn validate(
+    config: &orchestrator::config::Config,
+    files: &[std::path::PathBuf],
+) -> anyhow::Result<ExitCode> {
+    let validator = validator(config).map_err(anyhow::Error::msg)?;
+    let valid = validate_files(&validator, files, &mut std::io::stdout())?;
+    Ok(if valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+async fn migrate(config: orchestrator::config::Config) -> anyhow::Result<ExitCode> {
+    orchestrator::app::open_store(&config)?;
+    println!("migrations applied");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(config: orchestrator::config::Config) -> anyhow::Result<ExitCode> {
+    orchestrator::telemetry::init(&config.log);
+    let app = App::build(config).await?;
+    app.run(signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

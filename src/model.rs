@@ -1,0 +1,388 @@
+//! Records shared by the store, the engine and the API: workflow versions, runs, step runs,
+//! attempts, approvals and log entries.
+//!
+//! These are plain data. The store persists them, the engine changes them only through
+//! committed [`crate::store::Transition`]s, and the API serialises them as they are, so the
+//! JSON shape here is the wire shape (Go-compatible fields first, extensions after).
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Wall-clock time as stored and served (RFC 3339, UTC).
+pub type Timestamp = DateTime<Utc>;
+
+/// The current time, truncated to milliseconds so that what is stored reads back equal.
+pub fn now() -> Timestamp {
+    let t = Utc::now();
+    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
+
+macro_rules! closed_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $(#[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            /// The upper-case wire name.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownVariant;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok(Self::$variant),)+
+                    _ => Err(UnknownVariant { kind: stringify!($name), value: s.to_owned() }),
+                }
+            }
+        }
+    };
+}
+
+/// A string that names no variant of a closed enum.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown {kind} {value:?}")]
+pub struct UnknownVariant {
+    kind: &'static str,
+    value: String,
+}
+
+closed_enum! {
+    /// Where a run is in its life. `SUCCEEDED`, `FAILED` and `CANCELED` are terminal.
+    RunStatus {
+        Pending = "PENDING",
+        Running = "RUNNING",
+        WaitingApproval = "WAITING_APPROVAL",
+        Succeeded = "SUCCEEDED",
+        Failed = "FAILED",
+        Canceled = "CANCELED",
+    }
+}
+
+closed_enum! {
+    /// Where a step of a run is. Finished steps (`SUCCEEDED`, `FAILED`, `SKIPPED`,
+    /// `CANCELED`) never change again, except by an explicit run retry.
+    StepStatus {
+        Pending = "PENDING",
+        Running = "RUNNING",
+        WaitingApproval = "WAITING_APPROVAL",
+        Succeeded = "SUCCEEDED",
+        Failed = "FAILED",
+        Skipped = "SKIPPED",
+        Canceled = "CANCELED",
+    }
+}
+
+closed_enum! {
+    /// Severity of a run log entry.
+    LogLevel { Debug = "debug", Info = "info", Warn = "warn", Error = "error" }
+}
+
+closed_enum! {
+    /// Who wrote a run log entry: the engine itself or a client through the API.
+    LogSource { Engine = "engine", Client = "client" }
+}
+
+closed_enum! {
+    /// An approval decision.
+    Decision { Approved = "approved", Rejected = "rejected" }
+}
+
+impl RunStatus {
+    /// True once the run can no longer change (except by an explicit retry).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Canceled)
+    }
+}
+
+impl StepStatus {
+    /// True once the step has reached an outcome.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            Self::Succeeded | Self::Failed | Self::Skipped | Self::Canceled
+        )
+    }
+}
+
+/// One stored version of a workflow. Versions are append-only; `definition` is the
+/// validated definition as submitted (without read-only fields such as `version`).
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkflowVersion {
+    pub id: String,
+    pub name: String,
+    pub version: u32,
+    pub definition: Value,
+    pub created_at: Timestamp,
+    pub created_by: Option<String>,
+    /// The version this one restored, when it was made by a rollback.
+    pub restored_from: Option<u32>,
+}
+
+/// A stored template of the template pack or of `POST /v1/templates`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TemplateRecord {
+    pub name: String,
+    pub body: Value,
+    pub created_at: Timestamp,
+    pub created_by: Option<String>,
+}
+
+/// One attempt at running a step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub attempt: u32,
+    pub started_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_code: Option<u16>,
+    /// The delay chosen before the next attempt, when this one is retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_in_ms: Option<u64>,
+}
+
+/// The state of one step within a run (Go-compatible fields first).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepRun {
+    pub step_id: String,
+    pub name: String,
+    pub action: String,
+    pub status: StepStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_code: Option<u16>,
+    pub attempts: Vec<Attempt>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    /// When the step began waiting for approval (its approval timeout counts from here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<Timestamp>,
+    /// Set when the output was larger than the configured limit and was cut.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub output_truncated: bool,
+}
+
+impl StepRun {
+    /// A step that has not started.
+    pub fn pending(step_id: String, name: String, action: String) -> Self {
+        Self {
+            step_id,
+            name,
+            action,
+            status: StepStatus::Pending,
+            error: None,
+            output: None,
+            http_code: None,
+            attempts: Vec::new(),
+            started_at: None,
+            finished_at: None,
+            waiting_since: None,
+            output_truncated: false,
+        }
+    }
+}
+
+/// A recorded approval decision.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Approval {
+    pub step: String,
+    pub decision: Decision,
+    pub by: String,
+    pub at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
+}
+
+/// A run as stored and served.
+#[derive(Debug, Clone, Serialize)]
+pub struct Run {
+    pub id: String,
+    pub workflow_id: String,
+    pub workflow_version: u32,
+    pub status: RunStatus,
+    pub current_step: usize,
+    pub context: Map<String, Value>,
+    pub steps: Vec<StepRun>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub approvals: Vec<Approval>,
+    /// Token usage summed over the run's LLM calls.
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub usage: Map<String, Value>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Timestamp>,
+    /// Engine bookkeeping kept with the run but not served.
+    #[serde(skip)]
+    pub control: RunControl,
+}
+
+/// Engine bookkeeping stored with a run.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunControl {
+    /// Increases with every committed change; guards compare it (see `store::Guard`).
+    pub rev: u64,
+    /// Milliseconds the run has spent executing (not parked); counts against `timeout_ms`.
+    pub active_ms: u64,
+    /// When the earliest pending approval of a parked run times out.
+    pub approval_deadline: Option<Timestamp>,
+}
+
+/// A run status change, carried by the log entry that announces it so that a log reader
+/// (and the SSE stream) sees every change in commit order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusChange {
+    pub run_status: RunStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_status: Option<StepStatus>,
+}
+
+/// A committed log entry of a run; `seq` increases by one per entry within a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LogEntry {
+    pub seq: u64,
+    pub ts: Timestamp,
+    pub level: LogLevel,
+    pub source: LogSource,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    pub message: String,
+    #[serde(skip)]
+    pub status: Option<StatusChange>,
+}
+
+/// A log entry before the store has given it a `seq`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewLogEntry {
+    pub ts: Timestamp,
+    pub level: LogLevel,
+    pub source: LogSource,
+    pub step: Option<String>,
+    pub message: String,
+    pub status: Option<StatusChange>,
+}
+
+impl NewLogEntry {
+    /// An engine entry about the run or one of its steps.
+    pub fn engine(level: LogLevel, step: Option<&str>, message: impl Into<String>) -> Self {
+        Self {
+            ts: now(),
+            level,
+            source: LogSource::Engine,
+            step: step.map(str::to_owned),
+            message: message.into(),
+            status: None,
+        }
+    }
+
+    /// Marks this entry as announcing a status change.
+    pub fn with_status(mut self, status: StatusChange) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// Gives the entry its sequence number once the store has assigned it.
+    pub fn into_entry(self, seq: u64) -> LogEntry {
+        LogEntry {
+            seq,
+            ts: self.ts,
+            level: self.level,
+            source: self.source,
+            step: self.step,
+            message: self.message,
+            status: self.status,
+        }
+    }
+}
+
+/// A run or step event for the hook outbox, before the store has given it its per-run `seq`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewEvent {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    pub status: String,
+    pub ts: Timestamp,
+}
+
+/// A page request: at most `limit` items after the opaque `cursor`.
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    pub limit: usize,
+    pub cursor: Option<String>,
+}
+
+/// One page of a list, newest first; `next_cursor` is set when more items follow.
+#[derive(Debug, Clone, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// Filters of `GET /v1/runs`.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub workflow_id: Option<String>,
+    pub status: Option<RunStatus>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip_through_their_wire_names() {
+        for s in [
+            "PENDING",
+            "RUNNING",
+            "WAITING_APPROVAL",
+            "SUCCEEDED",
+            "FAILED",
+            "CANCELED",
+        ] {
+            assert_eq!(s.parse::<RunStatus>().unwrap().to_string(), s);
+        }
+        assert_eq!(
+            "SKIPPED".parse::<StepStatus>().unwrap(),
+            StepStatus::Skipped
+        );
+        assert!("running".parse::<RunStatus>().is_err());
+    }
+
+    #[test]
+    fn only_succeeded_failed_and_canceled_runs_are_terminal() {
+        assert!(RunStatus::Canceled.is_terminal());
+        assert!(!RunStatus::WaitingApproval.is_terminal());
+    }
+}

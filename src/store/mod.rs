@@ -1,0 +1,308 @@
+//! Persistence: the [`Store`] trait and its implementations.
+//!
+//! The store is the single source of truth. Every change to a run is one atomic
+//! [`Transition`] guarded by a [`Guard`] (compare-and-set on the run's revision, owner or
+//! status), so concurrent deciders (two approvers, a cancel racing the engine, two
+//! replicas) can never both win. Implementations batch concurrent writes into shared
+//! commits (group commit); a call returns only after its data is committed, which is what
+//! lets callers publish to the API and SSE afterwards. Only this module knows SQL.
+
+pub mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+
+use crate::model::{
+    Approval, LogEntry, NewEvent, NewLogEntry, Page, PageRequest, Run, RunFilter, RunStatus,
+    StepRun, TemplateRecord, Timestamp, WorkflowVersion,
+};
+
+/// What went wrong in the store, phrased as what the caller does next.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The thing does not exist: answer 404.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A guard or uniqueness rule refused the change: answer 409, or re-read and decide again.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The request itself is malformed (e.g. a cursor this store never gave out): answer 400.
+    #[error("{0}")]
+    Invalid(String),
+    /// The database cannot be reached or refused to work; try again later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data could not be decoded; a bug or a hand-edited database.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+}
+
+/// A new workflow version to append. For [`Store::create_workflow`] it becomes version 1;
+/// for [`Store::add_workflow_version`] the store assigns the next number atomically.
+#[derive(Debug, Clone)]
+pub struct NewWorkflowVersion {
+    pub id: String,
+    pub name: String,
+    pub definition: Value,
+    pub created_by: Option<String>,
+    pub restored_from: Option<u32>,
+}
+
+/// A claim on an `Idempotency-Key`: the same key with the same body hash returns the run
+/// it first created; with another hash it is a conflict. Expired keys are free again.
+#[derive(Debug, Clone)]
+pub struct IdempotencyClaim {
+    pub key: String,
+    pub body_hash: String,
+    pub expires_at: Timestamp,
+}
+
+/// A run to create.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub id: String,
+    pub workflow_id: String,
+    pub workflow_version: u32,
+    pub context: Map<String, Value>,
+    pub steps: Vec<StepRun>,
+    /// The server that will execute it now, or `None` to leave it queued for a claim.
+    pub owner: Option<Lease>,
+    pub idempotency: Option<IdempotencyClaim>,
+    pub logs: Vec<NewLogEntry>,
+    pub events: Vec<NewEvent>,
+}
+
+/// Ownership of a run by one server, valid until renewed or expired.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub owner: String,
+    pub ttl: Duration,
+}
+
+/// The result of [`Store::create_run`]: a new run, or the one an idempotency key already named.
+#[derive(Debug, Clone)]
+pub struct CreatedRun {
+    pub run: Run,
+    pub created: bool,
+    /// The log entries written with a new run.
+    pub logs: Vec<LogEntry>,
+}
+
+/// Preconditions of a [`Transition`]; all that are set must hold or nothing is written.
+#[derive(Debug, Clone, Default)]
+pub struct Guard {
+    /// The run's revision is exactly this (nothing changed since it was read).
+    pub rev: Option<u64>,
+    /// The run is owned by this server.
+    pub owner: Option<String>,
+    /// The run's status is one of these.
+    pub status_in: Option<Vec<RunStatus>>,
+}
+
+/// How a transition changes a run's owner.
+#[derive(Debug, Clone, Default)]
+pub enum OwnerChange {
+    #[default]
+    Keep,
+    Take(Lease),
+    Release,
+}
+
+/// The run-level fields every transition rewrites (the engine holds them all in memory).
+#[derive(Debug, Clone)]
+pub struct RunHead {
+    pub status: RunStatus,
+    pub current_step: usize,
+    pub error: Option<String>,
+    pub usage: Map<String, Value>,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub active_ms: u64,
+    pub approval_deadline: Option<Timestamp>,
+}
+
+impl RunHead {
+    /// The head of a run as read.
+    pub fn of(run: &Run) -> Self {
+        Self {
+            status: run.status,
+            current_step: run.current_step,
+            error: run.error.clone(),
+            usage: run.usage.clone(),
+            started_at: run.started_at,
+            finished_at: run.finished_at,
+            active_ms: run.control.active_ms,
+            approval_deadline: run.control.approval_deadline,
+        }
+    }
+}
+
+/// One atomic change to a run: its head, changed step rows, new approvals, log entries and
+/// hook events. Committed whole or not at all, and only when `guard` holds.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    pub run_id: String,
+    pub guard: Guard,
+    pub head: Option<RunHead>,
+    /// The new context, only when it changed (it may be large).
+    pub context: Option<Map<String, Value>>,
+    pub owner: OwnerChange,
+    /// Changed steps by index, as whole rows.
+    pub steps: Vec<(usize, StepRun)>,
+    pub approvals: Vec<Approval>,
+    pub logs: Vec<NewLogEntry>,
+    pub events: Vec<NewEvent>,
+}
+
+impl Transition {
+    /// An empty transition of `run_id` under `guard`.
+    pub fn new(run_id: impl Into<String>, guard: Guard) -> Self {
+        Self {
+            run_id: run_id.into(),
+            guard,
+            head: None,
+            context: None,
+            owner: OwnerChange::Keep,
+            steps: Vec::new(),
+            approvals: Vec::new(),
+            logs: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    /// True when committing would change nothing.
+    pub fn is_empty(&self) -> bool {
+        self.head.is_none()
+            && self.context.is_none()
+            && matches!(self.owner, OwnerChange::Keep)
+            && self.steps.is_empty()
+            && self.approvals.is_empty()
+            && self.logs.is_empty()
+            && self.events.is_empty()
+    }
+}
+
+/// What a committed transition produced.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// The run's revision after the commit.
+    pub rev: u64,
+    /// The log entries written, with their sequence numbers.
+    pub logs: Vec<LogEntry>,
+}
+
+/// A hook event as stored in the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// Position in the outbox, increasing in commit order.
+    pub id: u64,
+    pub run_id: String,
+    pub workflow_id: String,
+    /// Increases by one per event within a run.
+    pub seq: u64,
+    pub event: NewEvent,
+}
+
+/// Limits applied when appending client log lines.
+#[derive(Debug, Clone, Copy)]
+pub struct LogLimits {
+    /// Most entries a run's log may hold; appends beyond are refused whole.
+    pub max_entries: u64,
+}
+
+/// Persistence of workflows, templates, runs, logs, leases and the hook outbox.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Answers when the store can serve requests (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Creates a workflow at version 1; `Conflict` when the id exists.
+    async fn create_workflow(&self, new: NewWorkflowVersion)
+    -> Result<WorkflowVersion, StoreError>;
+    /// Appends the next version of an existing workflow; `NotFound` when there is none.
+    async fn add_workflow_version(
+        &self,
+        new: NewWorkflowVersion,
+    ) -> Result<WorkflowVersion, StoreError>;
+    /// A version of a workflow (the latest when `version` is `None`).
+    async fn get_workflow(
+        &self,
+        id: &str,
+        version: Option<u32>,
+    ) -> Result<WorkflowVersion, StoreError>;
+    /// Latest versions of all workflows, newest workflow first.
+    async fn list_workflows(&self, page: &PageRequest)
+    -> Result<Page<WorkflowVersion>, StoreError>;
+    /// Every version of a workflow, newest first; `NotFound` for an unknown workflow.
+    async fn list_workflow_versions(&self, id: &str) -> Result<Vec<WorkflowVersion>, StoreError>;
+
+    /// Stores a template; `Conflict` when the name exists.
+    async fn create_template(&self, template: TemplateRecord)
+    -> Result<TemplateRecord, StoreError>;
+    /// A stored template.
+    async fn get_template(&self, name: &str) -> Result<TemplateRecord, StoreError>;
+    /// All stored templates by name.
+    async fn list_templates(&self) -> Result<Vec<TemplateRecord>, StoreError>;
+
+    /// Creates a run, or returns the run its idempotency key already created.
+    async fn create_run(&self, new: NewRun) -> Result<CreatedRun, StoreError>;
+    /// A run with its steps and approvals.
+    async fn get_run(&self, id: &str) -> Result<Run, StoreError>;
+    /// Runs matching `filter`, newest first.
+    async fn list_runs(
+        &self,
+        filter: &RunFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Run>, StoreError>;
+    /// Commits a transition if its guard holds (`Conflict` otherwise).
+    async fn commit(&self, transition: Transition) -> Result<Committed, StoreError>;
+
+    /// Takes up to `limit` runs that need an owner (`PENDING` or `RUNNING`, unowned or with
+    /// an expired lease), oldest first, and returns their ids.
+    async fn claim_runs(
+        &self,
+        owner: &str,
+        ttl: Duration,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
+    /// Extends the leases of every run `owner` holds.
+    async fn renew_leases(&self, owner: &str, ttl: Duration) -> Result<(), StoreError>;
+    /// Parked runs whose approval deadline has passed.
+    async fn due_approvals(&self, now: Timestamp, limit: usize) -> Result<Vec<String>, StoreError>;
+
+    /// Appends client lines to a run's log; `NotFound` for an unknown run, `Conflict` when
+    /// the log would exceed `limits.max_entries` (nothing is written then).
+    async fn append_logs(
+        &self,
+        run_id: &str,
+        entries: Vec<NewLogEntry>,
+        limits: LogLimits,
+    ) -> Result<Vec<LogEntry>, StoreError>;
+    /// Log entries with `seq > after`, in order, at most `limit`.
+    async fn read_logs(
+        &self,
+        run_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, StoreError>;
+
+    /// Hook events after outbox position `after_id`, in outbox order.
+    async fn read_events(
+        &self,
+        after_id: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+    /// The outbox position a hook target has acknowledged up to (0 when none).
+    async fn event_cursor(&self, target: &str) -> Result<u64, StoreError>;
+    /// Records that `target` has received every event up to `id`.
+    async fn set_event_cursor(&self, target: &str, id: u64) -> Result<(), StoreError>;
+
+    /// Deletes expired idempotency keys; returns how many.
+    async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError>;
+}
+
+/// A shared store handle.
+pub type DynStore = Arc<dyn Store>;

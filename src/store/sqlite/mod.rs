@@ -1,0 +1,582 @@
+//! The embedded store: one SQLite file (WAL) under `data/`, the default when
+//! `database.dsn` is empty.
+//!
+//! One process owns the file: start-up takes an exclusive lock on `<file>.lock`, so leases
+//! left by a previous process are cleared at open and its runs resume at once.
+//! Writes go through the group-commit writer thread; reads use a small connection pool.
+
+mod pool;
+mod rows;
+mod runs;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::model::{
+    LogEntry, NewLogEntry, Page, PageRequest, Run, RunFilter, TemplateRecord, Timestamp,
+    WorkflowVersion, now,
+};
+use crate::store::{
+    Committed, CreatedRun, LogLimits, NewRun, NewWorkflowVersion, Store, StoreError, StoredEvent,
+    Transition,
+};
+
+use pool::{Readers, Writer, unavailable};
+use rows::{
+    RUN_COLUMNS, VERSION_COLUMNS, from_ms, json, load_run, load_runs, log_row, ms, to_json,
+    version_row,
+};
+
+/// Schema migrations in order; `PRAGMA user_version` records how many are applied.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+
+/// The SQLite implementation of [`Store`].
+pub struct SqliteStore {
+    writer: Writer,
+    readers: Readers,
+    path: PathBuf,
+    _lock: File,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path`, applies migrations and clears leases.
+    pub fn open(
+        path: &Path,
+        synchronous_full: bool,
+        read_connections: usize,
+    ) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+        let lock = File::create(&lock_path).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {}: {e}", lock_path.display()))
+        })?;
+        lock.try_lock().map_err(|_| {
+            StoreError::Unavailable(format!(
+                "{} is in use by another orchestrator process",
+                path.display()
+            ))
+        })?;
+        let conn = pool::open(path, synchronous_full)?;
+        migrate(&conn)?;
+        // One process owns the file (the lock above), so no lease can be live.
+        conn.execute(
+            "UPDATE runs SET owner = NULL, lease_expires_at = NULL WHERE owner IS NOT NULL",
+            [],
+        )
+        .map_err(unavailable)?;
+        Ok(Self {
+            writer: Writer::start(conn)?,
+            readers: Readers::open(path, read_connections)?,
+            path: path.to_owned(),
+            _lock: lock,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let applied: usize = conn
+        .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+        .map_err(unavailable)? as usize;
+    if applied > MIGRATIONS.len() {
+        return Err(StoreError::Unavailable(format!(
+            "the database is at schema version {applied}, newer than this server ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {}; COMMIT;",
+            i + 1
+        ))
+        .map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            StoreError::Unavailable(format!("migration {} failed: {e}", i + 1))
+        })?;
+    }
+    Ok(())
+}
+
+/// A cursor of lists ordered by `(created_at, id)` descending: `<millis>:<id>`.
+fn split_cursor(cursor: &Option<String>) -> Result<Option<(i64, String)>, StoreError> {
+    let Some(c) = cursor else { return Ok(None) };
+    c.split_once(':')
+        .and_then(|(t, id)| Some((t.parse().ok()?, id.to_owned())))
+        .map(Some)
+        .ok_or_else(|| StoreError::Invalid(format!("cursor {c:?} is not one this server gave out")))
+}
+
+fn page<T>(mut items: Vec<T>, limit: usize, cursor_of: impl Fn(&T) -> String) -> Page<T> {
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(cursor_of)
+    } else {
+        None
+    };
+    Page { items, next_cursor }
+}
+
+fn collect<T>(
+    rows: impl Iterator<Item = rusqlite::Result<Result<T, StoreError>>>,
+) -> Result<Vec<T>, StoreError> {
+    rows.map(|r| r.map_err(unavailable).and_then(|r| r))
+        .collect()
+}
+
+fn insert_version(
+    conn: &Connection,
+    new: &NewWorkflowVersion,
+    version: u32,
+    at: Timestamp,
+) -> Result<WorkflowVersion, StoreError> {
+    conn.prepare_cached(&format!(
+        "INSERT INTO workflow_versions ({VERSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+    ))
+    .and_then(|mut s| {
+        s.execute(params![
+            new.id,
+            version,
+            new.name,
+            to_json(&new.definition),
+            ms(at),
+            new.created_by,
+            new.restored_from
+        ])
+    })
+    .map_err(unavailable)?;
+    Ok(WorkflowVersion {
+        id: new.id.clone(),
+        name: new.name.clone(),
+        version,
+        definition: new.definition.clone(),
+        created_at: at,
+        created_by: new.created_by.clone(),
+        restored_from: new.restored_from,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.readers
+            .read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable))
+            .await
+    }
+
+    async fn create_workflow(
+        &self,
+        new: NewWorkflowVersion,
+    ) -> Result<WorkflowVersion, StoreError> {
+        self.writer
+            .write(move |conn| {
+                let at = now();
+                let inserted = conn
+                    .prepare_cached(
+                        "INSERT INTO workflows (id, name, latest_version, created_at, updated_at) \
+                         VALUES (?1, ?2, 1, ?3, ?3) ON CONFLICT (id) DO NOTHING",
+                    )
+                    .and_then(|mut s| s.execute(params![new.id, new.name, ms(at)]))
+                    .map_err(unavailable)?;
+                if inserted == 0 {
+                    return Err(StoreError::Conflict(format!(
+                        "workflow {} already exists",
+                        new.id
+                    )));
+                }
+                insert_version(conn, &new, 1, at)
+            })
+            .await
+    }
+
+    async fn add_workflow_version(
+        &self,
+        new: NewWorkflowVersion,
+    ) -> Result<WorkflowVersion, StoreError> {
+        self.writer
+            .write(move |conn| {
+                let at = now();
+                let version: Option<u32> = conn
+                    .prepare_cached(
+                        "UPDATE workflows SET latest_version = latest_version + 1, name = ?2, updated_at = ?3 \
+                         WHERE id = ?1 RETURNING latest_version",
+                    )
+                    .and_then(|mut s| s.query_row(params![new.id, new.name, ms(at)], |r| r.get(0)).optional())
+                    .map_err(unavailable)?;
+                let version = version.ok_or_else(|| StoreError::NotFound(format!("workflow {}", new.id)))?;
+                insert_version(conn, &new, version, at)
+            })
+            .await
+    }
+
+    async fn get_workflow(
+        &self,
+        id: &str,
+        version: Option<u32>,
+    ) -> Result<WorkflowVersion, StoreError> {
+        let id = id.to_owned();
+        self.readers
+            .read(move |conn| {
+                let sql = format!(
+                    "SELECT {VERSION_COLUMNS} FROM workflow_versions WHERE workflow_id = ?1 AND version = \
+                     COALESCE(?2, (SELECT latest_version FROM workflows WHERE id = ?1))"
+                );
+                let found = conn
+                    .prepare_cached(&sql)
+                    .and_then(|mut s| s.query_row(params![id, version], version_row).optional())
+                    .map_err(unavailable)?;
+                match (found, version) {
+                    (Some(v), _) => v,
+                    (None, Some(n)) => Err(StoreError::NotFound(format!("version {n} of workflow {id}"))),
+                    (None, None) => Err(StoreError::NotFound(format!("workflow {id}"))),
+                }
+            })
+            .await
+    }
+
+    async fn list_workflows(
+        &self,
+        request: &PageRequest,
+    ) -> Result<Page<WorkflowVersion>, StoreError> {
+        let cursor = split_cursor(&request.cursor)?;
+        let limit = request.limit;
+        self.readers
+            .read(move |conn| {
+                let (t, id) = cursor.unwrap_or((i64::MAX, String::new()));
+                let sql = format!(
+                    "SELECT {cols}, w.created_at FROM workflows w JOIN workflow_versions v \
+                     ON v.workflow_id = w.id AND v.version = w.latest_version \
+                     WHERE (w.created_at, w.id) < (?1, ?2) \
+                     ORDER BY w.created_at DESC, w.id DESC LIMIT ?3",
+                    cols = VERSION_COLUMNS
+                        .split(", ")
+                        .map(|c| format!("v.{c}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                let mut stmt = conn.prepare_cached(&sql).map_err(unavailable)?;
+                let rows = stmt
+                    .query_map(params![t, id, limit as i64 + 1], |r| {
+                        Ok(version_row(r)?.map(|v| (v, r.get::<_, i64>(7).unwrap_or_default())))
+                    })
+                    .map_err(unavailable)?;
+                let items = collect(rows)?;
+                let page = page(items, limit, |(v, created)| format!("{created}:{}", v.id));
+                Ok(Page {
+                    items: page.items.into_iter().map(|(v, _)| v).collect(),
+                    next_cursor: page.next_cursor,
+                })
+            })
+            .await
+    }
+
+    async fn list_workflow_versions(&self, id: &str) -> Result<Vec<WorkflowVersion>, StoreError> {
+        let id = id.to_owned();
+        self.readers
+            .read(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached(&format!(
+                        "SELECT {VERSION_COLUMNS} FROM workflow_versions WHERE workflow_id = ?1 ORDER BY version DESC"
+                    ))
+                    .map_err(unavailable)?;
+                let versions = collect(stmt.query_map([&id], version_row).map_err(unavailable)?)?;
+                if versions.is_empty() {
+                    return Err(StoreError::NotFound(format!("workflow {id}")));
+                }
+                Ok(versions)
+            })
+            .await
+    }
+
+    async fn create_template(
+        &self,
+        template: TemplateRecord,
+    ) -> Result<TemplateRecord, StoreError> {
+        self.writer
+            .write(move |conn| {
+                let inserted = conn
+                    .prepare_cached(
+                        "INSERT INTO templates (name, body, created_at, created_by) VALUES (?1, ?2, ?3, ?4) \
+                         ON CONFLICT (name) DO NOTHING",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(params![template.name, to_json(&template.body), ms(template.created_at), template.created_by])
+                    })
+                    .map_err(unavailable)?;
+                if inserted == 0 {
+                    return Err(StoreError::Conflict(format!("template {} already exists", template.name)));
+                }
+                Ok(template)
+            })
+            .await
+    }
+
+    async fn get_template(&self, name: &str) -> Result<TemplateRecord, StoreError> {
+        let name = name.to_owned();
+        self.readers
+            .read(move |conn| {
+                let row: Option<(String, i64, Option<String>)> = conn
+                    .prepare_cached(
+                        "SELECT body, created_at, created_by FROM templates WHERE name = ?1",
+                    )
+                    .and_then(|mut s| {
+                        s.query_row([&name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                            .optional()
+                    })
+                    .map_err(unavailable)?;
+                let (body, created_at, created_by) =
+                    row.ok_or_else(|| StoreError::NotFound(format!("template {name}")))?;
+                Ok(TemplateRecord {
+                    name,
+                    body: json(&body)?,
+                    created_at: from_ms(created_at),
+                    created_by,
+                })
+            })
+            .await
+    }
+
+    async fn list_templates(&self) -> Result<Vec<TemplateRecord>, StoreError> {
+        self.readers
+            .read(|conn| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT name, body, created_at, created_by FROM templates ORDER BY name",
+                    )
+                    .map_err(unavailable)?;
+                let rows = stmt
+                    .query_map([], |r| {
+                        let body: String = r.get(1)?;
+                        Ok(json(&body).map(|body| TemplateRecord {
+                            name: r.get(0).unwrap_or_default(),
+                            body,
+                            created_at: from_ms(r.get(2).unwrap_or_default()),
+                            created_by: r.get(3).unwrap_or_default(),
+                        }))
+                    })
+                    .map_err(unavailable)?;
+                collect(rows)
+            })
+            .await
+    }
+
+    async fn create_run(&self, new: NewRun) -> Result<CreatedRun, StoreError> {
+        self.writer
+            .write(move |conn| runs::create_run(conn, new))
+            .await
+    }
+
+    async fn get_run(&self, id: &str) -> Result<Run, StoreError> {
+        let id = id.to_owned();
+        self.readers.read(move |conn| load_run(conn, &id)).await
+    }
+
+    async fn list_runs(
+        &self,
+        filter: &RunFilter,
+        request: &PageRequest,
+    ) -> Result<Page<Run>, StoreError> {
+        let filter = filter.clone();
+        let cursor = request
+            .cursor
+            .clone()
+            .unwrap_or_else(|| "\u{10FFFF}".into());
+        let limit = request.limit;
+        self.readers
+            .read(move |conn| {
+                let status = filter.status.map(|s| s.as_str());
+                let sql = format!(
+                    "SELECT {RUN_COLUMNS} FROM runs WHERE id < ?1 \
+                     AND (?2 IS NULL OR workflow_id = ?2) AND (?3 IS NULL OR status = ?3) \
+                     ORDER BY id DESC LIMIT ?4"
+                );
+                let runs = load_runs(
+                    conn,
+                    &sql,
+                    &[&cursor, &filter.workflow_id, &status, &(limit as i64 + 1)],
+                )?;
+                Ok(page(runs, limit, |r| r.id.clone()))
+            })
+            .await
+    }
+
+    async fn commit(&self, transition: Transition) -> Result<Committed, StoreError> {
+        self.writer
+            .write(move |conn| runs::commit(conn, transition))
+            .await
+    }
+
+    async fn claim_runs(
+        &self,
+        owner: &str,
+        ttl: Duration,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let owner = owner.to_owned();
+        let ttl = ttl.as_millis() as i64;
+        self.writer
+            .write(move |conn| runs::claim(conn, &owner, ttl, limit))
+            .await
+    }
+
+    async fn renew_leases(&self, owner: &str, ttl: Duration) -> Result<(), StoreError> {
+        let owner = owner.to_owned();
+        let until = ms(now()) + ttl.as_millis() as i64;
+        self.writer
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "UPDATE runs SET lease_expires_at = ?2 WHERE owner = ?1 AND status IN ('PENDING', 'RUNNING')",
+                )
+                .and_then(|mut s| s.execute(params![owner, until]))
+                .map_err(unavailable)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn due_approvals(&self, at: Timestamp, limit: usize) -> Result<Vec<String>, StoreError> {
+        self.readers
+            .read(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT id FROM runs WHERE approval_deadline <= ?1 AND status = 'WAITING_APPROVAL' \
+                         ORDER BY approval_deadline LIMIT ?2",
+                    )
+                    .map_err(unavailable)?;
+                let ids = stmt
+                    .query_map(params![ms(at), limit as i64], |r| r.get(0))
+                    .map_err(unavailable)?
+                    .collect::<Result<Vec<String>, _>>()
+                    .map_err(unavailable)?;
+                Ok(ids)
+            })
+            .await
+    }
+
+    async fn append_logs(
+        &self,
+        run_id: &str,
+        entries: Vec<NewLogEntry>,
+        limits: LogLimits,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        let run_id = run_id.to_owned();
+        self.writer
+            .write(move |conn| runs::append_client_logs(conn, &run_id, entries, limits))
+            .await
+    }
+
+    async fn read_logs(
+        &self,
+        run_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        let run_id = run_id.to_owned();
+        self.readers
+            .read(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT seq, ts, level, source, step, message, status FROM run_logs \
+                         WHERE run_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                    )
+                    .map_err(unavailable)?;
+                let entries = collect(
+                    stmt.query_map(params![run_id, after as i64, limit as i64], log_row)
+                        .map_err(unavailable)?,
+                )?;
+                if entries.is_empty() {
+                    let exists: Option<i64> = conn
+                        .prepare_cached("SELECT 1 FROM runs WHERE id = ?1")
+                        .and_then(|mut s| s.query_row([&run_id], |r| r.get(0)).optional())
+                        .map_err(unavailable)?;
+                    if exists.is_none() {
+                        return Err(StoreError::NotFound(format!("run {run_id}")));
+                    }
+                }
+                Ok(entries)
+            })
+            .await
+    }
+
+    async fn read_events(
+        &self,
+        after_id: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        self.readers
+            .read(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT id, run_id, workflow_id, seq, body FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
+                    )
+                    .map_err(unavailable)?;
+                let rows = stmt
+                    .query_map(params![after_id as i64, limit as i64], |r| {
+                        let body: String = r.get(4)?;
+                        Ok(json(&body).map(|event| StoredEvent {
+                            id: r.get::<_, i64>(0).unwrap_or_default() as u64,
+                            run_id: r.get(1).unwrap_or_default(),
+                            workflow_id: r.get(2).unwrap_or_default(),
+                            seq: r.get::<_, i64>(3).unwrap_or_default() as u64,
+                            event,
+                        }))
+                    })
+                    .map_err(unavailable)?;
+                collect(rows)
+            })
+            .await
+    }
+
+    async fn event_cursor(&self, target: &str) -> Result<u64, StoreError> {
+        let target = target.to_owned();
+        self.readers
+            .read(move |conn| {
+                let id: Option<i64> = conn
+                    .prepare_cached("SELECT last_id FROM event_cursors WHERE target = ?1")
+                    .and_then(|mut s| s.query_row([&target], |r| r.get(0)).optional())
+                    .map_err(unavailable)?;
+                Ok(id.unwrap_or(0) as u64)
+            })
+            .await
+    }
+
+    async fn set_event_cursor(&self, target: &str, id: u64) -> Result<(), StoreError> {
+        let target = target.to_owned();
+        self.writer
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO event_cursors (target, last_id) VALUES (?1, ?2) \
+                     ON CONFLICT (target) DO UPDATE SET last_id = MAX(last_id, excluded.last_id)",
+                )
+                .and_then(|mut s| s.execute(params![target, id as i64]))
+                .map_err(unavailable)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn purge_expired(&self, at: Timestamp) -> Result<u64, StoreError> {
+        self.writer
+            .write(move |conn| {
+                conn.prepare_cached("DELETE FROM idempotency_keys WHERE expires_at < ?1")
+                    .and_then(|mut s| s.execute([ms(at)]))
+                    .map(|n| n as u64)
+                    .map_err(unavailable)
+            })
+            .await
+    }
+}

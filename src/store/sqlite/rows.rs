@@ -1,0 +1,308 @@
+//! Conversions between SQLite rows and the model's records.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde_json::{Map, Value};
+
+use crate::model::{Approval, LogEntry, Run, RunControl, StepRun, Timestamp, WorkflowVersion};
+use crate::store::StoreError;
+
+use super::pool::unavailable;
+
+/// Unix milliseconds of a timestamp, as stored.
+pub fn ms(t: Timestamp) -> i64 {
+    t.timestamp_millis()
+}
+
+/// A stored millisecond count as a timestamp.
+pub fn from_ms(v: i64) -> Timestamp {
+    chrono::DateTime::from_timestamp_millis(v).unwrap_or_default()
+}
+
+/// Decodes a closed-enum column.
+pub fn parse<T: std::str::FromStr>(text: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    text.parse()
+        .map_err(|e: T::Err| StoreError::Corrupt(e.to_string()))
+}
+
+/// Decodes a JSON column.
+pub fn json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("bad JSON column: {e}")))
+}
+
+/// Encodes a JSON column.
+pub fn to_json<T: serde::Serialize>(value: &T) -> String {
+    // Serialising a model value (maps with string keys) cannot fail.
+    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
+}
+
+pub const VERSION_COLUMNS: &str =
+    "workflow_id, version, name, definition, created_at, created_by, restored_from";
+
+pub fn version_row(row: &Row<'_>) -> rusqlite::Result<Result<WorkflowVersion, StoreError>> {
+    let definition: String = row.get(3)?;
+    Ok(json(&definition).map(|definition| WorkflowVersion {
+        id: row.get(0).unwrap_or_default(),
+        version: row.get(1).unwrap_or_default(),
+        name: row.get(2).unwrap_or_default(),
+        definition,
+        created_at: from_ms(row.get(4).unwrap_or_default()),
+        created_by: row.get(5).unwrap_or_default(),
+        restored_from: row.get(6).unwrap_or_default(),
+    }))
+}
+
+pub const RUN_COLUMNS: &str = "id, workflow_id, workflow_version, status, current_step, context, \
+     error, usage, created_at, updated_at, started_at, finished_at, rev, approval_deadline, active_ms";
+
+fn run_row(row: &Row<'_>) -> rusqlite::Result<Result<Run, StoreError>> {
+    let status: String = row.get(3)?;
+    let context: String = row.get(5)?;
+    let usage: String = row.get(7)?;
+    let decode = || -> Result<Run, StoreError> {
+        Ok(Run {
+            id: row.get(0).map_err(unavailable)?,
+            workflow_id: row.get(1).map_err(unavailable)?,
+            workflow_version: row.get(2).map_err(unavailable)?,
+            status: parse(&status)?,
+            current_step: row.get::<_, i64>(4).map_err(unavailable)? as usize,
+            context: json::<Map<String, Value>>(&context)?,
+            steps: Vec::new(),
+            error: row.get(6).map_err(unavailable)?,
+            approvals: Vec::new(),
+            usage: json(&usage)?,
+            created_at: from_ms(row.get(8).map_err(unavailable)?),
+            updated_at: from_ms(row.get(9).map_err(unavailable)?),
+            started_at: row
+                .get::<_, Option<i64>>(10)
+                .map_err(unavailable)?
+                .map(from_ms),
+            finished_at: row
+                .get::<_, Option<i64>>(11)
+                .map_err(unavailable)?
+                .map(from_ms),
+            control: RunControl {
+                rev: row.get::<_, i64>(12).map_err(unavailable)? as u64,
+                approval_deadline: row
+                    .get::<_, Option<i64>>(13)
+                    .map_err(unavailable)?
+                    .map(from_ms),
+                active_ms: row.get::<_, i64>(14).map_err(unavailable)? as u64,
+            },
+        })
+    };
+    Ok(decode())
+}
+
+const STEP_COLUMNS: &str = "run_id, idx, step_id, name, action, status, error, output, http_code, \
+     attempts, started_at, finished_at, waiting_since, truncated";
+
+fn step_row(row: &Row<'_>) -> rusqlite::Result<(String, Result<StepRun, StoreError>)> {
+    let run_id: String = row.get(0)?;
+    let status: String = row.get(5)?;
+    let output: Option<String> = row.get(7)?;
+    let attempts: String = row.get(9)?;
+    let decode = || -> Result<StepRun, StoreError> {
+        Ok(StepRun {
+            step_id: row.get(2).map_err(unavailable)?,
+            name: row.get(3).map_err(unavailable)?,
+            action: row.get(4).map_err(unavailable)?,
+            status: parse(&status)?,
+            error: row.get(6).map_err(unavailable)?,
+            output: output.as_deref().map(json).transpose()?,
+            http_code: row.get(8).map_err(unavailable)?,
+            attempts: json(&attempts)?,
+            started_at: row
+                .get::<_, Option<i64>>(10)
+                .map_err(unavailable)?
+                .map(from_ms),
+            finished_at: row
+                .get::<_, Option<i64>>(11)
+                .map_err(unavailable)?
+                .map(from_ms),
+            waiting_since: row
+                .get::<_, Option<i64>>(12)
+                .map_err(unavailable)?
+                .map(from_ms),
+            output_truncated: row.get::<_, i64>(13).map_err(unavailable)? != 0,
+        })
+    };
+    Ok((run_id, decode()))
+}
+
+fn approval_row(row: &Row<'_>) -> rusqlite::Result<(String, Result<Approval, StoreError>)> {
+    let run_id: String = row.get(0)?;
+    let decision: String = row.get(2)?;
+    let input: Option<String> = row.get(6)?;
+    let decode = || -> Result<Approval, StoreError> {
+        Ok(Approval {
+            step: row.get(1).map_err(unavailable)?,
+            decision: parse(&decision)?,
+            by: row.get(3).map_err(unavailable)?,
+            at: from_ms(row.get(4).map_err(unavailable)?),
+            comment: row.get(5).map_err(unavailable)?,
+            input: input.as_deref().map(json).transpose()?,
+        })
+    };
+    Ok((run_id, decode()))
+}
+
+/// Reads one run with its steps and approvals.
+pub fn load_run(conn: &Connection, id: &str) -> Result<Run, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1"))
+        .map_err(unavailable)?;
+    let run = stmt
+        .query_row([id], run_row)
+        .optional()
+        .map_err(unavailable)?
+        .ok_or_else(|| StoreError::NotFound(format!("run {id}")))??;
+    let mut runs = vec![run];
+    attach_children(conn, &mut runs)?;
+    runs.pop()
+        .ok_or_else(|| StoreError::NotFound(format!("run {id}")))
+}
+
+/// Reads runs from a query over [`RUN_COLUMNS`], then their steps and approvals in two
+/// more queries (no query per run).
+pub fn load_runs(
+    conn: &Connection,
+    sql: &str,
+    args: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<Run>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(unavailable)?;
+    let mut runs = stmt
+        .query_map(args, run_row)
+        .map_err(unavailable)?
+        .map(|r| r.map_err(unavailable).and_then(|r| r))
+        .collect::<Result<Vec<_>, _>>()?;
+    attach_children(conn, &mut runs)?;
+    Ok(runs)
+}
+
+fn attach_children(conn: &Connection, runs: &mut [Run]) -> Result<(), StoreError> {
+    if runs.is_empty() {
+        return Ok(());
+    }
+    let position: std::collections::HashMap<String, usize> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.id.clone(), i))
+        .collect();
+    let ids: Vec<String> = runs.iter().map(|r| r.id.clone()).collect();
+    let placeholders = vec!["?"; ids.len()].join(",");
+    let params = rusqlite::params_from_iter(ids.iter());
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {STEP_COLUMNS} FROM step_runs WHERE run_id IN ({placeholders}) ORDER BY run_id, idx"
+        ))
+        .map_err(unavailable)?;
+    let steps = stmt.query_map(params, step_row).map_err(unavailable)?;
+    for step in steps {
+        let (run_id, step) = step.map_err(unavailable)?;
+        if let Some(&i) = position.get(&run_id) {
+            runs[i].steps.push(step?);
+        }
+    }
+    let params = rusqlite::params_from_iter(ids.iter());
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT run_id, step, decision, by_name, at, comment, input FROM approvals \
+             WHERE run_id IN ({placeholders}) ORDER BY run_id, n"
+        ))
+        .map_err(unavailable)?;
+    let approvals = stmt.query_map(params, approval_row).map_err(unavailable)?;
+    for approval in approvals {
+        let (run_id, approval) = approval.map_err(unavailable)?;
+        if let Some(&i) = position.get(&run_id) {
+            runs[i].approvals.push(approval?);
+        }
+    }
+    Ok(())
+}
+
+/// Inserts or replaces one step row.
+pub fn put_step(
+    conn: &Connection,
+    run_id: &str,
+    idx: usize,
+    step: &StepRun,
+) -> Result<(), StoreError> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "INSERT OR REPLACE INTO step_runs ({STEP_COLUMNS}) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+        ))
+        .map_err(unavailable)?;
+    stmt.execute(params![
+        run_id,
+        idx as i64,
+        step.step_id,
+        step.name,
+        step.action,
+        step.status.as_str(),
+        step.error,
+        step.output.as_ref().map(to_json),
+        step.http_code,
+        to_json(&step.attempts),
+        step.started_at.map(ms),
+        step.finished_at.map(ms),
+        step.waiting_since.map(ms),
+        step.output_truncated as i64,
+    ])
+    .map_err(unavailable)?;
+    Ok(())
+}
+
+/// Inserts log entries numbered from `first_seq`.
+pub fn put_logs(
+    conn: &Connection,
+    run_id: &str,
+    first_seq: u64,
+    entries: Vec<crate::model::NewLogEntry>,
+) -> Result<Vec<LogEntry>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT INTO run_logs (run_id, seq, ts, level, source, step, message, status) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .map_err(unavailable)?;
+    let mut out = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.into_iter().enumerate() {
+        let seq = first_seq + i as u64;
+        stmt.execute(params![
+            run_id,
+            seq as i64,
+            ms(entry.ts),
+            entry.level.as_str(),
+            entry.source.as_str(),
+            entry.step,
+            entry.message,
+            entry.status.as_ref().map(to_json),
+        ])
+        .map_err(unavailable)?;
+        out.push(entry.into_entry(seq));
+    }
+    Ok(out)
+}
+
+/// Decodes a `run_logs` row (`seq, ts, level, source, step, message, status`).
+pub fn log_row(row: &Row<'_>) -> rusqlite::Result<Result<LogEntry, StoreError>> {
+    let level: String = row.get(2)?;
+    let source: String = row.get(3)?;
+    let status: Option<String> = row.get(6)?;
+    let decode = || -> Result<LogEntry, StoreError> {
+        Ok(LogEntry {
+            seq: row.get::<_, i64>(0).map_err(unavailable)? as u64,
+            ts: from_ms(row.get(1).map_err(unavailable)?),
+            level: parse(&level)?,
+            source: parse(&source)?,
+            step: row.get(4).map_err(unavailable)?,
+            message: row.get(5).map_err(unavailable)?,
+            status: status.as_deref().map(json).transpose()?,
+        })
+    };
+    Ok(decode())
+}

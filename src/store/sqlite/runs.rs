@@ -1,0 +1,369 @@
+//! Run writes of the embedded store: creation with idempotency keys, guarded transitions,
+//! leases and client log appends. Each function runs inside one writer savepoint.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::model::{LogEntry, NewEvent, NewLogEntry, Run, RunControl, now};
+use crate::store::{
+    Committed, CreatedRun, Guard, LogLimits, NewRun, OwnerChange, StoreError, Transition,
+};
+
+use super::pool::unavailable;
+use super::rows::{load_run, ms, put_logs, put_step, to_json};
+
+/// Inserts a run, or finds the one its idempotency key already created.
+pub fn create_run(conn: &Connection, new: NewRun) -> Result<CreatedRun, StoreError> {
+    let at = now();
+    if let Some(claim) = &new.idempotency {
+        let existing: Option<(String, String, i64)> = conn
+            .prepare_cached(
+                "SELECT body_hash, run_id, expires_at FROM idempotency_keys WHERE key = ?1",
+            )
+            .and_then(|mut s| {
+                s.query_row([&claim.key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()
+            })
+            .map_err(unavailable)?;
+        match existing {
+            Some((hash, run_id, expires)) if expires > ms(at) => {
+                if hash != claim.body_hash {
+                    return Err(StoreError::Conflict(format!(
+                        "Idempotency-Key {:?} was already used with a different request body",
+                        claim.key
+                    )));
+                }
+                return Ok(CreatedRun {
+                    run: load_run(conn, &run_id)?,
+                    created: false,
+                    logs: Vec::new(),
+                });
+            }
+            Some(_) => {
+                conn.execute("DELETE FROM idempotency_keys WHERE key = ?1", [&claim.key])
+                    .map_err(unavailable)?;
+            }
+            None => {}
+        }
+        conn.prepare_cached(
+            "INSERT INTO idempotency_keys (key, body_hash, run_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .and_then(|mut s| s.execute(params![claim.key, claim.body_hash, new.id, ms(claim.expires_at)]))
+        .map_err(unavailable)?;
+    }
+    let (owner, lease) = match &new.owner {
+        Some(l) => (
+            Some(l.owner.as_str()),
+            Some(ms(at) + l.ttl.as_millis() as i64),
+        ),
+        None => (None, None),
+    };
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO runs (id, workflow_id, workflow_version, status, current_step, context, \
+             created_at, updated_at, owner, lease_expires_at) \
+             VALUES (?1, ?2, ?3, 'PENDING', 0, ?4, ?5, ?5, ?6, ?7)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                new.id,
+                new.workflow_id,
+                new.workflow_version,
+                to_json(&new.context),
+                ms(at),
+                owner,
+                lease
+            ])
+        });
+    match inserted {
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            return Err(StoreError::Conflict(format!(
+                "run {} already exists",
+                new.id
+            )));
+        }
+        other => other.map_err(unavailable)?,
+    };
+    for (idx, step) in new.steps.iter().enumerate() {
+        put_step(conn, &new.id, idx, step)?;
+    }
+    let logs = append_seq(conn, &new.id, new.logs, new.events, &new.workflow_id)?;
+    let run = Run {
+        id: new.id,
+        workflow_id: new.workflow_id,
+        workflow_version: new.workflow_version,
+        status: crate::model::RunStatus::Pending,
+        current_step: 0,
+        context: new.context,
+        steps: new.steps,
+        error: None,
+        approvals: Vec::new(),
+        usage: Default::default(),
+        created_at: at,
+        updated_at: at,
+        started_at: None,
+        finished_at: None,
+        control: RunControl::default(),
+    };
+    Ok(CreatedRun {
+        run,
+        created: true,
+        logs,
+    })
+}
+
+/// Writes log entries and hook events for a run outside a head update, numbering them.
+fn append_seq(
+    conn: &Connection,
+    run_id: &str,
+    logs: Vec<NewLogEntry>,
+    events: Vec<NewEvent>,
+    workflow_id: &str,
+) -> Result<Vec<LogEntry>, StoreError> {
+    if logs.is_empty() && events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (log_seq, event_seq): (i64, i64) = conn
+        .prepare_cached(
+            "UPDATE runs SET log_seq = log_seq + ?2, event_seq = event_seq + ?3 WHERE id = ?1 \
+             RETURNING log_seq, event_seq",
+        )
+        .and_then(|mut s| {
+            s.query_row(
+                params![run_id, logs.len() as i64, events.len() as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        })
+        .map_err(unavailable)?;
+    let first_log = log_seq as u64 + 1 - logs.len() as u64;
+    let first_event = event_seq as u64 + 1 - events.len() as u64;
+    put_events(conn, run_id, workflow_id, first_event, events)?;
+    put_logs(conn, run_id, first_log, logs)
+}
+
+fn put_events(
+    conn: &Connection,
+    run_id: &str,
+    workflow_id: &str,
+    first_seq: u64,
+    events: Vec<NewEvent>,
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT INTO events (run_id, workflow_id, seq, body) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(unavailable)?;
+    for (i, event) in events.into_iter().enumerate() {
+        stmt.execute(params![
+            run_id,
+            workflow_id,
+            (first_seq + i as u64) as i64,
+            to_json(&event)
+        ])
+        .map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+/// Applies a guarded transition.
+pub fn commit(conn: &Connection, tx: Transition) -> Result<Committed, StoreError> {
+    let at = now();
+    let mut sql = String::from(
+        "UPDATE runs SET rev = rev + 1, updated_at = ?1, log_seq = log_seq + ?2, event_seq = event_seq + ?3",
+    );
+    let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![
+        Box::new(ms(at)),
+        Box::new(tx.logs.len() as i64),
+        Box::new(tx.events.len() as i64),
+    ];
+    let mut push = |sql: &mut String, column: &str, value: Box<dyn rusqlite::ToSql>| {
+        args.push(value);
+        sql.push_str(&format!(", {column} = ?{}", args.len()));
+    };
+    if let Some(head) = &tx.head {
+        push(&mut sql, "status", Box::new(head.status.as_str()));
+        push(&mut sql, "current_step", Box::new(head.current_step as i64));
+        push(&mut sql, "error", Box::new(head.error.clone()));
+        push(&mut sql, "usage", Box::new(to_json(&head.usage)));
+        push(&mut sql, "started_at", Box::new(head.started_at.map(ms)));
+        push(&mut sql, "finished_at", Box::new(head.finished_at.map(ms)));
+        push(&mut sql, "active_ms", Box::new(head.active_ms as i64));
+        push(
+            &mut sql,
+            "approval_deadline",
+            Box::new(head.approval_deadline.map(ms)),
+        );
+    }
+    if let Some(context) = &tx.context {
+        push(&mut sql, "context", Box::new(to_json(context)));
+    }
+    match &tx.owner {
+        OwnerChange::Keep => {}
+        OwnerChange::Take(lease) => {
+            push(&mut sql, "owner", Box::new(lease.owner.clone()));
+            push(
+                &mut sql,
+                "lease_expires_at",
+                Box::new(ms(at) + lease.ttl.as_millis() as i64),
+            );
+        }
+        OwnerChange::Release => {
+            sql.push_str(", owner = NULL, lease_expires_at = NULL");
+        }
+    }
+    args.push(Box::new(tx.run_id.clone()));
+    sql.push_str(&format!(" WHERE id = ?{}", args.len()));
+    append_guard(&mut sql, &mut args, &tx.guard);
+    sql.push_str(" RETURNING rev, log_seq, event_seq, workflow_id");
+    let params: Vec<&dyn rusqlite::ToSql> = args.iter().map(|b| b.as_ref()).collect();
+    let row: Option<(i64, i64, i64, String)> = conn
+        .prepare_cached(&sql)
+        .and_then(|mut s| {
+            s.query_row(params.as_slice(), |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()
+        })
+        .map_err(unavailable)?;
+    let Some((rev, log_seq, event_seq, workflow_id)) = row else {
+        return Err(guard_failure(conn, &tx.run_id, &tx.guard));
+    };
+    for (idx, step) in &tx.steps {
+        put_step(conn, &tx.run_id, *idx, step)?;
+    }
+    for approval in &tx.approvals {
+        conn.prepare_cached(
+            "INSERT INTO approvals (run_id, n, step, decision, by_name, at, comment, input) \
+             VALUES (?1, (SELECT COALESCE(MAX(n), 0) + 1 FROM approvals WHERE run_id = ?1), \
+             ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                tx.run_id,
+                approval.step,
+                approval.decision.as_str(),
+                approval.by,
+                ms(approval.at),
+                approval.comment,
+                approval.input.as_ref().map(to_json),
+            ])
+        })
+        .map_err(unavailable)?;
+    }
+    let first_event = event_seq as u64 + 1 - tx.events.len() as u64;
+    put_events(conn, &tx.run_id, &workflow_id, first_event, tx.events)?;
+    let first_log = log_seq as u64 + 1 - tx.logs.len() as u64;
+    let logs = put_logs(conn, &tx.run_id, first_log, tx.logs)?;
+    Ok(Committed {
+        rev: rev as u64,
+        logs,
+    })
+}
+
+fn append_guard(sql: &mut String, args: &mut Vec<Box<dyn rusqlite::ToSql>>, guard: &Guard) {
+    if let Some(rev) = guard.rev {
+        args.push(Box::new(rev as i64));
+        sql.push_str(&format!(" AND rev = ?{}", args.len()));
+    }
+    if let Some(owner) = &guard.owner {
+        args.push(Box::new(owner.clone()));
+        sql.push_str(&format!(" AND owner = ?{}", args.len()));
+    }
+    if let Some(statuses) = &guard.status_in {
+        let list: Vec<String> = statuses
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
+        sql.push_str(&format!(" AND status IN ({})", list.join(",")));
+    }
+}
+
+/// Explains why a guarded update matched no row.
+fn guard_failure(conn: &Connection, run_id: &str, guard: &Guard) -> StoreError {
+    let found: Option<(String, i64, Option<String>)> = conn
+        .prepare_cached("SELECT status, rev, owner FROM runs WHERE id = ?1")
+        .and_then(|mut s| {
+            s.query_row([run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()
+        })
+        .unwrap_or(None);
+    match found {
+        None => StoreError::NotFound(format!("run {run_id}")),
+        Some((status, rev, owner)) => {
+            let reason = if guard
+                .status_in
+                .as_ref()
+                .is_some_and(|s| !s.iter().any(|s| s.as_str() == status))
+            {
+                format!("run {run_id} is {status}")
+            } else if guard.owner.is_some() && guard.owner != owner {
+                format!("run {run_id} is owned by another server")
+            } else if guard.rev.is_some_and(|r| r as i64 != rev) {
+                format!("run {run_id} changed concurrently")
+            } else {
+                format!("run {run_id} did not match the expected state")
+            };
+            StoreError::Conflict(reason)
+        }
+    }
+}
+
+/// Claims runs that need an owner.
+pub fn claim(
+    conn: &Connection,
+    owner: &str,
+    ttl_ms: i64,
+    limit: usize,
+) -> Result<Vec<String>, StoreError> {
+    let at = ms(now());
+    let mut stmt = conn
+        .prepare_cached(
+            "UPDATE runs SET owner = ?1, lease_expires_at = ?2, rev = rev + 1 WHERE id IN ( \
+               SELECT id FROM runs WHERE status IN ('PENDING', 'RUNNING') \
+               AND (owner IS NULL OR lease_expires_at < ?3) ORDER BY id LIMIT ?4) \
+             RETURNING id",
+        )
+        .map_err(unavailable)?;
+    let ids = stmt
+        .query_map(params![owner, at + ttl_ms, at, limit as i64], |r| r.get(0))
+        .map_err(unavailable)?
+        .collect::<Result<Vec<String>, _>>()
+        .map_err(unavailable)?;
+    Ok(ids)
+}
+
+/// Appends client lines within the per-run limit.
+pub fn append_client_logs(
+    conn: &Connection,
+    run_id: &str,
+    entries: Vec<NewLogEntry>,
+    limits: LogLimits,
+) -> Result<Vec<LogEntry>, StoreError> {
+    let n = entries.len() as i64;
+    let seq: Option<i64> = conn
+        .prepare_cached(
+            "UPDATE runs SET log_seq = log_seq + ?2 WHERE id = ?1 AND log_seq + ?2 <= ?3 RETURNING log_seq",
+        )
+        .and_then(|mut s| s.query_row(params![run_id, n, limits.max_entries as i64], |r| r.get(0)).optional())
+        .map_err(unavailable)?;
+    match seq {
+        Some(last) => put_logs(conn, run_id, (last - n + 1) as u64, entries),
+        None => {
+            let held: Option<i64> = conn
+                .prepare_cached("SELECT log_seq FROM runs WHERE id = ?1")
+                .and_then(|mut s| s.query_row([run_id], |r| r.get(0)).optional())
+                .map_err(unavailable)?;
+            Err(match held {
+                None => StoreError::NotFound(format!("run {run_id}")),
+                Some(held) => StoreError::Conflict(format!(
+                    "the log of run {run_id} holds {held} of at most {} entries; {n} more do not fit",
+                    limits.max_entries
+                )),
+            })
+        }
+    }
+}

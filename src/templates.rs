@@ -1,0 +1,268 @@
+//! Workflow templates: the pack loaded at start (`templates/templates.json`, compiled in,
+//! or `templates.path`) and templates stored through the API.
+//!
+//! A template is `{name, description?, params?, workflow}`. `params` is a JSON Schema
+//! object (with `default`s) for the parameters; `workflow` is a definition whose strings may
+//! hold `[[ params.x ]]` placeholders, filled at instantiation. `{{ }}` templates are left
+//! for run time, so the two never collide. A template is only accepted when instantiating
+//! it with its defaults (or sample values) yields a valid workflow.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::{Map, Value, json};
+
+use crate::definition::{Invalid, Stage, Validator, Violation, Workflow};
+use crate::expr::render_params;
+
+/// The bundled template pack.
+pub const BUNDLED_PACK: &str = include_str!("../templates/templates.json");
+
+const TEMPLATE_SCHEMA: &str = r#"{
+  "type": "object",
+  "required": ["name", "workflow"],
+  "properties": {
+    "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"},
+    "description": {"type": "string"},
+    "params": {"type": "object"},
+    "workflow": {"type": "object"}
+  },
+  "additionalProperties": false
+}"#;
+
+/// A checked template.
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub name: String,
+    /// The template as submitted.
+    pub body: Value,
+}
+
+/// The pack loaded at start, by name.
+#[derive(Debug, Clone, Default)]
+pub struct Pack {
+    templates: BTreeMap<String, Template>,
+}
+
+/// Why the pack cannot be loaded; start-up stops with this message.
+#[derive(Debug, thiserror::Error)]
+#[error("{source_name}: {message}")]
+pub struct PackError {
+    pub source_name: String,
+    pub message: String,
+}
+
+impl Pack {
+    /// Loads and checks the pack at `path`, or the bundled pack.
+    pub fn load(path: Option<&Path>, validator: &Validator) -> Result<Self, PackError> {
+        let (source_name, text) = match path {
+            Some(p) => (
+                p.display().to_string(),
+                std::fs::read_to_string(p).map_err(|e| PackError {
+                    source_name: p.display().to_string(),
+                    message: format!("cannot read: {e}"),
+                })?,
+            ),
+            None => (
+                "(bundled) templates/templates.json".to_owned(),
+                BUNDLED_PACK.to_owned(),
+            ),
+        };
+        let error = |message: String| PackError {
+            source_name: source_name.clone(),
+            message,
+        };
+        let doc: Value =
+            serde_json::from_str(&text).map_err(|e| error(format!("not JSON: {e}")))?;
+        let items = doc
+            .get("templates")
+            .and_then(Value::as_array)
+            .ok_or_else(|| error("expected {\"templates\": [...]}".into()))?;
+        let mut templates = BTreeMap::new();
+        for (i, body) in items.iter().enumerate() {
+            let t = check(body, validator).map_err(|e| {
+                let detail: Vec<String> = e
+                    .violations
+                    .iter()
+                    .map(|v| format!("{} {}", v.pointer, v.message))
+                    .collect();
+                error(format!(
+                    "template {i}: {}: {}",
+                    e.title(),
+                    detail.join("; ")
+                ))
+            })?;
+            if templates.insert(t.name.clone(), t).is_some() {
+                return Err(error(format!("template {i}: duplicate name")));
+            }
+        }
+        Ok(Self { templates })
+    }
+
+    /// A pack template by name.
+    pub fn get(&self, name: &str) -> Option<&Template> {
+        self.templates.get(name)
+    }
+
+    /// All pack templates by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Template> {
+        self.templates.values()
+    }
+}
+
+fn shape_violations(body: &Value) -> Vec<Violation> {
+    // The schema is a constant checked by the tests below.
+    let schema: Value = serde_json::from_str(TEMPLATE_SCHEMA).unwrap_or(Value::Bool(true));
+    match jsonschema::validator_for(&schema) {
+        Ok(v) => v
+            .iter_errors(body)
+            .map(|e| Violation::new(e.instance_path().to_string(), e.to_string()))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Checks a template's shape, its params schema, and that it instantiates to a valid
+/// workflow with default or sample parameters.
+pub fn check(body: &Value, validator: &Validator) -> Result<Template, Invalid> {
+    let violations = shape_violations(body);
+    if !violations.is_empty() {
+        return Err(Invalid {
+            stage: Stage::Schema,
+            violations,
+        });
+    }
+    let name = body["name"].as_str().unwrap_or_default().to_owned();
+    let template = Template {
+        name,
+        body: body.clone(),
+    };
+    let samples = sample_params(body.get("params"));
+    instantiate(&template, None, &Value::Object(samples), validator).map_err(|mut e| {
+        for v in &mut e.violations {
+            v.pointer = format!("/workflow{}", v.pointer);
+        }
+        e
+    })?;
+    Ok(template)
+}
+
+/// Fills a template with `params` (after defaults) and validates the result. `name`
+/// replaces the workflow's name when given. Returns the document and the workflow.
+pub fn instantiate(
+    template: &Template,
+    name: Option<&str>,
+    params: &Value,
+    validator: &Validator,
+) -> Result<(Value, Workflow), Invalid> {
+    let schema = template
+        .body
+        .get("params")
+        .cloned()
+        .unwrap_or(json!({"type": "object"}));
+    let Value::Object(supplied) = params else {
+        return Err(Invalid {
+            stage: Stage::Schema,
+            violations: vec![Violation::new("/params", "params must be an object")],
+        });
+    };
+    let mut merged = defaults(&schema);
+    merged.extend(supplied.clone());
+    let merged = Value::Object(merged);
+    let compiled = jsonschema::validator_for(&schema).map_err(|e| Invalid {
+        stage: Stage::Schema,
+        violations: vec![Violation::new(
+            "/params",
+            format!("the template's params schema is invalid: {e}"),
+        )],
+    })?;
+    let violations: Vec<Violation> = compiled
+        .iter_errors(&merged)
+        .map(|e| Violation::new(format!("/params{}", e.instance_path()), e.to_string()))
+        .collect();
+    if !violations.is_empty() {
+        return Err(Invalid {
+            stage: Stage::Schema,
+            violations,
+        });
+    }
+    let mut document = render_params(&template.body["workflow"], &merged).map_err(|e| Invalid {
+        stage: Stage::Semantic,
+        violations: vec![Violation::new(
+            "/params",
+            format!("template parameter failed: {e}"),
+        )],
+    })?;
+    if let (Some(name), Value::Object(map)) = (name, &mut document) {
+        map.insert("name".into(), Value::String(name.to_owned()));
+    }
+    let workflow = validator.validate(&document)?;
+    Ok((document, workflow))
+}
+
+fn properties(schema: &Value) -> impl Iterator<Item = (&String, &Value)> {
+    schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flat_map(|p| p.iter())
+}
+
+fn defaults(schema: &Value) -> Map<String, Value> {
+    properties(schema)
+        .filter_map(|(k, p)| Some((k.clone(), p.get("default")?.clone())))
+        .collect()
+}
+
+/// Parameters for checking a template: defaults, else a plausible value of each type.
+fn sample_params(schema: Option<&Value>) -> Map<String, Value> {
+    let Some(schema) = schema else {
+        return Map::new();
+    };
+    properties(schema)
+        .map(|(k, p)| {
+            let sample = p
+                .get("default")
+                .or_else(|| p.get("examples").and_then(|e| e.get(0)))
+                .or_else(|| p.get("enum").and_then(|e| e.get(0)))
+                .cloned()
+                .unwrap_or_else(|| match p.get("type").and_then(Value::as_str) {
+                    Some("integer") | Some("number") => json!(1),
+                    Some("boolean") => json!(true),
+                    Some("array") => json!([]),
+                    Some("object") => json!({}),
+                    _ if p.get("format").and_then(Value::as_str) == Some("uri") => {
+                        json!("http://example.com")
+                    }
+                    _ => json!("example"),
+                });
+            (k.clone(), sample)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_template_shape_schema_is_valid() {
+        let schema: Value = serde_json::from_str(TEMPLATE_SCHEMA).unwrap();
+        assert!(jsonschema::validator_for(&schema).is_ok());
+    }
+
+    #[test]
+    fn defaults_come_first_then_samples_by_type() {
+        let schema = json!({"properties": {
+            "a": {"type": "string", "default": "x"},
+            "b": {"type": "integer"},
+            "c": {"type": "string", "format": "uri"},
+            "d": {"enum": ["p", "q"]}
+        }});
+        let s = sample_params(Some(&schema));
+        assert_eq!(
+            Value::Object(s),
+            json!({"a": "x", "b": 1, "c": "http://example.com", "d": "p"})
+        );
+    }
+}
