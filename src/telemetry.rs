@@ -1,6 +1,8 @@
 //! Process-wide tracing: human-readable lines by default, JSON with `log.format: json`.
 //! `RUST_LOG`, when set, overrides `log.level`. Installed once, by `main`.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogConfig;

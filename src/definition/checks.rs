@@ -188,7 +188,10 @@ fn dag_violation(error: DagError, specs: &[StepSpec]) -> Violation {
             let names: Vec<&str> = path.iter().map(|&i| specs[i].name.as_str()).collect();
             Violation::new(
                 format!("/steps/{}/depends_on", path[0]),
-                format!("depends_on forms a cycle: {}", names.join(" → ")),
+                format!(
+                    "depends_on forms a cycle: {} (each depends on the next)",
+                    names.join(" → ")
+                ),
             )
         }
     }

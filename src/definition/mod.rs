@@ -49,7 +49,7 @@ pub enum Stage {
 
 /// A rejected definition: every violation found at `stage`.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{} ({} problem{})", self.title(), violations.len(), if violations.len() == 1 { "" } else { "s" })]
+#[error("{}", self.summary())]
 pub struct Invalid {
     pub stage: Stage,
     pub violations: Vec<Violation>,
@@ -62,6 +62,22 @@ impl Invalid {
             Stage::Syntax => "malformed document",
             Stage::Schema => "definition does not match the workflow schema",
             Stage::Semantic => "invalid workflow definition",
+        }
+    }
+
+    /// The first violation, and how many more there are.
+    pub fn summary(&self) -> String {
+        let Some(first) = self.violations.first() else {
+            return self.title().to_owned();
+        };
+        let at = if first.pointer.is_empty() {
+            String::new()
+        } else {
+            format!("{}: ", first.pointer)
+        };
+        match self.violations.len() {
+            1 => format!("{at}{}", first.message),
+            n => format!("{at}{} (and {} more problems)", first.message, n - 1),
         }
     }
 

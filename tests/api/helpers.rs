@@ -1,0 +1,266 @@
+//! The test harness: start the real server (in-process through `App::build`, or as the real
+//! binary for restart and kill tests) on a free port with a fresh store, and speak HTTP to it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use orchestrator::app::App;
+use orchestrator::config::{Config, RawConfig};
+use orchestrator::store::DynStore;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+
+/// A generous bound for waits that poll for a state.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A server running inside the test process.
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub store: DynStore,
+    pub dir: TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// A raw configuration for tests: port 0, a fresh SQLite file, quick polling.
+pub fn test_config(dir: &Path) -> RawConfig {
+    let mut raw = RawConfig::default();
+    raw.server.port = 0;
+    raw.server.workers = 2;
+    raw.database.path = dir.join("orchestrator.db");
+    raw.engine.poll_interval = Duration::from_millis(100);
+    raw.log.level = "warn".into();
+    raw
+}
+
+/// Starts a server with the test configuration.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Starts a server with the test configuration changed by `adjust`.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut RawConfig)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    spawn_app_in(dir, adjust).await
+}
+
+/// Starts a server whose store lives in `dir` (reused across restarts).
+pub async fn spawn_app_in(dir: TempDir, adjust: impl FnOnce(&mut RawConfig)) -> TestApp {
+    let mut raw = test_config(dir.path());
+    adjust(&mut raw);
+    let config = Config::from_raw(Path::new("test"), raw).expect("valid test config");
+    let app = App::build(config).await.expect("server starts");
+    let address = format!("http://{}", app.address());
+    let store = app.store();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run(async {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        address,
+        client: reqwest::Client::new(),
+        store,
+        dir,
+        stop: Some(stop),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    /// Stops the server gracefully and hands back its store directory.
+    pub async fn stop(mut self) -> TempDir {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("temp dir"))
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .put(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Creates a workflow and returns its id; panics unless the answer is 201.
+    pub async fn create_workflow(&self, definition: &Value) -> String {
+        let response = self.post("/v1/workflows", definition).await;
+        let status = response.status();
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Starts a run and returns its id; panics unless the answer is 201.
+    pub async fn start_run(&self, workflow_id: &str, context: Value) -> String {
+        let response = self
+            .post(
+                "/v1/runs",
+                &json!({"workflow_id": workflow_id, "context": context}),
+            )
+            .await;
+        let status = response.status();
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_str().expect("id").to_owned()
+    }
+
+    pub async fn run(&self, id: &str) -> Value {
+        let response = self.get(&format!("/v1/runs/{id}")).await;
+        assert_eq!(response.status(), 200);
+        response.json().await.expect("json")
+    }
+
+    /// Polls the run until `done` holds for it, for at most [`PATIENCE`].
+    pub async fn wait_for(&self, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        wait_until(what, || async {
+            Some(self.run(id).await).filter(|r| done(r))
+        })
+        .await
+    }
+
+    /// Polls until the run has `status`.
+    pub async fn wait_for_status(&self, id: &str, status: &str) -> Value {
+        self.wait_for(id, &format!("run {id} to be {status}"), |r| {
+            r["status"] == status
+        })
+        .await
+    }
+
+    /// Polls until the run is terminal.
+    pub async fn wait_until_finished(&self, id: &str) -> Value {
+        self.wait_for(id, &format!("run {id} to finish"), |r| {
+            matches!(
+                r["status"].as_str(),
+                Some("SUCCEEDED" | "FAILED" | "CANCELED")
+            )
+        })
+        .await
+    }
+}
+
+/// Polls `probe` every 20 ms until it yields a value, for at most [`PATIENCE`].
+pub async fn wait_until<T, F, Fut>(what: &str, probe: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The server as a separate process (the real binary), for kill and restart tests.
+pub struct ServerProcess {
+    pub child: Child,
+    pub address: String,
+    pub config: PathBuf,
+}
+
+impl ServerProcess {
+    /// Starts the binary with the YAML `config` file and waits until it listens.
+    pub fn start(config: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_orchestrator"))
+            .arg("-config")
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("binary starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut sent = false;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if !sent && let Some(rest) = line.split("address=").nth(1) {
+                    let addr: String = rest.chars().take_while(|c| !c.is_whitespace()).collect();
+                    let _ = tx.send(addr);
+                    sent = true;
+                }
+            }
+        });
+        let address = rx
+            .recv_timeout(PATIENCE)
+            .expect("server reports its address");
+        Self {
+            child,
+            address: format!("http://{address}"),
+            config: config.to_owned(),
+        }
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child.wait().expect("exit status")
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes a YAML config for a server process: free port, store in `dir`.
+pub fn write_config(dir: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("config.yaml");
+    let text = format!(
+        "server:\n  host: 127.0.0.1\n  port: 0\n  workers: 2\ndatabase:\n  path: {}\nengine:\n  poll_interval: 100ms\n{extra}",
+        dir.join("orchestrator.db").display()
+    );
+    std::fs::write(&path, text).expect("config written");
+    path
+}
