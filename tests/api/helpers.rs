@@ -1,6 +1,6 @@
 //! The test harness: start the real server (in-process through `App::build`, or as the real
-#![allow(dead_code)] // each test module uses a different part of the harness
 //! binary for restart and kill tests) on a free port with a fresh store, and speak HTTP to it.
+#![allow(dead_code)] // each test module uses a different part of the harness
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
