@@ -258,7 +258,7 @@ pub fn to_scope_value(value: &Value) -> MjValue {
 
 /// Builds the `steps` part of a scope from per-step values built by [`step_scope`].
 pub fn steps_scope(steps: &BTreeMap<String, MjValue>) -> MjValue {
-    MjValue::from_iter(steps.iter().map(|(k, v)| (k.clone(), v.clone())))
+    MjValue::from(steps.clone())
 }
 
 /// The scope entry of one step: `output`, `status`, `http_code`, `error`.
@@ -453,6 +453,21 @@ mod tests {
         let t = Template::compile(&json!({"n": "{{ context.n }}", "tags": "{{context.tags}}"}))
             .unwrap();
         assert_eq!(t.render(&s).unwrap(), json!({"n": 3, "tags": ["a", "b"]}));
+    }
+
+    #[test]
+    fn step_scopes_are_read_by_name() {
+        let steps = BTreeMap::from([(
+            "a".to_owned(),
+            step_scope(Some(&json!({"id": 7})), "SUCCEEDED", Some(200), None),
+        )]);
+        let mut s = scope(json!({}), json!({}));
+        s.steps = steps_scope(&steps);
+        let t = Template::compile(&json!(
+            "{{ steps.a.output.id }}/{{ steps.a.status }}/{{ steps.a.http_code }}"
+        ))
+        .unwrap();
+        assert_eq!(t.render(&s).unwrap(), json!("7/SUCCEEDED/200"));
     }
 
     #[test]

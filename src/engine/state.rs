@@ -53,6 +53,8 @@ pub struct RunState {
     secrets: Arc<BTreeMap<String, String>>,
     emit_events: bool,
     step_scopes: BTreeMap<String, MjValue>,
+    /// `step_scopes` as one template value, rebuilt when a step finishes.
+    steps_mj: MjValue,
     context_mj: MjValue,
     context: Arc<Map<String, Value>>,
     dirty: BTreeSet<usize>,
@@ -81,7 +83,9 @@ impl RunState {
             .map(|s| (s.name.clone(), scope_of(s)))
             .collect();
         let context = Arc::new(run.context.clone());
+        let steps_mj = expr::steps_scope(&step_scopes);
         Self {
+            steps_mj,
             context_mj: expr::to_scope_value(&Value::Object(run.context.clone())),
             context,
             run,
@@ -145,6 +149,7 @@ impl RunState {
         self.logs
             .push(NewLogEntry::engine(level, Some(&name), message).with_status(change));
         self.dirty.insert(idx);
+        self.remember_step(idx);
         self.refresh_current_step();
         let kind = match status {
             StepStatus::Running => Some("step.started"),
@@ -182,6 +187,18 @@ impl RunState {
         if status == RunStatus::Running && self.run.started_at.is_none() {
             self.run.started_at = Some(now());
         }
+    }
+
+    /// Keeps what templates see of step `idx` (`steps.<name>`) in line with its record:
+    /// finished steps are visible, others are not.
+    fn remember_step(&mut self, idx: usize) {
+        let step = &self.run.steps[idx];
+        if step.status.is_finished() {
+            self.step_scopes.insert(step.name.clone(), scope_of(step));
+        } else if self.step_scopes.remove(&step.name).is_none() {
+            return;
+        }
+        self.steps_mj = expr::steps_scope(&self.step_scopes);
     }
 
     fn refresh_current_step(&mut self) {
@@ -230,7 +247,7 @@ impl RunState {
     fn scope(&self) -> Scope {
         Scope {
             context: self.context_mj.clone(),
-            steps: expr::steps_scope(&self.step_scopes),
+            steps: self.steps_mj.clone(),
             run: minijinja::context! { id => self.run.id.clone(), workflow_id => self.run.workflow_id.clone() },
             secrets: Arc::new(Secrets::new(self.secrets.clone())),
         }
@@ -455,9 +472,6 @@ impl RunState {
                 self.fail_step(idx, failure.http_code, error, failure.output);
             }
         }
-        let scope = scope_of(&self.run.steps[idx]);
-        self.step_scopes
-            .insert(self.run.steps[idx].name.clone(), scope);
     }
 
     /// Fails step `idx`; with `on_failure: fail` the run fails too.
@@ -479,8 +493,6 @@ impl RunState {
             LogLevel::Error,
             format!("failed: {error}"),
         );
-        self.step_scopes
-            .insert(name.clone(), scope_of(&self.run.steps[idx]));
         match self.wf.steps[idx].on_failure {
             OnFailure::Fail => {
                 if self.failure.is_none() {
