@@ -53,7 +53,16 @@ pub async fn spawn_app_in(dir: TempDir, adjust: impl FnOnce(&mut RawConfig)) -> 
     let mut raw = test_config(dir.path());
     adjust(&mut raw);
     let config = Config::from_raw(Path::new("test"), raw).expect("valid test config");
-    let app = App::build(config).await.expect("server starts");
+    // A server stopped in this process releases its store file once its worker threads
+    // have wound down; wait for that rather than fail.
+    let app = wait_until("the store file to be released", || async {
+        match App::build(config.clone()).await {
+            Ok(app) => Some(app),
+            Err(e) if e.to_string().contains("in use by another") => None,
+            Err(e) => panic!("server does not start: {e}"),
+        }
+    })
+    .await;
     let address = format!("http://{}", app.address());
     let store = app.store();
     let (stop, stopped) = oneshot::channel::<()>();

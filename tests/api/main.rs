@@ -1,7 +1,11 @@
 //! Integration tests: the real server on a free port, a fresh store per test, real HTTP.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod approvals;
+mod cancel;
 mod health;
 mod helpers;
+mod restart;
+mod retries;
 mod runs;
 mod workflows;
