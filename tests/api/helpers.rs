@@ -207,8 +207,13 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts the binary with the YAML `config` file and waits until it listens.
     pub fn start(config: &Path) -> Self {
+        Self::start_with_flag(config, "-config")
+    }
+
+    /// Like [`ServerProcess::start`], naming the file with `flag` (`-config` or `--config`).
+    pub fn start_with_flag(config: &Path, flag: &str) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_orchestrator"))
-            .arg("-config")
+            .arg(flag)
             .arg(config)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())

@@ -3,9 +3,11 @@
 
 mod approvals;
 mod cancel;
+mod cli;
 mod health;
 mod helpers;
 mod restart;
 mod retries;
 mod runs;
+mod templates;
 mod workflows;
