@@ -64,7 +64,7 @@ async fn environment_variables_override_and_fill_the_config() {
     let config = dir.path().join("config.yaml");
     std::fs::write(
         &config,
-        format!("server:\n  port: 1\ndatabase:\n  path: ${{ORCH_TEST_DB}}\n"),
+        "server:\n  port: 1\ndatabase:\n  path: ${ORCH_TEST_DB}\n",
     )
     .unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
