@@ -23,6 +23,10 @@ async fn approve_resumes_a_parked_run_and_records_the_decision() {
     let (_, run) = gated(&app, json!({})).await;
     let parked = app.run(&run).await;
     assert_eq!(parked["steps"][1]["status"], "WAITING_APPROVAL");
+    crate::helpers::wait_until("the parked run's task to end", || async {
+        (app.engine.active_runs() == 0).then_some(())
+    })
+    .await;
     assert_eq!(parked["current_step"], 1);
     let response = app
         .post(

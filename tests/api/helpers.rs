@@ -21,6 +21,7 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub store: DynStore,
+    pub engine: orchestrator::engine::Engine,
     pub dir: TempDir,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -65,6 +66,7 @@ pub async fn spawn_app_in(dir: TempDir, adjust: impl FnOnce(&mut RawConfig)) -> 
     .await;
     let address = format!("http://{}", app.address());
     let store = app.store();
+    let engine = app.engine();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run(async {
         let _ = stopped.await;
@@ -73,6 +75,7 @@ pub async fn spawn_app_in(dir: TempDir, adjust: impl FnOnce(&mut RawConfig)) -> 
         address,
         client: reqwest::Client::new(),
         store,
+        engine,
         dir,
         stop: Some(stop),
         server: Some(server),
