@@ -1,0 +1,272 @@
+//! `bench`: measures what the engine adds on top of the HTTP calls it makes.
+//!
+//! Starts a local target server (in this process), the orchestrator as a separate process
+//! on a fresh store, runs the scenarios of BENCHMARKS.md side by side with the raw reqwest
+//! ceiling, prints a table and writes JSON. `cargo run --release --bin bench -- --help`.
+
+mod scenarios;
+mod server;
+mod target;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use serde_json::{Value, json};
+
+use scenarios::{Client, Rate};
+use server::Server;
+
+#[derive(Parser, Debug)]
+#[command(about = "Benchmarks the orchestrator against the raw HTTP ceiling")]
+struct Args {
+    /// Repetitions of each quick scenario (medians and min–max are reported).
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Seconds of each throughput window.
+    #[arg(long, default_value_t = 6)]
+    window: u64,
+    /// Runs per latency measurement.
+    #[arg(long, default_value_t = 100)]
+    latency_runs: usize,
+    /// Runs parked for approval in the parked scenario.
+    #[arg(long, default_value_t = 100_000)]
+    parked: usize,
+    /// Scenarios to run.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "latency,throughput,fanout,scale,parked"
+    )]
+    scenarios: Vec<String>,
+    /// A PostgreSQL DSN: measure that store instead of the embedded one.
+    #[arg(long)]
+    dsn: Option<String>,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "bench-results.json")]
+    out: PathBuf,
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut argv = std::env::args_os();
+    if argv.nth(1).is_some_and(|a| a == "__serve") {
+        let config = argv.next().context("__serve needs a config path")?;
+        return serve(PathBuf::from(config));
+    }
+    let args = Args::parse();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(drive(args))
+}
+
+/// Server mode: exactly what `orchestrator -config FILE` does.
+fn serve(config: PathBuf) -> anyhow::Result<()> {
+    let config = orchestrator::config::Config::load(&config)?;
+    orchestrator::telemetry::init(&config.log);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let app = orchestrator::app::App::build(config).await?;
+            app.run(std::future::pending()).await?;
+            anyhow::Ok(())
+        })
+}
+
+/// Median, p99, min and max of a sample.
+fn stats(mut xs: Vec<f64>) -> Value {
+    xs.sort_by(f64::total_cmp);
+    let at = |q: f64| xs[((xs.len() - 1) as f64 * q).round() as usize];
+    json!({"median": at(0.5), "p99": at(0.99), "min": xs[0], "max": xs[xs.len() - 1], "n": xs.len()})
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+async fn drive(args: Args) -> anyhow::Result<()> {
+    let (target_url, target) = target::start(1)?;
+    let want = |s: &str| args.scenarios.iter().any(|x| x == s);
+    let mut results = serde_json::Map::new();
+    let window = Duration::from_secs(args.window);
+    let dsn = args.dsn.as_deref();
+    results.insert(
+        "store".into(),
+        json!(if dsn.is_some() {
+            "postgres"
+        } else {
+            "sqlite (synchronous=normal)"
+        }),
+    );
+
+    if want("latency") {
+        let server = Server::start(dsn)?;
+        let client = Client::new(&server.url);
+        let wf = client.create_workflow(scenarios::w10(&target_url)).await?;
+        scenarios::latency(&client, &target, &wf, 20).await?; // warm-up
+        let (mut engine, mut raw) = (Vec::new(), Vec::new());
+        for _ in 0..args.repeat {
+            engine.push(stats(
+                scenarios::latency(&client, &target, &wf, args.latency_runs).await?,
+            ));
+            raw.push(stats(
+                scenarios::raw_latency(&target_url, args.latency_runs).await?,
+            ));
+        }
+        let median =
+            |v: &[Value], k: &str| stats(v.iter().map(|s| s[k].as_f64().unwrap_or(0.0)).collect());
+        let added = stats(
+            engine
+                .iter()
+                .zip(&raw)
+                .map(|(e, r)| {
+                    (e["median"].as_f64().unwrap_or(0.0) - r["median"].as_f64().unwrap_or(0.0))
+                        / 10.0
+                })
+                .collect(),
+        );
+        println!(
+            "W10 latency (ms, median over {} runs; median of {} repetitions, min–max)",
+            args.latency_runs, args.repeat
+        );
+        row("engine median", &median(&engine, "median"), "ms");
+        row("engine p99", &median(&engine, "p99"), "ms");
+        row("raw median", &median(&raw, "median"), "ms");
+        row("added per step", &added, "ms");
+        results.insert(
+            "w10_latency".into(),
+            json!({"engine": engine, "raw": raw, "added_per_step_ms": added}),
+        );
+    }
+
+    if want("throughput") {
+        let server = Server::start(dsn)?;
+        let client = Client::new(&server.url);
+        let wf = client.create_workflow(scenarios::w10(&target_url)).await?;
+        scenarios::throughput(&server, &client, &target, &wf, 50, Duration::from_secs(1)).await?;
+        let (mut engine, mut raw): (Vec<Rate>, Vec<Rate>) = (Vec::new(), Vec::new());
+        for _ in 0..args.repeat {
+            engine.push(scenarios::throughput(&server, &client, &target, &wf, 50, window).await?);
+            raw.push(scenarios::raw(&target_url, 50, window).await?);
+        }
+        let ratio = stats(
+            engine
+                .iter()
+                .zip(&raw)
+                .map(|(e, r)| 100.0 * e.steps_per_s / r.steps_per_s)
+                .collect(),
+        );
+        println!(
+            "W10 throughput, 50 runs in flight ({}s windows)",
+            args.window
+        );
+        row(
+            "engine runs/s",
+            &stats(engine.iter().map(|r| r.runs_per_s).collect()),
+            "runs/s",
+        );
+        row(
+            "engine steps/s",
+            &stats(engine.iter().map(|r| r.steps_per_s).collect()),
+            "steps/s",
+        );
+        row(
+            "raw steps/s",
+            &stats(raw.iter().map(|r| r.steps_per_s).collect()),
+            "steps/s",
+        );
+        row("engine / raw", &ratio, "%");
+        results.insert(
+            "w10_throughput".into(),
+            json!({
+                "engine_runs_per_s": engine.iter().map(|r| r.runs_per_s).collect::<Vec<_>>(),
+                "engine_steps_per_s": engine.iter().map(|r| r.steps_per_s).collect::<Vec<_>>(),
+                "raw_steps_per_s": raw.iter().map(|r| r.steps_per_s).collect::<Vec<_>>(),
+                "percent_of_raw": ratio,
+            }),
+        );
+    }
+
+    if want("fanout") {
+        let server = Server::start(dsn)?;
+        let client = Client::new(&server.url);
+        let wf = client
+            .create_workflow(scenarios::fan_out(&target_url, 200))
+            .await?;
+        scenarios::latency(&client, &target, &wf, 1).await?;
+        let times = scenarios::latency(&client, &target, &wf, args.repeat.max(3)).await?;
+        println!("Fan-out: 1 → 200 parallel GETs → join");
+        let s = stats(times);
+        row("time to completion", &s, "ms");
+        results.insert("fan_out_200".into(), s);
+    }
+
+    if want("scale") {
+        println!("Scale curve: W10 throughput and server RSS by runs in flight");
+        let mut curve = Vec::new();
+        for in_flight in [1usize, 10, 50, 200] {
+            let server = Server::start(dsn)?;
+            let client = Client::new(&server.url);
+            let wf = client.create_workflow(scenarios::w10(&target_url)).await?;
+            let mut rates = Vec::new();
+            for _ in 0..args.repeat {
+                rates.push(
+                    scenarios::throughput(&server, &client, &target, &wf, in_flight, window / 2)
+                        .await?,
+                );
+            }
+            let runs = stats(rates.iter().map(|r| r.runs_per_s).collect());
+            let rss = stats(rates.iter().map(|r| mib(r.peak_rss)).collect());
+            row(&format!("{in_flight:>3} in flight runs/s"), &runs, "runs/s");
+            row(&format!("{in_flight:>3} in flight peak RSS"), &rss, "MiB");
+            curve.push(json!({"in_flight": in_flight, "runs_per_s": runs, "peak_rss_mib": rss}));
+        }
+        results.insert("scale".into(), json!(curve));
+    }
+
+    if want("parked") {
+        let server = Server::start(dsn)?;
+        let client = Client::new(&server.url);
+        let p = scenarios::parked(&server, &client, &target, &target_url, args.parked).await?;
+        println!("Parked runs: {} waiting for approval", p.runs);
+        println!("  {:<28} {:>10.1} MiB", "RSS before", mib(p.rss_before));
+        println!(
+            "  {:<28} {:>10.1} MiB",
+            "RSS with all parked",
+            mib(p.rss_parked)
+        );
+        println!(
+            "  {:<28} {:>10.1} MiB",
+            "added",
+            mib(p.rss_parked.saturating_sub(p.rss_before))
+        );
+        println!(
+            "  {:<28} {:>10.1} s",
+            "time to start and park all", p.park_s
+        );
+        println!("  {:<28} {:>10.1} s", "time to approve all", p.approve_s);
+        results.insert("parked".into(), json!({
+            "runs": p.runs, "rss_before_mib": mib(p.rss_before), "rss_parked_mib": mib(p.rss_parked),
+            "added_mib": mib(p.rss_parked.saturating_sub(p.rss_before)), "park_s": p.park_s, "approve_s": p.approve_s,
+        }));
+    }
+
+    std::fs::write(
+        &args.out,
+        serde_json::to_string_pretty(&Value::Object(results))?,
+    )?;
+    println!("results written to {}", args.out.display());
+    Ok(())
+}
+
+fn row(name: &str, s: &Value, unit: &str) {
+    let f = |k: &str| s[k].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "  {name:<28} {:>10.3} {unit:<8} ({:.3}–{:.3})",
+        f("median"),
+        f("min"),
+        f("max")
+    );
+}

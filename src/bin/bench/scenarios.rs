@@ -1,0 +1,349 @@
+//! The benchmark scenarios. Each returns plain numbers; `main` repeats and reports them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+use crate::server::Server;
+use crate::target::Target;
+
+/// Talks to the server under test.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+static TAGS: AtomicU64 = AtomicU64::new(0);
+
+/// A unique tag for a run, known before the run is started.
+fn tag() -> String {
+    format!("t{}", TAGS.fetch_add(1, Ordering::Relaxed))
+}
+
+impl Client {
+    pub fn new(base: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(1024)
+            .tcp_nodelay(true)
+            .build()
+            .unwrap_or_default();
+        Self {
+            http,
+            base: base.to_owned(),
+        }
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await?;
+        let status = response.status();
+        let body: Value = response.json().await?;
+        if !status.is_success() {
+            bail!("POST {path}: {status}: {body}");
+        }
+        Ok(body)
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        Ok(self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
+    pub async fn create_workflow(&self, definition: Value) -> anyhow::Result<String> {
+        let body = self.post("/v1/workflows", &definition).await?;
+        body["id"]
+            .as_str()
+            .map(str::to_owned)
+            .context("workflow id")
+    }
+
+    async fn start(&self, workflow: &str, tag: &str) -> anyhow::Result<String> {
+        let body = self
+            .post(
+                "/v1/runs",
+                &json!({"workflow_id": workflow, "context": {"tag": tag}}),
+            )
+            .await?;
+        body["id"].as_str().map(str::to_owned).context("run id")
+    }
+
+    async fn wait_terminal(&self, run: &str) -> anyhow::Result<()> {
+        loop {
+            let body = self.get(&format!("/v1/runs/{run}")).await?;
+            match body["status"].as_str() {
+                Some("SUCCEEDED") => return Ok(()),
+                Some("FAILED" | "CANCELED") => {
+                    bail!("run {run} ended {}: {}", body["status"], body["error"])
+                }
+                _ => tokio::time::sleep(Duration::from_micros(200)).await,
+            }
+        }
+    }
+
+    /// Starts a run of `workflow` and waits until its last step called the target and the
+    /// run reads back `SUCCEEDED`.
+    async fn run_to_end(
+        &self,
+        target: &Target,
+        workflow: &str,
+        confirm: bool,
+    ) -> anyhow::Result<()> {
+        let tag = tag();
+        let done = target.expect_done(&tag);
+        let run = self.start(workflow, &tag).await?;
+        tokio::time::timeout(Duration::from_secs(60), done)
+            .await
+            .with_context(|| format!("run {run} did not reach its last step"))??;
+        if confirm {
+            self.wait_terminal(&run).await?;
+        }
+        Ok(())
+    }
+}
+
+/// W10: ten sequential GETs; the last one reports the run's tag.
+pub fn w10(target: &str) -> Value {
+    let mut steps: Vec<Value> = (1..10)
+        .map(|i| json!({"name": format!("s{i}"), "action": "http", "input": {"method": "GET", "url": format!("{target}/ok")}}))
+        .collect();
+    steps.push(json!({"name": "s10", "action": "http", "input": {"method": "GET", "url": format!("{target}/ok?done={{{{ context.tag }}}}")}}));
+    json!({"name": "w10", "steps": steps})
+}
+
+/// One step fanning out to `width` parallel GETs and a join.
+pub fn fan_out(target: &str, width: usize) -> Value {
+    let mut steps = vec![json!({"name": "root", "action": "transform", "input": {"value": 1}})];
+    let names: Vec<String> = (0..width).map(|i| format!("b{i}")).collect();
+    for name in &names {
+        steps.push(json!({"name": name, "action": "http", "depends_on": ["root"], "input": {"method": "GET", "url": format!("{target}/ok")}}));
+    }
+    steps.push(
+        json!({"name": "join", "action": "http", "depends_on": names,
+        "input": {"method": "GET", "url": format!("{target}/ok?done={{{{ context.tag }}}}")}}),
+    );
+    json!({"name": "fan-out", "steps": steps})
+}
+
+/// Milliseconds per run, one run at a time.
+pub async fn latency(
+    client: &Client,
+    target: &Target,
+    workflow: &str,
+    runs: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let mut out = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        client.run_to_end(target, workflow, true).await?;
+        out.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(out)
+}
+
+/// Throughput of one measurement window.
+#[derive(Debug, Clone, Copy)]
+pub struct Rate {
+    pub runs_per_s: f64,
+    pub steps_per_s: f64,
+    pub peak_rss: u64,
+}
+
+/// Runs per second with `in_flight` runs at all times, for `window`.
+pub async fn throughput(
+    server: &Server,
+    client: &Client,
+    target: &Arc<Target>,
+    workflow: &str,
+    in_flight: usize,
+    window: Duration,
+) -> anyhow::Result<Rate> {
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + window;
+    let calls_before = target.calls();
+    let started = Instant::now();
+    let workers: Vec<_> = (0..in_flight)
+        .map(|_| {
+            let (client, target, workflow, done) = (
+                client.clone(),
+                target.clone(),
+                workflow.to_owned(),
+                done.clone(),
+            );
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    client.run_to_end(&target, &workflow, false).await?;
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    let mut peak_rss = 0;
+    while workers.iter().any(|w| !w.is_finished()) {
+        peak_rss = peak_rss.max(server.rss());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for w in workers {
+        w.await??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    Ok(Rate {
+        runs_per_s: done.load(Ordering::Relaxed) as f64 / secs,
+        steps_per_s: (target.calls() - calls_before) as f64 / secs,
+        peak_rss,
+    })
+}
+
+/// The same ten GETs done directly by a tight reqwest loop, `in_flight` at a time.
+pub async fn raw(target_url: &str, in_flight: usize, window: Duration) -> anyhow::Result<Rate> {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .tcp_nodelay(true)
+        .build()?;
+    let deadline = Instant::now() + window;
+    let rounds = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..in_flight)
+        .map(|_| {
+            let (http, url, rounds) = (http.clone(), format!("{target_url}/ok"), rounds.clone());
+            tokio::spawn(async move {
+                while Instant::now() < deadline {
+                    for _ in 0..10 {
+                        let body: Value = http.get(&url).send().await?.json().await?;
+                        std::hint::black_box(body);
+                    }
+                    rounds.fetch_add(1, Ordering::Relaxed);
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let runs = rounds.load(Ordering::Relaxed) as f64 / secs;
+    Ok(Rate {
+        runs_per_s: runs,
+        steps_per_s: runs * 10.0,
+        peak_rss: 0,
+    })
+}
+
+/// Milliseconds per raw round of ten sequential GETs, one at a time.
+pub async fn raw_latency(target_url: &str, rounds: usize) -> anyhow::Result<Vec<f64>> {
+    let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
+    let url = format!("{target_url}/ok");
+    let mut out = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let started = Instant::now();
+        for _ in 0..10 {
+            let body: Value = http.get(&url).send().await?.json().await?;
+            std::hint::black_box(body);
+        }
+        out.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(out)
+}
+
+/// The parked-runs scenario's measurements.
+#[derive(Debug, Clone, Copy)]
+pub struct Parked {
+    pub runs: usize,
+    pub rss_before: u64,
+    pub rss_parked: u64,
+    pub park_s: f64,
+    pub approve_s: f64,
+}
+
+/// Parks `runs` runs waiting for approval, measures memory, then approves them all.
+pub async fn parked(
+    server: &Server,
+    client: &Client,
+    target: &Arc<Target>,
+    target_url: &str,
+    runs: usize,
+) -> anyhow::Result<Parked> {
+    let workflow = client
+        .create_workflow(json!({"name": "parked", "steps": [
+            {"name": "gate", "action": "transform", "requires_approval": true, "input": {"value": 1}},
+            {"name": "after", "action": "http", "input": {"method": "GET", "url": format!("{target_url}/ok")}}
+        ]}))
+        .await?;
+    let rss_before = server.rss();
+    let started = Instant::now();
+    let ids = for_each_concurrently(runs, 64, {
+        let (client, workflow) = (client.clone(), workflow.clone());
+        move |_| {
+            let (client, workflow) = (client.clone(), workflow.clone());
+            async move { client.start(&workflow, "parked").await }
+        }
+    })
+    .await?;
+    while !client.get("/v1/runs?status=PENDING&limit=1").await?["items"]
+        .as_array()
+        .is_none_or(Vec::is_empty)
+        || !client.get("/v1/runs?status=RUNNING&limit=1").await?["items"]
+            .as_array()
+            .is_none_or(Vec::is_empty)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let park_s = started.elapsed().as_secs_f64();
+    let rss_parked = server.rss();
+    let calls_before = target.calls();
+    let started = Instant::now();
+    let ids = Arc::new(ids);
+    for_each_concurrently(runs, 64, {
+        let (client, ids) = (client.clone(), ids.clone());
+        move |i| {
+            let (client, ids) = (client.clone(), ids.clone());
+            async move {
+                client
+                    .post(&format!("/v1/runs/{}/approve", ids[i]), &json!({}))
+                    .await
+                    .map(|_| ())
+            }
+        }
+    })
+    .await?;
+    while target.calls() - calls_before < runs as u64 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(Parked {
+        runs,
+        rss_before,
+        rss_parked,
+        park_s,
+        approve_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Runs `job(i)` for `i` in `0..n`, at most `width` at a time, collecting results in order.
+async fn for_each_concurrently<T, F, Fut>(n: usize, width: usize, job: F) -> anyhow::Result<Vec<T>>
+where
+    T: Send + 'static,
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
+{
+    use futures::StreamExt;
+    let results: Vec<anyhow::Result<T>> = futures::stream::iter(0..n)
+        .map(job)
+        .buffered(width)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}

@@ -1,0 +1,95 @@
+//! The orchestrator under test, as a separate process (this binary in `__serve` mode, which
+//! starts the server exactly as `main` does), so its memory can be read from `/proc`.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+/// A running server process.
+pub struct Server {
+    child: Child,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+/// Writes the benchmark config: a fresh embedded store, free port, quiet logs.
+fn write_config(dir: &Path, dsn: Option<&str>) -> anyhow::Result<PathBuf> {
+    let path = dir.join("config.yaml");
+    let database = match dsn {
+        Some(dsn) => format!("  dsn: {dsn}\n"),
+        None => format!(
+            "  path: {}\n  synchronous: normal\n",
+            dir.join("bench.db").display()
+        ),
+    };
+    let text = format!(
+        "server:\n  host: 127.0.0.1\n  port: 0\ndatabase:\n{database}engine:\n  max_active_runs: 100000\n  poll_interval: 200ms\nlimits:\n  max_page: 500\nlog:\n  level: warn\n"
+    );
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+impl Server {
+    /// Starts a server on a fresh store (or on `dsn`) and waits until it listens.
+    pub fn start(dsn: Option<&str>) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let config = write_config(dir.path(), dsn)?;
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg("__serve")
+            .arg(&config)
+            .env("RUST_LOG", "orchestrator::app=info,warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting the server process")?;
+        let stderr = child.stderr.take().context("server stderr")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(rest) = line.split("address=").nth(1) {
+                    let _ = tx.send(
+                        rest.chars()
+                            .take_while(|c| !c.is_whitespace())
+                            .collect::<String>(),
+                    );
+                } else if line.contains("ERROR") {
+                    eprintln!("server: {line}");
+                }
+            }
+        });
+        let Ok(address) = rx.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            bail!("the server did not start");
+        };
+        Ok(Self {
+            child,
+            url: format!("http://{address}"),
+            _dir: dir,
+        })
+    }
+
+    /// Resident memory of the server process, in bytes.
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
