@@ -212,12 +212,12 @@ impl Worker {
             let mark = watermark(cursor, &acked);
             if mark > cursor {
                 cursor = mark;
-                self.counters.cursor.store(cursor, Ordering::Relaxed);
                 // A failed write only means redelivery after a restart; the next batch's
                 // write covers this one too.
                 if let Err(e) = self.store.set_event_cursor(name, cursor).await {
                     tracing::warn!(target = name, error = %e, "cannot record the hook cursor");
                 }
+                self.counters.cursor.store(cursor, Ordering::Relaxed);
             }
         }
     }

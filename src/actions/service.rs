@@ -5,7 +5,8 @@
 //!
 //! Target rule: an absolute `endpoint` in the input is the URL called; otherwise the
 //! section's `base_url` plus the action's path. A step that has neither is rejected at
-//! submission, naming the missing config key. Services speak JSON: a 2xx answer whose body
+//! submission, naming the missing config key. The section's `headers` (credentials, as a
+//! rule) are sent only to the `base_url`'s origin, never to an `endpoint` on another host. Services speak JSON: a 2xx answer whose body
 //! is not JSON fails the step (never retried) with a message saying so.
 
 use std::time::Duration;
@@ -120,6 +121,15 @@ impl Service {
         }
     }
 
+    /// The section's headers for a call to `url`. They often carry credentials, so they go
+    /// only to the configured service's origin, not to an `endpoint` elsewhere.
+    fn headers_for(&self, url: &Url) -> Vec<(String, String)> {
+        match &self.base_url {
+            Some(base) if base.origin() == url.origin() => self.headers.clone(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Sends `request` with the section's headers and the call's idempotency key; the
     /// output is `{status, headers, body}` with `body` parsed as JSON.
     pub async fn send(&self, call: &Call, request: ServiceRequest) -> Result<Outcome, Failure> {
@@ -129,8 +139,8 @@ impl Service {
             .client
             .send(Request {
                 method: request.method,
+                headers: self.headers_for(&url),
                 url: url.clone(),
-                headers: self.headers.clone(),
                 query: request.query,
                 body: request.body.map(Body::Json),
                 idempotency_key: call.idempotency_key.clone(),
@@ -230,6 +240,16 @@ mod tests {
         assert_eq!(url.as_str(), "https://other/x");
         let url = s.target(&input(json!({})), "/v1/search").unwrap();
         assert_eq!(url.as_str(), "http://h:1/v1/search");
+    }
+
+    #[test]
+    fn configured_headers_go_only_to_the_configured_origin() {
+        let mut s = service(Some("http://h:1/api"));
+        s.headers = vec![("Authorization".into(), "Bearer t".into())];
+        let same = Url::parse("http://h:1/other/path").unwrap();
+        assert_eq!(s.headers_for(&same).len(), 1);
+        let elsewhere = Url::parse("http://h:2/api/v1/search").unwrap();
+        assert!(s.headers_for(&elsewhere).is_empty());
     }
 
     #[test]
