@@ -97,7 +97,6 @@ impl App {
             settings,
         );
         engine.start();
-        let hooks = Hooks::start(store.clone(), client, hook_targets, config.hooks.clone());
         let state = web::Data::new(AppState {
             store: store.clone(),
             engine: engine.clone(),
@@ -128,6 +127,7 @@ impl App {
             .listen(listener)
             .map_err(|source| StartError::Bind { address, source })?
             .run();
+        let hooks = Hooks::start(store.clone(), client, hook_targets, config.hooks.clone());
         tracing::info!(address = %bound, owner = engine.owner(), "orchestrator listening");
         Ok(Self {
             server,
