@@ -1,6 +1,6 @@
 //! Wiring: builds the store, validator, template pack, engine, hook delivery and HTTP
-//! server from a [`Config`], and runs them until a shutdown signal. `main` and every integration test
-//! start the server through [`App::build`] and [`App::run`].
+//! server from a [`Config`], and runs them until a shutdown signal. `main` and every
+//! integration test start the server through [`App::build`] and [`App::run`].
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};

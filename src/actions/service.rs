@@ -6,8 +6,9 @@
 //! Target rule: an absolute `endpoint` in the input is the URL called; otherwise the
 //! section's `base_url` plus the action's path. A step that has neither is rejected at
 //! submission, naming the missing config key. The section's `headers` (credentials, as a
-//! rule) are sent only to the `base_url`'s origin, never to an `endpoint` on another host. Services speak JSON: a 2xx answer whose body
-//! is not JSON fails the step (never retried) with a message saying so.
+//! rule) are sent only to the `base_url`'s origin, never to an `endpoint` on another host.
+//! Services speak JSON: a 2xx answer whose body is not JSON fails the step (never retried)
+//! with a message saying so.
 
 use std::time::Duration;
 
