@@ -1,6 +1,6 @@
-//! Wiring: builds the store, validator, template pack, engine and HTTP server from a
-//! [`Config`], and runs them until a shutdown signal. `main` and every integration test
-//! start the server through [`App::build`] and [`App::run`].
+//! Wiring: builds the store, validator, template pack, engine, hook delivery and HTTP
+//! server from a [`Config`], and runs them until a shutdown signal. `main` and every
+//! integration test start the server through [`App::build`] and [`App::run`].
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use actix_web::{App as ActixApp, HttpServer, web};
 
+use crate::actions::HttpClient;
 use crate::api::{self, AppState};
 use crate::config::{Config, StoreConfig};
 use crate::engine::{Engine, Settings};
+use crate::hooks::Hooks;
 use crate::logs::LogHub;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{DynStore, StoreError};
@@ -40,6 +42,7 @@ pub struct App {
     server: actix_web::dev::Server,
     address: SocketAddr,
     engine: Engine,
+    hooks: Hooks,
     store: DynStore,
 }
 
@@ -69,7 +72,12 @@ impl App {
     /// Must be called within a Tokio runtime, which then runs the engine's tasks.
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let store = open_store(&config)?;
-        let validator = Arc::new(crate::cli::validator(&config).map_err(StartError::Schema)?);
+        let client = HttpClient::new()
+            .map_err(|e| StartError::Other(format!("cannot build the HTTP client: {e}")))?;
+        let hook_targets = crate::hooks::targets(&config).map_err(StartError::Other)?;
+        let validator = Arc::new(
+            crate::cli::validator_with(&config, client.clone()).map_err(StartError::Schema)?,
+        );
         let pack = Arc::new(Pack::load(config.templates_path.as_deref(), &validator)?);
         let hub = Arc::new(LogHub::new());
         let settings = Settings {
@@ -78,7 +86,7 @@ impl App {
             poll_interval: config.engine.poll_interval,
             idempotency_ttl: config.engine.idempotency_ttl,
             secrets: Arc::new(config.secrets.clone()),
-            emit_events: false,
+            emit_events: !hook_targets.is_empty(),
             max_log_entries: 100_000,
         };
         let engine = Engine::new(
@@ -119,11 +127,13 @@ impl App {
             .listen(listener)
             .map_err(|source| StartError::Bind { address, source })?
             .run();
+        let hooks = Hooks::start(store.clone(), client, hook_targets, config.hooks.clone());
         tracing::info!(address = %bound, owner = engine.owner(), "orchestrator listening");
         Ok(Self {
             server,
             address: bound,
             engine,
+            hooks,
             store,
         })
     }
@@ -143,8 +153,15 @@ impl App {
         self.engine.clone()
     }
 
+    /// The hook delivery tasks and their counts.
+    pub fn hooks(&self) -> Hooks {
+        self.hooks.clone()
+    }
+
     /// Serves until `shutdown` completes, then stops accepting, lets requests finish,
-    /// and stops the engine (runs in flight resume on the next start).
+    /// stops the engine (runs in flight resume on the next start), and then stops hook
+    /// delivery, after the engine so the events of its last commits are in the outbox
+    /// (they are delivered on the next start).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
@@ -152,6 +169,7 @@ impl App {
         tracing::info!("shutting down");
         let stopping = handle.stop(true);
         self.engine.shutdown(SHUTDOWN_GRACE).await;
+        self.hooks.shutdown(SHUTDOWN_GRACE).await;
         stopping.await;
         server.await.map_err(std::io::Error::other)?
     }

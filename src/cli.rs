@@ -71,9 +71,14 @@ impl Cli {
 
 /// The validator a server with `config` would use.
 pub fn validator(config: &Config) -> Result<Validator, String> {
+    let client = HttpClient::new().map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    validator_with(config, client)
+}
+
+/// The validator of `config`, whose actions call out through `client`.
+pub fn validator_with(config: &Config, client: HttpClient) -> Result<Validator, String> {
     let schema =
         WorkflowSchema::load(config.workflow_schema.as_deref()).map_err(|e| e.to_string())?;
-    let client = HttpClient::new().map_err(|e| format!("cannot build the HTTP client: {e}"))?;
     Ok(Validator::new(
         schema,
         Registry::new(config, client),

@@ -53,6 +53,7 @@ pub struct RawConfig {
     pub memarch: RawService,
     pub scm: RawService,
     pub audit_log: RawService,
+    pub hooks: RawHooks,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -200,6 +201,45 @@ impl Default for RawService {
     }
 }
 
+/// Delivery of run and step events to `memarch` and `audit_log` (see `crate::hooks`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawHooks {
+    /// Appended to `memarch.base_url`; empty: no hooks to memarch.
+    pub memarch_path: String,
+    /// Appended to `audit_log.base_url`; empty: no hooks to the audit log.
+    pub audit_log_path: String,
+    /// How often the outbox is read when it has nothing new.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// The first delay after a failed delivery; it doubles per failure up to `max_backoff`.
+    #[serde(with = "humantime_serde")]
+    pub backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// Attempts per event before it is dropped (logged and counted); 0: until acknowledged.
+    pub max_attempts: u32,
+    /// Events read from the outbox at a time.
+    pub batch_size: usize,
+    /// Runs whose events are delivered at once (each run's events stay in order).
+    pub concurrency: usize,
+}
+
+impl Default for RawHooks {
+    fn default() -> Self {
+        Self {
+            memarch_path: "/v1/events".into(),
+            audit_log_path: "/v1/events".into(),
+            poll_interval: Duration::from_millis(250),
+            backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            max_attempts: 0,
+            batch_size: 256,
+            concurrency: 8,
+        }
+    }
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -215,6 +255,7 @@ pub struct Config {
     pub log: LogConfig,
     pub secrets: BTreeMap<String, String>,
     pub services: Services,
+    pub hooks: RawHooks,
 }
 
 /// Which store to open.
@@ -345,6 +386,7 @@ impl Config {
         if raw.limits.body_bytes < 1024 {
             return Err("limits.body_bytes: must be at least 1024".into());
         }
+        check_hooks(&raw.hooks)?;
         let non_empty = |s: &str| (!s.trim().is_empty()).then(|| PathBuf::from(s));
         Ok(Self {
             source: path.to_owned(),
@@ -363,6 +405,7 @@ impl Config {
                 scm: service("scm", &raw.scm)?,
                 audit_log: service("audit_log", &raw.audit_log)?,
             },
+            hooks: raw.hooks,
             server: raw.server,
             engine: raw.engine,
             limits: raw.limits,
@@ -394,6 +437,29 @@ fn service(name: &str, raw: &RawService) -> Result<Service, String> {
         timeout: raw.timeout,
         headers: raw.headers.clone(),
     })
+}
+
+fn check_hooks(hooks: &RawHooks) -> Result<(), String> {
+    for (key, path) in [
+        ("hooks.memarch_path", &hooks.memarch_path),
+        ("hooks.audit_log_path", &hooks.audit_log_path),
+    ] {
+        if !path.is_empty() && !path.starts_with('/') {
+            return Err(format!(
+                "{key}: must start with / (or be empty to turn it off)"
+            ));
+        }
+    }
+    if hooks.poll_interval.is_zero() || hooks.backoff.is_zero() {
+        return Err("hooks.poll_interval and hooks.backoff must be more than 0".into());
+    }
+    if hooks.backoff > hooks.max_backoff {
+        return Err("hooks.backoff: must not exceed hooks.max_backoff".into());
+    }
+    if hooks.batch_size == 0 || hooks.concurrency == 0 {
+        return Err("hooks.batch_size and hooks.concurrency must be at least 1".into());
+    }
+    Ok(())
 }
 
 fn figment_message(error: figment::Error) -> String {
@@ -530,6 +596,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("database.synchronous"), "{err}");
+    }
+
+    #[test]
+    fn hook_settings_have_safe_defaults_and_are_checked() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.hooks.memarch_path, "/v1/events");
+        assert_eq!(c.hooks.max_attempts, 0);
+        let err = load("hooks:\n  audit_log_path: v1/events\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("hooks.audit_log_path"), "{err}");
+        let err = load("hooks:\n  backoff: 1m\n  max_backoff: 1s\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("hooks.backoff"), "{err}");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! - [`actions`]: one file per action behind [`actions::Action`], plus the registry.
 //! - [`engine`]: the run state machine: scheduling, retry, approvals, cancel, resume.
 //! - [`logs`]: live fan-out of committed log entries to subscribers.
+//! - [`hooks`]: delivery of run and step events from the store's outbox to hook targets.
 //! - [`api`]: the HTTP resources; the only place that knows actix-web.
 //! - [`app`]: wires everything together; `main` and the tests start the server through it.
 //!
@@ -24,6 +25,7 @@ pub mod config;
 pub mod definition;
 pub mod engine;
 pub mod expr;
+pub mod hooks;
 pub mod ids;
 pub mod logs;
 pub mod model;

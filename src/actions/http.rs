@@ -35,7 +35,8 @@ pub fn parse_http_url(text: &str) -> Result<Url, String> {
     }
 }
 
-fn is_template(s: &str) -> bool {
+/// True when `s` holds a `{{ }}` or `{% %}` template, checked only once rendered.
+pub fn is_template(s: &str) -> bool {
     s.contains("{{") || s.contains("{%")
 }
 

@@ -6,10 +6,15 @@
 //! the future, which closes any connection), and decides about retries from the
 //! [`Failure`] an action reports. Adding an action touches its file and [`Registry::new`].
 
+mod ai_router;
 mod client;
 mod condition;
 mod http;
+mod memarch;
+mod scm;
+mod service;
 mod transform;
+mod web;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,7 +26,8 @@ use serde_json::{Map, Value};
 use crate::config::Config;
 use crate::definition::Violation;
 
-pub use client::HttpClient;
+pub use client::{Body, HttpClient, Request};
+pub use service::join as join_url;
 
 /// What a step is asked to do, with its input already rendered.
 #[derive(Debug, Clone)]
@@ -146,16 +152,36 @@ impl std::fmt::Debug for Registry {
 pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Registry {
-    /// Every action, sharing one pooled HTTP client.
-    pub fn new(_config: &Config, client: HttpClient) -> Self {
-        let mut actions: BTreeMap<&'static str, Arc<dyn Action>> = BTreeMap::new();
-        actions.insert(
-            "http",
-            Arc::new(http::Http::new(client, DEFAULT_HTTP_TIMEOUT)),
-        );
-        actions.insert("transform", Arc::new(transform::Transform));
-        actions.insert("condition", Arc::new(condition::Condition));
-        Self { actions }
+    /// Every action, sharing one pooled HTTP client. Service actions take their base URL,
+    /// timeout and headers from their `config.yaml` section; whether a section is configured
+    /// decides whether a step without `endpoint` passes the submission check.
+    pub fn new(config: &Config, client: HttpClient) -> Self {
+        let services = &config.services;
+        let service = |key, section| service::Service::new(key, section, client.clone());
+        let ai_router = service("ai_router", &services.ai_router);
+        let web = service("web", &services.web);
+        let memarch = service("memarch", &services.memarch);
+        let scm = service("scm", &services.scm);
+        let actions: [(&'static str, Arc<dyn Action>); 9] = [
+            (
+                "http",
+                Arc::new(http::Http::new(client.clone(), DEFAULT_HTTP_TIMEOUT)),
+            ),
+            ("transform", Arc::new(transform::Transform)),
+            ("condition", Arc::new(condition::Condition)),
+            ("ai_router.chat", Arc::new(ai_router::Chat::new(ai_router))),
+            ("web.search", Arc::new(web::Search::new(web.clone()))),
+            ("web.extract", Arc::new(web::Extract::new(web))),
+            (
+                "memarch.store_fact",
+                Arc::new(memarch::StoreFact::new(memarch.clone())),
+            ),
+            ("memarch.search", Arc::new(memarch::Search::new(memarch))),
+            ("scm.call", Arc::new(scm::ScmCall::new(scm))),
+        ];
+        Self {
+            actions: actions.into_iter().collect(),
+        }
     }
 
     /// The action called `name`.

@@ -289,7 +289,10 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<LogEntry>, StoreError>;
 
-    /// Hook events after outbox position `after_id`, in outbox order.
+    /// Hook events after outbox position `after_id`, in outbox order. Hook delivery moves a
+    /// cursor past what this returns, so an implementation must never return an event while
+    /// one with a smaller id can still become visible (ids must appear in commit order, as
+    /// they do with SQLite's single writer); otherwise that event would be skipped.
     async fn read_events(
         &self,
         after_id: u64,

@@ -22,6 +22,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub store: DynStore,
     pub engine: orchestrator::engine::Engine,
+    pub hooks: orchestrator::hooks::Hooks,
     pub dir: TempDir,
     stop: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -67,6 +68,7 @@ pub async fn spawn_app_in(dir: TempDir, adjust: impl FnOnce(&mut RawConfig)) -> 
     let address = format!("http://{}", app.address());
     let store = app.store();
     let engine = app.engine();
+    let hooks = app.hooks();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run(async {
         let _ = stopped.await;
@@ -76,6 +78,7 @@ pub async fn spawn_app_in(dir: TempDir, adjust: impl FnOnce(&mut RawConfig)) -> 
         client: reqwest::Client::new(),
         store,
         engine,
+        hooks,
         dir,
         stop: Some(stop),
         server: Some(server),
@@ -179,6 +182,21 @@ impl TestApp {
         })
         .await
     }
+}
+
+/// A local port nothing listens on now (the OS picked it free), for a service that is
+/// down at first and started on that port later.
+pub fn unused_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").port()
+}
+
+/// Binds `port` again once the OS lets go of it, for a server started there late.
+pub async fn bind_port(port: u16) -> std::net::TcpListener {
+    wait_until(&format!("port {port} to be free"), || async {
+        std::net::TcpListener::bind(("127.0.0.1", port)).ok()
+    })
+    .await
 }
 
 /// Polls `probe` every 20 ms until it yields a value, for at most [`PATIENCE`].

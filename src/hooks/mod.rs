@@ -1,0 +1,172 @@
+//! Event hooks: run and step events delivered from the store's outbox to `memarch` and
+//! `audit_log` (`<base_url>` + `hooks.<target>_path`, one JSON event per POST).
+//!
+//! The engine writes events in the same commit as the change they describe, so the outbox
+//! holds exactly what happened and costs a run nothing more. One delivery task per target
+//! reads the events after that target's durable cursor, delivers them (each run's events
+//! in order, several runs at once), retries each until it is acknowledged with a 2xx, and
+//! only then moves the cursor past them. A slow or dead endpoint therefore delays only its
+//! own deliveries, never a run. Delivery is at least once: events acknowledged after the
+//! last cursor update are sent again after a crash, so receivers de-duplicate on
+//! `(run_id, seq)`, which is also sent as `Idempotency-Key: <run id>/events/<seq>`.
+
+mod worker;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use url::Url;
+
+use crate::actions::HttpClient;
+use crate::config::{Config, RawHooks, Service};
+use crate::store::DynStore;
+
+use worker::Worker;
+pub use worker::payload;
+
+/// Where one kind of hook goes.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The config section (`memarch`, `audit_log`); also the name of the outbox cursor.
+    pub name: &'static str,
+    pub url: Url,
+    pub headers: Vec<(String, String)>,
+    /// Per delivery attempt.
+    pub timeout: Duration,
+}
+
+/// The hook targets `config` enables: each section with a `base_url` and a non-empty path.
+pub fn targets(config: &Config) -> Result<Vec<Target>, String> {
+    let sections: [(&'static str, &Service, &str); 2] = [
+        (
+            "memarch",
+            &config.services.memarch,
+            &config.hooks.memarch_path,
+        ),
+        (
+            "audit_log",
+            &config.services.audit_log,
+            &config.hooks.audit_log_path,
+        ),
+    ];
+    let mut out = Vec::new();
+    for (name, service, path) in sections {
+        let Some(base) = &service.base_url else {
+            continue;
+        };
+        if path.is_empty() {
+            continue;
+        }
+        out.push(Target {
+            name,
+            url: crate::actions::join_url(base, path).map_err(|e| format!("hooks: {e}"))?,
+            headers: service
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            timeout: service.timeout,
+        });
+    }
+    Ok(out)
+}
+
+/// Delivery counts of one target since start, for logs and metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HookCounts {
+    pub target: &'static str,
+    /// Events acknowledged.
+    pub delivered: u64,
+    /// Failed attempts (each is logged).
+    pub failures: u64,
+    /// Events given up after `hooks.max_attempts`.
+    pub dropped: u64,
+    /// The outbox position acknowledged up to.
+    pub cursor: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    delivered: AtomicU64,
+    failures: AtomicU64,
+    dropped: AtomicU64,
+    cursor: AtomicU64,
+}
+
+/// The running delivery tasks; cheap to clone.
+#[derive(Clone)]
+pub struct Hooks {
+    counters: Arc<Vec<(&'static str, Arc<Counters>)>>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.counts()).finish()
+    }
+}
+
+impl Hooks {
+    /// Starts one delivery task per target (none when `targets` is empty). Must be called
+    /// within a Tokio runtime.
+    pub fn start(
+        store: DynStore,
+        client: HttpClient,
+        targets: Vec<Target>,
+        settings: RawHooks,
+    ) -> Self {
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let mut counters = Vec::new();
+        for target in targets {
+            let mine = Arc::new(Counters::default());
+            counters.push((target.name, mine.clone()));
+            let worker = Worker {
+                store: store.clone(),
+                client: client.clone(),
+                target,
+                settings: settings.clone(),
+                counters: mine,
+                stop: stop.clone(),
+            };
+            tasks.spawn(worker.run());
+        }
+        tasks.close();
+        Self {
+            counters: Arc::new(counters),
+            stop,
+            tasks,
+        }
+    }
+
+    /// The counts of every target.
+    pub fn counts(&self) -> Vec<HookCounts> {
+        self.counters
+            .iter()
+            .map(|(target, c)| HookCounts {
+                target,
+                delivered: c.delivered.load(Ordering::Relaxed),
+                failures: c.failures.load(Ordering::Relaxed),
+                dropped: c.dropped.load(Ordering::Relaxed),
+                cursor: c.cursor.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// Stops delivering: in-flight POSTs are abandoned (their events are sent again on the
+    /// next start), what was acknowledged is recorded, and the tasks end within `grace`.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.stop.cancel();
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("hook delivery did not stop within the grace period");
+        }
+    }
+}
