@@ -15,10 +15,11 @@ use crate::model::now;
 
 pub fn spawn_all(shared: Arc<Shared>) {
     let tasks = shared.tasks.clone();
-    tasks.spawn(claim(shared.clone()));
-    tasks.spawn(heartbeat(shared.clone()));
-    tasks.spawn(approvals(shared.clone()));
-    tasks.spawn(purge(shared));
+    let runtime = shared.runtime.clone();
+    tasks.spawn_on(claim(shared.clone()), &runtime);
+    tasks.spawn_on(heartbeat(shared.clone()), &runtime);
+    tasks.spawn_on(approvals(shared.clone()), &runtime);
+    tasks.spawn_on(purge(shared), &runtime);
 }
 
 async fn claim(shared: Arc<Shared>) {
@@ -36,11 +37,15 @@ async fn claim(shared: Arc<Shared>) {
                         // waits for it (its lease is renewed meanwhile, as it is ours).
                         let permits = shared.permits.clone();
                         let shared = shared.clone();
-                        shared.tasks.clone().spawn(async move {
-                            if let Ok(permit) = permits.acquire_owned().await {
-                                shared.spawn_task(id, None, permit);
-                            }
-                        });
+                        let runtime = shared.runtime.clone();
+                        shared.tasks.clone().spawn_on(
+                            async move {
+                                if let Ok(permit) = permits.acquire_owned().await {
+                                    shared.spawn_task(id, None, permit);
+                                }
+                            },
+                            &runtime,
+                        );
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "claiming runs failed"),

@@ -121,6 +121,9 @@ pub(crate) struct Shared {
     wake: Notify,
     shutdown: CancellationToken,
     tasks: TaskTracker,
+    /// The runtime every engine task runs on, whichever thread asked for it (API
+    /// handlers run on actix's per-worker runtimes).
+    runtime: tokio::runtime::Handle,
 }
 
 /// The engine handle; cheap to clone.
@@ -133,6 +136,7 @@ pub struct Engine {
 const WORKFLOW_CACHE: usize = 1024;
 
 impl Engine {
+    /// Must be called within the Tokio runtime the engine's tasks should run on.
     pub fn new(
         store: DynStore,
         validator: Arc<Validator>,
@@ -154,6 +158,7 @@ impl Engine {
                 wake: Notify::new(),
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
+                runtime: tokio::runtime::Handle::current(),
             }),
         }
     }
@@ -387,8 +392,10 @@ impl Shared {
             }
             active.insert(run_id.clone(), tx);
         }
-        self.tasks
-            .spawn(runner::drive(self.clone(), run_id, run, rx, permit));
+        self.tasks.spawn_on(
+            runner::drive(self.clone(), run_id, run, rx, permit),
+            &self.runtime,
+        );
     }
 
     fn task_ended(&self, run_id: &str) {
