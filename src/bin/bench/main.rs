@@ -18,6 +18,11 @@ use serde_json::{Value, json};
 use scenarios::{Client, Rate};
 use server::Server;
 
+/// mimalloc: the engine allocates many small short-lived values per step; glibc malloc
+/// showed up at the top of profiles.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(about = "Benchmarks the orchestrator against the raw HTTP ceiling")]
 struct Args {

@@ -25,11 +25,14 @@ use crate::store::{
     Transition,
 };
 
-use pool::{Readers, Writer, unavailable};
+use pool::{Checkpointer, Readers, Writer, unavailable};
 use rows::{
     RUN_COLUMNS, VERSION_COLUMNS, from_ms, json, load_run, load_runs, log_row, ms, to_json,
     version_row,
 };
+
+/// How often the WAL is checkpointed (off the writer's path).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 /// Schema migrations in order; `PRAGMA user_version` records how many are applied.
 const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
@@ -38,6 +41,7 @@ const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
 pub struct SqliteStore {
     writer: Writer,
     readers: Readers,
+    _checkpointer: Checkpointer,
     path: PathBuf,
     _lock: File,
 }
@@ -72,9 +76,12 @@ impl SqliteStore {
             [],
         )
         .map_err(unavailable)?;
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0")
+            .map_err(unavailable)?;
         Ok(Self {
             writer: Writer::start(conn)?,
             readers: Readers::open(path, read_connections)?,
+            _checkpointer: Checkpointer::start(path, synchronous_full, CHECKPOINT_EVERY)?,
             path: path.to_owned(),
             _lock: lock,
         })

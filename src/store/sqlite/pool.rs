@@ -165,6 +165,61 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) {
     }
 }
 
+/// Copies the WAL back into the database from its own connection and thread, so that the
+/// writer never waits for a checkpoint's copying and fsync (the writer's own automatic
+/// checkpoints are turned off). Passive checkpoints never block the writer or readers.
+pub struct Checkpointer {
+    stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    /// Checkpoints `path` every `every` until dropped.
+    pub fn start(
+        path: &Path,
+        synchronous_full: bool,
+        every: std::time::Duration,
+    ) -> Result<Self, StoreError> {
+        let conn = open(path, synchronous_full)?;
+        let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let signal = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || {
+                let (stopped, wake) = &*signal;
+                let mut done = stopped.lock().unwrap_or_else(|p| p.into_inner());
+                while !*done {
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!(error = %e, "WAL checkpoint failed");
+                    }
+                    done = wake
+                        .wait_timeout(done, every)
+                        .map(|(guard, _)| guard)
+                        .unwrap_or_else(|p| p.into_inner().0);
+                }
+            })
+            .map_err(|e| StoreError::Unavailable(format!("cannot start checkpointer: {e}")))?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        let (stopped, wake) = &*self.stop;
+        if let Ok(mut done) = stopped.lock() {
+            *done = true;
+        }
+        wake.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Read connections handed out one caller at a time.
 #[derive(Clone)]
 pub struct Readers {

@@ -218,20 +218,24 @@ pub fn commit(conn: &Connection, tx: Transition) -> Result<Committed, StoreError
     args.push(Box::new(tx.run_id.clone()));
     sql.push_str(&format!(" WHERE id = ?{}", args.len()));
     append_guard(&mut sql, &mut args, &tx.guard);
-    sql.push_str(" RETURNING rev, log_seq, event_seq, workflow_id");
+    // No RETURNING: SQLite builds an ephemeral table for it, which costs more than reading
+    // the row back by its primary key.
     let params: Vec<&dyn rusqlite::ToSql> = args.iter().map(|b| b.as_ref()).collect();
-    let row: Option<(i64, i64, i64, String)> = conn
+    let changed = conn
         .prepare_cached(&sql)
+        .and_then(|mut s| s.execute(params.as_slice()))
+        .map_err(unavailable)?;
+    if changed == 0 {
+        return Err(guard_failure(conn, &tx.run_id, &tx.guard));
+    }
+    let (rev, log_seq, event_seq, workflow_id): (i64, i64, i64, String) = conn
+        .prepare_cached("SELECT rev, log_seq, event_seq, workflow_id FROM runs WHERE id = ?1")
         .and_then(|mut s| {
-            s.query_row(params.as_slice(), |r| {
+            s.query_row([&tx.run_id], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
-            .optional()
         })
         .map_err(unavailable)?;
-    let Some((rev, log_seq, event_seq, workflow_id)) = row else {
-        return Err(guard_failure(conn, &tx.run_id, &tx.guard));
-    };
     for (idx, step) in &tx.steps {
         put_step(conn, &tx.run_id, *idx, step)?;
     }
