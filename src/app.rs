@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{App as ActixApp, HttpServer, web};
+use tokio::sync::Semaphore;
 
 use crate::api::{self, AppState};
 use crate::config::{Config, StoreConfig};
@@ -79,7 +80,7 @@ impl App {
             idempotency_ttl: config.engine.idempotency_ttl,
             secrets: Arc::new(config.secrets.clone()),
             emit_events: false,
-            max_log_entries: 100_000,
+            max_log_entries: config.logs.max_entries_per_run,
         };
         let engine = Engine::new(
             store.clone(),
@@ -95,6 +96,8 @@ impl App {
             validator,
             pack,
             limits: config.limits.clone(),
+            logs: config.logs.clone(),
+            log_streams: Arc::new(Semaphore::new(config.logs.max_streams)),
         });
         let address = config.bind_address();
         let listener = TcpListener::bind(&address).map_err(|source| StartError::Bind {

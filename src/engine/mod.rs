@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::definition::{Validator, Violation, Workflow};
-use crate::logs::LogHub;
+use crate::logs::{LogHub, LogTail};
 use crate::model::{
     LogEntry, LogLevel, NewLogEntry, Page, PageRequest, Run, RunFilter, RunStatus, StepRun,
     StepStatus, now,
@@ -314,6 +314,29 @@ impl Engine {
             .await?;
         self.shared.hub.publish(run_id, &written);
         Ok(written)
+    }
+
+    /// Entries of a run's log with `seq > after`, in order, at most `limit`.
+    pub async fn read_logs(
+        &self,
+        run_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, EngineError> {
+        Ok(self.shared.store.read_logs(run_id, after, limit).await?)
+    }
+
+    /// A reader of a run's log after entry `after`: the backlog, then live entries until
+    /// the run is over. `NotFound` for an unknown run.
+    pub async fn tail_logs(&self, run_id: &str, after: u64) -> Result<LogTail, EngineError> {
+        let run = self.shared.store.get_run(run_id).await?;
+        Ok(LogTail::new(
+            self.shared.store.clone(),
+            self.shared.hub.clone(),
+            run.id,
+            after,
+            run.status,
+        ))
     }
 
     /// The compiled definition of a workflow version.
