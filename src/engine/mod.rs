@@ -9,6 +9,7 @@
 mod attempts;
 mod background;
 mod decide;
+mod notes;
 pub mod retry;
 mod runner;
 pub mod state;
