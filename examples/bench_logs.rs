@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --example bench_logs -- [--subscribers 1000] [--seconds 10]
-//!     [--producers 4] [--rate 200]
+//!     [--producers 4] [--rate 100]
 //! ```
 //!
 //! The server runs in this process on 127.0.0.1 (a free port) with a fresh SQLite store in
@@ -45,7 +45,7 @@ struct Args {
     #[arg(long, default_value_t = 4)]
     producers: usize,
     /// Entries per second, over all producers, in the paced phase.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 100)]
     rate: u64,
 }
 
@@ -63,6 +63,54 @@ struct Phase {
     appended: u64,
     elapsed: Duration,
     seen: Vec<Seen>,
+    cpu: Cpu,
+}
+
+/// CPU seconds spent by this process's threads during a phase: the HTTP server's workers
+/// (which write the SSE streams) and everything else (the engine, the store's threads,
+/// and the benchmark's own clients, which parse the streams).
+#[derive(Debug, Clone, Copy, Default)]
+struct Cpu {
+    server: f64,
+    other: f64,
+}
+
+impl Cpu {
+    /// Reads `/proc/self/task/*/stat` (Linux); zero elsewhere.
+    fn now() -> Self {
+        let mut cpu = Self::default();
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return cpu;
+        };
+        for task in tasks.flatten() {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            // `pid (comm) state ...`: fields after the closing parenthesis; utime and stime
+            // are the 12th and 13th of those, in clock ticks (100 per second).
+            let Some((head, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let ticks: f64 = fields
+                .get(11..13)
+                .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
+                .unwrap_or(0.0);
+            if head.contains("(actix-server w") {
+                cpu.server += ticks / 100.0;
+            } else {
+                cpu.other += ticks / 100.0;
+            }
+        }
+        cpu
+    }
+
+    fn since(self, start: Self) -> Self {
+        Self {
+            server: self.server - start.server,
+            other: self.other - start.other,
+        }
+    }
 }
 
 #[tokio::main]
@@ -85,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
     }));
     let bench = Bench::new(base).await?;
     println!(
-        "machine: {} cores; subscribers {}, producers {}, {} s per phase, paced rate {}/s",
+        "machine: {} cores, load average {}; subscribers {}, producers {}, {} s per phase, paced rate {}/s",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
@@ -106,6 +154,7 @@ async fn main() -> anyhow::Result<()> {
     for phase in &phases {
         report(phase)?;
     }
+    println!("load average after: {}", load());
     let _ = stop.send(());
     server.await??;
     Ok(())
@@ -195,6 +244,7 @@ impl Bench {
         for _ in 0..subscribers {
             ready.recv().await.context("a subscriber failed to start")?;
         }
+        let cpu_start = Cpu::now();
         let started = Instant::now();
         let deadline = started + Duration::from_secs(args.seconds);
         let mut producers = Vec::new();
@@ -233,6 +283,7 @@ impl Bench {
             appended,
             elapsed,
             seen,
+            cpu: Cpu::now().since(cpu_start),
         })
     }
 }
@@ -314,6 +365,25 @@ async fn subscribe(
     Ok(seen)
 }
 
+/// Server CPU per delivered event, when there were deliveries.
+fn per_delivery(phase: &Phase) -> String {
+    let deliveries: u64 = phase.seen.iter().map(|s| s.last_seq).sum();
+    if deliveries == 0 {
+        return String::new();
+    }
+    format!(
+        " ({:.2} µs server CPU per delivery)",
+        phase.cpu.server * 1e6 / deliveries as f64
+    )
+}
+
+/// The machine's load average, to judge how much other work shared the cores.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 /// The send time stamped into a producer's line (`t=<µs since the epoch>`).
 fn stamp(data: &str) -> Option<u64> {
     let at = data.find("\"message\":\"t=")? + "\"message\":\"t=".len();
@@ -353,7 +423,7 @@ fn report(phase: &Phase) -> anyhow::Result<()> {
         delays[i] as f64 / 1000.0
     };
     println!(
-        "{:<9} subscribers {:>5}  appended {:>7} in {:.1} s = {:>8.0} entries/s  deliveries {:>10}  complete {}/{}  delay ms: median {:.1} p99 {:.1} max {:.1} ({} samples)",
+        "{:<9} subscribers {:>5}  appended {:>7} in {:.1} s = {:>8.0} entries/s  deliveries {:>10}  complete {}/{}  delay ms: median {:.1} p99 {:.1} max {:.1} ({} samples)  cpu s: server {:.1} other {:.1}{}",
         phase.name,
         phase.seen.len(),
         phase.appended,
@@ -365,7 +435,10 @@ fn report(phase: &Phase) -> anyhow::Result<()> {
         pct(0.5),
         pct(0.99),
         pct(1.0),
-        delays.len()
+        delays.len(),
+        phase.cpu.server,
+        phase.cpu.other,
+        per_delivery(phase)
     );
     Ok(())
 }

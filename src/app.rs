@@ -72,7 +72,7 @@ impl App {
         let store = open_store(&config)?;
         let validator = Arc::new(crate::cli::validator(&config).map_err(StartError::Schema)?);
         let pack = Arc::new(Pack::load(config.templates_path.as_deref(), &validator)?);
-        let hub = Arc::new(LogHub::new());
+        let hub = Arc::new(LogHub::with_capacity(config.logs.feed_capacity));
         let settings = Settings {
             max_active_runs: config.engine.max_active_runs,
             lease_ttl: config.engine.lease_ttl,

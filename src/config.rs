@@ -198,6 +198,8 @@ pub struct RawRunLogs {
     pub keep_alive: Duration,
     /// Most SSE log streams open at once on this server (`503` beyond).
     pub max_streams: usize,
+    /// Entries a run's live feed buffers; a subscriber further behind reads the store.
+    pub feed_capacity: usize,
 }
 
 impl Default for RawRunLogs {
@@ -209,6 +211,7 @@ impl Default for RawRunLogs {
             max_page: 10_000,
             keep_alive: Duration::from_secs(15),
             max_streams: 10_000,
+            feed_capacity: crate::logs::FEED_CAPACITY,
         }
     }
 }
@@ -226,6 +229,9 @@ impl RawRunLogs {
                 "logs.max_entries_per_run, logs.max_page and logs.max_streams: must be at least 1"
                     .into(),
             );
+        }
+        if self.feed_capacity < 16 {
+            return Err("logs.feed_capacity: must be at least 16".into());
         }
         if self.keep_alive < Duration::from_millis(100) {
             return Err("logs.keep_alive: must be at least 100ms".into());

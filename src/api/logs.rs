@@ -196,8 +196,9 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
 fn encode(item: TailItem) -> Vec<Result<sse::Event, StreamError>> {
     let encoded = match item {
         TailItem::Entry(entry) => {
-            let log =
-                sse::Data::new_json(&*entry).map(|d| d.event("log").id(entry.seq.to_string()));
+            let log = Ok(sse::Data::new(entry.json().to_owned())
+                .event("log")
+                .id(entry.seq.to_string()));
             match &entry.status {
                 Some(change) => vec![sse::Data::new_json(change).map(|d| d.event("status")), log],
                 None => vec![log],

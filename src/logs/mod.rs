@@ -15,7 +15,7 @@ pub mod text;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use tokio::sync::broadcast;
 
@@ -23,10 +23,43 @@ use crate::model::LogEntry;
 
 pub use tail::{LogTail, TailItem};
 
-/// Entries buffered per run before a slow subscriber lags and must read the store.
-pub const FEED_CAPACITY: usize = 1024;
+/// Entries buffered per run, by default, before a slow subscriber lags and must read the
+/// store (`logs.feed_capacity`).
+pub const FEED_CAPACITY: usize = 4096;
 
-type Feeds = HashMap<String, broadcast::Sender<Arc<LogEntry>>>;
+type Feeds = HashMap<String, broadcast::Sender<Arc<SharedEntry>>>;
+
+/// A committed entry as handed to readers: shared by every subscriber of a feed, with its
+/// JSON form computed once, on first use, so a thousand subscribers serialise it once.
+#[derive(Debug)]
+pub struct SharedEntry {
+    entry: LogEntry,
+    json: OnceLock<String>,
+}
+
+impl SharedEntry {
+    pub fn new(entry: LogEntry) -> Self {
+        Self {
+            entry,
+            json: OnceLock::new(),
+        }
+    }
+
+    /// The entry's JSON (the wire shape of [`LogEntry`]).
+    pub fn json(&self) -> &str {
+        self.json.get_or_init(|| {
+            // A LogEntry is plain data with string keys: serialising it cannot fail.
+            serde_json::to_string(&self.entry).unwrap_or_default()
+        })
+    }
+}
+
+impl std::ops::Deref for SharedEntry {
+    type Target = LogEntry;
+    fn deref(&self) -> &LogEntry {
+        &self.entry
+    }
+}
 
 /// The live feeds of all runs.
 #[derive(Debug)]
@@ -47,7 +80,7 @@ impl Default for LogHub {
 pub enum Feed {
     /// The next entry published for the run (publish order is `seq` order per publisher;
     /// a subscriber must still check `seq` for gaps and repeats).
-    Entry(Arc<LogEntry>),
+    Entry(Arc<SharedEntry>),
     /// The subscriber fell behind and entries were dropped for it: read the store.
     Missed,
 }
@@ -87,7 +120,7 @@ impl LogHub {
             return;
         }
         for entry in entries {
-            let _ = feed.send(Arc::new(entry.clone()));
+            let _ = feed.send(Arc::new(SharedEntry::new(entry.clone())));
         }
     }
 
@@ -102,7 +135,7 @@ impl LogHub {
         }
     }
 
-    fn receiver(&self, run_id: &str) -> broadcast::Receiver<Arc<LogEntry>> {
+    fn receiver(&self, run_id: &str) -> broadcast::Receiver<Arc<SharedEntry>> {
         self.lock()
             .entry(run_id.to_owned())
             .or_insert_with(|| broadcast::channel(self.capacity).0)
@@ -126,7 +159,7 @@ pub struct Subscription {
     hub: Arc<LogHub>,
     run_id: String,
     /// Always `Some` outside `drop`.
-    rx: Option<broadcast::Receiver<Arc<LogEntry>>>,
+    rx: Option<broadcast::Receiver<Arc<SharedEntry>>>,
 }
 
 impl Subscription {

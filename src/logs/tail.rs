@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use futures::Stream;
 
-use super::{Feed, LogHub, Subscription};
-use crate::model::{LogEntry, RunStatus};
+use super::{Feed, LogHub, SharedEntry, Subscription};
+use crate::model::RunStatus;
 use crate::store::{DynStore, StoreError};
 
 /// Entries read from the store at once while catching up.
@@ -28,7 +28,7 @@ const PAGE: usize = 500;
 #[derive(Debug, Clone)]
 pub enum TailItem {
     /// The next entry of the log.
-    Entry(Arc<LogEntry>),
+    Entry(Arc<SharedEntry>),
     /// The run is over and every entry up to `last_seq` was delivered; nothing follows.
     End { status: RunStatus, last_seq: u64 },
 }
@@ -53,7 +53,7 @@ pub struct LogTail {
     /// The run's status as of the last entry yielded that announced one.
     status: RunStatus,
     sub: Option<Subscription>,
-    ready: VecDeque<Arc<LogEntry>>,
+    ready: VecDeque<Arc<SharedEntry>>,
     phase: Phase,
     /// The last store read returned everything committed at the time.
     caught_up: bool,
@@ -117,7 +117,8 @@ impl LogTail {
                 .read_logs(&self.run_id, self.cursor, PAGE)
                 .await?;
             self.caught_up = page.len() < PAGE;
-            self.ready.extend(page.into_iter().map(Arc::new));
+            self.ready
+                .extend(page.into_iter().map(|e| Arc::new(SharedEntry::new(e))));
             return Ok(false);
         }
         // Everything the store held at the last read has been yielded.
