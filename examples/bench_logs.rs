@@ -137,6 +137,7 @@ async fn main() -> anyhow::Result<()> {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
+        load(),
         args.subscribers,
         args.producers,
         args.seconds,
