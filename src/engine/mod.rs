@@ -328,16 +328,28 @@ impl Engine {
     }
 
     /// A reader of a run's log after entry `after`: the backlog, then live entries until
-    /// the run is over. `NotFound` for an unknown run.
+    /// the run is over (or the server stops). `NotFound` for an unknown run; `Invalid`
+    /// when the log has no entry `after` (a position it never gave out).
     pub async fn tail_logs(&self, run_id: &str, after: u64) -> Result<LogTail, EngineError> {
-        let run = self.shared.store.get_run(run_id).await?;
-        Ok(LogTail::new(
-            self.shared.store.clone(),
+        let store = &self.shared.store;
+        let run = store.get_run(run_id).await?;
+        if after > 0 && store.read_logs(run_id, after - 1, 1).await?.is_empty() {
+            return Err(EngineError::Invalid {
+                message: format!(
+                    "the log of run {run_id} has no entry {after} to resume after; \
+                     resume after an id this stream sent, or from the start"
+                ),
+                violations: Vec::new(),
+            });
+        }
+        let tail = LogTail::new(
+            store.clone(),
             self.shared.hub.clone(),
             run.id,
             after,
             run.status,
-        ))
+        );
+        Ok(tail.stop_on(self.shared.shutdown.clone()))
     }
 
     /// The compiled definition of a workflow version.

@@ -16,6 +16,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use futures::Stream;
+use tokio_util::sync::CancellationToken;
 
 use super::{Feed, LogHub, SharedEntry, Subscription};
 use crate::model::RunStatus;
@@ -57,6 +58,8 @@ pub struct LogTail {
     phase: Phase,
     /// The last store read returned everything committed at the time.
     caught_up: bool,
+    /// Cancelled when the server stops: the tail ends without `End`.
+    stop: CancellationToken,
 }
 
 impl LogTail {
@@ -79,7 +82,15 @@ impl LogTail {
             ready: VecDeque::new(),
             phase: Phase::CatchUp,
             caught_up: false,
+            stop: CancellationToken::new(),
         }
+    }
+
+    /// Ends the tail (without [`TailItem::End`]) when `stop` is cancelled, so that open
+    /// streams do not hold up a shutdown; their clients resume with `Last-Event-ID`.
+    pub fn stop_on(mut self, stop: CancellationToken) -> Self {
+        self.stop = stop;
+        self
     }
 
     /// The next item, waiting for the run to log more when it has nothing yet; `None`
@@ -95,7 +106,16 @@ impl LogTail {
             }
             match self.phase {
                 Phase::Done => return Ok(None),
-                Phase::Live => self.listen().await,
+                Phase::Live => {
+                    let stop = self.stop.clone();
+                    tokio::select! {
+                        () = self.listen() => {}
+                        () = stop.cancelled() => {
+                            self.phase = Phase::Done;
+                            return Ok(None);
+                        }
+                    }
+                }
                 Phase::CatchUp => {
                     if self.catch_up().await? {
                         self.phase = Phase::Done;

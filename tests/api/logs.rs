@@ -480,3 +480,41 @@ async fn an_idle_stream_sends_keep_alive_comments() {
         "the backlog came first: {text}"
     );
 }
+
+#[tokio::test]
+async fn resuming_after_an_entry_the_log_does_not_have_is_refused() {
+    let app = spawn_app().await;
+    let run = finished_run(&app).await;
+    let last = app.logs(&run).await.len() as u64;
+    let mut at_end = app.log_stream(&run, Some(last)).await;
+    let events = at_end.until_end().await;
+    assert_eq!(events.len(), 1, "nothing after the last entry, then end");
+    problem(app.log_stream_response(&run, Some(last + 5)).await, 400).await;
+    let bad = app
+        .client
+        .get(app.url(&format!("/v1/runs/{run}/logs/stream")))
+        .header("Last-Event-ID", "abc")
+        .send()
+        .await
+        .unwrap();
+    problem(bad, 400).await;
+}
+
+#[tokio::test]
+async fn stopping_the_server_closes_open_streams_without_end() {
+    let app = spawn_app().await;
+    let server = downstream().await;
+    let run = parked_run(&app, &server).await;
+    let mut stream = app.log_stream(&run, None).await;
+    stream.until(parked).await;
+    // Graceful shutdown would otherwise wait out its grace period for the open stream.
+    tokio::time::timeout(std::time::Duration::from_secs(8), app.stop())
+        .await
+        .expect("the server stops without waiting for its open streams");
+    while let Some(event) = stream.next().await {
+        assert_ne!(
+            event.event, "end",
+            "a stopped server does not claim the run ended"
+        );
+    }
+}
