@@ -111,14 +111,18 @@ impl LogHub {
         if entries.is_empty() {
             return;
         }
-        let mut feeds = self.lock();
-        let Some(feed) = feeds.get(run_id) else {
-            return;
+        let feed = {
+            let mut feeds = self.lock();
+            let Some(feed) = feeds.get(run_id) else {
+                return;
+            };
+            if feed.receiver_count() == 0 {
+                feeds.remove(run_id);
+                return;
+            }
+            feed.clone()
         };
-        if feed.receiver_count() == 0 {
-            feeds.remove(run_id);
-            return;
-        }
+        // Outside the map's lock: waking a run's subscribers never delays other runs.
         for entry in entries {
             let _ = feed.send(Arc::new(SharedEntry::new(entry.clone())));
         }
