@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{App as ActixApp, HttpServer, web};
+use tokio::sync::Semaphore;
 
 use crate::actions::HttpClient;
 use crate::api::{self, AppState};
@@ -79,7 +80,7 @@ impl App {
             crate::cli::validator_with(&config, client.clone()).map_err(StartError::Schema)?,
         );
         let pack = Arc::new(Pack::load(config.templates_path.as_deref(), &validator)?);
-        let hub = Arc::new(LogHub::new());
+        let hub = Arc::new(LogHub::with_capacity(config.logs.feed_capacity));
         let settings = Settings {
             max_active_runs: config.engine.max_active_runs,
             lease_ttl: config.engine.lease_ttl,
@@ -87,7 +88,7 @@ impl App {
             idempotency_ttl: config.engine.idempotency_ttl,
             secrets: Arc::new(config.secrets.clone()),
             emit_events: !hook_targets.is_empty(),
-            max_log_entries: 100_000,
+            max_log_entries: config.logs.max_entries_per_run,
         };
         let engine = Engine::new(
             store.clone(),
@@ -103,6 +104,8 @@ impl App {
             validator,
             pack,
             limits: config.limits.clone(),
+            logs: config.logs.clone(),
+            log_streams: Arc::new(Semaphore::new(config.logs.max_streams)),
         });
         let address = config.bind_address();
         let listener = TcpListener::bind(&address).map_err(|source| StartError::Bind {

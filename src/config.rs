@@ -47,6 +47,7 @@ pub struct RawConfig {
     pub engine: RawEngine,
     pub limits: RawLimits,
     pub log: RawLog,
+    pub logs: RawRunLogs,
     pub secrets: BTreeMap<String, String>,
     pub ai_router: RawService,
     pub web: RawService,
@@ -181,6 +182,65 @@ impl Default for RawLog {
     }
 }
 
+/// Run logs: client appends and live streaming (`logs:`; not the server's own `log:`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawRunLogs {
+    /// Largest body of `POST /v1/runs/{id}/logs`, in bytes (`413` beyond).
+    pub body_bytes: usize,
+    /// Longest client line kept, in bytes; longer lines are cut and marked.
+    pub max_line_bytes: usize,
+    /// Most entries one run's log may hold; client appends beyond are refused (`409`).
+    pub max_entries_per_run: u64,
+    /// Largest page of `GET /v1/runs/{id}/logs`.
+    pub max_page: usize,
+    /// How often an idle SSE stream sends a keep-alive comment.
+    #[serde(with = "humantime_serde")]
+    pub keep_alive: Duration,
+    /// Most SSE log streams open at once on this server (`503` beyond).
+    pub max_streams: usize,
+    /// Entries a run's live feed buffers; a subscriber further behind reads the store.
+    pub feed_capacity: usize,
+}
+
+impl Default for RawRunLogs {
+    fn default() -> Self {
+        Self {
+            body_bytes: 1024 * 1024,
+            max_line_bytes: 8 * 1024,
+            max_entries_per_run: 100_000,
+            max_page: 10_000,
+            keep_alive: Duration::from_secs(15),
+            max_streams: 10_000,
+            feed_capacity: crate::logs::FEED_CAPACITY,
+        }
+    }
+}
+
+impl RawRunLogs {
+    fn check(&self) -> Result<(), String> {
+        if self.body_bytes < 1024 {
+            return Err("logs.body_bytes: must be at least 1024".into());
+        }
+        if self.max_line_bytes < 64 {
+            return Err("logs.max_line_bytes: must be at least 64".into());
+        }
+        if self.max_entries_per_run == 0 || self.max_page == 0 || self.max_streams == 0 {
+            return Err(
+                "logs.max_entries_per_run, logs.max_page and logs.max_streams: must be at least 1"
+                    .into(),
+            );
+        }
+        if self.feed_capacity < 16 {
+            return Err("logs.feed_capacity: must be at least 16".into());
+        }
+        if self.keep_alive < Duration::from_millis(100) {
+            return Err("logs.keep_alive: must be at least 100ms".into());
+        }
+        Ok(())
+    }
+}
+
 /// A downstream service section (`ai_router`, `web`, `memarch`, `scm`, `audit_log`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -253,6 +313,8 @@ pub struct Config {
     pub engine: RawEngine,
     pub limits: RawLimits,
     pub log: LogConfig,
+    /// Run logs (client appends, SSE streaming).
+    pub logs: RawRunLogs,
     pub secrets: BTreeMap<String, String>,
     pub services: Services,
     pub hooks: RawHooks,
@@ -387,6 +449,7 @@ impl Config {
             return Err("limits.body_bytes: must be at least 1024".into());
         }
         check_hooks(&raw.hooks)?;
+        raw.logs.check()?;
         let non_empty = |s: &str| (!s.trim().is_empty()).then(|| PathBuf::from(s));
         Ok(Self {
             source: path.to_owned(),
@@ -409,6 +472,7 @@ impl Config {
             server: raw.server,
             engine: raw.engine,
             limits: raw.limits,
+            logs: raw.logs,
             secrets: raw.secrets,
         })
     }
@@ -611,6 +675,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("hooks.backoff"), "{err}");
+    }
+
+    #[test]
+    fn run_log_limits_have_safe_defaults_and_reject_nonsense() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.logs.max_entries_per_run, 100_000);
+        assert_eq!(c.logs.keep_alive, Duration::from_secs(15));
+        let c = load("logs:\n  keep_alive: 2s\n  max_line_bytes: 100\n", &[]).unwrap();
+        assert_eq!(c.logs.keep_alive, Duration::from_secs(2));
+        assert_eq!(c.logs.max_line_bytes, 100);
+        let err = load("logs:\n  max_line_bytes: 3\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("logs.max_line_bytes"), "{err}");
     }
 
     #[test]

@@ -258,6 +258,7 @@ pub fn to_scope_value(value: &Value) -> MjValue {
 
 /// Builds the `steps` part of a scope from per-step values built by [`step_scope`].
 pub fn steps_scope(steps: &BTreeMap<String, MjValue>) -> MjValue {
+    // A map, not `from_iter` (which makes a sequence of pairs); the clones share data.
     MjValue::from(steps.clone())
 }
 
@@ -475,6 +476,18 @@ mod tests {
         let s = scope(json!({"who": "ada"}), json!({"a": {"output": {"id": 7}}}));
         let t = Template::compile(&json!("hi {{ context.who }} #{{ steps.a.output.id }}")).unwrap();
         assert_eq!(t.render(&s).unwrap(), json!("hi ada #7"));
+    }
+
+    #[test]
+    fn steps_built_from_step_scopes_are_addressable_by_name() {
+        let scopes = BTreeMap::from([(
+            "a".to_owned(),
+            step_scope(Some(&json!({"id": 7})), "SUCCEEDED", Some(200), None),
+        )]);
+        let mut s = scope(json!({}), json!({}));
+        s.steps = steps_scope(&scopes);
+        let t = Template::compile(&json!("{{ steps.a.output.id }}")).unwrap();
+        assert_eq!(t.render(&s).unwrap(), json!(7));
     }
 
     #[test]

@@ -305,6 +305,18 @@ impl NewLogEntry {
         }
     }
 
+    /// A line a client posted to the run's log.
+    pub fn client(level: LogLevel, message: impl Into<String>) -> Self {
+        Self {
+            ts: now(),
+            level,
+            source: LogSource::Client,
+            step: None,
+            message: message.into(),
+            status: None,
+        }
+    }
+
     /// Marks this entry as announcing a status change.
     pub fn with_status(mut self, status: StatusChange) -> Self {
         self.status = Some(status);

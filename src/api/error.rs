@@ -36,6 +36,9 @@ pub enum ApiError {
     TooLarge(usize),
     #[error("{0}")]
     Unavailable(String),
+    /// The server is at a configured capacity; the client may try again shortly.
+    #[error("{0}")]
+    Busy(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -67,6 +70,7 @@ impl ApiError {
             Self::Conflict(_) => ("conflict", "Conflict"),
             Self::TooLarge(_) => ("payload-too-large", "Payload too large"),
             Self::Unavailable(_) => ("unavailable", "Service unavailable"),
+            Self::Busy(_) => ("busy", "Server busy"),
             Self::Internal(_) => ("internal", "Internal error"),
         }
     }
@@ -91,7 +95,7 @@ impl ResponseError for ApiError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -126,6 +130,11 @@ impl ResponseError for ApiError {
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Self::Busy(_) = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         response
     }
 }

@@ -6,6 +6,7 @@
 mod body;
 pub mod error;
 mod health;
+mod logs;
 mod runs;
 mod templates;
 mod workflows;
@@ -17,7 +18,9 @@ use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, web};
 use futures::future::{Ready, ready};
 use serde::Deserialize;
 
-use crate::config::RawLimits;
+use tokio::sync::Semaphore;
+
+use crate::config::{RawLimits, RawRunLogs};
 use crate::definition::Validator;
 use crate::engine::Engine;
 use crate::model::PageRequest;
@@ -33,6 +36,10 @@ pub struct AppState {
     pub validator: Arc<Validator>,
     pub pack: Arc<Pack>,
     pub limits: RawLimits,
+    /// Run log limits and streaming settings.
+    pub logs: RawRunLogs,
+    /// One permit per open SSE log stream (`logs.max_streams`).
+    pub log_streams: Arc<Semaphore>,
 }
 
 /// Who is calling: the token's name when auth is on (set by the auth middleware).
@@ -99,7 +106,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::scope("/v1")
             .configure(workflows::routes)
             .configure(templates::routes)
-            .configure(runs::routes),
+            .configure(runs::routes)
+            .configure(logs::routes),
     )
     .default_service(web::to(not_found));
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::notes::response_excerpt;
 use super::retry::{GiveUp, next_delay};
 use super::state::Start;
 use crate::actions::{Action, Effect, Failure, FailureKind, Outcome};
@@ -19,8 +20,13 @@ use crate::model::{Attempt, now};
 /// What a step's attempts report to the run's task.
 #[derive(Debug)]
 pub enum StepEvent {
-    /// An attempt failed and the step will be tried again after `retry_in_ms`.
-    Retrying { index: usize, attempt: Attempt },
+    /// An attempt failed and the step will be tried again after `retry_in_ms`;
+    /// `response` is the start of what the downstream answered (secrets redacted).
+    Retrying {
+        index: usize,
+        attempt: Attempt,
+        response: Option<String>,
+    },
     /// The step is finished; `attempt` is its last attempt.
     Done {
         index: usize,
@@ -84,10 +90,16 @@ pub async fn run(plan: StepPlan, start: Start, events: mpsc::UnboundedSender<Ste
         ) {
             Ok(delay) => {
                 record.retry_in_ms = Some(delay.as_millis() as u64);
+                let response = failure
+                    .output
+                    .as_ref()
+                    .and_then(response_excerpt)
+                    .map(|text| start.redactor.redact_str(&text));
                 if events
                     .send(StepEvent::Retrying {
                         index,
                         attempt: record,
+                        response,
                     })
                     .is_err()
                 {

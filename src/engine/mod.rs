@@ -9,6 +9,7 @@
 mod attempts;
 mod background;
 mod decide;
+mod notes;
 pub mod retry;
 mod runner;
 pub mod state;
@@ -23,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::definition::{Validator, Violation, Workflow};
-use crate::logs::LogHub;
+use crate::logs::{LogHub, LogTail};
 use crate::model::{
     LogEntry, LogLevel, NewLogEntry, Page, PageRequest, Run, RunFilter, RunStatus, StepRun,
     StepStatus, now,
@@ -319,6 +320,41 @@ impl Engine {
             .await?;
         self.shared.hub.publish(run_id, &written);
         Ok(written)
+    }
+
+    /// Entries of a run's log with `seq > after`, in order, at most `limit`.
+    pub async fn read_logs(
+        &self,
+        run_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, EngineError> {
+        Ok(self.shared.store.read_logs(run_id, after, limit).await?)
+    }
+
+    /// A reader of a run's log after entry `after`: the backlog, then live entries until
+    /// the run is over (or the server stops). `NotFound` for an unknown run; `Invalid`
+    /// when the log has no entry `after` (a position it never gave out).
+    pub async fn tail_logs(&self, run_id: &str, after: u64) -> Result<LogTail, EngineError> {
+        let store = &self.shared.store;
+        let run = store.get_run(run_id).await?;
+        if after > 0 && store.read_logs(run_id, after - 1, 1).await?.is_empty() {
+            return Err(EngineError::Invalid {
+                message: format!(
+                    "the log of run {run_id} has no entry {after} to resume after; \
+                     resume after an id this stream sent, or from the start"
+                ),
+                violations: Vec::new(),
+            });
+        }
+        let tail = LogTail::new(
+            store.clone(),
+            self.shared.hub.clone(),
+            run.id,
+            after,
+            run.status,
+        );
+        Ok(tail.stop_on(self.shared.shutdown.clone()))
     }
 
     /// The compiled definition of a workflow version.

@@ -182,7 +182,11 @@ impl Runner {
 
     fn apply(&mut self, event: StepEvent) {
         match event {
-            StepEvent::Retrying { index, attempt } => self.state.on_retry(index, attempt),
+            StepEvent::Retrying {
+                index,
+                attempt,
+                response,
+            } => self.state.on_retry(index, attempt, response),
             StepEvent::Done {
                 index,
                 attempt,

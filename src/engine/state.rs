@@ -12,6 +12,7 @@ use std::sync::Arc;
 use minijinja::value::Value as MjValue;
 use serde_json::{Map, Value};
 
+use super::notes::{http_note, response_excerpt, response_note};
 use crate::actions::{Call, Effect, Failure, Outcome};
 use crate::definition::{OnFailure, Workflow};
 use crate::expr::{self, Redactor, Scope, Secrets};
@@ -415,14 +416,17 @@ impl RunState {
         })
     }
 
-    /// Records a failed attempt that will be retried.
-    pub fn on_retry(&mut self, idx: usize, attempt: Attempt) {
+    /// Records a failed attempt that will be retried; `response` is the start of what the
+    /// downstream answered, for the log.
+    pub fn on_retry(&mut self, idx: usize, attempt: Attempt, response: Option<String>) {
         let delay = attempt.retry_in_ms.unwrap_or_default();
         let max = self.wf.steps[idx].retry.max + 1;
         let message = format!(
-            "attempt {} of {max} failed: {}; retrying in {delay} ms",
+            "attempt {} of {max} failed{}: {}{}; retrying in {delay} ms",
             attempt.attempt,
-            attempt.error.as_deref().unwrap_or("error")
+            http_note(attempt.http_code, attempt.error.as_deref()),
+            attempt.error.as_deref().unwrap_or("error"),
+            response_note(response.as_deref()),
         );
         self.run.steps[idx].attempts.push(attempt);
         self.dirty.insert(idx);
@@ -469,7 +473,18 @@ impl RunState {
             }
             Err(failure) => {
                 let error = format!("attempt {n} failed: {}", failure.message);
-                self.fail_step(idx, failure.http_code, error, failure.output);
+                let note = format!(
+                    "{}{}",
+                    http_note(failure.http_code, Some(&failure.message)),
+                    response_note(
+                        failure
+                            .output
+                            .as_ref()
+                            .and_then(response_excerpt)
+                            .as_deref()
+                    )
+                );
+                self.fail_step_noted(idx, failure.http_code, error, failure.output, &note);
             }
         }
     }
@@ -482,6 +497,18 @@ impl RunState {
         error: String,
         output: Option<Value>,
     ) {
+        self.fail_step_noted(idx, http_code, error, output, "");
+    }
+
+    /// [`Self::fail_step`], with `note` added to the log entry only (not to the step's error).
+    fn fail_step_noted(
+        &mut self,
+        idx: usize,
+        http_code: Option<u16>,
+        error: String,
+        output: Option<Value>,
+        note: &str,
+    ) {
         let step = &mut self.run.steps[idx];
         step.error = Some(error.clone());
         step.http_code = http_code.or(step.http_code);
@@ -491,7 +518,7 @@ impl RunState {
             idx,
             StepStatus::Failed,
             LogLevel::Error,
-            format!("failed: {error}"),
+            format!("failed: {error}{note}"),
         );
         match self.wf.steps[idx].on_failure {
             OnFailure::Fail => {

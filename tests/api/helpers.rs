@@ -3,8 +3,12 @@
 #![allow(dead_code)] // each test module uses a different part of the harness
 
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use eventsource_stream::{Event, EventStreamError, Eventsource};
+use futures::{Stream, StreamExt};
 
 use orchestrator::app::App;
 use orchestrator::config::{Config, RawConfig};
@@ -197,6 +201,138 @@ pub async fn bind_port(port: u16) -> std::net::TcpListener {
         std::net::TcpListener::bind(("127.0.0.1", port)).ok()
     })
     .await
+}
+
+/// A server-sent event as a client sees it.
+pub type SseEvent = Event;
+
+type Events = Pin<Box<dyn Stream<Item = Result<Event, EventStreamError<reqwest::Error>>> + Send>>;
+
+/// An open `GET /v1/runs/{id}/logs/stream`, parsed by a maintained SSE parser.
+pub struct LogStream {
+    events: Events,
+}
+
+impl LogStream {
+    /// Parses the events of a `200 text/event-stream` answer.
+    pub fn new(response: reqwest::Response) -> Self {
+        assert_eq!(response.status(), 200);
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            content_type.starts_with("text/event-stream"),
+            "{content_type}"
+        );
+        Self {
+            events: Box::pin(response.bytes_stream().eventsource()),
+        }
+    }
+
+    /// The next event, or `None` once the server closed the stream.
+    pub async fn next(&mut self) -> Option<Event> {
+        let next = tokio::time::timeout(PATIENCE, self.events.next())
+            .await
+            .expect("an event (or the end of the stream) within the patience bound");
+        next.map(|e| e.expect("a well-formed event stream"))
+    }
+
+    /// Events up to and including the first that `stop` accepts.
+    pub async fn until(&mut self, stop: impl Fn(&Event) -> bool) -> Vec<Event> {
+        let mut seen = Vec::new();
+        loop {
+            let event = self.next().await.expect("the stream stays open");
+            let done = stop(&event);
+            seen.push(event);
+            if done {
+                return seen;
+            }
+        }
+    }
+
+    /// Events up to and including `end`; asserts the server closes the stream after it.
+    pub async fn until_end(&mut self) -> Vec<Event> {
+        let seen = self.until(|e| e.event == "end").await;
+        assert!(self.next().await.is_none(), "the stream closes after end");
+        seen
+    }
+}
+
+/// The entries of `log` events, in order.
+pub fn log_entries(events: &[Event]) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| e.event == "log")
+        .map(|e| {
+            let entry: Value = serde_json::from_str(&e.data).expect("log data is JSON");
+            assert_eq!(e.id, entry["seq"].to_string(), "the event id is the seq");
+            entry
+        })
+        .collect()
+}
+
+impl TestApp {
+    /// `GET …/logs/stream`, with `Last-Event-ID` when given, as a raw answer.
+    pub async fn log_stream_response(
+        &self,
+        run: &str,
+        last_event_id: Option<u64>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .client
+            .get(self.url(&format!("/v1/runs/{run}/logs/stream")))
+            .header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id.to_string());
+        }
+        request.send().await.expect("request sent")
+    }
+
+    /// Opens the log stream of a run; panics unless it starts.
+    pub async fn log_stream(&self, run: &str, last_event_id: Option<u64>) -> LogStream {
+        LogStream::new(self.log_stream_response(run, last_event_id).await)
+    }
+
+    /// `POST …/logs` with a text body.
+    pub async fn post_log_lines(&self, run: &str, text: &str) -> reqwest::Response {
+        self.client
+            .post(self.url(&format!("/v1/runs/{run}/logs")))
+            .header("content-type", "text/plain")
+            .body(text.to_owned())
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// The whole log of a run, paging through `GET …/logs`.
+    pub async fn logs(&self, run: &str) -> Vec<Value> {
+        let mut items = Vec::new();
+        let mut after = 0;
+        loop {
+            let response = self
+                .get(&format!("/v1/runs/{run}/logs?after={after}&limit=100"))
+                .await;
+            assert_eq!(response.status(), 200);
+            let page: Value = response.json().await.expect("json");
+            items.extend(page["items"].as_array().expect("items").iter().cloned());
+            match page["next_after"].as_u64() {
+                Some(next) => after = next,
+                None => return items,
+            }
+        }
+    }
+
+    /// Approves the step a run waits for; panics unless the answer is 200.
+    pub async fn approve(&self, run: &str) -> Value {
+        let response = self
+            .post(&format!("/v1/runs/{run}/approve"), &json!({}))
+            .await;
+        let status = response.status();
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(status, 200, "{body}");
+        body
+    }
 }
 
 /// Polls `probe` every 20 ms until it yields a value, for at most [`PATIENCE`].

@@ -7,6 +7,7 @@ mod cli;
 mod health;
 mod helpers;
 mod hooks;
+mod logs;
 mod restart;
 mod retries;
 mod runs;

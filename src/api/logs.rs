@@ -1,0 +1,257 @@
+//! `/v1/runs/{id}/logs`: read a run's log (JSON or text), append client lines, and
+//! follow it live over Server-Sent Events (`/logs/stream`).
+//!
+//! The stream sends, for each entry in `seq` order, an `event: status` when the entry
+//! announces a status change and then the entry itself as `event: log` with `id: <seq>`;
+//! `event: end` once the run is over and everything before it was sent, then it closes.
+//! The status event comes first and carries no id, so a client that reconnects with
+//! `Last-Event-ID` may see a status event again but never misses one, and sees every
+//! entry exactly once.
+
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::{HttpRequest, HttpResponse, Responder, web};
+use actix_web_lab::sse::{self, Sse};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::body::read_limited;
+use super::{ApiError, AppState, resource};
+use crate::logs::TailItem;
+use crate::logs::text::{client_lines, text_line};
+use crate::model::LogLevel;
+use crate::store::StoreError;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        resource("/runs/{id}/logs")
+            .route(web::get().to(read))
+            .route(web::post().to(append)),
+    )
+    .service(resource("/runs/{id}/logs/stream").route(web::get().to(stream)));
+}
+
+/// Entries answered by `GET …/logs` without `limit`.
+const DEFAULT_PAGE: usize = 1000;
+
+#[derive(Deserialize)]
+struct ReadQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/runs/{id}/logs`: `{items, next_after}`, or one line per entry with
+/// `Accept: text/plain` (then `next_after` is the `Next-After` header).
+async fn read(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    q: web::Query<ReadQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let max = state.logs.max_page;
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE.min(max));
+    if limit == 0 || limit > max {
+        return Err(ApiError::bad_request(
+            "/limit",
+            format!("limit must be between 1 and {max}"),
+        ));
+    }
+    let items = state
+        .engine
+        .read_logs(&id, q.after.unwrap_or(0), limit)
+        .await?;
+    // More may follow only when the page is full.
+    let next_after = items.last().map(|e| e.seq).filter(|_| items.len() == limit);
+    if !wants_text(req.headers()) {
+        return Ok(HttpResponse::Ok().json(json!({"items": items, "next_after": next_after})));
+    }
+    let body: String = items.iter().map(text_line).collect();
+    let mut answer = HttpResponse::Ok();
+    answer.content_type("text/plain; charset=utf-8");
+    if let Some(seq) = next_after {
+        answer.insert_header(("Next-After", seq.to_string()));
+    }
+    Ok(answer.body(body))
+}
+
+/// True when `Accept` names `text/plain` before (or without) `application/json`.
+fn wants_text(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|media| {
+            media
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .find(|media| media == "text/plain" || media == "application/json")
+        .is_some_and(|media| media == "text/plain")
+}
+
+#[derive(Deserialize)]
+struct AppendQuery {
+    level: Option<String>,
+}
+
+/// `POST /v1/runs/{id}/logs`: one `client` entry per non-blank line of the text body,
+/// at `?level=` (default `info`); answers `201` with the `seq` numbers assigned.
+async fn append(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    q: web::Query<AppendQuery>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let level = match q.level.as_deref() {
+        None | Some("") => LogLevel::Info,
+        Some(text) => text.to_ascii_lowercase().parse().map_err(|_| {
+            ApiError::bad_request("/level", "level must be debug, info, warn or error")
+        })?,
+    };
+    let mut payload = payload.into_inner();
+    let body = read_limited(&req, &mut payload, state.logs.body_bytes).await?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|e| ApiError::bad_request("", format!("the body must be UTF-8 text: {e}")))?;
+    let lines = client_lines(text, level, state.logs.max_line_bytes);
+    if lines.entries.is_empty() {
+        return Err(ApiError::bad_request(
+            "",
+            "the body holds no log lines (one entry per non-blank line)",
+        ));
+    }
+    let written = state.engine.append_client_logs(&id, lines.entries).await?;
+    let seqs: Vec<u64> = written.iter().map(|e| e.seq).collect();
+    Ok(HttpResponse::Created().json(json!({"seqs": seqs, "truncated": lines.truncated})))
+}
+
+#[derive(Deserialize)]
+struct StreamQuery {
+    after: Option<u64>,
+}
+
+/// Why an open stream stops without `end`; the client reconnects with `Last-Event-ID`.
+#[derive(Debug, thiserror::Error)]
+enum StreamError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot encode a log event: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// `GET /v1/runs/{id}/logs/stream`: the log after `Last-Event-ID` (or `?after=`, or from
+/// the start), then live, until the run is over. An unknown run is `404` before any
+/// stream starts.
+async fn stream(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<String>,
+    q: web::Query<StreamQuery>,
+) -> Result<impl Responder, ApiError> {
+    let after = match last_event_id(req.headers())? {
+        Some(seq) => seq,
+        None => q.after.unwrap_or(0),
+    };
+    let permit = state.log_streams.clone().try_acquire_owned().map_err(|_| {
+        ApiError::Busy(format!(
+            "{} log streams are open, the most this server allows; retry shortly",
+            state.logs.max_streams
+        ))
+    })?;
+    let tail = state.engine.tail_logs(&id, after).await?;
+    let run_id = id.into_inner();
+    let events = tail.into_stream().flat_map(move |item| {
+        // The permit lives as long as the stream.
+        let _open = &permit;
+        let events = match item {
+            Ok(item) => encode(item),
+            Err(e) => {
+                tracing::warn!(run_id, error = %e, "log stream stopped");
+                vec![Err(e.into())]
+            }
+        };
+        futures::stream::iter(events)
+    });
+    Ok(Sse::from_stream(events).with_keep_alive(state.logs.keep_alive))
+}
+
+/// `Last-Event-ID`: the `seq` of the last entry the client received.
+fn last_event_id(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get("Last-Event-ID") else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or_default().trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|_| ApiError::bad_request("", "Last-Event-ID must be the seq of a log entry"))
+}
+
+/// The SSE events of one tail item.
+fn encode(item: TailItem) -> Vec<Result<sse::Event, StreamError>> {
+    let encoded = match item {
+        TailItem::Entry(entry) => {
+            let log = Ok(sse::Data::new(entry.json().to_owned())
+                .event("log")
+                .id(entry.seq.to_string()));
+            match &entry.status {
+                Some(change) => vec![sse::Data::new_json(change).map(|d| d.event("status")), log],
+                None => vec![log],
+            }
+        }
+        TailItem::End { status, last_seq } => {
+            vec![
+                sse::Data::new_json(json!({"run_status": status, "last_seq": last_seq}))
+                    .map(|d| d.event("end")),
+            ]
+        }
+    };
+    encoded
+        .into_iter()
+        .map(|data| data.map(sse::Event::from).map_err(StreamError::from))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::http::header::HeaderValue;
+
+    fn accept(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn text_is_chosen_only_when_asked_for_before_json() {
+        assert!(wants_text(&accept("text/plain")));
+        assert!(wants_text(&accept(
+            "text/plain; charset=utf-8, application/json"
+        )));
+        assert!(!wants_text(&accept("application/json, text/plain")));
+        assert!(!wants_text(&accept("*/*")));
+        assert!(!wants_text(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn last_event_id_must_be_a_seq() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(last_event_id(&headers).unwrap(), None);
+        headers.insert(
+            header::HeaderName::from_static("last-event-id"),
+            HeaderValue::from_static("42"),
+        );
+        assert_eq!(last_event_id(&headers).unwrap(), Some(42));
+        headers.insert(
+            header::HeaderName::from_static("last-event-id"),
+            HeaderValue::from_static("x"),
+        );
+        assert!(last_event_id(&headers).is_err());
+    }
+}
