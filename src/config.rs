@@ -84,6 +84,11 @@ pub struct RawDatabase {
     pub synchronous: String,
     /// Read connections of the embedded store.
     pub read_connections: usize,
+    /// Connections in the PostgreSQL pool.
+    pub pool_size: usize,
+    /// Longest one PostgreSQL statement may run before the server cancels it.
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
 }
 
 impl Default for RawDatabase {
@@ -93,6 +98,8 @@ impl Default for RawDatabase {
             path: PathBuf::from("data/orchestrator.db"),
             synchronous: "normal".into(),
             read_connections: 4,
+            pool_size: 16,
+            statement_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -227,6 +234,8 @@ pub enum StoreConfig {
     },
     Postgres {
         dsn: String,
+        pool_size: usize,
+        statement_timeout: Duration,
     },
 }
 
@@ -322,8 +331,16 @@ impl Config {
         } else if raw.database.dsn.starts_with("postgres://")
             || raw.database.dsn.starts_with("postgresql://")
         {
+            if raw.database.pool_size < 2 {
+                return Err("database.pool_size: at least 2 connections are needed".into());
+            }
+            if raw.database.statement_timeout.is_zero() {
+                return Err("database.statement_timeout: must be more than 0".into());
+            }
             StoreConfig::Postgres {
                 dsn: raw.database.dsn.clone(),
+                pool_size: raw.database.pool_size,
+                statement_timeout: raw.database.statement_timeout,
             }
         } else {
             return Err(
