@@ -4,10 +4,11 @@
 #
 # pg_cluster_start installs PostgreSQL from Debian's packages when it is missing, creates
 # a cluster in a temporary directory owned by an unprivileged user (initdb refuses root),
-# starts it on 127.0.0.1 on a free port, and exports:
-#   ORCHESTRATOR_TEST_PG_DSN   superuser DSN of the cluster (tests create a database each)
-#   ORCHESTRATOR_TEST_PG_BIN   the server's bin directory (tests that restart a server)
-#   ORCHESTRATOR_TEST_PG_USER  the user that owns clusters ("" when not root)
+# starts it on 127.0.0.1 on a free port, and exports (not ORCHESTRATOR_…: that prefix
+# overrides config keys of the server under test):
+#   TEST_POSTGRES_DSN   superuser DSN of the cluster (tests create a database each)
+#   TEST_POSTGRES_BIN   the server's bin directory (tests that restart a server)
+#   TEST_POSTGRES_USER  the user that owns clusters ("" when not root)
 # pg_cluster_stop stops it and removes the directory. Any failure is fatal and loud.
 
 pg_cluster_fail() {
@@ -32,8 +33,8 @@ pg_cluster_install() {
 
 # Runs a command as the cluster's owner.
 pg_cluster_as() {
-    if [[ -n "$ORCHESTRATOR_TEST_PG_USER" ]]; then
-        runuser -u "$ORCHESTRATOR_TEST_PG_USER" -- "$@"
+    if [[ -n "$TEST_POSTGRES_USER" ]]; then
+        runuser -u "$TEST_POSTGRES_USER" -- "$@"
     else
         "$@"
     fi
@@ -53,40 +54,40 @@ pg_cluster_free_port() {
 
 pg_cluster_start() {
     pg_cluster_install
-    ORCHESTRATOR_TEST_PG_BIN="$(pg_cluster_bin)"
-    ORCHESTRATOR_TEST_PG_USER=""
+    TEST_POSTGRES_BIN="$(pg_cluster_bin)"
+    TEST_POSTGRES_USER=""
     if [[ "$(id -u)" == 0 ]]; then
-        ORCHESTRATOR_TEST_PG_USER=postgres
+        TEST_POSTGRES_USER=postgres
         if ! id -u postgres >/dev/null 2>&1; then
             useradd --system --no-create-home --shell /usr/sbin/nologin postgres \
                 || pg_cluster_fail "cannot create the postgres user"
         fi
     fi
-    export ORCHESTRATOR_TEST_PG_BIN ORCHESTRATOR_TEST_PG_USER
+    export TEST_POSTGRES_BIN TEST_POSTGRES_USER
     PG_CLUSTER_DIR="$(mktemp -d /tmp/orchestrator-pg.XXXXXX)"
     chmod 755 "$PG_CLUSTER_DIR"
-    [[ -n "$ORCHESTRATOR_TEST_PG_USER" ]] && chown "$ORCHESTRATOR_TEST_PG_USER" "$PG_CLUSTER_DIR"
-    pg_cluster_as "$ORCHESTRATOR_TEST_PG_BIN/initdb" -D "$PG_CLUSTER_DIR/data" -U postgres \
+    [[ -n "$TEST_POSTGRES_USER" ]] && chown "$TEST_POSTGRES_USER" "$PG_CLUSTER_DIR"
+    pg_cluster_as "$TEST_POSTGRES_BIN/initdb" -D "$PG_CLUSTER_DIR/data" -U postgres \
         --auth=trust -E UTF8 --locale=C --no-sync >"$PG_CLUSTER_DIR/initdb.log" 2>&1 \
         || { cat "$PG_CLUSTER_DIR/initdb.log" >&2; pg_cluster_fail "initdb failed"; }
     local port
     port="$(pg_cluster_free_port)"
     # Tests run in parallel, each with its own database and pool: allow many connections.
     # fsync is off: the cluster is thrown away, and the tests measure behaviour, not disks.
-    pg_cluster_as "$ORCHESTRATOR_TEST_PG_BIN/pg_ctl" -D "$PG_CLUSTER_DIR/data" -w -t 60 \
+    pg_cluster_as "$TEST_POSTGRES_BIN/pg_ctl" -D "$PG_CLUSTER_DIR/data" -w -t 60 \
         -l "$PG_CLUSTER_DIR/server.log" \
         -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$PG_CLUSTER_DIR \
             -c max_connections=600 -c fsync=off -c synchronous_commit=off \
             -c full_page_writes=off -c shared_buffers=128MB" start >/dev/null \
         || { cat "$PG_CLUSTER_DIR/server.log" >&2; pg_cluster_fail "PostgreSQL did not start"; }
-    export ORCHESTRATOR_TEST_PG_DSN="postgres://postgres@127.0.0.1:$port/postgres"
+    export TEST_POSTGRES_DSN="postgres://postgres@127.0.0.1:$port/postgres"
     PG_CLUSTER_STARTED=1
-    echo "pg-cluster: PostgreSQL $("$ORCHESTRATOR_TEST_PG_BIN/postgres" -V | awk '{print $3}') on 127.0.0.1:$port ($PG_CLUSTER_DIR)" >&2
+    echo "pg-cluster: PostgreSQL $("$TEST_POSTGRES_BIN/postgres" -V | awk '{print $3}') on 127.0.0.1:$port ($PG_CLUSTER_DIR)" >&2
 }
 
 pg_cluster_stop() {
     [[ "${PG_CLUSTER_STARTED:-}" == 1 ]] || return 0
-    pg_cluster_as "$ORCHESTRATOR_TEST_PG_BIN/pg_ctl" -D "$PG_CLUSTER_DIR/data" -m immediate \
+    pg_cluster_as "$TEST_POSTGRES_BIN/pg_ctl" -D "$PG_CLUSTER_DIR/data" -m immediate \
         -w stop >/dev/null 2>&1 || true
     rm -rf "$PG_CLUSTER_DIR"
     PG_CLUSTER_STARTED=0

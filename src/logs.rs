@@ -56,6 +56,15 @@ impl LogHub {
             .subscribe()
     }
 
+    /// True when someone subscribes to `run_id` now (entries committed elsewhere are then
+    /// worth reading from the store and publishing here).
+    pub fn is_watched(&self, run_id: &str) -> bool {
+        self.feeds
+            .lock()
+            .map(|f| f.get(run_id).is_some_and(|feed| feed.receiver_count() > 0))
+            .unwrap_or(false)
+    }
+
     /// Number of runs with a live feed.
     pub fn feeds(&self) -> usize {
         self.feeds.lock().map(|f| f.len()).unwrap_or(0)

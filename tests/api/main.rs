@@ -3,4 +3,7 @@
 
 mod health;
 mod helpers;
+#[path = "../common/pg.rs"]
+mod pg;
+mod replicas;
 mod workflows;

@@ -1,5 +1,5 @@
 //! PostgreSQL for tests: a fresh database per test on the cluster `scripts/test.sh`
-//! started (`ORCHESTRATOR_TEST_PG_DSN`), and private clusters for tests that stop and
+//! started (`TEST_POSTGRES_DSN`), and private clusters for tests that stop and
 //! restart the server. Tests that need PostgreSQL fail, never skip, without it.
 #![allow(dead_code)] // each test binary uses a different part
 
@@ -11,9 +11,9 @@ use tempfile::TempDir;
 
 /// The superuser DSN of the test cluster; panics with directions when it is not set.
 pub fn admin_dsn() -> String {
-    std::env::var("ORCHESTRATOR_TEST_PG_DSN").unwrap_or_else(|_| {
+    std::env::var("TEST_POSTGRES_DSN").unwrap_or_else(|_| {
         panic!(
-            "ORCHESTRATOR_TEST_PG_DSN is not set: run the tests with scripts/test.sh, \
+            "TEST_POSTGRES_DSN is not set: run the tests with scripts/test.sh, \
              which starts a throwaway PostgreSQL cluster (PostgreSQL tests never skip)"
         )
     })
@@ -67,10 +67,9 @@ impl Cluster {
     /// Creates and starts a cluster on a free port, like `scripts/pg-cluster.sh` does.
     pub fn start() -> Self {
         admin_dsn();
-        let bin = PathBuf::from(
-            std::env::var("ORCHESTRATOR_TEST_PG_BIN").expect("ORCHESTRATOR_TEST_PG_BIN is set"),
-        );
-        let user = std::env::var("ORCHESTRATOR_TEST_PG_USER")
+        let bin =
+            PathBuf::from(std::env::var("TEST_POSTGRES_BIN").expect("TEST_POSTGRES_BIN is set"));
+        let user = std::env::var("TEST_POSTGRES_USER")
             .ok()
             .filter(|u| !u.is_empty());
         let dir = tempfile::tempdir().expect("temp dir");
