@@ -73,12 +73,14 @@ pg_cluster_start() {
     local port
     port="$(pg_cluster_free_port)"
     # Tests run in parallel, each with its own database and pool: allow many connections.
-    # fsync is off: the cluster is thrown away, and the tests measure behaviour, not disks.
+    # fsync is off for tests (the cluster is thrown away; they check behaviour, not
+    # disks); PG_CLUSTER_DURABLE=1 keeps the durable defaults, for benchmarks.
+    local durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    [[ "${PG_CLUSTER_DURABLE:-}" == 1 ]] && durability=""
     pg_cluster_as "$TEST_POSTGRES_BIN/pg_ctl" -D "$PG_CLUSTER_DIR/data" -w -t 60 \
         -l "$PG_CLUSTER_DIR/server.log" \
         -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$PG_CLUSTER_DIR \
-            -c max_connections=600 -c fsync=off -c synchronous_commit=off \
-            -c full_page_writes=off -c shared_buffers=128MB" start >/dev/null \
+            -c max_connections=600 -c shared_buffers=128MB $durability" start >/dev/null \
         || { cat "$PG_CLUSTER_DIR/server.log" >&2; pg_cluster_fail "PostgreSQL did not start"; }
     export TEST_POSTGRES_DSN="postgres://postgres@127.0.0.1:$port/postgres"
     PG_CLUSTER_STARTED=1
