@@ -510,6 +510,27 @@ mod tests {
     }
 
     #[test]
+    fn a_postgres_dsn_selects_postgres_with_its_pool_size_and_statement_timeout() {
+        let c = load(
+            "database:\n  dsn: postgres://u@localhost/db\n  pool_size: 4\n  statement_timeout: 2s\n",
+            &[],
+        )
+        .unwrap();
+        match c.store {
+            StoreConfig::Postgres {
+                dsn,
+                pool_size,
+                statement_timeout,
+            } => {
+                assert_eq!(dsn, "postgres://u@localhost/db");
+                assert_eq!((pool_size, statement_timeout), (4, Duration::from_secs(2)));
+            }
+            other => panic!("expected PostgreSQL, got {other:?}"),
+        }
+        assert!(load("database:\n  dsn: postgres://u@h/db\n  pool_size: 1\n", &[]).is_err());
+    }
+
+    #[test]
     fn variables_in_strings_are_expanded_with_defaults() {
         let c = load(
             "ai_router:\n  base_url: ${ROUTER:-http://localhost:1}\n  headers:\n    Authorization: Bearer ${TOKEN}\n",

@@ -51,8 +51,8 @@ async fn apply(client: &mut tokio_postgres::Client) -> Result<(), StoreError> {
             &[],
         )
         .await
-        .map_err(|e| failed("cannot read schema_migrations", e))?
-        .get(0);
+        .and_then(|row| row.try_get(0))
+        .map_err(|e| failed("cannot read schema_migrations", e))?;
     let applied = applied as usize;
     if applied > MIGRATIONS.len() {
         return Err(StoreError::Unavailable(format!(

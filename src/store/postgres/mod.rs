@@ -309,7 +309,7 @@ impl Store for PostgresStore {
                 )
                 .await
                 .map_err(db_error)?;
-            Ok(rows.iter().map(|r| r.get(0)).collect())
+            rows.iter().map(|r| rows::get(r, 0)).collect()
         })
     }
 
@@ -354,7 +354,8 @@ impl Store for PostgresStore {
                 )
                 .await
                 .map_err(db_error)?;
-            Ok(row.map(|r| r.get::<_, i64>(0) as u64).unwrap_or(0))
+            let id = row.map(|r| rows::get::<i64>(&r, 0)).transpose()?;
+            Ok(id.unwrap_or(0) as u64)
         })
     }
 

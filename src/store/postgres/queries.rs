@@ -10,7 +10,7 @@ use crate::store::{NewWorkflowVersion, StoreError, StoredEvent};
 
 use super::db_error;
 use super::rows::{
-    RUN_COLUMNS, VERSION_COLUMNS, from_ms, json, load_runs, log_row, ms, to_json, version_row,
+    RUN_COLUMNS, VERSION_COLUMNS, from_ms, get, json, load_runs, log_row, ms, to_json, version_row,
 };
 use super::writer::Fault;
 
@@ -97,9 +97,8 @@ pub async fn add_workflow_version<C: GenericClient>(
             &[&new.id, &new.name, &ms(at)],
         )
         .await?;
-    let version: i64 = row
-        .ok_or_else(|| StoreError::NotFound(format!("workflow {}", new.id)))?
-        .get(0);
+    let row = row.ok_or_else(|| StoreError::NotFound(format!("workflow {}", new.id)))?;
+    let version: i64 = get(&row, 0)?;
     insert_version(c, new, version as u32, at).await
 }
 
@@ -147,7 +146,7 @@ pub async fn list_workflows<C: GenericClient>(
         .map_err(db_error)?;
     let items = rows
         .iter()
-        .map(|r| Ok((version_row(r)?, r.get::<_, i64>(7))))
+        .map(|r| Ok((version_row(r)?, get::<i64>(r, 7)?)))
         .collect::<Result<Vec<_>, StoreError>>()?;
     let page = page(items, request.limit, |(v, created)| {
         format!("{created}:{}", v.id)
@@ -179,10 +178,10 @@ pub async fn list_workflow_versions<C: GenericClient>(
 
 fn template_row(row: &tokio_postgres::Row) -> Result<TemplateRecord, StoreError> {
     Ok(TemplateRecord {
-        name: row.get(0),
-        body: json(row.get::<_, &str>(1))?,
-        created_at: from_ms(row.get(2)),
-        created_by: row.get(3),
+        name: get(row, 0)?,
+        body: json(get::<&str>(row, 1)?)?,
+        created_at: from_ms(get(row, 2)?),
+        created_by: get(row, 3)?,
     })
 }
 
@@ -282,11 +281,11 @@ pub async fn read_events<C: GenericClient>(
     rows.iter()
         .map(|r| {
             Ok(StoredEvent {
-                id: r.get::<_, i64>(0) as u64,
-                run_id: r.get(1),
-                workflow_id: r.get(2),
-                seq: r.get::<_, i64>(3) as u64,
-                event: json(r.get::<_, &str>(4))?,
+                id: get::<i64>(r, 0)? as u64,
+                run_id: get(r, 1)?,
+                workflow_id: get(r, 2)?,
+                seq: get::<i64>(r, 3)? as u64,
+                event: json(get::<&str>(r, 4)?)?,
             })
         })
         .collect()

@@ -47,7 +47,10 @@ pub fn to_json<T: serde::Serialize>(value: &T) -> String {
 }
 
 /// Reads column `i`, mapping a type mismatch to `Corrupt`.
-fn get<'a, T: tokio_postgres::types::FromSql<'a>>(row: &'a Row, i: usize) -> Result<T, StoreError> {
+pub fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a Row,
+    i: usize,
+) -> Result<T, StoreError> {
     row.try_get(i)
         .map_err(|e| StoreError::Corrupt(format!("column {i}: {e}")))
 }

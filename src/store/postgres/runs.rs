@@ -11,7 +11,7 @@ use crate::store::{
 };
 
 use super::notify::Outgoing;
-use super::rows::{load_run, ms, put_logs, put_steps, to_json};
+use super::rows::{get, load_run, ms, put_logs, put_steps, to_json};
 use super::writer::{Done, Fault};
 
 /// Outbox inserts take this transaction-level advisory lock so that event ids are handed
@@ -33,7 +33,7 @@ pub async fn create_run<C: GenericClient>(c: &C, new: NewRun) -> Result<Done<Cre
                 .await?;
             if let Some(row) = existing {
                 let (hash, run_id, expires): (String, String, i64) =
-                    (row.get(0), row.get(1), row.get(2));
+                    (get(&row, 0)?, get(&row, 1)?, get(&row, 2)?);
                 if expires > ms(at) {
                     if hash != claim.body_hash {
                         return Err(StoreError::Conflict(format!(
@@ -227,12 +227,12 @@ pub async fn commit<C: GenericClient>(c: &C, tx: Transition) -> Result<Done<Comm
         String,
         bool,
     ) = (
-        row.get(0),
-        row.get(1),
-        row.get(2),
-        row.get(3),
-        row.get(4),
-        row.get(5),
+        get(&row, 0)?,
+        get(&row, 1)?,
+        get(&row, 2)?,
+        get(&row, 3)?,
+        get(&row, 4)?,
+        get(&row, 5)?,
     );
     let first_event = event_seq as u64 + 1 - tx.events.len() as u64;
     let first_log = log_seq as u64 + 1 - tx.logs.len() as u64;
@@ -318,8 +318,13 @@ async fn guard_failure<C: GenericClient>(c: &C, run_id: &str, guard: &Guard) -> 
         Err(e) => super::db_error(e),
         Ok(None) => StoreError::NotFound(format!("run {run_id}")),
         Ok(Some(row)) => {
-            let (status, rev, owner): (String, i64, Option<String>) =
-                (row.get(0), row.get(1), row.get(2));
+            let read = || -> Result<(String, i64, Option<String>), StoreError> {
+                Ok((get(&row, 0)?, get(&row, 1)?, get(&row, 2)?))
+            };
+            let (status, rev, owner) = match read() {
+                Ok(found) => found,
+                Err(e) => return e,
+            };
             let reason = if guard
                 .status_in
                 .as_ref()
@@ -358,7 +363,10 @@ pub async fn claim<C: GenericClient>(
     let rows = c
         .query(&stmt, &[&owner, &(at + ttl_ms), &at, &(limit as i64)])
         .await?;
-    let mut ids: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let mut ids = rows
+        .iter()
+        .map(|r| Ok((get::<String>(r, 0)?, get::<i64>(r, 1)?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
     ids.sort();
     Ok(Done {
         notices: ids
@@ -390,7 +398,7 @@ pub async fn append_client_logs<C: GenericClient>(
         .await?;
     match seq {
         Some(row) => {
-            let last: i64 = row.get(0);
+            let last: i64 = get(&row, 0)?;
             let first = (last - n + 1) as u64;
             let logs = put_logs(c, run_id, first, entries).await?;
             Ok(Done {
@@ -411,7 +419,7 @@ pub async fn append_client_logs<C: GenericClient>(
                 None => StoreError::NotFound(format!("run {run_id}")),
                 Some(row) => StoreError::Conflict(format!(
                     "the log of run {run_id} holds {} of at most {} entries; {n} more do not fit",
-                    row.get::<_, i64>(0),
+                    get::<i64>(&row, 0)?,
                     limits.max_entries
                 )),
             }
