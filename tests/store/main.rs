@@ -46,7 +46,7 @@ pub async fn postgres() -> Subject {
 pub async fn open_postgres(dsn: &str) -> PostgresStore {
     PostgresStore::open(&PgOptions {
         dsn: dsn.to_owned(),
-        pool_size: 4,
+        pool_size: 8,
         statement_timeout: Duration::from_secs(30),
     })
     .await

@@ -45,7 +45,8 @@ const NOTICE_CAPACITY: usize = 4096;
 #[derive(Debug, Clone)]
 pub struct PgOptions {
     pub dsn: String,
-    /// Connections in the pool (the writer uses one at a time, reads the rest).
+    /// Connections in the pool (a quarter, at most 4, for group-commit writers; the rest
+    /// for reads).
     pub pool_size: usize,
     /// Longest a single statement may run before the server cancels it.
     pub statement_timeout: Duration,
@@ -109,8 +110,10 @@ impl PostgresStore {
             origin.clone(),
             Arc::downgrade(&notices),
         ));
+        // A quarter of the pool writes (at most 4 batches in flight); the rest serves reads.
+        let writers = (options.pool_size / 4).clamp(1, 4);
         Ok(Self {
-            writer: Writer::start(pool.clone(), origin),
+            writer: Writer::start(pool.clone(), origin, writers),
             pool,
             notices,
         })

@@ -1,19 +1,24 @@
-//! Group commit for PostgreSQL: one writer task batches the writes of concurrent callers.
+//! Group commit for PostgreSQL: writer tasks batch the writes of concurrent callers.
 //!
-//! The writer takes every job queued at the moment it becomes free (up to [`MAX_BATCH`]),
+//! A writer takes every job queued at the moment it becomes free (up to [`MAX_BATCH`]),
 //! runs each inside its own savepoint of one transaction on one pooled connection, and
 //! commits once; only then are callers answered, so nobody hears "done" for data that is
 //! not committed. A failing job rolls back to its savepoint alone. A job that lost a
 //! deadlock against another replica's batch is re-run in the next batch. The notices
 //! of the batch are sent with `pg_notify` inside the transaction, so other replicas hear
 //! of a change exactly when it becomes visible.
+//!
+//! A few writers share the queue, each on its own connection: while one waits for its
+//! round trips and its commit's fsync, the next collects a batch. Jobs of one run are
+//! ordered by their callers (the engine awaits each commit), and concurrent jobs on one
+//! run serialise on its row lock; a deadlock between two batches re-runs the loser.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::notify::{self, Outgoing};
 use crate::store::StoreError;
@@ -147,10 +152,14 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer task on `pool`. It stops when every `Writer` clone is dropped.
-    pub fn start(pool: Pool, origin: String) -> Self {
+    /// Starts `writers` writer tasks on `pool`. They stop when every `Writer` clone is
+    /// dropped.
+    pub fn start(pool: Pool, origin: String, writers: usize) -> Self {
         let (jobs, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(pool, origin, rx));
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..writers.max(1) {
+            tokio::spawn(run(pool.clone(), origin.clone(), rx.clone()));
+        }
         Self { jobs }
     }
 
@@ -177,22 +186,28 @@ impl Writer {
     }
 }
 
-async fn run(pool: Pool, origin: String, mut rx: mpsc::UnboundedReceiver<Box<dyn Job>>) {
+type Queue = Arc<Mutex<mpsc::UnboundedReceiver<Box<dyn Job>>>>;
+
+async fn run(pool: Pool, origin: String, queue: Queue) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     let mut again: Vec<Box<dyn Job>> = Vec::new();
     loop {
-        if again.is_empty() {
-            match rx.recv().await {
-                Some(job) => batch.push(job),
-                None => return,
+        {
+            // Collect a batch holding the queue; commit it after letting go.
+            let mut rx = queue.lock().await;
+            if again.is_empty() {
+                match rx.recv().await {
+                    Some(job) => batch.push(job),
+                    None => return,
+                }
+            } else {
+                batch.append(&mut again);
             }
-        } else {
-            batch.append(&mut again);
-        }
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
             }
         }
         commit_batch(&pool, &origin, &mut batch, &mut again).await;
