@@ -4,7 +4,9 @@
 //! Each run is created, then every step is committed twice (started, succeeded with an
 //! output and a log line), then the run finishes and releases its lease: 22 guarded
 //! commits per run, as the engine makes them. Prints runs/s and steps/s (medians of the
-//! repeats, with min–max). Run through `scripts/bench-store.sh`, which starts PostgreSQL.
+//! repeats, with min–max). PostgreSQL is measured with `synchronous_commit` on (its
+//! default: a commit waits for the WAL flush) and off (closer to SQLite's `NORMAL`).
+//! Run through `scripts/bench-store.sh`, which starts PostgreSQL.
 //!
 //! Options: `--runs N` (per repeat, default 2000), `--in-flight N` (default 50),
 //! `--repeat N` (default 3). PostgreSQL DSN: `BENCH_POSTGRES_DSN` or `TEST_POSTGRES_DSN`.
@@ -66,24 +68,28 @@ fn main() -> anyhow::Result<()> {
         );
         let mut sqlite = Vec::new();
         let mut postgres = Vec::new();
+        let mut postgres_async = Vec::new();
         for _ in 0..options.repeat {
             let dir = tempfile::tempdir()?;
             let store: DynStore =
                 Arc::new(SqliteStore::open(&dir.path().join("bench.db"), false, 4)?);
             sqlite.push(workload(store, &options).await?);
-            let db = fresh_database(&dsn).await?;
-            let store: DynStore = Arc::new(
-                PostgresStore::open(&PgOptions {
-                    dsn: db,
-                    pool_size: 16,
-                    statement_timeout: Duration::from_secs(30),
-                })
-                .await?,
-            );
-            postgres.push(workload(store, &options).await?);
+            for (synchronous, results) in [(true, &mut postgres), (false, &mut postgres_async)] {
+                let db = fresh_database(&dsn, synchronous).await?;
+                let store: DynStore = Arc::new(
+                    PostgresStore::open(&PgOptions {
+                        dsn: db,
+                        pool_size: 16,
+                        statement_timeout: Duration::from_secs(30),
+                    })
+                    .await?,
+                );
+                results.push(workload(store, &options).await?);
+            }
         }
         report("SQLite (WAL, synchronous=NORMAL)", &mut sqlite);
-        report("PostgreSQL", &mut postgres);
+        report("PostgreSQL (synchronous_commit=on)", &mut postgres);
+        report("PostgreSQL (synchronous_commit=off)", &mut postgres_async);
         Ok(())
     })
 }
@@ -103,13 +109,21 @@ fn report(name: &str, runs_per_second: &mut [f64]) {
     );
 }
 
-async fn fresh_database(admin: &str) -> anyhow::Result<String> {
+/// A new database; without `synchronous`, its commits do not wait for the WAL flush.
+async fn fresh_database(admin: &str, synchronous: bool) -> anyhow::Result<String> {
     let (client, connection) = tokio_postgres::connect(admin, tokio_postgres::NoTls).await?;
     let driver = tokio::spawn(connection);
     let name = format!("bench_{}", orchestrator::ids::new("").to_lowercase());
     client
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await?;
+    if !synchronous {
+        client
+            .batch_execute(&format!(
+                "ALTER DATABASE {name} SET synchronous_commit = off"
+            ))
+            .await?;
+    }
     drop(client);
     let _ = driver.await;
     let (base, _) = admin

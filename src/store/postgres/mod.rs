@@ -8,6 +8,7 @@
 //! listener turns into [`Notice`]s for this process. Migrations are applied at open
 //! under a session advisory lock, so replicas starting together do not race.
 
+mod commit;
 mod migrations;
 mod notify;
 mod queries;
@@ -259,7 +260,7 @@ impl Store for PostgresStore {
         self.writer
             .write(move |c| {
                 let tx = transition.clone();
-                async move { runs::commit(&*c, tx).await }
+                async move { commit::commit(&*c, tx).await }
             })
             .await
     }
