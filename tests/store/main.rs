@@ -9,6 +9,7 @@ mod pg;
 mod fixtures;
 mod leases;
 mod logs;
+mod notices;
 mod runs;
 mod workflows;
 

@@ -4,7 +4,7 @@
 //! Writes go through the group-commit [`writer`]: concurrent callers share transactions,
 //! each job in its own savepoint, answered after the commit. Reads use the connection
 //! pool directly. Runs are owned through leases (claims use `FOR UPDATE SKIP LOCKED`),
-//! and every commit announces what it changed with `pg_notify`, which the [`notify`]
+//! and every commit announces what it changed with `pg_notify` (right after it), which the [`notify`]
 //! listener turns into [`Notice`]s for this process. Migrations are applied at open
 //! under a session advisory lock, so replicas starting together do not race.
 
@@ -113,8 +113,10 @@ impl PostgresStore {
         ));
         // A quarter of the pool writes (at most 4 batches in flight); the rest serves reads.
         let writers = (options.pool_size / 4).clamp(1, 4);
+        let (announce, announced) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(notify::announce(pool.clone(), origin, announced));
         Ok(Self {
-            writer: Writer::start(pool.clone(), origin, writers),
+            writer: Writer::start(pool.clone(), announce, writers),
             pool,
             notices,
         })

@@ -1,9 +1,9 @@
-//! Change notices between replicas: `pg_notify` on commit, `LISTEN` on a dedicated
+//! Change notices between replicas: `pg_notify` after commit, `LISTEN` on a dedicated
 //! connection.
 //!
-//! Every group commit announces what it changed (run heads, log ranges, runs that became
-//! claimable) on one channel, tagged with the committing store's origin id so a store
-//! ignores its own echo. The listener reconnects with backoff after the database goes
+//! Every group commit hands what it changed (run heads, log ranges, runs that became
+//! claimable) to the announcer, which merges whatever has accumulated and sends it on one
+//! channel, tagged with the store's origin id so a store ignores its own echo. The listener reconnects with backoff after the database goes
 //! away and then sends [`Notice::Resync`], because notices sent meanwhile are lost;
 //! receivers treat notices as wake-ups and fall back to polling the store.
 
@@ -104,6 +104,35 @@ fn decode(origin: &str, text: &str) -> Option<Vec<Notice>> {
             })
             .collect(),
     )
+}
+
+/// Sends the notices of committed batches, merged, until every writer is gone. A failed
+/// send is dropped: receivers also poll, and a reconnecting listener re-checks.
+pub async fn announce(
+    pool: deadpool_postgres::Pool,
+    origin: String,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Vec<Outgoing>>,
+) {
+    while let Some(mut notices) = rx.recv().await {
+        while let Ok(mut more) = rx.try_recv() {
+            notices.append(&mut more);
+        }
+        let texts = payloads(&origin, notices);
+        let sent = match pool.get().await {
+            Ok(conn) => conn
+                .execute(
+                    "SELECT pg_notify($1, t) FROM UNNEST($2::text[]) AS t",
+                    &[&CHANNEL, &texts],
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "announcing changes failed");
+        }
+    }
 }
 
 /// Listens for notices until the store (the owner of `sender`) is dropped.

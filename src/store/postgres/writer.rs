@@ -5,8 +5,10 @@
 //! commits once; only then are callers answered, so nobody hears "done" for data that is
 //! not committed. A failing job rolls back to its savepoint alone. A job that lost a
 //! deadlock against another replica's batch is re-run in the next batch. The notices
-//! of the batch are sent with `pg_notify` inside the transaction, so other replicas hear
-//! of a change exactly when it becomes visible.
+//! of a batch go to the announcer only after its commit, so other replicas never hear
+//! of a change before it is visible. (Not with `pg_notify` inside the transaction: a
+//! notifying commit holds a database-wide lock, which would serialise every writer's
+//! commit and its WAL flush.)
 //!
 //! A few writers share the queue, each on its own connection: while one waits for its
 //! round trips and its commit's fsync, the next collects a batch. Jobs of one run are
@@ -20,7 +22,7 @@ use std::sync::Arc;
 use deadpool_postgres::Pool;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::notify::{self, Outgoing};
+use super::notify::Outgoing;
 use crate::store::StoreError;
 
 /// Most jobs sharing one commit.
@@ -154,11 +156,15 @@ pub struct Writer {
 impl Writer {
     /// Starts `writers` writer tasks on `pool`. They stop when every `Writer` clone is
     /// dropped.
-    pub fn start(pool: Pool, origin: String, writers: usize) -> Self {
+    pub fn start(
+        pool: Pool,
+        announce: mpsc::UnboundedSender<Vec<Outgoing>>,
+        writers: usize,
+    ) -> Self {
         let (jobs, rx) = mpsc::unbounded_channel();
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..writers.max(1) {
-            tokio::spawn(run(pool.clone(), origin.clone(), rx.clone()));
+            tokio::spawn(run(pool.clone(), announce.clone(), rx.clone()));
         }
         Self { jobs }
     }
@@ -188,7 +194,7 @@ impl Writer {
 
 type Queue = Arc<Mutex<mpsc::UnboundedReceiver<Box<dyn Job>>>>;
 
-async fn run(pool: Pool, origin: String, queue: Queue) {
+async fn run(pool: Pool, announce: mpsc::UnboundedSender<Vec<Outgoing>>, queue: Queue) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     let mut again: Vec<Box<dyn Job>> = Vec::new();
     loop {
@@ -210,13 +216,13 @@ async fn run(pool: Pool, origin: String, queue: Queue) {
                 }
             }
         }
-        commit_batch(&pool, &origin, &mut batch, &mut again).await;
+        commit_batch(&pool, &announce, &mut batch, &mut again).await;
     }
 }
 
 async fn commit_batch(
     pool: &Pool,
-    origin: &str,
+    announce: &mpsc::UnboundedSender<Vec<Outgoing>>,
     batch: &mut Vec<Box<dyn Job>>,
     again: &mut Vec<Box<dyn Job>>,
 ) {
@@ -276,26 +282,18 @@ async fn commit_batch(
     }
     let outcome = match broken {
         Some(err) => Err(err),
-        None => finish(&conn, origin, notices).await,
+        None => conn.batch_execute("COMMIT").await.map_err(super::db_error),
     };
-    if outcome.is_err() {
-        let _ = conn.batch_execute("ROLLBACK").await;
+    match outcome {
+        Ok(()) if !notices.is_empty() => {
+            let _ = announce.send(notices);
+        }
+        Ok(()) => {}
+        Err(_) => {
+            let _ = conn.batch_execute("ROLLBACK").await;
+        }
     }
     for job in done {
         job.answer(outcome.clone());
     }
-}
-
-/// Announces the batch's notices and commits.
-async fn finish(
-    conn: &deadpool_postgres::Object,
-    origin: &str,
-    notices: Vec<Outgoing>,
-) -> Result<(), StoreError> {
-    for payload in notify::payloads(origin, notices) {
-        conn.execute("SELECT pg_notify($1, $2)", &[&notify::CHANNEL, &payload])
-            .await
-            .map_err(super::db_error)?;
-    }
-    conn.batch_execute("COMMIT").await.map_err(super::db_error)
 }
