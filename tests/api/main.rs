@@ -8,6 +8,9 @@ mod health;
 mod helpers;
 mod hooks;
 mod logs;
+#[path = "../common/pg.rs"]
+mod pg;
+mod replicas;
 mod restart;
 mod retries;
 mod runs;
