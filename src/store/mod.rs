@@ -8,6 +8,7 @@
 //! lets callers publish to the API and SSE afterwards. Only this module knows SQL.
 
 pub mod sqlite;
+pub mod timed;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -305,6 +306,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes expired idempotency keys; returns how many.
     async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError>;
+
+    /// How many runs have `status` (for metrics; must be cheap, e.g. an index count).
+    async fn count_runs(&self, status: RunStatus) -> Result<u64, StoreError>;
+    /// The outbox position of the newest event (0 when there is none), for metrics.
+    async fn outbox_head(&self) -> Result<u64, StoreError>;
 }
 
 /// A shared store handle.
