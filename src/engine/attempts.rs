@@ -73,6 +73,7 @@ pub async fn run(plan: StepPlan, start: Start, events: mpsc::UnboundedSender<Ste
                 record.http_code = outcome.http_code;
                 redact_outcome(&start.redactor, &mut outcome);
                 plan.metrics.finished(began.elapsed());
+                tracing::debug!(attempt = number, "step succeeded");
                 let _ = events.send(StepEvent::Done {
                     index,
                     attempt: record,
@@ -94,6 +95,12 @@ pub async fn run(plan: StepPlan, start: Start, events: mpsc::UnboundedSender<Ste
         ) {
             Ok(delay) => {
                 plan.metrics.retried();
+                tracing::debug!(
+                    attempt = number,
+                    retry_in_ms = delay.as_millis() as u64,
+                    error = record.error.as_deref().unwrap_or_default(),
+                    "attempt failed; retrying"
+                );
                 record.retry_in_ms = Some(delay.as_millis() as u64);
                 let response = failure
                     .output
@@ -120,6 +127,7 @@ pub async fn run(plan: StepPlan, start: Start, events: mpsc::UnboundedSender<Ste
                     start.redactor.redact(output);
                 }
                 plan.metrics.finished(began.elapsed());
+                tracing::debug!(attempt = number, error = %failure.message, "step failed");
                 let _ = events.send(StepEvent::Done {
                     index,
                     attempt: record,
