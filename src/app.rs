@@ -18,6 +18,7 @@ use crate::engine::{Engine, Settings};
 use crate::hooks::Hooks;
 use crate::logs::LogHub;
 use crate::metrics::{Metrics, MetricsError};
+use crate::store::postgres::{PgOptions, PostgresStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::timed::TimedStore;
 use crate::store::{DynStore, StoreError};
@@ -56,7 +57,7 @@ pub struct App {
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Opens the store the configuration names and applies its migrations.
-pub fn open_store(config: &Config) -> Result<DynStore, StartError> {
+pub async fn open_store(config: &Config) -> Result<DynStore, StartError> {
     match &config.store {
         StoreConfig::Sqlite {
             path,
@@ -67,8 +68,17 @@ pub fn open_store(config: &Config) -> Result<DynStore, StartError> {
             *synchronous_full,
             *read_connections,
         )?)),
-        StoreConfig::Postgres { .. } => Err(StartError::Other(
-            "database.dsn: the PostgreSQL store is not available in this build".into(),
+        StoreConfig::Postgres {
+            dsn,
+            pool_size,
+            statement_timeout,
+        } => Ok(Arc::new(
+            PostgresStore::open(&PgOptions {
+                dsn: dsn.clone(),
+                pool_size: *pool_size,
+                statement_timeout: *statement_timeout,
+            })
+            .await?,
         )),
     }
 }
@@ -78,7 +88,7 @@ impl App {
     /// Must be called within a Tokio runtime, which then runs the engine's tasks.
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let metrics = Arc::new(Metrics::new()?);
-        let store: DynStore = Arc::new(TimedStore::new(open_store(&config)?, &metrics));
+        let store: DynStore = Arc::new(TimedStore::new(open_store(&config).await?, &metrics));
         let client = HttpClient::new()
             .map_err(|e| StartError::Other(format!("cannot build the HTTP client: {e}")))?;
         let hook_targets = crate::hooks::targets(&config).map_err(StartError::Other)?;

@@ -87,6 +87,11 @@ pub struct RawDatabase {
     pub synchronous: String,
     /// Read connections of the embedded store.
     pub read_connections: usize,
+    /// Connections in the PostgreSQL pool.
+    pub pool_size: usize,
+    /// Longest one PostgreSQL statement may run before the server cancels it.
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
 }
 
 impl Default for RawDatabase {
@@ -96,6 +101,8 @@ impl Default for RawDatabase {
             path: PathBuf::from("data/orchestrator.db"),
             synchronous: "normal".into(),
             read_connections: 4,
+            pool_size: 16,
+            statement_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -404,6 +411,8 @@ pub enum StoreConfig {
     },
     Postgres {
         dsn: String,
+        pool_size: usize,
+        statement_timeout: Duration,
     },
 }
 
@@ -499,8 +508,16 @@ impl Config {
         } else if raw.database.dsn.starts_with("postgres://")
             || raw.database.dsn.starts_with("postgresql://")
         {
+            if raw.database.pool_size < 2 {
+                return Err("database.pool_size: at least 2 connections are needed".into());
+            }
+            if raw.database.statement_timeout.is_zero() {
+                return Err("database.statement_timeout: must be more than 0".into());
+            }
             StoreConfig::Postgres {
                 dsn: raw.database.dsn.clone(),
+                pool_size: raw.database.pool_size,
+                statement_timeout: raw.database.statement_timeout,
             }
         } else {
             return Err(
@@ -740,6 +757,27 @@ mod tests {
         let c = load("", &[]).unwrap();
         assert_eq!(c.server.port, 8100);
         assert!(matches!(c.store, StoreConfig::Sqlite { .. }));
+    }
+
+    #[test]
+    fn a_postgres_dsn_selects_postgres_with_its_pool_size_and_statement_timeout() {
+        let c = load(
+            "database:\n  dsn: postgres://u@localhost/db\n  pool_size: 4\n  statement_timeout: 2s\n",
+            &[],
+        )
+        .unwrap();
+        match c.store {
+            StoreConfig::Postgres {
+                dsn,
+                pool_size,
+                statement_timeout,
+            } => {
+                assert_eq!(dsn, "postgres://u@localhost/db");
+                assert_eq!((pool_size, statement_timeout), (4, Duration::from_secs(2)));
+            }
+            other => panic!("expected PostgreSQL, got {other:?}"),
+        }
+        assert!(load("database:\n  dsn: postgres://u@h/db\n  pool_size: 1\n", &[]).is_err());
     }
 
     #[test]

@@ -9,9 +9,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use prometheus::Histogram;
 
+use tokio::sync::broadcast;
+
 use super::{
-    Committed, CreatedRun, DynStore, LogLimits, NewRun, NewWorkflowVersion, Store, StoreError,
-    StoredEvent, Transition,
+    Committed, CreatedRun, DynStore, LogLimits, NewRun, NewWorkflowVersion, Notice, Store,
+    StoreError, StoredEvent, Transition,
 };
 use crate::metrics::{Metrics, timed};
 use crate::model::{
@@ -235,5 +237,35 @@ impl Store for TimedStore {
 
     async fn outbox_head(&self) -> Result<u64, StoreError> {
         timed(&self.timers.outbox_head, self.inner.outbox_head()).await
+    }
+
+    fn notices(&self) -> Option<broadcast::Receiver<Notice>> {
+        self.inner.notices()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn calls_reach_the_wrapped_store_and_are_timed() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner: DynStore =
+            Arc::new(SqliteStore::open(&dir.path().join("t.db"), false, 1).unwrap());
+        let metrics = Metrics::new().unwrap();
+        let store = TimedStore::new(inner.clone(), &metrics);
+        store.ping().await.unwrap();
+        assert_eq!(store.count_runs(RunStatus::Running).await.unwrap(), 0);
+        assert_eq!(store.outbox_head().await.unwrap(), 0);
+        assert_eq!(store.notices().is_some(), inner.notices().is_some());
+        let text = metrics.render(&Default::default());
+        assert!(
+            text.contains(
+                "orchestrator_store_operation_duration_seconds_count{operation=\"ping\"} 1"
+            )
+        );
     }
 }

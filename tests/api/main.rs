@@ -11,6 +11,9 @@ mod hooks;
 mod logs;
 mod observability;
 mod openapi;
+#[path = "../common/pg.rs"]
+mod pg;
+mod replicas;
 mod restart;
 mod retries;
 mod runs;
