@@ -197,12 +197,26 @@ fn resource(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(method_not_allowed))
 }
 
-async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed(format!(
+/// `405` with the `Allow` header the route table gives for the path.
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    let error = ApiError::MethodNotAllowed(format!(
         "{} is not supported on {}",
         req.method(),
         req.path()
-    )))
+    ));
+    let pattern = req.match_pattern();
+    let allow: Vec<String> = ROUTES
+        .iter()
+        .filter(|r| Some(r.path) == pattern.as_deref())
+        .map(|r| r.method.to_ascii_uppercase())
+        .collect();
+    let mut response = actix_web::ResponseError::error_response(&error);
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow.join(", ")) {
+        response
+            .headers_mut()
+            .insert(actix_web::http::header::ALLOW, value);
+    }
+    response
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {

@@ -192,6 +192,23 @@ mod tests {
     }
 
     #[test]
+    fn statuses_are_described_by_their_wire_names() {
+        let schemas = &document()["components"]["schemas"];
+        assert_eq!(
+            schemas["RunStatus"]["enum"],
+            json!([
+                "PENDING",
+                "RUNNING",
+                "WAITING_APPROVAL",
+                "SUCCEEDED",
+                "FAILED",
+                "CANCELED"
+            ])
+        );
+        assert_eq!(schemas["LogSource"]["enum"], json!(["engine", "client"]));
+    }
+
+    #[test]
     fn operation_ids_are_unique() {
         let mut ids: Vec<&str> = document()["paths"]
             .as_object()
