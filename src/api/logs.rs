@@ -42,7 +42,7 @@ pub(super) struct ReadQuery {
     params(
         ("id" = String, Path, description = "Run id"),
         ("after" = Option<u64>, Query, description = "Entries after this seq (default 0)"),
-        ("limit" = Option<u32>, Query, description = "Page size (default 1000, at most logs.max_page)")
+        ("limit" = Option<u32>, Query, minimum = 1, description = "Page size (default 1000, at most logs.max_page)")
     ),
     responses(
         (status = 200, description = "A page of the log", content(

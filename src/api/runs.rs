@@ -172,7 +172,7 @@ pub(super) struct ListQuery {
     params(
         ("workflow_id" = Option<String>, Query, description = "Only runs of this workflow"),
         ("status" = Option<RunStatus>, Query, description = "Only runs with this status"),
-        ("limit" = Option<u32>, Query, description = "Page size (default 50, at most limits.max_page)"),
+        ("limit" = Option<u32>, Query, minimum = 1, description = "Page size (default 50, at most limits.max_page)"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")
     ),
     responses(

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)] // the fields exist to be described, never built
 
+use serde::Deserialize;
 use serde_json::Value;
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema};
 use utoipa::openapi::{Ref, RefOr};
@@ -123,8 +124,10 @@ pub struct TemplateList {
 }
 
 /// `POST /v1/runs`.
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StartRun {
+    #[schema(min_length = 1)]
     workflow_id: String,
     /// The latest version when absent.
     #[schema(minimum = 1)]
@@ -142,7 +145,8 @@ pub struct RunList {
 }
 
 /// `POST /v1/runs/{id}/approve` and `/reject`; an empty body is allowed.
-#[derive(ToSchema)]
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DecisionBody {
     /// The waiting step decided on; the first waiting step when absent.
     step: Option<String>,

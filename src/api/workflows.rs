@@ -143,7 +143,7 @@ async fn instantiate(state: &AppState, doc: &Value) -> Result<(Value, String), A
     tag = "workflows",
     operation_id = "list_workflows",
     params(
-        ("limit" = Option<u32>, Query, description = "Page size (default 50, at most limits.max_page)"),
+        ("limit" = Option<u32>, Query, minimum = 1, description = "Page size (default 50, at most limits.max_page)"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")
     ),
     responses(
