@@ -7,6 +7,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::middleware::from_fn;
 use actix_web::{App as ActixApp, HttpServer, web};
 use tokio::sync::Semaphore;
 
@@ -16,8 +17,10 @@ use crate::config::{Config, StoreConfig};
 use crate::engine::{Engine, Settings};
 use crate::hooks::Hooks;
 use crate::logs::LogHub;
+use crate::metrics::{Metrics, MetricsError};
 use crate::store::postgres::{PgOptions, PostgresStore};
 use crate::store::sqlite::SqliteStore;
+use crate::store::timed::TimedStore;
 use crate::store::{DynStore, StoreError};
 use crate::templates::{Pack, PackError};
 
@@ -30,6 +33,8 @@ pub enum StartError {
     Schema(String),
     #[error("template pack {0}")]
     Pack(#[from] PackError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     #[error("cannot listen on {address}: {source}")]
     Bind {
         address: String,
@@ -82,7 +87,8 @@ impl App {
     /// Builds everything and binds `server.host:server.port` (port 0 picks a free one).
     /// Must be called within a Tokio runtime, which then runs the engine's tasks.
     pub async fn build(config: Config) -> Result<Self, StartError> {
-        let store = open_store(&config).await?;
+        let metrics = Arc::new(Metrics::new()?);
+        let store: DynStore = Arc::new(TimedStore::new(open_store(&config).await?, &metrics));
         let client = HttpClient::new()
             .map_err(|e| StartError::Other(format!("cannot build the HTTP client: {e}")))?;
         let hook_targets = crate::hooks::targets(&config).map_err(StartError::Other)?;
@@ -106,6 +112,7 @@ impl App {
             hub,
             crate::ids::new_owner(),
             settings,
+            metrics.clone(),
         );
         engine.start();
         let state = web::Data::new(AppState {
@@ -116,6 +123,9 @@ impl App {
             limits: config.limits.clone(),
             logs: config.logs.clone(),
             log_streams: Arc::new(Semaphore::new(config.logs.max_streams)),
+            metrics,
+            auth: config.auth.clone().into(),
+            hook_targets: hook_targets.iter().map(|t| t.name).collect(),
         });
         let address = config.bind_address();
         let listener = TcpListener::bind(&address).map_err(|source| StartError::Bind {
@@ -127,8 +137,12 @@ impl App {
             source,
         })?;
         let mut server = HttpServer::new(move || {
+            // The last `wrap` runs first: every request gets its id and span before the
+            // token check, so refusals are logged and measured too.
             ActixApp::new()
                 .app_data(state.clone())
+                .wrap(from_fn(api::auth::authorize))
+                .wrap(from_fn(api::requests::observe))
                 .configure(api::configure)
         })
         .disable_signals()

@@ -55,6 +55,7 @@ pub struct RawConfig {
     pub scm: RawService,
     pub audit_log: RawService,
     pub hooks: RawHooks,
+    pub auth: RawAuth,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -268,6 +269,34 @@ impl Default for RawService {
     }
 }
 
+/// Bearer tokens (`auth:`); none means the API is open.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAuth {
+    pub tokens: Vec<RawToken>,
+}
+
+/// One `auth.tokens` entry as written.
+#[derive(Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawToken {
+    /// Recorded as `created_by`, approval `by`, and in cancel and retry log entries.
+    pub name: String,
+    pub token: String,
+    /// `admin` or `reader`.
+    pub role: String,
+}
+
+impl std::fmt::Debug for RawToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawToken")
+            .field("name", &self.name)
+            .field("token", &"***")
+            .field("role", &self.role)
+            .finish()
+    }
+}
+
 /// Delivery of run and step events to `memarch` and `audit_log` (see `crate::hooks`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -325,6 +354,51 @@ pub struct Config {
     pub secrets: BTreeMap<String, String>,
     pub services: Services,
     pub hooks: RawHooks,
+    /// API tokens; empty: no authentication.
+    pub auth: Vec<ApiToken>,
+}
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Everything a reader may, plus changing workflows and templates and acting on runs.
+    Admin,
+    /// Reading and streaming only.
+    Reader,
+}
+
+impl Role {
+    /// The name used in config and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Reader => "reader",
+        }
+    }
+}
+
+/// A configured API token. Only the SHA-256 digest of the secret is kept, so the secret
+/// itself is never printed and comparisons take the same time whatever its length.
+#[derive(Clone)]
+pub struct ApiToken {
+    pub name: String,
+    pub role: Role,
+    pub digest: [u8; 32],
+}
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiToken")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The SHA-256 digest of a token secret.
+pub fn token_digest(secret: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(secret.as_bytes()).into()
 }
 
 /// Which store to open.
@@ -467,6 +541,7 @@ impl Config {
         }
         check_hooks(&raw.hooks)?;
         raw.logs.check()?;
+        let auth = api_tokens(&raw.auth)?;
         let non_empty = |s: &str| (!s.trim().is_empty()).then(|| PathBuf::from(s));
         Ok(Self {
             source: path.to_owned(),
@@ -486,6 +561,7 @@ impl Config {
                 audit_log: service("audit_log", &raw.audit_log)?,
             },
             hooks: raw.hooks,
+            auth,
             server: raw.server,
             engine: raw.engine,
             limits: raw.limits,
@@ -518,6 +594,50 @@ fn service(name: &str, raw: &RawService) -> Result<Service, String> {
         timeout: raw.timeout,
         headers: raw.headers.clone(),
     })
+}
+
+/// The shortest token secret accepted: shorter ones are guessable.
+const MIN_TOKEN_LEN: usize = 16;
+
+fn api_tokens(raw: &RawAuth) -> Result<Vec<ApiToken>, String> {
+    let mut tokens: Vec<ApiToken> = Vec::with_capacity(raw.tokens.len());
+    for (i, t) in raw.tokens.iter().enumerate() {
+        let key = format!("auth.tokens[{i}]");
+        let name = t.name.trim();
+        if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+            return Err(format!(
+                "{key}.name: must have 1 to 64 printable characters"
+            ));
+        }
+        let role = match t.role.trim().to_ascii_lowercase().as_str() {
+            "admin" => Role::Admin,
+            "reader" => Role::Reader,
+            other => {
+                return Err(format!(
+                    "{key}.role: expected \"admin\" or \"reader\", found {other:?}"
+                ));
+            }
+        };
+        if t.token.len() < MIN_TOKEN_LEN {
+            return Err(format!(
+                "{key}.token: must have at least {MIN_TOKEN_LEN} characters \
+                 (is the environment variable it names set?)"
+            ));
+        }
+        let digest = token_digest(&t.token);
+        if tokens.iter().any(|o| o.name == name) {
+            return Err(format!("{key}.name: {name:?} is used twice"));
+        }
+        if tokens.iter().any(|o| o.digest == digest) {
+            return Err(format!("{key}.token: the same token is configured twice"));
+        }
+        tokens.push(ApiToken {
+            name: name.to_owned(),
+            role,
+            digest,
+        });
+    }
+    Ok(tokens)
 }
 
 fn check_hooks(hooks: &RawHooks) -> Result<(), String> {
@@ -727,6 +847,42 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("logs.max_line_bytes"), "{err}");
+    }
+
+    #[test]
+    fn tokens_come_from_the_file_and_the_environment() {
+        let c = load(
+            "auth:\n  tokens:\n    - {name: ci, token: \"${CI_TOKEN}\", role: admin}\n    - {name: grafana, token: read-only-token-123, role: reader}\n",
+            &[("CI_TOKEN", "0123456789abcdef")],
+        )
+        .unwrap();
+        assert_eq!(c.auth.len(), 2);
+        assert_eq!(c.auth[0].name, "ci");
+        assert_eq!(c.auth[0].role, Role::Admin);
+        assert_eq!(c.auth[0].digest, token_digest("0123456789abcdef"));
+        assert_eq!(c.auth[1].role, Role::Reader);
+        assert!(!format!("{c:?}").contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn bad_tokens_are_refused_with_their_key() {
+        let err = load(
+            "auth:\n  tokens:\n    - {name: ci, token: \"${UNSET_TOKEN}\", role: admin}\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("auth.tokens[0].token"), "{err}");
+        let err = load(
+            "auth:\n  tokens:\n    - {name: ci, token: 0123456789abcdef, role: owner}\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("auth.tokens[0].role"), "{err}");
+        let twice = "auth:\n  tokens:\n    - {name: ci, token: 0123456789abcdef, role: admin}\n    - {name: ci, token: 0123456789abcdeX, role: admin}\n";
+        let err = load(twice, &[]).unwrap_err().to_string();
+        assert!(err.contains("auth.tokens[1].name"), "{err}");
     }
 
     #[test]

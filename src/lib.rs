@@ -11,6 +11,7 @@
 //! - [`engine`]: the run state machine: scheduling, retry, approvals, cancel, resume.
 //! - [`logs`]: live fan-out of committed log entries to subscribers.
 //! - [`hooks`]: delivery of run and step events from the store's outbox to hook targets.
+//! - [`metrics`]: the Prometheus metrics every part records into, served by `GET /metrics`.
 //! - [`api`]: the HTTP resources; the only place that knows actix-web.
 //! - [`app`]: wires everything together; `main` and the tests start the server through it.
 //!
@@ -28,6 +29,7 @@ pub mod expr;
 pub mod hooks;
 pub mod ids;
 pub mod logs;
+pub mod metrics;
 pub mod model;
 pub mod store;
 pub mod telemetry;

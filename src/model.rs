@@ -11,6 +11,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 /// Wall-clock time as stored and served (RFC 3339, UTC).
 pub type Timestamp = DateTime<Utc>;
@@ -28,6 +29,18 @@ macro_rules! closed_enum {
         pub enum $name {
             $(#[serde(rename = $text)] $variant),+
         }
+
+        /// The wire names, for the OpenAPI document (derive cannot see macro renames).
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some([$($text),+]))
+                    .into()
+            }
+        }
+
+        impl ToSchema for $name {}
 
         impl $name {
             /// The upper-case wire name.
@@ -144,11 +157,13 @@ pub struct TemplateRecord {
 }
 
 /// One attempt at running a step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Attempt {
     pub attempt: u32,
+    #[schema(value_type = String, format = DateTime)]
     pub started_at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -160,7 +175,7 @@ pub struct Attempt {
 }
 
 /// The state of one step within a run (Go-compatible fields first).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct StepRun {
     pub step_id: String,
     pub name: String,
@@ -174,11 +189,14 @@ pub struct StepRun {
     pub http_code: Option<u16>,
     pub attempts: Vec<Attempt>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub started_at: Option<Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<Timestamp>,
     /// When the step began waiting for approval (its approval timeout counts from here).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub waiting_since: Option<Timestamp>,
     /// Set when the output was larger than the configured limit and was cut.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -206,11 +224,12 @@ impl StepRun {
 }
 
 /// A recorded approval decision.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Approval {
     pub step: String,
     pub decision: Decision,
     pub by: String,
+    #[schema(value_type = String, format = DateTime)]
     pub at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
@@ -219,13 +238,14 @@ pub struct Approval {
 }
 
 /// A run as stored and served.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Run {
     pub id: String,
     pub workflow_id: String,
     pub workflow_version: u32,
     pub status: RunStatus,
     pub current_step: usize,
+    #[schema(value_type = Object)]
     pub context: Map<String, Value>,
     pub steps: Vec<StepRun>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -233,12 +253,17 @@ pub struct Run {
     pub approvals: Vec<Approval>,
     /// Token usage summed over the run's LLM calls.
     #[serde(skip_serializing_if = "Map::is_empty")]
+    #[schema(value_type = Object)]
     pub usage: Map<String, Value>,
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: Timestamp,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub started_at: Option<Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<Timestamp>,
     /// Engine bookkeeping kept with the run but not served.
     #[serde(skip)]
@@ -268,9 +293,10 @@ pub struct StatusChange {
 }
 
 /// A committed log entry of a run; `seq` increases by one per entry within a run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct LogEntry {
     pub seq: u64,
+    #[schema(value_type = String, format = DateTime)]
     pub ts: Timestamp,
     pub level: LogLevel,
     pub source: LogSource,

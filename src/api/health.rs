@@ -3,18 +3,34 @@
 use actix_web::{HttpResponse, web};
 use serde_json::json;
 
+use super::schemas::{self, Status};
 use super::{ApiError, AppState};
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(health))
-        .route("/ready", web::get().to(ready));
-}
-
-async fn health() -> HttpResponse {
+/// Liveness: the process answers.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    operation_id = "health",
+    responses((status = 200, description = "The server is up", body = Status))
+)]
+pub(super) async fn health() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// Readiness: the store answers too.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "operations",
+    operation_id = "ready",
+    responses(
+        (status = 200, description = "The store answers", body = Status),
+        (status = 503, description = "The store does not answer", body = schemas::Problem,
+            content_type = "application/problem+json")
+    )
+)]
+pub(super) async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.store.ping().await?;
     Ok(HttpResponse::Ok().json(json!({"status": "ready"})))
 }

@@ -16,33 +16,46 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::body::read_limited;
-use super::{ApiError, AppState, resource};
+use super::schemas::{Appended, LogPage, Problem};
+use super::{ApiError, AppState};
 use crate::logs::TailItem;
 use crate::logs::text::{client_lines, text_line};
 use crate::model::LogLevel;
 use crate::store::StoreError;
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        resource("/runs/{id}/logs")
-            .route(web::get().to(read))
-            .route(web::post().to(append)),
-    )
-    .service(resource("/runs/{id}/logs/stream").route(web::get().to(stream)));
-}
-
 /// Entries answered by `GET …/logs` without `limit`.
 const DEFAULT_PAGE: usize = 1000;
 
 #[derive(Deserialize)]
-struct ReadQuery {
+pub(super) struct ReadQuery {
     after: Option<u64>,
     limit: Option<usize>,
 }
 
 /// `GET /v1/runs/{id}/logs`: `{items, next_after}`, or one line per entry with
 /// `Accept: text/plain` (then `next_after` is the `Next-After` header).
-async fn read(
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}/logs",
+    tag = "logs",
+    operation_id = "read_logs",
+    params(
+        ("id" = String, Path, description = "Run id"),
+        ("after" = Option<u64>, Query, description = "Entries after this seq (default 0)"),
+        ("limit" = Option<u32>, Query, minimum = 1, description = "Page size (default 1000, at most logs.max_page)")
+    ),
+    responses(
+        (status = 200, description = "A page of the log", content(
+            (LogPage = "application/json"),
+            (String = "text/plain")
+        )),
+        (status = 400, description = "Bad paging", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 404, description = "Unknown run", body = Problem,
+            content_type = "application/problem+json")
+    )
+)]
+pub(super) async fn read(
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<String>,
@@ -93,13 +106,36 @@ fn wants_text(headers: &HeaderMap) -> bool {
 }
 
 #[derive(Deserialize)]
-struct AppendQuery {
+pub(super) struct AppendQuery {
     level: Option<String>,
 }
 
 /// `POST /v1/runs/{id}/logs`: one `client` entry per non-blank line of the text body,
 /// at `?level=` (default `info`); answers `201` with the `seq` numbers assigned.
-async fn append(
+#[utoipa::path(
+    post,
+    path = "/v1/runs/{id}/logs",
+    tag = "logs",
+    operation_id = "append_logs",
+    params(
+        ("id" = String, Path, description = "Run id"),
+        ("level" = Option<String>, Query, description = "debug, info (default), warn or error")
+    ),
+    request_body(content = String, content_type = "text/plain",
+        description = "One entry per non-blank line"),
+    responses(
+        (status = 201, description = "Appended", body = Appended),
+        (status = 400, description = "Not UTF-8, no lines, or unknown level", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 404, description = "Unknown run", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 409, description = "The log is full (logs.max_entries_per_run)", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 413, description = "Body over logs.body_bytes", body = Problem,
+            content_type = "application/problem+json")
+    )
+)]
+pub(super) async fn append(
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<String>,
@@ -129,7 +165,7 @@ async fn append(
 }
 
 #[derive(Deserialize)]
-struct StreamQuery {
+pub(super) struct StreamQuery {
     after: Option<u64>,
 }
 
@@ -145,7 +181,28 @@ enum StreamError {
 /// `GET /v1/runs/{id}/logs/stream`: the log after `Last-Event-ID` (or `?after=`, or from
 /// the start), then live, until the run is over. An unknown run is `404` before any
 /// stream starts.
-async fn stream(
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}/logs/stream",
+    tag = "logs",
+    operation_id = "stream_logs",
+    params(
+        ("id" = String, Path, description = "Run id"),
+        ("after" = Option<u64>, Query, description = "Resume after this seq (Last-Event-ID wins)"),
+        ("Last-Event-ID" = Option<String>, Header, description = "The last seq received")
+    ),
+    responses(
+        (status = 200, description = "Server-Sent Events: `log` (id = seq), `status`, `end`",
+            body = String, content_type = "text/event-stream"),
+        (status = 400, description = "A Last-Event-ID the log does not have", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 404, description = "Unknown run", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 503, description = "logs.max_streams streams are open", body = Problem,
+            content_type = "application/problem+json")
+    )
+)]
+pub(super) async fn stream(
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<String>,

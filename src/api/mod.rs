@@ -2,12 +2,22 @@
 //!
 //! Handlers read as recipes: extract, call the store or the engine, shape the answer.
 //! Only this module knows actix-web.
+//!
+//! Every route is declared once, in the `routes!` table below, with the access it needs;
+//! the table registers the routes, lists them as [`ROUTES`] (which authorization and the
+//! tests read), and names the handlers whose `#[utoipa::path]` annotations make up the
+//! OpenAPI document, so the three cannot drift apart.
 
+pub mod auth;
 mod body;
 pub mod error;
 mod health;
 mod logs;
+mod metrics;
+pub mod openapi;
+pub mod requests;
 mod runs;
+mod schemas;
 mod templates;
 mod workflows;
 
@@ -20,9 +30,10 @@ use serde::Deserialize;
 
 use tokio::sync::Semaphore;
 
-use crate::config::{RawLimits, RawRunLogs};
+use crate::config::{ApiToken, RawLimits, RawRunLogs};
 use crate::definition::Validator;
 use crate::engine::Engine;
+use crate::metrics::Metrics;
 use crate::model::PageRequest;
 use crate::store::DynStore;
 use crate::templates::Pack;
@@ -40,6 +51,82 @@ pub struct AppState {
     pub logs: RawRunLogs,
     /// One permit per open SSE log stream (`logs.max_streams`).
     pub log_streams: Arc<Semaphore>,
+    pub metrics: Arc<Metrics>,
+    /// API tokens; empty: the API is open.
+    pub auth: Arc<[ApiToken]>,
+    /// The hook targets delivering from the outbox (for the outbox depth metric).
+    pub hook_targets: Vec<&'static str>,
+}
+
+/// Who may call a route when `auth.tokens` is set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone, without a token (`/health`, `/ready`).
+    Open,
+    /// Any valid token (`reader` or `admin`).
+    Read,
+    /// An `admin` token: changes workflows or templates, or acts on runs.
+    Write,
+}
+
+/// One served route: method (lower case), path pattern, and the access it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub access: Access,
+}
+
+/// The access of the route `method` + `pattern`; `None` when no route matches (the answer
+/// will be 404 or 405).
+pub fn access_of(method: &str, pattern: Option<&str>) -> Option<Access> {
+    let pattern = pattern?;
+    ROUTES
+        .iter()
+        .find(|r| r.path == pattern && r.method.eq_ignore_ascii_case(method))
+        .map(|r| r.access)
+}
+
+/// `path => [method access handler, …]`, in matching order (literal segments before
+/// `{params}` on the same prefix).
+macro_rules! routes {
+    ($($path:literal => [$($method:ident $access:ident $($handler:ident)::+),+ $(,)?]),+ $(,)?) => {
+        /// Every route the server serves, in registration order.
+        pub const ROUTES: &[Route] = &[
+            $($(Route { method: stringify!($method), path: $path, access: Access::$access }),+),+
+        ];
+
+        fn register(cfg: &mut web::ServiceConfig) {
+            $(cfg.service(resource($path)$(.route(web::$method().to($($handler)::+)))+);)+
+        }
+
+        /// The operations of the OpenAPI document: the handlers of [`ROUTES`].
+        #[derive(utoipa::OpenApi)]
+        #[openapi(paths($($($($handler)::+),+),+))]
+        struct Operations;
+    };
+}
+
+routes! {
+    "/health" => [get Open health::health],
+    "/ready" => [get Open health::ready],
+    "/metrics" => [get Read metrics::scrape],
+    "/v1/openapi.json" => [get Read openapi::serve],
+    "/v1/workflows" => [post Write workflows::create, get Read workflows::list],
+    "/v1/workflows/validate" => [post Read workflows::validate],
+    "/v1/workflows/{id}" => [get Read workflows::get, put Write workflows::replace],
+    "/v1/workflows/{id}/versions" => [get Read workflows::versions],
+    "/v1/workflows/{id}/rollback" => [post Write workflows::rollback],
+    "/v1/templates" => [get Read templates::list, post Write templates::create],
+    "/v1/templates/{name}" => [get Read templates::get],
+    "/v1/runs" => [post Write runs::start, get Read runs::list],
+    "/v1/runs/{id}" => [get Read runs::get],
+    "/v1/runs/{id}/approve" => [post Write runs::approve],
+    "/v1/runs/{id}/reject" => [post Write runs::reject],
+    "/v1/runs/{id}/cancel" => [post Write runs::cancel],
+    "/v1/runs/{id}/retry" => [post Write runs::retry],
+    "/v1/runs/{id}/logs" => [get Read logs::read, post Write logs::append],
+    "/v1/runs/{id}/logs/stream" => [get Read logs::stream],
 }
 
 /// Who is calling: the token's name when auth is on (set by the auth middleware).
@@ -101,28 +188,35 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::PathConfig::default()
             .error_handler(|e, _| ApiError::bad_request("", format!("invalid path: {e}")).into()),
     )
-    .configure(health::routes)
-    .service(
-        web::scope("/v1")
-            .configure(workflows::routes)
-            .configure(templates::routes)
-            .configure(runs::routes)
-            .configure(logs::routes),
-    )
+    .configure(register)
     .default_service(web::to(not_found));
 }
 
 /// A resource whose unsupported methods answer `405` as `problem+json`.
-pub fn resource(path: &str) -> actix_web::Resource {
+fn resource(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(method_not_allowed))
 }
 
-async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed(format!(
+/// `405` with the `Allow` header the route table gives for the path.
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    let error = ApiError::MethodNotAllowed(format!(
         "{} is not supported on {}",
         req.method(),
         req.path()
-    )))
+    ));
+    let pattern = req.match_pattern();
+    let allow: Vec<String> = ROUTES
+        .iter()
+        .filter(|r| Some(r.path) == pattern.as_deref())
+        .map(|r| r.method.to_ascii_uppercase())
+        .collect();
+    let mut response = actix_web::ResponseError::error_response(&error);
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow.join(", ")) {
+        response
+            .headers_mut()
+            .insert(actix_web::http::header::ALLOW, value);
+    }
+    response
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {

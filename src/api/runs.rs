@@ -6,27 +6,35 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::body::Document;
-use super::{ApiError, AppState, Caller, Paging, resource};
+use super::schemas::{self, DecisionBody as DecisionDoc, Problem, RunList};
+use super::{ApiError, AppState, Caller, Paging};
 use crate::engine::{Request, StartRun};
-use crate::model::{RunFilter, RunStatus};
-
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        resource("/runs")
-            .route(web::post().to(start))
-            .route(web::get().to(list)),
-    )
-    .service(resource("/runs/{id}").route(web::get().to(get)))
-    .service(resource("/runs/{id}/approve").route(web::post().to(approve)))
-    .service(resource("/runs/{id}/reject").route(web::post().to(reject)))
-    .service(resource("/runs/{id}/cancel").route(web::post().to(cancel)))
-    .service(resource("/runs/{id}/retry").route(web::post().to(retry)));
-}
+use crate::model::{Run, RunFilter, RunStatus};
 
 /// The longest `Idempotency-Key` accepted.
 const MAX_KEY: usize = 255;
 
-async fn start(
+/// Starts a run of a stored workflow; with `Idempotency-Key`, a repeat returns the same run.
+#[utoipa::path(
+    post,
+    path = "/v1/runs",
+    tag = "runs",
+    operation_id = "start_run",
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "A repeat with the same key and body returns the first run (200)")),
+    request_body = schemas::StartRun,
+    responses(
+        (status = 201, description = "Started (or queued as PENDING)", body = Run),
+        (status = 200, description = "An idempotent repeat: the first run", body = Run),
+        (status = 400, description = "Bad request", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 404, description = "Unknown workflow or version", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 409, description = "The key was used with another body", body = Problem,
+            content_type = "application/problem+json")
+    )
+)]
+pub(super) async fn start(
     state: web::Data<AppState>,
     req: HttpRequest,
     body: Document,
@@ -148,14 +156,32 @@ fn body_hash(body: &Value) -> String {
 }
 
 #[derive(Deserialize)]
-struct ListQuery {
+pub(super) struct ListQuery {
     workflow_id: Option<String>,
     status: Option<String>,
     limit: Option<usize>,
     cursor: Option<String>,
 }
 
-async fn list(
+/// Runs, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/runs",
+    tag = "runs",
+    operation_id = "list_runs",
+    params(
+        ("workflow_id" = Option<String>, Query, description = "Only runs of this workflow"),
+        ("status" = Option<RunStatus>, Query, description = "Only runs with this status"),
+        ("limit" = Option<u32>, Query, minimum = 1, description = "Page size (default 50, at most limits.max_page)"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")
+    ),
+    responses(
+        (status = 200, description = "A page of runs", body = RunList),
+        (status = 400, description = "Bad filter or paging", body = Problem,
+            content_type = "application/problem+json")
+    )
+)]
+pub(super) async fn list(
     state: web::Data<AppState>,
     q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -182,7 +208,23 @@ async fn list(
     Ok(HttpResponse::Ok().json(page))
 }
 
-async fn get(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+/// A run with its steps, attempts and approvals.
+#[utoipa::path(
+    get,
+    path = "/v1/runs/{id}",
+    tag = "runs",
+    operation_id = "get_run",
+    params(("id" = String, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "The run", body = Run),
+        (status = 404, description = "Unknown run", body = Problem,
+            content_type = "application/problem+json")
+    )
+)]
+pub(super) async fn get(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(state.engine.get_run(&id).await?))
 }
 
@@ -202,7 +244,25 @@ fn decision_body(doc: Document) -> Result<DecisionBody, ApiError> {
         .map_err(|e| ApiError::bad_request("", format!("invalid decision: {e}")))
 }
 
-async fn approve(
+/// Approves the waiting step (or `step`); the run resumes.
+#[utoipa::path(
+    post,
+    path = "/v1/runs/{id}/approve",
+    tag = "runs",
+    operation_id = "approve_run",
+    params(("id" = String, Path, description = "Run id")),
+    request_body(content = DecisionDoc, description = "Optional; `{}` or empty"),
+    responses(
+        (status = 200, description = "The run after the decision", body = Run),
+        (status = 400, description = "Bad body, unknown step, or input against the schema",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown run", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 409, description = "Not waiting for approval, or already decided",
+            body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub(super) async fn approve(
     state: web::Data<AppState>,
     id: web::Path<String>,
     caller: Caller,
@@ -218,7 +278,25 @@ async fn approve(
     Ok(HttpResponse::Ok().json(state.engine.decide(&id, request).await?))
 }
 
-async fn reject(
+/// Rejects the waiting step (or `step`); the run ends `FAILED`.
+#[utoipa::path(
+    post,
+    path = "/v1/runs/{id}/reject",
+    tag = "runs",
+    operation_id = "reject_run",
+    params(("id" = String, Path, description = "Run id")),
+    request_body(content = DecisionDoc, description = "Optional; `input` is refused"),
+    responses(
+        (status = 200, description = "The run after the decision", body = Run),
+        (status = 400, description = "Bad body, unknown step, or input against the schema",
+            body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown run", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 409, description = "Not waiting for approval, or already decided",
+            body = Problem, content_type = "application/problem+json")
+    )
+)]
+pub(super) async fn reject(
     state: web::Data<AppState>,
     id: web::Path<String>,
     caller: Caller,
@@ -239,7 +317,22 @@ async fn reject(
     Ok(HttpResponse::Ok().json(state.engine.decide(&id, request).await?))
 }
 
-async fn cancel(
+/// Cancels a run; calls in flight are aborted.
+#[utoipa::path(
+    post,
+    path = "/v1/runs/{id}/cancel",
+    tag = "runs",
+    operation_id = "cancel_run",
+    params(("id" = String, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "The canceled run", body = Run),
+        (status = 404, description = "Unknown run", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 409, description = "Already finished", body = Problem,
+            content_type = "application/problem+json")
+    )
+)]
+pub(super) async fn cancel(
     state: web::Data<AppState>,
     id: web::Path<String>,
     caller: Caller,
@@ -251,7 +344,22 @@ async fn cancel(
     Ok(HttpResponse::Ok().json(run))
 }
 
-async fn retry(
+/// Re-runs a `FAILED` run from its failed steps.
+#[utoipa::path(
+    post,
+    path = "/v1/runs/{id}/retry",
+    tag = "runs",
+    operation_id = "retry_run",
+    params(("id" = String, Path, description = "Run id")),
+    responses(
+        (status = 200, description = "The run, running again", body = Run),
+        (status = 404, description = "Unknown run", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 409, description = "The run is not FAILED", body = Problem,
+            content_type = "application/problem+json")
+    )
+)]
+pub(super) async fn retry(
     state: web::Data<AppState>,
     id: web::Path<String>,
     caller: Caller,

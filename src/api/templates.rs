@@ -4,18 +4,10 @@ use actix_web::{HttpResponse, web};
 use serde_json::{Value, json};
 
 use super::body::Document;
-use super::{ApiError, AppState, Caller, resource};
+use super::schemas::{Problem, Template, TemplateList};
+use super::{ApiError, AppState, Caller};
 use crate::model::{TemplateRecord, now};
 use crate::templates;
-
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        resource("/templates")
-            .route(web::get().to(list))
-            .route(web::post().to(create)),
-    )
-    .service(resource("/templates/{name}").route(web::get().to(get)));
-}
 
 fn view(body: &Value, source: &str) -> Value {
     let mut v = body.clone();
@@ -25,7 +17,15 @@ fn view(body: &Value, source: &str) -> Value {
     v
 }
 
-async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// The pack's templates, then the stored ones.
+#[utoipa::path(
+    get,
+    path = "/v1/templates",
+    tag = "templates",
+    operation_id = "list_templates",
+    responses((status = 200, description = "Every template", body = TemplateList))
+)]
+pub(super) async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let mut items: Vec<Value> = state.pack.iter().map(|t| view(&t.body, "pack")).collect();
     items.extend(
         state
@@ -38,7 +38,20 @@ async fn list(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(json!({"items": items, "next_cursor": null})))
 }
 
-async fn get(
+/// One template.
+#[utoipa::path(
+    get,
+    path = "/v1/templates/{name}",
+    tag = "templates",
+    operation_id = "get_template",
+    params(("name" = String, Path, description = "Template name")),
+    responses(
+        (status = 200, description = "The template", body = Template),
+        (status = 404, description = "Unknown template", body = Problem,
+            content_type = "application/problem+json")
+    )
+)]
+pub(super) async fn get(
     state: web::Data<AppState>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -49,7 +62,25 @@ async fn get(
     Ok(HttpResponse::Ok().json(view(&t.body, "stored")))
 }
 
-async fn create(
+/// Stores a template (checked like a workflow, with its parameters).
+#[utoipa::path(
+    post,
+    path = "/v1/templates",
+    tag = "templates",
+    operation_id = "create_template",
+    request_body(content(
+        (Template = "application/json"),
+        (Template = "application/yaml")
+    )),
+    responses(
+        (status = 201, description = "Stored", body = Template),
+        (status = 400, description = "Invalid template", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 409, description = "The name exists", body = Problem,
+            content_type = "application/problem+json")
+    )
+)]
+pub(super) async fn create(
     state: web::Data<AppState>,
     caller: Caller,
     Document(doc): Document,

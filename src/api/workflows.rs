@@ -6,27 +6,12 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::body::Document;
-use super::{ApiError, AppState, Caller, Paging, resource};
+use super::schemas::{NewWorkflow, Problem, Rollback, Valid, Workflow, WorkflowList};
+use super::{ApiError, AppState, Caller, Paging};
 use crate::definition::{as_object, stored_definition};
 use crate::model::WorkflowVersion;
 use crate::store::NewWorkflowVersion;
 use crate::templates;
-
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        resource("/workflows")
-            .route(web::post().to(create))
-            .route(web::get().to(list)),
-    )
-    .service(resource("/workflows/validate").route(web::post().to(validate)))
-    .service(
-        resource("/workflows/{id}")
-            .route(web::get().to(get))
-            .route(web::put().to(replace)),
-    )
-    .service(resource("/workflows/{id}/versions").route(web::get().to(versions)))
-    .service(resource("/workflows/{id}/rollback").route(web::post().to(rollback)));
-}
 
 /// The served shape of a workflow version: `id`, the definition's fields, then metadata.
 pub fn view(v: &WorkflowVersion) -> Value {
@@ -52,7 +37,29 @@ fn created(v: &WorkflowVersion) -> HttpResponse {
         .json(view(v))
 }
 
-async fn create(
+/// Creates a workflow (version 1), from a definition or from a template.
+#[utoipa::path(
+    post,
+    path = "/v1/workflows",
+    tag = "workflows",
+    operation_id = "create_workflow",
+    request_body(content(
+        (NewWorkflow = "application/json"),
+        (NewWorkflow = "application/yaml")
+    )),
+    responses(
+        (status = 201, description = "Created, version 1", body = Workflow),
+        (status = 400, description = "Invalid definition or parameters", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 404, description = "Unknown template", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 409, description = "The id exists", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 413, description = "Body over limits.body_bytes", body = Problem,
+            content_type = "application/problem+json")
+    )
+)]
+pub(super) async fn create(
     state: web::Data<AppState>,
     caller: Caller,
     Document(doc): Document,
@@ -129,7 +136,23 @@ async fn instantiate(state: &AppState, doc: &Value) -> Result<(Value, String), A
     Ok((document, wf.name))
 }
 
-async fn list(
+/// The latest version of every workflow, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/workflows",
+    tag = "workflows",
+    operation_id = "list_workflows",
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, description = "Page size (default 50, at most limits.max_page)"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")
+    ),
+    responses(
+        (status = 200, description = "A page of workflows", body = WorkflowList),
+        (status = 400, description = "Bad paging", body = Problem,
+            content_type = "application/problem+json")
+    )
+)]
+pub(super) async fn list(
     state: web::Data<AppState>,
     paging: web::Query<Paging>,
 ) -> Result<HttpResponse, ApiError> {
@@ -142,11 +165,27 @@ async fn list(
 }
 
 #[derive(Deserialize)]
-struct VersionQuery {
+pub(super) struct VersionQuery {
     version: Option<u32>,
 }
 
-async fn get(
+/// A workflow: its latest version, or `?version=N`.
+#[utoipa::path(
+    get,
+    path = "/v1/workflows/{id}",
+    tag = "workflows",
+    operation_id = "get_workflow",
+    params(
+        ("id" = String, Path, description = "Workflow id"),
+        ("version" = Option<u32>, Query, description = "A version; the latest when absent")
+    ),
+    responses(
+        (status = 200, description = "The workflow version", body = Workflow),
+        (status = 404, description = "Unknown workflow or version", body = Problem,
+            content_type = "application/problem+json")
+    )
+)]
+pub(super) async fn get(
     state: web::Data<AppState>,
     id: web::Path<String>,
     q: web::Query<VersionQuery>,
@@ -155,7 +194,28 @@ async fn get(
     Ok(HttpResponse::Ok().json(view(&v)))
 }
 
-async fn replace(
+/// Replaces the definition: a new version.
+#[utoipa::path(
+    put,
+    path = "/v1/workflows/{id}",
+    tag = "workflows",
+    operation_id = "replace_workflow",
+    params(("id" = String, Path, description = "Workflow id")),
+    request_body(content(
+        (Workflow = "application/json"),
+        (Workflow = "application/yaml")
+    )),
+    responses(
+        (status = 200, description = "The new version", body = Workflow),
+        (status = 400, description = "Invalid definition", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 404, description = "Unknown workflow", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 413, description = "Body over limits.body_bytes", body = Problem,
+            content_type = "application/problem+json")
+    )
+)]
+pub(super) async fn replace(
     state: web::Data<AppState>,
     id: web::Path<String>,
     caller: Caller,
@@ -184,7 +244,20 @@ async fn replace(
     Ok(HttpResponse::Ok().json(view(&stored)))
 }
 
-async fn versions(
+/// Every version of a workflow, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/workflows/{id}/versions",
+    tag = "workflows",
+    operation_id = "list_workflow_versions",
+    params(("id" = String, Path, description = "Workflow id")),
+    responses(
+        (status = 200, description = "Every version", body = WorkflowList),
+        (status = 404, description = "Unknown workflow", body = Problem,
+            content_type = "application/problem+json")
+    )
+)]
+pub(super) async fn versions(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
@@ -193,7 +266,23 @@ async fn versions(
     Ok(HttpResponse::Ok().json(json!({"items": items, "next_cursor": null})))
 }
 
-async fn rollback(
+/// A new version whose definition is version N's.
+#[utoipa::path(
+    post,
+    path = "/v1/workflows/{id}/rollback",
+    tag = "workflows",
+    operation_id = "rollback_workflow",
+    params(("id" = String, Path, description = "Workflow id")),
+    request_body = Rollback,
+    responses(
+        (status = 201, description = "The new version", body = Workflow),
+        (status = 400, description = "Bad version", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 404, description = "Unknown workflow or version", body = Problem,
+            content_type = "application/problem+json")
+    )
+)]
+pub(super) async fn rollback(
     state: web::Data<AppState>,
     id: web::Path<String>,
     caller: Caller,
@@ -220,7 +309,23 @@ async fn rollback(
     Ok(created(&stored))
 }
 
-async fn validate(
+/// Validates a definition without storing it (a reader may call it).
+#[utoipa::path(
+    post,
+    path = "/v1/workflows/validate",
+    tag = "workflows",
+    operation_id = "validate_workflow",
+    request_body(content(
+        (Workflow = "application/json"),
+        (Workflow = "application/yaml")
+    )),
+    responses(
+        (status = 200, description = "The definition is valid", body = Valid),
+        (status = 400, description = "Every violation, with its JSON pointer", body = Problem,
+            content_type = "application/problem+json")
+    )
+)]
+pub(super) async fn validate(
     state: web::Data<AppState>,
     Document(doc): Document,
 ) -> Result<HttpResponse, ApiError> {

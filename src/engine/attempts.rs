@@ -15,6 +15,7 @@ use super::state::Start;
 use crate::actions::{Action, Effect, Failure, FailureKind, Outcome};
 use crate::definition::RetryPolicy;
 use crate::expr::Redactor;
+use crate::metrics::StepMetrics;
 use crate::model::{Attempt, now};
 
 /// What a step's attempts report to the run's task.
@@ -40,6 +41,7 @@ pub struct StepPlan {
     pub action: Arc<dyn Action>,
     pub retry: RetryPolicy,
     pub timeout: Option<Duration>,
+    pub metrics: StepMetrics,
 }
 
 /// Runs the attempts of one step until it succeeds, fails for good, or is dropped.
@@ -51,6 +53,7 @@ pub async fn run(plan: StepPlan, start: Start, events: mpsc::UnboundedSender<Ste
     }
     let index = start.index;
     let mut number = start.first_attempt;
+    let began = std::time::Instant::now();
     loop {
         let started_at = now();
         let elapsed = (started_at - start.first_started)
@@ -69,6 +72,8 @@ pub async fn run(plan: StepPlan, start: Start, events: mpsc::UnboundedSender<Ste
             Ok(mut outcome) => {
                 record.http_code = outcome.http_code;
                 redact_outcome(&start.redactor, &mut outcome);
+                plan.metrics.finished(began.elapsed());
+                tracing::debug!(attempt = number, "step succeeded");
                 let _ = events.send(StepEvent::Done {
                     index,
                     attempt: record,
@@ -89,6 +94,13 @@ pub async fn run(plan: StepPlan, start: Start, events: mpsc::UnboundedSender<Ste
             rand::random::<f64>(),
         ) {
             Ok(delay) => {
+                plan.metrics.retried();
+                tracing::debug!(
+                    attempt = number,
+                    retry_in_ms = delay.as_millis() as u64,
+                    error = record.error.as_deref().unwrap_or_default(),
+                    "attempt failed; retrying"
+                );
                 record.retry_in_ms = Some(delay.as_millis() as u64);
                 let response = failure
                     .output
@@ -114,6 +126,8 @@ pub async fn run(plan: StepPlan, start: Start, events: mpsc::UnboundedSender<Ste
                 if let Some(output) = &mut failure.output {
                     start.redactor.redact(output);
                 }
+                plan.metrics.finished(began.elapsed());
+                tracing::debug!(attempt = number, error = %failure.message, "step failed");
                 let _ = events.send(StepEvent::Done {
                     index,
                     attempt: record,

@@ -25,6 +25,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::definition::{Validator, Violation, Workflow};
 use crate::logs::{LogHub, LogTail};
+use crate::metrics::Metrics;
 use crate::model::{
     LogEntry, LogLevel, NewLogEntry, Page, PageRequest, Run, RunFilter, RunStatus, StepRun,
     StepStatus, now,
@@ -116,6 +117,7 @@ pub(crate) struct Shared {
     hub: Arc<LogHub>,
     owner: String,
     settings: Settings,
+    metrics: Arc<Metrics>,
     workflows: Mutex<HashMap<(String, u32), Arc<Workflow>>>,
     active: Mutex<HashMap<String, mpsc::UnboundedSender<Command>>>,
     permits: Arc<Semaphore>,
@@ -144,6 +146,7 @@ impl Engine {
         hub: Arc<LogHub>,
         owner: String,
         settings: Settings,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let permits = Arc::new(Semaphore::new(settings.max_active_runs));
         Self {
@@ -153,6 +156,7 @@ impl Engine {
                 hub,
                 owner,
                 settings,
+                metrics,
                 workflows: Mutex::default(),
                 active: Mutex::default(),
                 permits,
@@ -363,6 +367,41 @@ impl Engine {
     }
 }
 
+/// The run and step statuses a transition reaches, for metrics.
+#[derive(Default)]
+struct Outcomes {
+    run: Option<RunStatus>,
+    steps: Vec<(String, StepStatus)>,
+}
+
+impl Outcomes {
+    fn of(tx: &Transition) -> Self {
+        let mut out = Self::default();
+        for change in tx.logs.iter().filter_map(|e| e.status.as_ref()) {
+            match (&change.step, change.step_status) {
+                (None, _) if change.run_status.is_terminal() => out.run = Some(change.run_status),
+                (Some(name), Some(status)) if status.is_finished() => {
+                    let action = tx.steps.iter().find(|(_, s)| &s.name == name);
+                    if let Some((_, step)) = action {
+                        out.steps.push((step.action.clone(), status));
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn record(self, metrics: &Metrics) {
+        for (action, status) in &self.steps {
+            metrics.step_finished(action, *status);
+        }
+        if let Some(status) = self.run {
+            metrics.run_finished(status);
+        }
+    }
+}
+
 impl Shared {
     fn lease(&self) -> Lease {
         Lease {
@@ -402,10 +441,13 @@ impl Shared {
         Ok(wf)
     }
 
-    /// Commits a transition and publishes its log entries.
+    /// Commits a transition, publishes its log entries, and counts the run and step
+    /// outcomes it recorded (every status change is in the log, so nothing is missed).
     async fn commit(&self, tx: Transition) -> Result<Committed, StoreError> {
         let run_id = tx.run_id.clone();
+        let outcomes = Outcomes::of(&tx);
         let committed = self.store.commit(tx).await?;
+        outcomes.record(&self.metrics);
         self.hub.publish(&run_id, &committed.logs);
         Ok(committed)
     }

@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::attempts::{self, StepEvent, StepPlan};
 use super::decide::Request;
@@ -59,6 +60,8 @@ pub async fn drive(
     commands: mpsc::UnboundedReceiver<Command>,
     _permit: OwnedSemaphorePermit,
 ) {
+    // Every line logged while this run executes carries its id (steps add `step`).
+    let span = tracing::info_span!("run", run_id = %run_id);
     let outcome = async {
         let run = match run {
             Some(run) => run,
@@ -86,7 +89,9 @@ pub async fn drive(
         };
         runner.run().await
     }
+    .instrument(span.clone())
     .await;
+    let _entered = span.enter();
     match outcome {
         Ok(Exit::Released) => {}
         Ok(Exit::Shutdown) => tracing::info!(run_id, "run left running for the next start"),
@@ -101,8 +106,12 @@ pub async fn drive(
 impl Runner {
     async fn run(mut self) -> Result<Exit, EngineError> {
         let owner = self.shared.owner.clone();
+        let first_start = self.state.run.status == RunStatus::Pending;
         let starts = self.state.begin(&owner);
         self.commit(OwnerChange::Keep).await?;
+        if first_start {
+            self.shared.metrics.run_started();
+        }
         self.spawn(starts);
         let deadline = self.run_deadline();
         loop {
@@ -173,11 +182,18 @@ impl Runner {
                 action: step.action.clone(),
                 retry: step.retry.clone(),
                 timeout: step.timeout,
+                metrics: self.shared.metrics.step(&step.action_name),
             };
             let index = start.index;
+            let span = tracing::info_span!(
+                "step",
+                run_id = %self.state.run.id,
+                step = %start.call.step,
+                action = %step.action_name,
+            );
             let handle = self
                 .tasks
-                .spawn(attempts::run(plan, start, self.events_tx.clone()));
+                .spawn(attempts::run(plan, start, self.events_tx.clone()).instrument(span));
             self.in_flight.insert(index, handle);
         }
     }

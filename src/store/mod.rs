@@ -9,6 +9,7 @@
 
 pub mod postgres;
 pub mod sqlite;
+pub mod timed;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -332,6 +333,11 @@ pub trait Store: Send + Sync + 'static {
     fn notices(&self) -> Option<broadcast::Receiver<Notice>> {
         None
     }
+
+    /// How many runs have `status` (for metrics; must be cheap, e.g. an index count).
+    async fn count_runs(&self, status: RunStatus) -> Result<u64, StoreError>;
+    /// The outbox position of the newest event (0 when there is none), for metrics.
+    async fn outbox_head(&self) -> Result<u64, StoreError>;
 }
 
 /// A shared store handle.

@@ -26,6 +26,7 @@ async fn unknown_routes_and_methods_answer_problem_json() {
         .await
         .unwrap();
     assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "POST, GET");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], 405);
 }

@@ -90,6 +90,17 @@ pub async fn spawn_app_in(dir: TempDir, adjust: impl FnOnce(&mut RawConfig)) -> 
 }
 
 impl TestApp {
+    /// A client that sends `Authorization: Bearer <token>` with every request.
+    pub fn client_with_token(token: &str) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .expect("client")
+    }
+
     /// Stops the server gracefully and hands back its store directory.
     pub async fn stop(mut self) -> TempDir {
         if let Some(stop) = self.stop.take() {
@@ -369,9 +380,15 @@ impl ServerProcess {
 
     /// Like [`ServerProcess::start`], naming the file with `flag` (`-config` or `--config`).
     pub fn start_with_flag(config: &Path, flag: &str) -> Self {
+        Self::start_with_env(config, flag, &[])
+    }
+
+    /// Like [`ServerProcess::start_with_flag`], with extra environment variables.
+    pub fn start_with_env(config: &Path, flag: &str, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_orchestrator"))
             .arg(flag)
             .arg(config)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -2,12 +2,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod approvals;
+mod auth;
 mod cancel;
 mod cli;
 mod health;
 mod helpers;
 mod hooks;
 mod logs;
+mod observability;
+mod openapi;
 #[path = "../common/pg.rs"]
 mod pg;
 mod replicas;

@@ -195,16 +195,14 @@ async fn killing_a_replica_mid_flight_lets_the_other_finish_every_run_without_re
             );
         }
     }
-    // A step runs again only when the kill cut its call short: its first call came
-    // before the kill and every repeat after it, and each run has at most one such step.
+    // A step runs again only when the kill cut its call short: the repeat comes after
+    // the kill began, and each run has at most one such step. (The first call may reach
+    // the downstream just after `killed_at`: it left the killed replica as it died.)
     let repeated: Vec<(&String, &Vec<Instant>)> =
         by_key.iter().filter(|(_, times)| times.len() > 1).collect();
     for (key, times) in &repeated {
         assert!(times.len() == 2, "{key} ran {} times", times.len());
-        assert!(
-            times[0] < killed_at && times[1] > killed_at,
-            "{key} ran twice without a kill in between"
-        );
+        assert!(times[1] > killed_at, "{key} ran twice before the kill");
     }
     let mut runs_repeated: Vec<&str> = repeated
         .iter()

@@ -99,6 +99,7 @@ pub async fn events_go_to_the_outbox_with_per_run_sequence_numbers(store: DynSto
     let wf = stored_workflow(&store).await;
     let a = stored_run(&store, &wf).await;
     let b = stored_run(&store, &wf).await;
+    assert_eq!(store.outbox_head().await.unwrap(), 0);
     for (run, kinds) in [
         (&a, vec!["run.started", "step.started"]),
         (&b, vec!["run.started"]),
@@ -124,6 +125,7 @@ pub async fn events_go_to_the_outbox_with_per_run_sequence_numbers(store: DynSto
     );
     assert!(events.windows(2).all(|w| w[0].id < w[1].id));
     assert!(events.iter().all(|e| e.workflow_id == wf));
+    assert_eq!(store.outbox_head().await.unwrap(), events[3].id);
     let rest = store.read_events(events[1].id, 100).await.unwrap();
     assert_eq!(rest.len(), 2);
     assert_eq!(store.read_events(events[1].id, 1).await.unwrap().len(), 1);

@@ -93,6 +93,7 @@ conformance!(
     runs::idempotency_keys_conflict_on_a_different_body,
     runs::expired_idempotency_keys_are_free_again_and_purged,
     runs::concurrent_creates_with_one_key_make_one_run,
+    runs::runs_are_counted_by_status,
     logs::log_entries_are_numbered_in_commit_order,
     logs::client_appends_respect_the_log_limit,
     logs::log_reads_page_after_a_sequence_number,

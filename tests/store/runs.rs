@@ -277,3 +277,21 @@ pub async fn concurrent_creates_with_one_key_make_one_run(store: DynStore) {
     }
     assert_eq!((created, ids.len()), (1, 1));
 }
+
+pub async fn runs_are_counted_by_status(store: DynStore) {
+    let wf = stored_workflow(&store).await;
+    assert_eq!(store.count_runs(RunStatus::Pending).await.unwrap(), 0);
+    let a = stored_run(&store, &wf).await;
+    stored_run(&store, &wf).await;
+    assert_eq!(store.count_runs(RunStatus::Pending).await.unwrap(), 2);
+    let mut head = RunHead::of(&store.get_run(&a).await.unwrap());
+    head.status = RunStatus::WaitingApproval;
+    let mut tx = Transition::new(a.as_str(), Guard::default());
+    tx.head = Some(head);
+    store.commit(tx).await.unwrap();
+    assert_eq!(store.count_runs(RunStatus::Pending).await.unwrap(), 1);
+    assert_eq!(
+        store.count_runs(RunStatus::WaitingApproval).await.unwrap(),
+        1
+    );
+}

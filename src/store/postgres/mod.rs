@@ -26,7 +26,7 @@ use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
 use crate::model::{
-    LogEntry, NewLogEntry, Page, PageRequest, Run, RunFilter, TemplateRecord, Timestamp,
+    LogEntry, NewLogEntry, Page, PageRequest, Run, RunFilter, RunStatus, TemplateRecord, Timestamp,
     WorkflowVersion, now,
 };
 use crate::store::{
@@ -396,6 +396,29 @@ impl Store for PostgresStore {
                 Ok::<_, Fault>(Done::quiet(n))
             })
             .await
+    }
+
+    async fn count_runs(&self, status: RunStatus) -> Result<u64, StoreError> {
+        read!(self, |c| {
+            let row = c
+                .query_one(
+                    "SELECT COUNT(*) FROM runs WHERE status = $1",
+                    &[&status.as_str()],
+                )
+                .await
+                .map_err(db_error)?;
+            Ok(rows::get::<i64>(&row, 0)?.max(0) as u64)
+        })
+    }
+
+    async fn outbox_head(&self) -> Result<u64, StoreError> {
+        read!(self, |c| {
+            let row = c
+                .query_one("SELECT COALESCE(MAX(id), 0) FROM events", &[])
+                .await
+                .map_err(db_error)?;
+            Ok(rows::get::<i64>(&row, 0)?.max(0) as u64)
+        })
     }
 
     fn notices(&self) -> Option<broadcast::Receiver<Notice>> {

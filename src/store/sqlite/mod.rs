@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::model::{
-    LogEntry, NewLogEntry, Page, PageRequest, Run, RunFilter, TemplateRecord, Timestamp,
+    LogEntry, NewLogEntry, Page, PageRequest, Run, RunFilter, RunStatus, TemplateRecord, Timestamp,
     WorkflowVersion, now,
 };
 use crate::store::{
@@ -582,6 +582,28 @@ impl Store for SqliteStore {
                 conn.prepare_cached("DELETE FROM idempotency_keys WHERE expires_at < ?1")
                     .and_then(|mut s| s.execute([ms(at)]))
                     .map(|n| n as u64)
+                    .map_err(unavailable)
+            })
+            .await
+    }
+
+    async fn count_runs(&self, status: RunStatus) -> Result<u64, StoreError> {
+        self.readers
+            .read(move |conn| {
+                conn.prepare_cached("SELECT COUNT(*) FROM runs WHERE status = ?1")
+                    .and_then(|mut s| s.query_row([status.as_str()], |r| r.get::<_, i64>(0)))
+                    .map(|n| n.max(0) as u64)
+                    .map_err(unavailable)
+            })
+            .await
+    }
+
+    async fn outbox_head(&self) -> Result<u64, StoreError> {
+        self.readers
+            .read(|conn| {
+                conn.prepare_cached("SELECT COALESCE(MAX(id), 0) FROM events")
+                    .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
+                    .map(|n| n.max(0) as u64)
                     .map_err(unavailable)
             })
             .await

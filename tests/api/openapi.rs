@@ -1,0 +1,145 @@
+//! `GET /v1/openapi.json` describes exactly what the server serves. The served routes come
+//! from the server's own route table (`orchestrator::api::ROUTES`, which also registers
+//! them); the test checks the table against the live server (each route answers, every
+//! other method on its path is 405) and against the document, both ways.
+
+use std::collections::BTreeSet;
+
+use orchestrator::api::{Access, ROUTES};
+use serde_json::{Value, json};
+
+use crate::auth::{concrete, fixtures, secured};
+use crate::helpers::{TestApp, spawn_app};
+
+const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
+
+async fn document(app: &TestApp) -> Value {
+    let response = app.get("/v1/openapi.json").await;
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+fn documented(doc: &Value) -> BTreeSet<(String, String)> {
+    doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| METHODS.contains(&k.as_str()))
+                .map(move |method| (method.clone(), path.clone()))
+        })
+        .collect()
+}
+
+fn served() -> BTreeSet<(String, String)> {
+    ROUTES
+        .iter()
+        .map(|r| (r.method.to_owned(), r.path.to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_document_lists_every_served_route_and_nothing_else() {
+    let app = spawn_app().await;
+    let doc = document(&app).await;
+    assert_eq!(doc["openapi"], "3.1.0");
+    let documented = documented(&doc);
+    let served = served();
+    let missing: Vec<_> = served.difference(&documented).collect();
+    let extra: Vec<_> = documented.difference(&served).collect();
+    assert!(missing.is_empty(), "served but not documented: {missing:?}");
+    assert!(extra.is_empty(), "documented but not served: {extra:?}");
+}
+
+#[tokio::test]
+async fn every_route_in_the_table_is_served_and_no_other_method_on_its_paths() {
+    let app = spawn_app().await;
+    let ids = fixtures(&app).await;
+    let served = served();
+    for (method, path) in &served {
+        let url = app.url(&concrete(path, &ids));
+        for other in METHODS {
+            let request = app.client.request(
+                reqwest::Method::from_bytes(other.to_uppercase().as_bytes()).unwrap(),
+                &url,
+            );
+            let request = match other {
+                "post" | "put" | "patch" => request.json(&json!({})),
+                _ => request,
+            };
+            let status = request.send().await.unwrap().status();
+            if served.contains(&(other.to_owned(), path.clone())) {
+                assert!(
+                    status != 404 && status != 405,
+                    "{other} {path} is in the table but answers {status}"
+                );
+            } else {
+                assert_eq!(
+                    status, 405,
+                    "{other} {path} (next to {method}) is not served"
+                );
+            }
+        }
+    }
+    let unknown = app.get("/v1/unknown").await;
+    assert_eq!(unknown.status(), 404);
+}
+
+#[tokio::test]
+async fn every_operation_has_its_bodies_answers_and_security() {
+    let app = secured().await;
+    let doc = document(&app).await;
+    let schemes = &doc["components"]["securitySchemes"]["bearer"];
+    assert_eq!(schemes["type"], "http");
+    assert_eq!(schemes["scheme"], "bearer");
+    for schema in [
+        "Problem",
+        "Violation",
+        "Workflow",
+        "Step",
+        "Run",
+        "LogEntry",
+    ] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "schema {schema}"
+        );
+    }
+    for route in ROUTES {
+        let op = &doc["paths"][route.path][route.method];
+        let what = format!("{} {}", route.method, route.path);
+        let responses = op["responses"].as_object().unwrap();
+        let success: Vec<&String> = responses.keys().filter(|s| s.starts_with('2')).collect();
+        assert!(!success.is_empty(), "{what} has no success answer");
+        for status in success {
+            assert!(
+                responses[status]["content"].is_object(),
+                "{what} {status} has no content"
+            );
+        }
+        let default = &responses["default"]["content"]["application/problem+json"]["schema"];
+        assert_eq!(default["$ref"], "#/components/schemas/Problem", "{what}");
+        match route.access {
+            Access::Open => assert!(op.get("security").is_none(), "{what}"),
+            access => {
+                assert_eq!(op["security"], json!([{"bearer": []}]), "{what}");
+                assert!(responses.contains_key("401"), "{what}");
+                assert_eq!(
+                    responses.contains_key("403"),
+                    access == Access::Write,
+                    "{what}"
+                );
+            }
+        }
+        let takes_body = matches!(route.method, "post" | "put")
+            && !route.path.ends_with("/cancel")
+            && !route.path.ends_with("/retry");
+        assert_eq!(op["requestBody"].is_object(), takes_body, "{what}");
+    }
+    let create = &doc["paths"]["/v1/workflows"]["post"]["requestBody"]["content"];
+    assert!(create["application/json"].is_object());
+    assert!(create["application/yaml"].is_object());
+}
