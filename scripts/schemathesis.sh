@@ -51,12 +51,21 @@ for _ in $(seq 1 300); do
 done
 curl -fsS "$base/ready" >/dev/null || { cat "$work/server.log" >&2; echo "server not ready" >&2; exit 1; }
 
+# Checks: no 5xx, and status codes, content types, headers and bodies as documented.
+checks=not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance
+run() {
+    "$venv/bin/schemathesis" run "$base/v1/openapi.json" \
+        --header "Authorization: Bearer $token" --checks "$checks" \
+        --max-examples 50 --seed 1 "$@"
+}
 status=0
-"$venv/bin/schemathesis" run "$base/v1/openapi.json" \
-    --header "Authorization: Bearer $token" \
-    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance \
-    --max-examples 50 --seed 1 \
-    "$@" || status=$?
+# Every operation, from the document's boundaries (coverage phase).
+run --phases examples,coverage "$@" || status=$?
+# Random and stateful sequences. The three operations whose body is a workflow definition
+# are left out here: schemathesis cannot generate data from the definition's JSON Schema
+# (it says "Schema Error"); the coverage phase above and tests/api/workflows.rs cover them.
+run --phases fuzzing,stateful \
+    --exclude-operation-id-regex '^(create|replace|validate)_workflow$' "$@" || status=$?
 if grep -q "panicked" "$work/server.log"; then
     grep -B2 -A10 "panicked" "$work/server.log" >&2
     status=1
