@@ -10,7 +10,7 @@ use std::time::Duration;
 use actix_web::{App as ActixApp, HttpServer, web};
 use tokio::sync::Semaphore;
 
-use crate::actions::HttpClient;
+use crate::actions::{ClientOptions, HttpClient};
 use crate::api::{self, AppState};
 use crate::config::{Config, StoreConfig};
 use crate::engine::{Engine, Settings};
@@ -73,8 +73,18 @@ impl App {
     /// Must be called within a Tokio runtime, which then runs the engine's tasks.
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let store = open_store(&config)?;
-        let client = HttpClient::new()
-            .map_err(|e| StartError::Other(format!("cannot build the HTTP client: {e}")))?;
+        let client = HttpClient::with_options(ClientOptions {
+            policy: Some(config.outbound.clone()),
+            max_body_bytes: config.limits.max_output_bytes,
+        })
+        .map_err(|e| StartError::Other(format!("cannot build the HTTP client: {e}")))?;
+        // Hooks go only to URLs the operator configured: the outbound policy, which guards
+        // against targets in workflow definitions, does not apply to them.
+        let hooks_client = HttpClient::with_options(ClientOptions {
+            policy: None,
+            ..ClientOptions::default()
+        })
+        .map_err(|e| StartError::Other(format!("cannot build the HTTP client: {e}")))?;
         let hook_targets = crate::hooks::targets(&config).map_err(StartError::Other)?;
         let validator = Arc::new(
             crate::cli::validator_with(&config, client.clone()).map_err(StartError::Schema)?,
@@ -130,7 +140,12 @@ impl App {
             .listen(listener)
             .map_err(|source| StartError::Bind { address, source })?
             .run();
-        let hooks = Hooks::start(store.clone(), client, hook_targets, config.hooks.clone());
+        let hooks = Hooks::start(
+            store.clone(),
+            hooks_client,
+            hook_targets,
+            config.hooks.clone(),
+        );
         tracing::info!(address = %bound, owner = engine.owner(), "orchestrator listening");
         Ok(Self {
             server,

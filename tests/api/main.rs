@@ -8,6 +8,7 @@ mod health;
 mod helpers;
 mod hooks;
 mod logs;
+mod outbound;
 mod restart;
 mod retries;
 mod runs;
