@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use crate::actions::{ClientOptions, HttpClient};
 use crate::api::{self, AppState};
 use crate::config::{Config, StoreConfig};
-use crate::engine::{Engine, Settings};
+use crate::engine::{Engine, RunLimits, Settings};
 use crate::hooks::Hooks;
 use crate::logs::LogHub;
 use crate::store::sqlite::SqliteStore;
@@ -99,6 +99,12 @@ impl App {
             secrets: Arc::new(config.secrets.clone()),
             emit_events: !hook_targets.is_empty(),
             max_log_entries: config.logs.max_entries_per_run,
+            limits: RunLimits {
+                max_input_bytes: config.limits.max_input_bytes,
+                max_context_bytes: config.limits.max_context_bytes,
+                max_output_bytes: config.limits.max_output_bytes,
+            },
+            shutdown_grace: config.server.shutdown_grace,
         };
         let engine = Engine::new(
             store.clone(),

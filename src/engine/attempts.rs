@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use super::notes::response_excerpt;
 use super::retry::{GiveUp, next_delay};
 use super::state::Start;
+use crate::actions::size;
 use crate::actions::{Action, Effect, Failure, FailureKind, Outcome};
 use crate::definition::RetryPolicy;
 use crate::expr::Redactor;
@@ -40,6 +41,8 @@ pub struct StepPlan {
     pub action: Arc<dyn Action>,
     pub retry: RetryPolicy,
     pub timeout: Option<Duration>,
+    /// Outputs larger than this are truncated before they leave the step.
+    pub max_output_bytes: usize,
 }
 
 /// Runs the attempts of one step until it succeeds, fails for good, or is dropped.
@@ -69,6 +72,7 @@ pub async fn run(plan: StepPlan, start: Start, events: mpsc::UnboundedSender<Ste
             Ok(mut outcome) => {
                 record.http_code = outcome.http_code;
                 redact_outcome(&start.redactor, &mut outcome);
+                size::fit(&mut outcome.output, plan.max_output_bytes);
                 let _ = events.send(StepEvent::Done {
                     index,
                     attempt: record,
@@ -113,6 +117,7 @@ pub async fn run(plan: StepPlan, start: Start, events: mpsc::UnboundedSender<Ste
                 failure.message = start.redactor.redact_str(&failure.message);
                 if let Some(output) = &mut failure.output {
                     start.redactor.redact(output);
+                    size::fit(output, plan.max_output_bytes);
                 }
                 let _ = events.send(StepEvent::Done {
                     index,

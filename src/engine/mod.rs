@@ -23,6 +23,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::actions::size::json_len;
 use crate::definition::{Validator, Violation, Workflow};
 use crate::logs::{LogHub, LogTail};
 use crate::model::{
@@ -98,6 +99,22 @@ pub struct Settings {
     pub emit_events: bool,
     /// Most entries a run's log may hold before client appends are refused.
     pub max_log_entries: u64,
+    /// Size limits of inputs, contexts and outputs.
+    pub limits: RunLimits,
+    /// On shutdown, how long steps in flight may take to finish.
+    pub shutdown_grace: Duration,
+}
+
+/// Size limits applied to runs, in bytes of compact JSON (`limits.*_bytes`).
+#[derive(Debug, Clone, Copy)]
+pub struct RunLimits {
+    /// A step's rendered input; larger fails the step.
+    pub max_input_bytes: usize,
+    /// The run context: at start (`400`), after approvals (`400`) and after a step's `set`
+    /// (the step fails).
+    pub max_context_bytes: usize,
+    /// A step's output as stored; larger outputs are truncated (see `crate::actions::size`).
+    pub max_output_bytes: usize,
 }
 
 /// A request to start a run.
@@ -203,6 +220,16 @@ impl Engine {
             .get_workflow(&request.workflow_id, request.version)
             .await?;
         let wf = shared.workflow(&version.id, version.version).await?;
+        let size = json_len(&request.context);
+        let max = shared.settings.limits.max_context_bytes;
+        if size > max {
+            let message =
+                format!("the context is {size} bytes, over limits.max_context_bytes ({max})");
+            return Err(EngineError::Invalid {
+                violations: vec![Violation::new("/context", message.clone())],
+                message,
+            });
+        }
         let id = crate::ids::new(crate::ids::RUN);
         let permit = shared.permits.clone().try_acquire_owned().ok();
         let expires_at =
@@ -265,12 +292,7 @@ impl Engine {
             .workflow(&run.workflow_id, run.workflow_version)
             .await?;
         let rev = run.control.rev;
-        let mut state = RunState::new(
-            run,
-            wf,
-            shared.settings.secrets.clone(),
-            shared.settings.emit_events,
-        );
+        let mut state = RunState::new(run, wf, &shared.settings);
         for idx in 0..state.run.steps.len() {
             if state.run.steps[idx].status != StepStatus::Succeeded {
                 let step = &mut state.run.steps[idx];
@@ -464,12 +486,7 @@ impl Shared {
                 .workflow(&run.workflow_id, run.workflow_version)
                 .await?;
             let rev = run.control.rev;
-            let mut state = RunState::new(
-                run,
-                wf,
-                self.settings.secrets.clone(),
-                self.settings.emit_events,
-            );
+            let mut state = RunState::new(run, wf, &self.settings);
             state.decide(request.clone())?;
             match self.resume_decided(state, rev).await {
                 Err(EngineError::Conflict(_)) => continue,

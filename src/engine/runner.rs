@@ -55,7 +55,7 @@ pub async fn drive(
     run_id: String,
     run: Option<Run>,
     commands: mpsc::UnboundedReceiver<Command>,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
 ) {
     let outcome = async {
         let run = match run {
@@ -65,12 +65,7 @@ pub async fn drive(
         let wf = shared
             .workflow(&run.workflow_id, run.workflow_version)
             .await?;
-        let state = RunState::new(
-            run,
-            wf,
-            shared.settings.secrets.clone(),
-            shared.settings.emit_events,
-        );
+        let state = RunState::new(run, wf, &shared.settings);
         let (events_tx, events) = mpsc::unbounded_channel();
         let runner = Runner {
             shared: shared.clone(),
@@ -93,6 +88,8 @@ pub async fn drive(
         }
         Err(e) => tracing::error!(run_id, error = %e, "run task stopped"),
     }
+    // The slot is free before the claim loop is woken, so that it sees the room.
+    drop(permit);
     shared.task_ended(&run_id);
 }
 
@@ -171,6 +168,7 @@ impl Runner {
                 action: step.action.clone(),
                 retry: step.retry.clone(),
                 timeout: step.timeout,
+                max_output_bytes: self.shared.settings.limits.max_output_bytes,
             };
             let index = start.index;
             let handle = self

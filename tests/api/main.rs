@@ -7,6 +7,7 @@ mod cli;
 mod health;
 mod helpers;
 mod hooks;
+mod limits;
 mod logs;
 mod outbound;
 mod restart;
