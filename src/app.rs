@@ -47,8 +47,12 @@ pub struct App {
     store: DynStore,
 }
 
-/// How long in-flight run tasks get to record their state on shutdown.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// On shutdown, how long hook delivery gets to record what was acknowledged.
+const HOOKS_GRACE: Duration = Duration::from_secs(5);
+
+/// On shutdown, how long HTTP requests may run beyond `server.shutdown_grace` (log streams
+/// stay open until the runs they follow have drained).
+const HTTP_MARGIN: Duration = Duration::from_secs(10);
 
 /// Opens the store the configuration names and applies its migrations.
 pub fn open_store(config: &Config) -> Result<DynStore, StartError> {
@@ -138,7 +142,7 @@ impl App {
                 .configure(api::configure)
         })
         .disable_signals()
-        .shutdown_timeout(SHUTDOWN_GRACE.as_secs());
+        .shutdown_timeout((config.server.shutdown_grace + HTTP_MARGIN).as_secs());
         if config.server.workers > 0 {
             server = server.workers(config.server.workers);
         }
@@ -182,19 +186,25 @@ impl App {
         self.hooks.clone()
     }
 
-    /// Serves until `shutdown` completes, then stops accepting, lets requests finish,
-    /// stops the engine (runs in flight resume on the next start), and then stops hook
-    /// delivery, after the engine so the events of its last commits are in the outbox
-    /// (they are delivered on the next start).
+    /// Serves until `shutdown` completes, then stops in this order:
+    /// 1. the listener closes (requests in progress go on);
+    /// 2. the engine drains: no new steps, steps in flight get `server.shutdown_grace`,
+    ///    their results are committed, and unfinished runs are released to resume on the
+    ///    next start; log streams stay open meanwhile, then end with a `shutdown` event;
+    /// 3. hook delivery stops, after the engine so that the events of its last commits
+    ///    are in the outbox (delivered after the next start);
+    /// 4. the HTTP server waits for the remaining requests.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
         shutdown.await;
-        tracing::info!("shutting down");
+        tracing::info!("shutting down: no new connections");
         let stopping = handle.stop(true);
-        self.engine.shutdown(SHUTDOWN_GRACE).await;
-        self.hooks.shutdown(SHUTDOWN_GRACE).await;
+        self.engine.shutdown().await;
+        self.hooks.shutdown(HOOKS_GRACE).await;
         stopping.await;
-        server.await.map_err(std::io::Error::other)?
+        let served = server.await.map_err(std::io::Error::other)?;
+        tracing::info!("stopped");
+        served
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::notes::response_excerpt;
 use super::retry::{GiveUp, next_delay};
@@ -34,6 +35,9 @@ pub enum StepEvent {
         attempt: Attempt,
         result: Box<Result<Outcome, Failure>>,
     },
+    /// The server is stopping and the step was between attempts: it stays `RUNNING` and
+    /// goes on after the next start (its last attempt recorded when to retry).
+    Paused { index: usize },
 }
 
 /// What a step needs besides its [`Start`].
@@ -45,14 +49,23 @@ pub struct StepPlan {
     pub max_output_bytes: usize,
 }
 
-/// Runs the attempts of one step until it succeeds, fails for good, or is dropped.
-pub async fn run(plan: StepPlan, start: Start, events: mpsc::UnboundedSender<StepEvent>) {
+/// Runs the attempts of one step until it succeeds, fails for good, or is dropped. Once
+/// `stopping` is cancelled no attempt starts: an attempt in flight finishes, a wait for the
+/// next one is given up ([`StepEvent::Paused`]).
+pub async fn run(
+    plan: StepPlan,
+    start: Start,
+    events: mpsc::UnboundedSender<StepEvent>,
+    stopping: CancellationToken,
+) {
+    let index = start.index;
     if let Some(at) = start.not_before
         && let Ok(wait) = (at - now()).to_std()
+        && !pause(wait, &stopping).await
     {
-        tokio::time::sleep(wait).await;
+        let _ = events.send(StepEvent::Paused { index });
+        return;
     }
-    let index = start.index;
     let mut number = start.first_attempt;
     loop {
         let started_at = now();
@@ -109,7 +122,10 @@ pub async fn run(plan: StepPlan, start: Start, events: mpsc::UnboundedSender<Ste
                 {
                     return;
                 }
-                tokio::time::sleep(delay).await;
+                if !pause(delay, &stopping).await {
+                    let _ = events.send(StepEvent::Paused { index });
+                    return;
+                }
                 number += 1;
             }
             Err(why) => {
@@ -127,6 +143,17 @@ pub async fn run(plan: StepPlan, start: Start, events: mpsc::UnboundedSender<Ste
                 return;
             }
         }
+    }
+}
+
+/// Waits `delay`; false when the server began to stop first (or had already).
+async fn pause(delay: Duration, stopping: &CancellationToken) -> bool {
+    if stopping.is_cancelled() {
+        return false;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => true,
+        _ = stopping.cancelled() => false,
     }
 }
 

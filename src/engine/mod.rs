@@ -137,7 +137,15 @@ pub(crate) struct Shared {
     active: Mutex<HashMap<String, mpsc::UnboundedSender<Command>>>,
     permits: Arc<Semaphore>,
     wake: Notify,
+    /// Cancelled when the server starts to stop: run tasks stop starting steps and drain,
+    /// and the claim, approval and purge loops end.
     shutdown: CancellationToken,
+    /// Cancelled once run tasks have drained: log streams end with a final event and the
+    /// heartbeat stops (leases are renewed while runs drain).
+    closed: CancellationToken,
+    /// Run tasks, and claimed runs waiting for a slot.
+    runs: TaskTracker,
+    /// The background loops.
     tasks: TaskTracker,
     /// The runtime every engine task runs on, whichever thread asked for it (API
     /// handlers run on actix's per-worker runtimes).
@@ -152,6 +160,9 @@ pub struct Engine {
 
 /// Compiled workflows kept in memory; versions never change, so entries never go stale.
 const WORKFLOW_CACHE: usize = 1024;
+
+/// On shutdown, time allowed beyond the grace period for commits and loops to finish.
+const SETTLE: Duration = Duration::from_secs(5);
 
 impl Engine {
     /// Must be called within the Tokio runtime the engine's tasks should run on.
@@ -175,6 +186,8 @@ impl Engine {
                 permits,
                 wake: Notify::new(),
                 shutdown: CancellationToken::new(),
+                closed: CancellationToken::new(),
+                runs: TaskTracker::new(),
                 tasks: TaskTracker::new(),
                 runtime: tokio::runtime::Handle::current(),
             }),
@@ -198,17 +211,36 @@ impl Engine {
         self.shared.active.lock().map(|a| a.len()).unwrap_or(0)
     }
 
-    /// Stops every run task (runs stay `RUNNING` in the store and resume on the next start)
-    /// and waits up to `grace` for them to record where they are.
-    pub async fn shutdown(&self, grace: Duration) {
-        self.shared.shutdown.cancel();
-        self.shared.tasks.close();
-        if tokio::time::timeout(grace, self.shared.tasks.wait())
+    /// Stops the engine. Run tasks start no more steps and give those in flight up to
+    /// `shutdown_grace` to finish; each run then either ends, parks, or is left `RUNNING`
+    /// with its lease released, and resumes (re-running the steps cut off) on the next
+    /// start. New and claimed runs are not started. Once the runs are settled, log streams
+    /// end with a final event and the background loops stop.
+    pub async fn shutdown(&self) {
+        let shared = &self.shared;
+        let grace = shared.settings.shutdown_grace;
+        tracing::info!(
+            runs = self.active_runs(),
+            grace_ms = grace.as_millis() as u64,
+            "engine draining: no new steps; waiting for steps in flight"
+        );
+        shared.shutdown.cancel();
+        shared.runs.close();
+        if tokio::time::timeout(grace + SETTLE, shared.runs.wait())
             .await
             .is_err()
         {
-            tracing::warn!("some run tasks did not stop within the grace period");
+            tracing::warn!("some run tasks did not record their state in time");
         }
+        shared.closed.cancel();
+        shared.tasks.close();
+        if tokio::time::timeout(SETTLE, shared.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some engine loops did not stop in time");
+        }
+        tracing::info!("engine stopped");
     }
 
     /// Creates a run of a stored workflow and starts it (or queues it when this server is
@@ -231,7 +263,7 @@ impl Engine {
             });
         }
         let id = crate::ids::new(crate::ids::RUN);
-        let permit = shared.permits.clone().try_acquire_owned().ok();
+        let permit = shared.try_slot();
         let expires_at =
             now() + chrono::Duration::from_std(shared.settings.idempotency_ttl).unwrap_or_default();
         let new = NewRun {
@@ -376,7 +408,7 @@ impl Engine {
             after,
             run.status,
         );
-        Ok(tail.stop_on(self.shared.shutdown.clone()))
+        Ok(tail.stop_on(self.shared.closed.clone()))
     }
 
     /// The compiled definition of a workflow version.
@@ -424,6 +456,31 @@ impl Shared {
         Ok(wf)
     }
 
+    /// A slot to execute a run now, unless there is none or the server is stopping (then
+    /// the run is left for a claim after the next start).
+    fn try_slot(&self) -> Option<OwnedSemaphorePermit> {
+        if self.shutdown.is_cancelled() {
+            return None;
+        }
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
+    /// Gives up this server's claim on a run it has not started, so that the next start
+    /// (of this or another server) can take it at once rather than after the lease expires.
+    async fn release(&self, run_id: &str) {
+        let guard = Guard {
+            rev: None,
+            owner: Some(self.owner.clone()),
+            status_in: Some(vec![RunStatus::Pending, RunStatus::Running]),
+        };
+        let mut tx = Transition::new(run_id, guard);
+        tx.owner = OwnerChange::Release;
+        match self.commit(tx).await {
+            Ok(_) | Err(StoreError::Conflict(_)) => {}
+            Err(e) => tracing::warn!(run_id, error = %e, "releasing a claimed run failed"),
+        }
+    }
+
     /// Commits a transition and publishes its log entries.
     async fn commit(&self, tx: Transition) -> Result<Committed, StoreError> {
         let run_id = tx.run_id.clone();
@@ -450,7 +507,7 @@ impl Shared {
             }
             active.insert(run_id.clone(), tx);
         }
-        self.tasks.spawn_on(
+        self.runs.spawn_on(
             runner::drive(self.clone(), run_id, run, rx, permit),
             &self.runtime,
         );
@@ -510,11 +567,7 @@ impl Shared {
             ..Guard::default()
         };
         let runs_on = matches!(state.run.status, RunStatus::Running | RunStatus::Pending);
-        let permit = if runs_on {
-            self.permits.clone().try_acquire_owned().ok()
-        } else {
-            None
-        };
+        let permit = if runs_on { self.try_slot() } else { None };
         let owner = match (&permit, runs_on) {
             (Some(_), _) => OwnerChange::Take(self.lease()),
             (None, _) => OwnerChange::Release,

@@ -352,6 +352,12 @@ impl RunState {
         }
     }
 
+    /// True when some pending step could be scheduled now (its parents are finished).
+    pub fn has_ready_steps(&self) -> bool {
+        (0..self.run.steps.len())
+            .any(|i| self.run.steps[i].status == StepStatus::Pending && self.parents_done(i))
+    }
+
     fn parents_done(&self, idx: usize) -> bool {
         self.wf
             .dag

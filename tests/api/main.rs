@@ -14,5 +14,6 @@ mod restart;
 mod retries;
 mod runs;
 mod services;
+mod shutdown;
 mod templates;
 mod workflows;
