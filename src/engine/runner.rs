@@ -124,7 +124,7 @@ impl Runner {
             }
             let phase = self.state.phase(self.in_flight.len());
             let over = self.state.failure.is_some() || self.state.stopped_by.is_some();
-            if drain.is_some() && phase != Phase::Busy && !over && self.state.has_ready_steps() {
+            if drain.is_some() && phase != Phase::Busy && !over && self.state.can_progress() {
                 return self
                     .leave("server shutting down: the run resumes on the next start")
                     .await;

@@ -352,10 +352,14 @@ impl RunState {
         }
     }
 
-    /// True when some pending step could be scheduled now (its parents are finished).
-    pub fn has_ready_steps(&self) -> bool {
-        (0..self.run.steps.len())
-            .any(|i| self.run.steps[i].status == StepStatus::Pending && self.parents_done(i))
+    /// True when the run could go on by itself: a step is `RUNNING` without a task (given
+    /// up between attempts on shutdown), or a pending step could be scheduled now.
+    pub fn can_progress(&self) -> bool {
+        (0..self.run.steps.len()).any(|i| match self.run.steps[i].status {
+            StepStatus::Running => true,
+            StepStatus::Pending => self.parents_done(i),
+            _ => false,
+        })
     }
 
     fn parents_done(&self, idx: usize) -> bool {

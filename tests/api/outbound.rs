@@ -174,3 +174,29 @@ async fn a_bad_pattern_stops_start_up_naming_the_entry() {
         orchestrator::config::Config::from_raw(std::path::Path::new("c.yaml"), raw).unwrap_err();
     assert!(err.starts_with("policy.http.deny_hosts[1]"), "{err}");
 }
+
+#[tokio::test]
+async fn hook_delivery_goes_to_its_configured_target_whatever_the_policy() {
+    let audit = Target::start().await;
+    let base = audit.url("");
+    let app = spawn_app_with(|c| {
+        c.audit_log.base_url = base;
+        c.policy.http.deny_hosts = vec!["127.0.0.0/8".into()];
+    })
+    .await;
+    let run = call(&app, &audit.url("/from-a-step")).await;
+    assert_denied(&run, &["127.0.0.1", "deny_hosts entry \"127.0.0.0/8\""]);
+    crate::helpers::wait_until("the run's events to reach the audit log", || async {
+        let events = audit
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/v1/events")
+            .count();
+        (events >= 4).then_some(())
+    })
+    .await;
+    assert!(
+        audit.requests().iter().all(|r| r.path == "/v1/events"),
+        "only hooks reached it, never the denied step"
+    );
+}

@@ -260,3 +260,47 @@ async fn log_streams_follow_the_drain_and_end_with_a_shutdown_event() {
         "the stream resumes where the shutdown event left it"
     );
 }
+
+#[tokio::test]
+async fn a_step_waiting_to_retry_does_not_hold_up_the_stop_and_retries_after_restart() {
+    use wiremock::matchers::path;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let downstream = MockServer::start().await;
+    Mock::given(path("/flaky"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&downstream)
+        .await;
+    Mock::given(path("/flaky"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"ok": true})))
+        .mount(&downstream)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_in(dir, |c| c.server.shutdown_grace = Duration::from_secs(30)).await;
+    let wf = app
+        .create_workflow(&json!({"name": "flaky", "steps": [
+            {"name": "flaky", "action": "http", "retry": {"max": 2, "backoff_ms": 2000},
+             "input": {"url": format!("{}/flaky", downstream.uri())}}
+        ]}))
+        .await;
+    let run = app.start_run(&wf, json!({})).await;
+    app.wait_for(&run, "the first attempt to fail and wait", |r| {
+        r["steps"][0]["attempts"][0]["retry_in_ms"] == 2000
+    })
+    .await;
+
+    let stopping = Instant::now();
+    let dir = app.stop().await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "the wait for a retry is not an attempt in flight: the stop does not sit out the 30 s grace"
+    );
+
+    let app = spawn_app_in(dir, |_| {}).await;
+    let done = app.wait_until_finished(&run).await;
+    assert_eq!(done["status"], "SUCCEEDED", "{done}");
+    let attempts = done["steps"][0]["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{done}");
+    assert_eq!(downstream.received_requests().await.unwrap().len(), 2);
+}
