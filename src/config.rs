@@ -767,6 +767,37 @@ mod tests {
     }
 
     #[test]
+    fn operating_limits_have_safe_defaults_and_reject_nonsense() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.server.shutdown_grace, Duration::from_secs(20));
+        assert_eq!(c.limits.max_output_bytes, 256 * 1024);
+        assert_eq!(c.limits.max_context_bytes, 1024 * 1024);
+        assert!(!c.requires_approval);
+        for (yaml, key) in [
+            ("limits:\n  max_output_bytes: 10\n", "limits.max_output_bytes"),
+            ("limits:\n  max_steps: 0\n", "limits.max_steps"),
+            ("server:\n  shutdown_grace: 0s\n", "server.shutdown_grace"),
+            (
+                "policy:\n  http:\n    allow_hosts: [\"https://x.com\"]\n",
+                "policy.http.allow_hosts[0]",
+            ),
+        ] {
+            let err = load(yaml, &[]).unwrap_err().to_string();
+            assert!(err.contains(key), "{yaml}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_config_yaml_loads_and_keeps_the_defaults() {
+        let shipped = load(include_str!("../config.yaml"), &[]).unwrap();
+        let defaults = load("", &[]).unwrap();
+        assert_eq!(format!("{:?}", shipped.limits), format!("{:?}", defaults.limits));
+        assert_eq!(format!("{:?}", shipped.outbound), format!("{:?}", defaults.outbound));
+        assert_eq!(shipped.server.shutdown_grace, defaults.server.shutdown_grace);
+        assert_eq!(shipped.engine.max_active_runs, defaults.engine.max_active_runs);
+    }
+
+    #[test]
     fn malformed_yaml_is_reported_with_the_file_name() {
         let err = load("server: [1,\n", &[]).unwrap_err().to_string();
         assert!(err.starts_with("config.yaml: malformed YAML"), "{err}");
