@@ -16,6 +16,7 @@ use crate::config::{Config, StoreConfig};
 use crate::engine::{Engine, RunLimits, Settings};
 use crate::hooks::Hooks;
 use crate::logs::LogHub;
+use crate::store::postgres::{PgOptions, PostgresStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{DynStore, StoreError};
 use crate::templates::{Pack, PackError};
@@ -55,7 +56,7 @@ const HOOKS_GRACE: Duration = Duration::from_secs(5);
 const HTTP_MARGIN: Duration = Duration::from_secs(10);
 
 /// Opens the store the configuration names and applies its migrations.
-pub fn open_store(config: &Config) -> Result<DynStore, StartError> {
+pub async fn open_store(config: &Config) -> Result<DynStore, StartError> {
     match &config.store {
         StoreConfig::Sqlite {
             path,
@@ -66,8 +67,17 @@ pub fn open_store(config: &Config) -> Result<DynStore, StartError> {
             *synchronous_full,
             *read_connections,
         )?)),
-        StoreConfig::Postgres { .. } => Err(StartError::Other(
-            "database.dsn: the PostgreSQL store is not available in this build".into(),
+        StoreConfig::Postgres {
+            dsn,
+            pool_size,
+            statement_timeout,
+        } => Ok(Arc::new(
+            PostgresStore::open(&PgOptions {
+                dsn: dsn.clone(),
+                pool_size: *pool_size,
+                statement_timeout: *statement_timeout,
+            })
+            .await?,
         )),
     }
 }
@@ -76,7 +86,7 @@ impl App {
     /// Builds everything and binds `server.host:server.port` (port 0 picks a free one).
     /// Must be called within a Tokio runtime, which then runs the engine's tasks.
     pub async fn build(config: Config) -> Result<Self, StartError> {
-        let store = open_store(&config)?;
+        let store = open_store(&config).await?;
         let client = HttpClient::with_options(ClientOptions {
             policy: Some(config.outbound.clone()),
             max_body_bytes: config.limits.max_output_bytes,

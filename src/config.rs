@@ -94,6 +94,11 @@ pub struct RawDatabase {
     pub synchronous: String,
     /// Read connections of the embedded store.
     pub read_connections: usize,
+    /// Connections in the PostgreSQL pool.
+    pub pool_size: usize,
+    /// Longest one PostgreSQL statement may run before the server cancels it.
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
 }
 
 impl Default for RawDatabase {
@@ -103,6 +108,8 @@ impl Default for RawDatabase {
             path: PathBuf::from("data/orchestrator.db"),
             synchronous: "normal".into(),
             read_connections: 4,
+            pool_size: 16,
+            statement_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -384,6 +391,8 @@ pub enum StoreConfig {
     },
     Postgres {
         dsn: String,
+        pool_size: usize,
+        statement_timeout: Duration,
     },
 }
 
@@ -479,8 +488,16 @@ impl Config {
         } else if raw.database.dsn.starts_with("postgres://")
             || raw.database.dsn.starts_with("postgresql://")
         {
+            if raw.database.pool_size < 2 {
+                return Err("database.pool_size: at least 2 connections are needed".into());
+            }
+            if raw.database.statement_timeout.is_zero() {
+                return Err("database.statement_timeout: must be more than 0".into());
+            }
             StoreConfig::Postgres {
                 dsn: raw.database.dsn.clone(),
+                pool_size: raw.database.pool_size,
+                statement_timeout: raw.database.statement_timeout,
             }
         } else {
             return Err(
@@ -698,6 +715,27 @@ mod tests {
     }
 
     #[test]
+    fn a_postgres_dsn_selects_postgres_with_its_pool_size_and_statement_timeout() {
+        let c = load(
+            "database:\n  dsn: postgres://u@localhost/db\n  pool_size: 4\n  statement_timeout: 2s\n",
+            &[],
+        )
+        .unwrap();
+        match c.store {
+            StoreConfig::Postgres {
+                dsn,
+                pool_size,
+                statement_timeout,
+            } => {
+                assert_eq!(dsn, "postgres://u@localhost/db");
+                assert_eq!((pool_size, statement_timeout), (4, Duration::from_secs(2)));
+            }
+            other => panic!("expected PostgreSQL, got {other:?}"),
+        }
+        assert!(load("database:\n  dsn: postgres://u@h/db\n  pool_size: 1\n", &[]).is_err());
+    }
+
+    #[test]
     fn variables_in_strings_are_expanded_with_defaults() {
         let c = load(
             "ai_router:\n  base_url: ${ROUTER:-http://localhost:1}\n  headers:\n    Authorization: Bearer ${TOKEN}\n",
@@ -774,7 +812,10 @@ mod tests {
         assert_eq!(c.limits.max_context_bytes, 1024 * 1024);
         assert!(!c.requires_approval);
         for (yaml, key) in [
-            ("limits:\n  max_output_bytes: 10\n", "limits.max_output_bytes"),
+            (
+                "limits:\n  max_output_bytes: 10\n",
+                "limits.max_output_bytes",
+            ),
             ("limits:\n  max_steps: 0\n", "limits.max_steps"),
             ("server:\n  shutdown_grace: 0s\n", "server.shutdown_grace"),
             (
@@ -791,10 +832,22 @@ mod tests {
     fn the_shipped_config_yaml_loads_and_keeps_the_defaults() {
         let shipped = load(include_str!("../config.yaml"), &[]).unwrap();
         let defaults = load("", &[]).unwrap();
-        assert_eq!(format!("{:?}", shipped.limits), format!("{:?}", defaults.limits));
-        assert_eq!(format!("{:?}", shipped.outbound), format!("{:?}", defaults.outbound));
-        assert_eq!(shipped.server.shutdown_grace, defaults.server.shutdown_grace);
-        assert_eq!(shipped.engine.max_active_runs, defaults.engine.max_active_runs);
+        assert_eq!(
+            format!("{:?}", shipped.limits),
+            format!("{:?}", defaults.limits)
+        );
+        assert_eq!(
+            format!("{:?}", shipped.outbound),
+            format!("{:?}", defaults.outbound)
+        );
+        assert_eq!(
+            shipped.server.shutdown_grace,
+            defaults.server.shutdown_grace
+        );
+        assert_eq!(
+            shipped.engine.max_active_runs,
+            defaults.engine.max_active_runs
+        );
     }
 
     #[test]

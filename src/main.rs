@@ -55,7 +55,7 @@ fn validate(
 }
 
 async fn migrate(config: orchestrator::config::Config) -> anyhow::Result<ExitCode> {
-    orchestrator::app::open_store(&config)?;
+    orchestrator::app::open_store(&config).await?;
     println!("migrations applied");
     Ok(ExitCode::SUCCESS)
 }

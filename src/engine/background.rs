@@ -6,13 +6,20 @@
 //!   drained on shutdown.
 //! - approvals: applies `on_timeout` to approvals nobody decided in time.
 //! - purge: forgets expired idempotency keys.
+//! - notices (stores shared by several servers): wakes the claim loop for runs that became
+//!   claimable, tells a run's task when another server changed its run, and publishes log
+//!   entries committed elsewhere to this server's subscribers; until runs have drained.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::broadcast::error::RecvError;
+
 use super::decide::Request;
+use super::runner::Command;
 use super::{EngineError, Shared};
 use crate::model::now;
+use crate::store::Notice;
 
 pub fn spawn_all(shared: Arc<Shared>) {
     let tasks = shared.tasks.clone();
@@ -20,6 +27,9 @@ pub fn spawn_all(shared: Arc<Shared>) {
     tasks.spawn_on(claim(shared.clone()), &runtime);
     tasks.spawn_on(heartbeat(shared.clone()), &runtime);
     tasks.spawn_on(approvals(shared.clone()), &runtime);
+    if let Some(notices) = shared.store.notices() {
+        tasks.spawn_on(watch(shared.clone(), notices), &runtime);
+    }
     tasks.spawn_on(purge(shared), &runtime);
 }
 
@@ -115,6 +125,61 @@ async fn purge(shared: Arc<Shared>) {
         }
         if let Err(e) = shared.store.purge_expired(now()).await {
             tracing::warn!(error = %e, "purging idempotency keys failed");
+        }
+    }
+}
+
+async fn watch(shared: Arc<Shared>, mut notices: tokio::sync::broadcast::Receiver<Notice>) {
+    loop {
+        // Until the runs have drained: draining runs still hear of cancels elsewhere, and
+        // their log streams of entries committed elsewhere.
+        let notice = tokio::select! {
+            n = notices.recv() => n,
+            _ = shared.closed.cancelled() => return,
+        };
+        match notice {
+            Ok(Notice::Run {
+                run_id,
+                rev,
+                logs,
+                claimable,
+            }) => {
+                if claimable {
+                    shared.wake.notify_one();
+                }
+                if let Some(rev) = rev {
+                    let task = shared
+                        .active
+                        .lock()
+                        .ok()
+                        .and_then(|a| a.get(&run_id).cloned());
+                    if let Some(task) = task {
+                        let _ = task.send(Command::Refresh { rev });
+                    }
+                }
+                if let Some((first, last)) = logs {
+                    relay_logs(&shared, &run_id, first, last).await;
+                }
+            }
+            // Some notices were lost: claim whatever needs an owner now. Log subscribers
+            // catch up from the store when they see a gap in `seq`.
+            Ok(Notice::Resync) | Err(RecvError::Lagged(_)) => shared.wake.notify_one(),
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Publishes log entries `first..=last` of a run, committed by another server, to this
+/// server's subscribers of that run (if any).
+async fn relay_logs(shared: &Shared, run_id: &str, first: u64, last: u64) {
+    if first == 0 || last < first || !shared.hub.is_watched(run_id) {
+        return;
+    }
+    let count = (last - first + 1) as usize;
+    match shared.store.read_logs(run_id, first - 1, count).await {
+        Ok(entries) => shared.hub.publish(run_id, &entries),
+        Err(e) => {
+            tracing::warn!(run_id, error = %e, "reading log entries committed elsewhere failed")
         }
     }
 }

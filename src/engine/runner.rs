@@ -33,6 +33,8 @@ pub enum Command {
         request: Request,
         reply: oneshot::Sender<Result<Run, EngineError>>,
     },
+    /// Another server committed revision `rev` of this run (a store notice).
+    Refresh { rev: u64 },
 }
 
 /// How a run's task ended.
@@ -269,7 +271,10 @@ impl Runner {
 
     /// Handles a decision sent to this task; true when the run has left this server.
     async fn command(&mut self, command: Command) -> Result<bool, EngineError> {
-        let Command::Decide { request, reply } = command;
+        let (request, reply) = match command {
+            Command::Decide { request, reply } => (request, reply),
+            Command::Refresh { rev } => return Ok(self.changed_elsewhere(rev).await),
+        };
         if matches!(request, Request::Cancel { .. }) && !self.state.run.status.is_terminal() {
             self.tasks.abort_all();
             self.in_flight.clear();
@@ -290,6 +295,31 @@ impl Runner {
         let committed = self.commit(owner).await;
         let _ = reply.send(committed.clone().map(|()| self.state.run.clone()));
         committed.map(|()| over)
+    }
+
+    /// True (after aborting in-flight calls) when another server really changed the run
+    /// past what this task committed: it was canceled or taken over there, so it is no
+    /// longer this task's to drive, and its next guarded commit would fail anyway.
+    async fn changed_elsewhere(&mut self, rev: u64) -> bool {
+        let ours = self.state.run.control.rev;
+        if rev <= ours {
+            return false;
+        }
+        let stored = match self.shared.store.get_run(&self.state.run.id).await {
+            Ok(run) => run,
+            Err(_) => return false,
+        };
+        if stored.control.rev <= ours {
+            return false;
+        }
+        self.tasks.abort_all();
+        self.in_flight.clear();
+        tracing::info!(
+            run_id = %self.state.run.id,
+            status = %stored.status,
+            "run changed by another server; stopping here"
+        );
+        true
     }
 
     /// Commits what the state recorded; transient store errors are retried until the

@@ -146,6 +146,14 @@ impl LogHub {
             .subscribe()
     }
 
+    /// True when someone subscribes to `run_id` now (entries committed elsewhere are then
+    /// worth reading from the store and publishing here).
+    pub fn is_watched(&self, run_id: &str) -> bool {
+        self.lock()
+            .get(run_id)
+            .is_some_and(|feed| feed.receiver_count() > 0)
+    }
+
     /// Number of runs with a live feed.
     pub fn feeds(&self) -> usize {
         self.lock().len()

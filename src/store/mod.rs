@@ -7,6 +7,7 @@
 //! commits (group commit); a call returns only after its data is committed, which is what
 //! lets callers publish to the API and SSE afterwards. Only this module knows SQL.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
+use tokio::sync::broadcast;
 
 use crate::model::{
     Approval, LogEntry, NewEvent, NewLogEntry, Page, PageRequest, Run, RunFilter, RunStatus,
@@ -213,6 +215,25 @@ pub struct LogLimits {
     pub max_entries: u64,
 }
 
+/// A change another process committed to the shared database, announced after its commit
+/// (PostgreSQL `LISTEN/NOTIFY`). Notices are wake-ups, never the source of truth: a
+/// receiver re-reads the store, and [`Notice::Resync`] says some may have been missed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    /// Run `run_id` changed.
+    Run {
+        run_id: String,
+        /// The run's head changed (a transition committed); its revision after the change.
+        rev: Option<u64>,
+        /// Log entries `first..=last` were appended.
+        logs: Option<(u64, u64)>,
+        /// The run may now be claimed (queued, released, or decided to go on without an owner).
+        claimable: bool,
+    },
+    /// Notices may have been lost (the listener reconnected): re-check what matters.
+    Resync,
+}
+
 /// Persistence of workflows, templates, runs, logs, leases and the hook outbox.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -305,6 +326,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes expired idempotency keys; returns how many.
     async fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError>;
+
+    /// Changes committed by *other* processes sharing this store, for stores that several
+    /// servers can share; `None` when no other process can write (the embedded store).
+    fn notices(&self) -> Option<broadcast::Receiver<Notice>> {
+        None
+    }
 }
 
 /// A shared store handle.

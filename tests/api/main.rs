@@ -10,6 +10,9 @@ mod hooks;
 mod limits;
 mod logs;
 mod outbound;
+#[path = "../common/pg.rs"]
+mod pg;
+mod replicas;
 mod restart;
 mod retries;
 mod runs;

@@ -304,3 +304,45 @@ async fn a_step_waiting_to_retry_does_not_hold_up_the_stop_and_retries_after_res
     assert_eq!(attempts.len(), 2, "{done}");
     assert_eq!(downstream.received_requests().await.unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn a_replica_that_stops_gracefully_hands_its_runs_to_another_at_once() {
+    let target = Target::start().await;
+    target.hold();
+    let dsn = crate::pg::fresh_database().await;
+    let dir = tempfile::tempdir().unwrap();
+    // A lease far longer than the test's bound: only a released run is taken over in time.
+    let replica = |name: &str| {
+        let path = dir.path().join(format!("{name}.yaml"));
+        let text = format!(
+            "server:\n  host: 127.0.0.1\n  port: 0\n  workers: 2\n  shutdown_grace: 1s\n\
+             database:\n  dsn: {dsn}\n  pool_size: 4\n\
+             engine:\n  poll_interval: 100ms\n  lease_ttl: 120s\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let mut first = ServerProcess::start(&replica("a"));
+    let client = client();
+    let run = start_slow_run(&first, &client, &target).await;
+    target.wait_in_flight(1).await;
+    let second = ServerProcess::start(&replica("b"));
+
+    first.sigterm();
+    let status = first
+        .wait_exit(Duration::from_secs(1) + MARGIN)
+        .await
+        .expect("the first replica exits");
+    assert!(status.success(), "{status:?}");
+    target.release();
+    // Within PATIENCE (20 s), long before the 120 s lease would have expired.
+    let done = finished_run(&second, &client, &run).await;
+    assert_eq!(done["status"], "SUCCEEDED", "{done}");
+    let keys: Vec<Option<String>> = target
+        .requests()
+        .into_iter()
+        .map(|r| r.idempotency_key)
+        .collect();
+    let key = Some(format!("{run}/slow"));
+    assert_eq!(keys, [key.clone(), key]);
+}

@@ -68,7 +68,7 @@ impl SqliteStore {
                 path.display()
             ))
         })?;
-        let conn = pool::open(path, synchronous_full)?;
+        let conn = pool::open(path, synchronous_full, pool::WRITER_CACHE_KIB)?;
         migrate(&conn)?;
         // One process owns the file (the lock above), so no lease can be live.
         conn.execute(

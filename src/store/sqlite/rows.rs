@@ -99,6 +99,17 @@ fn run_row(row: &Row<'_>) -> rusqlite::Result<Result<Run, StoreError>> {
 const STEP_COLUMNS: &str = "run_id, idx, step_id, name, action, status, error, output, http_code, \
      attempts, started_at, finished_at, waiting_since, truncated";
 
+/// Writes a step row in place (an upsert updates the row; `INSERT OR REPLACE` would
+/// delete and re-insert it).
+const STEP_UPSERT: &str = "INSERT INTO step_runs (run_id, idx, step_id, name, action, status, \
+     error, output, http_code, attempts, started_at, finished_at, waiting_since, truncated) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+     ON CONFLICT (run_id, idx) DO UPDATE SET step_id = excluded.step_id, name = excluded.name, \
+     action = excluded.action, status = excluded.status, error = excluded.error, \
+     output = excluded.output, http_code = excluded.http_code, attempts = excluded.attempts, \
+     started_at = excluded.started_at, finished_at = excluded.finished_at, \
+     waiting_since = excluded.waiting_since, truncated = excluded.truncated";
+
 fn step_row(row: &Row<'_>) -> rusqlite::Result<(String, Result<StepRun, StoreError>)> {
     let run_id: String = row.get(0)?;
     let status: String = row.get(5)?;
@@ -230,12 +241,7 @@ pub fn put_step(
     idx: usize,
     step: &StepRun,
 ) -> Result<(), StoreError> {
-    let mut stmt = conn
-        .prepare_cached(&format!(
-            "INSERT OR REPLACE INTO step_runs ({STEP_COLUMNS}) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
-        ))
-        .map_err(unavailable)?;
+    let mut stmt = conn.prepare_cached(STEP_UPSERT).map_err(unavailable)?;
     stmt.execute(params![
         run_id,
         idx as i64,

@@ -1,0 +1,404 @@
+//! The PostgreSQL store, selected by `database.dsn: postgres://…`; several server
+//! replicas may share one database.
+//!
+//! Writes go through the group-commit [`writer`]: concurrent callers share transactions,
+//! each job in its own savepoint, answered after the commit. Reads use the connection
+//! pool directly. Runs are owned through leases (claims use `FOR UPDATE SKIP LOCKED`),
+//! and every commit announces what it changed with `pg_notify` (right after it), which the [`notify`]
+//! listener turns into [`Notice`]s for this process. Migrations are applied at open
+//! under a session advisory lock, so replicas starting together do not race.
+
+mod commit;
+mod migrations;
+mod notify;
+mod queries;
+mod rows;
+mod runs;
+mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio::sync::broadcast;
+use tokio_postgres::NoTls;
+use tokio_postgres::error::SqlState;
+
+use crate::model::{
+    LogEntry, NewLogEntry, Page, PageRequest, Run, RunFilter, TemplateRecord, Timestamp,
+    WorkflowVersion, now,
+};
+use crate::store::{
+    Committed, CreatedRun, LogLimits, NewRun, NewWorkflowVersion, Notice, Store, StoreError,
+    StoredEvent, Transition,
+};
+
+use rows::{ms, to_json};
+use writer::{Done, Fault, Writer};
+
+/// How long start-up, readiness and callers wait for a connection before giving up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Notices buffered for slow receivers before they lag (and re-check the store).
+const NOTICE_CAPACITY: usize = 4096;
+
+/// Connection settings of the PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    pub dsn: String,
+    /// Connections in the pool (a quarter, at most 4, for group-commit writers; the rest
+    /// for reads).
+    pub pool_size: usize,
+    /// Longest a single statement may run before the server cancels it.
+    pub statement_timeout: Duration,
+}
+
+/// The PostgreSQL implementation of [`Store`].
+pub struct PostgresStore {
+    pool: Pool,
+    writer: Writer,
+    notices: Arc<broadcast::Sender<Notice>>,
+}
+
+/// Maps a database error to the store's vocabulary.
+pub(crate) fn db_error(e: tokio_postgres::Error) -> StoreError {
+    match e.code() {
+        Some(c) if *c == SqlState::UNIQUE_VIOLATION => StoreError::Conflict(e.to_string()),
+        Some(c) if *c == SqlState::INVALID_TEXT_REPRESENTATION => {
+            StoreError::Invalid(e.to_string())
+        }
+        _ => StoreError::Unavailable(match e.as_db_error() {
+            Some(db) => db.to_string(),
+            None => e.to_string(),
+        }),
+    }
+}
+
+impl PostgresStore {
+    /// Connects, applies pending migrations, and starts the writer and notice listener.
+    /// Must be called within a Tokio runtime.
+    pub async fn open(options: &PgOptions) -> Result<Self, StoreError> {
+        let mut config: tokio_postgres::Config = options
+            .dsn
+            .parse()
+            .map_err(|e| StoreError::Invalid(format!("database.dsn: {e}")))?;
+        config.connect_timeout(CONNECT_TIMEOUT);
+        config.application_name("orchestrator");
+        config.options(format!(
+            "-c statement_timeout={}",
+            options.statement_timeout.as_millis()
+        ));
+        migrations::run(&config).await?;
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(2))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(CONNECT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|e| StoreError::Unavailable(format!("cannot build the pool: {e}")))?;
+        let origin = crate::ids::new("store");
+        let notices = Arc::new(broadcast::channel(NOTICE_CAPACITY).0);
+        tokio::spawn(notify::listen(
+            config,
+            origin.clone(),
+            Arc::downgrade(&notices),
+        ));
+        // A quarter of the pool writes (at most 4 batches in flight); the rest serves reads.
+        let writers = (options.pool_size / 4).clamp(1, 4);
+        let (announce, announced) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(notify::announce(pool.clone(), origin, announced));
+        Ok(Self {
+            writer: Writer::start(pool.clone(), announce, writers),
+            pool,
+            notices,
+        })
+    }
+
+    async fn conn(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))
+    }
+}
+
+/// Reads `f(conn)` on a pooled connection.
+macro_rules! read {
+    ($store:expr, |$c:ident| $body:expr) => {{
+        let $c = $store.conn().await?;
+        let $c = &$c;
+        $body
+    }};
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        read!(self, |c| c
+            .simple_query("SELECT 1")
+            .await
+            .map(|_| ())
+            .map_err(db_error))
+    }
+
+    async fn create_workflow(
+        &self,
+        new: NewWorkflowVersion,
+    ) -> Result<WorkflowVersion, StoreError> {
+        self.writer
+            .write(move |c| {
+                let new = new.clone();
+                async move { queries::create_workflow(&*c, &new).await.map(Done::quiet) }
+            })
+            .await
+    }
+
+    async fn add_workflow_version(
+        &self,
+        new: NewWorkflowVersion,
+    ) -> Result<WorkflowVersion, StoreError> {
+        self.writer
+            .write(move |c| {
+                let new = new.clone();
+                async move {
+                    queries::add_workflow_version(&*c, &new)
+                        .await
+                        .map(Done::quiet)
+                }
+            })
+            .await
+    }
+
+    async fn get_workflow(
+        &self,
+        id: &str,
+        version: Option<u32>,
+    ) -> Result<WorkflowVersion, StoreError> {
+        read!(self, |c| queries::get_workflow(c, id, version).await)
+    }
+
+    async fn list_workflows(
+        &self,
+        request: &PageRequest,
+    ) -> Result<Page<WorkflowVersion>, StoreError> {
+        read!(self, |c| queries::list_workflows(c, request).await)
+    }
+
+    async fn list_workflow_versions(&self, id: &str) -> Result<Vec<WorkflowVersion>, StoreError> {
+        read!(self, |c| queries::list_workflow_versions(c, id).await)
+    }
+
+    async fn create_template(
+        &self,
+        template: TemplateRecord,
+    ) -> Result<TemplateRecord, StoreError> {
+        self.writer
+            .write(move |c| {
+                let template = template.clone();
+                async move {
+                    let inserted = c
+                        .execute(
+                            "INSERT INTO templates (name, body, created_at, created_by) \
+                             VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING",
+                            &[
+                                &template.name,
+                                &to_json(&template.body),
+                                &ms(template.created_at),
+                                &template.created_by,
+                            ],
+                        )
+                        .await?;
+                    if inserted == 0 {
+                        return Err(StoreError::Conflict(format!(
+                            "template {} already exists",
+                            template.name
+                        ))
+                        .into());
+                    }
+                    Ok(Done::quiet(template))
+                }
+            })
+            .await
+    }
+
+    async fn get_template(&self, name: &str) -> Result<TemplateRecord, StoreError> {
+        read!(self, |c| queries::get_template(c, name).await)
+    }
+
+    async fn list_templates(&self) -> Result<Vec<TemplateRecord>, StoreError> {
+        read!(self, |c| queries::list_templates(c).await)
+    }
+
+    async fn create_run(&self, new: NewRun) -> Result<CreatedRun, StoreError> {
+        self.writer
+            .write(move |c| {
+                let new = new.clone();
+                async move { runs::create_run(&*c, new).await }
+            })
+            .await
+    }
+
+    async fn get_run(&self, id: &str) -> Result<Run, StoreError> {
+        read!(self, |c| rows::load_run(c, id).await)
+    }
+
+    async fn list_runs(
+        &self,
+        filter: &RunFilter,
+        request: &PageRequest,
+    ) -> Result<Page<Run>, StoreError> {
+        read!(self, |c| queries::list_runs(c, filter, request).await)
+    }
+
+    async fn commit(&self, transition: Transition) -> Result<Committed, StoreError> {
+        self.writer
+            .write(move |c| {
+                let tx = transition.clone();
+                async move { commit::commit(&*c, tx).await }
+            })
+            .await
+    }
+
+    async fn claim_runs(
+        &self,
+        owner: &str,
+        ttl: Duration,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let owner = owner.to_owned();
+        let ttl = ttl.as_millis() as i64;
+        self.writer
+            .write(move |c| {
+                let owner = owner.clone();
+                async move { runs::claim(&*c, &owner, ttl, limit).await }
+            })
+            .await
+    }
+
+    async fn renew_leases(&self, owner: &str, ttl: Duration) -> Result<(), StoreError> {
+        let owner = owner.to_owned();
+        let ttl = ttl.as_millis() as i64;
+        self.writer
+            .write(move |c| {
+                let owner = owner.clone();
+                async move {
+                    c.execute(
+                        "UPDATE runs SET lease_expires_at = $2 \
+                         WHERE owner = $1 AND status IN ('PENDING', 'RUNNING')",
+                        &[&owner, &(ms(now()) + ttl)],
+                    )
+                    .await?;
+                    Ok(Done::quiet(()))
+                }
+            })
+            .await
+    }
+
+    async fn due_approvals(&self, at: Timestamp, limit: usize) -> Result<Vec<String>, StoreError> {
+        read!(self, |c| {
+            let rows = c
+                .query(
+                    "SELECT id FROM runs WHERE approval_deadline <= $1 AND status = 'WAITING_APPROVAL' \
+                     ORDER BY approval_deadline LIMIT $2",
+                    &[&ms(at), &(limit as i64)],
+                )
+                .await
+                .map_err(db_error)?;
+            rows.iter().map(|r| rows::get(r, 0)).collect()
+        })
+    }
+
+    async fn append_logs(
+        &self,
+        run_id: &str,
+        entries: Vec<NewLogEntry>,
+        limits: LogLimits,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        let run_id = run_id.to_owned();
+        self.writer
+            .write(move |c| {
+                let (run_id, entries) = (run_id.clone(), entries.clone());
+                async move { runs::append_client_logs(&*c, &run_id, entries, limits).await }
+            })
+            .await
+    }
+
+    async fn read_logs(
+        &self,
+        run_id: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<LogEntry>, StoreError> {
+        read!(self, |c| queries::read_logs(c, run_id, after, limit).await)
+    }
+
+    async fn read_events(
+        &self,
+        after_id: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        read!(self, |c| queries::read_events(c, after_id, limit).await)
+    }
+
+    async fn event_cursor(&self, target: &str) -> Result<u64, StoreError> {
+        read!(self, |c| {
+            let row = c
+                .query_opt(
+                    "SELECT last_id FROM event_cursors WHERE target = $1",
+                    &[&target],
+                )
+                .await
+                .map_err(db_error)?;
+            let id = row.map(|r| rows::get::<i64>(&r, 0)).transpose()?;
+            Ok(id.unwrap_or(0) as u64)
+        })
+    }
+
+    async fn set_event_cursor(&self, target: &str, id: u64) -> Result<(), StoreError> {
+        let target = target.to_owned();
+        self.writer
+            .write(move |c| {
+                let target = target.clone();
+                async move {
+                    c.execute(
+                        "INSERT INTO event_cursors (target, last_id) VALUES ($1, $2) \
+                         ON CONFLICT (target) DO UPDATE \
+                         SET last_id = GREATEST(event_cursors.last_id, excluded.last_id)",
+                        &[&target, &(id as i64)],
+                    )
+                    .await?;
+                    Ok(Done::quiet(()))
+                }
+            })
+            .await
+    }
+
+    async fn purge_expired(&self, at: Timestamp) -> Result<u64, StoreError> {
+        self.writer
+            .write(move |c| async move {
+                let n = c
+                    .execute(
+                        "DELETE FROM idempotency_keys WHERE expires_at < $1",
+                        &[&ms(at)],
+                    )
+                    .await?;
+                Ok::<_, Fault>(Done::quiet(n))
+            })
+            .await
+    }
+
+    fn notices(&self) -> Option<broadcast::Receiver<Notice>> {
+        Some(self.notices.subscribe())
+    }
+}

@@ -1,0 +1,304 @@
+//! Conversions between PostgreSQL rows and the model's records, and the reads and writes
+//! of child rows (steps, approvals, logs) shared by the store's operations.
+//!
+//! Child rows are read for many runs in one query each (`= ANY($1)`) and written for
+//! many rows in one statement each (`UNNEST`), so no operation costs a round trip per row.
+
+use std::collections::HashMap;
+
+use deadpool_postgres::GenericClient;
+use serde_json::{Map, Value};
+use tokio_postgres::Row;
+
+use crate::model::{
+    Approval, LogEntry, NewLogEntry, Run, RunControl, StepRun, Timestamp, WorkflowVersion,
+};
+use crate::store::StoreError;
+
+use super::db_error;
+
+/// Unix milliseconds of a timestamp, as stored.
+pub fn ms(t: Timestamp) -> i64 {
+    t.timestamp_millis()
+}
+
+/// A stored millisecond count as a timestamp.
+pub fn from_ms(v: i64) -> Timestamp {
+    chrono::DateTime::from_timestamp_millis(v).unwrap_or_default()
+}
+
+fn parse<T: std::str::FromStr>(text: &str) -> Result<T, StoreError>
+where
+    T::Err: std::fmt::Display,
+{
+    text.parse()
+        .map_err(|e: T::Err| StoreError::Corrupt(e.to_string()))
+}
+
+/// Decodes a JSON column.
+pub fn json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("bad JSON column: {e}")))
+}
+
+/// Encodes a JSON column.
+pub fn to_json<T: serde::Serialize>(value: &T) -> String {
+    // Serialising a model value (maps with string keys) cannot fail.
+    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
+}
+
+/// Reads column `i`, mapping a type mismatch to `Corrupt`.
+pub fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a Row,
+    i: usize,
+) -> Result<T, StoreError> {
+    row.try_get(i)
+        .map_err(|e| StoreError::Corrupt(format!("column {i}: {e}")))
+}
+
+fn opt_ms(row: &Row, i: usize) -> Result<Option<Timestamp>, StoreError> {
+    Ok(get::<Option<i64>>(row, i)?.map(from_ms))
+}
+
+pub const VERSION_COLUMNS: &str =
+    "workflow_id, version, name, definition, created_at, created_by, restored_from";
+
+/// Decodes a row of [`VERSION_COLUMNS`].
+pub fn version_row(row: &Row) -> Result<WorkflowVersion, StoreError> {
+    Ok(WorkflowVersion {
+        id: get(row, 0)?,
+        version: get::<i64>(row, 1)? as u32,
+        name: get(row, 2)?,
+        definition: json(get::<&str>(row, 3)?)?,
+        created_at: from_ms(get(row, 4)?),
+        created_by: get(row, 5)?,
+        restored_from: get::<Option<i64>>(row, 6)?.map(|v| v as u32),
+    })
+}
+
+pub const RUN_COLUMNS: &str = "id, workflow_id, workflow_version, status, current_step, context, \
+     error, usage, created_at, updated_at, started_at, finished_at, rev, approval_deadline, active_ms";
+
+fn run_row(row: &Row) -> Result<Run, StoreError> {
+    Ok(Run {
+        id: get(row, 0)?,
+        workflow_id: get(row, 1)?,
+        workflow_version: get::<i64>(row, 2)? as u32,
+        status: parse(get::<&str>(row, 3)?)?,
+        current_step: get::<i64>(row, 4)? as usize,
+        context: json::<Map<String, Value>>(get::<&str>(row, 5)?)?,
+        steps: Vec::new(),
+        error: get(row, 6)?,
+        approvals: Vec::new(),
+        usage: json(get::<&str>(row, 7)?)?,
+        created_at: from_ms(get(row, 8)?),
+        updated_at: from_ms(get(row, 9)?),
+        started_at: opt_ms(row, 10)?,
+        finished_at: opt_ms(row, 11)?,
+        control: RunControl {
+            rev: get::<i64>(row, 12)? as u64,
+            approval_deadline: opt_ms(row, 13)?,
+            active_ms: get::<i64>(row, 14)? as u64,
+        },
+    })
+}
+
+const STEP_COLUMNS: &str = "run_id, idx, step_id, name, action, status, error, output, http_code, \
+     attempts, started_at, finished_at, waiting_since, truncated";
+
+fn step_row(row: &Row) -> Result<(String, StepRun), StoreError> {
+    let step = StepRun {
+        step_id: get(row, 2)?,
+        name: get(row, 3)?,
+        action: get(row, 4)?,
+        status: parse(get::<&str>(row, 5)?)?,
+        error: get(row, 6)?,
+        output: get::<Option<&str>>(row, 7)?.map(json).transpose()?,
+        http_code: get::<Option<i64>>(row, 8)?.map(|c| c as u16),
+        attempts: json(get::<&str>(row, 9)?)?,
+        started_at: opt_ms(row, 10)?,
+        finished_at: opt_ms(row, 11)?,
+        waiting_since: opt_ms(row, 12)?,
+        output_truncated: get(row, 13)?,
+    };
+    Ok((get(row, 0)?, step))
+}
+
+fn approval_row(row: &Row) -> Result<(String, Approval), StoreError> {
+    let approval = Approval {
+        step: get(row, 1)?,
+        decision: parse(get::<&str>(row, 2)?)?,
+        by: get(row, 3)?,
+        at: from_ms(get(row, 4)?),
+        comment: get(row, 5)?,
+        input: get::<Option<&str>>(row, 6)?.map(json).transpose()?,
+    };
+    Ok((get(row, 0)?, approval))
+}
+
+/// Reads one run with its steps and approvals (three pipelined queries).
+pub async fn load_run<C: GenericClient>(client: &C, id: &str) -> Result<Run, StoreError> {
+    let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = $1");
+    let row = client.query_opt(&sql, &[&id]).await.map_err(db_error)?;
+    let run = run_row(&row.ok_or_else(|| StoreError::NotFound(format!("run {id}")))?)?;
+    let mut runs = vec![run];
+    attach_children(client, &mut runs).await?;
+    runs.pop()
+        .ok_or_else(|| StoreError::NotFound(format!("run {id}")))
+}
+
+/// Decodes run rows of [`RUN_COLUMNS`] and attaches their children in two more queries.
+pub async fn load_runs<C: GenericClient>(
+    client: &C,
+    rows: Vec<Row>,
+) -> Result<Vec<Run>, StoreError> {
+    let mut runs = rows.iter().map(run_row).collect::<Result<Vec<_>, _>>()?;
+    attach_children(client, &mut runs).await?;
+    Ok(runs)
+}
+
+async fn attach_children<C: GenericClient>(client: &C, runs: &mut [Run]) -> Result<(), StoreError> {
+    if runs.is_empty() {
+        return Ok(());
+    }
+    let position: HashMap<String, usize> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.id.clone(), i))
+        .collect();
+    let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+    let steps_sql =
+        format!("SELECT {STEP_COLUMNS} FROM step_runs WHERE run_id = ANY($1) ORDER BY run_id, idx");
+    let approvals_sql = "SELECT run_id, step, decision, by_name, at, comment, input FROM approvals \
+                         WHERE run_id = ANY($1) ORDER BY run_id, n";
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ids];
+    let (steps, approvals) = futures::try_join!(
+        client.query(&steps_sql, &params),
+        client.query(approvals_sql, &params)
+    )
+    .map_err(db_error)?;
+    for row in &steps {
+        let (run_id, step) = step_row(row)?;
+        if let Some(&i) = position.get(&run_id) {
+            runs[i].steps.push(step);
+        }
+    }
+    for row in &approvals {
+        let (run_id, approval) = approval_row(row)?;
+        if let Some(&i) = position.get(&run_id) {
+            runs[i].approvals.push(approval);
+        }
+    }
+    Ok(())
+}
+
+/// Inserts or replaces step rows by index, in one statement.
+pub async fn put_steps<C: GenericClient>(
+    client: &C,
+    run_id: &str,
+    steps: &[(usize, &StepRun)],
+) -> Result<(), StoreError> {
+    if steps.is_empty() {
+        return Ok(());
+    }
+    let idx: Vec<i64> = steps.iter().map(|(i, _)| *i as i64).collect();
+    let step_id: Vec<&str> = steps.iter().map(|(_, s)| s.step_id.as_str()).collect();
+    let name: Vec<&str> = steps.iter().map(|(_, s)| s.name.as_str()).collect();
+    let action: Vec<&str> = steps.iter().map(|(_, s)| s.action.as_str()).collect();
+    let status: Vec<&str> = steps.iter().map(|(_, s)| s.status.as_str()).collect();
+    let error: Vec<Option<&str>> = steps.iter().map(|(_, s)| s.error.as_deref()).collect();
+    let output: Vec<Option<String>> = steps
+        .iter()
+        .map(|(_, s)| s.output.as_ref().map(to_json))
+        .collect();
+    let http: Vec<Option<i64>> = steps
+        .iter()
+        .map(|(_, s)| s.http_code.map(i64::from))
+        .collect();
+    let attempts: Vec<String> = steps.iter().map(|(_, s)| to_json(&s.attempts)).collect();
+    let started: Vec<Option<i64>> = steps.iter().map(|(_, s)| s.started_at.map(ms)).collect();
+    let finished: Vec<Option<i64>> = steps.iter().map(|(_, s)| s.finished_at.map(ms)).collect();
+    let waiting: Vec<Option<i64>> = steps.iter().map(|(_, s)| s.waiting_since.map(ms)).collect();
+    let truncated: Vec<bool> = steps.iter().map(|(_, s)| s.output_truncated).collect();
+    let sql = format!(
+        "INSERT INTO step_runs ({STEP_COLUMNS}) \
+         SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], \
+           $7::text[], $8::text[], $9::bigint[], $10::text[], $11::bigint[], $12::bigint[], \
+           $13::bigint[], $14::bool[]) \
+         ON CONFLICT (run_id, idx) DO UPDATE SET step_id = excluded.step_id, name = excluded.name, \
+           action = excluded.action, status = excluded.status, error = excluded.error, \
+           output = excluded.output, http_code = excluded.http_code, attempts = excluded.attempts, \
+           started_at = excluded.started_at, finished_at = excluded.finished_at, \
+           waiting_since = excluded.waiting_since, truncated = excluded.truncated"
+    );
+    let stmt = client.prepare_cached(&sql).await.map_err(db_error)?;
+    client
+        .execute(
+            &stmt,
+            &[
+                &run_id, &idx, &step_id, &name, &action, &status, &error, &output, &http,
+                &attempts, &started, &finished, &waiting, &truncated,
+            ],
+        )
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+/// Inserts log entries numbered from `first_seq`, in one statement.
+pub async fn put_logs<C: GenericClient>(
+    client: &C,
+    run_id: &str,
+    first_seq: u64,
+    entries: Vec<NewLogEntry>,
+) -> Result<Vec<LogEntry>, StoreError> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let seq: Vec<i64> = (0..entries.len())
+        .map(|i| (first_seq + i as u64) as i64)
+        .collect();
+    let ts: Vec<i64> = entries.iter().map(|e| ms(e.ts)).collect();
+    let level: Vec<&str> = entries.iter().map(|e| e.level.as_str()).collect();
+    let source: Vec<&str> = entries.iter().map(|e| e.source.as_str()).collect();
+    let step: Vec<Option<&str>> = entries.iter().map(|e| e.step.as_deref()).collect();
+    let message: Vec<&str> = entries.iter().map(|e| e.message.as_str()).collect();
+    let status: Vec<Option<String>> = entries
+        .iter()
+        .map(|e| e.status.as_ref().map(to_json))
+        .collect();
+    let stmt = client
+        .prepare_cached(
+            "INSERT INTO run_logs (run_id, seq, ts, level, source, step, message, status) \
+             SELECT $1, * FROM UNNEST($2::bigint[], $3::bigint[], $4::text[], $5::text[], \
+               $6::text[], $7::text[], $8::text[])",
+        )
+        .await
+        .map_err(db_error)?;
+    client
+        .execute(
+            &stmt,
+            &[
+                &run_id, &seq, &ts, &level, &source, &step, &message, &status,
+            ],
+        )
+        .await
+        .map_err(db_error)?;
+    Ok(entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| e.into_entry(first_seq + i as u64))
+        .collect())
+}
+
+/// Decodes a `run_logs` row (`seq, ts, level, source, step, message, status`).
+pub fn log_row(row: &Row) -> Result<LogEntry, StoreError> {
+    Ok(LogEntry {
+        seq: get::<i64>(row, 0)? as u64,
+        ts: from_ms(get(row, 1)?),
+        level: parse(get::<&str>(row, 2)?)?,
+        source: parse(get::<&str>(row, 3)?)?,
+        step: get(row, 4)?,
+        message: get(row, 5)?,
+        status: get::<Option<&str>>(row, 6)?.map(json).transpose()?,
+    })
+}

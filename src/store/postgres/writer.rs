@@ -1,0 +1,299 @@
+//! Group commit for PostgreSQL: writer tasks batch the writes of concurrent callers.
+//!
+//! A writer takes every job queued at the moment it becomes free (up to [`MAX_BATCH`]),
+//! runs each inside its own savepoint of one transaction on one pooled connection, and
+//! commits once; only then are callers answered, so nobody hears "done" for data that is
+//! not committed. A failing job rolls back to its savepoint alone. A job that lost a
+//! deadlock against another replica's batch is re-run in the next batch. The notices
+//! of a batch go to the announcer only after its commit, so other replicas never hear
+//! of a change before it is visible. (Not with `pg_notify` inside the transaction: a
+//! notifying commit holds a database-wide lock, which would serialise every writer's
+//! commit and its WAL flush.)
+//!
+//! A few writers share the queue, each on its own connection: while one waits for its
+//! round trips and its commit's fsync, the next collects a batch. Jobs of one run are
+//! ordered by their callers (the engine awaits each commit), and concurrent jobs on one
+//! run serialise on its row lock; a deadlock between two batches re-runs the loser.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use super::notify::Outgoing;
+use crate::store::StoreError;
+
+/// Most jobs sharing one commit.
+const MAX_BATCH: usize = 256;
+/// Times a job that lost a deadlock is tried again before its caller hears of it.
+const MAX_RETRIES: u32 = 3;
+
+/// The pooled connection a batch runs on.
+pub type Conn = Arc<deadpool_postgres::Object>;
+
+/// Why a job failed: a store verdict, or a database error the writer classifies.
+#[derive(Debug)]
+pub enum Fault {
+    Store(StoreError),
+    Db(tokio_postgres::Error),
+}
+
+impl From<StoreError> for Fault {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+impl From<tokio_postgres::Error> for Fault {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Db(e)
+    }
+}
+
+impl Fault {
+    /// True for a deadlock or serialization failure: running the job again may succeed.
+    fn retryable(&self) -> bool {
+        matches!(self, Self::Db(e) if e.code().is_some_and(|c| {
+            *c == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+                || *c == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+        }))
+    }
+
+    /// The store's view of the failure.
+    pub fn into_store(self) -> StoreError {
+        match self {
+            Self::Store(e) => e,
+            Self::Db(e) => super::db_error(e),
+        }
+    }
+}
+
+/// What a job produced, and the notices to send when it commits.
+pub struct Done<R> {
+    pub value: R,
+    pub notices: Vec<Outgoing>,
+}
+
+impl<R> Done<R> {
+    /// A result that announces nothing.
+    pub fn quiet(value: R) -> Self {
+        Self {
+            value,
+            notices: Vec::new(),
+        }
+    }
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A unit of work for the writer: run inside a savepoint (again after a deadlock),
+/// answered after the commit.
+trait Job: Send {
+    /// Runs the work, keeping its result; the fault when it failed.
+    fn run(&mut self, conn: Conn) -> BoxFuture<'_, Option<Fault>>;
+    /// The notices of the successful run.
+    fn notices(&mut self) -> Vec<Outgoing>;
+    /// Answers the caller with the work's result, or with `commit`'s error.
+    fn answer(self: Box<Self>, commit: Result<(), StoreError>);
+    /// How often the job ran into a deadlock so far.
+    fn tries(&mut self) -> &mut u32;
+}
+
+struct Pending<R, F> {
+    work: F,
+    result: Option<Done<R>>,
+    reply: oneshot::Sender<Result<R, StoreError>>,
+    tries: u32,
+}
+
+impl<R, F, Fut> Job for Pending<R, F>
+where
+    R: Send + 'static,
+    F: Fn(Conn) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Done<R>, Fault>> + Send + 'static,
+{
+    fn run(&mut self, conn: Conn) -> BoxFuture<'_, Option<Fault>> {
+        Box::pin(async move {
+            match (self.work)(conn).await {
+                Ok(done) => {
+                    self.result = Some(done);
+                    None
+                }
+                Err(fault) => Some(fault),
+            }
+        })
+    }
+
+    fn notices(&mut self) -> Vec<Outgoing> {
+        self.result
+            .as_mut()
+            .map(|d| std::mem::take(&mut d.notices))
+            .unwrap_or_default()
+    }
+
+    fn answer(self: Box<Self>, commit: Result<(), StoreError>) {
+        let result = match (commit, self.result) {
+            (Err(e), _) => Err(e),
+            (Ok(()), Some(done)) => Ok(done.value),
+            (Ok(()), None) => Err(StoreError::Unavailable("job did not run".into())),
+        };
+        let _ = self.reply.send(result);
+    }
+
+    fn tries(&mut self) -> &mut u32 {
+        &mut self.tries
+    }
+}
+
+/// The write side: a queue feeding the writer task.
+#[derive(Clone)]
+pub struct Writer {
+    jobs: mpsc::UnboundedSender<Box<dyn Job>>,
+}
+
+impl Writer {
+    /// Starts `writers` writer tasks on `pool`. They stop when every `Writer` clone is
+    /// dropped.
+    pub fn start(
+        pool: Pool,
+        announce: mpsc::UnboundedSender<Vec<Outgoing>>,
+        writers: usize,
+    ) -> Self {
+        let (jobs, rx) = mpsc::unbounded_channel();
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..writers.max(1) {
+            tokio::spawn(run(pool.clone(), announce.clone(), rx.clone()));
+        }
+        Self { jobs }
+    }
+
+    /// Runs `work` in the next group commit and returns its result once committed.
+    /// `work` may run more than once (after a deadlock); only one run is ever committed.
+    pub async fn write<R, F, Fut>(&self, work: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: Fn(Conn) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Done<R>, Fault>> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job = Box::new(Pending {
+            work,
+            result: None,
+            reply,
+            tries: 0,
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?
+    }
+}
+
+type Queue = Arc<Mutex<mpsc::UnboundedReceiver<Box<dyn Job>>>>;
+
+async fn run(pool: Pool, announce: mpsc::UnboundedSender<Vec<Outgoing>>, queue: Queue) {
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    let mut again: Vec<Box<dyn Job>> = Vec::new();
+    loop {
+        {
+            // Collect a batch holding the queue; commit it after letting go.
+            let mut rx = queue.lock().await;
+            if again.is_empty() {
+                match rx.recv().await {
+                    Some(job) => batch.push(job),
+                    None => return,
+                }
+            } else {
+                batch.append(&mut again);
+            }
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+        }
+        commit_batch(&pool, &announce, &mut batch, &mut again).await;
+    }
+}
+
+async fn commit_batch(
+    pool: &Pool,
+    announce: &mpsc::UnboundedSender<Vec<Outgoing>>,
+    batch: &mut Vec<Box<dyn Job>>,
+    again: &mut Vec<Box<dyn Job>>,
+) {
+    let conn = match pool.get().await {
+        Ok(conn) => Arc::new(conn),
+        Err(e) => {
+            let err = StoreError::Unavailable(format!("no database connection: {e}"));
+            for job in batch.drain(..) {
+                job.answer(Err(err.clone()));
+            }
+            return;
+        }
+    };
+    if let Err(e) = conn.batch_execute("BEGIN; SAVEPOINT job").await {
+        let err = super::db_error(e);
+        for job in batch.drain(..) {
+            job.answer(Err(err.clone()));
+        }
+        return;
+    }
+    let mut done: Vec<Box<dyn Job>> = Vec::with_capacity(batch.len());
+    let mut notices = Vec::new();
+    let mut broken: Option<StoreError> = None;
+    for mut job in batch.drain(..) {
+        if let Some(err) = &broken {
+            job.answer(Err(err.clone()));
+            continue;
+        }
+        match job.run(conn.clone()).await {
+            None => match conn
+                .batch_execute("RELEASE SAVEPOINT job; SAVEPOINT job")
+                .await
+            {
+                Ok(()) => {
+                    notices.append(&mut job.notices());
+                    done.push(job);
+                }
+                Err(e) => {
+                    let err = super::db_error(e);
+                    job.answer(Err(err.clone()));
+                    broken = Some(err);
+                }
+            },
+            Some(fault) => {
+                if let Err(e) = conn.batch_execute("ROLLBACK TO SAVEPOINT job").await {
+                    broken = Some(super::db_error(e));
+                }
+                let tries = job.tries();
+                *tries += 1;
+                if fault.retryable() && *tries <= MAX_RETRIES && broken.is_none() {
+                    again.push(job);
+                } else {
+                    job.answer(Err(fault.into_store()));
+                }
+            }
+        }
+    }
+    let outcome = match broken {
+        Some(err) => Err(err),
+        None => conn.batch_execute("COMMIT").await.map_err(super::db_error),
+    };
+    match outcome {
+        Ok(()) if !notices.is_empty() => {
+            let _ = announce.send(notices);
+        }
+        Ok(()) => {}
+        Err(_) => {
+            let _ = conn.batch_execute("ROLLBACK").await;
+        }
+    }
+    for job in done {
+        job.answer(outcome.clone());
+    }
+}
