@@ -11,10 +11,10 @@ use actix_web::middleware::from_fn;
 use actix_web::{App as ActixApp, HttpServer, web};
 use tokio::sync::Semaphore;
 
-use crate::actions::HttpClient;
+use crate::actions::{ClientOptions, HttpClient};
 use crate::api::{self, AppState};
 use crate::config::{Config, StoreConfig};
-use crate::engine::{Engine, Settings};
+use crate::engine::{Engine, RunLimits, Settings};
 use crate::hooks::Hooks;
 use crate::logs::LogHub;
 use crate::metrics::{Metrics, MetricsError};
@@ -53,8 +53,12 @@ pub struct App {
     store: DynStore,
 }
 
-/// How long in-flight run tasks get to record their state on shutdown.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// On shutdown, how long hook delivery gets to record what was acknowledged.
+const HOOKS_GRACE: Duration = Duration::from_secs(5);
+
+/// On shutdown, how long HTTP requests may run beyond `server.shutdown_grace` (log streams
+/// stay open until the runs they follow have drained).
+const HTTP_MARGIN: Duration = Duration::from_secs(10);
 
 /// Opens the store the configuration names and applies its migrations.
 pub async fn open_store(config: &Config) -> Result<DynStore, StartError> {
@@ -89,8 +93,18 @@ impl App {
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let metrics = Arc::new(Metrics::new()?);
         let store: DynStore = Arc::new(TimedStore::new(open_store(&config).await?, &metrics));
-        let client = HttpClient::new()
-            .map_err(|e| StartError::Other(format!("cannot build the HTTP client: {e}")))?;
+        let client = HttpClient::with_options(ClientOptions {
+            policy: Some(config.outbound.clone()),
+            max_body_bytes: config.limits.max_output_bytes,
+        })
+        .map_err(|e| StartError::Other(format!("cannot build the HTTP client: {e}")))?;
+        // Hooks go only to URLs the operator configured: the outbound policy, which guards
+        // against targets in workflow definitions, does not apply to them.
+        let hooks_client = HttpClient::with_options(ClientOptions {
+            policy: None,
+            ..ClientOptions::default()
+        })
+        .map_err(|e| StartError::Other(format!("cannot build the HTTP client: {e}")))?;
         let hook_targets = crate::hooks::targets(&config).map_err(StartError::Other)?;
         let validator = Arc::new(
             crate::cli::validator_with(&config, client.clone()).map_err(StartError::Schema)?,
@@ -105,6 +119,12 @@ impl App {
             secrets: Arc::new(config.secrets.clone()),
             emit_events: !hook_targets.is_empty(),
             max_log_entries: config.logs.max_entries_per_run,
+            limits: RunLimits {
+                max_input_bytes: config.limits.max_input_bytes,
+                max_context_bytes: config.limits.max_context_bytes,
+                max_output_bytes: config.limits.max_output_bytes,
+            },
+            shutdown_grace: config.server.shutdown_grace,
         };
         let engine = Engine::new(
             store.clone(),
@@ -146,7 +166,7 @@ impl App {
                 .configure(api::configure)
         })
         .disable_signals()
-        .shutdown_timeout(SHUTDOWN_GRACE.as_secs());
+        .shutdown_timeout((config.server.shutdown_grace + HTTP_MARGIN).as_secs());
         if config.server.workers > 0 {
             server = server.workers(config.server.workers);
         }
@@ -154,7 +174,12 @@ impl App {
             .listen(listener)
             .map_err(|source| StartError::Bind { address, source })?
             .run();
-        let hooks = Hooks::start(store.clone(), client, hook_targets, config.hooks.clone());
+        let hooks = Hooks::start(
+            store.clone(),
+            hooks_client,
+            hook_targets,
+            config.hooks.clone(),
+        );
         tracing::info!(address = %bound, owner = engine.owner(), "orchestrator listening");
         Ok(Self {
             server,
@@ -185,19 +210,25 @@ impl App {
         self.hooks.clone()
     }
 
-    /// Serves until `shutdown` completes, then stops accepting, lets requests finish,
-    /// stops the engine (runs in flight resume on the next start), and then stops hook
-    /// delivery, after the engine so the events of its last commits are in the outbox
-    /// (they are delivered on the next start).
+    /// Serves until `shutdown` completes, then stops in this order:
+    /// 1. the listener closes (requests in progress go on);
+    /// 2. the engine drains: no new steps, steps in flight get `server.shutdown_grace`,
+    ///    their results are committed, and unfinished runs are released to resume on the
+    ///    next start; log streams stay open meanwhile, then end with a `shutdown` event;
+    /// 3. hook delivery stops, after the engine so that the events of its last commits
+    ///    are in the outbox (delivered after the next start);
+    /// 4. the HTTP server waits for the remaining requests.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
         let handle = self.server.handle();
         let server = tokio::spawn(self.server);
         shutdown.await;
-        tracing::info!("shutting down");
+        tracing::info!("shutting down: no new connections");
         let stopping = handle.stop(true);
-        self.engine.shutdown(SHUTDOWN_GRACE).await;
-        self.hooks.shutdown(SHUTDOWN_GRACE).await;
+        self.engine.shutdown().await;
+        self.hooks.shutdown(HOOKS_GRACE).await;
         stopping.await;
-        server.await.map_err(std::io::Error::other)?
+        let served = server.await.map_err(std::io::Error::other)?;
+        tracing::info!("stopped");
+        served
     }
 }

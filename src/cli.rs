@@ -85,6 +85,7 @@ pub fn validator_with(config: &Config, client: HttpClient) -> Result<Validator, 
         Limits {
             max_steps: config.limits.max_steps,
             max_retries: config.limits.max_retries,
+            max_input_bytes: config.limits.max_input_bytes,
         },
         config.requires_approval,
     ))

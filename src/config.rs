@@ -9,12 +9,15 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Serialized};
 use serde::{Deserialize, Serialize};
 use url::Url;
+
+use crate::actions::policy::OutboundPolicy;
 
 /// Prefix of environment variables that override config keys; `__` separates levels.
 pub const ENV_PREFIX: &str = "ORCHESTRATOR_";
@@ -65,6 +68,10 @@ pub struct RawServer {
     pub port: u16,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
+    /// On SIGTERM/SIGINT, how long steps in flight may take to finish before they are cut
+    /// off (to run again after the next start).
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
 }
 
 impl Default for RawServer {
@@ -73,6 +80,7 @@ impl Default for RawServer {
             host: "127.0.0.1".into(),
             port: 8100,
             workers: 0,
+            shutdown_grace: Duration::from_secs(20),
         }
     }
 }
@@ -114,6 +122,22 @@ pub struct RawPolicy {
     pub workflow_schema: String,
     /// Every step waits for approval, as if it said `requires_approval: true`.
     pub requires_approval: bool,
+    /// Where network actions may call (`policy.http`).
+    pub http: RawHttpPolicy,
+}
+
+/// The outbound policy of network actions (see `crate::actions::policy`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawHttpPolicy {
+    /// Host patterns (`api.example.com`, `*.example.com`), IP addresses or CIDR networks;
+    /// when not empty, only these may be called.
+    pub allow_hosts: Vec<String>,
+    /// Patterns as in `allow_hosts` that may never be called; deny wins over allow.
+    pub deny_hosts: Vec<String>,
+    /// Deny loopback, private (RFC 1918), unique local, CGNAT and other internal addresses.
+    /// Off by default, so that a server and its services can share a host or network.
+    pub deny_private_networks: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -159,6 +183,12 @@ pub struct RawLimits {
     pub max_retries: u32,
     /// Largest page a list answers.
     pub max_page: usize,
+    /// Largest `input` of a step, in bytes of JSON: as submitted, and once rendered.
+    pub max_input_bytes: usize,
+    /// Largest run context, in bytes of JSON: at start, and as steps and approvals add to it.
+    pub max_context_bytes: usize,
+    /// Largest output kept per step, in bytes of JSON; larger outputs are truncated.
+    pub max_output_bytes: usize,
 }
 
 impl Default for RawLimits {
@@ -168,7 +198,29 @@ impl Default for RawLimits {
             max_steps: 500,
             max_retries: 100,
             max_page: 500,
+            max_input_bytes: 256 * 1024,
+            max_context_bytes: 1024 * 1024,
+            max_output_bytes: crate::actions::DEFAULT_MAX_BODY_BYTES,
         }
+    }
+}
+
+impl RawLimits {
+    fn check(&self) -> Result<(), String> {
+        for (key, value) in [
+            ("limits.body_bytes", self.body_bytes),
+            ("limits.max_input_bytes", self.max_input_bytes),
+            ("limits.max_context_bytes", self.max_context_bytes),
+            ("limits.max_output_bytes", self.max_output_bytes),
+        ] {
+            if value < 1024 {
+                return Err(format!("{key}: must be at least 1024"));
+            }
+        }
+        if self.max_steps == 0 || self.max_page == 0 {
+            return Err("limits.max_steps and limits.max_page: must be at least 1".into());
+        }
+        Ok(())
     }
 }
 
@@ -345,6 +397,8 @@ pub struct Config {
     pub store: StoreConfig,
     pub workflow_schema: Option<PathBuf>,
     pub requires_approval: bool,
+    /// Where network actions may call.
+    pub outbound: Arc<OutboundPolicy>,
     pub templates_path: Option<PathBuf>,
     pub engine: RawEngine,
     pub limits: RawLimits,
@@ -536,30 +590,40 @@ impl Config {
         if raw.engine.max_active_runs == 0 {
             return Err("engine.max_active_runs: must be at least 1".into());
         }
-        if raw.limits.body_bytes < 1024 {
-            return Err("limits.body_bytes: must be at least 1024".into());
+        raw.limits.check()?;
+        if raw.server.shutdown_grace.is_zero() {
+            return Err("server.shutdown_grace: must be more than 0".into());
         }
         check_hooks(&raw.hooks)?;
         raw.logs.check()?;
         let auth = api_tokens(&raw.auth)?;
         let non_empty = |s: &str| (!s.trim().is_empty()).then(|| PathBuf::from(s));
+        let services = Services {
+            ai_router: service("ai_router", &raw.ai_router)?,
+            web: service("web", &raw.web)?,
+            memarch: service("memarch", &raw.memarch)?,
+            scm: service("scm", &raw.scm)?,
+            audit_log: service("audit_log", &raw.audit_log)?,
+        };
+        let http = &raw.policy.http;
+        let outbound = OutboundPolicy::new(
+            &http.allow_hosts,
+            &http.deny_hosts,
+            http.deny_private_networks,
+            services.action_hosts(),
+        )?;
         Ok(Self {
             source: path.to_owned(),
             store,
             workflow_schema: non_empty(&raw.policy.workflow_schema),
             requires_approval: raw.policy.requires_approval,
+            outbound: Arc::new(outbound),
             templates_path: non_empty(&raw.templates.path),
             log: LogConfig {
                 json,
                 level: raw.log.level.clone(),
             },
-            services: Services {
-                ai_router: service("ai_router", &raw.ai_router)?,
-                web: service("web", &raw.web)?,
-                memarch: service("memarch", &raw.memarch)?,
-                scm: service("scm", &raw.scm)?,
-                audit_log: service("audit_log", &raw.audit_log)?,
-            },
+            services,
             hooks: raw.hooks,
             auth,
             server: raw.server,
@@ -573,6 +637,17 @@ impl Config {
     /// The address to bind, `host:port`.
     pub fn bind_address(&self) -> String {
         format!("{}:{}", self.server.host, self.server.port)
+    }
+}
+
+impl Services {
+    /// The hosts of the configured base URLs of the services actions call: the outbound
+    /// policy treats them as named by the operator.
+    pub fn action_hosts(&self) -> Vec<url::Host<String>> {
+        [&self.ai_router, &self.web, &self.memarch, &self.scm]
+            .into_iter()
+            .filter_map(|s| s.base_url.as_ref()?.host().map(|h| h.to_owned()))
+            .collect()
     }
 }
 
@@ -883,6 +958,52 @@ mod tests {
         let twice = "auth:\n  tokens:\n    - {name: ci, token: 0123456789abcdef, role: admin}\n    - {name: ci, token: 0123456789abcdeX, role: admin}\n";
         let err = load(twice, &[]).unwrap_err().to_string();
         assert!(err.contains("auth.tokens[1].name"), "{err}");
+    }
+
+    #[test]
+    fn operating_limits_have_safe_defaults_and_reject_nonsense() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.server.shutdown_grace, Duration::from_secs(20));
+        assert_eq!(c.limits.max_output_bytes, 256 * 1024);
+        assert_eq!(c.limits.max_context_bytes, 1024 * 1024);
+        assert!(!c.requires_approval);
+        for (yaml, key) in [
+            (
+                "limits:\n  max_output_bytes: 10\n",
+                "limits.max_output_bytes",
+            ),
+            ("limits:\n  max_steps: 0\n", "limits.max_steps"),
+            ("server:\n  shutdown_grace: 0s\n", "server.shutdown_grace"),
+            (
+                "policy:\n  http:\n    allow_hosts: [\"https://x.com\"]\n",
+                "policy.http.allow_hosts[0]",
+            ),
+        ] {
+            let err = load(yaml, &[]).unwrap_err().to_string();
+            assert!(err.contains(key), "{yaml}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_config_yaml_loads_and_keeps_the_defaults() {
+        let shipped = load(include_str!("../config.yaml"), &[]).unwrap();
+        let defaults = load("", &[]).unwrap();
+        assert_eq!(
+            format!("{:?}", shipped.limits),
+            format!("{:?}", defaults.limits)
+        );
+        assert_eq!(
+            format!("{:?}", shipped.outbound),
+            format!("{:?}", defaults.outbound)
+        );
+        assert_eq!(
+            shipped.server.shutdown_grace,
+            defaults.server.shutdown_grace
+        );
+        assert_eq!(
+            shipped.engine.max_active_runs,
+            defaults.engine.max_active_runs
+        );
     }
 
     #[test]

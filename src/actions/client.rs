@@ -1,19 +1,48 @@
 //! The one outbound HTTP path of every network action: a pooled `reqwest` client, the
-//! `Idempotency-Key` header, response decoding to `{status, headers, body}`, and the
-//! classification of failures (status, timeout, network) that retry policies act on.
+//! outbound policy ([`super::policy`]), the `Idempotency-Key` header, response decoding to
+//! `{status, headers, body}` (reading at most `max_body_bytes` of a body), and the
+//! classification of failures (status, timeout, network, refused) that retry policies act on.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use serde_json::{Map, Value, json};
 use url::Url;
 
+use super::policy::{self, Denied, OutboundPolicy, PolicyResolver};
+use super::size;
 use super::{Failure, FailureKind, Outcome};
 
 /// A shared, pooled HTTP client. Cloning is cheap and shares the pool.
 #[derive(Clone, Debug)]
 pub struct HttpClient {
     inner: reqwest::Client,
+    policy: Option<Arc<OutboundPolicy>>,
+    max_body_bytes: usize,
+}
+
+/// How a client is built.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// The outbound policy every call is checked against; `None` checks nothing (for hook
+    /// delivery, whose targets the operator configured).
+    pub policy: Option<Arc<OutboundPolicy>>,
+    /// Response bodies are read up to this size; a longer body is not read further and
+    /// becomes a truncation marker (see [`super::size`]).
+    pub max_body_bytes: usize,
+}
+
+/// The body limit of a client built without one: `limits.max_output_bytes`' default.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            policy: Some(Arc::new(OutboundPolicy::default())),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
 }
 
 /// A request body: JSON, or text sent as it is.
@@ -35,20 +64,41 @@ pub struct Request {
 }
 
 impl HttpClient {
-    /// Builds the client every action shares.
+    /// A client with the default options: the always-on part of the outbound policy
+    /// (link-local and metadata addresses denied) and the default body limit.
     pub fn new() -> Result<Self, reqwest::Error> {
-        let inner = reqwest::Client::builder()
+        Self::with_options(ClientOptions::default())
+    }
+
+    /// Builds the client every action shares.
+    pub fn with_options(options: ClientOptions) -> Result<Self, reqwest::Error> {
+        let mut builder = reqwest::Client::builder()
             .user_agent(concat!("orchestrator/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
             .pool_max_idle_per_host(512)
             .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .build()?;
-        Ok(Self { inner })
+            .tcp_nodelay(true);
+        if let Some(policy) = &options.policy {
+            builder = builder
+                .dns_resolver(Arc::new(PolicyResolver::new(policy.clone())))
+                .redirect(policy::redirect_policy(policy.clone()));
+        }
+        Ok(Self {
+            inner: builder.build()?,
+            policy: options.policy,
+            max_body_bytes: options.max_body_bytes,
+        })
     }
 
     /// Sends `request`; a 2xx answer is an [`Outcome`] with output `{status, headers, body}`.
+    /// A call the outbound policy denies fails at once (never retried) and is not sent.
     pub async fn send(&self, request: Request) -> Result<Outcome, Failure> {
+        if let Some(policy) = &self.policy
+            && let Err(denied) = policy.check_url(&request.url)
+        {
+            let target = format!("{} {}", request.method, request.url);
+            return Err(denied_failure(&target, &denied));
+        }
         let mut headers = HeaderMap::new();
         for (name, value) in &request.headers {
             let name = HeaderName::from_bytes(name.as_bytes())
@@ -88,11 +138,19 @@ impl HttpClient {
             .send()
             .await
             .map_err(|e| transport_failure(&target, &e))?;
-        decode(&target, response).await
+        decode(&target, response, self.max_body_bytes).await
     }
 }
 
+fn denied_failure(target: &str, denied: &Denied) -> Failure {
+    tracing::warn!(%target, host = %denied.host, reason = %denied.reason, "outbound call denied");
+    Failure::rejected(format!("{target}: {denied}"))
+}
+
 fn transport_failure(target: &str, e: &reqwest::Error) -> Failure {
+    if let Some(denied) = policy::find_denied(e) {
+        return denied_failure(target, denied);
+    }
     let kind = if e.is_timeout() {
         FailureKind::Timeout
     } else if e.is_builder() {
@@ -124,7 +182,48 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-async fn decode(target: &str, response: reqwest::Response) -> Result<Outcome, Failure> {
+/// A response body as read.
+enum ReadBody {
+    Whole(Vec<u8>),
+    /// The body was longer than the limit and was not read further: its size (declared,
+    /// or at least what was read) and its start.
+    TooLong {
+        original_bytes: u64,
+        start: Vec<u8>,
+    },
+}
+
+/// Reads the body up to `limit` bytes.
+async fn read_body(
+    target: &str,
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<ReadBody, Failure> {
+    let declared = response.content_length();
+    let mut bytes = Vec::with_capacity(declared.unwrap_or(0).min(limit as u64) as usize);
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| transport_failure(target, &e))?
+    {
+        if bytes.len() + chunk.len() > limit {
+            let read = (bytes.len() + chunk.len()) as u64;
+            bytes.extend_from_slice(&chunk[..size::PREVIEW_BYTES.min(chunk.len())]);
+            return Ok(ReadBody::TooLong {
+                original_bytes: declared.unwrap_or(read).max(read),
+                start: bytes,
+            });
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(ReadBody::Whole(bytes))
+}
+
+async fn decode(
+    target: &str,
+    response: reqwest::Response,
+    max_body_bytes: usize,
+) -> Result<Outcome, Failure> {
     let status = response.status().as_u16();
     let retry_after = response
         .headers()
@@ -156,10 +255,17 @@ async fn decode(target: &str, response: reqwest::Response) -> Result<Outcome, Fa
                 }
                 map
             });
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| transport_failure(target, &e))?;
+    let bytes = match read_body(target, response, max_body_bytes).await? {
+        ReadBody::Whole(bytes) => bytes,
+        ReadBody::TooLong {
+            original_bytes,
+            start,
+        } => {
+            let preview = size::cut_bytes(&start, size::PREVIEW_BYTES);
+            let body = size::marker(original_bytes, preview);
+            return finish(target, status, retry_after, headers, body);
+        }
+    };
     let body = if bytes.is_empty() {
         Value::Null
     } else if is_json {
@@ -173,6 +279,17 @@ async fn decode(target: &str, response: reqwest::Response) -> Result<Outcome, Fa
     } else {
         Value::String(String::from_utf8_lossy(&bytes).into_owned())
     };
+    finish(target, status, retry_after, headers, body)
+}
+
+/// The outcome of an answer: success for a 2xx, else a failure carrying the answer.
+fn finish(
+    target: &str,
+    status: u16,
+    retry_after: Option<Duration>,
+    headers: Map<String, Value>,
+    body: Value,
+) -> Result<Outcome, Failure> {
     let output = json!({"status": status, "headers": headers, "body": body});
     if (200..300).contains(&status) {
         return Ok(Outcome {

@@ -11,8 +11,10 @@ mod client;
 mod condition;
 mod http;
 mod memarch;
+pub mod policy;
 mod scm;
 mod service;
+pub mod size;
 mod transform;
 mod web;
 
@@ -26,7 +28,7 @@ use serde_json::{Map, Value};
 use crate::config::Config;
 use crate::definition::Violation;
 
-pub use client::{Body, HttpClient, Request};
+pub use client::{Body, ClientOptions, DEFAULT_MAX_BODY_BYTES, HttpClient, Request};
 pub use service::join as join_url;
 
 /// What a step is asked to do, with its input already rendered.

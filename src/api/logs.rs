@@ -3,7 +3,9 @@
 //!
 //! The stream sends, for each entry in `seq` order, an `event: status` when the entry
 //! announces a status change and then the entry itself as `event: log` with `id: <seq>`;
-//! `event: end` once the run is over and everything before it was sent, then it closes.
+//! `event: end` once the run is over and everything before it was sent, then it closes;
+//! `event: shutdown` instead when the server stops first (the run goes on after the next
+//! start, and the client resumes after `last_seq`).
 //! The status event comes first and carries no id, so a client that reconnects with
 //! `Last-Event-ID` may see a status event again but never misses one, and sees every
 //! entry exactly once.
@@ -265,6 +267,12 @@ fn encode(item: TailItem) -> Vec<Result<sse::Event, StreamError>> {
             vec![
                 sse::Data::new_json(json!({"run_status": status, "last_seq": last_seq}))
                     .map(|d| d.event("end")),
+            ]
+        }
+        TailItem::Shutdown { status, last_seq } => {
+            vec![
+                sse::Data::new_json(json!({"run_status": status, "last_seq": last_seq}))
+                    .map(|d| d.event("shutdown")),
             ]
         }
     };

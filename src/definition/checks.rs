@@ -12,6 +12,7 @@ use super::dag::{Dag, DagError};
 use super::{
     ApprovalPolicy, OnFailure, RetryClass, RetryPolicy, Step, Validator, Violation, Workflow,
 };
+use crate::actions::size::json_len;
 use crate::expr::{Expr, ROOTS, STEP_FIELDS, Template, escape_pointer};
 use crate::model::Decision;
 
@@ -84,6 +85,21 @@ pub fn build(validator: &Validator, document: &Value) -> Result<Workflow, Vec<Vi
                 validator.limits.max_steps
             ),
         ));
+    }
+    let max_input = validator.limits.max_input_bytes;
+    for (i, input) in spec
+        .steps
+        .iter()
+        .enumerate()
+        .filter_map(|(i, raw)| Some((i, raw.get("input")?)))
+    {
+        let size = json_len(input);
+        if size > max_input {
+            v.push(Violation::new(
+                format!("/steps/{i}/input"),
+                format!("the input is {size} bytes, over the limit of {max_input}"),
+            ));
+        }
     }
     let mut specs = Vec::with_capacity(spec.steps.len());
     for (i, raw) in spec.steps.iter().enumerate() {
@@ -472,6 +488,7 @@ mod tests {
             Limits {
                 max_steps: 10,
                 max_retries: 5,
+                max_input_bytes: 4096,
             },
             false,
         )

@@ -218,6 +218,8 @@ impl Workflow {
 pub struct Limits {
     pub max_steps: usize,
     pub max_retries: u32,
+    /// Largest `input` of a step, in bytes of JSON.
+    pub max_input_bytes: usize,
 }
 
 /// Validates definitions with one schema, one action registry and one set of limits.

@@ -8,10 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::notes::response_excerpt;
 use super::retry::{GiveUp, next_delay};
 use super::state::Start;
+use crate::actions::size;
 use crate::actions::{Action, Effect, Failure, FailureKind, Outcome};
 use crate::definition::RetryPolicy;
 use crate::expr::Redactor;
@@ -34,6 +36,9 @@ pub enum StepEvent {
         attempt: Attempt,
         result: Box<Result<Outcome, Failure>>,
     },
+    /// The server is stopping and the step was between attempts: it stays `RUNNING` and
+    /// goes on after the next start (its last attempt recorded when to retry).
+    Paused { index: usize },
 }
 
 /// What a step needs besides its [`Start`].
@@ -42,16 +47,27 @@ pub struct StepPlan {
     pub retry: RetryPolicy,
     pub timeout: Option<Duration>,
     pub metrics: StepMetrics,
+    /// Outputs larger than this are truncated before they leave the step.
+    pub max_output_bytes: usize,
 }
 
-/// Runs the attempts of one step until it succeeds, fails for good, or is dropped.
-pub async fn run(plan: StepPlan, start: Start, events: mpsc::UnboundedSender<StepEvent>) {
+/// Runs the attempts of one step until it succeeds, fails for good, or is dropped. Once
+/// `stopping` is cancelled no attempt starts: an attempt in flight finishes, a wait for the
+/// next one is given up ([`StepEvent::Paused`]).
+pub async fn run(
+    plan: StepPlan,
+    start: Start,
+    events: mpsc::UnboundedSender<StepEvent>,
+    stopping: CancellationToken,
+) {
+    let index = start.index;
     if let Some(at) = start.not_before
         && let Ok(wait) = (at - now()).to_std()
+        && !pause(wait, &stopping).await
     {
-        tokio::time::sleep(wait).await;
+        let _ = events.send(StepEvent::Paused { index });
+        return;
     }
-    let index = start.index;
     let mut number = start.first_attempt;
     let began = std::time::Instant::now();
     loop {
@@ -72,6 +88,7 @@ pub async fn run(plan: StepPlan, start: Start, events: mpsc::UnboundedSender<Ste
             Ok(mut outcome) => {
                 record.http_code = outcome.http_code;
                 redact_outcome(&start.redactor, &mut outcome);
+                size::fit(&mut outcome.output, plan.max_output_bytes);
                 plan.metrics.finished(began.elapsed());
                 tracing::debug!(attempt = number, "step succeeded");
                 let _ = events.send(StepEvent::Done {
@@ -117,7 +134,10 @@ pub async fn run(plan: StepPlan, start: Start, events: mpsc::UnboundedSender<Ste
                 {
                     return;
                 }
-                tokio::time::sleep(delay).await;
+                if !pause(delay, &stopping).await {
+                    let _ = events.send(StepEvent::Paused { index });
+                    return;
+                }
                 number += 1;
             }
             Err(why) => {
@@ -125,6 +145,7 @@ pub async fn run(plan: StepPlan, start: Start, events: mpsc::UnboundedSender<Ste
                 failure.message = start.redactor.redact_str(&failure.message);
                 if let Some(output) = &mut failure.output {
                     start.redactor.redact(output);
+                    size::fit(output, plan.max_output_bytes);
                 }
                 plan.metrics.finished(began.elapsed());
                 tracing::debug!(attempt = number, error = %failure.message, "step failed");
@@ -136,6 +157,17 @@ pub async fn run(plan: StepPlan, start: Start, events: mpsc::UnboundedSender<Ste
                 return;
             }
         }
+    }
+}
+
+/// Waits `delay`; false when the server began to stop first (or had already).
+async fn pause(delay: Duration, stopping: &CancellationToken) -> bool {
+    if stopping.is_cancelled() {
+        return false;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => true,
+        _ = stopping.cancelled() => false,
     }
 }
 

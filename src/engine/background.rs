@@ -2,12 +2,13 @@
 //!
 //! - claim: takes queued runs and runs whose owner's lease expired, as capacity allows;
 //!   its first pass at start-up resumes every run a previous process left `RUNNING`.
-//! - heartbeat: renews the leases of the runs this server executes.
+//! - heartbeat: renews the leases of the runs this server executes, until they have
+//!   drained on shutdown.
 //! - approvals: applies `on_timeout` to approvals nobody decided in time.
 //! - purge: forgets expired idempotency keys.
 //! - notices (stores shared by several servers): wakes the claim loop for runs that became
 //!   claimable, tells a run's task when another server changed its run, and publishes log
-//!   entries committed elsewhere to this server's subscribers.
+//!   entries committed elsewhere to this server's subscribers; until runs have drained.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,14 +45,20 @@ async fn claim(shared: Arc<Shared>) {
                 Ok(ids) => {
                     for id in ids {
                         // Capacity may have gone elsewhere since counting; the claimed run
-                        // waits for it (its lease is renewed meanwhile, as it is ours).
+                        // waits for it (its lease is renewed meanwhile, as it is ours), or
+                        // is released again when the server stops first.
                         let permits = shared.permits.clone();
                         let shared = shared.clone();
                         let runtime = shared.runtime.clone();
-                        shared.tasks.clone().spawn_on(
+                        shared.runs.clone().spawn_on(
                             async move {
-                                if let Ok(permit) = permits.acquire_owned().await {
-                                    shared.spawn_task(id, None, permit);
+                                tokio::select! {
+                                    permit = permits.acquire_owned() => {
+                                        if let Ok(permit) = permit {
+                                            shared.spawn_task(id, None, permit);
+                                        }
+                                    }
+                                    _ = shared.shutdown.cancelled() => shared.release(&id).await,
                                 }
                             },
                             &runtime,
@@ -74,7 +81,7 @@ async fn heartbeat(shared: Arc<Shared>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
-            _ = shared.shutdown.cancelled() => return,
+            _ = shared.closed.cancelled() => return,
         }
         if let Err(e) = shared
             .store
@@ -124,9 +131,11 @@ async fn purge(shared: Arc<Shared>) {
 
 async fn watch(shared: Arc<Shared>, mut notices: tokio::sync::broadcast::Receiver<Notice>) {
     loop {
+        // Until the runs have drained: draining runs still hear of cancels elsewhere, and
+        // their log streams of entries committed elsewhere.
         let notice = tokio::select! {
             n = notices.recv() => n,
-            _ = shared.shutdown.cancelled() => return,
+            _ = shared.closed.cancelled() => return,
         };
         match notice {
             Ok(Notice::Run {

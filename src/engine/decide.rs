@@ -69,8 +69,7 @@ impl RunState {
             } => {
                 let idx = self.waiting_step(step.as_deref())?;
                 self.check_input(idx, input.as_ref())?;
-                self.approve(idx, by, comment, input);
-                Ok(())
+                self.approve(idx, by, comment, input)
             }
             Request::Reject { step, by, comment } => {
                 let idx = self.waiting_step(step.as_deref())?;
@@ -166,15 +165,31 @@ impl RunState {
         self.approvals.push(approval);
     }
 
-    fn approve(&mut self, idx: usize, by: String, comment: Option<String>, input: Option<Value>) {
+    fn approve(
+        &mut self,
+        idx: usize,
+        by: String,
+        comment: Option<String>,
+        input: Option<Value>,
+    ) -> Result<(), Refusal> {
+        if let Some(Value::Object(values)) = &input {
+            self.merge_context(values.clone()).map_err(|size| {
+                let message = format!(
+                    "the approval input would grow the run's context to {size} bytes, over \
+                     limits.max_context_bytes ({})",
+                    self.context_limit()
+                );
+                Refusal::Invalid {
+                    violations: vec![Violation::new("/input", message.clone())],
+                    message,
+                }
+            })?;
+        }
         let note = comment
             .as_deref()
             .map(|c| format!(": {c}"))
             .unwrap_or_default();
-        self.record(idx, Decision::Approved, by.clone(), comment, input.clone());
-        if let Some(Value::Object(values)) = input {
-            self.merge_context(values);
-        }
+        self.record(idx, Decision::Approved, by.clone(), comment, input);
         self.set_step(
             idx,
             StepStatus::Pending,
@@ -189,6 +204,7 @@ impl RunState {
                 format!("resumed after approval of {:?}", self.run.steps[idx].name),
             );
         }
+        Ok(())
     }
 
     fn reject(&mut self, idx: usize, by: String, comment: Option<String>) {
@@ -235,7 +251,8 @@ impl RunState {
             let after = policy.timeout.map(|t| t.as_millis()).unwrap_or_default();
             let comment = Some(format!("approval timed out after {after} ms"));
             match policy.on_timeout {
-                Decision::Approved => self.approve(idx, "system".into(), comment, None),
+                // Without input there is nothing to merge, so approving cannot be refused.
+                Decision::Approved => self.approve(idx, "system".into(), comment, None)?,
                 Decision::Rejected => self.reject(idx, "system".into(), comment),
             }
         }

@@ -23,6 +23,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::actions::size::json_len;
 use crate::definition::{Validator, Violation, Workflow};
 use crate::logs::{LogHub, LogTail};
 use crate::metrics::Metrics;
@@ -99,6 +100,22 @@ pub struct Settings {
     pub emit_events: bool,
     /// Most entries a run's log may hold before client appends are refused.
     pub max_log_entries: u64,
+    /// Size limits of inputs, contexts and outputs.
+    pub limits: RunLimits,
+    /// On shutdown, how long steps in flight may take to finish.
+    pub shutdown_grace: Duration,
+}
+
+/// Size limits applied to runs, in bytes of compact JSON (`limits.*_bytes`).
+#[derive(Debug, Clone, Copy)]
+pub struct RunLimits {
+    /// A step's rendered input; larger fails the step.
+    pub max_input_bytes: usize,
+    /// The run context: at start (`400`), after approvals (`400`) and after a step's `set`
+    /// (the step fails).
+    pub max_context_bytes: usize,
+    /// A step's output as stored; larger outputs are truncated (see `crate::actions::size`).
+    pub max_output_bytes: usize,
 }
 
 /// A request to start a run.
@@ -122,7 +139,15 @@ pub(crate) struct Shared {
     active: Mutex<HashMap<String, mpsc::UnboundedSender<Command>>>,
     permits: Arc<Semaphore>,
     wake: Notify,
+    /// Cancelled when the server starts to stop: run tasks stop starting steps and drain,
+    /// and the claim, approval and purge loops end.
     shutdown: CancellationToken,
+    /// Cancelled once run tasks have drained: log streams end with a final event and the
+    /// heartbeat stops (leases are renewed while runs drain).
+    closed: CancellationToken,
+    /// Run tasks, and claimed runs waiting for a slot.
+    runs: TaskTracker,
+    /// The background loops.
     tasks: TaskTracker,
     /// The runtime every engine task runs on, whichever thread asked for it (API
     /// handlers run on actix's per-worker runtimes).
@@ -137,6 +162,9 @@ pub struct Engine {
 
 /// Compiled workflows kept in memory; versions never change, so entries never go stale.
 const WORKFLOW_CACHE: usize = 1024;
+
+/// On shutdown, time allowed beyond the grace period for commits and loops to finish.
+const SETTLE: Duration = Duration::from_secs(5);
 
 impl Engine {
     /// Must be called within the Tokio runtime the engine's tasks should run on.
@@ -162,6 +190,8 @@ impl Engine {
                 permits,
                 wake: Notify::new(),
                 shutdown: CancellationToken::new(),
+                closed: CancellationToken::new(),
+                runs: TaskTracker::new(),
                 tasks: TaskTracker::new(),
                 runtime: tokio::runtime::Handle::current(),
             }),
@@ -185,17 +215,36 @@ impl Engine {
         self.shared.active.lock().map(|a| a.len()).unwrap_or(0)
     }
 
-    /// Stops every run task (runs stay `RUNNING` in the store and resume on the next start)
-    /// and waits up to `grace` for them to record where they are.
-    pub async fn shutdown(&self, grace: Duration) {
-        self.shared.shutdown.cancel();
-        self.shared.tasks.close();
-        if tokio::time::timeout(grace, self.shared.tasks.wait())
+    /// Stops the engine. Run tasks start no more steps and give those in flight up to
+    /// `shutdown_grace` to finish; each run then either ends, parks, or is left `RUNNING`
+    /// with its lease released, and resumes (re-running the steps cut off) on the next
+    /// start. New and claimed runs are not started. Once the runs are settled, log streams
+    /// end with a final event and the background loops stop.
+    pub async fn shutdown(&self) {
+        let shared = &self.shared;
+        let grace = shared.settings.shutdown_grace;
+        tracing::info!(
+            runs = self.active_runs(),
+            grace_ms = grace.as_millis() as u64,
+            "engine draining: no new steps; waiting for steps in flight"
+        );
+        shared.shutdown.cancel();
+        shared.runs.close();
+        if tokio::time::timeout(grace + SETTLE, shared.runs.wait())
             .await
             .is_err()
         {
-            tracing::warn!("some run tasks did not stop within the grace period");
+            tracing::warn!("some run tasks did not record their state in time");
         }
+        shared.closed.cancel();
+        shared.tasks.close();
+        if tokio::time::timeout(SETTLE, shared.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some engine loops did not stop in time");
+        }
+        tracing::info!("engine stopped");
     }
 
     /// Creates a run of a stored workflow and starts it (or queues it when this server is
@@ -207,8 +256,18 @@ impl Engine {
             .get_workflow(&request.workflow_id, request.version)
             .await?;
         let wf = shared.workflow(&version.id, version.version).await?;
+        let size = json_len(&request.context);
+        let max = shared.settings.limits.max_context_bytes;
+        if size > max {
+            let message =
+                format!("the context is {size} bytes, over limits.max_context_bytes ({max})");
+            return Err(EngineError::Invalid {
+                violations: vec![Violation::new("/context", message.clone())],
+                message,
+            });
+        }
         let id = crate::ids::new(crate::ids::RUN);
-        let permit = shared.permits.clone().try_acquire_owned().ok();
+        let permit = shared.try_slot();
         let expires_at =
             now() + chrono::Duration::from_std(shared.settings.idempotency_ttl).unwrap_or_default();
         let new = NewRun {
@@ -269,12 +328,7 @@ impl Engine {
             .workflow(&run.workflow_id, run.workflow_version)
             .await?;
         let rev = run.control.rev;
-        let mut state = RunState::new(
-            run,
-            wf,
-            shared.settings.secrets.clone(),
-            shared.settings.emit_events,
-        );
+        let mut state = RunState::new(run, wf, &shared.settings);
         for idx in 0..state.run.steps.len() {
             if state.run.steps[idx].status != StepStatus::Succeeded {
                 let step = &mut state.run.steps[idx];
@@ -358,7 +412,7 @@ impl Engine {
             after,
             run.status,
         );
-        Ok(tail.stop_on(self.shared.shutdown.clone()))
+        Ok(tail.stop_on(self.shared.closed.clone()))
     }
 
     /// The compiled definition of a workflow version.
@@ -441,6 +495,31 @@ impl Shared {
         Ok(wf)
     }
 
+    /// A slot to execute a run now, unless there is none or the server is stopping (then
+    /// the run is left for a claim after the next start).
+    fn try_slot(&self) -> Option<OwnedSemaphorePermit> {
+        if self.shutdown.is_cancelled() {
+            return None;
+        }
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
+    /// Gives up this server's claim on a run it has not started, so that the next start
+    /// (of this or another server) can take it at once rather than after the lease expires.
+    async fn release(&self, run_id: &str) {
+        let guard = Guard {
+            rev: None,
+            owner: Some(self.owner.clone()),
+            status_in: Some(vec![RunStatus::Pending, RunStatus::Running]),
+        };
+        let mut tx = Transition::new(run_id, guard);
+        tx.owner = OwnerChange::Release;
+        match self.commit(tx).await {
+            Ok(_) | Err(StoreError::Conflict(_)) => {}
+            Err(e) => tracing::warn!(run_id, error = %e, "releasing a claimed run failed"),
+        }
+    }
+
     /// Commits a transition, publishes its log entries, and counts the run and step
     /// outcomes it recorded (every status change is in the log, so nothing is missed).
     async fn commit(&self, tx: Transition) -> Result<Committed, StoreError> {
@@ -470,7 +549,7 @@ impl Shared {
             }
             active.insert(run_id.clone(), tx);
         }
-        self.tasks.spawn_on(
+        self.runs.spawn_on(
             runner::drive(self.clone(), run_id, run, rx, permit),
             &self.runtime,
         );
@@ -506,12 +585,7 @@ impl Shared {
                 .workflow(&run.workflow_id, run.workflow_version)
                 .await?;
             let rev = run.control.rev;
-            let mut state = RunState::new(
-                run,
-                wf,
-                self.settings.secrets.clone(),
-                self.settings.emit_events,
-            );
+            let mut state = RunState::new(run, wf, &self.settings);
             state.decide(request.clone())?;
             match self.resume_decided(state, rev).await {
                 Err(EngineError::Conflict(_)) => continue,
@@ -535,11 +609,7 @@ impl Shared {
             ..Guard::default()
         };
         let runs_on = matches!(state.run.status, RunStatus::Running | RunStatus::Pending);
-        let permit = if runs_on {
-            self.permits.clone().try_acquire_owned().ok()
-        } else {
-            None
-        };
+        let permit = if runs_on { self.try_slot() } else { None };
         let owner = match (&permit, runs_on) {
             (Some(_), _) => OwnerChange::Take(self.lease()),
             (None, _) => OwnerChange::Release,

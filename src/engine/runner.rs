@@ -5,6 +5,12 @@
 //! The task ends when the run parks for approval, finishes, is decided by someone else
 //! (its guarded commit conflicts), or the server shuts down. A parked or finished run holds
 //! no task and no memory here.
+//!
+//! Shutdown drains: from the moment the server starts to stop, no step is started; the
+//! steps in flight get `shutdown_grace` to finish and their results are committed as
+//! usual. Then the run ends or parks if that is where it got to; otherwise it is left
+//! `RUNNING` with its lease released, and the steps cut off run again (same idempotency
+//! key) after the next start.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,7 +42,8 @@ pub enum Command {
 enum Exit {
     /// Parked, finished, or decided elsewhere: nothing more to do here.
     Released,
-    /// The server is stopping; the run stays `RUNNING` and resumes on the next start.
+    /// The server is stopping; the run stays `RUNNING`, unowned, and resumes on the next
+    /// start.
     Shutdown,
 }
 
@@ -58,7 +65,7 @@ pub async fn drive(
     run_id: String,
     run: Option<Run>,
     commands: mpsc::UnboundedReceiver<Command>,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
 ) {
     // Every line logged while this run executes carries its id (steps add `step`).
     let span = tracing::info_span!("run", run_id = %run_id);
@@ -70,12 +77,7 @@ pub async fn drive(
         let wf = shared
             .workflow(&run.workflow_id, run.workflow_version)
             .await?;
-        let state = RunState::new(
-            run,
-            wf,
-            shared.settings.secrets.clone(),
-            shared.settings.emit_events,
-        );
+        let state = RunState::new(run, wf, &shared.settings);
         let (events_tx, events) = mpsc::unbounded_channel();
         let runner = Runner {
             shared: shared.clone(),
@@ -100,11 +102,18 @@ pub async fn drive(
         }
         Err(e) => tracing::error!(run_id, error = %e, "run task stopped"),
     }
+    // The slot is free before the claim loop is woken, so that it sees the room.
+    drop(permit);
     shared.task_ended(&run_id);
 }
 
 impl Runner {
     async fn run(mut self) -> Result<Exit, EngineError> {
+        if self.shared.shutdown.is_cancelled() {
+            // Claimed or created as the server began to stop: leave it for the next start.
+            self.commit(OwnerChange::Release).await?;
+            return Ok(Exit::Shutdown);
+        }
         let owner = self.shared.owner.clone();
         let first_start = self.state.run.status == RunStatus::Pending;
         let starts = self.state.begin(&owner);
@@ -114,11 +123,24 @@ impl Runner {
         }
         self.spawn(starts);
         let deadline = self.run_deadline();
+        // Set when the server starts to stop: when steps in flight are cut off.
+        let mut drain: Option<Instant> = None;
         loop {
-            let starts = self.state.schedule();
-            self.commit(OwnerChange::Keep).await?;
-            self.spawn(starts);
-            match self.state.phase(self.in_flight.len()) {
+            if drain.is_none() {
+                let starts = self.state.schedule();
+                self.commit(OwnerChange::Keep).await?;
+                self.spawn(starts);
+            } else {
+                self.commit(OwnerChange::Keep).await?;
+            }
+            let phase = self.state.phase(self.in_flight.len());
+            let over = self.state.failure.is_some() || self.state.stopped_by.is_some();
+            if drain.is_some() && phase != Phase::Busy && !over && self.state.can_progress() {
+                return self
+                    .leave("server shutting down: the run resumes on the next start")
+                    .await;
+            }
+            match phase {
                 Phase::Busy => {}
                 Phase::Park => {
                     self.account_time();
@@ -151,15 +173,36 @@ impl Runner {
                     self.abort_all(&format!("the run exceeded its timeout_ms of {limit}"));
                     self.state.failure = Some(format!("run exceeded timeout_ms {limit}"));
                 }
-                _ = self.shared.shutdown.cancelled() => {
-                    self.tasks.abort_all();
-                    self.account_time();
-                    self.state.log(LogLevel::Warn, None, "server shutting down: the run resumes on the next start");
-                    self.commit(OwnerChange::Release).await?;
-                    return Ok(Exit::Shutdown);
+                _ = self.shared.shutdown.cancelled(), if drain.is_none() => {
+                    let grace = self.shared.settings.shutdown_grace;
+                    drain = Some(Instant::now() + grace);
+                    let message = format!(
+                        "server shutting down: waiting up to {} ms for {} step(s) in flight; no new steps start",
+                        grace.as_millis(),
+                        self.in_flight.len()
+                    );
+                    self.state.log(LogLevel::Warn, None, message);
+                }
+                _ = sleep_until(drain) => {
+                    let message = format!(
+                        "server shutting down: {} step(s) still in flight after shutdown_grace; they run again after the next start",
+                        self.in_flight.len()
+                    );
+                    return self.leave(&message).await;
                 }
             }
         }
+    }
+
+    /// Leaves the run `RUNNING` for the next start: steps still in flight are dropped (they
+    /// stay `RUNNING` in the store and are attempted again) and the lease is released.
+    async fn leave(&mut self, message: &str) -> Result<Exit, EngineError> {
+        self.tasks.abort_all();
+        self.in_flight.clear();
+        self.account_time();
+        self.state.log(LogLevel::Warn, None, message);
+        self.commit(OwnerChange::Release).await?;
+        Ok(Exit::Shutdown)
     }
 
     /// When the run-level `timeout_ms` runs out (time parked for approval not counted).
@@ -183,6 +226,7 @@ impl Runner {
                 retry: step.retry.clone(),
                 timeout: step.timeout,
                 metrics: self.shared.metrics.step(&step.action_name),
+                max_output_bytes: self.shared.settings.limits.max_output_bytes,
             };
             let index = start.index;
             let span = tracing::info_span!(
@@ -191,9 +235,15 @@ impl Runner {
                 step = %start.call.step,
                 action = %step.action_name,
             );
-            let handle = self
-                .tasks
-                .spawn(attempts::run(plan, start, self.events_tx.clone()).instrument(span));
+            let handle = self.tasks.spawn(
+                attempts::run(
+                    plan,
+                    start,
+                    self.events_tx.clone(),
+                    self.shared.shutdown.clone(),
+                )
+                .instrument(span),
+            );
             self.in_flight.insert(index, handle);
         }
     }
@@ -212,6 +262,9 @@ impl Runner {
             } => {
                 self.in_flight.remove(&index);
                 self.state.on_done(index, attempt, *result);
+            }
+            StepEvent::Paused { index } => {
+                self.in_flight.remove(&index);
             }
         }
         while self.tasks.try_join_next().is_some() {}

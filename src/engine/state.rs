@@ -13,6 +13,8 @@ use minijinja::value::Value as MjValue;
 use serde_json::{Map, Value};
 
 use super::notes::{http_note, response_excerpt, response_note};
+use super::{RunLimits, Settings};
+use crate::actions::size::{Cut, json_len};
 use crate::actions::{Call, Effect, Failure, Outcome};
 use crate::definition::{OnFailure, Workflow};
 use crate::expr::{self, Redactor, Scope, Secrets};
@@ -53,6 +55,7 @@ pub struct RunState {
     pub wf: Arc<Workflow>,
     secrets: Arc<BTreeMap<String, String>>,
     emit_events: bool,
+    limits: RunLimits,
     step_scopes: BTreeMap<String, MjValue>,
     /// `step_scopes` as one template value, rebuilt when a step finishes.
     steps_mj: MjValue,
@@ -71,12 +74,7 @@ pub struct RunState {
 }
 
 impl RunState {
-    pub fn new(
-        run: Run,
-        wf: Arc<Workflow>,
-        secrets: Arc<BTreeMap<String, String>>,
-        emit_events: bool,
-    ) -> Self {
+    pub fn new(run: Run, wf: Arc<Workflow>, settings: &Settings) -> Self {
         let step_scopes = run
             .steps
             .iter()
@@ -91,8 +89,9 @@ impl RunState {
             context,
             run,
             wf,
-            secrets,
-            emit_events,
+            secrets: settings.secrets.clone(),
+            emit_events: settings.emit_events,
+            limits: settings.limits,
             step_scopes,
             dirty: BTreeSet::new(),
             head_dirty: false,
@@ -254,15 +253,34 @@ impl RunState {
         }
     }
 
-    /// Merges `values` into the context.
-    pub fn merge_context(&mut self, values: Map<String, Value>) {
+    /// Merges `values` into the context, unless that would make it larger than
+    /// `limits.max_context_bytes`: then nothing changes and the size it would have had is
+    /// the error.
+    pub fn merge_context(&mut self, values: Map<String, Value>) -> Result<(), usize> {
         if values.is_empty() {
-            return;
+            return Ok(());
         }
-        self.run.context.extend(values);
+        // Merge in place and undo on overflow, rather than measure a merged copy: the
+        // context may be large and this runs for every `set`.
+        let mut replaced = Vec::with_capacity(values.len());
+        for (key, value) in values {
+            let old = self.run.context.insert(key.clone(), value);
+            replaced.push((key, old));
+        }
+        let size = json_len(&self.run.context);
+        if size > self.limits.max_context_bytes {
+            for (key, old) in replaced.into_iter().rev() {
+                match old {
+                    Some(value) => self.run.context.insert(key, value),
+                    None => self.run.context.shift_remove(&key),
+                };
+            }
+            return Err(size);
+        }
         self.context = Arc::new(self.run.context.clone());
         self.context_mj = expr::to_scope_value(&Value::Object(self.run.context.clone()));
         self.context_dirty = true;
+        Ok(())
     }
 
     // ---- lifecycle -------------------------------------------------------------------
@@ -334,6 +352,16 @@ impl RunState {
         }
     }
 
+    /// True when the run could go on by itself: a step is `RUNNING` without a task (given
+    /// up between attempts on shutdown), or a pending step could be scheduled now.
+    pub fn can_progress(&self) -> bool {
+        (0..self.run.steps.len()).any(|i| match self.run.steps[i].status {
+            StepStatus::Running => true,
+            StepStatus::Pending => self.parents_done(i),
+            _ => false,
+        })
+    }
+
     fn parents_done(&self, idx: usize) -> bool {
         self.wf
             .dag
@@ -391,6 +419,14 @@ impl RunState {
                 return None;
             }
         };
+        let size = json_len(&input);
+        let max = self.limits.max_input_bytes;
+        if size > max {
+            let error =
+                format!("the rendered input is {size} bytes, over limits.max_input_bytes ({max})");
+            self.fail_step(idx, None, error, None);
+            return None;
+        }
         let record = &self.run.steps[idx];
         let not_before = record.attempts.last().and_then(|a| {
             let delay = chrono::Duration::milliseconds(a.retry_in_ms? as i64);
@@ -442,17 +478,35 @@ impl RunState {
             .map(|f| (f - attempt.started_at).num_milliseconds())
             .unwrap_or_default();
         self.run.steps[idx].attempts.push(attempt);
+        let output = match &result {
+            Ok(outcome) => Some(&outcome.output),
+            Err(failure) => failure.output.as_ref(),
+        };
+        if let Some(cut) = output.and_then(Cut::found_in) {
+            let note = self.truncation_note(cut);
+            self.log(LogLevel::Warn, Some(idx), note);
+        }
         match result {
             Ok(outcome) => {
+                match outcome.effect {
+                    Effect::None => {}
+                    Effect::MergeContext(values) => {
+                        if let Err(size) = self.merge_context(values) {
+                            let max = self.limits.max_context_bytes;
+                            let error = format!(
+                                "attempt {n} failed: the context would grow to {size} bytes, \
+                                 over limits.max_context_bytes ({max})"
+                            );
+                            self.fail_step(idx, None, error, None);
+                            return;
+                        }
+                    }
+                    Effect::StopRun => self.stopped_by = Some(self.run.steps[idx].name.clone()),
+                }
                 let step = &mut self.run.steps[idx];
                 step.output = Some(outcome.output);
                 step.http_code = outcome.http_code;
                 step.error = None;
-                match outcome.effect {
-                    Effect::None => {}
-                    Effect::MergeContext(values) => self.merge_context(values),
-                    Effect::StopRun => self.stopped_by = Some(self.run.steps[idx].name.clone()),
-                }
                 if let Some(usage) = outcome.usage {
                     add_usage(&mut self.run.usage, &usage);
                 }
@@ -486,6 +540,21 @@ impl RunState {
                 );
                 self.fail_step_noted(idx, failure.http_code, error, failure.output, &note);
             }
+        }
+    }
+
+    /// The log line saying how a step's output was cut to `limits.max_output_bytes`.
+    fn truncation_note(&self, cut: Cut) -> String {
+        let max = self.limits.max_output_bytes;
+        match cut {
+            Cut::Body(n) => format!(
+                "output truncated: the response body of {n} bytes is over limits.max_output_bytes \
+                 ({max}); output.body holds {{truncated, original_bytes, preview}} instead"
+            ),
+            Cut::Whole(n) => format!(
+                "output truncated: {n} bytes are over limits.max_output_bytes ({max}); the \
+                 output is {{truncated, original_bytes, preview}} instead"
+            ),
         }
     }
 
@@ -554,6 +623,11 @@ impl RunState {
             return Phase::Park;
         }
         Phase::Done(RunStatus::Succeeded, None)
+    }
+
+    /// The largest context this run may have, in bytes.
+    pub fn context_limit(&self) -> usize {
+        self.limits.max_context_bytes
     }
 
     /// Marks the steps in flight as canceled.

@@ -8,7 +8,8 @@
 //! - it delivers a live entry only when its `seq` is the next one, drops repeats, and goes
 //!   back to the store on a gap or when the feed says entries were dropped for it;
 //! - it ends only when it has read the store up to its current end and the run, as the
-//!   entries it delivered (or the run record it started from) say, is terminal.
+//!   entries it delivered (or the run record it started from) say, is terminal; or, when
+//!   the server stops, after one last read of the store, with [`TailItem::Shutdown`].
 //!
 //! A finished run is served from the store alone: no subscription is ever made for it.
 
@@ -32,6 +33,9 @@ pub enum TailItem {
     Entry(Arc<SharedEntry>),
     /// The run is over and every entry up to `last_seq` was delivered; nothing follows.
     End { status: RunStatus, last_seq: u64 },
+    /// The server is stopping; every entry committed up to `last_seq` was delivered. The
+    /// run goes on after the server's next start: resume after `last_seq`.
+    Shutdown { status: RunStatus, last_seq: u64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,8 +62,10 @@ pub struct LogTail {
     phase: Phase,
     /// The last store read returned everything committed at the time.
     caught_up: bool,
-    /// Cancelled when the server stops: the tail ends without `End`.
+    /// Cancelled when the server stops: the tail reads the store once more and ends with
+    /// `Shutdown`.
     stop: CancellationToken,
+    stopping: bool,
 }
 
 impl LogTail {
@@ -83,10 +89,11 @@ impl LogTail {
             phase: Phase::CatchUp,
             caught_up: false,
             stop: CancellationToken::new(),
+            stopping: false,
         }
     }
 
-    /// Ends the tail (without [`TailItem::End`]) when `stop` is cancelled, so that open
+    /// Ends the tail with [`TailItem::Shutdown`] when `stop` is cancelled, so that open
     /// streams do not hold up a shutdown; their clients resume with `Last-Event-ID`.
     pub fn stop_on(mut self, stop: CancellationToken) -> Self {
         self.stop = stop;
@@ -106,13 +113,21 @@ impl LogTail {
             }
             match self.phase {
                 Phase::Done => return Ok(None),
+                Phase::Live if self.stopping => {
+                    self.phase = Phase::Done;
+                    return Ok(Some(TailItem::Shutdown {
+                        status: self.status,
+                        last_seq: self.cursor,
+                    }));
+                }
                 Phase::Live => {
                     let stop = self.stop.clone();
                     tokio::select! {
                         () = self.listen() => {}
                         () = stop.cancelled() => {
-                            self.phase = Phase::Done;
-                            return Ok(None);
+                            // Deliver what was committed up to now, then say goodbye.
+                            self.stopping = true;
+                            self.phase = Phase::CatchUp;
                         }
                     }
                 }
@@ -254,6 +269,7 @@ mod tests {
             match next.expect("the tail ends").unwrap() {
                 Some(TailItem::Entry(e)) => seqs.push(e.seq),
                 Some(TailItem::End { status, .. }) => return (seqs, Some(status)),
+                Some(TailItem::Shutdown { .. }) => return (seqs, None),
                 None => return (seqs, None),
             }
         }

@@ -2,9 +2,12 @@
 //! binary for restart and kill tests) on a free port with a fresh store, and speak HTTP to it.
 #![allow(dead_code)] // each test module uses a different part of the harness
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use eventsource_stream::{Event, EventStreamError, Eventsource};
@@ -15,7 +18,8 @@ use orchestrator::config::{Config, RawConfig};
 use orchestrator::store::DynStore;
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tokio::sync::oneshot;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{oneshot, watch};
 
 /// A generous bound for waits that poll for a state.
 pub const PATIENCE: Duration = Duration::from_secs(20);
@@ -370,6 +374,7 @@ pub struct ServerProcess {
     pub child: Child,
     pub address: String,
     pub config: PathBuf,
+    lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl ServerProcess {
@@ -396,6 +401,8 @@ impl ServerProcess {
             .expect("binary starts");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = std::sync::mpsc::channel();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let seen = lines.clone();
         std::thread::spawn(move || {
             use std::io::BufRead;
             let mut sent = false;
@@ -408,6 +415,7 @@ impl ServerProcess {
                     let _ = tx.send(addr);
                     sent = true;
                 }
+                seen.lock().unwrap().push(line);
             }
         });
         let address = rx
@@ -417,7 +425,50 @@ impl ServerProcess {
             child,
             address: format!("http://{address}"),
             config: config.to_owned(),
+            lines,
         }
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn sigterm(&self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "SIGTERM delivered");
+    }
+
+    /// Waits up to `within` for the process to exit; `None` if it is still running.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("process status") {
+                return Some(status);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Polls the server's log (stderr) until a line contains `text`; returns that line.
+    pub async fn wait_for_line(&self, text: &str) -> String {
+        wait_until(&format!("a server log line with {text:?}"), || async {
+            self.lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(text))
+                .cloned()
+        })
+        .await
+    }
+
+    /// Every line the server logged so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
     }
 
     /// SIGKILL: no chance to clean up.
@@ -452,4 +503,175 @@ pub fn write_config(dir: &Path, extra: &str) -> PathBuf {
     );
     std::fs::write(&path, text).expect("config written");
     path
+}
+
+/// A request as a [`Target`] saw it.
+#[derive(Debug, Clone)]
+pub struct SeenRequest {
+    pub method: String,
+    pub path: String,
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct TargetCounts {
+    accepted: AtomicUsize,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    requests: Mutex<Vec<SeenRequest>>,
+    redirect_to: Mutex<Option<String>>,
+}
+
+/// A bare HTTP/1.1 server on 127.0.0.1 (a port from the OS) for tests that must see
+/// connections, not only requests: it counts every accepted TCP connection, tracks requests
+/// in flight, and can hold its answers until the test releases them. Every request gets
+/// `200 {"ok": true}` on its own connection (`Connection: close`), except `/redirect`,
+/// which answers `302` to the location set with [`Target::redirect_to`].
+pub struct Target {
+    pub address: SocketAddr,
+    counts: Arc<TargetCounts>,
+    gate: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Target {
+    /// Starts a target that answers at once.
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let counts = Arc::new(TargetCounts::default());
+        let (gate, open) = watch::channel(true);
+        let shared = counts.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                shared.accepted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve_one(socket, shared.clone(), open.clone()));
+            }
+        });
+        Self {
+            address,
+            counts,
+            gate,
+            task,
+        }
+    }
+
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    /// Holds every answer (those waiting and those to come) until [`Target::release`].
+    pub fn hold(&self) {
+        self.gate.send_replace(false);
+    }
+
+    /// Answers every held request and answers at once from now on.
+    pub fn release(&self) {
+        self.gate.send_replace(true);
+    }
+
+    /// Where `/redirect` sends clients.
+    pub fn redirect_to(&self, location: &str) {
+        *self.counts.redirect_to.lock().unwrap() = Some(location.to_owned());
+    }
+
+    /// TCP connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.counts.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Requests received and not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.counts.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// The most requests that were ever in flight at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.counts.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Every request received, in arrival order.
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.counts.requests.lock().unwrap().clone()
+    }
+
+    /// Polls until `n` requests are in flight.
+    pub async fn wait_in_flight(&self, n: usize) {
+        wait_until(&format!("{n} requests in flight at the target"), || async {
+            (self.in_flight() == n).then_some(())
+        })
+        .await
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve_one(
+    mut socket: tokio::net::TcpStream,
+    counts: Arc<TargetCounts>,
+    mut open: watch::Receiver<bool>,
+) {
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        match socket.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
+    let mut lines = head.lines();
+    let mut request_line = lines.next().unwrap_or_default().split(' ');
+    let method = request_line.next().unwrap_or_default().to_owned();
+    let path = request_line.next().unwrap_or_default().to_owned();
+    let header = |name: &str| {
+        head.lines().skip(1).find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_owned())
+        })
+    };
+    let length: usize = header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    while buffer.len() < head_end + length {
+        match socket.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
+        }
+    }
+    counts.requests.lock().unwrap().push(SeenRequest {
+        method,
+        path: path.clone(),
+        idempotency_key: header("idempotency-key"),
+    });
+    let now = counts.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    counts.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    let _ = open.wait_for(|open| *open).await;
+    let redirect = counts.redirect_to.lock().unwrap().clone();
+    let answer = match redirect {
+        Some(location) if path.starts_with("/redirect") => format!(
+            "HTTP/1.1 302 Found\r\nlocation: {location}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        ),
+        _ => "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\nconnection: close\r\n\r\n{\"ok\":true}".to_owned(),
+    };
+    let _ = socket.write_all(answer.as_bytes()).await;
+    let _ = socket.shutdown().await;
+    counts.in_flight.fetch_sub(1, Ordering::SeqCst);
 }

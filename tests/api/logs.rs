@@ -501,20 +501,29 @@ async fn resuming_after_an_entry_the_log_does_not_have_is_refused() {
 }
 
 #[tokio::test]
-async fn stopping_the_server_closes_open_streams_without_end() {
+async fn stopping_the_server_closes_open_streams_with_a_shutdown_event_not_end() {
     let app = spawn_app().await;
     let server = downstream().await;
     let run = parked_run(&app, &server).await;
     let mut stream = app.log_stream(&run, None).await;
-    stream.until(parked).await;
+    let seen = stream.until(parked).await;
+    let last_seq = log_entries(&seen).last().unwrap()["seq"].clone();
     // Graceful shutdown would otherwise wait out its grace period for the open stream.
     tokio::time::timeout(std::time::Duration::from_secs(8), app.stop())
         .await
         .expect("the server stops without waiting for its open streams");
+    let mut rest = Vec::new();
     while let Some(event) = stream.next().await {
-        assert_ne!(
-            event.event, "end",
-            "a stopped server does not claim the run ended"
-        );
+        rest.push(event);
     }
+    let last = rest.last().expect("a final event");
+    assert_eq!(last.event, "shutdown", "{rest:?}");
+    assert_eq!(
+        data(last),
+        json!({"run_status": "WAITING_APPROVAL", "last_seq": last_seq})
+    );
+    assert!(
+        rest.iter().all(|e| e.event != "end"),
+        "a stopped server does not claim the run ended"
+    );
 }

@@ -8,9 +8,11 @@ mod cli;
 mod health;
 mod helpers;
 mod hooks;
+mod limits;
 mod logs;
 mod observability;
 mod openapi;
+mod outbound;
 #[path = "../common/pg.rs"]
 mod pg;
 mod replicas;
@@ -18,5 +20,6 @@ mod restart;
 mod retries;
 mod runs;
 mod services;
+mod shutdown;
 mod templates;
 mod workflows;
