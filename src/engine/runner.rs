@@ -126,6 +126,11 @@ impl Runner {
         // Set when the server starts to stop: when steps in flight are cut off.
         let mut drain: Option<Instant> = None;
         loop {
+            // Checked here too, not only in the select below: a step that gave up waiting
+            // for its next attempt may be reported before the select sees the cancel.
+            if drain.is_none() && self.shared.shutdown.is_cancelled() {
+                drain = Some(self.begin_drain());
+            }
             if drain.is_none() {
                 let starts = self.state.schedule();
                 self.commit(OwnerChange::Keep).await?;
@@ -174,14 +179,7 @@ impl Runner {
                     self.state.failure = Some(format!("run exceeded timeout_ms {limit}"));
                 }
                 _ = self.shared.shutdown.cancelled(), if drain.is_none() => {
-                    let grace = self.shared.settings.shutdown_grace;
-                    drain = Some(Instant::now() + grace);
-                    let message = format!(
-                        "server shutting down: waiting up to {} ms for {} step(s) in flight; no new steps start",
-                        grace.as_millis(),
-                        self.in_flight.len()
-                    );
-                    self.state.log(LogLevel::Warn, None, message);
+                    drain = Some(self.begin_drain());
                 }
                 _ = sleep_until(drain) => {
                     let message = format!(
@@ -192,6 +190,19 @@ impl Runner {
                 }
             }
         }
+    }
+
+    /// Starts draining: no step starts from now on; returns when the steps in flight are
+    /// cut off.
+    fn begin_drain(&mut self) -> Instant {
+        let grace = self.shared.settings.shutdown_grace;
+        let message = format!(
+            "server shutting down: waiting up to {} ms for {} step(s) in flight; no new steps start",
+            grace.as_millis(),
+            self.in_flight.len()
+        );
+        self.state.log(LogLevel::Warn, None, message);
+        Instant::now() + grace
     }
 
     /// Leaves the run `RUNNING` for the next start: steps still in flight are dropped (they
