@@ -194,7 +194,8 @@ enum StreamError {
         ("Last-Event-ID" = Option<String>, Header, description = "The last seq received")
     ),
     responses(
-        (status = 200, description = "Server-Sent Events: `log` (id = seq), `status`, `end`",
+        (status = 200, description = "Server-Sent Events: `log` (id = seq), `status`, then `end` \
+            when the run is over, or `shutdown` when the server stops first",
             body = String, content_type = "text/event-stream"),
         (status = 400, description = "A Last-Event-ID the log does not have", body = Problem,
             content_type = "application/problem+json"),

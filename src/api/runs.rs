@@ -31,6 +31,8 @@ const MAX_KEY: usize = 255;
         (status = 404, description = "Unknown workflow or version", body = Problem,
             content_type = "application/problem+json"),
         (status = 409, description = "The key was used with another body", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 413, description = "Body over limits.body_bytes", body = Problem,
             content_type = "application/problem+json")
     )
 )]
@@ -259,7 +261,9 @@ fn decision_body(doc: Document) -> Result<DecisionBody, ApiError> {
         (status = 404, description = "Unknown run", body = Problem,
             content_type = "application/problem+json"),
         (status = 409, description = "Not waiting for approval, or already decided",
-            body = Problem, content_type = "application/problem+json")
+            body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over limits.body_bytes", body = Problem,
+            content_type = "application/problem+json")
     )
 )]
 pub(super) async fn approve(
@@ -293,7 +297,9 @@ pub(super) async fn approve(
         (status = 404, description = "Unknown run", body = Problem,
             content_type = "application/problem+json"),
         (status = 409, description = "Not waiting for approval, or already decided",
-            body = Problem, content_type = "application/problem+json")
+            body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over limits.body_bytes", body = Problem,
+            content_type = "application/problem+json")
     )
 )]
 pub(super) async fn reject(

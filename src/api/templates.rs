@@ -77,6 +77,8 @@ pub(super) async fn get(
         (status = 400, description = "Invalid template", body = Problem,
             content_type = "application/problem+json"),
         (status = 409, description = "The name exists", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 413, description = "Body over limits.body_bytes", body = Problem,
             content_type = "application/problem+json")
     )
 )]

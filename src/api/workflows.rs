@@ -279,6 +279,8 @@ pub(super) async fn versions(
         (status = 400, description = "Bad version", body = Problem,
             content_type = "application/problem+json"),
         (status = 404, description = "Unknown workflow or version", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 413, description = "Body over limits.body_bytes", body = Problem,
             content_type = "application/problem+json")
     )
 )]
@@ -322,6 +324,8 @@ pub(super) async fn rollback(
     responses(
         (status = 200, description = "The definition is valid", body = Valid),
         (status = 400, description = "Every violation, with its JSON pointer", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 413, description = "Body over limits.body_bytes", body = Problem,
             content_type = "application/problem+json")
     )
 )]

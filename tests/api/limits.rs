@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use wiremock::matchers::path;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::helpers::{LogStream, Target, TestApp, spawn_app_with, wait_until};
+use crate::helpers::{LogStream, Target, TestApp, spawn_app, spawn_app_with, wait_until};
 
 async fn problem(response: reqwest::Response, status: u16) -> Value {
     assert_eq!(response.status(), status);
@@ -371,4 +371,27 @@ async fn log_streams_beyond_the_limit_are_refused_with_503_and_retry_after() {
     })
     .await;
     drop(again);
+}
+
+#[tokio::test]
+async fn the_openapi_document_lists_413_on_every_route_that_reads_a_body() {
+    let app = spawn_app().await;
+    let doc: Value = app.get("/v1/openapi.json").await.json().await.unwrap();
+    for (method, path) in [
+        ("post", "/v1/workflows"),
+        ("put", "/v1/workflows/{id}"),
+        ("post", "/v1/workflows/validate"),
+        ("post", "/v1/workflows/{id}/rollback"),
+        ("post", "/v1/templates"),
+        ("post", "/v1/runs"),
+        ("post", "/v1/runs/{id}/approve"),
+        ("post", "/v1/runs/{id}/reject"),
+        ("post", "/v1/runs/{id}/logs"),
+    ] {
+        let responses = &doc["paths"][path][method]["responses"];
+        assert!(
+            responses.get("413").is_some(),
+            "{method} {path}: {responses}"
+        );
+    }
 }
