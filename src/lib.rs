@@ -7,7 +7,8 @@
 //! - [`expr`]: the one expression language (minijinja) for `{{ }}`, `when` and `if`.
 //! - [`model`]: records shared by the store, the engine and the API (runs, steps, logs).
 //! - [`store`]: the [`store::Store`] trait and its implementations; the only place that knows SQL.
-//! - [`actions`]: one file per action behind [`actions::Action`], plus the registry.
+//! - [`actions`]: one file per action behind [`actions::Action`], plus the registry, the
+//!   one outbound HTTP client and its policy ([`actions::policy`]), and output sizes.
 //! - [`engine`]: the run state machine: scheduling, retry, approvals, cancel, resume.
 //! - [`logs`]: live fan-out of committed log entries to subscribers.
 //! - [`hooks`]: delivery of run and step events from the store's outbox to hook targets.
