@@ -11,6 +11,7 @@
 //!   entries committed elsewhere to this server's subscribers; until runs have drained.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::broadcast::error::RecvError;
@@ -37,12 +38,18 @@ async fn claim(shared: Arc<Shared>) {
     loop {
         let free = shared.permits.available_permits();
         if free > 0 {
+            // Cleared before the query: a run queued while it runs sets it again.
+            shared.queued.store(false, Ordering::SeqCst);
             match shared
                 .store
                 .claim_runs(&shared.owner, shared.settings.lease_ttl, free)
                 .await
             {
                 Ok(ids) => {
+                    if ids.len() >= free {
+                        // There may be more than there was room for.
+                        shared.queued.store(true, Ordering::SeqCst);
+                    }
                     for id in ids {
                         // Capacity may have gone elsewhere since counting; the claimed run
                         // waits for it (its lease is renewed meanwhile, as it is ours), or
@@ -65,7 +72,10 @@ async fn claim(shared: Arc<Shared>) {
                         );
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "claiming runs failed"),
+                Err(e) => {
+                    shared.queued.store(true, Ordering::SeqCst);
+                    tracing::warn!(error = %e, "claiming runs failed")
+                }
             }
         }
         tokio::select! {
@@ -145,7 +155,7 @@ async fn watch(shared: Arc<Shared>, mut notices: tokio::sync::broadcast::Receive
                 claimable,
             }) => {
                 if claimable {
-                    shared.wake.notify_one();
+                    shared.queue_wake();
                 }
                 if let Some(rev) = rev {
                     let task = shared
@@ -163,7 +173,7 @@ async fn watch(shared: Arc<Shared>, mut notices: tokio::sync::broadcast::Receive
             }
             // Some notices were lost: claim whatever needs an owner now. Log subscribers
             // catch up from the store when they see a gap in `seq`.
-            Ok(Notice::Resync) | Err(RecvError::Lagged(_)) => shared.wake.notify_one(),
+            Ok(Notice::Resync) | Err(RecvError::Lagged(_)) => shared.queue_wake(),
             Err(RecvError::Closed) => return,
         }
     }

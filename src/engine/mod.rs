@@ -15,6 +15,7 @@ mod runner;
 pub mod state;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -139,6 +140,11 @@ pub(crate) struct Shared {
     active: Mutex<HashMap<String, mpsc::UnboundedSender<Command>>>,
     permits: Arc<Semaphore>,
     wake: Notify,
+    /// Set when runs may be waiting in the store for a slot here (created or resumed
+    /// without one, or announced claimable by another server); cleared by the claim loop
+    /// just before it claims. A run task ending wakes the claim loop only while it is
+    /// set, so that a busy server does not query for queued runs after every run.
+    queued: AtomicBool,
     /// Cancelled when the server starts to stop: run tasks stop starting steps and drain,
     /// and the claim, approval and purge loops end.
     shutdown: CancellationToken,
@@ -189,6 +195,7 @@ impl Engine {
                 active: Mutex::default(),
                 permits,
                 wake: Notify::new(),
+                queued: AtomicBool::new(true),
                 shutdown: CancellationToken::new(),
                 closed: CancellationToken::new(),
                 runs: TaskTracker::new(),
@@ -303,7 +310,7 @@ impl Engine {
         if created.created {
             match permit {
                 Some(permit) => shared.spawn_run(created.run.clone(), permit),
-                None => shared.wake.notify_one(),
+                None => shared.queue_wake(),
             }
         }
         Ok((created.run, created.created))
@@ -559,6 +566,14 @@ impl Shared {
         if let Ok(mut active) = self.active.lock() {
             active.remove(run_id);
         }
+        if self.queued.load(Ordering::SeqCst) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Wakes the claim loop for runs waiting in the store for a slot.
+    fn queue_wake(&self) {
+        self.queued.store(true, Ordering::SeqCst);
         self.wake.notify_one();
     }
 
@@ -621,7 +636,7 @@ impl Shared {
         state.committed(committed.rev);
         match permit {
             Some(permit) => self.spawn_run(state.run.clone(), permit),
-            None if runs_on => self.wake.notify_one(),
+            None if runs_on => self.queue_wake(),
             None => {}
         }
         Ok(state.run)
