@@ -629,7 +629,7 @@ impl Shared {
             (Some(_), _) => OwnerChange::Take(self.lease()),
             (None, _) => OwnerChange::Release,
         };
-        let Some(tx) = state.take(guard, owner) else {
+        let Some(tx) = state.pending(guard, owner) else {
             return Ok(state.run);
         };
         let committed = self.commit(tx).await?;

@@ -360,12 +360,12 @@ impl Runner {
             owner: Some(self.shared.owner.clone()),
             status_in: Some(vec![RunStatus::Pending, RunStatus::Running]),
         };
-        let Some(tx) = self.state.take(guard, owner) else {
-            return Ok(());
-        };
         let mut delay = Duration::from_millis(50);
         loop {
-            match self.shared.commit(tx.clone()).await {
+            let Some(tx) = self.state.pending(guard.clone(), owner.clone()) else {
+                return Ok(());
+            };
+            match self.shared.commit(tx).await {
                 Ok(committed) => {
                     self.state.committed(committed.rev);
                     return Ok(());

@@ -214,8 +214,10 @@ impl RunState {
         }
     }
 
-    /// The recorded changes as one transition, or `None` when nothing changed.
-    pub fn take(&mut self, guard: Guard, owner: OwnerChange) -> Option<Transition> {
+    /// The changes recorded since the last commit as one transition, or `None` when
+    /// nothing changed. The record is kept until [`Self::committed`], so that a commit the
+    /// store could not make is built again rather than copied in advance.
+    pub fn pending(&self, guard: Guard, owner: OwnerChange) -> Option<Transition> {
         let mut tx = Transition::new(self.run.id.clone(), guard);
         tx.owner = owner;
         if self.head_dirty || !self.dirty.is_empty() {
@@ -224,20 +226,25 @@ impl RunState {
         if self.context_dirty {
             tx.context = Some(self.run.context.clone());
         }
-        tx.steps = std::mem::take(&mut self.dirty)
-            .into_iter()
-            .map(|i| (i, self.run.steps[i].clone()))
+        tx.steps = self
+            .dirty
+            .iter()
+            .map(|&i| (i, self.run.steps[i].clone()))
             .collect();
-        tx.approvals = std::mem::take(&mut self.approvals);
-        tx.logs = std::mem::take(&mut self.logs);
-        tx.events = std::mem::take(&mut self.events);
-        self.head_dirty = false;
-        self.context_dirty = false;
+        tx.approvals = self.approvals.clone();
+        tx.logs = self.logs.clone();
+        tx.events = self.events.clone();
         (!tx.is_empty()).then_some(tx)
     }
 
-    /// Applies what a commit assigned.
+    /// Forgets the recorded changes, now committed at revision `rev`.
     pub fn committed(&mut self, rev: u64) {
+        self.dirty.clear();
+        self.approvals.clear();
+        self.logs.clear();
+        self.events.clear();
+        self.head_dirty = false;
+        self.context_dirty = false;
         self.run.control.rev = rev;
         self.run.updated_at = now();
     }

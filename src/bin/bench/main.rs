@@ -140,9 +140,22 @@ async fn drive(args: Args) -> anyhow::Result<()> {
         row("engine p99", &median(&engine, "p99"), "ms");
         row("raw median", &median(&raw, "median"), "ms");
         row("added per step", &added, "ms");
+        // Where a step's time goes, from the server's own histograms (whole scenario).
+        let commit = client
+            .metric_mean_ms(
+                "orchestrator_store_operation_duration_seconds",
+                "operation=\"commit\"",
+            )
+            .await?;
+        let call = client
+            .metric_mean_ms("orchestrator_step_duration_seconds", "action=\"http\"")
+            .await?;
+        println!("  {:<28} {commit:>10.3} ms", "mean commit (store)");
+        println!("  {:<28} {call:>10.3} ms", "mean http step (call)");
         results.insert(
             "w10_latency".into(),
-            json!({"engine": engine, "raw": raw, "added_per_step_ms": added}),
+            json!({"engine": engine, "raw": raw, "added_per_step_ms": added,
+                "mean_commit_ms": commit, "mean_http_step_ms": call}),
         );
     }
 
@@ -183,6 +196,8 @@ async fn drive(args: Args) -> anyhow::Result<()> {
             "steps/s",
         );
         row("engine / raw", &ratio, "%");
+        let cpu = stats(engine.iter().map(|r| r.cpu_us_per_step).collect());
+        row("server CPU per step", &cpu, "µs");
         results.insert(
             "w10_throughput".into(),
             json!({
@@ -190,6 +205,7 @@ async fn drive(args: Args) -> anyhow::Result<()> {
                 "engine_steps_per_s": engine.iter().map(|r| r.steps_per_s).collect::<Vec<_>>(),
                 "raw_steps_per_s": raw.iter().map(|r| r.steps_per_s).collect::<Vec<_>>(),
                 "percent_of_raw": ratio,
+                "server_cpu_us_per_step": cpu,
             }),
         );
     }

@@ -62,6 +62,25 @@ impl Client {
             .await?)
     }
 
+    /// The mean of histogram `name` for the series whose labels include `label`, from
+    /// the server's `/metrics`, in milliseconds.
+    pub async fn metric_mean_ms(&self, name: &str, label: &str) -> anyhow::Result<f64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let value = |suffix: &str| {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{name}_{suffix}{{")) && l.contains(label))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        };
+        Ok(1000.0 * value("sum") / value("count").max(1.0))
+    }
+
     pub async fn create_workflow(&self, definition: Value) -> anyhow::Result<String> {
         let body = self.post("/v1/workflows", &definition).await?;
         body["id"]
@@ -159,6 +178,8 @@ pub struct Rate {
     pub runs_per_s: f64,
     pub steps_per_s: f64,
     pub peak_rss: u64,
+    /// Server CPU time (user + system) per step, in microseconds.
+    pub cpu_us_per_step: f64,
 }
 
 /// Runs per second with `in_flight` runs at all times, for `window`.
@@ -173,6 +194,7 @@ pub async fn throughput(
     let done = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + window;
     let calls_before = target.calls();
+    let cpu_before = server.cpu_seconds();
     let started = Instant::now();
     let workers: Vec<_> = (0..in_flight)
         .map(|_| {
@@ -200,10 +222,12 @@ pub async fn throughput(
         w.await??;
     }
     let secs = started.elapsed().as_secs_f64();
+    let steps = (target.calls() - calls_before) as f64;
     Ok(Rate {
         runs_per_s: done.load(Ordering::Relaxed) as f64 / secs,
-        steps_per_s: (target.calls() - calls_before) as f64 / secs,
+        steps_per_s: steps / secs,
         peak_rss,
+        cpu_us_per_step: (server.cpu_seconds() - cpu_before) * 1e6 / steps.max(1.0),
     })
 }
 
@@ -240,6 +264,7 @@ pub async fn raw(target_url: &str, in_flight: usize, window: Duration) -> anyhow
         runs_per_s: runs,
         steps_per_s: runs * 10.0,
         peak_rss: 0,
+        cpu_us_per_step: 0.0,
     })
 }
 
