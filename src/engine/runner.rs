@@ -56,6 +56,8 @@ struct Runner {
     events: mpsc::UnboundedReceiver<StepEvent>,
     commands: mpsc::UnboundedReceiver<Command>,
     since: Instant,
+    /// The run's first start here, to be counted once it is committed.
+    starting: bool,
 }
 
 /// Executes run `run_id` until it leaves this server. `run` is the run when the caller
@@ -88,6 +90,7 @@ pub async fn drive(
             events,
             commands,
             since: Instant::now(),
+            starting: false,
         };
         runner.run().await
     }
@@ -115,13 +118,14 @@ impl Runner {
             return Ok(Exit::Shutdown);
         }
         let owner = self.shared.owner.clone();
-        let first_start = self.state.run.status == RunStatus::Pending;
-        let starts = self.state.begin(&owner);
-        self.commit(OwnerChange::Keep).await?;
-        if first_start {
-            self.shared.metrics.run_started();
+        self.starting = self.state.run.status == RunStatus::Pending;
+        let resumed = self.state.begin(&owner);
+        if !resumed.is_empty() {
+            // Steps cut off by a restart are marked resumed before they are called again;
+            // otherwise the first pass of the loop commits the start with the first steps.
+            self.commit(OwnerChange::Keep).await?;
+            self.spawn(resumed);
         }
-        self.spawn(starts);
         let deadline = self.run_deadline();
         // Set when the server starts to stop: when steps in flight are cut off.
         let mut drain: Option<Instant> = None;
@@ -131,14 +135,13 @@ impl Runner {
             if drain.is_none() && self.shared.shutdown.is_cancelled() {
                 drain = Some(self.begin_drain());
             }
-            if drain.is_none() {
-                let starts = self.state.schedule();
-                self.commit(OwnerChange::Keep).await?;
-                self.spawn(starts);
-            } else {
-                self.commit(OwnerChange::Keep).await?;
-            }
-            let phase = self.state.phase(self.in_flight.len());
+            let starts = match drain {
+                None => self.state.schedule(),
+                Some(_) => Vec::new(),
+            };
+            // When the run parks or ends here, the step results that got it there are
+            // committed together with that, in one commit rather than two.
+            let phase = self.state.phase(self.in_flight.len() + starts.len());
             let over = self.state.failure.is_some() || self.state.stopped_by.is_some();
             if drain.is_some() && phase != Phase::Busy && !over && self.state.can_progress() {
                 return self
@@ -146,7 +149,10 @@ impl Runner {
                     .await;
             }
             match phase {
-                Phase::Busy => {}
+                Phase::Busy => {
+                    self.commit(OwnerChange::Keep).await?;
+                    self.spawn(starts);
+                }
                 Phase::Park => {
                     self.account_time();
                     self.state.park();
@@ -368,6 +374,9 @@ impl Runner {
             match self.shared.commit(tx).await {
                 Ok(committed) => {
                     self.state.committed(committed.rev);
+                    if std::mem::take(&mut self.starting) {
+                        self.shared.metrics.run_started();
+                    }
                     return Ok(());
                 }
                 Err(StoreError::Unavailable(reason)) if !self.shared.shutdown.is_cancelled() => {
