@@ -366,6 +366,10 @@ impl Runner {
             owner: Some(self.shared.owner.clone()),
             status_in: Some(vec![RunStatus::Pending, RunStatus::Running]),
         };
+        let owner = match owner {
+            OwnerChange::Keep => OwnerChange::Renew(self.shared.settings.lease_ttl),
+            other => other,
+        };
         let mut delay = Duration::from_millis(50);
         loop {
             let Some(tx) = self.state.pending(guard.clone(), owner.clone()) else {

@@ -110,6 +110,10 @@ pub struct Guard {
 pub enum OwnerChange {
     #[default]
     Keep,
+    /// The owner keeps the run and its lease now runs for this long again: a busy run is
+    /// kept by its own commits, whether or not a heartbeat got to it. Alone it changes
+    /// nothing worth a commit.
+    Renew(Duration),
     Take(Lease),
     Release,
 }
@@ -180,7 +184,7 @@ impl Transition {
     pub fn is_empty(&self) -> bool {
         self.head.is_none()
             && self.context.is_none()
-            && matches!(self.owner, OwnerChange::Keep)
+            && matches!(self.owner, OwnerChange::Keep | OwnerChange::Renew(_))
             && self.steps.is_empty()
             && self.approvals.is_empty()
             && self.logs.is_empty()

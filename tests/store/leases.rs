@@ -1,12 +1,14 @@
-//! Leases: claims, expiry takeover, renewal, and approval deadlines of parked runs.
+//! Leases: claims, expiry takeover, renewal (by heartbeat and by the owner's commits), and
+//! approval deadlines of parked runs.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use orchestrator::model::{RunStatus, now};
-use orchestrator::store::{DynStore, Guard, RunHead, Transition};
+use orchestrator::store::{DynStore, Guard, OwnerChange, RunHead, Transition};
 
-use crate::fixtures::{lease, new_run, stored_run, stored_workflow};
+use crate::fixtures::{lease, logs_only, new_run, stored_run, stored_workflow};
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -85,6 +87,65 @@ pub async fn expired_leases_are_taken_over_and_renewed_ones_are_not(store: DynSt
             .await
             .unwrap()
             .is_empty()
+    );
+}
+
+pub async fn commits_that_renew_keep_a_busy_run_owned(store: DynStore) {
+    let wf = stored_workflow(&store).await;
+    let short = Duration::from_millis(300);
+    let busy = stored_run(&store, &wf).await;
+    let idle = stored_run(&store, &wf).await;
+    assert_eq!(
+        store.claim_runs("node_a", short, 2).await.unwrap(),
+        vec![busy.clone(), idle.clone()]
+    );
+    // node_a commits steps of one run and no heartbeat renews anything.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let mut tx = logs_only(&busy, 1);
+        tx.owner = OwnerChange::Renew(short);
+        store.commit(tx).await.unwrap();
+    }
+    assert_eq!(
+        store.claim_runs("node_c", LONG, 10).await.unwrap(),
+        vec![idle]
+    );
+}
+
+/// PostgreSQL only: a heartbeat renewal does not wait for a run whose row another
+/// transaction holds (as a group commit in flight does); it renews the others. It used to
+/// wait, inside a group commit of its own, and deadlock against commits under load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewing_leases_does_not_wait_for_a_run_another_transaction_holds() {
+    let dsn = crate::pg::fresh_database().await;
+    let store: DynStore = Arc::new(crate::open_postgres(&dsn).await);
+    let wf = stored_workflow(&store).await;
+    let short = Duration::from_millis(500);
+    let held = stored_run(&store, &wf).await;
+    let free = stored_run(&store, &wf).await;
+    assert_eq!(
+        store.claim_runs("node_a", short, 2).await.unwrap(),
+        vec![held.clone(), free.clone()]
+    );
+    let (client, connection) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client.batch_execute("BEGIN").await.unwrap();
+    client
+        .execute("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE", &[&held])
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), store.renew_leases("node_a", LONG))
+        .await
+        .expect("the renewal waited for the held run")
+        .unwrap();
+    client.batch_execute("ROLLBACK").await.unwrap();
+    // Past the claim's short lease: the held run was not renewed, the free one was.
+    tokio::time::sleep(short + Duration::from_millis(200)).await;
+    assert_eq!(
+        store.claim_runs("node_c", LONG, 10).await.unwrap(),
+        vec![held]
     );
 }
 

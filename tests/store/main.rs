@@ -101,5 +101,6 @@ conformance!(
     logs::event_cursors_only_move_forward,
     leases::claims_take_unowned_runs_once,
     leases::expired_leases_are_taken_over_and_renewed_ones_are_not,
+    leases::commits_that_renew_keep_a_busy_run_owned,
     leases::parked_runs_with_passed_deadlines_are_due,
 );

@@ -65,6 +65,10 @@ pub async fn commit<C: GenericClient>(c: &C, tx: Transition) -> Result<Done<Comm
     }
     match &tx.owner {
         OwnerChange::Keep => {}
+        OwnerChange::Renew(ttl) => {
+            let until = ms(at) + ttl.as_millis() as i64;
+            sets.push(format!("lease_expires_at = {}", param(&mut args, until)));
+        }
         OwnerChange::Take(lease) => {
             sets.push(format!("owner = {}", param(&mut args, lease.owner.clone())));
             let until = ms(at) + lease.ttl.as_millis() as i64;

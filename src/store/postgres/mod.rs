@@ -39,6 +39,10 @@ use writer::{Done, Fault, Writer};
 
 /// How long start-up, readiness and callers wait for a connection before giving up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Passes a lease renewal makes over runs it skipped because a commit held them.
+const RENEW_PASSES: u32 = 5;
+/// Pause between those passes.
+const RENEW_RETRY: Duration = Duration::from_millis(20);
 /// Notices buffered for slow receivers before they lag (and re-check the store).
 const NOTICE_CAPACITY: usize = 4096;
 
@@ -287,22 +291,36 @@ impl Store for PostgresStore {
     }
 
     async fn renew_leases(&self, owner: &str, ttl: Duration) -> Result<(), StoreError> {
-        let owner = owner.to_owned();
-        let ttl = ttl.as_millis() as i64;
-        self.writer
-            .write(move |c| {
-                let owner = owner.clone();
-                async move {
-                    c.execute(
-                        "UPDATE runs SET lease_expires_at = $2 \
-                         WHERE owner = $1 AND status IN ('PENDING', 'RUNNING')",
-                        &[&owner, &(ms(now()) + ttl)],
-                    )
-                    .await?;
-                    Ok(Done::quiet(()))
-                }
-            })
-            .await
+        // Not a group-commit job: one statement at a time that skips rows a commit in
+        // flight has locked, so a renewal neither waits for a batch nor holds rows a batch
+        // waits for, and the two cannot deadlock (inside a batch, a renewal locking every
+        // run of this owner in scan order did, under load). A skipped run is being
+        // committed, and commits by its owner renew its lease; it is tried again anyway.
+        let until = ms(now()) + ttl.as_millis() as i64;
+        let conn = self.conn().await?;
+        for pass in 1..=RENEW_PASSES {
+            let row = conn
+                .query_one(
+                    "WITH renewed AS ( \
+                       UPDATE runs SET lease_expires_at = $2 WHERE id IN ( \
+                         SELECT id FROM runs WHERE owner = $1 \
+                         AND status IN ('PENDING', 'RUNNING') AND lease_expires_at < $2 \
+                         FOR UPDATE SKIP LOCKED) \
+                       RETURNING 1) \
+                     SELECT (SELECT count(*) FROM runs WHERE owner = $1 \
+                               AND status IN ('PENDING', 'RUNNING') AND lease_expires_at < $2) \
+                          - (SELECT count(*) FROM renewed)",
+                    &[&owner, &until],
+                )
+                .await
+                .map_err(db_error)?;
+            let skipped: i64 = row.get(0);
+            if skipped <= 0 || pass == RENEW_PASSES {
+                break;
+            }
+            tokio::time::sleep(RENEW_RETRY).await;
+        }
+        Ok(())
     }
 
     async fn due_approvals(&self, at: Timestamp, limit: usize) -> Result<Vec<String>, StoreError> {

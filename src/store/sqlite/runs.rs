@@ -203,6 +203,13 @@ pub fn commit(conn: &Connection, tx: Transition) -> Result<Committed, StoreError
     }
     match &tx.owner {
         OwnerChange::Keep => {}
+        OwnerChange::Renew(ttl) => {
+            push(
+                &mut sql,
+                "lease_expires_at",
+                Box::new(ms(at) + ttl.as_millis() as i64),
+            );
+        }
         OwnerChange::Take(lease) => {
             push(&mut sql, "owner", Box::new(lease.owner.clone()));
             push(
