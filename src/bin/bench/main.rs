@@ -15,7 +15,7 @@ use anyhow::Context;
 use clap::Parser;
 use serde_json::{Value, json};
 
-use scenarios::{Client, Rate};
+use scenarios::{Client, Confirm, Rate};
 use server::Server;
 
 /// mimalloc: the engine allocates many small short-lived values per step; glibc malloc
@@ -110,11 +110,12 @@ async fn drive(args: Args) -> anyhow::Result<()> {
         let server = Server::start(dsn)?;
         let client = Client::new(&server.url);
         let wf = client.create_workflow(scenarios::w10(&target_url)).await?;
-        scenarios::latency(&client, &target, &wf, 20).await?; // warm-up
+        scenarios::latency(&client, &target, &wf, 20, Confirm::Stream).await?; // warm-up
         let (mut engine, mut raw) = (Vec::new(), Vec::new());
         for _ in 0..args.repeat {
             engine.push(stats(
-                scenarios::latency(&client, &target, &wf, args.latency_runs).await?,
+                scenarios::latency(&client, &target, &wf, args.latency_runs, Confirm::Stream)
+                    .await?,
             ));
             raw.push(stats(
                 scenarios::raw_latency(&target_url, args.latency_runs).await?,
@@ -216,8 +217,9 @@ async fn drive(args: Args) -> anyhow::Result<()> {
         let wf = client
             .create_workflow(scenarios::fan_out(&target_url, 200))
             .await?;
-        scenarios::latency(&client, &target, &wf, 1).await?;
-        let times = scenarios::latency(&client, &target, &wf, args.repeat.max(3)).await?;
+        scenarios::latency(&client, &target, &wf, 1, Confirm::Poll).await?;
+        let times =
+            scenarios::latency(&client, &target, &wf, args.repeat.max(3), Confirm::Poll).await?;
         println!("Fan-out: 1 → 200 parallel GETs → join");
         let s = stats(times);
         row("time to completion", &s, "ms");

@@ -99,10 +99,24 @@ impl Client {
         body["id"].as_str().map(str::to_owned).context("run id")
     }
 
+    /// Reads the run every millisecond (tokio's timer granularity) until it is over.
+    async fn poll_terminal(&self, run: &str) -> anyhow::Result<()> {
+        loop {
+            let body = self.get(&format!("/v1/runs/{run}")).await?;
+            match body["status"].as_str() {
+                Some("SUCCEEDED") => return Ok(()),
+                Some("FAILED" | "CANCELED") => {
+                    bail!("run {run} ended {}: {}", body["status"], body["error"])
+                }
+                _ => tokio::time::sleep(Duration::from_millis(1)).await,
+            }
+        }
+    }
+
     /// Follows the run's log stream until its `end` event (sent once the run's final
     /// state is committed), as a client waiting for a run would; no polling interval
     /// adds to what is measured.
-    async fn wait_terminal(&self, run: &str) -> anyhow::Result<()> {
+    async fn stream_terminal(&self, run: &str) -> anyhow::Result<()> {
         use futures::StreamExt;
         let response = self
             .http
@@ -130,13 +144,13 @@ impl Client {
         bail!("run {run}: the log stream closed before its end event")
     }
 
-    /// Starts a run of `workflow` and waits until its last step called the target and the
-    /// run reads back `SUCCEEDED`.
+    /// Starts a run of `workflow` and waits until its last step called the target and,
+    /// as `confirm` says, until the run is seen `SUCCEEDED`.
     async fn run_to_end(
         &self,
         target: &Target,
         workflow: &str,
-        confirm: bool,
+        confirm: Confirm,
     ) -> anyhow::Result<()> {
         let tag = tag();
         let done = target.expect_done(&tag);
@@ -144,11 +158,25 @@ impl Client {
         tokio::time::timeout(Duration::from_secs(60), done)
             .await
             .with_context(|| format!("run {run} did not reach its last step"))??;
-        if confirm {
-            self.wait_terminal(&run).await?;
+        match confirm {
+            Confirm::No => Ok(()),
+            Confirm::Poll => self.poll_terminal(&run).await,
+            Confirm::Stream => self.stream_terminal(&run).await,
         }
-        Ok(())
     }
+}
+
+/// How a measurement learns that a run is over, after its last step called the target.
+#[derive(Debug, Clone, Copy)]
+pub enum Confirm {
+    /// It does not wait (throughput: the next run starts).
+    No,
+    /// It reads the run every millisecond: for runs with long logs (fan-out), whose
+    /// stream would replay hundreds of entries.
+    Poll,
+    /// It follows the run's log stream to its `end` event: for short runs (W10), where a
+    /// millisecond of polling granularity would be a fifth of the run.
+    Stream,
 }
 
 /// W10: ten sequential GETs; the last one reports the run's tag.
@@ -180,11 +208,12 @@ pub async fn latency(
     target: &Target,
     workflow: &str,
     runs: usize,
+    confirm: Confirm,
 ) -> anyhow::Result<Vec<f64>> {
     let mut out = Vec::with_capacity(runs);
     for _ in 0..runs {
         let started = Instant::now();
-        client.run_to_end(target, workflow, true).await?;
+        client.run_to_end(target, workflow, confirm).await?;
         out.push(started.elapsed().as_secs_f64() * 1000.0);
     }
     Ok(out)
@@ -224,7 +253,7 @@ pub async fn throughput(
             );
             tokio::spawn(async move {
                 while Instant::now() < deadline {
-                    client.run_to_end(&target, &workflow, false).await?;
+                    client.run_to_end(&target, &workflow, Confirm::No).await?;
                     done.fetch_add(1, Ordering::Relaxed);
                 }
                 anyhow::Ok(())
