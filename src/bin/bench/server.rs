@@ -85,9 +85,7 @@ impl Server {
             .map(|kb| kb * 1024)
             .unwrap_or(0)
     }
-}
 
-impl Server {
     /// CPU time the server process has used so far (user + system), in seconds.
     pub fn cpu_seconds(&self) -> f64 {
         let stat =
