@@ -7,6 +7,7 @@
 //! commits (group commit); a call returns only after its data is committed, which is what
 //! lets callers publish to the API and SSE afterwards. Only this module knows SQL.
 
+pub mod encoding;
 pub mod postgres;
 pub mod sqlite;
 pub mod timed;

@@ -12,6 +12,7 @@ use deadpool_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 
 use crate::model::{StepRun, now};
+use crate::store::encoding::{guard_conflict, status_condition};
 use crate::store::{Committed, Guard, OwnerChange, StoreError, Transition};
 
 use super::notify::Outgoing;
@@ -275,14 +276,7 @@ fn append_guard(sql: &mut String, args: &mut Args, guard: &Guard) {
         args.push(Box::new(owner.clone()));
         sql.push_str(&format!(" AND owner = ${}", args.len()));
     }
-    if let Some(statuses) = &guard.status_in {
-        // Closed-enum names only, so inlining them is safe and keeps one plan per set.
-        let list: Vec<String> = statuses
-            .iter()
-            .map(|s| format!("'{}'", s.as_str()))
-            .collect();
-        sql.push_str(&format!(" AND status IN ({})", list.join(",")));
-    }
+    sql.push_str(&status_condition(guard));
 }
 
 /// Explains why a guarded update matched no row.
@@ -304,20 +298,7 @@ async fn guard_failure<C: GenericClient>(c: &C, run_id: &str, guard: &Guard) -> 
                 Ok(found) => found,
                 Err(e) => return e,
             };
-            let reason = if guard
-                .status_in
-                .as_ref()
-                .is_some_and(|s| !s.iter().any(|s| s.as_str() == status))
-            {
-                format!("run {run_id} is {status}")
-            } else if guard.owner.is_some() && guard.owner != owner {
-                format!("run {run_id} is owned by another server")
-            } else if guard.rev.is_some_and(|r| r as i64 != rev) {
-                format!("run {run_id} changed concurrently")
-            } else {
-                format!("run {run_id} did not match the expected state")
-            };
-            StoreError::Conflict(reason)
+            guard_conflict(run_id, guard, &status, rev, owner.as_deref())
         }
     }
 }

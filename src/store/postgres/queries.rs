@@ -8,30 +8,13 @@ use crate::model::{
 };
 use crate::store::{NewWorkflowVersion, StoreError, StoredEvent};
 
+use crate::store::encoding::{page, split_cursor};
+
 use super::db_error;
 use super::rows::{
     RUN_COLUMNS, VERSION_COLUMNS, from_ms, get, json, load_runs, log_row, ms, to_json, version_row,
 };
 use super::writer::Fault;
-
-/// A cursor of lists ordered by `(created_at, id)` descending: `<millis>:<id>`.
-fn split_cursor(cursor: &Option<String>) -> Result<Option<(i64, String)>, StoreError> {
-    let Some(c) = cursor else { return Ok(None) };
-    c.split_once(':')
-        .and_then(|(t, id)| Some((t.parse().ok()?, id.to_owned())))
-        .map(Some)
-        .ok_or_else(|| StoreError::Invalid(format!("cursor {c:?} is not one this server gave out")))
-}
-
-fn page<T>(mut items: Vec<T>, limit: usize, cursor_of: impl Fn(&T) -> String) -> Page<T> {
-    let next_cursor = if items.len() > limit {
-        items.truncate(limit);
-        items.last().map(cursor_of)
-    } else {
-        None
-    };
-    Page { items, next_cursor }
-}
 
 async fn insert_version<C: GenericClient>(
     c: &C,

@@ -14,37 +14,9 @@ use crate::model::{
     Approval, LogEntry, NewLogEntry, Run, RunControl, StepRun, Timestamp, WorkflowVersion,
 };
 use crate::store::StoreError;
+pub use crate::store::encoding::{from_ms, json, ms, parse, to_json};
 
 use super::db_error;
-
-/// Unix milliseconds of a timestamp, as stored.
-pub fn ms(t: Timestamp) -> i64 {
-    t.timestamp_millis()
-}
-
-/// A stored millisecond count as a timestamp.
-pub fn from_ms(v: i64) -> Timestamp {
-    chrono::DateTime::from_timestamp_millis(v).unwrap_or_default()
-}
-
-fn parse<T: std::str::FromStr>(text: &str) -> Result<T, StoreError>
-where
-    T::Err: std::fmt::Display,
-{
-    text.parse()
-        .map_err(|e: T::Err| StoreError::Corrupt(e.to_string()))
-}
-
-/// Decodes a JSON column.
-pub fn json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("bad JSON column: {e}")))
-}
-
-/// Encodes a JSON column.
-pub fn to_json<T: serde::Serialize>(value: &T) -> String {
-    // Serialising a model value (maps with string keys) cannot fail.
-    serde_json::to_string(value).unwrap_or_else(|_| "null".into())
-}
 
 /// Reads column `i`, mapping a type mismatch to `Corrupt`.
 pub fn get<'a, T: tokio_postgres::types::FromSql<'a>>(

@@ -20,6 +20,7 @@ use crate::model::{
     LogEntry, NewLogEntry, Page, PageRequest, Run, RunFilter, RunStatus, TemplateRecord, Timestamp,
     WorkflowVersion, now,
 };
+use crate::store::encoding::{page, split_cursor};
 use crate::store::{
     Committed, CreatedRun, LogLimits, NewRun, NewWorkflowVersion, Store, StoreError, StoredEvent,
     Transition,
@@ -114,25 +115,6 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         })?;
     }
     Ok(())
-}
-
-/// A cursor of lists ordered by `(created_at, id)` descending: `<millis>:<id>`.
-fn split_cursor(cursor: &Option<String>) -> Result<Option<(i64, String)>, StoreError> {
-    let Some(c) = cursor else { return Ok(None) };
-    c.split_once(':')
-        .and_then(|(t, id)| Some((t.parse().ok()?, id.to_owned())))
-        .map(Some)
-        .ok_or_else(|| StoreError::Invalid(format!("cursor {c:?} is not one this server gave out")))
-}
-
-fn page<T>(mut items: Vec<T>, limit: usize, cursor_of: impl Fn(&T) -> String) -> Page<T> {
-    let next_cursor = if items.len() > limit {
-        items.truncate(limit);
-        items.last().map(cursor_of)
-    } else {
-        None
-    };
-    Page { items, next_cursor }
 }
 
 fn collect<T>(

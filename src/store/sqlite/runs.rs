@@ -4,6 +4,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::model::{LogEntry, NewEvent, NewLogEntry, Run, RunControl, now};
+use crate::store::encoding::{guard_conflict, status_condition};
 use crate::store::{
     Committed, CreatedRun, Guard, LogLimits, NewRun, OwnerChange, StoreError, Transition,
 };
@@ -284,13 +285,7 @@ fn append_guard(sql: &mut String, args: &mut Vec<Box<dyn rusqlite::ToSql>>, guar
         args.push(Box::new(owner.clone()));
         sql.push_str(&format!(" AND owner = ?{}", args.len()));
     }
-    if let Some(statuses) = &guard.status_in {
-        let list: Vec<String> = statuses
-            .iter()
-            .map(|s| format!("'{}'", s.as_str()))
-            .collect();
-        sql.push_str(&format!(" AND status IN ({})", list.join(",")));
-    }
+    sql.push_str(&status_condition(guard));
 }
 
 /// Explains why a guarded update matched no row.
@@ -304,22 +299,7 @@ fn guard_failure(conn: &Connection, run_id: &str, guard: &Guard) -> StoreError {
         .unwrap_or(None);
     match found {
         None => StoreError::NotFound(format!("run {run_id}")),
-        Some((status, rev, owner)) => {
-            let reason = if guard
-                .status_in
-                .as_ref()
-                .is_some_and(|s| !s.iter().any(|s| s.as_str() == status))
-            {
-                format!("run {run_id} is {status}")
-            } else if guard.owner.is_some() && guard.owner != owner {
-                format!("run {run_id} is owned by another server")
-            } else if guard.rev.is_some_and(|r| r as i64 != rev) {
-                format!("run {run_id} changed concurrently")
-            } else {
-                format!("run {run_id} did not match the expected state")
-            };
-            StoreError::Conflict(reason)
-        }
+        Some((status, rev, owner)) => guard_conflict(run_id, guard, &status, rev, owner.as_deref()),
     }
 }
 
