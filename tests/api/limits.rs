@@ -349,7 +349,13 @@ async fn at_most_max_active_runs_execute_at_once_and_the_rest_queue_until_a_slot
 
 #[tokio::test]
 async fn log_streams_beyond_the_limit_are_refused_with_503_and_retry_after() {
-    let app = spawn_app_with(|c| c.logs.max_streams = 1).await;
+    // A closed stream is noticed when a write to it fails: keep-alives every second
+    // make that happen well within the test's patience (the default is every 15 s).
+    let app = spawn_app_with(|c| {
+        c.logs.max_streams = 1;
+        c.logs.keep_alive = std::time::Duration::from_secs(1);
+    })
+    .await;
     let wf = app
         .create_workflow(&json!({"name": "gate", "steps": [
             {"name": "wait", "action": "transform", "requires_approval": true, "input": {"set": {"a": 1}}}
