@@ -7,8 +7,9 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
-use crate::definition::{Invalid, Violation};
+use crate::definition::Invalid;
 use crate::engine::EngineError;
+use crate::problems::Violation;
 use crate::store::StoreError;
 
 /// The media type of error bodies.

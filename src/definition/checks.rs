@@ -9,12 +9,11 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::dag::{Dag, DagError};
-use super::{
-    ApprovalPolicy, OnFailure, RetryClass, RetryPolicy, Step, Validator, Violation, Workflow,
-};
-use crate::actions::size::json_len;
+use super::{ApprovalPolicy, OnFailure, RetryClass, RetryPolicy, Step, Validator, Workflow};
 use crate::expr::{Expr, ROOTS, STEP_FIELDS, Template, escape_pointer};
 use crate::model::Decision;
+use crate::problems::Violation;
+use crate::size::json_len;
 
 #[derive(Deserialize)]
 struct WorkflowSpec {
@@ -279,9 +278,8 @@ fn build_step(
     v: &mut Vec<Violation>,
 ) -> Option<Step> {
     let at = format!("/steps/{i}");
-    let action = validator.actions.get(&s.action);
-    let Some(action) = action else {
-        let known: Vec<&str> = validator.actions.names().collect();
+    if !validator.actions.knows(&s.action) {
+        let known = validator.actions.names();
         v.push(Violation::new(
             format!("{at}/action"),
             format!(
@@ -291,8 +289,8 @@ fn build_step(
             ),
         ));
         return None;
-    };
-    for violation in action.check(&s.input) {
+    }
+    for violation in validator.actions.check_input(&s.action, &s.input) {
         v.push(Violation::new(
             format!("{at}/input{}", violation.pointer),
             violation.message,
@@ -300,7 +298,7 @@ fn build_step(
     }
     let mut input = s.input.clone();
     let mut expressions = Vec::new();
-    for &field in action.expression_fields() {
+    for &field in validator.actions.expression_fields(&s.action) {
         let Some(value) = input.shift_remove(field) else {
             continue;
         };
@@ -364,7 +362,6 @@ fn build_step(
         id: s.id.clone().unwrap_or_else(|| s.name.clone()),
         name: s.name.clone(),
         action_name: s.action.clone(),
-        action,
         input: input?,
         expressions,
         retry: retry?,
@@ -475,16 +472,16 @@ fn approval_policy(
 mod tests {
     use super::super::{Invalid, Limits, Stage, WorkflowSchema};
     use super::*;
-    use crate::actions::HttpClient;
+    use crate::outbound::HttpClient;
     use serde_json::json;
 
     fn validator() -> Validator {
         let config =
             crate::config::Config::from_raw(std::path::Path::new("t"), Default::default()).unwrap();
-        let actions = crate::actions::Registry::new(&config, HttpClient::new().unwrap());
+        let actions = crate::actions::Registry::new(&config.services, HttpClient::new().unwrap());
         Validator::new(
             WorkflowSchema::bundled().unwrap(),
-            actions,
+            std::sync::Arc::new(actions),
             Limits {
                 max_steps: 10,
                 max_retries: 5,

@@ -7,8 +7,8 @@
 use serde_json::Value;
 
 use super::state::RunState;
-use crate::definition::Violation;
 use crate::model::{Approval, Decision, LogLevel, RunStatus, StepStatus, now};
+use crate::problems::Violation;
 
 /// A decision about a run.
 #[derive(Debug, Clone)]

@@ -24,14 +24,17 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::actions::size::json_len;
-use crate::definition::{Validator, Violation, Workflow};
+use crate::actions::Registry;
+use crate::definition::{Validator, Workflow};
 use crate::logs::{LogHub, LogTail};
 use crate::metrics::Metrics;
 use crate::model::{
     LogEntry, LogLevel, NewLogEntry, Page, PageRequest, Run, RunFilter, RunStatus, StepRun,
     StepStatus, now,
 };
+use crate::problems::Violation;
+use crate::secret::Secret;
+use crate::size::json_len;
 use crate::store::{
     Committed, DynStore, Guard, IdempotencyClaim, Lease, LogLimits, NewRun, OwnerChange,
     StoreError, Transition,
@@ -96,7 +99,7 @@ pub struct Settings {
     pub lease_ttl: Duration,
     pub poll_interval: Duration,
     pub idempotency_ttl: Duration,
-    pub secrets: Arc<BTreeMap<String, String>>,
+    pub secrets: Arc<BTreeMap<String, Secret>>,
     /// Write hook events to the outbox (some hook target is configured).
     pub emit_events: bool,
     /// Most entries a run's log may hold before client appends are refused.
@@ -115,7 +118,7 @@ pub struct RunLimits {
     /// The run context: at start (`400`), after approvals (`400`) and after a step's `set`
     /// (the step fails).
     pub max_context_bytes: usize,
-    /// A step's output as stored; larger outputs are truncated (see `crate::actions::size`).
+    /// A step's output as stored; larger outputs are truncated (see `crate::size`).
     pub max_output_bytes: usize,
 }
 
@@ -132,6 +135,7 @@ pub struct StartRun {
 pub(crate) struct Shared {
     store: DynStore,
     validator: Arc<Validator>,
+    actions: Registry,
     hub: Arc<LogHub>,
     owner: String,
     settings: Settings,
@@ -177,6 +181,7 @@ impl Engine {
     pub fn new(
         store: DynStore,
         validator: Arc<Validator>,
+        actions: Registry,
         hub: Arc<LogHub>,
         owner: String,
         settings: Settings,
@@ -187,6 +192,7 @@ impl Engine {
             shared: Arc::new(Shared {
                 store,
                 validator,
+                actions,
                 hub,
                 owner,
                 settings,

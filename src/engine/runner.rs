@@ -239,7 +239,7 @@ impl Runner {
         for start in starts {
             let step = &self.state.wf.steps[start.index];
             let plan = StepPlan {
-                action: step.action.clone(),
+                action: self.shared.actions.get_or_unknown(&step.action_name),
                 retry: step.retry.clone(),
                 timeout: step.timeout,
                 metrics: self.shared.metrics.step(&step.action_name),

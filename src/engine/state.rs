@@ -14,7 +14,6 @@ use serde_json::{Map, Value};
 
 use super::notes::{http_note, response_excerpt, response_note};
 use super::{RunLimits, Settings};
-use crate::actions::size::{Cut, json_len};
 use crate::actions::{Call, Effect, Failure, Outcome};
 use crate::definition::{OnFailure, Workflow};
 use crate::expr::{self, Redactor, Scope, Secrets};
@@ -22,6 +21,7 @@ use crate::model::{
     Attempt, Decision, LogLevel, NewEvent, NewLogEntry, Run, RunStatus, StatusChange, StepStatus,
     Timestamp, now,
 };
+use crate::size::{Cut, json_len};
 use crate::store::{Guard, OwnerChange, RunHead, Transition};
 
 /// A step the runner must start now.
@@ -53,7 +53,7 @@ pub enum Phase {
 pub struct RunState {
     pub run: Run,
     pub wf: Arc<Workflow>,
-    secrets: Arc<BTreeMap<String, String>>,
+    secrets: Arc<BTreeMap<String, crate::secret::Secret>>,
     emit_events: bool,
     limits: RunLimits,
     step_scopes: BTreeMap<String, MjValue>,
