@@ -19,3 +19,39 @@ impl Violation {
         }
     }
 }
+
+/// An error and its causes on one line, each cause once (a cause whose text the line
+/// already holds is not repeated): what logs and `problem+json` details show.
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer: {0}")]
+    struct Repeating(#[source] std::io::Error);
+
+    #[test]
+    fn a_chain_names_each_cause_once() {
+        let io = || std::io::Error::other("disk full");
+        assert_eq!(chain(&Outer(io())), "outer: disk full");
+        assert_eq!(chain(&Repeating(io())), "outer: disk full");
+    }
+}

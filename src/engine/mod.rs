@@ -56,10 +56,9 @@ pub enum EngineError {
         message: String,
         violations: Vec<Violation>,
     },
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// The store failed (unavailable, or holding data it cannot read).
+    #[error(transparent)]
+    Store(StoreError),
 }
 
 impl From<StoreError> for EngineError {
@@ -71,8 +70,7 @@ impl From<StoreError> for EngineError {
                 message: why,
                 violations: Vec::new(),
             },
-            StoreError::Unavailable(why) => Self::Unavailable(why),
-            StoreError::Corrupt(why) => Self::Internal(why),
+            other => Self::Store(other),
         }
     }
 }

@@ -383,7 +383,8 @@ impl Runner {
                     }
                     return Ok(());
                 }
-                Err(StoreError::Unavailable(reason)) if !self.shared.shutdown.is_cancelled() => {
+                Err(e) if e.is_unavailable() && !self.shared.shutdown.is_cancelled() => {
+                    let reason = crate::problems::chain(&e);
                     tracing::warn!(run_id = %self.state.run.id, %reason, "commit failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));

@@ -165,26 +165,11 @@ fn transport_failure(target: &str, e: &reqwest::Error) -> Failure {
     };
     Failure {
         kind,
-        message: format!("{target}: {}", error_chain(e)),
+        message: format!("{target}: {}", crate::problems::chain(e)),
         http_code: None,
         retry_after: None,
         output: None,
     }
-}
-
-/// The error and its causes on one line (reqwest's top-level message alone is vague).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// A response body as read.

@@ -56,16 +56,25 @@ impl SqliteStore {
     ) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+                StoreError::unavailable_by(
+                    format!(
+                        "database.path: cannot create the directory {}",
+                        dir.display()
+                    ),
+                    e,
+                )
             })?;
         }
         let lock_path = PathBuf::from(format!("{}.lock", path.display()));
         let lock = File::create(&lock_path).map_err(|e| {
-            StoreError::Unavailable(format!("cannot create {}: {e}", lock_path.display()))
+            StoreError::unavailable_by(
+                format!("database.path: cannot create {}", lock_path.display()),
+                e,
+            )
         })?;
         lock.try_lock().map_err(|_| {
-            StoreError::Unavailable(format!(
-                "{} is in use by another orchestrator process",
+            StoreError::unavailable(format!(
+                "database.path: {} is in use by another orchestrator process",
                 path.display()
             ))
         })?;
@@ -99,7 +108,7 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
         .map_err(unavailable)? as usize;
     if applied > MIGRATIONS.len() {
-        return Err(StoreError::Unavailable(format!(
+        return Err(StoreError::unavailable(format!(
             "the database is at schema version {applied}, newer than this server ({})",
             MIGRATIONS.len()
         )));
@@ -111,7 +120,7 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         ))
         .map_err(|e| {
             let _ = conn.execute_batch("ROLLBACK");
-            StoreError::Unavailable(format!("migration {} failed: {e}", i + 1))
+            StoreError::unavailable_by(format!("migration {} failed", i + 1), e)
         })?;
     }
     Ok(())
