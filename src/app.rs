@@ -145,6 +145,7 @@ impl App {
                 max_output_bytes: config.limits.max_output_bytes,
             },
             shutdown_grace: config.server.shutdown_grace,
+            clock: crate::clock::Clock::system(),
         };
         let engine = Engine::new(
             store.clone(),
@@ -183,7 +184,7 @@ impl App {
             ActixApp::new()
                 .app_data(state.clone())
                 .wrap(from_fn(api::auth::authorize))
-                .wrap(from_fn(api::requests::observe))
+                .wrap(from_fn(api::observe::observe))
                 .configure(api::configure)
         })
         .disable_signals()

@@ -23,6 +23,7 @@ pub mod actions;
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod definition;
 pub mod engine;

@@ -14,8 +14,8 @@ pub mod error;
 mod health;
 mod logs;
 mod metrics;
+pub mod observe;
 pub mod openapi;
-pub mod requests;
 mod runs;
 mod schemas;
 mod templates;
@@ -161,11 +161,11 @@ pub struct Paging {
 }
 
 /// Default page size.
-pub const DEFAULT_PAGE: usize = 50;
+pub const DEFAULT_LIST_PAGE: usize = 50;
 
 impl Paging {
     fn request(&self, limits: &ServerLimits) -> Result<PageRequest, ApiError> {
-        let limit = self.limit.unwrap_or(DEFAULT_PAGE);
+        let limit = self.limit.unwrap_or(DEFAULT_LIST_PAGE);
         if limit == 0 || limit > limits.max_page {
             return Err(ApiError::bad_request(
                 "/limit",

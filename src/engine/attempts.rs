@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::notes::response_excerpt;
+use super::failure_details::response_excerpt;
 use super::retry::{GiveUp, next_delay};
 use super::state::Start;
 use crate::actions::{Action, Effect, Failure, Outcome};

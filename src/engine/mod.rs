@@ -9,7 +9,7 @@
 mod attempts;
 mod background;
 mod decide;
-mod notes;
+mod failure_details;
 pub mod retry;
 mod runner;
 pub mod state;
@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::actions::Registry;
+use crate::clock::Clock;
 use crate::definition::{Validator, Workflow};
 use crate::logs::{LogHub, LogTail};
 use crate::metrics::Metrics;
@@ -40,8 +41,8 @@ use crate::store::{
     StoreError, Transition,
 };
 
-pub use decide::{Refusal, Request};
-use runner::Command;
+pub use decide::{Intervention, Refusal};
+use runner::RunMessage;
 use state::RunState;
 
 /// Why the engine refused or failed a request, phrased for the API to map.
@@ -106,6 +107,8 @@ pub struct Settings {
     pub limits: RunLimits,
     /// On shutdown, how long steps in flight may take to finish.
     pub shutdown_grace: Duration,
+    /// Where the run state machine reads the time.
+    pub clock: Clock,
 }
 
 /// Size limits applied to runs, in bytes of compact JSON (`limits.*_bytes`).
@@ -139,7 +142,7 @@ pub(crate) struct Shared {
     settings: Settings,
     metrics: Arc<Metrics>,
     workflows: Mutex<HashMap<(String, u32), Arc<Workflow>>>,
-    active: Mutex<HashMap<String, mpsc::UnboundedSender<Command>>>,
+    active: Mutex<HashMap<String, mpsc::UnboundedSender<RunMessage>>>,
     permits: Arc<Semaphore>,
     wake: Notify,
     /// Set when runs may be waiting in the store for a slot here (created or resumed
@@ -321,7 +324,7 @@ impl Engine {
     }
 
     /// Applies a decision (approve, reject, cancel) to a run, wherever it is.
-    pub async fn decide(&self, run_id: &str, request: Request) -> Result<Run, EngineError> {
+    pub async fn decide(&self, run_id: &str, request: Intervention) -> Result<Run, EngineError> {
         self.shared.decide(run_id, request).await
     }
 
@@ -434,12 +437,12 @@ impl Engine {
 
 /// The run and step statuses a transition reaches, for metrics.
 #[derive(Default)]
-struct Outcomes {
+struct StatusTally {
     run: Option<RunStatus>,
     steps: Vec<(String, StepStatus)>,
 }
 
-impl Outcomes {
+impl StatusTally {
     fn of(tx: &Transition) -> Self {
         let mut out = Self::default();
         for change in tx.logs.iter().filter_map(|e| e.status.as_ref()) {
@@ -535,7 +538,7 @@ impl Shared {
     /// outcomes it recorded (every status change is in the log, so nothing is missed).
     async fn commit(&self, tx: Transition) -> Result<Committed, StoreError> {
         let run_id = tx.run_id.clone();
-        let outcomes = Outcomes::of(&tx);
+        let outcomes = StatusTally::of(&tx);
         let committed = self.store.commit(tx).await?;
         outcomes.record(&self.metrics);
         self.hub.publish(&run_id, &committed.logs);
@@ -581,12 +584,16 @@ impl Shared {
         self.wake.notify_one();
     }
 
-    async fn decide(self: &Arc<Self>, run_id: &str, request: Request) -> Result<Run, EngineError> {
+    async fn decide(
+        self: &Arc<Self>,
+        run_id: &str,
+        request: Intervention,
+    ) -> Result<Run, EngineError> {
         for _ in 0..20 {
             let task = self.active.lock().ok().and_then(|a| a.get(run_id).cloned());
             if let Some(task) = task {
                 let (reply, answer) = oneshot::channel();
-                let sent = task.send(Command::Decide {
+                let sent = task.send(RunMessage::Decide {
                     request: request.clone(),
                     reply,
                 });
