@@ -8,6 +8,8 @@
 
 mod checks;
 pub mod dag;
+mod policies;
+mod refs;
 pub mod schema;
 
 use std::sync::Arc;

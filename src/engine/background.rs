@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use tokio::sync::broadcast::error::RecvError;
 
+use super::EngineError;
 use super::decide::Intervention;
 use super::runner::RunMessage;
-use super::{EngineError, Shared};
+use super::shared::Shared;
 use crate::model::now;
 use crate::store::Notice;
 

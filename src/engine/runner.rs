@@ -21,11 +21,13 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::EngineError;
 use super::attempts::{self, StepEvent, StepPlan};
 use super::decide::Intervention;
+use super::shared::Shared;
 use super::state::{Phase, RunState, Start};
-use super::{EngineError, Shared};
 use crate::model::{LogLevel, Run, RunStatus};
+use crate::outbound::Backoff;
 use crate::store::{Guard, OwnerChange};
 
 /// A message to a run's task.
@@ -368,7 +370,8 @@ impl Runner {
             OwnerChange::Keep => OwnerChange::Renew(self.shared.settings.lease_ttl),
             other => other,
         };
-        let mut delay = Duration::from_millis(50);
+        let backoff = Backoff::doubling(Duration::from_millis(50), Duration::from_secs(5));
+        let mut failures = 0;
         loop {
             let Some(tx) = self.state.pending(guard.clone(), owner.clone()) else {
                 return Ok(());
@@ -384,8 +387,8 @@ impl Runner {
                 Err(e) if e.is_unavailable() && !self.shared.shutdown.is_cancelled() => {
                     let reason = crate::problems::chain(&e);
                     tracing::warn!(run_id = %self.state.run.id, %reason, "commit failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                    failures += 1;
+                    tokio::time::sleep(backoff.delay(failures)).await;
                 }
                 Err(e) => {
                     self.tasks.abort_all();
