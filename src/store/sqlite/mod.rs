@@ -202,9 +202,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_templates(&self) -> Result<Vec<TemplateRecord>, StoreError> {
-        self.readers
-            .read(workflows::list_templates)
-            .await
+        self.readers.read(workflows::list_templates).await
     }
 
     async fn create_run(&self, new: NewRun) -> Result<CreatedRun, StoreError> {
