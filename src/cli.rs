@@ -1,4 +1,5 @@
-//! The command line: `orchestrator [-config FILE] [serve | validate FILE... | migrate]`.
+//! The command line: `orchestrator [-config FILE] [serve | validate FILE... | migrate]`, and
+//! the client subcommands of [`crate::client`] (`apply`, `run`, `logs`, …).
 //!
 //! Go-style single-dash `-config` is accepted beside `--config`. `validate` checks
 //! definition files offline with the same validator the server uses.
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 
 use crate::actions::{HttpClient, Registry};
+use crate::client::{ClientCommand, ClientOptions};
 use crate::config::Config;
 use crate::definition::{Limits, Validator, WorkflowSchema, parse_document};
 
@@ -23,6 +25,8 @@ pub struct Cli {
     /// The configuration file (default: config.yaml).
     #[arg(long, short = 'c', global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub client: ClientOptions,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -39,6 +43,8 @@ pub enum Command {
     },
     /// Apply store migrations and exit.
     Migrate,
+    #[command(flatten)]
+    Client(ClientCommand),
 }
 
 /// The default configuration file.

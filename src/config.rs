@@ -22,6 +22,10 @@ use crate::actions::policy::OutboundPolicy;
 /// Prefix of environment variables that override config keys; `__` separates levels.
 pub const ENV_PREFIX: &str = "ORCHESTRATOR_";
 
+/// Variables with [`ENV_PREFIX`] that belong to the command-line client
+/// (`ORCHESTRATOR_URL`, `ORCHESTRATOR_TOKEN`), not to the server's configuration.
+pub const CLIENT_VARIABLES: [&str; 2] = ["URL", "TOKEN"];
+
 /// Why the configuration could not be loaded. The message names the file and the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -536,7 +540,11 @@ impl Config {
         }
         expand_strings(&mut value, &lookup).map_err(invalid)?;
         let raw: RawConfig = Figment::from(Serialized::defaults(value))
-            .merge(Env::prefixed(ENV_PREFIX).split("__"))
+            .merge(
+                Env::prefixed(ENV_PREFIX)
+                    .ignore(&CLIENT_VARIABLES)
+                    .split("__"),
+            )
             .extract()
             .map_err(|e| invalid(figment_message(e)))?;
         Self::from_raw(path, raw).map_err(invalid)

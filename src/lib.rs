@@ -15,6 +15,8 @@
 //! - [`metrics`]: the Prometheus metrics every part records into, served by `GET /metrics`.
 //! - [`api`]: the HTTP resources; the only place that knows actix-web.
 //! - [`app`]: wires everything together; `main` and the tests start the server through it.
+//! - [`client`]: the command-line client (`apply`, `run`, `logs -f`, …); it speaks HTTP to
+//!   a server and shares nothing with it but plain data ([`model`] statuses).
 //!
 //! Data flows one way: api → engine → actions / store. The engine never sees HTTP handlers,
 //! and nothing but the store touches the database.
@@ -23,6 +25,7 @@ pub mod actions;
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod definition;
 pub mod engine;

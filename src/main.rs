@@ -13,6 +13,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(normalize_args(std::env::args_os()));
+    if let Some(Command::Client(command)) = cli.command {
+        return orchestrator::client::main(&cli.client, command);
+    }
     let serving = matches!(cli.command, None | Some(Command::Serve));
     let config = match cli.load_config(serving || matches!(cli.command, Some(Command::Migrate))) {
         Ok(config) => config,
@@ -25,6 +28,7 @@ fn main() -> ExitCode {
         Some(Command::Validate { files }) => validate(&config, files),
         Some(Command::Migrate) => runtime().and_then(|rt| rt.block_on(migrate(config))),
         None | Some(Command::Serve) => runtime().and_then(|rt| rt.block_on(serve(config))),
+        Some(Command::Client(_)) => Ok(ExitCode::from(2)),
     };
     match result {
         Ok(code) => code,
