@@ -5,6 +5,8 @@ mod approvals;
 mod auth;
 mod cancel;
 mod cli;
+mod client;
+mod client_follow;
 mod health;
 mod helpers;
 mod hooks;
