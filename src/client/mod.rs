@@ -3,13 +3,16 @@
 //!
 //! `http` is the one place that speaks HTTP and names errors, `output` and `listing` print,
 //! `follow` streams a run's log with resume, and each group of subcommands has its file:
-//! `workflows` (apply), `runs` (run, runs, get, decisions, events), `logs`.
+//! `workflows` (apply), `runs` (run, runs, get), `decide` (approve, reject, cancel, retry,
+//! event), `logs`; `input` reads JSON arguments.
 //! Exit codes: 0 done, 1 the server refused or the run failed or was canceled, 2 a usage or
 //! connection error.
 
 mod completions;
+mod decide;
 mod follow;
 mod http;
+mod input;
 mod listing;
 mod logs;
 mod output;
@@ -108,12 +111,12 @@ pub enum ClientCommand {
         after_help = "Example:\n  orchestrator approve run_01J2Z3X4Y5W6V7T8S9R0QPNMKJ \
         --comment 'looks good' --input '{\"ticket\": \"OPS-12\"}'"
     )]
-    Approve(runs::ApproveArgs),
+    Approve(decide::ApproveArgs),
     /// Reject the step a run waits for; the run ends FAILED.
     #[command(
         after_help = "Example:\n  orchestrator reject run_01J2Z3X4Y5W6V7T8S9R0QPNMKJ --comment 'not today'"
     )]
-    Reject(runs::RejectArgs),
+    Reject(decide::RejectArgs),
     /// Cancel a run; calls in flight are aborted.
     #[command(after_help = "Example:\n  orchestrator cancel run_01J2Z3X4Y5W6V7T8S9R0QPNMKJ")]
     Cancel {
@@ -131,7 +134,7 @@ pub enum ClientCommand {
         after_help = "Example:\n  orchestrator event run_01J2Z3X4Y5W6V7T8S9R0QPNMKJ ci-done \
         --data '{\"build\": \"ok\"}'"
     )]
-    Event(runs::EventArgs),
+    Event(decide::EventArgs),
     /// Print a shell completion script.
     #[command(
         after_help = "Example:\n  orchestrator completions bash > /etc/bash_completion.d/orchestrator\n  \
@@ -192,11 +195,11 @@ async fn dispatch(
         ClientCommand::Runs(args) => runs::list(&ctx, args).await.and(done),
         ClientCommand::Get { run } => runs::get(&ctx, &run).await.and(done),
         ClientCommand::Logs { run, follow } => logs::show(&ctx, &run, follow).await.and(done),
-        ClientCommand::Approve(args) => runs::approve(&ctx, args).await.and(done),
-        ClientCommand::Reject(args) => runs::reject(&ctx, args).await.and(done),
-        ClientCommand::Cancel { run } => runs::act(&ctx, &run, "cancel").await.and(done),
-        ClientCommand::Retry { run } => runs::act(&ctx, &run, "retry").await.and(done),
-        ClientCommand::Event(args) => runs::event(&ctx, args).await.and(done),
+        ClientCommand::Approve(args) => decide::approve(&ctx, args).await.and(done),
+        ClientCommand::Reject(args) => decide::reject(&ctx, args).await.and(done),
+        ClientCommand::Cancel { run } => decide::act(&ctx, &run, "cancel").await.and(done),
+        ClientCommand::Retry { run } => decide::act(&ctx, &run, "retry").await.and(done),
+        ClientCommand::Event(args) => decide::event(&ctx, args).await.and(done),
         ClientCommand::Completions { shell } => completions::print(shell)
             .map_err(ClientError::from)
             .and(done),

@@ -325,7 +325,7 @@ mod tests {
     }
 
     #[test]
-    fn log_lines_match_the_servers_text_form() {
+    fn log_lines_show_time_level_step_and_message() {
         let entry = json!({"seq": 3, "ts": "2024-05-01T12:00:00.123Z", "level": "warn",
             "source": "engine", "step": "fetch", "message": "retrying\nsoon"});
         assert_eq!(

@@ -1,16 +1,16 @@
-//! Run subcommands: `run`, `runs`, `get`, `approve`, `reject`, `cancel`, `retry`, `event`.
+//! Run subcommands that start and show runs: `run`, `runs`, `get`.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use chrono::Utc;
 use clap::Args;
 use reqwest::Method;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::Ctx;
 use super::follow::follow;
 use super::http::ClientError;
+use super::input::json_argument;
 use super::listing::{self, Column, Listing, Show};
 use super::output::{self, Cell, Color, Format, Table};
 use crate::model::RunStatus;
@@ -47,48 +47,6 @@ pub struct ListArgs {
     /// At most this many runs.
     #[arg(long, default_value_t = 50)]
     limit: usize,
-}
-
-/// `approve RUN [--step] [--comment] [--input JSON|@file]`.
-#[derive(Debug, Args)]
-pub struct ApproveArgs {
-    #[arg(value_name = "RUN")]
-    run: String,
-    /// The waiting step to decide, when several wait.
-    #[arg(long)]
-    step: Option<String>,
-    /// A comment recorded with the decision.
-    #[arg(long)]
-    comment: Option<String>,
-    /// Input merged into the run's context (checked against the step's input_schema).
-    #[arg(long, value_name = "JSON|@FILE")]
-    input: Option<String>,
-}
-
-/// `reject RUN [--step] [--comment]`.
-#[derive(Debug, Args)]
-pub struct RejectArgs {
-    #[arg(value_name = "RUN")]
-    run: String,
-    /// The waiting step to decide, when several wait.
-    #[arg(long)]
-    step: Option<String>,
-    /// A comment recorded with the decision.
-    #[arg(long)]
-    comment: Option<String>,
-}
-
-/// `event RUN NAME [--data JSON|@file]`.
-#[derive(Debug, Args)]
-pub struct EventArgs {
-    #[arg(value_name = "RUN")]
-    run: String,
-    /// The event's name.
-    #[arg(value_name = "NAME")]
-    name: String,
-    /// The event's data: JSON, or @FILE.
-    #[arg(long, value_name = "JSON|@FILE")]
-    data: Option<String>,
 }
 
 const RUNS: Listing = Listing {
@@ -228,7 +186,7 @@ fn finished(run: &Value, ctx: &Ctx) -> String {
     text
 }
 
-fn status(run: &Value, ctx: &Ctx) -> String {
+pub(super) fn status(run: &Value, ctx: &Ctx) -> String {
     let s = run["status"].as_str().unwrap_or("?");
     ctx.style.paint(s, Color::of_status(s))
 }
@@ -333,126 +291,9 @@ fn one_line(text: &str) -> String {
     format!("{cut}…")
 }
 
-/// `approve`.
-pub async fn approve(ctx: &Ctx, args: ApproveArgs) -> Result<(), ClientError> {
-    let mut body = decision(args.step, args.comment);
-    if let Some(input) = &args.input {
-        body.insert("input".into(), json_argument("--input", input)?);
-    }
-    decide(ctx, &args.run, "approve", Value::Object(body)).await
-}
-
-/// `reject`.
-pub async fn reject(ctx: &Ctx, args: RejectArgs) -> Result<(), ClientError> {
-    let body = decision(args.step, args.comment);
-    decide(ctx, &args.run, "reject", Value::Object(body)).await
-}
-
-/// `cancel` and `retry`: a bodiless action on a run.
-pub async fn act(ctx: &Ctx, run: &str, action: &str) -> Result<(), ClientError> {
-    decide(ctx, run, action, json!({})).await
-}
-
-fn decision(step: Option<String>, comment: Option<String>) -> Map<String, Value> {
-    let mut body = Map::new();
-    if let Some(step) = step {
-        body.insert("step".into(), json!(step));
-    }
-    if let Some(comment) = comment {
-        body.insert("comment".into(), json!(comment));
-    }
-    body
-}
-
-async fn decide(ctx: &Ctx, id: &str, action: &str, body: Value) -> Result<(), ClientError> {
-    let run = ctx
-        .api
-        .send(Method::POST, &["v1", "runs", id, action], &body)
-        .await?;
-    let done = match action {
-        "approve" => "approved",
-        "reject" => "rejected",
-        "cancel" => "canceled",
-        _ => "retried",
-    };
-    match ctx.format {
-        Format::Json => output::print_json(&run)?,
-        Format::Table => {
-            output::print(&format!("{id} {done}; the run is {}\n", status(&run, ctx)))?
-        }
-    }
-    Ok(())
-}
-
-/// `event`: `POST /v1/runs/{id}/events/{name}` with `{"data"}`.
-pub async fn event(ctx: &Ctx, args: EventArgs) -> Result<(), ClientError> {
-    let mut body = json!({});
-    if let Some(data) = &args.data {
-        body["data"] = json_argument("--data", data)?;
-    }
-    let path = [
-        "v1",
-        "runs",
-        args.run.as_str(),
-        "events",
-        args.name.as_str(),
-    ];
-    let answer = ctx.api.send(Method::POST, &path, &body).await?;
-    match ctx.format {
-        Format::Json => output::print_json(&answer)?,
-        Format::Table => output::print(&format!("Sent event {} to {}\n", args.name, args.run))?,
-    }
-    Ok(())
-}
-
-/// A flag's JSON value, given inline or as `@FILE` (YAML by its extension; `@-` is stdin).
-fn json_argument(flag: &str, value: &str) -> Result<Value, ClientError> {
-    let usage = |what: String| ClientError::Usage(format!("{flag}: {what}"));
-    let Some(file) = value.strip_prefix('@') else {
-        return serde_json::from_str(value).map_err(|e| usage(format!("not JSON: {e}")));
-    };
-    let text = if file == "-" {
-        std::io::read_to_string(std::io::stdin())
-    } else {
-        std::fs::read_to_string(file)
-    }
-    .map_err(|e| usage(format!("cannot read {file}: {e}")))?;
-    let yaml = matches!(
-        Path::new(file).extension().and_then(|e| e.to_str()),
-        Some("yaml" | "yml")
-    );
-    if yaml {
-        serde_yaml::from_str(&text).map_err(|e| usage(format!("{file}: not YAML: {e}")))
-    } else {
-        serde_json::from_str(&text).map_err(|e| usage(format!("{file}: not JSON: {e}")))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn json_arguments_are_inline_or_read_from_a_file() {
-        assert_eq!(
-            json_argument("--data", r#"{"a": 1}"#).unwrap(),
-            json!({"a": 1})
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let yaml = dir.path().join("ctx.yaml");
-        std::fs::write(&yaml, "who: ada\nn: 2\n").unwrap();
-        let arg = format!("@{}", yaml.display());
-        assert_eq!(
-            json_argument("--context", &arg).unwrap(),
-            json!({"who": "ada", "n": 2})
-        );
-        let err = json_argument("--context", "{nope").unwrap_err();
-        assert!(
-            matches!(&err, ClientError::Usage(m) if m.starts_with("--context: not JSON")),
-            "{err}"
-        );
-        assert_eq!(err.exit_code(), 2);
-    }
 
     #[test]
     fn only_a_succeeded_run_exits_zero() {

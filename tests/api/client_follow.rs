@@ -78,11 +78,13 @@ async fn run_follow_prints_each_log_line_once_then_the_outcome() {
 }
 
 /// Forwards connections to a server; the first `cut` of them are closed after `budget`
-/// bytes of the answer, wherever that falls (inside a header, an event or a chunk).
+/// bytes of the answer, wherever that falls (inside a header, an event or a chunk), and
+/// [`CuttingProxy::cut_all`] closes every open connection, as a proxy's idle timeout would.
 struct CuttingProxy {
     address: String,
     connections: Arc<AtomicUsize>,
     cuts: Arc<AtomicUsize>,
+    cut_all: tokio::sync::watch::Sender<u64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -93,20 +95,31 @@ impl CuttingProxy {
         let address = format!("http://{}", listener.local_addr().unwrap());
         let connections = Arc::new(AtomicUsize::new(0));
         let cuts = Arc::new(AtomicUsize::new(0));
+        let (cut_all, cut_signal) = tokio::sync::watch::channel(0);
         let (seen, done) = (connections.clone(), cuts.clone());
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let n = seen.fetch_add(1, Ordering::SeqCst);
                 let budget = (n < cut).then_some(budget);
-                tokio::spawn(relay(client, upstream, budget, done.clone()));
+                let relay = Relay {
+                    budget,
+                    cuts: done.clone(),
+                    cut_signal: cut_signal.clone(),
+                };
+                tokio::spawn(relay.run(client, upstream));
             }
         });
         Self {
             address,
             connections,
             cuts,
+            cut_all,
             task,
         }
+    }
+
+    fn cut_all(&self) {
+        self.cut_all.send_modify(|generation| *generation += 1);
     }
 }
 
@@ -116,38 +129,48 @@ impl Drop for CuttingProxy {
     }
 }
 
-async fn relay(
-    client: TcpStream,
-    upstream: SocketAddr,
+struct Relay {
     budget: Option<usize>,
     cuts: Arc<AtomicUsize>,
-) {
-    let Ok(server) = TcpStream::connect(upstream).await else {
-        return;
-    };
-    let (mut client_read, mut client_write) = client.into_split();
-    let (mut server_read, mut server_write) = server.into_split();
-    let requests = tokio::spawn(async move {
-        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
-    });
-    let mut sent = 0;
-    let mut buffer = [0u8; 256];
-    loop {
-        let n = match server_read.read(&mut buffer).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
+    cut_signal: tokio::sync::watch::Receiver<u64>,
+}
+
+impl Relay {
+    async fn run(mut self, client: TcpStream, upstream: SocketAddr) {
+        let Ok(server) = TcpStream::connect(upstream).await else {
+            return;
         };
-        let n = budget.map_or(n, |b| n.min(b - sent));
-        if client_write.write_all(&buffer[..n]).await.is_err() {
-            break;
+        self.cut_signal.mark_unchanged();
+        let (mut client_read, mut client_write) = client.into_split();
+        let (mut server_read, mut server_write) = server.into_split();
+        let requests = tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+        });
+        let mut sent = 0;
+        let mut buffer = [0u8; 256];
+        loop {
+            let n = tokio::select! {
+                read = server_read.read(&mut buffer) => match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                },
+                _ = self.cut_signal.changed() => {
+                    self.cuts.fetch_add(1, Ordering::SeqCst);
+                    break;
+                }
+            };
+            let n = self.budget.map_or(n, |b| n.min(b - sent));
+            if client_write.write_all(&buffer[..n]).await.is_err() {
+                break;
+            }
+            sent += n;
+            if self.budget.is_some_and(|b| sent >= b) {
+                self.cuts.fetch_add(1, Ordering::SeqCst);
+                break;
+            }
         }
-        sent += n;
-        if budget.is_some_and(|b| sent >= b) {
-            cuts.fetch_add(1, Ordering::SeqCst);
-            break;
-        }
+        requests.abort();
     }
-    requests.abort();
 }
 
 /// A running `logs -f -o json` whose output lines are collected as they come.
@@ -226,23 +249,21 @@ async fn logs_follow_resumes_after_cut_connections_without_a_duplicate_or_a_gap(
     let run = app.start_run("gated", json!({})).await;
     app.wait_for_status(&run, "WAITING_APPROVAL").await;
     post_lines(&app, &run, 1).await;
-    let proxy = CuttingProxy::start(&app.address, 4, 450).await;
+    let backlog = app.logs(&run).await.len();
+    // The first two connections are cut inside the replay of the backlog.
+    let proxy = CuttingProxy::start(&app.address, 2, 450).await;
     let follower = Follower::start(&proxy.address, &run);
-    wait_until("a reconnect through the proxy", || async {
-        (proxy.connections.load(Ordering::SeqCst) >= 2).then_some(())
-    })
-    .await;
+    follower.wait_for_lines(backlog).await;
     post_lines(&app, &run, 6).await;
-    app.approve(&run).await;
+    follower.wait_for_lines(backlog + 5).await;
+    // A live stream is cut while idle; what is written meanwhile arrives on the next one.
+    proxy.cut_all();
     post_lines(&app, &run, 11).await;
+    app.approve(&run).await;
     let printed = follower.finish().await;
     assert_whole_log(&printed, &app.logs(&run).await);
-    assert_eq!(
-        proxy.cuts.load(Ordering::SeqCst),
-        4,
-        "every cut connection was cut"
-    );
-    assert_eq!(proxy.connections.load(Ordering::SeqCst), 5);
+    assert_eq!(proxy.cuts.load(Ordering::SeqCst), 3);
+    assert_eq!(proxy.connections.load(Ordering::SeqCst), 4);
 }
 
 #[tokio::test]
