@@ -145,3 +145,47 @@ async fn every_subcommand_has_an_example_and_completions_cover_them() {
     let out = cli("http://127.0.0.1:1", &["completions", "tcsh"]).await;
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// `orchestrator runs` with a terminal as its standard output (through `script`).
+fn runs_on_a_terminal(server: &str, no_color: Option<&str>) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new("script");
+    let line = format!("{} runs", env!("CARGO_BIN_EXE_orchestrator"));
+    command
+        .args(["-qec", &line, "/dev/null"])
+        .env("ORCHESTRATOR_URL", server)
+        .env_remove("ORCHESTRATOR_TOKEN")
+        .env_remove("NO_COLOR")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    if let Some(value) = no_color {
+        command.env("NO_COLOR", value);
+    }
+    command
+}
+
+#[tokio::test]
+async fn colors_only_on_a_terminal_and_never_with_no_color() {
+    let app = spawn_app().await;
+    app.create_workflow(&greet()).await;
+    let run = app.start_run("greet", json!({"who": "ada"})).await;
+    app.wait_for_status(&run, "SUCCEEDED").await;
+    let green = "\x1b[32mSUCCEEDED\x1b[0m";
+    let out = finish(&mut runs_on_a_terminal(&app.address, None)).await;
+    assert!(stdout(&out).contains(green), "{:?}", stdout(&out));
+    let out = finish(&mut runs_on_a_terminal(&app.address, Some(""))).await;
+    assert!(
+        stdout(&out).contains(green),
+        "an empty NO_COLOR does not count"
+    );
+    let out = finish(&mut runs_on_a_terminal(&app.address, Some("1"))).await;
+    assert!(stdout(&out).contains(&run), "{:?}", stdout(&out));
+    assert!(!stdout(&out).contains('\x1b'), "{:?}", stdout(&out));
+    let out = finish(
+        orchestrator(&app.address)
+            .env_remove("NO_COLOR")
+            .arg("runs"),
+    )
+    .await;
+    assert!(stdout(&out).contains(&run));
+    assert!(!stdout(&out).contains('\x1b'), "piped: {:?}", stdout(&out));
+}
