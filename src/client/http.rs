@@ -107,10 +107,23 @@ impl Problem {
     }
 }
 
+impl Problem {
+    /// True when the detail only restates the first violation (the server's summary of a
+    /// `400`), which is printed with its pointer anyway.
+    fn detail_repeats_first_error(&self) -> bool {
+        self.errors.first().is_some_and(|e| {
+            self.detail == e.message
+                || self
+                    .detail
+                    .starts_with(&format!("{}: {}", e.pointer, e.message))
+        })
+    }
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {}", self.status, self.title)?;
-        if !self.detail.is_empty() {
+        if !self.detail.is_empty() && !self.detail_repeats_first_error() {
             write!(f, ": {}", self.detail)?;
         }
         for e in &self.errors {
@@ -289,6 +302,17 @@ mod tests {
         assert_eq!(
             problem.to_string(),
             "400 Invalid workflow definition: 2 problems\n  /steps/1/name: duplicate\n  /: top"
+        );
+    }
+
+    #[test]
+    fn a_detail_that_restates_the_first_violation_is_not_printed_twice() {
+        let body = r#"{"title":"Invalid workflow definition","status":400,
+            "detail":"/steps/1/name: duplicate (and 1 more problems)",
+            "errors":[{"pointer":"/steps/1/name","message":"duplicate"},{"pointer":"/steps/1/action","message":"unknown"}]}"#;
+        assert_eq!(
+            Problem::from_body(StatusCode::BAD_REQUEST, body).to_string(),
+            "400 Invalid workflow definition\n  /steps/1/name: duplicate\n  /steps/1/action: unknown"
         );
     }
 
