@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         Some(Command::Validate { files }) => validate(&config, files),
         Some(Command::Migrate) => runtime().and_then(|rt| rt.block_on(migrate(config))),
         None | Some(Command::Serve) => runtime().and_then(|rt| rt.block_on(serve(config))),
+        // Dispatched before the configuration is loaded.
         Some(Command::Client(_)) => Ok(ExitCode::from(2)),
     };
     match result {

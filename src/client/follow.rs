@@ -54,8 +54,9 @@ pub async fn follow(
                     Stopped::Dropped => {}
                 }
             }
-            // The first connection tells whether the server is there at all.
-            Err(e) if e.is_transient() && connected_once => {
+            // A server that cannot be reached at first is not there at all (exit 2 at
+            // once); a busy one, or one lost after the stream began, is tried again.
+            Err(e) if e.is_transient() && (connected_once || !e.is_unreachable()) => {
                 let since = *out_of_reach_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= GIVE_UP {
                     return Err(e);

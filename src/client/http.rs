@@ -51,6 +51,11 @@ impl ClientError {
         }
     }
 
+    /// True when the server could not be reached at all.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Unreachable { .. })
+    }
+
     /// True for errors a retry may cure: the connection, or a server that is busy or
     /// restarting (503, and 502/504 from a proxy in front of it).
     pub fn is_transient(&self) -> bool {
