@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use orchestrator::app::App;
 use orchestrator::cli::{Cli, Command, normalize_args, validate_files, validator};
 
@@ -14,7 +14,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse_from(normalize_args(std::env::args_os()));
     if let Some(Command::Client(command)) = cli.command {
-        return orchestrator::client::main(&cli.client, command);
+        return orchestrator::client::main(&cli.client, command, Cli::command);
     }
     let serving = matches!(cli.command, None | Some(Command::Serve));
     let config = match cli.load_config(serving || matches!(cli.command, Some(Command::Migrate))) {

@@ -155,18 +155,17 @@ pub(crate) struct Ctx {
 }
 
 /// Runs a client subcommand and returns the process exit code; errors are printed on
-/// standard error.
-pub fn main(options: &ClientOptions, command: ClientCommand) -> ExitCode {
-    let result = match command {
-        ClientCommand::Completions { shell } => completions::print(shell)
-            .map(|()| ExitCode::SUCCESS)
-            .map_err(ClientError::from),
-        command => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(ClientError::from)
-            .and_then(|rt| rt.block_on(dispatch(options, command))),
-    };
+/// standard error. `definition` is the binary's whole command line, for completions.
+pub fn main(
+    options: &ClientOptions,
+    command: ClientCommand,
+    definition: impl FnOnce() -> clap::Command,
+) -> ExitCode {
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ClientError::from)
+        .and_then(|rt| rt.block_on(dispatch(options, command, definition)));
     match result {
         Ok(code) => code,
         Err(ClientError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
@@ -182,13 +181,19 @@ pub fn main(options: &ClientOptions, command: ClientCommand) -> ExitCode {
 async fn dispatch(
     options: &ClientOptions,
     command: ClientCommand,
+    definition: impl FnOnce() -> clap::Command,
 ) -> Result<ExitCode, ClientError> {
+    let done = Ok(ExitCode::SUCCESS);
+    if let ClientCommand::Completions { shell } = command {
+        return completions::print(shell, definition())
+            .map_err(ClientError::from)
+            .and(done);
+    }
     let ctx = Ctx {
         api: Api::new(&options.server, options.token.clone())?,
         format: options.output,
         style: output::Style::detect(),
     };
-    let done = Ok(ExitCode::SUCCESS);
     match command {
         ClientCommand::Apply { files } => workflows::apply(&ctx, &files).await,
         ClientCommand::Run(args) => runs::start(&ctx, args).await,
@@ -200,8 +205,6 @@ async fn dispatch(
         ClientCommand::Cancel { run } => decide::act(&ctx, &run, "cancel").await.and(done),
         ClientCommand::Retry { run } => decide::act(&ctx, &run, "retry").await.and(done),
         ClientCommand::Event(args) => decide::event(&ctx, args).await.and(done),
-        ClientCommand::Completions { shell } => completions::print(shell)
-            .map_err(ClientError::from)
-            .and(done),
+        ClientCommand::Completions { .. } => done,
     }
 }

@@ -77,13 +77,13 @@ impl Style {
     /// Colors on a terminal, unless `NO_COLOR` is set to anything but the empty string.
     pub fn detect() -> Self {
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        Self {
-            color: !no_color && std::io::stdout().is_terminal(),
+        if no_color || !std::io::stdout().is_terminal() {
+            return Self::plain();
         }
+        Self { color: true }
     }
 
     /// Plain text, always.
-    #[cfg(test)]
     pub fn plain() -> Self {
         Self { color: false }
     }
