@@ -1,7 +1,9 @@
 //! Listings: a list endpoint (`{"items", "next_cursor"?}`) shown as a table of columns.
 //!
-//! A listing is data: the path, the query, and its columns. Adding one (queues, workers,
-//! schedules) is a `const` [`Listing`] and a subcommand that calls [`show`].
+//! A listing is data: the path and its columns. Adding one (queues, workers, schedules) is
+//! a `const` [`Listing`] and a subcommand that calls [`show`], e.g.
+//! `Listing { path: &["v1", "queues"], columns: &[Column::text("QUEUE", "/queue"),
+//! Column::text("WAITING", "/waiting")], empty: "No queues." }`.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -27,6 +29,40 @@ pub enum Show {
 pub struct Column {
     pub header: &'static str,
     pub show: Show,
+}
+
+impl Column {
+    /// The member at `pointer`, as text.
+    pub const fn text(header: &'static str, pointer: &'static str) -> Self {
+        Self {
+            header,
+            show: Show::Text(pointer),
+        }
+    }
+
+    /// A status at `pointer`, in its color.
+    pub const fn status(header: &'static str, pointer: &'static str) -> Self {
+        Self {
+            header,
+            show: Show::Status(pointer),
+        }
+    }
+
+    /// A time at `pointer`, relative to now.
+    pub const fn ago(header: &'static str, pointer: &'static str) -> Self {
+        Self {
+            header,
+            show: Show::Ago(pointer),
+        }
+    }
+
+    /// Anything computed from the item.
+    pub const fn with(header: &'static str, f: fn(&Value, DateTime<Utc>) -> Cell) -> Self {
+        Self {
+            header,
+            show: Show::With(f),
+        }
+    }
 }
 
 /// A list endpoint and how to show its items.
@@ -131,24 +167,12 @@ mod tests {
     use super::*;
 
     const COLUMNS: &[Column] = &[
-        Column {
-            header: "QUEUE",
-            show: Show::Text("/queue"),
-        },
-        Column {
-            header: "WORKERS",
-            show: Show::Text("/workers"),
-        },
-        Column {
-            header: "SEEN",
-            show: Show::Ago("/last_seen"),
-        },
-        Column {
-            header: "DOUBLE",
-            show: Show::With(|item, _| {
-                Cell::new((item["waiting"].as_u64().unwrap_or(0) * 2).to_string())
-            }),
-        },
+        Column::text("QUEUE", "/queue"),
+        Column::text("WORKERS", "/workers"),
+        Column::ago("SEEN", "/last_seen"),
+        Column::with("DOUBLE", |item, _| {
+            Cell::new((item["waiting"].as_u64().unwrap_or(0) * 2).to_string())
+        }),
     ];
 
     #[test]

@@ -11,7 +11,7 @@ use super::Ctx;
 use super::follow::follow;
 use super::http::ClientError;
 use super::input::json_argument;
-use super::listing::{self, Column, Listing, Show};
+use super::listing::{self, Column, Listing};
 use super::output::{self, Cell, Color, Format, Table};
 use crate::model::RunStatus;
 
@@ -52,36 +52,15 @@ pub struct ListArgs {
 const RUNS: Listing = Listing {
     path: &["v1", "runs"],
     columns: &[
-        Column {
-            header: "RUN",
-            show: Show::Text("/id"),
-        },
-        Column {
-            header: "WORKFLOW",
-            show: Show::Text("/workflow_id"),
-        },
-        Column {
-            header: "VERSION",
-            show: Show::Text("/workflow_version"),
-        },
-        Column {
-            header: "STATUS",
-            show: Show::Status("/status"),
-        },
-        Column {
-            header: "STEP",
-            show: Show::With(|run, _| Cell::new(current_step(run))),
-        },
-        Column {
-            header: "CREATED",
-            show: Show::Ago("/created_at"),
-        },
-        Column {
-            header: "DURATION",
-            show: Show::With(|run, now| {
-                Cell::new(output::elapsed(run, now).unwrap_or_else(|| "-".into()))
-            }),
-        },
+        Column::text("RUN", "/id"),
+        Column::text("WORKFLOW", "/workflow_id"),
+        Column::text("VERSION", "/workflow_version"),
+        Column::status("STATUS", "/status"),
+        Column::with("STEP", |run, _| Cell::new(current_step(run))),
+        Column::ago("CREATED", "/created_at"),
+        Column::with("DURATION", |run, now| {
+            Cell::new(output::elapsed(run, now).unwrap_or_else(|| "-".into()))
+        }),
     ],
     empty: "No runs.",
 };
