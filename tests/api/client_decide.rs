@@ -75,10 +75,37 @@ async fn cancel_and_retry_act_on_runs_and_refusals_exit_1() {
     let app = spawn_app().await;
     app.create_workflow(&greet()).await;
     app.create_workflow(&gated()).await;
-    let waiting = app.start_run("gated", json!({})).await;
-    app.wait_for_status(&waiting, "WAITING_APPROVAL").await;
+    let waiter = orchestrator(&app.address)
+        .args(["run", "gated", "--wait"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waiting = crate::helpers::wait_until("the run to wait for approval", || async {
+        let runs: Value = app
+            .get("/v1/runs?status=WAITING_APPROVAL")
+            .await
+            .json()
+            .await
+            .unwrap();
+        runs["items"][0]["id"].as_str().map(str::to_owned)
+    })
+    .await;
     let out = cli(&app.address, &["cancel", &waiting, "-o", "json"]).await;
     assert_eq!(json_out(&out)["status"], "CANCELED");
+    let waited = tokio::time::timeout(PATIENCE, waiter.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        waited.status.code(),
+        Some(1),
+        "run --wait exits 1 on CANCELED"
+    );
+    assert!(
+        stdout(&waited).contains(&format!("{waiting} CANCELED")),
+        "{}",
+        stdout(&waited)
+    );
     let out = cli(&app.address, &["cancel", &waiting]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("409 Conflict"), "{}", stderr(&out));
