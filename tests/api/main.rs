@@ -4,6 +4,7 @@
 mod approvals;
 mod auth;
 mod cancel;
+mod console;
 mod cli;
 mod health;
 mod helpers;
