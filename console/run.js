@@ -82,6 +82,7 @@ export function runPage(root, id, params, ctx) {
   let selected = params.get('step');
   let shownDetail = '';
   let waitingKey = null;
+  let actionsFor = null;
   let stop = () => {};
   let streaming = false;
   let lastSeq = null;
@@ -96,12 +97,16 @@ export function runPage(root, id, params, ctx) {
 
   const render = () => {
     if (!run) return;
-    const took = run.started_at ? duration(between(run.started_at, run.finished_at)) : '—';
+    const took = run.started_at
+      ? `${run.finished_at ? 'took' : 'running for'} ${duration(between(run.started_at, run.finished_at))}` : 'not started';
     fill(head, h('h1', {}, h('span', { class: 'mono' }, run.id), ' ', badge(run.status)),
       h('p', { class: 'muted' }, 'Workflow ', h('a', { href: `#/workflows/${encodeURIComponent(run.workflow_id)}` }, run.workflow_id),
-        ` v${run.workflow_version} · created `, when(run.created_at), ` · took ${took}`),
+        ` v${run.workflow_version} · created `, when(run.created_at), ` · ${took}`),
       run.error ? h('p', { class: 'error-text' }, run.error) : null);
-    if (ctx.canWrite) fill(actions, runActions(run, actionSlot, accept));
+    if (ctx.canWrite && run.status !== actionsFor) {
+      actionsFor = run.status;
+      fill(actions, runActions(run, actionSlot, accept));
+    }
     const waiting = run.steps.filter((st) => st.status === 'WAITING_APPROVAL');
     const key = run.status === 'WAITING_APPROVAL' ? waiting.map((st) => st.name).join(',') : '';
     if (key !== waitingKey) {
@@ -155,7 +160,7 @@ export function runPage(root, id, params, ctx) {
   };
 
   const append = (entry) => {
-    if (lastSeq !== null && entry.seq <= lastSeq) return;
+    // No de-duplication: the stream resumes after Last-Event-ID, so each entry comes once.
     lastSeq = entry.seq;
     const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 24;
     log.append(logLine(entry));

@@ -79,7 +79,7 @@ function startForm(id, slot) {
     id: 'run-context', name: 'context', rows: 6, class: 'mono', spellcheck: 'false',
     'aria-describedby': 'context-check',
   }, '{}');
-  const check = h('p', { id: 'context-check', class: 'check', 'aria-live': 'polite' }, 'A JSON object.');
+  const check = h('p', { id: 'context-check', class: 'json-check', 'aria-live': 'polite' }, 'A JSON object.');
   const version = h('select', { id: 'run-version', name: 'version' });
   const button = h('button', { type: 'submit', class: 'primary', id: 'start-run' }, 'Start run');
   const parse = () => {
