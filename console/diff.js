@@ -96,6 +96,7 @@ export function sideBySide(left, right, leftLabel, rightLabel) {
   return h('div', { class: 'diff-wrap' },
     h('p', { class: 'muted' }, changes ? `${changes} changed line${changes === 1 ? '' : 's'}` : 'The two versions have the same definition.'),
     h('table', { class: 'diff' },
+      h('colgroup', {}, h('col', { class: 'ln' }), h('col'), h('col', { class: 'ln' }), h('col')),
       h('thead', {}, h('tr', {}, h('th', { colspan: 2 }, leftLabel), h('th', { colspan: 2 }, rightLabel))),
       body));
 }

@@ -71,8 +71,9 @@ export function runPage(root, id, params, ctx) {
   const decisions = h('section', { class: 'card', id: 'decisions' });
   const streamState = h('span', { class: 'stream-state', id: 'stream-state' }, 'connecting');
   const log = h('div', { class: 'log', id: 'log', role: 'log', 'aria-label': 'Run log', tabindex: 0 });
-  root.append(head, slot, actions, actionSlot, approvals,
-    h('div', { class: 'split run-split' }, h('section', { class: 'card' }, h('h2', {}, 'Steps'), dagBox), detail),
+  root.append(head, slot, actions, actionSlot,
+    h('div', { class: 'split run-split' }, h('section', { class: 'card' }, h('h2', {}, 'Steps'), dagBox),
+      h('div', {}, approvals, detail)),
     h('section', { class: 'card' }, h('div', { class: 'section-head' }, h('h2', {}, 'Log'), streamState), log),
     h('div', { class: 'split' }, context, decisions));
 

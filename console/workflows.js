@@ -95,7 +95,8 @@ function startForm(id, slot) {
     const r = parse();
     check.textContent = r.error || 'A JSON object.';
     check.classList.toggle('bad', Boolean(r.error));
-    context.toggleAttribute('aria-invalid', Boolean(r.error));
+    if (r.error) context.setAttribute('aria-invalid', 'true');
+    else context.removeAttribute('aria-invalid');
     button.disabled = Boolean(r.error);
     return r;
   };

@@ -117,11 +117,11 @@ pub(super) async fn asset(path: web::Path<(String, String)>) -> Result<HttpRespo
         .filter(|_| version == BUILT.version)
         .ok_or_else(|| ApiError::NotFound(format!("no console asset {version}/{file}")))?;
     Ok(secured(HttpResponse::Ok())
-        .insert_header((header::CONTENT_TYPE, HeaderValue::from_static(found.content_type)))
         .insert_header((
-            header::CACHE_CONTROL,
-            "public, max-age=31536000, immutable",
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(found.content_type),
         ))
+        .insert_header((header::CACHE_CONTROL, "public, max-age=31536000, immutable"))
         .body(found.body))
 }
 

@@ -22,7 +22,10 @@ async fn the_shell_is_open_holds_no_data_and_allows_no_inline_code() {
     let app = secured().await;
     let response = reqwest::get(app.url("/")).await.unwrap();
     assert_eq!(response.status(), 200);
-    assert_eq!(header(&response, "content-type"), "text/html; charset=utf-8");
+    assert_eq!(
+        header(&response, "content-type"),
+        "text/html; charset=utf-8"
+    );
     assert_eq!(header(&response, "cache-control"), "no-cache");
     assert_eq!(header(&response, "x-content-type-options"), "nosniff");
     assert_eq!(header(&response, "referrer-policy"), "no-referrer");
@@ -53,7 +56,10 @@ async fn assets_are_served_under_their_version_and_cached_forever() {
     ] {
         let response = client.get(app.url(&asset_path(file))).send().await.unwrap();
         assert_eq!(response.status(), 200, "{file}");
-        assert!(header(&response, "content-type").starts_with(kind), "{file}");
+        assert!(
+            header(&response, "content-type").starts_with(kind),
+            "{file}"
+        );
         assert_eq!(
             header(&response, "cache-control"),
             "public, max-age=31536000, immutable"
@@ -62,8 +68,14 @@ async fn assets_are_served_under_their_version_and_cached_forever() {
         assert!(!response.bytes().await.unwrap().is_empty());
     }
     let current = asset_path("app.js");
-    let stale = current.replace("/console/", "/console/0").replace("/app.js", "0/app.js");
-    for path in [stale.as_str(), &asset_path("missing.js"), "/console/x/app.js"] {
+    let stale = current
+        .replace("/console/", "/console/0")
+        .replace("/app.js", "0/app.js");
+    for path in [
+        stale.as_str(),
+        &asset_path("missing.js"),
+        "/console/x/app.js",
+    ] {
         let response = client.get(app.url(path)).send().await.unwrap();
         assert_eq!(response.status(), 404, "{path}");
     }
@@ -89,5 +101,8 @@ async fn whoami_names_the_token_and_its_role() {
 
     let open = spawn_app().await;
     let anonymous = whoami(&reqwest::Client::new(), &open).await;
-    assert_eq!(anonymous, (200, json!({"name": "anonymous", "role": "admin"})));
+    assert_eq!(
+        anonymous,
+        (200, json!({"name": "anonymous", "role": "admin"}))
+    );
 }

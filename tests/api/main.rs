@@ -4,8 +4,8 @@
 mod approvals;
 mod auth;
 mod cancel;
-mod console;
 mod cli;
+mod console;
 mod health;
 mod helpers;
 mod hooks;

@@ -41,7 +41,6 @@ const FLAGS: &[&str] = &[
     "--disable-dev-shm-usage",
     "--disable-breakpad",
     "--disable-crash-reporter",
-    "--window-size=1280,800",
 ];
 
 fn driver(port: u16) -> Child {
@@ -99,8 +98,29 @@ impl Browser {
             _profile: profile,
             _slot: slot,
         };
+        browser.viewport(1280, 800).await;
         browser.go("#/workflows").await;
         browser
+    }
+
+    /// Resizes the window so that the page itself gets `width` × `height` pixels.
+    pub async fn viewport(&self, width: u32, height: u32) {
+        self.client
+            .set_window_size(width, height)
+            .await
+            .expect("resize");
+        let inner = self
+            .client
+            .execute("return [window.innerWidth, window.innerHeight]", vec![])
+            .await
+            .expect("script");
+        let extra = |i: usize, want: u32| {
+            want + want.saturating_sub(inner[i].as_u64().unwrap_or(want as u64) as u32)
+        };
+        self.client
+            .set_window_size(extra(0, width), extra(1, height))
+            .await
+            .expect("resize");
     }
 
     /// Navigates to `/` + `hash` (e.g. `#/runs`).
@@ -187,7 +207,10 @@ impl Browser {
 
     /// Saves a PNG of the window as `target/console-screenshots/<name>.png`.
     pub async fn screenshot(&self, name: &str) {
-        // Relative times and the log's live state settle in a frame; nothing is awaited.
+        self.client
+            .execute("window.scrollTo(0, 0)", vec![])
+            .await
+            .expect("scroll");
         let png = self.client.screenshot().await.expect("screenshot");
         let dir = screenshot_dir();
         std::fs::create_dir_all(&dir).expect("screenshot dir");
@@ -209,7 +232,12 @@ impl Browser {
             .iter()
             .map(|e| e.to_string())
             .collect();
-        let session = self.client.session_id().await.expect("id").expect("session");
+        let session = self
+            .client
+            .session_id()
+            .await
+            .expect("id")
+            .expect("session");
         let log: Value = reqwest::Client::new()
             .post(format!("{}/session/{session}/se/log", self.driver_url))
             .json(&json!({"type": "browser"}))

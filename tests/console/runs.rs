@@ -37,22 +37,43 @@ async fn the_dag_of_a_fan_out_fan_in_run_shows_every_step_with_its_status() {
     let x = |step: &'static str| {
         let browser = &browser;
         async move {
-            let node = browser.find(&format!("#dag g.node[data-step='{step}']")).await;
-            node.attr("data-x").await.unwrap().unwrap().parse::<f64>().unwrap()
+            let node = browser
+                .find(&format!("#dag g.node[data-step='{step}']"))
+                .await;
+            node.attr("data-x")
+                .await
+                .unwrap()
+                .unwrap()
+                .parse::<f64>()
+                .unwrap()
         }
     };
-    let (start, b, c, d, join) = (x("start").await, x("b").await, x("c").await, x("d").await, x("join").await);
-    assert!(start < b && b == c && c == d && d < join, "{start} {b} {c} {d} {join}");
+    let (start, b, c, d, join) = (
+        x("start").await,
+        x("b").await,
+        x("c").await,
+        x("d").await,
+        x("join").await,
+    );
+    assert!(
+        start < b && b == c && c == d && d < join,
+        "{start} {b} {c} {d} {join}"
+    );
 
     browser.click("#dag g.node[data-step='c']").await;
     browser.wait_text("#step-detail h2", "c").await;
-    browser.wait_text("#step-detail", "condition is false").await;
-    assert_eq!(browser.count("#step-detail table.attempts tbody tr").await, 1);
+    browser
+        .wait_text("#step-detail", "condition is false")
+        .await;
+    assert_eq!(
+        browser.count("#step-detail table.attempts tbody tr").await,
+        1
+    );
     browser.click("#dag g.node[data-step='b']").await;
     browser.wait_text("#step-detail", "context.who").await;
     browser.wait_text("#step-detail", "ada").await;
     browser.screenshot("run").await;
-    browser.client.set_window_size(390, 844).await.unwrap();
+    browser.viewport(390, 844).await;
     browser.find("#dag").await;
     browser.screenshot("run-phone").await;
     browser.finish().await;
@@ -70,17 +91,27 @@ async fn approving_with_a_comment_and_input_finishes_the_run_after_an_error_show
 
     browser.type_into("#input-ticket", "nope").await;
     browser.type_into("#comment-join", "looks good").await;
-    browser.click(&format!("{form} [data-action='approve']")).await;
-    browser.wait_text(&format!("{form} .problem"), "/input/ticket").await;
-    browser.wait_text(&format!("{form} .problem"), "input_schema").await;
-    browser.wait_attr("#input-ticket", "aria-invalid", "true").await;
+    browser
+        .click(&format!("{form} [data-action='approve']"))
+        .await;
+    browser
+        .wait_text(&format!("{form} .problem"), "/input/ticket")
+        .await;
+    browser
+        .wait_text(&format!("{form} .problem"), "input_schema")
+        .await;
+    browser
+        .wait_attr("#input-ticket", "aria-invalid", "true")
+        .await;
     browser.screenshot("run-approval-error").await;
     assert_eq!(app.run(&run).await["status"], "WAITING_APPROVAL");
 
     browser.type_into("#input-ticket", "T-42").await;
     browser.type_into("#input-priority", "3").await;
     browser.click("#input-urgent").await;
-    browser.click(&format!("{form} [data-action='approve']")).await;
+    browser
+        .click(&format!("{form} [data-action='approve']"))
+        .await;
     browser.wait_text(".page-head h1", "SUCCEEDED").await;
     browser.wait_text("#decisions", "looks good").await;
     assert_eq!(browser.count("form.approval").await, 0);
@@ -107,10 +138,14 @@ async fn canceling_a_run_from_the_console_ends_it_canceled() {
     let browser = Browser::open(&app).await;
     browser.go(&format!("#/runs/{run}")).await;
     browser.click("[data-action='cancel']").await;
-    browser.wait_text("dialog.confirm", "Cancel this run?").await;
+    browser
+        .wait_text("dialog.confirm", "Cancel this run?")
+        .await;
     browser.click("dialog.confirm [data-confirm]").await;
     browser.wait_text(".page-head h1", "CANCELED").await;
-    browser.wait_attr("#stream-state", "data-state", "ended").await;
+    browser
+        .wait_attr("#stream-state", "data-state", "ended")
+        .await;
     assert_eq!(browser.count("[data-action='cancel']").await, 0);
     assert_eq!(app.run(&run).await["status"], "CANCELED");
     browser.finish().await;
@@ -131,8 +166,16 @@ async fn a_reader_sees_everything_but_gets_no_write_button() {
     assert_eq!(browser.count("[data-rollback]").await, 0);
 
     browser.go(&format!("#/runs/{run}")).await;
-    browser.wait_attr("#dag g.node[data-step='join']", "data-status", "WAITING_APPROVAL").await;
-    browser.wait_text(".notice", "Waiting for an approval of join").await;
+    browser
+        .wait_attr(
+            "#dag g.node[data-step='join']",
+            "data-status",
+            "WAITING_APPROVAL",
+        )
+        .await;
+    browser
+        .wait_text(".notice", "Waiting for an approval of join")
+        .await;
     assert_eq!(browser.count("form.approval").await, 0);
     assert_eq!(browser.count("[data-action]").await, 0);
     assert_eq!(browser.count("main button:not(.chip)").await, 0);
@@ -149,30 +192,66 @@ async fn runs_are_listed_newest_first_filtered_counted_and_updated_live() {
     let browser = Browser::open(&app).await;
     browser.sign_in(ADMIN).await;
     browser.go("#/runs").await;
-    browser.wait_text("#counts [data-status='WAITING_APPROVAL']", "2").await;
+    browser
+        .wait_text("#counts [data-status='WAITING_APPROVAL']", "2")
+        .await;
     browser.wait_count("#runs tbody tr[data-id]", 2).await;
 
     let newest = app.start_run("gated", json!({"who": "b"})).await;
     browser.find(&format!("#runs tr[data-id='{newest}']")).await;
-    let rows = browser.client.find_all(fantoccini::Locator::Css("#runs tbody tr")).await.unwrap();
-    assert_eq!(rows[0].attr("data-id").await.unwrap().as_deref(), Some(newest.as_str()));
-    browser.wait_text("#counts [data-status='WAITING_APPROVAL']", "3").await;
+    let rows = browser
+        .client
+        .find_all(fantoccini::Locator::Css("#runs tbody tr"))
+        .await
+        .unwrap();
+    assert_eq!(
+        rows[0].attr("data-id").await.unwrap().as_deref(),
+        Some(newest.as_str())
+    );
+    browser
+        .wait_text("#counts [data-status='WAITING_APPROVAL']", "3")
+        .await;
 
-    app.post(&format!("/v1/runs/{first}/cancel"), &json!({})).await;
-    browser.wait_attr(&format!("#runs tr[data-id='{first}']"), "data-status", "CANCELED").await;
+    app.post(&format!("/v1/runs/{first}/cancel"), &json!({}))
+        .await;
+    browser
+        .wait_attr(
+            &format!("#runs tr[data-id='{first}']"),
+            "data-status",
+            "CANCELED",
+        )
+        .await;
     browser.find("#filter-workflow option[value='fan']").await;
-    browser.find("#filter-workflow").await.select_by_value("gated").await.unwrap();
-    browser.find("#filter-status").await.select_by_value("CANCELED").await.unwrap();
+    browser
+        .find("#filter-workflow")
+        .await
+        .select_by_value("gated")
+        .await
+        .unwrap();
+    browser
+        .find("#filter-status")
+        .await
+        .select_by_value("CANCELED")
+        .await
+        .unwrap();
     browser.find(&format!("#runs tr[data-id='{first}']")).await;
     let shown = browser.count("#runs tbody tr[data-id]").await;
     assert_eq!(shown, 1);
     let url = browser.client.current_url().await.unwrap();
-    assert_eq!(url.fragment(), Some("/runs?workflow_id=gated&status=CANCELED"));
+    assert_eq!(
+        url.fragment(),
+        Some("/runs?workflow_id=gated&status=CANCELED")
+    );
     // The active chip clears the status filter again.
     browser.click("#counts [data-status='CANCELED']").await;
     browser.wait_count("#runs tbody tr[data-id]", 2).await;
     browser.find(&format!("#runs tr[data-id='{newest}']")).await;
-    browser.find("#filter-workflow").await.select_by_value("").await.unwrap();
+    browser
+        .find("#filter-workflow")
+        .await
+        .select_by_value("")
+        .await
+        .unwrap();
     browser.wait_count("#runs tbody tr[data-id]", 3).await;
     browser.screenshot("runs").await;
     browser.finish().await;

@@ -30,7 +30,10 @@ async fn a_token_is_asked_for_once_and_kept_for_the_tab_never_in_the_url() {
     assert!(!url.contains(ADMIN), "{url}");
     let kept = browser
         .client
-        .execute("return sessionStorage.getItem('orchestrator.token')", vec![])
+        .execute(
+            "return sessionStorage.getItem('orchestrator.token')",
+            vec![],
+        )
         .await
         .unwrap();
     assert_eq!(kept, json!(ADMIN));
@@ -63,10 +66,14 @@ async fn a_workflow_created_through_the_api_appears_and_its_versions_compare_and
     browser.wait_text("#diff", "changed line").await;
     assert!(browser.count("#diff td.del").await >= 1);
     assert!(browser.count("#diff td.add").await >= 1);
-    browser.wait_text("#diff", "ships after a second look").await;
+    browser
+        .wait_text("#diff", "ships after a second look")
+        .await;
 
     browser.click("#versions [data-rollback='1']").await;
-    browser.wait_text("dialog.confirm", "Roll back to v1?").await;
+    browser
+        .wait_text("dialog.confirm", "Roll back to v1?")
+        .await;
     browser.click("dialog.confirm [data-confirm]").await;
     browser
         .wait_text("#versions tr[data-version='3']", "rollback of v1")
@@ -75,9 +82,19 @@ async fn a_workflow_created_through_the_api_appears_and_its_versions_compare_and
     assert_eq!(current["version"], 3);
     assert_eq!(current["restored_from"], 1);
     assert_eq!(current["created_by"], "ops");
-    browser.find("input[name='diff-a'][value='1']").await.click().await.unwrap();
+    browser
+        .find("input[name='diff-a'][value='1']")
+        .await
+        .click()
+        .await
+        .unwrap();
     browser.wait_text("#diff", "same definition").await;
-    browser.find("input[name='diff-a'][value='2']").await.click().await.unwrap();
+    browser
+        .find("input[name='diff-a'][value='2']")
+        .await
+        .click()
+        .await
+        .unwrap();
     browser.wait_text("#diff", "changed line").await;
     browser.screenshot("workflow").await;
     browser.finish().await;
@@ -94,12 +111,22 @@ async fn a_run_started_from_the_console_shows_its_log_live_and_resumes_after_a_d
     browser.type_into("#run-context", "{\"who\": ").await;
     browser.wait_text("#context-check", "Not valid JSON").await;
     assert_eq!(
-        browser.find("#start-run").await.prop("disabled").await.unwrap().as_deref(),
+        browser
+            .find("#start-run")
+            .await
+            .prop("disabled")
+            .await
+            .unwrap()
+            .as_deref(),
         Some("true")
     );
     browser.type_into("#run-context", "[1, 2]").await;
-    browser.wait_text("#context-check", "must be a JSON object").await;
-    browser.type_into("#run-context", "{\"who\": \"ada\"}").await;
+    browser
+        .wait_text("#context-check", "must be a JSON object")
+        .await;
+    browser
+        .type_into("#run-context", "{\"who\": \"ada\"}")
+        .await;
     browser.wait_text("#context-check", "A JSON object").await;
     browser.click("#start-run").await;
 
@@ -112,7 +139,9 @@ async fn a_run_started_from_the_console_shows_its_log_live_and_resumes_after_a_d
     let started = app.wait_for_status(&run, "WAITING_APPROVAL").await;
     assert_eq!(started["context"]["who"], "ada");
     browser.wait_text(".page-head h1", "WAITING_APPROVAL").await;
-    browser.wait_attr("#stream-state", "data-state", "live").await;
+    browser
+        .wait_attr("#stream-state", "data-state", "live")
+        .await;
 
     let posted = app.post_log_lines(&run, "hello from the outside").await;
     assert_eq!(posted.status(), 201);
@@ -134,4 +163,3 @@ async fn a_run_started_from_the_console_shows_its_log_live_and_resumes_after_a_d
     assert_eq!(text.matches("hello from the outside").count(), 1, "{text}");
     browser.finish().await;
 }
-
