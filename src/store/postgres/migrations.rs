@@ -20,7 +20,7 @@ pub async fn run(config: &tokio_postgres::Config) -> Result<(), StoreError> {
     let (mut client, connection) = config
         .connect(NoTls)
         .await
-        .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
+        .map_err(|e| StoreError::unavailable_by("cannot connect to PostgreSQL", e))?;
     let driver = tokio::spawn(connection);
     let result = apply(&mut client).await;
     drop(client);
@@ -29,8 +29,9 @@ pub async fn run(config: &tokio_postgres::Config) -> Result<(), StoreError> {
 }
 
 async fn apply(client: &mut tokio_postgres::Client) -> Result<(), StoreError> {
-    let failed = |what: &str, e: tokio_postgres::Error| {
-        StoreError::Unavailable(format!("{what}: {}", super::db_error(e)))
+    let failed = |what: &str, e: tokio_postgres::Error| StoreError::Unavailable {
+        what: what.to_owned(),
+        cause: Some(std::sync::Arc::new(super::db_error(e))),
     };
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
@@ -55,7 +56,7 @@ async fn apply(client: &mut tokio_postgres::Client) -> Result<(), StoreError> {
         .map_err(|e| failed("cannot read schema_migrations", e))?;
     let applied = applied as usize;
     if applied > MIGRATIONS.len() {
-        return Err(StoreError::Unavailable(format!(
+        return Err(StoreError::unavailable(format!(
             "the database is at schema version {applied}, newer than this server ({})",
             MIGRATIONS.len()
         )));
