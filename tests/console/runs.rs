@@ -234,9 +234,8 @@ async fn runs_are_listed_newest_first_filtered_counted_and_updated_live() {
         .select_by_value("CANCELED")
         .await
         .unwrap();
+    browser.wait_count("#runs tbody tr[data-id]", 1).await;
     browser.find(&format!("#runs tr[data-id='{first}']")).await;
-    let shown = browser.count("#runs tbody tr[data-id]").await;
-    assert_eq!(shown, 1);
     let url = browser.client.current_url().await.unwrap();
     assert_eq!(
         url.fragment(),

@@ -4,7 +4,7 @@ use serde_json::{Value, json};
 
 use crate::browser::Browser;
 use crate::helpers::{spawn_app, wait_until};
-use crate::{ADMIN, gated, secured};
+use crate::{ADMIN, fan_out, gated, secured};
 
 #[tokio::test]
 async fn a_token_is_asked_for_once_and_kept_for_the_tab_never_in_the_url() {
@@ -51,7 +51,9 @@ async fn a_workflow_created_through_the_api_appears_and_its_versions_compare_and
     browser.wait_text("#workflows", "No workflows yet").await;
 
     app.create_workflow(&gated()).await;
+    app.create_workflow(&fan_out()).await;
     browser.find("#workflows tr[data-id='gated']").await;
+    browser.find("#workflows tr[data-id='fan']").await;
     browser.screenshot("workflows").await;
 
     browser.click("#workflows tr[data-id='gated'] a").await;
@@ -82,19 +84,9 @@ async fn a_workflow_created_through_the_api_appears_and_its_versions_compare_and
     assert_eq!(current["version"], 3);
     assert_eq!(current["restored_from"], 1);
     assert_eq!(current["created_by"], "ops");
-    browser
-        .find("input[name='diff-a'][value='1']")
-        .await
-        .click()
-        .await
-        .unwrap();
+    browser.click("input[name='diff-a'][value='1']").await;
     browser.wait_text("#diff", "same definition").await;
-    browser
-        .find("input[name='diff-a'][value='2']")
-        .await
-        .click()
-        .await
-        .unwrap();
+    browser.click("input[name='diff-a'][value='2']").await;
     browser.wait_text("#diff", "changed line").await;
     browser.screenshot("workflow").await;
     browser.finish().await;
