@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use crate::browser::Browser;
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, spawn_app, wait_until};
 use crate::{ADMIN, READER, fan_out, gated, secured};
 
 async fn waiting_fan_out(app: &TestApp) -> String {
@@ -253,5 +253,42 @@ async fn runs_are_listed_newest_first_filtered_counted_and_updated_live() {
         .unwrap();
     browser.wait_count("#runs tbody tr[data-id]", 3).await;
     browser.screenshot("runs").await;
+    browser.finish().await;
+}
+
+#[tokio::test]
+async fn retrying_a_failed_run_from_the_console_runs_the_failed_step_again() {
+    let app = spawn_app().await;
+    app.create_workflow(&json!({
+        "id": "picky",
+        "name": "picky",
+        "steps": [
+            {"name": "check", "action": "condition", "input": {"if": "context.ok == true", "on_false": "fail"}}
+        ]
+    }))
+    .await;
+    let run = app.start_run("picky", json!({"ok": false})).await;
+    app.wait_for_status(&run, "FAILED").await;
+    let browser = Browser::open(&app).await;
+    browser.go(&format!("#/runs/{run}")).await;
+    browser
+        .wait_attr("#stream-state", "data-state", "ended")
+        .await;
+    browser.click("[data-action='retry']").await;
+    // The run failed again; its stream, ended before, was followed again from where it was.
+    let entries = wait_until("the retried run to fail again", || async {
+        let entries = app.logs(&run).await;
+        let failures = entries
+            .iter()
+            .filter(|e| e["message"].as_str().unwrap().starts_with("run failed"))
+            .count();
+        (failures == 2).then_some(entries)
+    })
+    .await;
+    browser
+        .wait_text("#log", "retry requested by anonymous")
+        .await;
+    browser.wait_count("#log .log-line", entries.len()).await;
+    browser.wait_text(".page-head h1", "FAILED").await;
     browser.finish().await;
 }
