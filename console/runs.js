@@ -1,8 +1,8 @@
 // Runs: newest first, filtered by workflow and status, paged, with counts by status. There
 // is no server-wide run stream yet, so the page re-reads its page every 2.5 s (only while
-// visible) and the counts every 15 s or when the page changed. Counts come from list
-// queries capped at COUNT_CAP runs per status ("100+" beyond), so a busy server pays at
-// most six small reads per refresh.
+// visible) and the counts (and the workflows of the filter) every 15 s or when the page
+// changed. Counts come from list queries capped at COUNT_CAP runs per status ("100+"
+// beyond), so a busy server pays at most six small reads per refresh.
 
 import { get, query } from './api.js';
 import { h, fill, when, badge, duration, between, report, every } from './util.js';
@@ -28,6 +28,7 @@ export function runList(root, params, ctx) {
   const pages = pager(() => refresh());
   let seen = '';
   let countsAt = 0;
+  let seenWorkflows = '';
 
   const apply = () => {
     filter.workflow_id = workflow.value;
@@ -64,6 +65,9 @@ export function runList(root, params, ctx) {
   const loadWorkflows = async () => {
     const page = await get('/v1/workflows?limit=200');
     const ids = page.items.map((w) => w.id);
+    const text = JSON.stringify(page.items.map((w) => [w.id, w.name]));
+    if (text === seenWorkflows) return;
+    seenWorkflows = text;
     if (filter.workflow_id && !ids.includes(filter.workflow_id)) ids.push(filter.workflow_id);
     fill(workflow, h('option', { value: '' }, 'All workflows'),
       ids.map((id) => {
@@ -74,6 +78,7 @@ export function runList(root, params, ctx) {
 
   const refreshCounts = async () => {
     countsAt = Date.now();
+    loadWorkflows().catch((e) => report(slot, e));
     if (!counts.childElementCount) fill(counts, STATUSES.map((st) => chip(st, '…')));
     const numbers = await Promise.all(STATUSES.map(async (st) => {
       const page = await get(`/v1/runs${query({ workflow_id: filter.workflow_id, status: st, limit: COUNT_CAP })}`);
@@ -112,6 +117,5 @@ export function runList(root, params, ctx) {
       report(slot, e);
     }
   };
-  loadWorkflows().catch((e) => report(slot, e));
   return every(2500, refresh);
 }
