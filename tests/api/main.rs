@@ -9,6 +9,7 @@ mod client;
 mod client_decide;
 mod client_follow;
 mod client_options;
+mod console;
 mod health;
 mod helpers;
 mod hooks;
