@@ -152,6 +152,7 @@ impl App {
                 max_input_bytes: config.limits.max_input_bytes,
                 max_context_bytes: config.limits.max_context_bytes,
                 max_output_bytes: config.limits.max_output_bytes,
+                run_tokens: config.limits.run_tokens,
             },
             shutdown_grace: config.server.shutdown_grace,
             clock: crate::clock::Clock::system(),
@@ -167,6 +168,13 @@ impl App {
         };
         let engine = Engine::new(parts, settings);
         engine.start();
+        let hook_names: Vec<&'static str> = hook_targets.iter().map(|t| t.name).collect();
+        let hooks = Hooks::start(
+            store.clone(),
+            hooks_client,
+            hook_targets,
+            config.hooks.clone(),
+        );
         let state = web::Data::new(AppState {
             store: store.clone(),
             engine: engine.clone(),
@@ -177,7 +185,9 @@ impl App {
             log_streams: Arc::new(Semaphore::new(config.logs.max_streams)),
             metrics,
             auth: config.auth.clone().into(),
-            hook_targets: hook_targets.iter().map(|t| t.name).collect(),
+            hook_targets: hook_names,
+            hooks: hooks.clone(),
+            cors_origins: config.server.cors_origins.clone().into(),
         });
         let address = config.bind_address();
         let listener = TcpListener::bind(&address).map_err(|source| StartError::Bind {
@@ -190,10 +200,13 @@ impl App {
         })?;
         let mut server = HttpServer::new(move || {
             // The last `wrap` runs first: every request gets its id and span before the
-            // token check, so refusals are logged and measured too.
+            // token check, so refusals are logged and measured too; preflights are answered
+            // before it (they carry no token); query parameters are checked after it.
             ActixApp::new()
                 .app_data(state.clone())
+                .wrap(from_fn(api::params::strict_query))
                 .wrap(from_fn(api::auth::authorize))
+                .wrap(from_fn(api::cors::cors))
                 .wrap(from_fn(api::observe::observe))
                 .configure(api::configure)
         })
@@ -209,12 +222,6 @@ impl App {
             .listen(listener)
             .map_err(|source| StartError::Bind { address, source })?
             .run();
-        let hooks = Hooks::start(
-            store.clone(),
-            hooks_client,
-            hook_targets,
-            config.hooks.clone(),
-        );
         tracing::info!(address = %bound, owner = engine.owner(), "orchestrator listening");
         Ok(Self {
             server,

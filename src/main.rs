@@ -42,7 +42,10 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("orchestrator: {e:#}");
+            eprintln!(
+                "orchestrator: {}",
+                orchestrator::problems::chain(e.as_ref())
+            );
             ExitCode::FAILURE
         }
     }

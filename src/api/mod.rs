@@ -11,12 +11,16 @@
 pub mod auth;
 mod body;
 pub mod console;
+pub mod cors;
+mod deletion;
 pub mod error;
 mod health;
 mod logs;
 mod metrics;
 pub mod observe;
 pub mod openapi;
+pub mod params;
+mod run_search;
 mod runs;
 mod schemas;
 mod templates;
@@ -58,6 +62,10 @@ pub struct AppState {
     pub auth: Arc<[ApiToken]>,
     /// The hook targets delivering from the outbox (for the outbox depth metric).
     pub hook_targets: Vec<&'static str>,
+    /// Hook delivery, for its counts on `/metrics`.
+    pub hooks: crate::hooks::Hooks,
+    /// Origins whose pages may call the API from a browser (`server.cors.allowed_origins`).
+    pub cors_origins: Arc<[String]>,
 }
 
 /// Who may call a route when `auth.tokens` is set.
@@ -126,13 +134,14 @@ routes! {
         "/v1/whoami" => [get Read whoami::whoami],
         "/v1/workflows" => [post Write workflows::create, get Read workflows::list],
         "/v1/workflows/validate" => [post Read workflows::validate],
-        "/v1/workflows/{id}" => [get Read workflows::get, put Write workflows::replace],
+        "/v1/workflows/{id}" => [get Read workflows::get, put Write workflows::replace, delete Write deletion::archive_workflow],
         "/v1/workflows/{id}/versions" => [get Read workflows::versions],
         "/v1/workflows/{id}/rollback" => [post Write workflows::rollback],
         "/v1/templates" => [get Read templates::list, post Write templates::create],
         "/v1/templates/{name}" => [get Read templates::get],
-        "/v1/runs" => [post Write runs::start, get Read runs::list],
-        "/v1/runs/{id}" => [get Read runs::get],
+        "/v1/runs" => [post Write runs::start, get Read run_search::list],
+        "/v1/runs/counts" => [get Read run_search::counts],
+        "/v1/runs/{id}" => [get Read runs::get, delete Write deletion::delete_run],
         "/v1/runs/{id}/approve" => [post Write runs::approve],
         "/v1/runs/{id}/reject" => [post Write runs::reject],
         "/v1/runs/{id}/cancel" => [post Write runs::cancel],

@@ -10,6 +10,7 @@ mod attempts;
 mod background;
 mod decide;
 mod failure_details;
+pub mod rerun;
 pub mod retry;
 mod runner;
 mod shared;
@@ -32,8 +33,7 @@ use crate::expr::Redactor;
 use crate::logs::{LogHub, LogTail};
 use crate::metrics::Metrics;
 use crate::model::{
-    LogEntry, LogLevel, NewLogEntry, Page, PageRequest, Run, RunFilter, RunStatus, StepRun,
-    StepStatus, now,
+    LogEntry, LogLevel, NewLogEntry, Page, PageRequest, Run, RunFilter, StepRun, now,
 };
 use crate::problems::Violation;
 use crate::sandbox::Sandbox;
@@ -42,8 +42,8 @@ use crate::size::json_len;
 use crate::store::{DynStore, IdempotencyClaim, LogLimits, NewRun, StoreError};
 
 pub use decide::{Intervention, Refusal};
+pub use rerun::RetryRequest;
 use shared::Shared;
-use state::RunState;
 
 /// Why the engine refused or failed a request, phrased for the API to map.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -124,6 +124,8 @@ pub struct RunLimits {
     pub max_context_bytes: usize,
     /// A step's output as stored; larger outputs are truncated (see `crate::size`).
     pub max_output_bytes: usize,
+    /// The token budget of runs whose workflow sets none (`limits.run_tokens`).
+    pub run_tokens: Option<crate::model::RunBudget>,
 }
 
 /// A request to start a run.
@@ -250,10 +252,21 @@ impl Engine {
     /// at capacity). With an idempotency key, a repeat returns the first run, `created` false.
     pub async fn start_run(&self, request: StartRun) -> Result<(Run, bool), EngineError> {
         let shared = &self.shared;
-        let version = shared
+        let entry = shared
             .store
-            .get_workflow(&request.workflow_id, request.version)
+            .workflow_entry(&request.workflow_id, request.version)
             .await?;
+        if let Some(archived) = &entry.archived {
+            return Err(EngineError::Conflict(format!(
+                "workflow {} was archived by {} at {}; it starts no more runs",
+                entry.version.id,
+                archived.by,
+                archived
+                    .at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            )));
+        }
+        let version = entry.version;
         let wf = shared.workflow(&version.id, version.version).await?;
         let size = json_len(&request.context);
         let max = shared.settings.limits.max_context_bytes;
@@ -296,6 +309,7 @@ impl Engine {
                 ),
             )],
             events: Vec::new(),
+            budget: state::effective_budget(wf.budget, shared.settings.limits.run_tokens),
         };
         let created = shared.store.create_run(new).await?;
         shared.hub.publish(&created.run.id, &created.logs);
@@ -313,38 +327,10 @@ impl Engine {
         self.shared.decide(run_id, request).await
     }
 
-    /// Re-runs a `FAILED` run from its failed steps, keeping what succeeded before them.
-    pub async fn retry_run(&self, run_id: &str, by: &str) -> Result<Run, EngineError> {
-        let shared = &self.shared;
-        let run = shared.store.get_run(run_id).await?;
-        if run.status != RunStatus::Failed {
-            return Err(EngineError::Conflict(format!(
-                "run {run_id} is {}; only FAILED runs can be retried",
-                run.status
-            )));
-        }
-        let wf = shared
-            .workflow(&run.workflow_id, run.workflow_version)
-            .await?;
-        let rev = run.control.rev;
-        let mut state = RunState::new(run, wf, &shared.settings);
-        for idx in 0..state.run.steps.len() {
-            if state.run.steps[idx].status != StepStatus::Succeeded {
-                let step = &mut state.run.steps[idx];
-                let fresh =
-                    StepRun::pending(step.step_id.clone(), step.name.clone(), step.action.clone());
-                *step = fresh;
-                state.set_step(idx, StepStatus::Pending, LogLevel::Info, "reset for retry");
-            }
-        }
-        state.run.error = None;
-        state.run.finished_at = None;
-        state.set_run(
-            RunStatus::Running,
-            LogLevel::Info,
-            format!("retry requested by {by}"),
-        );
-        shared.resume_decided(state, rev).await
+    /// Re-runs a finished run from a step, optionally with context members set or on
+    /// another version; see [`rerun`].
+    pub async fn retry_run(&self, run_id: &str, request: RetryRequest) -> Result<Run, EngineError> {
+        rerun::retry_run(&self.shared, run_id, request).await
     }
 
     /// A run with its steps.
@@ -412,6 +398,14 @@ impl Engine {
             run.status,
         );
         Ok(tail.stop_on(self.shared.closed.clone()))
+    }
+
+    /// True when run `run_id` is finished and its log holds nothing after entry `after`:
+    /// a stream resumed there would only say it ended.
+    pub async fn log_is_drained(&self, run_id: &str, after: u64) -> Result<bool, EngineError> {
+        let store = &self.shared.store;
+        let run = store.get_run(run_id).await?;
+        Ok(run.status.is_terminal() && store.read_logs(run_id, after, 1).await?.is_empty())
     }
 
     /// The compiled definition of a workflow version.

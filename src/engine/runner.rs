@@ -25,7 +25,7 @@ use super::EngineError;
 use super::attempts::{self, StepEvent, StepPlan};
 use super::decide::Intervention;
 use super::shared::Shared;
-use super::state::{Phase, RunState, Start};
+use super::state::{Phase, RunState, Start, count_tokens};
 use crate::model::{LogLevel, Run, RunStatus};
 use crate::outbound::Backoff;
 use crate::store::{Guard, OwnerChange};
@@ -279,6 +279,7 @@ impl Runner {
                 result,
             } => {
                 self.in_flight.remove(&index);
+                count_tokens(&self.shared.metrics, &self.state.wf.name, &result);
                 self.state.on_done(index, attempt, *result);
             }
             StepEvent::Paused { index } => {

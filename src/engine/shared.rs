@@ -61,7 +61,8 @@ pub(crate) struct Shared {
 /// The run and step statuses a transition reaches, for metrics.
 #[derive(Default)]
 struct StatusTally {
-    run: Option<RunStatus>,
+    /// The final status a run reached, and how long it took from its start.
+    run: Option<(RunStatus, Option<std::time::Duration>)>,
     steps: Vec<(String, StepStatus)>,
 }
 
@@ -70,7 +71,13 @@ impl StatusTally {
         let mut out = Self::default();
         for change in tx.logs.iter().filter_map(|e| e.status.as_ref()) {
             match (&change.step, change.step_status) {
-                (None, _) if change.run_status.is_terminal() => out.run = Some(change.run_status),
+                (None, _) if change.run_status.is_terminal() => {
+                    let took = tx
+                        .head
+                        .as_ref()
+                        .and_then(|h| (h.finished_at? - h.started_at?).to_std().ok());
+                    out.run = Some((change.run_status, took));
+                }
                 (Some(name), Some(status)) if status.is_finished() => {
                     let action = tx.steps.iter().find(|(_, s)| &s.name == name);
                     if let Some((_, step)) = action {
@@ -87,8 +94,8 @@ impl StatusTally {
         for (action, status) in &self.steps {
             metrics.step_finished(action, *status);
         }
-        if let Some(status) = self.run {
-            metrics.run_finished(status);
+        if let Some((status, took)) = self.run {
+            metrics.run_finished(status, took);
         }
     }
 }

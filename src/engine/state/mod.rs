@@ -8,8 +8,10 @@
 //! `steps.<name>`) in line with the run; [`rules`] and [`results`] decide what happens
 //! next (scheduling, skipping, parking, finishing, applying step results).
 
+mod budget;
 mod record;
 mod render;
+mod rerun;
 mod results;
 mod rules;
 mod scope;
@@ -28,6 +30,7 @@ use crate::model::{Run, RunStatus, Timestamp};
 use record::Changes;
 use scope::ScopeCache;
 
+pub use budget::{count_tokens, effective as effective_budget};
 pub use render::{Deferred, Rendered, check_input_size};
 
 /// A step the runner must start now.

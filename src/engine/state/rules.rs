@@ -127,18 +127,24 @@ impl RunState {
         }
     }
 
+    /// True when step `idx` was approved since the run last started again (a re-run asks
+    /// again for the approvals of the steps it resets).
     fn is_approved(&self, idx: usize) -> bool {
         let name = &self.run.steps[idx].name;
-        self.run
-            .approvals
-            .iter()
-            .any(|a| &a.step == name && a.decision == Decision::Approved)
+        let since = self.run.retries.last().map(|r| r.at);
+        self.run.approvals.iter().any(|a| {
+            &a.step == name && a.decision == Decision::Approved && since.is_none_or(|t| a.at >= t)
+        })
     }
 
     /// The start of step `idx`: its input rendered here when every part of it is light,
     /// else the render handed to the step's task (and the sandbox). A template error or an
     /// input over `limits.max_input_bytes` fails the step instead.
     fn prepare(&mut self, idx: usize) -> Option<Start> {
+        if let Some(error) = self.budget_refusal(idx) {
+            self.fail_step(idx, None, error, None);
+            return None;
+        }
         let scope = self.scope();
         let deferred = Deferred::of(&self.wf, idx, &scope);
         let input = match &deferred {

@@ -70,8 +70,8 @@ pub async fn create_run<C: GenericClient>(c: &C, new: NewRun) -> Result<Done<Cre
     let inserted = c
         .execute(
             "INSERT INTO runs (id, workflow_id, workflow_version, status, current_step, context, \
-             created_at, updated_at, owner, lease_expires_at, log_seq) \
-             VALUES ($1, $2, $3, 'PENDING', 0, $4, $5, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+             created_at, updated_at, owner, lease_expires_at, log_seq, budget) \
+             VALUES ($1, $2, $3, 'PENDING', 0, $4, $5, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
             &[
                 &new.id,
                 &new.workflow_id,
@@ -81,6 +81,7 @@ pub async fn create_run<C: GenericClient>(c: &C, new: NewRun) -> Result<Done<Cre
                 &owner,
                 &lease,
                 &(new.logs.len() as i64),
+                &new.budget.as_ref().map(to_json),
             ],
         )
         .await?;
@@ -116,6 +117,8 @@ pub async fn create_run<C: GenericClient>(c: &C, new: NewRun) -> Result<Done<Cre
         error: None,
         approvals: Vec::new(),
         usage: Default::default(),
+        budget: new.budget,
+        retries: Vec::new(),
         created_at: at,
         updated_at: at,
         started_at: None,

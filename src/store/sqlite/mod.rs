@@ -5,6 +5,7 @@
 //! left by a previous process are cleared at open and its runs resume at once.
 //! Writes go through the group-commit writer thread; reads use a small connection pool.
 
+mod curation;
 mod pool;
 mod rows;
 mod runs;
@@ -21,20 +22,23 @@ use crate::model::{
     LogEntry, NewLogEntry, Page, PageRequest, Run, RunFilter, RunStatus, TemplateRecord, Timestamp,
     WorkflowVersion, now,
 };
-use crate::store::encoding::page;
 use crate::store::{
-    Committed, CreatedRun, LogLimits, NewRun, NewWorkflowVersion, Store, StoreError, StoredEvent,
-    Transition,
+    Archived, Committed, CreatedRun, Curation, Deletion, LogLimits, NewRun, NewWorkflowVersion,
+    Store, StoreError, StoredEvent, Transition, WorkflowEntry, WorkflowFilter,
 };
 
 use pool::{Checkpointer, Readers, WalBound, Writer, unavailable};
-use rows::{RUN_COLUMNS, json, load_run, load_runs, log_row, ms};
+use rows::{json, load_run, log_row, ms};
 
 /// How often the WAL is checkpointed (off the writer's path).
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 /// Schema migrations in order; `PRAGMA user_version` records how many are applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    // Numbered for the wave's plan (0002 lifecycle, 0003 triggers, …); applied in list order.
+    include_str!("migrations/0006_api.sql"),
+];
 
 /// How the embedded store is opened.
 #[derive(Debug, Clone)]
@@ -261,27 +265,9 @@ impl Store for SqliteStore {
         filter: &RunFilter,
         request: &PageRequest,
     ) -> Result<Page<Run>, StoreError> {
-        let filter = filter.clone();
-        let cursor = request
-            .cursor
-            .clone()
-            .unwrap_or_else(|| "\u{10FFFF}".into());
-        let limit = request.limit;
+        let (filter, request) = (filter.clone(), request.clone());
         self.readers
-            .read(move |conn| {
-                let status = filter.status.map(|s| s.as_str());
-                let sql = format!(
-                    "SELECT {RUN_COLUMNS} FROM runs WHERE id < ?1 \
-                     AND (?2 IS NULL OR workflow_id = ?2) AND (?3 IS NULL OR status = ?3) \
-                     ORDER BY id DESC LIMIT ?4"
-                );
-                let runs = load_runs(
-                    conn,
-                    &sql,
-                    &[&cursor, &filter.workflow_id, &status, &(limit as i64 + 1)],
-                )?;
-                Ok(page(runs, limit, |r| r.id.clone()))
-            })
+            .read(move |conn| curation::list_runs(conn, &filter, &request))
             .await
     }
 
@@ -473,6 +459,62 @@ impl Store for SqliteStore {
                     .map(|n| n.max(0) as u64)
                     .map_err(unavailable)
             })
+            .await
+    }
+}
+
+#[async_trait]
+impl Curation for SqliteStore {
+    async fn search_workflows(
+        &self,
+        filter: &WorkflowFilter,
+        request: &PageRequest,
+    ) -> Result<Page<WorkflowEntry>, StoreError> {
+        let (filter, request) = (filter.clone(), request.clone());
+        self.readers
+            .read(move |conn| curation::search_workflows(conn, &filter, &request))
+            .await
+    }
+
+    async fn workflow_entry(
+        &self,
+        id: &str,
+        version: Option<u32>,
+    ) -> Result<WorkflowEntry, StoreError> {
+        let id = id.to_owned();
+        self.readers
+            .read(move |conn| curation::workflow_entry(conn, &id, version))
+            .await
+    }
+
+    async fn archive_workflow(&self, id: &str, by: &str) -> Result<Archived, StoreError> {
+        let (id, by) = (id.to_owned(), by.to_owned());
+        self.writer
+            .write(move |conn| curation::archive_workflow(conn, &id, &by))
+            .await
+    }
+
+    async fn count_runs_by_status(
+        &self,
+        filter: &RunFilter,
+    ) -> Result<Vec<(RunStatus, u64)>, StoreError> {
+        let filter = filter.clone();
+        self.readers
+            .read(move |conn| curation::count_runs_by_status(conn, &filter))
+            .await
+    }
+
+    async fn delete_run(&self, id: &str, by: &str) -> Result<Deletion, StoreError> {
+        let (id, by) = (id.to_owned(), by.to_owned());
+        self.writer
+            .write(move |conn| curation::delete_run(conn, &id, &by))
+            .await
+    }
+
+    async fn deleted_run(&self, id: &str) -> Result<Option<Deletion>, StoreError> {
+        let id = id.to_owned();
+        self.readers
+            .read(move |conn| curation::deleted_run(conn, &id))
             .await
     }
 }

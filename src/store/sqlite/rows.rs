@@ -26,12 +26,15 @@ pub fn version_row(row: &Row<'_>) -> rusqlite::Result<Result<WorkflowVersion, St
 }
 
 pub const RUN_COLUMNS: &str = "id, workflow_id, workflow_version, status, current_step, context, \
-     error, usage, created_at, updated_at, started_at, finished_at, rev, approval_deadline, active_ms";
+     error, usage, created_at, updated_at, started_at, finished_at, rev, approval_deadline, active_ms, \
+     retries, budget";
 
-fn run_row(row: &Row<'_>) -> rusqlite::Result<Result<Run, StoreError>> {
+pub(super) fn run_row(row: &Row<'_>) -> rusqlite::Result<Result<Run, StoreError>> {
     let status: String = row.get(3)?;
     let context: String = row.get(5)?;
     let usage: String = row.get(7)?;
+    let retries: String = row.get(15)?;
+    let budget: Option<String> = row.get(16)?;
     let decode = || -> Result<Run, StoreError> {
         Ok(Run {
             id: row.get(0).map_err(unavailable)?,
@@ -44,6 +47,8 @@ fn run_row(row: &Row<'_>) -> rusqlite::Result<Result<Run, StoreError>> {
             error: row.get(6).map_err(unavailable)?,
             approvals: Vec::new(),
             usage: json(&usage)?,
+            budget: budget.as_deref().map(json).transpose()?,
+            retries: json(&retries)?,
             created_at: from_ms(row.get(8).map_err(unavailable)?),
             updated_at: from_ms(row.get(9).map_err(unavailable)?),
             started_at: row
@@ -81,7 +86,7 @@ const STEP_UPSERT: &str = "INSERT INTO step_runs (run_id, idx, step_id, name, ac
      started_at = excluded.started_at, finished_at = excluded.finished_at, \
      waiting_since = excluded.waiting_since, truncated = excluded.truncated";
 
-fn step_row(row: &Row<'_>) -> rusqlite::Result<(String, Result<StepRun, StoreError>)> {
+pub(super) fn step_row(row: &Row<'_>) -> rusqlite::Result<(String, Result<StepRun, StoreError>)> {
     let run_id: String = row.get(0)?;
     let status: String = row.get(5)?;
     let output: Option<String> = row.get(7)?;

@@ -61,8 +61,8 @@ pub fn create_run(conn: &Connection, new: NewRun) -> Result<CreatedRun, StoreErr
     let inserted = conn
         .prepare_cached(
             "INSERT INTO runs (id, workflow_id, workflow_version, status, current_step, context, \
-             created_at, updated_at, owner, lease_expires_at) \
-             VALUES (?1, ?2, ?3, 'PENDING', 0, ?4, ?5, ?5, ?6, ?7)",
+             created_at, updated_at, owner, lease_expires_at, budget) \
+             VALUES (?1, ?2, ?3, 'PENDING', 0, ?4, ?5, ?5, ?6, ?7, ?8)",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -72,7 +72,8 @@ pub fn create_run(conn: &Connection, new: NewRun) -> Result<CreatedRun, StoreErr
                 to_json(&new.context),
                 ms(at),
                 owner,
-                lease
+                lease,
+                new.budget.as_ref().map(to_json)
             ])
         });
     match inserted {
@@ -101,6 +102,8 @@ pub fn create_run(conn: &Connection, new: NewRun) -> Result<CreatedRun, StoreErr
         error: None,
         approvals: Vec::new(),
         usage: Default::default(),
+        budget: new.budget,
+        retries: Vec::new(),
         created_at: at,
         updated_at: at,
         started_at: None,
@@ -202,6 +205,19 @@ pub fn commit(conn: &Connection, tx: Transition) -> Result<Committed, StoreError
     if let Some(context) = &tx.context {
         push(&mut sql, "context", Box::new(to_json(context)));
     }
+    if let Some(rerun) = &tx.rerun {
+        push(&mut sql, "retries", Box::new(to_json(&rerun.retries)));
+        push(
+            &mut sql,
+            "workflow_version",
+            Box::new(i64::from(rerun.workflow_version)),
+        );
+        push(
+            &mut sql,
+            "budget",
+            Box::new(rerun.budget.as_ref().map(to_json)),
+        );
+    }
     match &tx.owner {
         OwnerChange::Keep => {}
         OwnerChange::Renew(ttl) => {
@@ -244,6 +260,11 @@ pub fn commit(conn: &Connection, tx: Transition) -> Result<Committed, StoreError
             })
         })
         .map_err(unavailable)?;
+    if let Some(rerun) = &tx.rerun {
+        conn.prepare_cached("DELETE FROM step_runs WHERE run_id = ?1 AND idx >= ?2")
+            .and_then(|mut s| s.execute(params![tx.run_id, rerun.steps as i64]))
+            .map_err(unavailable)?;
+    }
     for (idx, step) in &tx.steps {
         put_step(conn, &tx.run_id, *idx, step)?;
     }
