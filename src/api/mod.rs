@@ -20,6 +20,7 @@ mod metrics;
 pub mod observe;
 pub mod openapi;
 pub mod params;
+mod rerun;
 mod run_search;
 mod runs;
 mod schemas;
@@ -145,7 +146,7 @@ routes! {
         "/v1/runs/{id}/approve" => [post Write runs::approve],
         "/v1/runs/{id}/reject" => [post Write runs::reject],
         "/v1/runs/{id}/cancel" => [post Write runs::cancel],
-        "/v1/runs/{id}/retry" => [post Write runs::retry],
+        "/v1/runs/{id}/retry" => [post Write rerun::retry],
         "/v1/runs/{id}/logs" => [get Read logs::read, post Write logs::append],
         "/v1/runs/{id}/logs/stream" => [get Read logs::stream],
     }

@@ -1,5 +1,5 @@
-//! `/v1/runs`: start (idempotently), read, and decide (approve, reject, cancel, re-run).
-//! Search is in [`super::run_search`], deletion in [`super::deletion`].
+//! `/v1/runs`: start (idempotently), read, and decide (approve, reject, cancel). Search is
+//! in [`super::run_search`], re-runs in [`super::rerun`], deletion in [`super::deletion`].
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
@@ -7,9 +7,9 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::body::Document;
-use super::schemas::{self, DecisionBody as DecisionDoc, Problem, RetryBody};
+use super::schemas::{self, DecisionBody as DecisionDoc, Problem};
 use super::{ApiError, AppState, Caller};
-use crate::engine::{EngineError, Intervention, RetryRequest, StartRun};
+use crate::engine::{EngineError, Intervention, StartRun};
 use crate::model::Run;
 
 /// The longest `Idempotency-Key` accepted.
@@ -302,74 +302,6 @@ pub(super) async fn cancel(
         .decide(&id, Intervention::Cancel { by: caller.name() })
         .await?;
     Ok(HttpResponse::Ok().json(run))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RetryFields {
-    #[serde(default)]
-    from_step: Option<String>,
-    #[serde(default)]
-    context: Option<Map<String, Value>>,
-    #[serde(default)]
-    version: Option<u32>,
-    #[serde(default)]
-    reason: Option<String>,
-}
-
-/// Re-runs a finished run from a step (Temporal's *reset*), optionally with context members
-/// set or on another version; earlier attempts stay on the run under `retries`.
-#[utoipa::path(
-    post,
-    path = "/v1/runs/{id}/retry",
-    tag = "runs",
-    operation_id = "retry_run",
-    params(("id" = String, Path, description = "Run id")),
-    request_body(content = RetryBody, description = "Optional; empty: from the first failed step"),
-    responses(
-        (status = 200, description = "The run, running again", body = Run),
-        (status = 400, description = "Bad body, unknown from_step or version, or a version whose \
-            steps before from_step differ from the run's", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 404, description = "Unknown run", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 409, description = "The run is not finished, has no failed step and no \
-            from_step was given, or its workflow is archived", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 413, description = "Body over limits.body_bytes", body = Problem,
-            content_type = "application/problem+json")
-    )
-)]
-pub(super) async fn retry(
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-    caller: Caller,
-    doc: Document,
-) -> Result<HttpResponse, ApiError> {
-    let body = doc.into_object()?;
-    let fields: RetryFields = serde_json::from_value(Value::Object(body)).map_err(|e| {
-        let text = e.to_string();
-        let field = ["from_step", "context", "version", "reason"]
-            .into_iter()
-            .find(|f| text.contains(&format!("`{f}`")))
-            .map(|f| format!("/{f}"))
-            .unwrap_or_default();
-        ApiError::bad_request(&field, format!("invalid retry request: {text}"))
-    })?;
-    if fields.version == Some(0) {
-        return Err(ApiError::bad_request(
-            "/version",
-            "version must be a positive integer",
-        ));
-    }
-    let request = RetryRequest {
-        from_step: fields.from_step,
-        context: fields.context,
-        version: fields.version,
-        reason: fields.reason,
-        by: caller.name(),
-    };
-    Ok(HttpResponse::Ok().json(state.engine.retry_run(&id, request).await?))
 }
 
 #[cfg(test)]

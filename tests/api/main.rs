@@ -22,11 +22,13 @@ mod outbound;
 #[path = "../common/pg.rs"]
 mod pg;
 mod replicas;
+mod rerun;
 mod restart;
 mod retries;
 mod runs;
 mod secrets;
 mod services;
 mod shutdown;
+mod stores;
 mod templates;
 mod workflows;
