@@ -32,7 +32,7 @@ use crate::templates::{Pack, PackError};
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("store: {0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("workflow schema {0}")]
     Schema(#[from] SchemaError),
@@ -40,7 +40,7 @@ pub enum StartError {
     Pack(#[from] PackError),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
-    #[error("cannot listen on {address}: {source}")]
+    #[error("cannot listen on {address} (server.host, server.port): {source}")]
     Bind {
         address: String,
         source: std::io::Error,
@@ -127,6 +127,7 @@ impl App {
         .map_err(StartError::Client)?;
         let hook_targets = crate::hooks::targets(&config.services, &config.hooks)?;
         let actions = Registry::new(&config.services, client);
+        metrics.know_actions(actions.names());
         let validator = Arc::new(validator(&config, &actions)?);
         let pack = Arc::new(Pack::load(config.templates_path.as_deref(), &validator)?);
         let hub = Arc::new(LogHub::with_capacity(config.logs.feed_capacity));

@@ -9,8 +9,10 @@
 //! Recording is cheap: atomic adds on label children the crate looks up under a read
 //! lock; the hot per-step and per-store-call paths use children resolved ahead of time.
 //!
-//! Every family is present from the first scrape (label sets known in advance start at
-//! zero), so a dashboard or an alert never sees a series appear from nothing. The process
+//! Series whose labels are known in advance (final statuses, actions, hook targets) exist
+//! at zero from the first scrape, so a dashboard or an alert never sees them appear from
+//! nothing; only request latencies (by route and status) and AI tokens (by workflow and
+//! model) appear with their first sample. The process
 //! metrics (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
 //! `process_open_fds`, …) keep their standard unprefixed names on Linux, so the usual
 //! dashboards find them.
@@ -226,6 +228,16 @@ impl Metrics {
             for outcome in ["delivered", "failed", "dropped"] {
                 self.hook_deliveries.with_label_values(&[target, outcome]);
             }
+        }
+    }
+
+    /// Creates the per-action series at zero, for every action the server has.
+    pub fn know_actions<'a>(&self, actions: impl IntoIterator<Item = &'a str>) {
+        for action in actions {
+            for outcome in ["succeeded", "failed", "skipped", "canceled"] {
+                self.steps.with_label_values(&[action, outcome]);
+            }
+            self.step(action);
         }
     }
 

@@ -113,6 +113,9 @@ pub(super) async fn counts(
 /// The trigger types runs can be searched by (`api`: started through `POST /v1/runs`).
 pub const TRIGGER_TYPES: [&str; 3] = ["api", "schedule", "webhook"];
 
+/// The most `context.KEY` filters one search may have.
+pub const MAX_CONTEXT_FILTERS: usize = 16;
+
 /// A parsed run search.
 pub struct RunSearch {
     pub filter: RunFilter,
@@ -131,7 +134,7 @@ pub fn parse(query: &str, limits: &ServerLimits, paged: bool) -> Result<RunSearc
     };
     let mut seen: Vec<String> = Vec::new();
     for (name, value) in pairs {
-        let pointer = format!("/{name}");
+        let pointer = format!("/{}", name.replace('~', "~0").replace('/', "~1"));
         if name != "status" && seen.contains(&name) {
             return Err(ApiError::bad_request(
                 &pointer,
@@ -187,6 +190,18 @@ pub fn parse(query: &str, limits: &ServerLimits, paged: bool) -> Result<RunSearc
             "cursor" if paged => paging.cursor = Some(value),
             other => match other.strip_prefix("context.") {
                 Some(key) if !key.is_empty() && key.split('.').all(|k| !k.is_empty()) => {
+                    if key.contains('.') && key.contains(['"', '\\']) {
+                        return Err(ApiError::bad_request(
+                            &pointer,
+                            "a nested context key may not hold a quote or a backslash",
+                        ));
+                    }
+                    if filter.context.len() == MAX_CONTEXT_FILTERS {
+                        return Err(ApiError::bad_request(
+                            &pointer,
+                            format!("at most {MAX_CONTEXT_FILTERS} context filters per search"),
+                        ));
+                    }
                     filter.context.push(ContextMatch::parse(key, &value))
                 }
                 _ => {

@@ -9,7 +9,9 @@
 //! steps before `from_step` must have the run's names, in order.
 //!
 //! Nothing is lost: the run records each re-run (who, when, why, from where, on which
-//! version) with the steps it reset as they were, attempts and outputs included.
+//! version) with the steps it reset as they were, attempts and outputs included. The
+//! history is bounded: at most [`MAX_RERUNS`] re-runs per run, and a record larger than
+//! `limits.max_output_bytes` keeps its steps' attempts and errors but not their outputs.
 
 use serde_json::{Map, Value};
 
@@ -20,6 +22,9 @@ use crate::definition::Workflow;
 use crate::model::{RetryRecord, Run, StepRun, StepStatus};
 use crate::problems::Violation;
 use crate::size::json_len;
+
+/// How many times one run may be re-run; past this, start a new run.
+pub const MAX_RERUNS: usize = 50;
 
 /// A request to run a finished run again.
 #[derive(Debug, Clone, Default)]
@@ -133,6 +138,12 @@ pub(super) async fn retry_run(
             run.status
         )));
     }
+    if run.retries.len() >= MAX_RERUNS {
+        return Err(EngineError::Conflict(format!(
+            "run {run_id} was re-run {MAX_RERUNS} times, the most a run keeps a history of; \
+             start a new run"
+        )));
+    }
     let version = request.version.unwrap_or(run.workflow_version);
     let entry = match shared
         .store
@@ -175,7 +186,7 @@ pub(super) async fn retry_run(
         run.workflow_version = version;
         run.budget = effective_budget(wf.budget, shared.settings.limits.run_tokens);
     }
-    let record = RetryRecord {
+    let mut record = RetryRecord {
         n: run.retries.len() as u32 + 1,
         at: shared.settings.clock.now(),
         by: request.by,
@@ -189,7 +200,9 @@ pub(super) async fn retry_run(
         previous_started_at: run.started_at,
         previous_finished_at: run.finished_at,
         steps: previous,
+        trimmed: Vec::new(),
     };
+    record.fit(shared.settings.limits.max_output_bytes);
     let rev = run.control.rev;
     let mut state = RunState::new(run, wf, &shared.settings);
     if let Some(patch) = request.context {

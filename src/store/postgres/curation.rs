@@ -28,8 +28,10 @@ fn param(args: &mut Args, value: impl ToSql + Sync + Send + 'static) -> String {
     format!("${}", args.len())
 }
 
-/// The conditions of `filter` after `WHERE`, with their parameters in `args`.
-fn run_conditions(filter: &RunFilter, args: &mut Args) -> String {
+/// The conditions of `filter` after `WHERE`, with their parameters in `args`. `triggers`
+/// says whether runs record what started them (`trigger_info`, from the triggers
+/// migration); without it every run was started through the API.
+fn run_conditions(filter: &RunFilter, args: &mut Args, triggers: bool) -> String {
     let mut conditions = vec!["TRUE".to_owned()];
     if let Some(workflow_id) = &filter.workflow_id {
         conditions.push(format!(
@@ -53,6 +55,8 @@ fn run_conditions(filter: &RunFilter, args: &mut Args) -> String {
     }
     match filter.trigger.as_deref() {
         None => {}
+        Some("api") if !triggers => {}
+        Some(_) if !triggers => conditions.push("FALSE".into()),
         Some("api") => conditions.push("trigger_info IS NULL".into()),
         Some(kind) => {
             let p = param(args, kind.to_owned());
@@ -86,9 +90,10 @@ pub async fn list_runs<C: GenericClient>(
     c: &C,
     filter: &RunFilter,
     request: &PageRequest,
+    triggers: bool,
 ) -> Result<Page<Run>, StoreError> {
     let mut args = Args::new();
-    let conditions = run_conditions(filter, &mut args);
+    let conditions = run_conditions(filter, &mut args, triggers);
     let cursor = request
         .cursor
         .clone()
@@ -113,6 +118,20 @@ pub async fn list_runs<C: GenericClient>(
         load_runs(c, rows).await?
     };
     Ok(page(runs, request.limit, |r| r.id.clone()))
+}
+
+/// Whether runs record what started them (the triggers migration's `trigger_info`).
+pub async fn records_triggers<C: GenericClient>(c: &C) -> Result<bool, StoreError> {
+    let row = c
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = 'runs' \
+             AND column_name = 'trigger_info'",
+            &[],
+        )
+        .await
+        .map_err(db_error)?;
+    Ok(get::<i64>(&row, 0)? > 0)
 }
 
 /// Runs with their steps' statuses and errors only (no outputs, attempts or approvals).
@@ -155,9 +174,10 @@ async fn load_summaries<C: GenericClient>(
 pub async fn count_runs_by_status<C: GenericClient>(
     c: &C,
     filter: &RunFilter,
+    triggers: bool,
 ) -> Result<Vec<(RunStatus, u64)>, StoreError> {
     let mut args = Args::new();
-    let conditions = run_conditions(filter, &mut args);
+    let conditions = run_conditions(filter, &mut args, triggers);
     let sql = format!("SELECT status, COUNT(*) FROM runs WHERE {conditions} GROUP BY status");
     let rows = c.query(&sql, &refs(&args)).await.map_err(db_error)?;
     rows.iter()

@@ -63,6 +63,8 @@ pub struct PostgresStore {
     pool: Pool,
     writer: Writer,
     notices: Arc<broadcast::Sender<Notice>>,
+    /// Runs record what started them (`trigger_info`); see [`curation::records_triggers`].
+    triggers: bool,
 }
 
 /// Maps a database error to the store's vocabulary.
@@ -109,6 +111,13 @@ impl PostgresStore {
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| StoreError::unavailable_by("cannot build the pool", e))?;
+        let triggers = {
+            let c = pool
+                .get()
+                .await
+                .map_err(|e| StoreError::unavailable_by("no database connection", e))?;
+            curation::records_triggers(&c).await?
+        };
         let origin = crate::ids::new("store");
         let notices = Arc::new(broadcast::channel(NOTICE_CAPACITY).0);
         tokio::spawn(notify::listen(
@@ -124,6 +133,7 @@ impl PostgresStore {
             writer: Writer::start(pool.clone(), announce, writers),
             pool,
             notices,
+            triggers,
         })
     }
 
@@ -260,7 +270,8 @@ impl Store for PostgresStore {
         filter: &RunFilter,
         request: &PageRequest,
     ) -> Result<Page<Run>, StoreError> {
-        read!(self, |c| curation::list_runs(c, filter, request).await)
+        read!(self, |c| curation::list_runs(c, filter, request, self.triggers)
+            .await)
     }
 
     async fn commit(&self, transition: Transition) -> Result<Committed, StoreError> {
@@ -482,7 +493,12 @@ impl Curation for PostgresStore {
         &self,
         filter: &RunFilter,
     ) -> Result<Vec<(RunStatus, u64)>, StoreError> {
-        read!(self, |c| curation::count_runs_by_status(c, filter).await)
+        read!(self, |c| curation::count_runs_by_status(
+            c,
+            filter,
+            self.triggers
+        )
+        .await)
     }
 
     async fn delete_run(&self, id: &str, by: &str) -> Result<Deletion, StoreError> {

@@ -1,9 +1,10 @@
 //! Run search, workflow search, archiving and deletion in the embedded store.
 //!
 //! Run filters become plain conditions on `runs`, walked newest first by id: the workflow
-//! filter uses its index, and a context filter reads each candidate's context with `->`
-//! (SQLite has no index over arbitrary JSON keys; see the README for what that costs).
-//! The summary view reads neither contexts nor step outputs and attempts.
+//! and status filters use their indexes, a context filter on a top-level member looks its
+//! value up in `run_context_index` (kept by triggers, see migration 0006), and one on a
+//! nested member or a long value reads each candidate's context with `->`. The summary
+//! view reads neither contexts nor step outputs and attempts.
 
 use rusqlite::{Connection, OptionalExtension, ToSql, params, params_from_iter};
 
@@ -12,13 +13,34 @@ use super::pool::unavailable;
 use super::rows::{
     RUN_COLUMNS, VERSION_COLUMNS, from_ms, load_runs, ms, run_row, step_row, version_row,
 };
-use crate::model::{Page, PageRequest, Run, RunFilter, RunStatus, now};
+use serde_json::Value;
+
+use crate::model::{ContextMatch, Page, PageRequest, Run, RunFilter, RunStatus, now};
 use crate::store::curation::{TERMINAL_SQL, json_path, still_active};
 use crate::store::encoding::{page, parse, split_cursor};
 use crate::store::{Archived, Deletion, StoreError, WorkflowEntry, WorkflowFilter};
 
-/// The conditions of `filter` after `WHERE`, and their arguments.
-fn run_conditions(filter: &RunFilter) -> Result<(String, Vec<Box<dyn ToSql>>), StoreError> {
+/// The longest value (as JSON text, in characters) `run_context_index` holds; migration
+/// 0006 indexes nothing longer.
+const INDEXED_VALUE_CHARS: usize = 256;
+
+/// The key of a context filter `run_context_index` answers: a top-level member, every
+/// value short enough to be indexed.
+fn indexed_key(matched: &ContextMatch) -> Option<&str> {
+    let [key] = matched.path.as_slice() else {
+        return None;
+    };
+    let short = |v: &Value| v.to_string().chars().count() <= INDEXED_VALUE_CHARS;
+    matched.values.iter().all(short).then_some(key.as_str())
+}
+
+/// The conditions of `filter` after `WHERE`, and their arguments. `triggers` says whether
+/// runs record what started them (`trigger_info`, from the triggers migration); without
+/// it every run was started through the API.
+fn run_conditions(
+    filter: &RunFilter,
+    triggers: bool,
+) -> Result<(String, Vec<Box<dyn ToSql>>), StoreError> {
     let mut sql = String::from("1");
     let mut args: Vec<Box<dyn ToSql>> = Vec::new();
     let mut add = |sql: &mut String, condition: &str, values: Vec<Box<dyn ToSql>>| {
@@ -57,6 +79,8 @@ fn run_conditions(filter: &RunFilter) -> Result<(String, Vec<Box<dyn ToSql>>), S
     }
     match filter.trigger.as_deref() {
         None => {}
+        Some("api") if !triggers => {}
+        Some(_) if !triggers => add(&mut sql, "0", Vec::new()),
         Some("api") => add(&mut sql, "trigger_info IS NULL", Vec::new()),
         Some(kind) => add(
             &mut sql,
@@ -65,16 +89,28 @@ fn run_conditions(filter: &RunFilter) -> Result<(String, Vec<Box<dyn ToSql>>), S
         ),
     }
     for matched in &filter.context {
-        let path = json_path(&matched.path)?;
         let marks = vec!["?"; matched.values.len()].join(", ");
-        let mut values: Vec<Box<dyn ToSql>> = vec![Box::new(path)];
-        values.extend(
-            matched
-                .values
-                .iter()
-                .map(|v| Box::new(v.to_string()) as Box<dyn ToSql>),
-        );
-        add(&mut sql, &format!("(context -> ?) IN ({marks})"), values);
+        let texts = matched.values.iter().map(Value::to_string);
+        let values: Vec<Box<dyn ToSql>> = texts.map(|t| Box::new(t) as Box<dyn ToSql>).collect();
+        match indexed_key(matched) {
+            Some(key) => {
+                let mut all: Vec<Box<dyn ToSql>> = vec![Box::new(key.to_owned())];
+                all.extend(values);
+                add(
+                    &mut sql,
+                    &format!(
+                        "id IN (SELECT run_id FROM run_context_index \
+                         WHERE key = ? AND value IN ({marks}))"
+                    ),
+                    all,
+                );
+            }
+            None => {
+                let mut all: Vec<Box<dyn ToSql>> = vec![Box::new(json_path(&matched.path)?)];
+                all.extend(values);
+                add(&mut sql, &format!("(context -> ?) IN ({marks})"), all);
+            }
+        }
     }
     Ok((sql, args))
 }
@@ -95,8 +131,9 @@ pub fn list_runs(
     conn: &Connection,
     filter: &RunFilter,
     request: &PageRequest,
+    triggers: bool,
 ) -> Result<Page<Run>, StoreError> {
-    let (conditions, mut args) = run_conditions(filter)?;
+    let (conditions, mut args) = run_conditions(filter, triggers)?;
     let cursor = request
         .cursor
         .clone()
@@ -114,6 +151,17 @@ pub fn list_runs(
         load_runs(conn, &sql, &refs)?
     };
     Ok(page(runs, request.limit, |r| r.id.clone()))
+}
+
+/// Whether runs record what started them (the triggers migration's `trigger_info`).
+pub fn records_triggers(conn: &Connection) -> Result<bool, StoreError> {
+    conn.query_row(
+        "SELECT count(*) FROM pragma_table_info('runs') WHERE name = 'trigger_info'",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+    .map_err(unavailable)
 }
 
 /// Runs with their steps' statuses and errors only (no outputs, attempts or approvals).
@@ -157,8 +205,9 @@ fn load_summaries(
 pub fn count_runs_by_status(
     conn: &Connection,
     filter: &RunFilter,
+    triggers: bool,
 ) -> Result<Vec<(RunStatus, u64)>, StoreError> {
-    let (conditions, args) = run_conditions(filter)?;
+    let (conditions, args) = run_conditions(filter, triggers)?;
     let sql = format!("SELECT status, COUNT(*) FROM runs WHERE {conditions} GROUP BY status");
     let refs: Vec<&dyn ToSql> = args.iter().map(|a| a.as_ref()).collect();
     let mut stmt = conn.prepare_cached(&sql).map_err(unavailable)?;

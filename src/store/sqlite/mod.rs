@@ -61,6 +61,8 @@ pub struct SqliteStore {
     _checkpointer: Checkpointer,
     path: PathBuf,
     _lock: File,
+    /// Runs record what started them (`trigger_info`); see [`curation::records_triggers`].
+    triggers: bool,
 }
 
 impl SqliteStore {
@@ -114,6 +116,7 @@ impl SqliteStore {
         })?;
         let conn = pool::open(path, synchronous_full, pool::WRITER_CACHE_KIB)?;
         migrate(&conn)?;
+        let triggers = curation::records_triggers(&conn)?;
         // One process owns the file (the lock above), so no lease can be live.
         conn.execute(
             "UPDATE runs SET owner = NULL, lease_expires_at = NULL WHERE owner IS NOT NULL",
@@ -132,6 +135,7 @@ impl SqliteStore {
             _checkpointer: Checkpointer::start(path, synchronous_full, CHECKPOINT_EVERY)?,
             path: path.to_owned(),
             _lock: lock,
+            triggers,
         })
     }
 
@@ -265,9 +269,9 @@ impl Store for SqliteStore {
         filter: &RunFilter,
         request: &PageRequest,
     ) -> Result<Page<Run>, StoreError> {
-        let (filter, request) = (filter.clone(), request.clone());
+        let (filter, request, triggers) = (filter.clone(), request.clone(), self.triggers);
         self.readers
-            .read(move |conn| curation::list_runs(conn, &filter, &request))
+            .read(move |conn| curation::list_runs(conn, &filter, &request, triggers))
             .await
     }
 
@@ -498,9 +502,9 @@ impl Curation for SqliteStore {
         &self,
         filter: &RunFilter,
     ) -> Result<Vec<(RunStatus, u64)>, StoreError> {
-        let filter = filter.clone();
+        let (filter, triggers) = (filter.clone(), self.triggers);
         self.readers
-            .read(move |conn| curation::count_runs_by_status(conn, &filter))
+            .read(move |conn| curation::count_runs_by_status(conn, &filter, triggers))
             .await
     }
 
