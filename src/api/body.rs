@@ -97,11 +97,15 @@ fn with_yaml_hint(mut error: Invalid, bytes: &[u8], yaml: bool) -> Invalid {
         .iter()
         .find(|b| !b.is_ascii_whitespace())
         .is_some_and(|b| matches!(b, b'{' | b'['));
-    let reads_as_yaml = matches!(
-        serde_yaml::from_slice::<Value>(bytes),
-        Ok(Value::Object(_) | Value::Array(_))
-    );
-    if !yaml && !starts_like_json && reads_as_yaml {
+    // Parsed as YAML only when it cannot be JSON gone wrong (that would cost a second parse
+    // of every broken JSON body).
+    let reads_as_yaml = || {
+        matches!(
+            serde_yaml::from_slice::<Value>(bytes),
+            Ok(Value::Object(_) | Value::Array(_))
+        )
+    };
+    if !yaml && !starts_like_json && reads_as_yaml() {
         for violation in &mut error.violations {
             violation
                 .message

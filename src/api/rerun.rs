@@ -11,6 +11,9 @@ use super::{ApiError, AppState, Caller};
 use crate::engine::RetryRequest;
 use crate::model::Run;
 
+/// The longest `reason` kept in a run's history.
+const MAX_REASON_CHARS: usize = 1000;
+
 /// The members of a retry body, each checked at its pointer.
 fn retry_request(doc: Document, by: String) -> Result<RetryRequest, ApiError> {
     let mut body = doc.into_object()?;
@@ -24,6 +27,12 @@ fn retry_request(doc: Document, by: String) -> Result<RetryRequest, ApiError> {
     };
     let from_step = text(&mut body, "from_step")?;
     let reason = text(&mut body, "reason")?;
+    if reason.as_ref().is_some_and(|r| r.chars().count() > MAX_REASON_CHARS) {
+        return Err(ApiError::bad_request(
+            "/reason",
+            format!("reason is longer than {MAX_REASON_CHARS} characters"),
+        ));
+    }
     let context = match body.remove("context") {
         None | Some(Value::Null) => None,
         Some(Value::Object(map)) => Some(map),

@@ -213,7 +213,12 @@ pub fn parse(query: &str, limits: &ServerLimits, paged: bool) -> Result<RunSearc
             },
         }
     }
-    filter.statuses.dedup();
+    let mut seen_statuses = Vec::with_capacity(filter.statuses.len());
+    filter.statuses.retain(|s| {
+        let first = !seen_statuses.contains(s);
+        seen_statuses.push(*s);
+        first
+    });
     let page = if paged {
         paging.request(limits)?
     } else {

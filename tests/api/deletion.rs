@@ -6,7 +6,7 @@ use orchestrator::config::RawToken;
 use serde_json::{Value, json};
 
 use crate::helpers::{Target, TestApp};
-use crate::stores::{Store, on_both_stores, spawn_on};
+use crate::stores::{Store, on_both_stores, rows_of_run, spawn_on};
 
 on_both_stores!(
     an_archived_workflow_leaves_lists_and_starts_no_runs_but_stays_readable,
@@ -174,6 +174,9 @@ async fn a_finished_run_is_deleted_with_everything_it_owns(store: Store) {
     assert!(!app.store.read_logs(&run, 0, 10).await.unwrap().is_empty());
     let events_before = app.store.read_events(0, 1000).await.unwrap();
     assert!(events_before.iter().any(|e| e.run_id == run));
+    for table in ["step_runs", "approvals", "run_logs", "events"] {
+        assert!(rows_of_run(&app, table, &run).await > 0, "{table} before");
+    }
 
     let (status, body) = delete(&app, &format!("/v1/runs/{run}")).await;
     assert_eq!(status, 204, "{body}");
@@ -198,7 +201,16 @@ async fn a_finished_run_is_deleted_with_everything_it_owns(store: Store) {
 
     // Gone from the store: steps, approvals, logs, events, search.
     assert!(app.store.get_run(&run).await.is_err());
-    assert!(app.store.read_logs(&run, 0, 10).await.unwrap().is_empty());
+    let mut tables = vec!["step_runs", "approvals", "run_logs", "events", "idempotency_keys"];
+    if store == Store::Sqlite {
+        tables.push("run_context_index");
+    }
+    for table in tables {
+        assert_eq!(rows_of_run(&app, table, &run).await, 0, "{table}");
+        if !["idempotency_keys", "approvals"].contains(&table) {
+            assert!(rows_of_run(&app, table, &other).await > 0, "{table} of another run");
+        }
+    }
     let events = app.store.read_events(0, 1000).await.unwrap();
     assert!(events.iter().all(|e| e.run_id != run));
     assert!(events.iter().any(|e| e.run_id == other), "other runs keep theirs");
@@ -217,8 +229,11 @@ async fn a_finished_run_is_deleted_with_everything_it_owns(store: Store) {
     };
     let first: Value = keyed("k-1").await.unwrap().json().await.unwrap();
     let first = first["id"].as_str().unwrap().to_owned();
-    app.post(&format!("/v1/runs/{first}/cancel"), &json!({}))
+    let canceled = app
+        .post(&format!("/v1/runs/{first}/cancel"), &json!({}))
         .await;
+    let status = canceled.status();
+    assert_eq!(status, 200, "{}", canceled.text().await.unwrap());
     app.wait_until_finished(&first).await;
     let (status, _) = delete(&app, &format!("/v1/runs/{first}")).await;
     assert_eq!(status, 204);

@@ -15,6 +15,7 @@ on_both_stores!(
     a_run_goes_again_on_another_version_whose_earlier_steps_are_the_same,
     a_re_run_asks_again_for_the_approvals_of_the_steps_it_resets,
     re_runs_are_refused_for_active_runs_archived_workflows_and_bad_requests,
+    hostile_re_run_bodies_are_refused_and_the_history_stays_bounded,
 );
 
 async fn retry(app: &TestApp, run: &str, body: Value) -> (u16, Value) {
@@ -291,4 +292,85 @@ async fn re_runs_are_refused_for_active_runs_archived_workflows_and_bad_requests
     assert!(problem["detail"].as_str().unwrap().contains("archived"));
     let (status, _) = retry(&app, "run_unknown", json!({})).await;
     assert_eq!(status, 404);
+}
+
+async fn hostile_re_run_bodies_are_refused_and_the_history_stays_bounded(store: Store) {
+    let app = spawn_on(store, |raw| {
+        raw.limits.max_context_bytes = 4096;
+        raw.limits.max_output_bytes = 1500;
+        raw.limits.body_bytes = 64 * 1024;
+    })
+    .await;
+    let wf = app
+        .create_workflow(&json!({"name": "big", "steps": [
+            {"name": "a", "action": "transform", "input": {"value": "{{ context.blob }}"}},
+            {"name": "b", "action": "transform", "input": {"value": "{{ context.blob }}"}}
+        ]}))
+        .await;
+    let run = app.start_run(&wf, json!({"blob": "x".repeat(1000)})).await;
+    assert_eq!(app.wait_until_finished(&run).await["status"], "SUCCEEDED");
+    let patch = |n: usize| json!({"from_step": "a", "context": {"more": "y".repeat(n)}});
+
+    let (status, problem) = retry(&app, &run, patch(5000)).await;
+    assert_eq!(status, 400, "{problem}");
+    assert_eq!(problem["errors"][0]["pointer"], "/context");
+    assert!(problem["detail"].as_str().unwrap().contains("limits.max_context_bytes"));
+    let over_body = app
+        .post(&format!("/v1/runs/{run}/retry"), &patch(100_000))
+        .await;
+    assert_eq!(over_body.status(), 413);
+    let deep = format!("{}1{}", "{\"a\":".repeat(5000), "}".repeat(5000));
+    let nested = app
+        .client
+        .post(app.url(&format!("/v1/runs/{run}/retry")))
+        .header("content-type", "application/json")
+        .body(format!("{{\"context\": {deep}}}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nested.status(), 400, "too deep to parse is bad input, not a crash");
+    for (body, pointer) in [
+        (json!({"version": 0}), "/version"),
+        (json!({"version": -1}), "/version"),
+        (json!({"version": 1.5}), "/version"),
+        (json!({"version": "2"}), "/version"),
+        (json!({"version": 99_999_999_999u64}), "/version"),
+        (json!({"from_step": 7}), "/from_step"),
+        (json!({"from_step": ""}), "/from_step"),
+        (json!({"reason": "r".repeat(1001)}), "/reason"),
+        (json!({"context": "x=1"}), "/context"),
+        (json!({"from_step": "a", "version": 1, "extra": true}), "/extra"),
+    ] {
+        let (status, problem) = retry(&app, &run, body.clone()).await;
+        assert_eq!(status, 400, "{body}: {problem}");
+        assert_eq!(problem["errors"][0]["pointer"], pointer, "{body}: {problem}");
+    }
+    let array = app
+        .post(&format!("/v1/runs/{run}/retry"), &json!([1, 2]))
+        .await;
+    assert_eq!(array.status(), 400);
+    let after = app.run(&run).await;
+    assert!(after.get("retries").is_none(), "nothing refused was recorded: {after}");
+
+    // A record over limits.max_output_bytes keeps attempts and errors, not outputs.
+    let (status, _) = retry(&app, &run, json!({"from_step": "a", "reason": "again"})).await;
+    assert_eq!(status, 200);
+    let done = app.wait_until_finished(&run).await;
+    let record = &done["retries"][0];
+    assert_eq!(record["trimmed"], json!(["outputs"]), "{record}");
+    assert!(record["steps"][0].get("output").is_none());
+    assert_eq!(record["steps"][0]["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(record["steps"][1]["status"], "SUCCEEDED");
+    assert_eq!(record["reason"], "again");
+
+    // At most 50 re-runs per run.
+    for n in 2..=50 {
+        let (status, problem) = retry(&app, &run, json!({"from_step": "b"})).await;
+        assert_eq!(status, 200, "re-run {n}: {problem}");
+        app.wait_until_finished(&run).await;
+    }
+    let (status, problem) = retry(&app, &run, json!({"from_step": "b"})).await;
+    assert_eq!(status, 409, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("start a new run"));
+    assert_eq!(app.run(&run).await["retries"].as_array().unwrap().len(), 50);
 }

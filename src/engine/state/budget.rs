@@ -53,7 +53,15 @@ pub fn count_tokens(metrics: &Metrics, workflow: &str, result: &Result<Outcome, 
     let model = outcome.output["body"]["model"]
         .as_str()
         .unwrap_or("unknown");
-    metrics.ai_tokens(workflow, model, tokens);
+    metrics.ai_tokens(&label(workflow), &label(model), tokens);
+}
+
+/// The longest label value kept: a model name comes from the router's answer, and a
+/// workflow's name from whoever created it.
+const MAX_LABEL_CHARS: usize = 64;
+
+fn label(text: &str) -> String {
+    text.chars().take(MAX_LABEL_CHARS).collect()
 }
 
 impl RunState {
