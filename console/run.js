@@ -59,6 +59,15 @@ function logLine(e) {
     h('span', { class: 'msg' }, e.message));
 }
 
+/** A line on the latest re-run, when there was one. */
+function lastRerun(run) {
+  const retries = run.retries || [];
+  if (!retries.length) return null;
+  const r = retries[retries.length - 1];
+  return h('p', { class: 'muted', id: 'last-rerun' }, `Run again ${retries.length === 1 ? 'once' : `${retries.length} times`}; the latest by ${r.by} `,
+    when(r.at), ` from step ${r.from_step}. Earlier attempts are under Re-runs, below the log.`);
+}
+
 /** `#/runs/{id}`. */
 export function runPage(root, id, params, ctx) {
   const slot = h('div', { class: 'slot' });
@@ -123,7 +132,8 @@ export function runPage(root, id, params, ctx) {
     fill(head, h('h1', {}, h('span', { class: 'mono' }, run.id), ' ', badge(run.status)),
       h('p', { class: 'muted' }, 'Workflow ', h('a', { href: `#/workflows/${encodeURIComponent(run.workflow_id)}` }, run.workflow_id),
         ` v${run.workflow_version} · created `, when(run.created_at), ` · ${took}`),
-      run.error ? h('p', { class: 'error-text' }, run.error) : null);
+      run.error ? h('p', { class: 'error-text' }, run.error) : null,
+      lastRerun(run));
     if (ctx.canWrite && run.status !== actionsFor) {
       actionsFor = run.status;
       rerunPanel.replaceChildren();
