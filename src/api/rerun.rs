@@ -27,7 +27,10 @@ fn retry_request(doc: Document, by: String) -> Result<RetryRequest, ApiError> {
     };
     let from_step = text(&mut body, "from_step")?;
     let reason = text(&mut body, "reason")?;
-    if reason.as_ref().is_some_and(|r| r.chars().count() > MAX_REASON_CHARS) {
+    if reason
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > MAX_REASON_CHARS)
+    {
         return Err(ApiError::bad_request(
             "/reason",
             format!("reason is longer than {MAX_REASON_CHARS} characters"),

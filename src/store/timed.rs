@@ -255,32 +255,6 @@ impl Store for TimedStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::sqlite::SqliteStore;
-    use std::sync::Arc;
-
-    #[tokio::test]
-    async fn calls_reach_the_wrapped_store_and_are_timed() {
-        let dir = tempfile::tempdir().unwrap();
-        let inner: DynStore =
-            Arc::new(SqliteStore::open(&dir.path().join("t.db"), false, 1).unwrap());
-        let metrics = Metrics::new().unwrap();
-        let store = TimedStore::new(inner.clone(), &metrics);
-        store.ping().await.unwrap();
-        assert_eq!(store.count_runs(RunStatus::Running).await.unwrap(), 0);
-        assert_eq!(store.outbox_head().await.unwrap(), 0);
-        assert_eq!(store.notices().is_some(), inner.notices().is_some());
-        let text = metrics.render(&Default::default());
-        assert!(
-            text.contains(
-                "orchestrator_store_operation_duration_seconds_count{operation=\"ping\"} 1"
-            )
-        );
-    }
-}
-
 #[async_trait]
 impl Curation for TimedStore {
     async fn search_workflows(
@@ -320,5 +294,31 @@ impl Curation for TimedStore {
 
     async fn deleted_run(&self, id: &str) -> Result<Option<Deletion>, StoreError> {
         timed(&self.timers.deleted_run, self.inner.deleted_run(id)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn calls_reach_the_wrapped_store_and_are_timed() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner: DynStore =
+            Arc::new(SqliteStore::open(&dir.path().join("t.db"), false, 1).unwrap());
+        let metrics = Metrics::new().unwrap();
+        let store = TimedStore::new(inner.clone(), &metrics);
+        store.ping().await.unwrap();
+        assert_eq!(store.count_runs(RunStatus::Running).await.unwrap(), 0);
+        assert_eq!(store.outbox_head().await.unwrap(), 0);
+        assert_eq!(store.notices().is_some(), inner.notices().is_some());
+        let text = metrics.render(&Default::default());
+        assert!(
+            text.contains(
+                "orchestrator_store_operation_duration_seconds_count{operation=\"ping\"} 1"
+            )
+        );
     }
 }

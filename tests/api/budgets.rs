@@ -89,7 +89,12 @@ async fn a_strict_budget_fails_the_first_chat_step_that_starts_once_it_is_spent(
     let log = app.logs(&run).await;
     let spent: Vec<&Value> = log
         .iter()
-        .filter(|e| e["message"].as_str().unwrap().starts_with("token budget spent"))
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("token budget spent")
+        })
         .collect();
     assert_eq!(spent.len(), 1, "{log:#?}");
     assert_eq!(spent[0]["level"], "warn");
@@ -97,9 +102,7 @@ async fn a_strict_budget_fails_the_first_chat_step_that_starts_once_it_is_spent(
     assert_eq!(tokens_metric(&app, "budgeted").await, 28.0);
 
     // A re-run keeps the budget and the usage so far: the refused step is refused again.
-    let retried = app
-        .post(&format!("/v1/runs/{run}/retry"), &json!({}))
-        .await;
+    let retried = app.post(&format!("/v1/runs/{run}/retry"), &json!({})).await;
     assert_eq!(retried.status(), 200);
     let again = app.wait_until_finished(&run).await;
     assert_eq!(again["status"], "FAILED");
@@ -125,7 +128,12 @@ async fn a_warn_budget_logs_once_and_the_run_goes_on(store: Store) {
     let log = app.logs(&run).await;
     let spent = log
         .iter()
-        .filter(|e| e["message"].as_str().unwrap().starts_with("token budget spent"))
+        .filter(|e| {
+            e["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("token budget spent")
+        })
         .count();
     assert_eq!(spent, 1, "{log:#?}");
     assert_eq!(tokens_metric(&app, "warned").await, 42.0);

@@ -179,7 +179,8 @@ impl Relay {
                 let upto = end.unwrap_or(pending.len().saturating_sub(END.len()));
                 let out: Vec<u8> = pending.drain(..upto).collect();
                 if client_write.write_all(&out).await.is_err() || end.is_some() {
-                    self.cuts.fetch_add(usize::from(end.is_some()), Ordering::SeqCst);
+                    self.cuts
+                        .fetch_add(usize::from(end.is_some()), Ordering::SeqCst);
                     break;
                 }
                 continue;

@@ -59,7 +59,12 @@ async fn a_listed_origin_gets_preflights_answered_without_a_token() {
     let allowed = header(&answer, "access-control-allow-headers")
         .unwrap()
         .to_ascii_lowercase();
-    for name in ["authorization", "content-type", "last-event-id", "idempotency-key"] {
+    for name in [
+        "authorization",
+        "content-type",
+        "last-event-id",
+        "idempotency-key",
+    ] {
         assert!(allowed.contains(name), "{allowed}");
     }
     assert_eq!(header(&answer, "access-control-max-age"), Some("600"));
@@ -85,25 +90,28 @@ async fn answers_to_a_listed_origin_carry_its_cors_headers_errors_and_streams_in
         .await;
     let run = app.start_run(&wf, json!({})).await;
     app.wait_until_finished(&run).await;
-    let from_app = |path: &str| {
-        app.client
-            .get(app.url(path))
-            .header("Origin", APP)
-            .send()
-    };
+    let from_app = |path: &str| app.client.get(app.url(path)).header("Origin", APP).send();
     let answer = from_app("/v1/runs").await.unwrap();
     assert_eq!(answer.status(), 200);
     assert_eq!(header(&answer, "access-control-allow-origin"), Some(APP));
-    assert!(header(&answer, "access-control-expose-headers")
-        .unwrap()
-        .contains("X-Request-Id"));
+    assert!(
+        header(&answer, "access-control-expose-headers")
+            .unwrap()
+            .contains("X-Request-Id")
+    );
     assert!(header(&answer, "vary").unwrap().contains("Origin"));
 
-    let stream = from_app(&format!("/v1/runs/{run}/logs/stream")).await.unwrap();
+    let stream = from_app(&format!("/v1/runs/{run}/logs/stream"))
+        .await
+        .unwrap();
     assert_eq!(stream.status(), 200);
     assert_eq!(header(&stream, "access-control-allow-origin"), Some(APP));
     assert_eq!(header(&stream, "x-accel-buffering"), Some("no"));
-    assert!(header(&stream, "content-type").unwrap().starts_with("text/event-stream"));
+    assert!(
+        header(&stream, "content-type")
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
 
     // A page must be able to read why it was refused.
     let unauthorized = reqwest::Client::new()
@@ -113,7 +121,10 @@ async fn answers_to_a_listed_origin_carry_its_cors_headers_errors_and_streams_in
         .await
         .unwrap();
     assert_eq!(unauthorized.status(), 401);
-    assert_eq!(header(&unauthorized, "access-control-allow-origin"), Some(APP));
+    assert_eq!(
+        header(&unauthorized, "access-control-allow-origin"),
+        Some(APP)
+    );
 }
 
 #[tokio::test]
@@ -124,10 +135,12 @@ async fn a_foreign_origin_gets_no_cors_headers_and_its_preflights_are_refused() 
     assert!(header(&answer, "access-control-allow-origin").is_none());
     assert!(header(&answer, "access-control-allow-methods").is_none());
     let problem: serde_json::Value = answer.json().await.unwrap();
-    assert!(problem["detail"]
-        .as_str()
-        .unwrap()
-        .contains("server.cors.allowed_origins"));
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("server.cors.allowed_origins")
+    );
 
     // The request itself is served as for curl (a browser withholds it from the page).
     let answer = app

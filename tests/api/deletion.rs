@@ -120,7 +120,12 @@ async fn an_archived_workflow_leaves_lists_and_starts_no_runs_but_stays_readable
         .await;
     assert_eq!(start.status(), 409);
     let problem: Value = start.json().await.unwrap();
-    assert!(problem["detail"].as_str().unwrap().contains("archived by ops"));
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("archived by ops")
+    );
     let put = app
         .put(
             &format!("/v1/workflows/{old}"),
@@ -194,26 +199,36 @@ async fn a_finished_run_is_deleted_with_everything_it_owns(store: Store) {
     }
     let (status, _) = delete(&app, &format!("/v1/runs/{run}")).await;
     assert_eq!(status, 404, "deleting twice");
-    let retry = app
-        .post(&format!("/v1/runs/{run}/retry"), &json!({}))
-        .await;
+    let retry = app.post(&format!("/v1/runs/{run}/retry"), &json!({})).await;
     assert_eq!(retry.status(), 404);
 
     // Gone from the store: steps, approvals, logs, events, search.
     assert!(app.store.get_run(&run).await.is_err());
-    let mut tables = vec!["step_runs", "approvals", "run_logs", "events", "idempotency_keys"];
+    let mut tables = vec![
+        "step_runs",
+        "approvals",
+        "run_logs",
+        "events",
+        "idempotency_keys",
+    ];
     if store == Store::Sqlite {
         tables.push("run_context_index");
     }
     for table in tables {
         assert_eq!(rows_of_run(&app, table, &run).await, 0, "{table}");
         if !["idempotency_keys", "approvals"].contains(&table) {
-            assert!(rows_of_run(&app, table, &other).await > 0, "{table} of another run");
+            assert!(
+                rows_of_run(&app, table, &other).await > 0,
+                "{table} of another run"
+            );
         }
     }
     let events = app.store.read_events(0, 1000).await.unwrap();
     assert!(events.iter().all(|e| e.run_id != run));
-    assert!(events.iter().any(|e| e.run_id == other), "other runs keep theirs");
+    assert!(
+        events.iter().any(|e| e.run_id == other),
+        "other runs keep theirs"
+    );
     let (_, page) = get_json(&app, "/v1/runs?context.tag=doomed").await;
     assert_eq!(listed(&page), [other.as_str()]);
     let (_, counts) = get_json(&app, &format!("/v1/runs/counts?workflow_id={wf}")).await;

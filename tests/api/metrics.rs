@@ -132,7 +132,10 @@ async fn runs_started_and_finished_add_up_to_the_runs_started(store: Store) {
         )
         .await;
     assert_eq!(retried.status(), 200);
-    assert_eq!(app.wait_until_finished(&failed).await["status"], "SUCCEEDED");
+    assert_eq!(
+        app.wait_until_finished(&failed).await["status"],
+        "SUCCEEDED"
+    );
 
     let samples = wait_until("every finished run to be counted", || async {
         let (_, samples) = scrape(&app).await;
@@ -146,7 +149,10 @@ async fn runs_started_and_finished_add_up_to_the_runs_started(store: Store) {
         started,
         "every start ends once, or is still parked"
     );
-    assert_eq!(samples["orchestrator_runs_total{status=\"succeeded\"}"], 4.0);
+    assert_eq!(
+        samples["orchestrator_runs_total{status=\"succeeded\"}"],
+        4.0
+    );
     assert_eq!(samples["orchestrator_runs_total{status=\"failed\"}"], 1.0);
     assert_eq!(samples["orchestrator_runs_total{status=\"canceled\"}"], 1.0);
     assert_eq!(

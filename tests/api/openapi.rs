@@ -167,14 +167,23 @@ async fn the_document_describes_this_waves_additions() {
         .map(|v| v.as_str().unwrap())
         .collect();
     assert_eq!(required, ["workflow_id"], "context is optional: {start}");
-    for schema in ["RetryBody", "RunSummary", "RunCounts", "StatusEvent", "EndEvent"] {
+    for schema in [
+        "RetryBody",
+        "RunSummary",
+        "RunCounts",
+        "StatusEvent",
+        "EndEvent",
+    ] {
         assert!(schemas[schema].is_object(), "schema {schema}");
     }
     let retry = &doc["paths"]["/v1/runs/{id}/retry"]["post"];
     let body = &retry["requestBody"]["content"]["application/json"]["schema"]["$ref"];
     assert_eq!(body, "#/components/schemas/RetryBody");
     for member in ["from_step", "context", "version", "reason"] {
-        assert!(schemas["RetryBody"]["properties"][member].is_object(), "{member}");
+        assert!(
+            schemas["RetryBody"]["properties"][member].is_object(),
+            "{member}"
+        );
     }
 
     let params = |path: &str, method: &str| -> Vec<String> {

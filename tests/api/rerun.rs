@@ -314,7 +314,12 @@ async fn hostile_re_run_bodies_are_refused_and_the_history_stays_bounded(store: 
     let (status, problem) = retry(&app, &run, patch(5000)).await;
     assert_eq!(status, 400, "{problem}");
     assert_eq!(problem["errors"][0]["pointer"], "/context");
-    assert!(problem["detail"].as_str().unwrap().contains("limits.max_context_bytes"));
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("limits.max_context_bytes")
+    );
     let over_body = app
         .post(&format!("/v1/runs/{run}/retry"), &patch(100_000))
         .await;
@@ -328,7 +333,11 @@ async fn hostile_re_run_bodies_are_refused_and_the_history_stays_bounded(store: 
         .send()
         .await
         .unwrap();
-    assert_eq!(nested.status(), 400, "too deep to parse is bad input, not a crash");
+    assert_eq!(
+        nested.status(),
+        400,
+        "too deep to parse is bad input, not a crash"
+    );
     for (body, pointer) in [
         (json!({"version": 0}), "/version"),
         (json!({"version": -1}), "/version"),
@@ -339,18 +348,27 @@ async fn hostile_re_run_bodies_are_refused_and_the_history_stays_bounded(store: 
         (json!({"from_step": ""}), "/from_step"),
         (json!({"reason": "r".repeat(1001)}), "/reason"),
         (json!({"context": "x=1"}), "/context"),
-        (json!({"from_step": "a", "version": 1, "extra": true}), "/extra"),
+        (
+            json!({"from_step": "a", "version": 1, "extra": true}),
+            "/extra",
+        ),
     ] {
         let (status, problem) = retry(&app, &run, body.clone()).await;
         assert_eq!(status, 400, "{body}: {problem}");
-        assert_eq!(problem["errors"][0]["pointer"], pointer, "{body}: {problem}");
+        assert_eq!(
+            problem["errors"][0]["pointer"], pointer,
+            "{body}: {problem}"
+        );
     }
     let array = app
         .post(&format!("/v1/runs/{run}/retry"), &json!([1, 2]))
         .await;
     assert_eq!(array.status(), 400);
     let after = app.run(&run).await;
-    assert!(after.get("retries").is_none(), "nothing refused was recorded: {after}");
+    assert!(
+        after.get("retries").is_none(),
+        "nothing refused was recorded: {after}"
+    );
 
     // A record over limits.max_output_bytes keeps attempts and errors, not outputs.
     let (status, _) = retry(&app, &run, json!({"from_step": "a", "reason": "again"})).await;
@@ -371,6 +389,11 @@ async fn hostile_re_run_bodies_are_refused_and_the_history_stays_bounded(store: 
     }
     let (status, problem) = retry(&app, &run, json!({"from_step": "b"})).await;
     assert_eq!(status, 409, "{problem}");
-    assert!(problem["detail"].as_str().unwrap().contains("start a new run"));
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("start a new run")
+    );
     assert_eq!(app.run(&run).await["retries"].as_array().unwrap().len(), 50);
 }

@@ -62,7 +62,10 @@ async fn runs_are_found_by_statuses_version_time_and_trigger(store: Store) {
         ]}))
         .await;
     let succeeded = app.start_run(&ok, json!({})).await;
-    assert_eq!(app.wait_until_finished(&succeeded).await["status"], "SUCCEEDED");
+    assert_eq!(
+        app.wait_until_finished(&succeeded).await["status"],
+        "SUCCEEDED"
+    );
     let waiting = app.start_run(&gated, json!({})).await;
     let parked = app.wait_for_status(&waiting, "WAITING_APPROVAL").await;
     let failed = app.start_run(&failing, json!({})).await;
@@ -110,7 +113,11 @@ async fn runs_are_found_by_statuses_version_time_and_trigger(store: Store) {
     );
     let end = quote(last["created_at"].as_str().unwrap());
     assert_eq!(
-        found(&app, &format!("created_after={at}&created_before={end}&status=FAILED")).await,
+        found(
+            &app,
+            &format!("created_after={at}&created_before={end}&status=FAILED")
+        )
+        .await,
         ids([&failed])
     );
     // Another offset is the same instant.
@@ -126,14 +133,21 @@ async fn runs_are_found_by_statuses_version_time_and_trigger(store: Store) {
     // Every run here was started through the API.
     assert_eq!(found(&app, "trigger=api").await, all);
     assert!(found(&app, "trigger=schedule").await.is_empty());
-    assert!(found(&app, "trigger=webhook&status=SUCCEEDED").await.is_empty());
+    assert!(
+        found(&app, "trigger=webhook&status=SUCCEEDED")
+            .await
+            .is_empty()
+    );
 
     // Filters hold across pages.
     let (_, first) = get_json(&app, "/v1/runs?status=SUCCEEDED,FAILED&limit=2").await;
     let cursor = first["next_cursor"].as_str().unwrap();
     let (_, second) = get_json(
         &app,
-        &format!("/v1/runs?status=SUCCEEDED,FAILED&limit=2&cursor={}", quote(cursor)),
+        &format!(
+            "/v1/runs?status=SUCCEEDED,FAILED&limit=2&cursor={}",
+            quote(cursor)
+        ),
     )
     .await;
     let paged: Vec<&str> = first["items"]
@@ -169,7 +183,10 @@ async fn runs_are_found_by_context_members_as_they_are_now(store: Store) {
     }
     let [acme, acme2, bob, obrien] = [&runs[0], &runs[1], &runs[2], &runs[3]];
 
-    assert_eq!(found(&app, "context.customer=acme").await, ids([acme, acme2]));
+    assert_eq!(
+        found(&app, "context.customer=acme").await,
+        ids([acme, acme2])
+    );
     assert_eq!(
         found(&app, "context.tier=2").await,
         ids([acme, acme2]),
@@ -189,7 +206,10 @@ async fn runs_are_found_by_context_members_as_they_are_now(store: Store) {
         "a value too long for the index is still found"
     );
     let odd = quote("o'brien \"quoted\"");
-    assert_eq!(found(&app, &format!("context.customer={odd}")).await, ids([obrien]));
+    assert_eq!(
+        found(&app, &format!("context.customer={odd}")).await,
+        ids([obrien])
+    );
     assert_eq!(
         found(&app, "context.customer=acme%27%20OR%201%3D1").await,
         BTreeSet::new(),
@@ -202,7 +222,11 @@ async fn runs_are_found_by_context_members_as_they_are_now(store: Store) {
         ids([acme, acme2, bob])
     );
     assert_eq!(
-        found(&app, "context.stage=done&status=SUCCEEDED&context.customer=bob").await,
+        found(
+            &app,
+            "context.stage=done&status=SUCCEEDED&context.customer=bob"
+        )
+        .await,
         ids([bob])
     );
 
@@ -275,9 +299,15 @@ async fn counts_by_status_follow_the_same_filters(store: Store) {
     }
     let (status, all) = get_json(&app, "/v1/runs/counts").await;
     assert_eq!(status, 200);
-    assert_eq!(all, json!({"counts": {"SUCCEEDED": 2, "FAILED": 2}, "total": 4}));
+    assert_eq!(
+        all,
+        json!({"counts": {"SUCCEEDED": 2, "FAILED": 2}, "total": 4})
+    );
     let (_, red) = get_json(&app, "/v1/runs/counts?context.team=red").await;
-    assert_eq!(red, json!({"counts": {"SUCCEEDED": 2, "FAILED": 1}, "total": 3}));
+    assert_eq!(
+        red,
+        json!({"counts": {"SUCCEEDED": 2, "FAILED": 1}, "total": 3})
+    );
     let (_, failed) = get_json(&app, "/v1/runs/counts?status=FAILED&context.team=blue").await;
     assert_eq!(failed, json!({"counts": {"FAILED": 1}, "total": 1}));
     let (status, problem) = get_json(&app, "/v1/runs/counts?limit=5").await;
@@ -290,7 +320,10 @@ async fn workflows_are_found_by_name_prefix(store: Store) {
     let step = json!([{"name": "a", "action": "transform", "input": {"value": 1}}]);
     let mut made = Vec::new();
     for name in ["billing-daily", "billing-monthly", "deploy", "Billing-odd"] {
-        made.push(app.create_workflow(&json!({"name": name, "steps": step})).await);
+        made.push(
+            app.create_workflow(&json!({"name": name, "steps": step}))
+                .await,
+        );
     }
     let names = |page: &Value| -> Vec<String> {
         page["items"]
@@ -333,7 +366,10 @@ async fn unknown_or_bad_query_parameters_answer_400_at_their_pointer(store: Stor
         ("/v1/runs?status=DONE", "/status"),
         ("/v1/runs?status=FAILED,NOPE", "/status"),
         ("/v1/runs?created_after=yesterday", "/created_after"),
-        ("/v1/runs?created_before=2024-13-01T00:00:00Z", "/created_before"),
+        (
+            "/v1/runs?created_before=2024-13-01T00:00:00Z",
+            "/created_before",
+        ),
         ("/v1/runs?workflow_version=0", "/workflow_version"),
         ("/v1/runs?workflow_version=-1", "/workflow_version"),
         ("/v1/runs?trigger=cron", "/trigger"),
@@ -358,13 +394,19 @@ async fn unknown_or_bad_query_parameters_answer_400_at_their_pointer(store: Stor
         assert_eq!(status, 400, "{path}: {problem}");
         assert_eq!(problem["status"], 400, "{path}");
         if !pointer.is_empty() {
-            assert_eq!(problem["errors"][0]["pointer"], pointer, "{path}: {problem}");
+            assert_eq!(
+                problem["errors"][0]["pointer"], pointer,
+                "{path}: {problem}"
+            );
         }
     }
     let (status, problem) = get_json(&app, "/v1/runs?stauts=FAILED").await;
     assert_eq!(status, 400);
     let detail = problem["detail"].as_str().unwrap();
-    assert!(detail.contains("stauts") && detail.contains("status"), "{detail}");
+    assert!(
+        detail.contains("stauts") && detail.contains("status"),
+        "{detail}"
+    );
     // What is documented is accepted, even when empty.
     for path in [
         "/v1/runs?workflow_id=&status=",

@@ -28,7 +28,10 @@ fn a_port_in_use_is_named_once_with_its_keys() {
     let port = taken.local_addr().unwrap().port().to_string();
     let config = write_config(dir.path(), "");
     let line = last_line(&start(&config, &[("ORCHESTRATOR_SERVER__PORT", &port)]));
-    assert!(line.starts_with("orchestrator: cannot listen on 127.0.0.1:"), "{line}");
+    assert!(
+        line.starts_with("orchestrator: cannot listen on 127.0.0.1:"),
+        "{line}"
+    );
     assert!(line.contains("server.port"), "{line}");
     assert_eq!(line.matches("Address already in use").count(), 1, "{line}");
     assert_eq!(line.matches("os error").count(), 1, "{line}");
@@ -59,5 +62,8 @@ fn an_unreachable_database_names_database_dsn_once() {
     let line = last_line(&start(&config, &[("ORCHESTRATOR_DATABASE__DSN", &dsn)]));
     assert!(line.contains("database.dsn"), "{line}");
     assert_eq!(line.matches("store unavailable").count(), 1, "{line}");
-    assert!(!line.contains("hunter2secret"), "the password stays out: {line}");
+    assert!(
+        !line.contains("hunter2secret"),
+        "the password stays out: {line}"
+    );
 }

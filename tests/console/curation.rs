@@ -28,9 +28,13 @@ async fn running_again_with_edits_records_the_attempt_in_the_history() {
     let run = failed_run(&app, "bob").await;
     let browser = Browser::open(&app).await;
     browser.go(&format!("#/runs/{run}")).await;
-    browser.wait_attr("#stream-state", "data-state", "ended").await;
+    browser
+        .wait_attr("#stream-state", "data-state", "ended")
+        .await;
     browser.click("[data-action='rerun']").await;
-    browser.find("#rerun-form #rerun-from option[value='hello']").await;
+    browser
+        .find("#rerun-form #rerun-from option[value='hello']")
+        .await;
     browser
         .find("#rerun-from")
         .await
@@ -38,11 +42,15 @@ async fn running_again_with_edits_records_the_attempt_in_the_history() {
         .await
         .unwrap();
     browser.type_into("#rerun-context", "[1, 2]").await;
-    browser.wait_text("#rerun-context-check", "JSON object").await;
+    browser
+        .wait_text("#rerun-context-check", "JSON object")
+        .await;
     browser
         .wait_attr("#rerun-context-check", "class", "json-check bad")
         .await;
-    browser.type_into("#rerun-context", r#"{"who": "ada"}"#).await;
+    browser
+        .type_into("#rerun-context", r#"{"who": "ada"}"#)
+        .await;
     browser.type_into("#rerun-reason", "wrong person").await;
     browser.screenshot("run-again-form").await;
     browser.click("[data-action='rerun-submit']").await;
@@ -50,7 +58,9 @@ async fn running_again_with_edits_records_the_attempt_in_the_history() {
     browser.wait_text("#reruns", "wrong person").await;
     browser.wait_text("#reruns", "from step hello").await;
     browser.wait_text("#reruns", "FAILED").await;
-    browser.wait_text("#log", "re-run 1 requested by anonymous").await;
+    browser
+        .wait_text("#log", "re-run 1 requested by anonymous")
+        .await;
     assert_eq!(browser.count("#rerun-form").await, 0, "the form closes");
     let done = app.run(&run).await;
     assert_eq!(done["context"]["who"], "ada");
@@ -127,7 +137,9 @@ async fn deleting_a_finished_run_leaves_for_the_list_and_the_run_is_gone() {
     let browser = Browser::open(&app).await;
     browser.go(&format!("#/runs/{run}")).await;
     browser.click("[data-action='delete']").await;
-    browser.wait_text("dialog.confirm", "Delete this run?").await;
+    browser
+        .wait_text("dialog.confirm", "Delete this run?")
+        .await;
     browser.click("dialog.confirm [data-confirm]").await;
     browser.wait_text(".page-head h1", "Runs").await;
     browser.wait_text("#runs", "No runs match.").await;
@@ -155,10 +167,14 @@ async fn runs_are_searched_by_several_statuses_context_and_version() {
 
     browser.click("#counts [data-status='FAILED']").await;
     browser.wait_count("#runs tbody tr[data-id]", 1).await;
-    browser.click("#counts [data-status='WAITING_APPROVAL']").await;
+    browser
+        .click("#counts [data-status='WAITING_APPROVAL']")
+        .await;
     browser.wait_count("#runs tbody tr[data-id]", 2).await;
     browser.find(&format!("#runs tr[data-id='{failed}']")).await;
-    browser.find(&format!("#runs tr[data-id='{waiting}']")).await;
+    browser
+        .find(&format!("#runs tr[data-id='{waiting}']"))
+        .await;
     let fragment = || async {
         let url = browser.client.current_url().await.unwrap();
         url.fragment().unwrap_or_default().to_owned()
@@ -167,7 +183,9 @@ async fn runs_are_searched_by_several_statuses_context_and_version() {
 
     browser.type_into("#filter-context", "who=ada\n").await;
     browser.wait_count("#runs tbody tr[data-id]", 1).await;
-    browser.find(&format!("#runs tr[data-id='{waiting}']")).await;
+    browser
+        .find(&format!("#runs tr[data-id='{waiting}']"))
+        .await;
     // Counts follow every filter but the statuses.
     browser
         .wait_text("#counts [data-status='SUCCEEDED'] .chip-n", "1")
@@ -221,12 +239,17 @@ async fn archiving_a_workflow_hides_it_and_stops_its_runs() {
     browser.click("[data-action='archive']").await;
     browser.wait_text("dialog.confirm", "Archive picky?").await;
     browser.click("dialog.confirm [data-confirm]").await;
-    browser.wait_text("#archived", "Archived by anonymous").await;
+    browser
+        .wait_text("#archived", "Archived by anonymous")
+        .await;
     assert_eq!(browser.count("[data-action='archive']").await, 0);
     assert_eq!(browser.count("[data-rollback]").await, 0);
     let hidden: bool = browser
         .client
-        .execute("return document.querySelector('#start-form').hidden", vec![])
+        .execute(
+            "return document.querySelector('#start-form').hidden",
+            vec![],
+        )
         .await
         .unwrap()
         .as_bool()
@@ -245,7 +268,9 @@ async fn archiving_a_workflow_hides_it_and_stops_its_runs() {
         .await;
     browser.type_into("#filter-name", "pi").await;
     browser.wait_count("#workflows tbody tr[data-id]", 1).await;
-    browser.find("#workflows tr[data-id='picky'][data-archived]").await;
+    browser
+        .find("#workflows tr[data-id='picky'][data-archived]")
+        .await;
     browser.screenshot("workflows-archived").await;
     browser.finish().await;
 }

@@ -270,8 +270,13 @@ impl Store for PostgresStore {
         filter: &RunFilter,
         request: &PageRequest,
     ) -> Result<Page<Run>, StoreError> {
-        read!(self, |c| curation::list_runs(c, filter, request, self.triggers)
-            .await)
+        read!(self, |c| curation::list_runs(
+            c,
+            filter,
+            request,
+            self.triggers
+        )
+        .await)
     }
 
     async fn commit(&self, transition: Transition) -> Result<Committed, StoreError> {
