@@ -244,6 +244,7 @@ async fn a_finished_run_is_deleted_with_everything_it_owns(store: Store) {
     };
     let first: Value = keyed("k-1").await.unwrap().json().await.unwrap();
     let first = first["id"].as_str().unwrap().to_owned();
+    app.wait_for_status(&first, "WAITING_APPROVAL").await;
     let canceled = app
         .post(&format!("/v1/runs/{first}/cancel"), &json!({}))
         .await;

@@ -22,7 +22,7 @@ use crate::store::{Archived, Deletion, StoreError, WorkflowEntry, WorkflowFilter
 
 /// The longest value (as JSON text, in characters) `run_context_index` holds; migration
 /// 0006 indexes nothing longer.
-const INDEXED_VALUE_CHARS: usize = 256;
+const INDEXED_VALUE_CHARS: usize = 128;
 
 /// The key of a context filter `run_context_index` answers: a top-level member, every
 /// value short enough to be indexed.

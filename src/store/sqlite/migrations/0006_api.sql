@@ -20,37 +20,39 @@ CREATE TABLE deleted_runs (
 
 -- context.KEY=VALUE searches: the top-level scalar members of each run's context as JSON
 -- text (so "2" and 2 stay apart), kept by triggers on every write of a context, whoever
--- writes it. Values over 256 characters are not indexed (a search for one reads the
--- contexts instead), nor are nested members.
+-- writes it. Values over 128 characters are not indexed (a search for one reads the
+-- contexts instead), nor are nested members. Rows are removed by their primary key, from
+-- the old context's own members, so no second index is needed.
 CREATE TABLE run_context_index (
     key    TEXT NOT NULL,
     value  TEXT NOT NULL,
     run_id TEXT NOT NULL,
     PRIMARY KEY (key, value, run_id)
 ) STRICT, WITHOUT ROWID;
-CREATE INDEX run_context_index_by_run ON run_context_index (run_id);
-
-CREATE VIEW run_context_members AS
-SELECT r.id AS run_id, j.key AS key,
-       CASE j.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false'
-                   ELSE json_quote(j.value) END AS value
-FROM runs AS r, json_each(r.context) AS j
-WHERE j.type NOT IN ('object', 'array');
 
 CREATE TRIGGER runs_context_indexed AFTER INSERT ON runs BEGIN
     INSERT OR IGNORE INTO run_context_index (key, value, run_id)
-    SELECT key, value, run_id FROM run_context_members
-    WHERE run_id = new.id AND length(value) <= 256;
+    SELECT j.key, CASE j.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE json_quote(j.value) END, new.id
+    FROM json_each(new.context) AS j
+    WHERE j.type NOT IN ('object', 'array') AND length(CASE j.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE json_quote(j.value) END) <= 128;
 END;
 CREATE TRIGGER runs_context_reindexed AFTER UPDATE OF context ON runs
 WHEN new.context IS NOT old.context BEGIN
-    DELETE FROM run_context_index WHERE run_id = old.id;
+    DELETE FROM run_context_index WHERE run_id = old.id AND (key, value) IN (
+        SELECT j.key, CASE j.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE json_quote(j.value) END FROM json_each(old.context) AS j
+        WHERE j.type NOT IN ('object', 'array'));
     INSERT OR IGNORE INTO run_context_index (key, value, run_id)
-    SELECT key, value, run_id FROM run_context_members
-    WHERE run_id = new.id AND length(value) <= 256;
+    SELECT j.key, CASE j.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE json_quote(j.value) END, new.id
+    FROM json_each(new.context) AS j
+    WHERE j.type NOT IN ('object', 'array') AND length(CASE j.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE json_quote(j.value) END) <= 128;
 END;
 CREATE TRIGGER runs_context_unindexed AFTER DELETE ON runs BEGIN
-    DELETE FROM run_context_index WHERE run_id = old.id;
+    DELETE FROM run_context_index WHERE run_id = old.id AND (key, value) IN (
+        SELECT j.key, CASE j.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE json_quote(j.value) END FROM json_each(old.context) AS j
+        WHERE j.type NOT IN ('object', 'array'));
 END;
+
 INSERT OR IGNORE INTO run_context_index (key, value, run_id)
-SELECT key, value, run_id FROM run_context_members WHERE length(value) <= 256;
+SELECT j.key, CASE j.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE json_quote(j.value) END, r.id
+FROM runs AS r, json_each(r.context) AS j
+WHERE j.type NOT IN ('object', 'array') AND length(CASE j.type WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' ELSE json_quote(j.value) END) <= 128;
