@@ -34,7 +34,10 @@ use rows::{RUN_COLUMNS, json, load_run, load_runs, log_row, ms};
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 /// Schema migrations in order; `PRAGMA user_version` records how many are applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0005_flow.sql"),
+];
 
 /// How the embedded store is opened.
 #[derive(Debug, Clone)]
@@ -327,7 +330,8 @@ impl Store for SqliteStore {
             .read(move |conn| {
                 let mut stmt = conn
                     .prepare_cached(
-                        "SELECT id FROM runs WHERE approval_deadline <= ?1 AND status = 'WAITING_APPROVAL' \
+                        "SELECT id FROM runs WHERE approval_deadline <= ?1 \
+                         AND status IN ('WAITING_APPROVAL', 'WAITING') \
                          ORDER BY approval_deadline LIMIT ?2",
                     )
                     .map_err(unavailable)?;
