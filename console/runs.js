@@ -9,7 +9,7 @@ import { get, query } from './api.js';
 import { h, fill, when, badge, duration, between, report, every } from './util.js';
 import { pager } from './workflows.js';
 
-export const STATUSES = ['PENDING', 'RUNNING', 'WAITING_APPROVAL', 'SUCCEEDED', 'FAILED', 'CANCELED'];
+export const STATUSES = ['PENDING', 'RUNNING', 'WAITING_APPROVAL', 'WAITING', 'SUCCEEDED', 'FAILED', 'CANCELED'];
 const TRIGGERS = ['api', 'schedule', 'webhook'];
 const FIELDS = ['workflow_id', 'status', 'created_after', 'created_before', 'workflow_version', 'trigger'];
 

@@ -154,6 +154,7 @@ impl App {
                 max_context_bytes: config.limits.max_context_bytes,
                 max_output_bytes: config.limits.max_output_bytes,
                 run_tokens: config.limits.run_tokens,
+                foreach_items: config.limits.foreach_items,
             },
             shutdown_grace: config.server.shutdown_grace,
             clock: crate::clock::Clock::system(),

@@ -10,6 +10,7 @@
 
 pub mod auth;
 mod body;
+mod children;
 pub mod console;
 pub mod cors;
 mod deletion;
@@ -21,6 +22,7 @@ pub mod observe;
 pub mod openapi;
 pub mod params;
 mod rerun;
+mod run_events;
 mod run_search;
 mod runs;
 mod schemas;
@@ -147,6 +149,7 @@ routes! {
         "/v1/runs/{id}/reject" => [post Write runs::reject],
         "/v1/runs/{id}/cancel" => [post Write runs::cancel],
         "/v1/runs/{id}/retry" => [post Write rerun::retry],
+        "/v1/runs/{id}/events/{name}" => [post Write run_events::send],
         "/v1/runs/{id}/logs" => [get Read logs::read, post Write logs::append],
         "/v1/runs/{id}/logs/stream" => [get Read logs::stream],
     }

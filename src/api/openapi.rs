@@ -256,6 +256,7 @@ mod tests {
                 "PENDING",
                 "RUNNING",
                 "WAITING_APPROVAL",
+                "WAITING",
                 "SUCCEEDED",
                 "FAILED",
                 "CANCELED"

@@ -34,8 +34,8 @@ use crate::model::{ContextMatch, PageRequest, Run, RunFilter, RunStatus, Timesta
             KEY (a dotted path of object keys: `context.order.id`) equals the value: the string, \
             or a number, boolean or null written as JSON (`context.tier=2` matches 2 and \"2\")"),
         ("view" = Option<String>, Query, description = "`full` (default): runs as `GET /v1/runs/{id}` \
-            answers them; `summary`: without context, step outputs and attempts, approvals or \
-            re-run history, for light lists"),
+            answers them; `summary`: without context, step outputs, attempts, foreach items and \
+            waits, approvals or re-run history, for light lists"),
         ("limit" = Option<u32>, Query, minimum = 1, description = "Page size (default 50, at most limits.max_page)"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")
     ),
@@ -67,8 +67,9 @@ fn summary(run: &Run) -> Value {
         }
         if let Some(Value::Array(steps)) = map.get_mut("steps") {
             for step in steps.iter_mut().filter_map(Value::as_object_mut) {
-                step.shift_remove("attempts");
-                step.shift_remove("output");
+                for field in ["attempts", "output", "items", "waiting"] {
+                    step.shift_remove(field);
+                }
             }
         }
     }

@@ -167,8 +167,8 @@ impl ToSchema for RunItem {
     }
 }
 
-/// A run as light lists show it (`view=summary`): no context, step outputs or attempts,
-/// approvals or re-run history.
+/// A run as light lists show it (`view=summary`): no context, step outputs, attempts,
+/// foreach items or waits, approvals or re-run history.
 #[derive(ToSchema)]
 pub struct RunSummary {
     id: String,
@@ -176,10 +176,13 @@ pub struct RunSummary {
     workflow_version: u32,
     status: RunStatus,
     current_step: usize,
+    /// The run that started this one as a child (`workflow` steps).
+    parent_run_id: Option<String>,
     steps: Vec<StepSummary>,
     error: Option<String>,
     #[schema(value_type = Option<Object>)]
     usage: Option<Value>,
+    budget: Option<crate::model::RunBudget>,
     #[schema(format = DateTime)]
     created_at: String,
     #[schema(format = DateTime)]
@@ -257,6 +260,15 @@ pub struct DecisionBody {
     /// Approve only: merged into the context, checked against `approval.input_schema`.
     #[schema(value_type = Object)]
     input: Option<Value>,
+}
+
+/// `POST /v1/runs/{id}/events/{name}`; an empty body sends `null` data.
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventBody {
+    /// The step's output; checked against the `event` step's `schema` when it has one.
+    #[schema(value_type = Object)]
+    data: Option<Value>,
 }
 
 /// A page of a run's log.

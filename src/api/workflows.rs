@@ -94,6 +94,8 @@ pub(super) async fn create(
         instantiate(&state, &doc).await?
     } else {
         let wf = state.validator.validate(&doc)?;
+        let own = doc.get("id").and_then(Value::as_str);
+        super::children::check(&state.store, &wf, own).await?;
         (doc, wf.name)
     };
     let id = match doc.get("id") {
@@ -279,6 +281,7 @@ pub(super) async fn replace(
     }
     let wf = state.validator.validate(&doc)?;
     refuse_archived(&state, &id).await?;
+    super::children::check(&state.store, &wf, Some(id.as_str())).await?;
     let stored = state
         .store
         .add_workflow_version(NewWorkflowVersion {

@@ -258,6 +258,7 @@ mod tests {
             workflow_version: 1,
             status: RunStatus::Failed,
             current_step: 0,
+            parent_run_id: None,
             context: Map::new(),
             steps: statuses
                 .iter()

@@ -14,6 +14,7 @@ mod client_options;
 mod console;
 mod cors;
 mod deletion;
+mod flow;
 mod health;
 mod helpers;
 mod hooks;

@@ -32,7 +32,7 @@ impl RunState {
         self.run.error = None;
         self.run.finished_at = None;
         self.run.control.active_ms = 0;
-        self.run.control.approval_deadline = None;
+        self.run.control.wake_at = None;
         self.set_run(RunStatus::Running, LogLevel::Info, message);
         self.run.started_at = Some(self.now());
         self.event("run.retried", None, RunStatus::Running.as_str());

@@ -104,6 +104,7 @@ pub async fn list_runs<C: GenericClient>(
         RUN_COLUMNS
             .replacen("context,", "'{}',", 1)
             .replacen("retries,", "'[]',", 1)
+            .replacen(" extra,", " NULL,", 1)
     } else {
         RUN_COLUMNS.to_owned()
     };
@@ -152,7 +153,7 @@ async fn load_summaries<C: GenericClient>(
     let steps = c
         .query(
             "SELECT run_id, idx, step_id, name, action, status, error, NULL::text, http_code, \
-             '[]', started_at, finished_at, waiting_since, truncated FROM step_runs \
+             '[]', started_at, finished_at, waiting_since, truncated, NULL::text FROM step_runs \
              WHERE run_id = ANY($1) ORDER BY run_id, idx",
             &[&ids],
         )

@@ -12,7 +12,7 @@ use crate::store::StoreError;
 /// Schema migrations in order; version `n` is `MIGRATIONS[n - 1]`.
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
-    // Numbered for the wave's plan (0002 lifecycle, 0003 triggers, …); applied in list order.
+    include_str!("migrations/0005_flow.sql"),
     include_str!("migrations/0006_api.sql"),
 ];
 

@@ -121,6 +121,7 @@ fn columns(summary: bool) -> String {
         RUN_COLUMNS
             .replacen("context,", "'{}',", 1)
             .replacen("retries,", "'[]',", 1)
+            .replacen(" extra,", " NULL,", 1)
     } else {
         RUN_COLUMNS.to_owned()
     }
@@ -184,7 +185,7 @@ fn load_summaries(
     let mut stmt = conn
         .prepare_cached(&format!(
             "SELECT run_id, idx, step_id, name, action, status, error, NULL, http_code, '[]', \
-             started_at, finished_at, waiting_since, truncated FROM step_runs \
+             started_at, finished_at, waiting_since, truncated, NULL FROM step_runs \
              WHERE run_id IN ({marks}) ORDER BY run_id, idx"
         ))
         .map_err(unavailable)?;

@@ -36,7 +36,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// Schema migrations in order; `PRAGMA user_version` records how many are applied.
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
-    // Numbered for the wave's plan (0002 lifecycle, 0003 triggers, …); applied in list order.
+    include_str!("migrations/0005_flow.sql"),
     include_str!("migrations/0006_api.sql"),
 ];
 
@@ -317,7 +317,8 @@ impl Store for SqliteStore {
             .read(move |conn| {
                 let mut stmt = conn
                     .prepare_cached(
-                        "SELECT id FROM runs WHERE approval_deadline <= ?1 AND status = 'WAITING_APPROVAL' \
+                        "SELECT id FROM runs WHERE approval_deadline <= ?1 \
+                         AND status IN ('WAITING_APPROVAL', 'WAITING') \
                          ORDER BY approval_deadline LIMIT ?2",
                     )
                     .map_err(unavailable)?;
