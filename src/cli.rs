@@ -1,4 +1,4 @@
-//! The command line: `orchestrator [-config FILE] [serve | validate FILE... | migrate]`.
+//! The command line: `orchestrator [-config FILE] [serve | validate FILE... | migrate | health]`.
 //!
 //! Go-style single-dash `-config` is accepted beside `--config`. `validate` checks
 //! definition files offline with the same validator the server uses.
@@ -39,6 +39,13 @@ pub enum Command {
     },
     /// Apply store migrations and exit.
     Migrate,
+    /// Probe a running server's /health (for container health checks); exit 1 unless it
+    /// answers 200.
+    Health {
+        /// The URL to probe (default: /health at server.host and server.port).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
 }
 
 /// The default configuration file.

@@ -15,6 +15,7 @@
 //! - [`metrics`]: the Prometheus metrics every part records into, served by `GET /metrics`.
 //! - [`api`]: the HTTP resources; the only place that knows actix-web.
 //! - [`app`]: wires everything together; `main` and the tests start the server through it.
+//! - [`probe`]: `orchestrator health`, the container health check.
 //!
 //! Data flows one way: api → engine → actions / store. The engine never sees HTTP handlers,
 //! and nothing but the store touches the database.
@@ -32,6 +33,7 @@ pub mod ids;
 pub mod logs;
 pub mod metrics;
 pub mod model;
+pub mod probe;
 pub mod store;
 pub mod telemetry;
 pub mod templates;

@@ -24,6 +24,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Some(Command::Validate { files }) => validate(&config, files),
         Some(Command::Migrate) => runtime().and_then(|rt| rt.block_on(migrate(config))),
+        Some(Command::Health { url }) => health(&config, url.as_deref()),
         None | Some(Command::Serve) => runtime().and_then(|rt| rt.block_on(serve(config))),
     };
     match result {
@@ -52,6 +53,17 @@ fn validate(
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn health(config: &orchestrator::config::Config, url: Option<&str>) -> anyhow::Result<ExitCode> {
+    use orchestrator::probe;
+    let url = match url {
+        Some(url) => url.to_owned(),
+        None => probe::default_url(config)?,
+    };
+    let status = probe::probe(&url, probe::TIMEOUT)?;
+    println!("{url}: {status}");
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn migrate(config: orchestrator::config::Config) -> anyhow::Result<ExitCode> {

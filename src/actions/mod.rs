@@ -28,7 +28,7 @@ use serde_json::{Map, Value};
 use crate::config::Config;
 use crate::definition::Violation;
 
-pub use client::{Body, ClientOptions, DEFAULT_MAX_BODY_BYTES, HttpClient, Request};
+pub use client::{Body, ClientError, ClientOptions, DEFAULT_MAX_BODY_BYTES, HttpClient, Request};
 pub use service::join as join_url;
 
 /// What a step is asked to do, with its input already rendered.
