@@ -30,10 +30,25 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("orchestrator: {e:#}");
+            eprintln!("orchestrator: {}", one_line(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and those of its causes its message does not already include, on one line.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

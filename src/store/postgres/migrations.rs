@@ -20,7 +20,15 @@ pub async fn run(config: &tokio_postgres::Config) -> Result<(), StoreError> {
     let (mut client, connection) = config
         .connect(NoTls)
         .await
-        .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
+        .map_err(|e| {
+            // tokio-postgres says only "error connecting to server"; the cause is the source.
+            let cause = std::error::Error::source(&e)
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default();
+            StoreError::Unavailable(format!(
+                "cannot connect to PostgreSQL: {e}{cause}; check database.dsn and that PostgreSQL accepts connections from this host"
+            ))
+        })?;
     let driver = tokio::spawn(connection);
     let result = apply(&mut client).await;
     drop(client);

@@ -47,6 +47,17 @@ pub struct SqliteStore {
     _lock: File,
 }
 
+/// A file or directory of the store could not be created; on a permission error, say what
+/// to fix (a container volume owned by root is the usual cause).
+fn cannot_create(path: &Path, e: &std::io::Error) -> StoreError {
+    let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+        "; database.path's directory must be writable by the user the server runs as"
+    } else {
+        ""
+    };
+    StoreError::Unavailable(format!("cannot create {}: {e}{hint}", path.display()))
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the store at `path`, applies migrations and clears leases.
     pub fn open(
@@ -55,14 +66,10 @@ impl SqliteStore {
         read_connections: usize,
     ) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
-            })?;
+            std::fs::create_dir_all(dir).map_err(|e| cannot_create(dir, &e))?;
         }
         let lock_path = PathBuf::from(format!("{}.lock", path.display()));
-        let lock = File::create(&lock_path).map_err(|e| {
-            StoreError::Unavailable(format!("cannot create {}: {e}", lock_path.display()))
-        })?;
+        let lock = File::create(&lock_path).map_err(|e| cannot_create(&lock_path, &e))?;
         lock.try_lock().map_err(|_| {
             StoreError::Unavailable(format!(
                 "{} is in use by another orchestrator process",
