@@ -205,7 +205,7 @@ grep -q "no CA certificates found.*install the ca-certificates package" <<<"$out
 mkdir -m 755 "$WORK/rootdir"
 out="$(podman run --rm -v "$WORK/rootdir:/var/lib/orchestrator" "$IMAGE" 2>&1)" \
     && ct_fail "the server started on a data directory it cannot write"
-grep -q "Permission denied.*must be writable by the user the server runs as" <<<"$out" \
+grep -q "database.path: cannot create /var/lib/orchestrator/.*Permission denied" <<<"$out" \
     || ct_fail "on a read-only data directory the server said: $out"
 
 # The W10 target: a static JSON file served on the host's 127.0.0.1.

@@ -11,13 +11,16 @@ use actix_web::middleware::from_fn;
 use actix_web::{App as ActixApp, HttpServer, web};
 use tokio::sync::Semaphore;
 
-use crate::actions::{ClientOptions, HttpClient};
+use crate::actions::Registry;
 use crate::api::{self, AppState};
 use crate::config::{Config, StoreConfig};
+use crate::definition::schema::SchemaError;
+use crate::definition::{Limits, Validator, WorkflowSchema};
 use crate::engine::{Engine, RunLimits, Settings};
 use crate::hooks::Hooks;
 use crate::logs::LogHub;
 use crate::metrics::{Metrics, MetricsError};
+use crate::outbound::{ClientOptions, HttpClient, UrlError};
 use crate::store::postgres::{PgOptions, PostgresStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::timed::TimedStore;
@@ -30,7 +33,7 @@ pub enum StartError {
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("workflow schema {0}")]
-    Schema(String),
+    Schema(#[from] SchemaError),
     #[error("template pack {0}")]
     Pack(#[from] PackError),
     #[error(transparent)]
@@ -40,8 +43,10 @@ pub enum StartError {
         address: String,
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Other(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[source] crate::outbound::ClientError),
+    #[error("hooks: {0}")]
+    HookTarget(#[from] UrlError),
 }
 
 /// A built server, bound to its port, not yet serving.
@@ -59,6 +64,22 @@ const HOOKS_GRACE: Duration = Duration::from_secs(5);
 /// On shutdown, how long HTTP requests may run beyond `server.shutdown_grace` (log streams
 /// stay open until the runs they follow have drained).
 const HTTP_MARGIN: Duration = Duration::from_secs(10);
+
+/// The validator a server with `config` uses: its workflow schema, its actions and its
+/// limits. `orchestrator validate` checks files with the same one.
+pub fn validator(config: &Config, actions: &Registry) -> Result<Validator, SchemaError> {
+    let schema = WorkflowSchema::load(config.workflow_schema.as_deref())?;
+    Ok(Validator::new(
+        schema,
+        Arc::new(actions.clone()),
+        Limits {
+            max_steps: config.limits.max_steps,
+            max_retries: config.limits.max_retries,
+            max_input_bytes: config.limits.max_input_bytes,
+        },
+        config.requires_approval,
+    ))
+}
 
 /// Opens the store the configuration names and applies its migrations.
 pub async fn open_store(config: &Config) -> Result<DynStore, StartError> {
@@ -78,7 +99,7 @@ pub async fn open_store(config: &Config) -> Result<DynStore, StartError> {
             statement_timeout,
         } => Ok(Arc::new(
             PostgresStore::open(&PgOptions {
-                dsn: dsn.clone(),
+                dsn: dsn.expose().to_owned(),
                 pool_size: *pool_size,
                 statement_timeout: *statement_timeout,
             })
@@ -97,18 +118,17 @@ impl App {
             policy: Some(config.outbound.clone()),
             max_body_bytes: config.limits.max_output_bytes,
         })
-        .map_err(|e| StartError::Other(format!("cannot build the HTTP client: {e}")))?;
+        .map_err(StartError::Client)?;
         // Hooks go only to URLs the operator configured: the outbound policy, which guards
         // against targets in workflow definitions, does not apply to them.
         let hooks_client = HttpClient::with_options(ClientOptions {
             policy: None,
             ..ClientOptions::default()
         })
-        .map_err(|e| StartError::Other(format!("cannot build the HTTP client: {e}")))?;
-        let hook_targets = crate::hooks::targets(&config).map_err(StartError::Other)?;
-        let validator = Arc::new(
-            crate::cli::validator_with(&config, client.clone()).map_err(StartError::Schema)?,
-        );
+        .map_err(StartError::Client)?;
+        let hook_targets = crate::hooks::targets(&config.services, &config.hooks)?;
+        let actions = Registry::new(&config.services, client);
+        let validator = Arc::new(validator(&config, &actions)?);
         let pack = Arc::new(Pack::load(config.templates_path.as_deref(), &validator)?);
         let hub = Arc::new(LogHub::with_capacity(config.logs.feed_capacity));
         let settings = Settings {
@@ -125,10 +145,12 @@ impl App {
                 max_output_bytes: config.limits.max_output_bytes,
             },
             shutdown_grace: config.server.shutdown_grace,
+            clock: crate::clock::Clock::system(),
         };
         let engine = Engine::new(
             store.clone(),
             validator.clone(),
+            actions,
             hub,
             crate::ids::new_owner(),
             settings,
@@ -162,7 +184,7 @@ impl App {
             ActixApp::new()
                 .app_data(state.clone())
                 .wrap(from_fn(api::auth::authorize))
-                .wrap(from_fn(api::requests::observe))
+                .wrap(from_fn(api::observe::observe))
                 .configure(api::configure)
         })
         .disable_signals()

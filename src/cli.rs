@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 
-use crate::actions::{HttpClient, Registry};
+use crate::actions::Registry;
 use crate::config::Config;
-use crate::definition::{Limits, Validator, WorkflowSchema, parse_document};
+use crate::definition::schema::SchemaError;
+use crate::definition::{Validator, parse_document};
+use crate::outbound::HttpClient;
 
 /// Command-line arguments.
 #[derive(Debug, Parser)]
@@ -76,26 +78,20 @@ impl Cli {
     }
 }
 
-/// The validator a server with `config` would use.
-pub fn validator(config: &Config) -> Result<Validator, String> {
-    let client = HttpClient::new().map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-    validator_with(config, client)
+/// The validator a server with `config` would use (its actions never call out here).
+pub fn validator(config: &Config) -> Result<Validator, CliError> {
+    let client = HttpClient::new().map_err(CliError::Client)?;
+    let actions = Registry::new(&config.services, client);
+    Ok(crate::app::validator(config, &actions)?)
 }
 
-/// The validator of `config`, whose actions call out through `client`.
-pub fn validator_with(config: &Config, client: HttpClient) -> Result<Validator, String> {
-    let schema =
-        WorkflowSchema::load(config.workflow_schema.as_deref()).map_err(|e| e.to_string())?;
-    Ok(Validator::new(
-        schema,
-        Registry::new(config, client),
-        Limits {
-            max_steps: config.limits.max_steps,
-            max_retries: config.limits.max_retries,
-            max_input_bytes: config.limits.max_input_bytes,
-        },
-        config.requires_approval,
-    ))
+/// Why a command could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[source] crate::outbound::ClientError),
+    #[error("workflow schema {0}")]
+    Schema(#[from] SchemaError),
 }
 
 /// Validates each file, printing one line per file and one per violation; true when all

@@ -1,29 +1,35 @@
 //! `orchestrator`: a declarative workflow runtime.
 //!
 //! # Layout
-//! - [`config`]: `config.yaml` + environment → a validated [`config::Config`].
-//! - [`definition`]: the workflow model, JSON Schema and semantic validation, the step DAG.
-//! - [`templates`]: the template pack and instantiation of templates into workflows.
-//! - [`expr`]: the one expression language (minijinja) for `{{ }}`, `when` and `if`.
-//! - [`model`]: records shared by the store, the engine and the API (runs, steps, logs).
-//! - [`store`]: the [`store::Store`] trait and its implementations; the only place that knows SQL.
-//! - [`actions`]: one file per action behind [`actions::Action`], plus the registry, the
-//!   one outbound HTTP client and its policy ([`actions::policy`]), and output sizes.
+//! Modules sit on floors and import only from lower ones (`tests/layout.rs` checks it):
+//!
+//! - Ground floor, plain data and pure helpers: [`model`] (runs, steps, logs as stored
+//!   and served), [`ids`] (prefixed ULIDs), [`problems`] (a violation at a JSON pointer),
+//!   [`secret`] (values that never print), [`size`] (JSON sizes and the truncation
+//!   marker), [`probe`] (the HTTP probe of `orchestrator health`), [`clock`] (wall time, manual in tests), [`expr`] (the one expression
+//!   language, minijinja), [`metrics`] (the Prometheus registry every part records into).
+//! - [`outbound`]: the one HTTP client, its SSRF policy, failure classes, the one backoff
+//!   schedule. [`definition`]: the workflow model, JSON Schema and semantic checks, the
+//!   step DAG. [`store`]: the [`store::Store`] trait, SQLite and PostgreSQL; the only
+//!   place that knows SQL.
+//! - [`config`]: `config.yaml` + environment → raw shapes → a checked [`config::Config`]
+//!   of typed sections.
+//! - [`actions`]: one file per action behind [`actions::Action`], and the registry.
+//!   [`hooks`]: delivery of run and step events from the outbox. [`logs`]: live fan-out
+//!   of committed log entries. [`templates`]: the template pack. [`telemetry`]: tracing.
 //! - [`engine`]: the run state machine: scheduling, retry, approvals, cancel, resume.
-//! - [`logs`]: live fan-out of committed log entries to subscribers.
-//! - [`hooks`]: delivery of run and step events from the store's outbox to hook targets.
-//! - [`metrics`]: the Prometheus metrics every part records into, served by `GET /metrics`.
 //! - [`api`]: the HTTP resources; the only place that knows actix-web.
 //! - [`app`]: wires everything together; `main` and the tests start the server through it.
-//! - [`probe`]: `orchestrator health`, the container health check.
+//! - [`cli`]: the command line (serve, validate, migrate, health).
 //!
-//! Data flows one way: api → engine → actions / store. The engine never sees HTTP handlers,
-//! and nothing but the store touches the database.
+//! Data flows one way: api → engine → actions / store. The engine never sees HTTP
+//! handlers, and nothing but the store touches the database.
 
 pub mod actions;
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod definition;
 pub mod engine;
@@ -33,7 +39,11 @@ pub mod ids;
 pub mod logs;
 pub mod metrics;
 pub mod model;
+pub mod outbound;
 pub mod probe;
+pub mod problems;
+pub mod secret;
+pub mod size;
 pub mod store;
 pub mod telemetry;
 pub mod templates;

@@ -30,25 +30,13 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("orchestrator: {}", one_line(&e));
+            eprintln!(
+                "orchestrator: {}",
+                orchestrator::problems::chain(e.as_ref())
+            );
             ExitCode::FAILURE
         }
     }
-}
-
-/// The error and those of its causes its message does not already include, on one line.
-fn one_line(e: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in e.chain() {
-        let cause = cause.to_string();
-        if !text.contains(&cause) {
-            if !text.is_empty() {
-                text.push_str(": ");
-            }
-            text.push_str(&cause);
-        }
-    }
-    text
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -74,7 +62,7 @@ fn health(config: &orchestrator::config::Config, url: Option<&str>) -> anyhow::R
     use orchestrator::probe;
     let url = match url {
         Some(url) => url.to_owned(),
-        None => probe::default_url(config)?,
+        None => probe::default_url(&config.server.host, config.server.port)?,
     };
     let status = probe::probe(&url, probe::TIMEOUT)?;
     println!("{url}: {status}");

@@ -2,16 +2,14 @@
 //!
 //! It sends one `GET` over plain HTTP/1.1 (standard library only: no TLS, no CA store, no
 //! async runtime) to the server's `/health`, or to a given URL, and succeeds on a `200`.
-//! The default address follows the configuration, so `ORCHESTRATOR_SERVER__PORT` moves
-//! the probe with the server.
+//! The default address follows the configuration (`server.host`, `server.port`), so
+//! `ORCHESTRATOR_SERVER__PORT` moves the probe with the server.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use url::Url;
-
-use crate::config::Config;
 
 /// How long the probe waits to connect, and then for the answer.
 pub const TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,21 +27,21 @@ pub enum ProbeError {
     Unhealthy { url: String, status_line: String },
 }
 
-/// The `/health` URL of the server `config` describes: a server listening on every
-/// address (`0.0.0.0`, `::`) is probed on loopback.
-pub fn default_url(config: &Config) -> Result<String, ProbeError> {
-    if config.server.port == 0 {
+/// The `/health` URL of a server configured to listen on `host` and `port`: a server
+/// listening on every address (`0.0.0.0`, `::`) is probed on loopback.
+pub fn default_url(host: &str, port: u16) -> Result<String, ProbeError> {
+    if port == 0 {
         return Err(ProbeError::Usage(
             "server.port is 0 (any free port), so the probe cannot know it: pass --url".into(),
         ));
     }
-    let host = match config.server.host.parse::<IpAddr>() {
+    let host = match host.parse::<IpAddr>() {
         Ok(IpAddr::V4(ip)) if ip.is_unspecified() => "127.0.0.1".to_owned(),
         Ok(IpAddr::V6(ip)) if ip.is_unspecified() => "[::1]".to_owned(),
         Ok(IpAddr::V6(ip)) => format!("[{ip}]"),
-        _ => config.server.host.clone(),
+        _ => host.to_owned(),
     };
-    Ok(format!("http://{host}:{}/health", config.server.port))
+    Ok(format!("http://{host}:{port}/health"))
 }
 
 /// Sends `GET url`; the status line of a `200` answer, else why not.
@@ -123,13 +121,6 @@ mod tests {
     use super::*;
     use std::net::TcpListener;
 
-    fn config(host: &str, port: u16) -> Config {
-        let mut raw = crate::config::RawConfig::default();
-        raw.server.host = host.into();
-        raw.server.port = port;
-        Config::from_raw(std::path::Path::new("test"), raw).unwrap()
-    }
-
     /// A one-shot server answering `answer`; returns its address and the request it read.
     fn serve_once(answer: &'static str) -> (u16, std::thread::JoinHandle<String>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -151,19 +142,16 @@ mod tests {
     #[test]
     fn a_server_on_every_address_is_probed_on_loopback_at_its_port() {
         assert_eq!(
-            default_url(&config("0.0.0.0", 8100)).unwrap(),
+            default_url("0.0.0.0", 8100).unwrap(),
             "http://127.0.0.1:8100/health"
         );
+        assert_eq!(default_url("::", 9000).unwrap(), "http://[::1]:9000/health");
         assert_eq!(
-            default_url(&config("::", 9000)).unwrap(),
-            "http://[::1]:9000/health"
-        );
-        assert_eq!(
-            default_url(&config("10.1.2.3", 8100)).unwrap(),
+            default_url("10.1.2.3", 8100).unwrap(),
             "http://10.1.2.3:8100/health"
         );
         assert!(matches!(
-            default_url(&config("0.0.0.0", 0)),
+            default_url("0.0.0.0", 0),
             Err(ProbeError::Usage(_))
         ));
     }

@@ -12,8 +12,9 @@ use std::path::Path;
 
 use serde_json::{Map, Value, json};
 
-use crate::definition::{Invalid, Stage, Validator, Violation, Workflow};
+use crate::definition::{Invalid, Stage, Validator, Workflow};
 use crate::expr::render_params;
+use crate::problems::Violation;
 
 /// The bundled template pack.
 pub const BUNDLED_PACK: &str = include_str!("../templates/templates.json");

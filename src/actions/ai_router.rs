@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use super::http::is_template;
 use super::service::{Service, ServiceRequest, body_of, input_object};
 use super::{Action, Call, Failure, Outcome};
-use crate::definition::Violation;
+use crate::problems::Violation;
 
 /// The default path of chat completions.
 pub const PATH: &str = "/v1/chat/completions";

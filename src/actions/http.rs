@@ -3,13 +3,11 @@
 
 use std::time::Duration;
 
+use super::{Action, Call, Failure, Outcome};
+use crate::outbound::{Body, HttpClient, Request, parse_http_url};
+use crate::problems::Violation;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
-use url::Url;
-
-use super::client::{Body, HttpClient, Request};
-use super::{Action, Call, Failure, Outcome};
-use crate::definition::Violation;
 
 /// The `http` action.
 pub struct Http {
@@ -23,34 +21,34 @@ impl Http {
     }
 }
 
-/// Parses an absolute `http`/`https` URL.
-pub fn parse_http_url(text: &str) -> Result<Url, String> {
-    let url = Url::parse(text).map_err(|e| format!("{text:?} is not an absolute URL: {e}"))?;
-    match url.scheme() {
-        "http" | "https" if url.host().is_some() => Ok(url),
-        "http" | "https" => Err(format!("{text:?} has no host")),
-        other => Err(format!(
-            "{text:?}: only http and https URLs are allowed, not {other}"
-        )),
-    }
-}
-
 /// True when `s` holds a `{{ }}` or `{% %}` template, checked only once rendered.
 pub fn is_template(s: &str) -> bool {
     s.contains("{{") || s.contains("{%")
 }
 
+/// The HTTP methods a step may use.
+const METHODS: [reqwest::Method; 7] = [
+    reqwest::Method::GET,
+    reqwest::Method::POST,
+    reqwest::Method::PUT,
+    reqwest::Method::PATCH,
+    reqwest::Method::DELETE,
+    reqwest::Method::HEAD,
+    reqwest::Method::OPTIONS,
+];
+
+/// A method name no step may use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown HTTP method {0:?}; use one of GET, POST, PUT, PATCH, DELETE, HEAD, OPTIONS")]
+pub struct UnknownMethod(String);
+
 /// Parses an HTTP method name, case-insensitively.
-pub fn parse_method(text: &str) -> Result<reqwest::Method, String> {
-    const KNOWN: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+pub fn parse_method(text: &str) -> Result<reqwest::Method, UnknownMethod> {
     let upper = text.to_ascii_uppercase();
-    if !KNOWN.contains(&upper.as_str()) {
-        return Err(format!(
-            "unknown HTTP method {text:?}; use one of {}",
-            KNOWN.join(", ")
-        ));
-    }
-    reqwest::Method::from_bytes(upper.as_bytes()).map_err(|e| e.to_string())
+    METHODS
+        .into_iter()
+        .find(|m| m.as_str() == upper)
+        .ok_or_else(|| UnknownMethod(text.to_owned()))
 }
 
 /// A map of strings, or a clear error naming `field`.
@@ -80,13 +78,13 @@ impl Action for Http {
             && !is_template(url)
             && let Err(e) = parse_http_url(url)
         {
-            out.push(Violation::new("/url", e));
+            out.push(Violation::new("/url", e.to_string()));
         }
         if let Some(Value::String(method)) = input.get("method")
             && !is_template(method)
             && let Err(e) = parse_method(method)
         {
-            out.push(Violation::new("/method", e));
+            out.push(Violation::new("/method", e.to_string()));
         }
         out
     }
@@ -101,12 +99,16 @@ impl Action for Http {
             .as_object()
             .ok_or_else(|| Failure::rejected("input must be an object"))?;
         let url = match input.get("url") {
-            Some(Value::String(u)) => parse_http_url(u).map_err(Failure::rejected)?,
+            Some(Value::String(u)) => {
+                parse_http_url(u).map_err(|e| Failure::rejected(e.to_string()))?
+            }
             _ => return Err(Failure::rejected("input.url must be a string")),
         };
         let method = match input.get("method") {
             None | Some(Value::Null) => reqwest::Method::POST,
-            Some(Value::String(m)) => parse_method(m).map_err(Failure::rejected)?,
+            Some(Value::String(m)) => {
+                parse_method(m).map_err(|e| Failure::rejected(e.to_string()))?
+            }
             Some(_) => return Err(Failure::rejected("input.method must be a string")),
         };
         let headers = string_pairs(input, "headers")?;
@@ -125,7 +127,7 @@ impl Action for Http {
             body,
             idempotency_key: call.idempotency_key,
         };
-        self.client.send(request).await
+        Ok(self.client.send(request).await?.into())
     }
 }
 
@@ -145,10 +147,17 @@ mod tests {
         assert!(
             parse_http_url("ftp://example.com")
                 .unwrap_err()
+                .to_string()
                 .contains("only http and https")
         );
         assert!(parse_http_url("/relative").is_err());
         assert!(parse_http_url("file:///etc/passwd").is_err());
+    }
+
+    #[test]
+    fn methods_are_known_names_in_any_case() {
+        assert_eq!(parse_method("get").unwrap(), reqwest::Method::GET);
+        assert!(parse_method("fetch").is_err());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 use super::service::{ENDPOINT, Service, ServiceRequest, input_object};
 use super::{Action, Call, Failure, Outcome};
-use crate::definition::Violation;
+use crate::problems::Violation;
 
 /// The `memarch.store_fact` action.
 pub struct StoreFact {

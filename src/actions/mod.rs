@@ -4,17 +4,15 @@
 //! Actions are stateless and know nothing of runs beyond the [`Call`] they are given: the
 //! engine renders the input, applies the per-attempt timeout, aborts on cancel (by dropping
 //! the future, which closes any connection), and decides about retries from the
-//! [`Failure`] an action reports. Adding an action touches its file and [`Registry::new`].
+//! [`Failure`] an action reports. Network actions call out through the one client of
+//! [`crate::outbound`]. Adding an action touches its file and [`Registry::new`].
 
 mod ai_router;
-mod client;
 mod condition;
 mod http;
 mod memarch;
-pub mod policy;
 mod scm;
 mod service;
-pub mod size;
 mod transform;
 mod web;
 
@@ -25,11 +23,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
-use crate::config::Config;
-use crate::definition::Violation;
+use crate::config::Services;
+use crate::definition::Catalog;
+use crate::outbound::{HttpClient, Response};
+use crate::problems::Violation;
 
-pub use client::{Body, ClientError, ClientOptions, DEFAULT_MAX_BODY_BYTES, HttpClient, Request};
-pub use service::join as join_url;
+pub use crate::outbound::{Failure, FailureKind};
 
 /// What a step is asked to do, with its input already rendered.
 #[derive(Debug, Clone)]
@@ -65,6 +64,18 @@ impl Outcome {
     }
 }
 
+impl From<Response> for Outcome {
+    /// A 2xx answer: `{status, headers, body}` as output.
+    fn from(response: Response) -> Self {
+        Self {
+            output: response.output,
+            http_code: Some(response.status),
+            effect: Effect::None,
+            usage: None,
+        }
+    }
+}
+
 /// What a successful step does to its run besides producing output.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
@@ -73,45 +84,6 @@ pub enum Effect {
     MergeContext(Map<String, Value>),
     /// End the run now as `SUCCEEDED`; steps not reached are `SKIPPED`.
     StopRun,
-}
-
-/// Why an attempt failed. The retry policy decides from `kind` whether to try again.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Failure {
-    pub kind: FailureKind,
-    pub message: String,
-    pub http_code: Option<u16>,
-    /// The downstream's `Retry-After`, when it sent one.
-    pub retry_after: Option<Duration>,
-    /// What the downstream answered, kept on the failed step for debugging.
-    pub output: Option<Value>,
-}
-
-/// The class of a failure, as `retry_on` names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// The downstream answered with a non-2xx status.
-    Status(u16),
-    /// The attempt ran out of time.
-    Timeout,
-    /// The connection could not be made or broke.
-    Network,
-    /// The step cannot succeed by trying again (bad input, a false condition, a malformed
-    /// answer); never retried.
-    Rejected,
-}
-
-impl Failure {
-    /// A failure that retrying cannot fix.
-    pub fn rejected(message: impl Into<String>) -> Self {
-        Self {
-            kind: FailureKind::Rejected,
-            message: message.into(),
-            http_code: None,
-            retry_after: None,
-            output: None,
-        }
-    }
 }
 
 /// One kind of step.
@@ -157,8 +129,7 @@ impl Registry {
     /// Every action, sharing one pooled HTTP client. Service actions take their base URL,
     /// timeout and headers from their `config.yaml` section; whether a section is configured
     /// decides whether a step without `endpoint` passes the submission check.
-    pub fn new(config: &Config, client: HttpClient) -> Self {
-        let services = &config.services;
+    pub fn new(services: &Services, client: HttpClient) -> Self {
         let service = |key, section| service::Service::new(key, section, client.clone());
         let ai_router = service("ai_router", &services.ai_router);
         let web = service("web", &services.web);
@@ -191,8 +162,47 @@ impl Registry {
         self.actions.get(name).cloned()
     }
 
-    /// Names of all actions.
-    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.actions.keys().copied()
+    /// The action called `name`, or one that fails every attempt saying it is unknown
+    /// (validated definitions name only known actions, so this is a safety net).
+    pub fn get_or_unknown(&self, name: &str) -> Arc<dyn Action> {
+        self.get(name)
+            .unwrap_or_else(|| Arc::new(Unknown(name.to_owned())))
+    }
+}
+
+/// Stands in for an action this server does not have.
+struct Unknown(String);
+
+#[async_trait]
+impl Action for Unknown {
+    async fn execute(&self, _call: Call) -> Result<Outcome, Failure> {
+        Err(Failure::rejected(format!(
+            "unknown action {:?} on this server",
+            self.0
+        )))
+    }
+}
+
+impl Catalog for Registry {
+    fn knows(&self, name: &str) -> bool {
+        self.actions.contains_key(name)
+    }
+
+    fn names(&self) -> Vec<&'static str> {
+        self.actions.keys().copied().collect()
+    }
+
+    fn check_input(&self, name: &str, input: &Map<String, Value>) -> Vec<Violation> {
+        self.actions
+            .get(name)
+            .map(|a| a.check(input))
+            .unwrap_or_default()
+    }
+
+    fn expression_fields(&self, name: &str) -> &'static [&'static str] {
+        self.actions
+            .get(name)
+            .map(|a| a.expression_fields())
+            .unwrap_or_default()
     }
 }

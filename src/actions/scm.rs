@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use super::http::{is_template, parse_method, string_pairs};
 use super::service::{ENDPOINT, Service, ServiceRequest, input_object};
 use super::{Action, Call, Failure, Outcome};
-use crate::definition::Violation;
+use crate::problems::Violation;
 
 /// The `scm.call` action.
 pub struct ScmCall {
@@ -64,7 +64,7 @@ impl Action for ScmCall {
             && !is_template(method)
             && let Err(e) = parse_method(method)
         {
-            out.push(Violation::new("/method", e));
+            out.push(Violation::new("/method", e.to_string()));
         }
         out
     }
@@ -77,7 +77,9 @@ impl Action for ScmCall {
         let input = input_object(&call)?;
         let method = match input.get("method") {
             None | Some(Value::Null) => reqwest::Method::POST,
-            Some(Value::String(m)) => parse_method(m).map_err(Failure::rejected)?,
+            Some(Value::String(m)) => {
+                parse_method(m).map_err(|e| Failure::rejected(e.to_string()))?
+            }
             Some(_) => return Err(Failure::rejected("input.method must be a string")),
         };
         let path = match input.get("path") {

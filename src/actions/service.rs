@@ -15,11 +15,12 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use url::Url;
 
-use super::client::{Body, HttpClient, Request};
-use super::http::{is_template, parse_http_url};
+use super::http::is_template;
 use super::{Call, Failure, FailureKind, Outcome};
-use crate::config;
-use crate::definition::Violation;
+use crate::config::ServiceSection;
+use crate::outbound::{Body, HttpClient, Request, join, parse_http_url};
+use crate::problems::Violation;
+use crate::secret::Secret;
 
 /// The input key that overrides a service action's default target.
 pub const ENDPOINT: &str = "endpoint";
@@ -31,7 +32,7 @@ pub struct Service {
     key: &'static str,
     base_url: Option<Url>,
     timeout: Duration,
-    headers: Vec<(String, String)>,
+    headers: Vec<(String, Secret)>,
     client: HttpClient,
 }
 
@@ -59,16 +60,12 @@ impl ServiceRequest {
 
 impl Service {
     /// The service of config section `key`.
-    pub fn new(key: &'static str, section: &config::Service, client: HttpClient) -> Self {
+    pub fn new(key: &'static str, section: &ServiceSection, client: HttpClient) -> Self {
         Self {
             key,
             base_url: section.base_url.clone(),
             timeout: section.timeout,
-            headers: section
-                .headers
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            headers: section.headers.clone(),
             client,
         }
     }
@@ -112,7 +109,7 @@ impl Service {
             Some(Value::String(text)) => parse_http_url(text)
                 .map_err(|e| Failure::rejected(format!("{}: endpoint {e}", self.key))),
             None | Some(Value::Null) => match &self.base_url {
-                Some(base) => join(base, path).map_err(Failure::rejected),
+                Some(base) => join(base, path).map_err(|e| Failure::rejected(e.to_string())),
                 None => Err(Failure::rejected(format!(
                     "{}.base_url is not configured and the step has no endpoint",
                     self.key
@@ -126,7 +123,11 @@ impl Service {
     /// only to the configured service's origin, not to an `endpoint` elsewhere.
     fn headers_for(&self, url: &Url) -> Vec<(String, String)> {
         match &self.base_url {
-            Some(base) if base.origin() == url.origin() => self.headers.clone(),
+            Some(base) if base.origin() == url.origin() => self
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -136,7 +137,7 @@ impl Service {
     pub async fn send(&self, call: &Call, request: ServiceRequest) -> Result<Outcome, Failure> {
         let input = input_object(call)?;
         let url = self.target(input, &request.path)?;
-        let outcome = self
+        let response = self
             .client
             .send(Request {
                 method: request.method,
@@ -147,7 +148,7 @@ impl Service {
                 idempotency_key: call.idempotency_key.clone(),
             })
             .await?;
-        require_json(self.key, &url, outcome)
+        require_json(self.key, &url, response.into())
     }
 }
 
@@ -163,17 +164,6 @@ pub fn body_of(input: &Map<String, Value>) -> Value {
     let mut body = input.clone();
     body.shift_remove(ENDPOINT);
     Value::Object(body)
-}
-
-/// `base` followed by `path`, keeping any path prefix of `base` (`http://h/api` + `/v1/x`
-/// is `http://h/api/v1/x`, where `Url::join` would drop `/api`).
-pub fn join(base: &Url, path: &str) -> Result<Url, String> {
-    let text = format!(
-        "{}/{}",
-        base.as_str().trim_end_matches('/'),
-        path.trim_start_matches('/')
-    );
-    Url::parse(&text).map_err(|e| format!("{text:?} is not a valid URL: {e}"))
 }
 
 /// Parses a body that arrived as text (the service sent no JSON content type); a body that
@@ -206,7 +196,7 @@ mod tests {
     use serde_json::json;
 
     fn service(base: Option<&str>) -> Service {
-        let section = config::Service {
+        let section = ServiceSection {
             base_url: base.map(|b| Url::parse(b).unwrap()),
             timeout: Duration::from_secs(3),
             headers: Default::default(),
@@ -246,7 +236,7 @@ mod tests {
     #[test]
     fn configured_headers_go_only_to_the_configured_origin() {
         let mut s = service(Some("http://h:1/api"));
-        s.headers = vec![("Authorization".into(), "Bearer t".into())];
+        s.headers = vec![("Authorization".into(), Secret::new("Bearer t"))];
         let same = Url::parse("http://h:1/other/path").unwrap();
         assert_eq!(s.headers_for(&same).len(), 1);
         let elsewhere = Url::parse("http://h:2/api/v1/search").unwrap();

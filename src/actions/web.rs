@@ -8,10 +8,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
-use super::http::{is_template, parse_http_url};
+use super::http::is_template;
 use super::service::{Service, ServiceRequest, input_object};
 use super::{Action, Call, Failure, Outcome};
-use crate::definition::Violation;
+use crate::outbound::parse_http_url;
+use crate::problems::Violation;
 
 /// The `web.search` action.
 pub struct Search {
@@ -59,7 +60,7 @@ impl Action for Extract {
             Some(Value::String(url)) if is_template(url) => {}
             Some(Value::String(url)) => {
                 if let Err(e) = parse_http_url(url) {
-                    out.push(Violation::new("/url", e));
+                    out.push(Violation::new("/url", e.to_string()));
                 }
             }
             None | Some(Value::Null) => {}

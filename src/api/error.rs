@@ -7,8 +7,9 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
-use crate::definition::{Invalid, Violation};
+use crate::definition::Invalid;
 use crate::engine::EngineError;
+use crate::problems::{Violation, chain};
 use crate::store::StoreError;
 
 /// The media type of error bodies.
@@ -40,13 +41,12 @@ pub enum ApiError {
     Conflict(String),
     #[error("request body exceeds the limit of {0} bytes")]
     TooLarge(usize),
-    #[error("{0}")]
-    Unavailable(String),
+    /// The store failed: `503` while it is unavailable, `500` for data it cannot read.
+    #[error(transparent)]
+    Store(StoreError),
     /// The server is at a configured capacity; the client may try again shortly.
     #[error("{0}")]
     Busy(String),
-    #[error("{0}")]
-    Internal(String),
 }
 
 impl ApiError {
@@ -77,9 +77,9 @@ impl ApiError {
             Self::MethodNotAllowed(_) => ("method-not-allowed", "Method not allowed"),
             Self::Conflict(_) => ("conflict", "Conflict"),
             Self::TooLarge(_) => ("payload-too-large", "Payload too large"),
-            Self::Unavailable(_) => ("unavailable", "Service unavailable"),
+            Self::Store(e) if e.is_unavailable() => ("unavailable", "Service unavailable"),
+            Self::Store(_) => ("internal", "Internal error"),
             Self::Busy(_) => ("busy", "Server busy"),
-            Self::Internal(_) => ("internal", "Internal error"),
         }
     }
 }
@@ -106,8 +106,9 @@ impl ResponseError for ApiError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Unavailable(_) | Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Store(e) if e.is_unavailable() => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -115,13 +116,14 @@ impl ResponseError for ApiError {
         let status = self.status_code();
         let (slug, title) = self.slug_and_title();
         let detail = match self {
-            Self::Internal(reason) => {
-                tracing::error!(%reason, "internal error");
-                "the server hit an unexpected condition; see its log".to_owned()
-            }
-            Self::Unavailable(reason) => {
+            Self::Store(e) if e.is_unavailable() => {
+                let reason = chain(e);
                 tracing::warn!(%reason, "store unavailable");
-                format!("the store is unavailable: {reason}")
+                format!("the {reason}").replacen("store unavailable", "store is unavailable", 1)
+            }
+            Self::Store(e) => {
+                tracing::error!(reason = %chain(e), "internal error");
+                "the server hit an unexpected condition; see its log".to_owned()
             }
             other => other.to_string(),
         };
@@ -171,8 +173,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(what) => Self::NotFound(what),
             StoreError::Conflict(why) => Self::Conflict(why),
             StoreError::Invalid(why) => Self::bad_request("", why),
-            StoreError::Unavailable(why) => Self::Unavailable(why),
-            StoreError::Corrupt(why) => Self::Internal(why),
+            other => Self::Store(other),
         }
     }
 }
@@ -189,8 +190,7 @@ impl From<EngineError> for ApiError {
                 detail: message,
                 errors: violations,
             },
-            EngineError::Unavailable(why) => Self::Unavailable(why),
-            EngineError::Internal(why) => Self::Internal(why),
+            EngineError::Store(e) => Self::Store(e),
         }
     }
 }

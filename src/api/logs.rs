@@ -26,7 +26,7 @@ use crate::model::LogLevel;
 use crate::store::StoreError;
 
 /// Entries answered by `GET …/logs` without `limit`.
-const DEFAULT_PAGE: usize = 1000;
+const DEFAULT_LOG_PAGE: usize = 1000;
 
 #[derive(Deserialize)]
 pub(super) struct ReadQuery {
@@ -64,7 +64,7 @@ pub(super) async fn read(
     q: web::Query<ReadQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let max = state.logs.max_page;
-    let limit = q.limit.unwrap_or(DEFAULT_PAGE.min(max));
+    let limit = q.limit.unwrap_or(DEFAULT_LOG_PAGE.min(max));
     if limit == 0 || limit > max {
         return Err(ApiError::bad_request(
             "/limit",

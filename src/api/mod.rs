@@ -14,8 +14,8 @@ pub mod error;
 mod health;
 mod logs;
 mod metrics;
+pub mod observe;
 pub mod openapi;
-pub mod requests;
 mod runs;
 mod schemas;
 mod templates;
@@ -30,7 +30,7 @@ use serde::Deserialize;
 
 use tokio::sync::Semaphore;
 
-use crate::config::{ApiToken, RawLimits, RawRunLogs};
+use crate::config::{ApiToken, RunLogSettings, ServerLimits};
 use crate::definition::Validator;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
@@ -46,9 +46,9 @@ pub struct AppState {
     pub engine: Engine,
     pub validator: Arc<Validator>,
     pub pack: Arc<Pack>,
-    pub limits: RawLimits,
+    pub limits: ServerLimits,
     /// Run log limits and streaming settings.
-    pub logs: RawRunLogs,
+    pub logs: RunLogSettings,
     /// One permit per open SSE log stream (`logs.max_streams`).
     pub log_streams: Arc<Semaphore>,
     pub metrics: Arc<Metrics>,
@@ -161,11 +161,11 @@ pub struct Paging {
 }
 
 /// Default page size.
-pub const DEFAULT_PAGE: usize = 50;
+pub const DEFAULT_LIST_PAGE: usize = 50;
 
 impl Paging {
-    fn request(&self, limits: &RawLimits) -> Result<PageRequest, ApiError> {
-        let limit = self.limit.unwrap_or(DEFAULT_PAGE);
+    fn request(&self, limits: &ServerLimits) -> Result<PageRequest, ApiError> {
+        let limit = self.limit.unwrap_or(DEFAULT_LIST_PAGE);
         if limit == 0 || limit > limits.max_page {
             return Err(ApiError::bad_request(
                 "/limit",

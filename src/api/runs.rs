@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use super::body::Document;
 use super::schemas::{self, DecisionBody as DecisionDoc, Problem, RunList};
 use super::{ApiError, AppState, Caller, Paging};
-use crate::engine::{Request, StartRun};
+use crate::engine::{Intervention, StartRun};
 use crate::model::{Run, RunFilter, RunStatus};
 
 /// The longest `Idempotency-Key` accepted.
@@ -273,7 +273,7 @@ pub(super) async fn approve(
     doc: Document,
 ) -> Result<HttpResponse, ApiError> {
     let body = decision_body(doc)?;
-    let request = Request::Approve {
+    let request = Intervention::Approve {
         step: body.step,
         by: caller.name(),
         comment: body.comment,
@@ -315,7 +315,7 @@ pub(super) async fn reject(
             "a rejection takes no input",
         ));
     }
-    let request = Request::Reject {
+    let request = Intervention::Reject {
         step: body.step,
         by: caller.name(),
         comment: body.comment,
@@ -345,7 +345,7 @@ pub(super) async fn cancel(
 ) -> Result<HttpResponse, ApiError> {
     let run = state
         .engine
-        .decide(&id, Request::Cancel { by: caller.name() })
+        .decide(&id, Intervention::Cancel { by: caller.name() })
         .await?;
     Ok(HttpResponse::Ok().json(run))
 }

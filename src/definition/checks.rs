@@ -2,19 +2,18 @@
 //! so a user fixes a definition in one round trip.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::dag::{Dag, DagError};
-use super::{
-    ApprovalPolicy, OnFailure, RetryClass, RetryPolicy, Step, Validator, Violation, Workflow,
-};
-use crate::actions::size::json_len;
-use crate::expr::{Expr, ROOTS, STEP_FIELDS, Template, escape_pointer};
-use crate::model::Decision;
+use super::policies::{ApprovalSpec, RetrySpec, approval_policy, retry_policy};
+use super::refs::RefScope;
+use super::{OnFailure, Step, Validator, Workflow};
+use crate::expr::{Expr, Template, escape_pointer};
+use crate::problems::Violation;
+use crate::size::json_len;
 
 #[derive(Deserialize)]
 struct WorkflowSpec {
@@ -49,27 +48,6 @@ struct StepSpec {
     #[serde(default)]
     on_failure: Option<String>,
 }
-
-#[derive(Deserialize, Default)]
-struct RetrySpec {
-    max: Option<u32>,
-    backoff_ms: Option<u64>,
-    multiplier: Option<f64>,
-    max_backoff_ms: Option<u64>,
-    jitter: Option<bool>,
-    retry_on: Option<Vec<String>>,
-    deadline_ms: Option<u64>,
-}
-
-#[derive(Deserialize, Default)]
-struct ApprovalSpec {
-    timeout_ms: Option<u64>,
-    on_timeout: Option<String>,
-    input_schema: Option<Value>,
-}
-
-/// Globals of the expression language that are not variables.
-const FUNCTIONS: [&str; 4] = ["range", "dict", "debug", "namespace"];
 
 /// Checks a schema-valid document and builds the typed workflow.
 pub fn build(validator: &Validator, document: &Value) -> Result<Workflow, Vec<Violation>> {
@@ -213,64 +191,6 @@ fn dag_violation(error: DagError, specs: &[StepSpec]) -> Violation {
     }
 }
 
-/// What a template in one step may read.
-struct RefScope<'a> {
-    step: usize,
-    names: &'a HashMap<&'a str, usize>,
-    dag: Option<&'a Dag>,
-}
-
-impl RefScope<'_> {
-    /// Why `reference` (a dotted name such as `steps.fetch.output`) may not be read, if so.
-    fn check(&self, reference: &str) -> Option<String> {
-        let mut parts = reference.split('.');
-        let root = parts.next().unwrap_or_default();
-        if FUNCTIONS.contains(&root) {
-            return None;
-        }
-        if !ROOTS.contains(&root) {
-            return Some(format!(
-                "unknown variable {root:?}; templates may read {}",
-                ROOTS.join(", ")
-            ));
-        }
-        match (root, parts.next(), parts.next()) {
-            ("steps", Some(name), field) => {
-                let Some(&target) = self.names.get(name) else {
-                    return Some(format!("{reference:?} refers to unknown step {name:?}"));
-                };
-                if target == self.step {
-                    return Some(format!("{reference:?}: a step cannot read its own result"));
-                }
-                if self.dag.is_some_and(|d| !d.is_upstream(target, self.step)) {
-                    return Some(format!(
-                        "{reference:?}: step {name:?} is not upstream of this step (add it to depends_on)"
-                    ));
-                }
-                match field {
-                    Some(f) if !STEP_FIELDS.contains(&f) => Some(format!(
-                        "{reference:?}: steps have {}, not {f:?}",
-                        STEP_FIELDS.join(", ")
-                    )),
-                    _ => None,
-                }
-            }
-            ("run", Some(field), _) if !["id", "workflow_id"].contains(&field) => {
-                Some(format!("{reference:?}: run has id and workflow_id"))
-            }
-            _ => None,
-        }
-    }
-
-    fn check_all(&self, pointer: &str, refs: Vec<(String, String)>, v: &mut Vec<Violation>) {
-        for (at, reference) in refs {
-            if let Some(message) = self.check(&reference) {
-                v.push(Violation::new(format!("{pointer}{at}"), message));
-            }
-        }
-    }
-}
-
 fn build_step(
     validator: &Validator,
     i: usize,
@@ -279,9 +199,8 @@ fn build_step(
     v: &mut Vec<Violation>,
 ) -> Option<Step> {
     let at = format!("/steps/{i}");
-    let action = validator.actions.get(&s.action);
-    let Some(action) = action else {
-        let known: Vec<&str> = validator.actions.names().collect();
+    if !validator.actions.knows(&s.action) {
+        let known = validator.actions.names();
         v.push(Violation::new(
             format!("{at}/action"),
             format!(
@@ -291,8 +210,8 @@ fn build_step(
             ),
         ));
         return None;
-    };
-    for violation in action.check(&s.input) {
+    }
+    for violation in validator.actions.check_input(&s.action, &s.input) {
         v.push(Violation::new(
             format!("{at}/input{}", violation.pointer),
             violation.message,
@@ -300,7 +219,7 @@ fn build_step(
     }
     let mut input = s.input.clone();
     let mut expressions = Vec::new();
-    for &field in action.expression_fields() {
+    for &field in validator.actions.expression_fields(&s.action) {
         let Some(value) = input.shift_remove(field) else {
             continue;
         };
@@ -358,13 +277,12 @@ fn build_step(
             }
         });
     let retry = retry_policy(validator, &at, s.retry.as_ref(), v);
-    let approval = approval_policy(validator, &at, s, v);
+    let approval = approval_policy(validator, &at, s.requires_approval, s.approval.as_ref(), v);
     Some(Step {
         index: i,
         id: s.id.clone().unwrap_or_else(|| s.name.clone()),
         name: s.name.clone(),
         action_name: s.action.clone(),
-        action,
         input: input?,
         expressions,
         retry: retry?,
@@ -378,113 +296,20 @@ fn build_step(
     })
 }
 
-fn retry_policy(
-    validator: &Validator,
-    at: &str,
-    spec: Option<&RetrySpec>,
-    v: &mut Vec<Violation>,
-) -> Option<RetryPolicy> {
-    let Some(spec) = spec else {
-        return Some(RetryPolicy::default());
-    };
-    let d = RetryPolicy::default();
-    let policy = RetryPolicy {
-        max: spec.max.unwrap_or(0),
-        backoff_ms: spec.backoff_ms.unwrap_or(d.backoff_ms),
-        multiplier: spec.multiplier.unwrap_or(d.multiplier),
-        max_backoff_ms: spec.max_backoff_ms.unwrap_or(d.max_backoff_ms),
-        jitter: spec.jitter.unwrap_or(false),
-        retry_on: spec.retry_on.as_ref().map(|classes| {
-            classes
-                .iter()
-                .filter_map(|c| RetryClass::parse(c))
-                .collect()
-        }),
-        deadline_ms: spec.deadline_ms,
-    };
-    let before = v.len();
-    if policy.max > validator.limits.max_retries {
-        v.push(Violation::new(
-            format!("{at}/retry/max"),
-            format!(
-                "{} retries exceed the limit of {}",
-                policy.max, validator.limits.max_retries
-            ),
-        ));
-    }
-    if policy.backoff_ms > policy.max_backoff_ms {
-        v.push(Violation::new(
-            format!("{at}/retry/backoff_ms"),
-            format!(
-                "backoff_ms {} exceeds max_backoff_ms {}",
-                policy.backoff_ms, policy.max_backoff_ms
-            ),
-        ));
-    }
-    if !(1.0..=100.0).contains(&policy.multiplier) {
-        v.push(Violation::new(
-            format!("{at}/retry/multiplier"),
-            "multiplier must be between 1 and 100",
-        ));
-    }
-    if let (Some(classes), Some(given)) = (&policy.retry_on, &spec.retry_on)
-        && classes.len() != given.len()
-    {
-        v.push(Violation::new(
-            format!("{at}/retry/retry_on"),
-            "unknown retry class",
-        ));
-    }
-    (v.len() == before).then_some(policy)
-}
-
-fn approval_policy(
-    validator: &Validator,
-    at: &str,
-    s: &StepSpec,
-    v: &mut Vec<Violation>,
-) -> Option<Option<ApprovalPolicy>> {
-    if !(s.requires_approval || s.approval.is_some() || validator.approve_every_step) {
-        return Some(None);
-    }
-    let spec = s.approval.as_ref();
-    let input_schema = match spec.and_then(|a| a.input_schema.as_ref()) {
-        None => None,
-        Some(schema) => match jsonschema::options().build(schema) {
-            Ok(compiled) => Some(Arc::new(compiled)),
-            Err(e) => {
-                v.push(Violation::new(
-                    format!("{at}/approval/input_schema"),
-                    format!("not a valid JSON Schema: {e}"),
-                ));
-                return None;
-            }
-        },
-    };
-    Some(Some(ApprovalPolicy {
-        timeout: spec.and_then(|a| a.timeout_ms).map(Duration::from_millis),
-        on_timeout: match spec.and_then(|a| a.on_timeout.as_deref()) {
-            Some("approve") => Decision::Approved,
-            _ => Decision::Rejected,
-        },
-        input_schema,
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::{Invalid, Limits, Stage, WorkflowSchema};
     use super::*;
-    use crate::actions::HttpClient;
+    use crate::outbound::HttpClient;
     use serde_json::json;
 
     fn validator() -> Validator {
         let config =
             crate::config::Config::from_raw(std::path::Path::new("t"), Default::default()).unwrap();
-        let actions = crate::actions::Registry::new(&config, HttpClient::new().unwrap());
+        let actions = crate::actions::Registry::new(&config.services, HttpClient::new().unwrap());
         Validator::new(
             WorkflowSchema::bundled().unwrap(),
-            actions,
+            std::sync::Arc::new(actions),
             Limits {
                 max_steps: 10,
                 max_retries: 5,

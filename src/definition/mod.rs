@@ -8,36 +8,21 @@
 
 mod checks;
 pub mod dag;
+mod policies;
+mod refs;
 pub mod schema;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::actions::{Action, Registry};
 use crate::expr::{Expr, Template};
 use crate::model::Decision;
+use crate::problems::Violation;
 
 pub use dag::Dag;
 pub use schema::WorkflowSchema;
-
-/// One problem with a definition, at a JSON pointer.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct Violation {
-    pub pointer: String,
-    pub message: String,
-}
-
-impl Violation {
-    pub fn new(pointer: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            pointer: pointer.into(),
-            message: message.into(),
-        }
-    }
-}
 
 /// The validation stage that rejected a definition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,7 +160,6 @@ pub struct Step {
     pub id: String,
     pub name: String,
     pub action_name: String,
-    pub action: Arc<dyn Action>,
     /// The input without its expression fields.
     pub input: Template,
     /// Input keys holding bare expressions (condition `if`), evaluated to booleans.
@@ -222,10 +206,23 @@ pub struct Limits {
     pub max_input_bytes: usize,
 }
 
-/// Validates definitions with one schema, one action registry and one set of limits.
+/// The actions a definition may name, as validation sees them: their names and the
+/// checks of their input. The server's action registry is one.
+pub trait Catalog: Send + Sync {
+    /// True when an action called `name` exists.
+    fn knows(&self, name: &str) -> bool;
+    /// Every action name, for messages.
+    fn names(&self) -> Vec<&'static str>;
+    /// Static checks of a step's input at submission; pointers are relative to the input.
+    fn check_input(&self, name: &str, input: &Map<String, Value>) -> Vec<Violation>;
+    /// Input keys of action `name` that hold bare expressions rather than templates.
+    fn expression_fields(&self, name: &str) -> &'static [&'static str];
+}
+
+/// Validates definitions with one schema, one action catalog and one set of limits.
 pub struct Validator {
     schema: WorkflowSchema,
-    actions: Registry,
+    actions: Arc<dyn Catalog>,
     limits: Limits,
     approve_every_step: bool,
 }
@@ -233,7 +230,7 @@ pub struct Validator {
 impl std::fmt::Debug for Validator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Validator")
-            .field("actions", &self.actions)
+            .field("actions", &self.actions.names())
             .finish_non_exhaustive()
     }
 }
@@ -252,7 +249,7 @@ impl Validator {
     /// `approve_every_step` is `policy.requires_approval`.
     pub fn new(
         schema: WorkflowSchema,
-        actions: Registry,
+        actions: Arc<dyn Catalog>,
         limits: Limits,
         approve_every_step: bool,
     ) -> Self {
@@ -277,11 +274,6 @@ impl Validator {
             stage: Stage::Semantic,
             violations,
         })
-    }
-
-    /// The action registry definitions are checked against.
-    pub fn actions(&self) -> &Registry {
-        &self.actions
     }
 }
 

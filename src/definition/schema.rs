@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::Violation;
+use crate::problems::Violation;
 
 /// The bundled workflow schema.
 pub const WORKFLOW_SCHEMA: &str = include_str!("../../schema/workflow.schema.json");

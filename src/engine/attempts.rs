@@ -10,15 +10,15 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::notes::response_excerpt;
+use super::failure_details::response_excerpt;
 use super::retry::{GiveUp, next_delay};
 use super::state::Start;
-use crate::actions::size;
-use crate::actions::{Action, Effect, Failure, FailureKind, Outcome};
+use crate::actions::{Action, Effect, Failure, Outcome};
 use crate::definition::RetryPolicy;
 use crate::expr::Redactor;
 use crate::metrics::StepMetrics;
 use crate::model::{Attempt, now};
+use crate::size;
 
 /// What a step's attempts report to the run's task.
 #[derive(Debug)]
@@ -192,15 +192,9 @@ async fn attempt(plan: &StepPlan, start: &Start, elapsed: Duration) -> Result<Ou
     let call = plan.action.execute(start.call.clone());
     match timeout {
         None => call.await,
-        Some(limit) => tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
-            Err(Failure {
-                kind: FailureKind::Timeout,
-                message: format!("timed out after {} ms", limit.as_millis()),
-                http_code: None,
-                retry_after: None,
-                output: None,
-            })
-        }),
+        Some(limit) => tokio::time::timeout(limit, call)
+            .await
+            .unwrap_or_else(|_| Err(Failure::timed_out(limit))),
     }
 }
 

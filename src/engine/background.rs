@@ -16,9 +16,10 @@ use std::time::Duration;
 
 use tokio::sync::broadcast::error::RecvError;
 
-use super::decide::Request;
-use super::runner::Command;
-use super::{EngineError, Shared};
+use super::EngineError;
+use super::decide::Intervention;
+use super::runner::RunMessage;
+use super::shared::Shared;
 use crate::model::now;
 use crate::store::Notice;
 
@@ -117,7 +118,7 @@ async fn approvals(shared: Arc<Shared>) {
             }
         };
         for run_id in due {
-            match shared.decide(&run_id, Request::Timeout).await {
+            match shared.decide(&run_id, Intervention::Timeout).await {
                 Ok(run) => tracing::info!(run_id, status = %run.status, "approval timed out"),
                 Err(EngineError::Conflict(_)) => {}
                 Err(e) => tracing::warn!(run_id, error = %e, "applying an approval timeout failed"),
@@ -164,7 +165,7 @@ async fn watch(shared: Arc<Shared>, mut notices: tokio::sync::broadcast::Receive
                         .ok()
                         .and_then(|a| a.get(&run_id).cloned());
                     if let Some(task) = task {
-                        let _ = task.send(Command::Refresh { rev });
+                        let _ = task.send(RunMessage::Refresh { rev });
                     }
                 }
                 if let Some((first, last)) = logs {

@@ -7,12 +7,12 @@
 use serde_json::Value;
 
 use super::state::RunState;
-use crate::definition::Violation;
-use crate::model::{Approval, Decision, LogLevel, RunStatus, StepStatus, now};
+use crate::model::{Approval, Decision, LogLevel, RunStatus, StepStatus};
+use crate::problems::Violation;
 
 /// A decision about a run.
 #[derive(Debug, Clone)]
-pub enum Request {
+pub enum Intervention {
     Approve {
         step: Option<String>,
         by: String,
@@ -47,7 +47,7 @@ pub enum Refusal {
 
 impl RunState {
     /// Applies `request`, recording its changes for the next commit.
-    pub fn decide(&mut self, request: Request) -> Result<(), Refusal> {
+    pub fn decide(&mut self, request: Intervention) -> Result<(), Refusal> {
         if self.run.status.is_terminal() {
             return Err(Refusal::Conflict(format!(
                 "run {} is already {}",
@@ -55,13 +55,13 @@ impl RunState {
             )));
         }
         match request {
-            Request::Cancel { by } => {
+            Intervention::Cancel { by } => {
                 let reason = format!("canceled by {by}");
                 self.abort_running(&reason);
                 self.finish(RunStatus::Canceled, Some(reason));
                 Ok(())
             }
-            Request::Approve {
+            Intervention::Approve {
                 step,
                 by,
                 comment,
@@ -71,12 +71,12 @@ impl RunState {
                 self.check_input(idx, input.as_ref())?;
                 self.approve(idx, by, comment, input)
             }
-            Request::Reject { step, by, comment } => {
+            Intervention::Reject { step, by, comment } => {
                 let idx = self.waiting_step(step.as_deref())?;
                 self.reject(idx, by, comment);
                 Ok(())
             }
-            Request::Timeout => self.time_out(),
+            Intervention::Timeout => self.time_out(),
         }
     }
 
@@ -157,12 +157,11 @@ impl RunState {
             step: self.run.steps[idx].name.clone(),
             decision,
             by,
-            at: now(),
+            at: self.now(),
             comment,
             input,
         };
-        self.run.approvals.push(approval.clone());
-        self.approvals.push(approval);
+        self.record_approval(approval);
     }
 
     fn approve(
@@ -223,7 +222,7 @@ impl RunState {
     }
 
     fn time_out(&mut self) -> Result<(), Refusal> {
-        let at = now();
+        let at = self.now();
         let due: Vec<usize> = (0..self.run.steps.len())
             .filter(|&i| {
                 let s = &self.run.steps[i];

@@ -9,36 +9,38 @@
 mod attempts;
 mod background;
 mod decide;
-mod notes;
+mod failure_details;
 pub mod retry;
 mod runner;
+mod shared;
 pub mod state;
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::actions::size::json_len;
-use crate::definition::{Validator, Violation, Workflow};
+use crate::actions::Registry;
+use crate::clock::Clock;
+use crate::definition::{Validator, Workflow};
 use crate::logs::{LogHub, LogTail};
 use crate::metrics::Metrics;
 use crate::model::{
     LogEntry, LogLevel, NewLogEntry, Page, PageRequest, Run, RunFilter, RunStatus, StepRun,
     StepStatus, now,
 };
-use crate::store::{
-    Committed, DynStore, Guard, IdempotencyClaim, Lease, LogLimits, NewRun, OwnerChange,
-    StoreError, Transition,
-};
+use crate::problems::Violation;
+use crate::secret::Secret;
+use crate::size::json_len;
+use crate::store::{DynStore, IdempotencyClaim, LogLimits, NewRun, StoreError};
 
-pub use decide::{Refusal, Request};
-use runner::Command;
+pub use decide::{Intervention, Refusal};
+use shared::Shared;
 use state::RunState;
 
 /// Why the engine refused or failed a request, phrased for the API to map.
@@ -53,10 +55,9 @@ pub enum EngineError {
         message: String,
         violations: Vec<Violation>,
     },
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    #[error("internal error: {0}")]
-    Internal(String),
+    /// The store failed (unavailable, or holding data it cannot read).
+    #[error(transparent)]
+    Store(StoreError),
 }
 
 impl From<StoreError> for EngineError {
@@ -68,8 +69,7 @@ impl From<StoreError> for EngineError {
                 message: why,
                 violations: Vec::new(),
             },
-            StoreError::Unavailable(why) => Self::Unavailable(why),
-            StoreError::Corrupt(why) => Self::Internal(why),
+            other => Self::Store(other),
         }
     }
 }
@@ -96,7 +96,7 @@ pub struct Settings {
     pub lease_ttl: Duration,
     pub poll_interval: Duration,
     pub idempotency_ttl: Duration,
-    pub secrets: Arc<BTreeMap<String, String>>,
+    pub secrets: Arc<BTreeMap<String, Secret>>,
     /// Write hook events to the outbox (some hook target is configured).
     pub emit_events: bool,
     /// Most entries a run's log may hold before client appends are refused.
@@ -105,6 +105,8 @@ pub struct Settings {
     pub limits: RunLimits,
     /// On shutdown, how long steps in flight may take to finish.
     pub shutdown_grace: Duration,
+    /// Where the run state machine reads the time.
+    pub clock: Clock,
 }
 
 /// Size limits applied to runs, in bytes of compact JSON (`limits.*_bytes`).
@@ -115,7 +117,7 @@ pub struct RunLimits {
     /// The run context: at start (`400`), after approvals (`400`) and after a step's `set`
     /// (the step fails).
     pub max_context_bytes: usize,
-    /// A step's output as stored; larger outputs are truncated (see `crate::actions::size`).
+    /// A step's output as stored; larger outputs are truncated (see `crate::size`).
     pub max_output_bytes: usize,
 }
 
@@ -129,37 +131,6 @@ pub struct StartRun {
     pub idempotency: Option<(String, String)>,
 }
 
-pub(crate) struct Shared {
-    store: DynStore,
-    validator: Arc<Validator>,
-    hub: Arc<LogHub>,
-    owner: String,
-    settings: Settings,
-    metrics: Arc<Metrics>,
-    workflows: Mutex<HashMap<(String, u32), Arc<Workflow>>>,
-    active: Mutex<HashMap<String, mpsc::UnboundedSender<Command>>>,
-    permits: Arc<Semaphore>,
-    wake: Notify,
-    /// Set when runs may be waiting in the store for a slot here (created or resumed
-    /// without one, or announced claimable by another server); cleared by the claim loop
-    /// just before it claims. A run task ending wakes the claim loop only while it is
-    /// set, so that a busy server does not query for queued runs after every run.
-    queued: AtomicBool,
-    /// Cancelled when the server starts to stop: run tasks stop starting steps and drain,
-    /// and the claim, approval and purge loops end.
-    shutdown: CancellationToken,
-    /// Cancelled once run tasks have drained: log streams end with a final event and the
-    /// heartbeat stops (leases are renewed while runs drain).
-    closed: CancellationToken,
-    /// Run tasks, and claimed runs waiting for a slot.
-    runs: TaskTracker,
-    /// The background loops.
-    tasks: TaskTracker,
-    /// The runtime every engine task runs on, whichever thread asked for it (API
-    /// handlers run on actix's per-worker runtimes).
-    runtime: tokio::runtime::Handle,
-}
-
 /// The engine handle; cheap to clone.
 #[derive(Clone)]
 pub struct Engine {
@@ -167,7 +138,7 @@ pub struct Engine {
 }
 
 /// Compiled workflows kept in memory; versions never change, so entries never go stale.
-const WORKFLOW_CACHE: usize = 1024;
+pub(crate) const WORKFLOW_CACHE: usize = 1024;
 
 /// On shutdown, time allowed beyond the grace period for commits and loops to finish.
 const SETTLE: Duration = Duration::from_secs(5);
@@ -177,6 +148,7 @@ impl Engine {
     pub fn new(
         store: DynStore,
         validator: Arc<Validator>,
+        actions: Registry,
         hub: Arc<LogHub>,
         owner: String,
         settings: Settings,
@@ -187,6 +159,7 @@ impl Engine {
             shared: Arc::new(Shared {
                 store,
                 validator,
+                actions,
                 hub,
                 owner,
                 settings,
@@ -317,7 +290,7 @@ impl Engine {
     }
 
     /// Applies a decision (approve, reject, cancel) to a run, wherever it is.
-    pub async fn decide(&self, run_id: &str, request: Request) -> Result<Run, EngineError> {
+    pub async fn decide(&self, run_id: &str, request: Intervention) -> Result<Run, EngineError> {
         self.shared.decide(run_id, request).await
     }
 
@@ -425,220 +398,5 @@ impl Engine {
     /// The compiled definition of a workflow version.
     pub async fn workflow(&self, id: &str, version: u32) -> Result<Arc<Workflow>, EngineError> {
         self.shared.workflow(id, version).await
-    }
-}
-
-/// The run and step statuses a transition reaches, for metrics.
-#[derive(Default)]
-struct Outcomes {
-    run: Option<RunStatus>,
-    steps: Vec<(String, StepStatus)>,
-}
-
-impl Outcomes {
-    fn of(tx: &Transition) -> Self {
-        let mut out = Self::default();
-        for change in tx.logs.iter().filter_map(|e| e.status.as_ref()) {
-            match (&change.step, change.step_status) {
-                (None, _) if change.run_status.is_terminal() => out.run = Some(change.run_status),
-                (Some(name), Some(status)) if status.is_finished() => {
-                    let action = tx.steps.iter().find(|(_, s)| &s.name == name);
-                    if let Some((_, step)) = action {
-                        out.steps.push((step.action.clone(), status));
-                    }
-                }
-                _ => {}
-            }
-        }
-        out
-    }
-
-    fn record(self, metrics: &Metrics) {
-        for (action, status) in &self.steps {
-            metrics.step_finished(action, *status);
-        }
-        if let Some(status) = self.run {
-            metrics.run_finished(status);
-        }
-    }
-}
-
-impl Shared {
-    fn lease(&self) -> Lease {
-        Lease {
-            owner: self.owner.clone(),
-            ttl: self.settings.lease_ttl,
-        }
-    }
-
-    async fn workflow(&self, id: &str, version: u32) -> Result<Arc<Workflow>, EngineError> {
-        let key = (id.to_owned(), version);
-        if let Some(wf) = self
-            .workflows
-            .lock()
-            .ok()
-            .and_then(|c| c.get(&key).cloned())
-        {
-            return Ok(wf);
-        }
-        let stored = self.store.get_workflow(id, Some(version)).await?;
-        let wf = Arc::new(self.validator.validate(&stored.definition).map_err(|e| {
-            let detail: Vec<String> = e
-                .violations
-                .iter()
-                .map(|v| format!("{} {}", v.pointer, v.message))
-                .collect();
-            EngineError::Conflict(format!(
-                "workflow {id} version {version} is no longer valid on this server: {}",
-                detail.join("; ")
-            ))
-        })?);
-        if let Ok(mut cache) = self.workflows.lock() {
-            if cache.len() >= WORKFLOW_CACHE {
-                cache.clear();
-            }
-            cache.insert(key, wf.clone());
-        }
-        Ok(wf)
-    }
-
-    /// A slot to execute a run now, unless there is none or the server is stopping (then
-    /// the run is left for a claim after the next start).
-    fn try_slot(&self) -> Option<OwnedSemaphorePermit> {
-        if self.shutdown.is_cancelled() {
-            return None;
-        }
-        self.permits.clone().try_acquire_owned().ok()
-    }
-
-    /// Gives up this server's claim on a run it has not started, so that the next start
-    /// (of this or another server) can take it at once rather than after the lease expires.
-    async fn release(&self, run_id: &str) {
-        let guard = Guard {
-            rev: None,
-            owner: Some(self.owner.clone()),
-            status_in: Some(vec![RunStatus::Pending, RunStatus::Running]),
-        };
-        let mut tx = Transition::new(run_id, guard);
-        tx.owner = OwnerChange::Release;
-        match self.commit(tx).await {
-            Ok(_) | Err(StoreError::Conflict(_)) => {}
-            Err(e) => tracing::warn!(run_id, error = %e, "releasing a claimed run failed"),
-        }
-    }
-
-    /// Commits a transition, publishes its log entries, and counts the run and step
-    /// outcomes it recorded (every status change is in the log, so nothing is missed).
-    async fn commit(&self, tx: Transition) -> Result<Committed, StoreError> {
-        let run_id = tx.run_id.clone();
-        let outcomes = Outcomes::of(&tx);
-        let committed = self.store.commit(tx).await?;
-        outcomes.record(&self.metrics);
-        self.hub.publish(&run_id, &committed.logs);
-        Ok(committed)
-    }
-
-    /// Starts the task of a run this server owns.
-    fn spawn_run(self: &Arc<Self>, run: Run, permit: OwnedSemaphorePermit) {
-        self.spawn_task(run.id.clone(), Some(run), permit);
-    }
-
-    fn spawn_task(
-        self: &Arc<Self>,
-        run_id: String,
-        run: Option<Run>,
-        permit: OwnedSemaphorePermit,
-    ) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        if let Ok(mut active) = self.active.lock() {
-            if active.contains_key(&run_id) {
-                return;
-            }
-            active.insert(run_id.clone(), tx);
-        }
-        self.runs.spawn_on(
-            runner::drive(self.clone(), run_id, run, rx, permit),
-            &self.runtime,
-        );
-    }
-
-    fn task_ended(&self, run_id: &str) {
-        if let Ok(mut active) = self.active.lock() {
-            active.remove(run_id);
-        }
-        if self.queued.load(Ordering::SeqCst) {
-            self.wake.notify_one();
-        }
-    }
-
-    /// Wakes the claim loop for runs waiting in the store for a slot.
-    fn queue_wake(&self) {
-        self.queued.store(true, Ordering::SeqCst);
-        self.wake.notify_one();
-    }
-
-    async fn decide(self: &Arc<Self>, run_id: &str, request: Request) -> Result<Run, EngineError> {
-        for _ in 0..20 {
-            let task = self.active.lock().ok().and_then(|a| a.get(run_id).cloned());
-            if let Some(task) = task {
-                let (reply, answer) = oneshot::channel();
-                let sent = task.send(Command::Decide {
-                    request: request.clone(),
-                    reply,
-                });
-                if sent.is_ok()
-                    && let Ok(result) = answer.await
-                {
-                    return result;
-                }
-                // The task ended before it answered: decide from the store instead.
-                tokio::task::yield_now().await;
-                continue;
-            }
-            let run = self.store.get_run(run_id).await?;
-            let wf = self
-                .workflow(&run.workflow_id, run.workflow_version)
-                .await?;
-            let rev = run.control.rev;
-            let mut state = RunState::new(run, wf, &self.settings);
-            state.decide(request.clone())?;
-            match self.resume_decided(state, rev).await {
-                Err(EngineError::Conflict(_)) => continue,
-                other => return other,
-            }
-        }
-        Err(EngineError::Conflict(format!(
-            "run {run_id} kept changing; try again"
-        )))
-    }
-
-    /// Commits a decision taken on a run read at revision `rev`, and starts the run here
-    /// when it can go on (and this server has room; otherwise it is left for a claim).
-    async fn resume_decided(
-        self: &Arc<Self>,
-        mut state: RunState,
-        rev: u64,
-    ) -> Result<Run, EngineError> {
-        let guard = Guard {
-            rev: Some(rev),
-            ..Guard::default()
-        };
-        let runs_on = matches!(state.run.status, RunStatus::Running | RunStatus::Pending);
-        let permit = if runs_on { self.try_slot() } else { None };
-        let owner = match (&permit, runs_on) {
-            (Some(_), _) => OwnerChange::Take(self.lease()),
-            (None, _) => OwnerChange::Release,
-        };
-        let Some(tx) = state.pending(guard, owner) else {
-            return Ok(state.run);
-        };
-        let committed = self.commit(tx).await?;
-        state.committed(committed.rev);
-        match permit {
-            Some(permit) => self.spawn_run(state.run.clone(), permit),
-            None if runs_on => self.queue_wake(),
-            None => {}
-        }
-        Ok(state.run)
     }
 }

@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use crate::actions::{Failure, FailureKind};
 use crate::definition::{RetryClass, RetryPolicy};
+use crate::outbound::{Backoff, Failure, FailureKind, Jitter};
 
 /// True when `policy` retries failures of this kind.
 pub fn is_retryable(policy: &RetryPolicy, kind: FailureKind) -> bool {
@@ -30,11 +30,13 @@ pub fn is_retryable(policy: &RetryPolicy, kind: FailureKind) -> bool {
     })
 }
 
-/// The delay before retry number `retry` (1 for the first retry), before jitter.
-pub fn backoff(policy: &RetryPolicy, retry: u32) -> Duration {
-    let exponent = retry.saturating_sub(1).min(64) as i32;
-    let ms = policy.backoff_ms as f64 * policy.multiplier.powi(exponent);
-    Duration::from_millis(ms.min(policy.max_backoff_ms as f64) as u64)
+/// The backoff schedule of a step's `retry`.
+pub fn schedule(policy: &RetryPolicy) -> Backoff {
+    Backoff {
+        initial: Duration::from_millis(policy.backoff_ms),
+        multiplier: policy.multiplier,
+        max: Duration::from_millis(policy.max_backoff_ms),
+    }
 }
 
 /// Why a failed attempt is not retried.
@@ -64,10 +66,12 @@ pub fn next_delay(
     if attempts > policy.max {
         return Err(GiveUp::Exhausted);
     }
-    let mut delay = backoff(policy, attempts);
-    if policy.jitter {
-        delay = delay.mul_f64(jitter_unit.clamp(0.0, 1.0));
-    }
+    let jitter = if policy.jitter {
+        Jitter::Full
+    } else {
+        Jitter::None
+    };
+    let mut delay = schedule(policy).jittered(attempts, jitter, jitter_unit);
     if let Some(asked) = failure.retry_after {
         delay = delay
             .max(asked)
@@ -108,7 +112,9 @@ mod tests {
     #[test]
     fn delays_grow_geometrically_up_to_the_cap() {
         let p = policy(10);
-        let delays: Vec<u64> = (1..=6).map(|n| backoff(&p, n).as_millis() as u64).collect();
+        let delays: Vec<u64> = (1..=6)
+            .map(|n| schedule(&p).delay(n).as_millis() as u64)
+            .collect();
         assert_eq!(delays, [100, 200, 400, 800, 1000, 1000]);
     }
 

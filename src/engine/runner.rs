@@ -21,17 +21,19 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::EngineError;
 use super::attempts::{self, StepEvent, StepPlan};
-use super::decide::Request;
+use super::decide::Intervention;
+use super::shared::Shared;
 use super::state::{Phase, RunState, Start};
-use super::{EngineError, Shared};
 use crate::model::{LogLevel, Run, RunStatus};
-use crate::store::{Guard, OwnerChange, StoreError};
+use crate::outbound::Backoff;
+use crate::store::{Guard, OwnerChange};
 
 /// A message to a run's task.
-pub enum Command {
+pub enum RunMessage {
     Decide {
-        request: Request,
+        request: Intervention,
         reply: oneshot::Sender<Result<Run, EngineError>>,
     },
     /// Another server committed revision `rev` of this run (a store notice).
@@ -54,7 +56,7 @@ struct Runner {
     in_flight: HashMap<usize, AbortHandle>,
     events_tx: mpsc::UnboundedSender<StepEvent>,
     events: mpsc::UnboundedReceiver<StepEvent>,
-    commands: mpsc::UnboundedReceiver<Command>,
+    inbox: mpsc::UnboundedReceiver<RunMessage>,
     since: Instant,
     /// The run's first start here, to be counted once it is committed.
     starting: bool,
@@ -66,7 +68,7 @@ pub async fn drive(
     shared: Arc<Shared>,
     run_id: String,
     run: Option<Run>,
-    commands: mpsc::UnboundedReceiver<Command>,
+    inbox: mpsc::UnboundedReceiver<RunMessage>,
     permit: OwnedSemaphorePermit,
 ) {
     // Every line logged while this run executes carries its id (steps add `step`).
@@ -88,7 +90,7 @@ pub async fn drive(
             in_flight: HashMap::new(),
             events_tx,
             events,
-            commands,
+            inbox,
             since: Instant::now(),
             starting: false,
         };
@@ -174,15 +176,15 @@ impl Runner {
                     }
                     self.stop_branches_if_over();
                 }
-                Some(command) = self.commands.recv() => {
-                    if self.command(command).await? {
+                Some(message) = self.inbox.recv() => {
+                    if self.receive(message).await? {
                         return Ok(Exit::Released);
                     }
                 }
                 _ = sleep_until(deadline) => {
-                    let limit = self.state.wf.timeout.unwrap_or_default().as_millis();
-                    self.abort_all(&format!("the run exceeded its timeout_ms of {limit}"));
-                    self.state.failure = Some(format!("run exceeded timeout_ms {limit}"));
+                    self.tasks.abort_all();
+                    self.in_flight.clear();
+                    self.state.time_out_run();
                 }
                 _ = self.shared.shutdown.cancelled(), if drain.is_none() => {
                     drain = Some(self.begin_drain());
@@ -224,9 +226,7 @@ impl Runner {
 
     /// When the run-level `timeout_ms` runs out (time parked for approval not counted).
     fn run_deadline(&self) -> Option<Instant> {
-        let limit = self.state.wf.timeout?;
-        let used = Duration::from_millis(self.state.run.control.active_ms);
-        Some(self.since + limit.saturating_sub(used))
+        Some(self.since + self.state.time_left()?)
     }
 
     fn account_time(&mut self) {
@@ -239,7 +239,7 @@ impl Runner {
         for start in starts {
             let step = &self.state.wf.steps[start.index];
             let plan = StepPlan {
-                action: step.action.clone(),
+                action: self.shared.actions.get_or_unknown(&step.action_name),
                 retry: step.retry.clone(),
                 timeout: step.timeout,
                 metrics: self.shared.metrics.step(&step.action_name),
@@ -306,12 +306,12 @@ impl Runner {
     }
 
     /// Handles a decision sent to this task; true when the run has left this server.
-    async fn command(&mut self, command: Command) -> Result<bool, EngineError> {
-        let (request, reply) = match command {
-            Command::Decide { request, reply } => (request, reply),
-            Command::Refresh { rev } => return Ok(self.changed_elsewhere(rev).await),
+    async fn receive(&mut self, message: RunMessage) -> Result<bool, EngineError> {
+        let (request, reply) = match message {
+            RunMessage::Decide { request, reply } => (request, reply),
+            RunMessage::Refresh { rev } => return Ok(self.changed_elsewhere(rev).await),
         };
-        if matches!(request, Request::Cancel { .. }) && !self.state.run.status.is_terminal() {
+        if matches!(request, Intervention::Cancel { .. }) && !self.state.run.status.is_terminal() {
             self.tasks.abort_all();
             self.in_flight.clear();
         }
@@ -370,7 +370,8 @@ impl Runner {
             OwnerChange::Keep => OwnerChange::Renew(self.shared.settings.lease_ttl),
             other => other,
         };
-        let mut delay = Duration::from_millis(50);
+        let backoff = Backoff::doubling(Duration::from_millis(50), Duration::from_secs(5));
+        let mut failures = 0;
         loop {
             let Some(tx) = self.state.pending(guard.clone(), owner.clone()) else {
                 return Ok(());
@@ -383,10 +384,11 @@ impl Runner {
                     }
                     return Ok(());
                 }
-                Err(StoreError::Unavailable(reason)) if !self.shared.shutdown.is_cancelled() => {
+                Err(e) if e.is_unavailable() && !self.shared.shutdown.is_cancelled() => {
+                    let reason = crate::problems::chain(&e);
                     tracing::warn!(run_id = %self.state.run.id, %reason, "commit failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                    failures += 1;
+                    tokio::time::sleep(backoff.delay(failures)).await;
                 }
                 Err(e) => {
                     self.tasks.abort_all();

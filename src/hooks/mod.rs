@@ -21,8 +21,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use url::Url;
 
-use crate::actions::HttpClient;
-use crate::config::{Config, RawHooks, Service};
+use crate::config::{HookSettings, ServiceSection, Services};
+use crate::outbound::{HttpClient, UrlError, join};
+use crate::secret::Secret;
 use crate::store::DynStore;
 
 use worker::Worker;
@@ -34,24 +35,17 @@ pub struct Target {
     /// The config section (`memarch`, `audit_log`); also the name of the outbox cursor.
     pub name: &'static str,
     pub url: Url,
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<(String, Secret)>,
     /// Per delivery attempt.
     pub timeout: Duration,
 }
 
-/// The hook targets `config` enables: each section with a `base_url` and a non-empty path.
-pub fn targets(config: &Config) -> Result<Vec<Target>, String> {
-    let sections: [(&'static str, &Service, &str); 2] = [
-        (
-            "memarch",
-            &config.services.memarch,
-            &config.hooks.memarch_path,
-        ),
-        (
-            "audit_log",
-            &config.services.audit_log,
-            &config.hooks.audit_log_path,
-        ),
+/// The hook targets the configuration enables: each section with a `base_url` and a
+/// non-empty path.
+pub fn targets(services: &Services, settings: &HookSettings) -> Result<Vec<Target>, UrlError> {
+    let sections: [(&'static str, &ServiceSection, &str); 2] = [
+        ("memarch", &services.memarch, &settings.memarch_path),
+        ("audit_log", &services.audit_log, &settings.audit_log_path),
     ];
     let mut out = Vec::new();
     for (name, service, path) in sections {
@@ -63,12 +57,8 @@ pub fn targets(config: &Config) -> Result<Vec<Target>, String> {
         }
         out.push(Target {
             name,
-            url: crate::actions::join_url(base, path).map_err(|e| format!("hooks: {e}"))?,
-            headers: service
-                .headers
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            url: join(base, path)?,
+            headers: service.headers.clone(),
             timeout: service.timeout,
         });
     }
@@ -118,7 +108,7 @@ impl Hooks {
         store: DynStore,
         client: HttpClient,
         targets: Vec<Target>,
-        settings: RawHooks,
+        settings: HookSettings,
     ) -> Self {
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();

@@ -11,8 +11,8 @@ use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::{Counters, Target};
-use crate::actions::{Body, Failure, FailureKind, HttpClient, Request};
-use crate::config::RawHooks;
+use crate::config::HookSettings;
+use crate::outbound::{Body, Failure, HttpClient, Jitter, Request};
 use crate::store::{DynStore, StoredEvent};
 
 /// The delivery loop of one target.
@@ -20,7 +20,7 @@ pub(super) struct Worker {
     pub store: DynStore,
     pub client: HttpClient,
     pub target: Target,
-    pub settings: RawHooks,
+    pub settings: HookSettings,
     pub counters: Arc<Counters>,
     pub stop: CancellationToken,
 }
@@ -34,7 +34,7 @@ impl Worker {
                 Ok(cursor) => break cursor,
                 Err(e) => tracing::warn!(target = name, error = %e, "cannot read the hook cursor"),
             }
-            if self.pause(self.settings.max_backoff).await {
+            if self.pause(self.settings.backoff.max).await {
                 return;
             }
         };
@@ -49,7 +49,7 @@ impl Worker {
                 Ok(batch) => batch,
                 Err(e) => {
                     tracing::warn!(target = name, error = %e, "cannot read the hook outbox");
-                    self.pause(self.settings.max_backoff).await;
+                    self.pause(self.settings.backoff.max).await;
                     continue;
                 }
             };
@@ -144,7 +144,12 @@ impl Worker {
         let request = Request {
             method: reqwest::Method::POST,
             url: self.target.url.clone(),
-            headers: self.target.headers.clone(),
+            headers: self
+                .target
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.expose().to_owned()))
+                .collect(),
             query: Vec::new(),
             body: Some(Body::Json(payload(event))),
             idempotency_key: format!("{}/events/{}", event.run_id, event.seq),
@@ -154,13 +159,7 @@ impl Worker {
             // A 2xx is an acknowledgement whatever its body says.
             Ok(Err(f)) if f.http_code.is_some_and(|c| (200..300).contains(&c)) => Ok(()),
             Ok(Err(f)) => Err(f),
-            Err(_) => Err(Failure {
-                kind: FailureKind::Timeout,
-                message: format!("timed out after {} ms", self.target.timeout.as_millis()),
-                http_code: None,
-                retry_after: None,
-                output: None,
-            }),
+            Err(_) => Err(Failure::timed_out(self.target.timeout)),
         }
     }
 }
@@ -211,24 +210,20 @@ fn watermark(cursor: u64, acked: &[(u64, bool)]) -> u64 {
         .map_or(cursor, |(id, _)| *id)
 }
 
-/// The wait before attempt `attempt + 1`: `backoff` doubling per failure, at least the
-/// target's `Retry-After`, at most `max_backoff`, with the upper half jittered so that
-/// many runs retrying against one target spread out. `random` is in `[0, 1)`.
+/// The wait before attempt `attempt + 1`: the settings' backoff with its upper half
+/// jittered (so that many runs retrying against one target spread out), at least the
+/// target's `Retry-After`, never past the cap. `random` is in `[0, 1)`.
 fn delay(
-    settings: &RawHooks,
+    settings: &HookSettings,
     attempt: u32,
     retry_after: Option<Duration>,
     random: f64,
 ) -> Duration {
-    let exponent = attempt.saturating_sub(1).min(32);
-    let base = settings
-        .backoff
-        .saturating_mul(1u32 << exponent.min(31))
-        .min(settings.max_backoff);
-    let jittered = base / 2 + base.mul_f64(random.clamp(0.0, 1.0) / 2.0);
-    jittered
+    let backoff = &settings.backoff;
+    backoff
+        .jittered(attempt, Jitter::Half, random)
         .max(retry_after.unwrap_or_default())
-        .min(settings.max_backoff)
+        .min(backoff.max)
 }
 
 #[cfg(test)]
@@ -271,11 +266,20 @@ mod tests {
 
     #[test]
     fn backoff_doubles_is_capped_and_honours_retry_after() {
-        let s = RawHooks {
+        let raw = crate::config::raw::RawHooks {
             backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(1),
-            ..RawHooks::default()
+            ..Default::default()
         };
+        let s = crate::config::Config::from_raw(
+            std::path::Path::new("t"),
+            crate::config::RawConfig {
+                hooks: raw,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+        .hooks;
         assert_eq!(delay(&s, 1, None, 0.0), Duration::from_millis(50));
         assert_eq!(delay(&s, 1, None, 0.999_999).as_millis(), 99);
         assert_eq!(delay(&s, 3, None, 0.0), Duration::from_millis(200));

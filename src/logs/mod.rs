@@ -19,13 +19,10 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use tokio::sync::broadcast;
 
+use crate::config::raw::DEFAULT_FEED_CAPACITY;
 use crate::model::LogEntry;
 
 pub use tail::{LogTail, TailItem};
-
-/// Entries buffered per run, by default, before a slow subscriber lags and must read the
-/// store (`logs.feed_capacity`).
-pub const FEED_CAPACITY: usize = 4096;
 
 type Feeds = HashMap<String, broadcast::Sender<Arc<SharedEntry>>>;
 
@@ -71,7 +68,7 @@ pub struct LogHub {
 
 impl Default for LogHub {
     fn default() -> Self {
-        Self::with_capacity(FEED_CAPACITY)
+        Self::with_capacity(DEFAULT_FEED_CAPACITY)
     }
 }
 

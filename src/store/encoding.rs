@@ -19,15 +19,15 @@ pub fn from_ms(v: i64) -> Timestamp {
 /// Decodes a closed-enum column.
 pub fn parse<T: std::str::FromStr>(text: &str) -> Result<T, StoreError>
 where
-    T::Err: std::fmt::Display,
+    T::Err: std::error::Error + Send + Sync + 'static,
 {
     text.parse()
-        .map_err(|e: T::Err| StoreError::Corrupt(e.to_string()))
+        .map_err(|e: T::Err| StoreError::corrupt_by(format!("column value {text:?}"), e))
 }
 
 /// Decodes a JSON column.
 pub fn json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("bad JSON column: {e}")))
+    serde_json::from_str(text).map_err(|e| StoreError::corrupt_by("a JSON column", e))
 }
 
 /// Encodes a JSON column.

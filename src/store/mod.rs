@@ -24,6 +24,9 @@ use crate::model::{
     StepRun, TemplateRecord, Timestamp, WorkflowVersion,
 };
 
+/// The error behind a store failure, shared so that [`StoreError`] stays cheap to clone.
+pub type Cause = Arc<dyn std::error::Error + Send + Sync>;
+
 /// What went wrong in the store, phrased as what the caller does next.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
@@ -37,11 +40,56 @@ pub enum StoreError {
     #[error("{0}")]
     Invalid(String),
     /// The database cannot be reached or refused to work; try again later.
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
+    #[error("store unavailable: {what}")]
+    Unavailable {
+        what: String,
+        #[source]
+        cause: Option<Cause>,
+    },
     /// Stored data could not be decoded; a bug or a hand-edited database.
-    #[error("corrupt stored data: {0}")]
-    Corrupt(String),
+    #[error("corrupt stored data: {what}")]
+    Corrupt {
+        what: String,
+        #[source]
+        cause: Option<Cause>,
+    },
+}
+
+impl StoreError {
+    /// The store cannot do `what` now, for a reason of its own.
+    pub fn unavailable(what: impl Into<String>) -> Self {
+        Self::Unavailable {
+            what: what.into(),
+            cause: None,
+        }
+    }
+
+    /// The store cannot do `what` now because of `cause`.
+    pub fn unavailable_by(
+        what: impl Into<String>,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Unavailable {
+            what: what.into(),
+            cause: Some(Arc::new(cause)),
+        }
+    }
+
+    /// Stored data in `what` could not be decoded because of `cause`.
+    pub fn corrupt_by(
+        what: impl Into<String>,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Corrupt {
+            what: what.into(),
+            cause: Some(Arc::new(cause)),
+        }
+    }
+
+    /// True when the store may work again later (a retry or a `503`).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
 }
 
 /// A new workflow version to append. For [`Store::create_workflow`] it becomes version 1;

@@ -172,7 +172,11 @@ async fn a_bad_pattern_stops_start_up_naming_the_entry() {
     raw.policy.http.deny_hosts = vec!["api.example.com".into(), "*bad".into()];
     let err =
         orchestrator::config::Config::from_raw(std::path::Path::new("c.yaml"), raw).unwrap_err();
-    assert!(err.starts_with("policy.http.deny_hosts[1]"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("c.yaml: policy.http.deny_hosts[1]"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

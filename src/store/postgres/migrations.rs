@@ -21,13 +21,10 @@ pub async fn run(config: &tokio_postgres::Config) -> Result<(), StoreError> {
         .connect(NoTls)
         .await
         .map_err(|e| {
-            // tokio-postgres says only "error connecting to server"; the cause is the source.
-            let cause = std::error::Error::source(&e)
-                .map(|c| format!(": {c}"))
-                .unwrap_or_default();
-            StoreError::Unavailable(format!(
-                "cannot connect to PostgreSQL: {e}{cause}; check database.dsn and that PostgreSQL accepts connections from this host"
-            ))
+            StoreError::unavailable_by(
+                "cannot connect to PostgreSQL (check database.dsn, and that PostgreSQL runs and accepts connections from this host)",
+                e,
+            )
         })?;
     let driver = tokio::spawn(connection);
     let result = apply(&mut client).await;
@@ -37,8 +34,9 @@ pub async fn run(config: &tokio_postgres::Config) -> Result<(), StoreError> {
 }
 
 async fn apply(client: &mut tokio_postgres::Client) -> Result<(), StoreError> {
-    let failed = |what: &str, e: tokio_postgres::Error| {
-        StoreError::Unavailable(format!("{what}: {}", super::db_error(e)))
+    let failed = |what: &str, e: tokio_postgres::Error| StoreError::Unavailable {
+        what: what.to_owned(),
+        cause: Some(std::sync::Arc::new(super::db_error(e))),
     };
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
@@ -63,7 +61,7 @@ async fn apply(client: &mut tokio_postgres::Client) -> Result<(), StoreError> {
         .map_err(|e| failed("cannot read schema_migrations", e))?;
     let applied = applied as usize;
     if applied > MIGRATIONS.len() {
-        return Err(StoreError::Unavailable(format!(
+        return Err(StoreError::unavailable(format!(
             "the database is at schema version {applied}, newer than this server ({})",
             MIGRATIONS.len()
         )));

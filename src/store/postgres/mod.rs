@@ -71,10 +71,10 @@ pub(crate) fn db_error(e: tokio_postgres::Error) -> StoreError {
         Some(c) if *c == SqlState::INVALID_TEXT_REPRESENTATION => {
             StoreError::Invalid(e.to_string())
         }
-        _ => StoreError::Unavailable(match e.as_db_error() {
-            Some(db) => db.to_string(),
-            None => e.to_string(),
-        }),
+        _ => match e.as_db_error() {
+            Some(db) => StoreError::unavailable_by("PostgreSQL", db.clone()),
+            None => StoreError::unavailable_by("PostgreSQL", e),
+        },
     }
 }
 
@@ -107,7 +107,7 @@ impl PostgresStore {
             .create_timeout(Some(CONNECT_TIMEOUT))
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
-            .map_err(|e| StoreError::Unavailable(format!("cannot build the pool: {e}")))?;
+            .map_err(|e| StoreError::unavailable_by("cannot build the pool", e))?;
         let origin = crate::ids::new("store");
         let notices = Arc::new(broadcast::channel(NOTICE_CAPACITY).0);
         tokio::spawn(notify::listen(
@@ -130,7 +130,7 @@ impl PostgresStore {
         self.pool
             .get()
             .await
-            .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))
+            .map_err(|e| StoreError::unavailable_by("no database connection", e))
     }
 }
 

@@ -24,7 +24,7 @@ pub fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
     i: usize,
 ) -> Result<T, StoreError> {
     row.try_get(i)
-        .map_err(|e| StoreError::Corrupt(format!("column {i}: {e}")))
+        .map_err(|e| StoreError::corrupt_by(format!("column {i}"), e))
 }
 
 fn opt_ms(row: &Row, i: usize) -> Result<Option<Timestamp>, StoreError> {

@@ -137,7 +137,7 @@ where
         let result = match (commit, self.result) {
             (Err(e), _) => Err(e),
             (Ok(()), Some(done)) => Ok(done.value),
-            (Ok(()), None) => Err(StoreError::Unavailable("job did not run".into())),
+            (Ok(()), None) => Err(StoreError::unavailable("job did not run")),
         };
         let _ = self.reply.send(result);
     }
@@ -186,9 +186,9 @@ impl Writer {
         });
         self.jobs
             .send(job)
-            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
+            .map_err(|_| StoreError::unavailable("the writer has stopped"))?;
         rx.await
-            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?
+            .map_err(|_| StoreError::unavailable("the writer has stopped"))?
     }
 }
 
@@ -229,7 +229,7 @@ async fn commit_batch(
     let conn = match pool.get().await {
         Ok(conn) => Arc::new(conn),
         Err(e) => {
-            let err = StoreError::Unavailable(format!("no database connection: {e}"));
+            let err = StoreError::unavailable_by("no database connection", e);
             for job in batch.drain(..) {
                 job.answer(Err(err.clone()));
             }

@@ -8,6 +8,7 @@
 mod pool;
 mod rows;
 mod runs;
+mod workflows;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -20,17 +21,14 @@ use crate::model::{
     LogEntry, NewLogEntry, Page, PageRequest, Run, RunFilter, RunStatus, TemplateRecord, Timestamp,
     WorkflowVersion, now,
 };
-use crate::store::encoding::{page, split_cursor};
+use crate::store::encoding::page;
 use crate::store::{
     Committed, CreatedRun, LogLimits, NewRun, NewWorkflowVersion, Store, StoreError, StoredEvent,
     Transition,
 };
 
 use pool::{Checkpointer, Readers, Writer, unavailable};
-use rows::{
-    RUN_COLUMNS, VERSION_COLUMNS, from_ms, json, load_run, load_runs, log_row, ms, to_json,
-    version_row,
-};
+use rows::{RUN_COLUMNS, json, load_run, load_runs, log_row, ms};
 
 /// How often the WAL is checkpointed (off the writer's path).
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
@@ -47,17 +45,6 @@ pub struct SqliteStore {
     _lock: File,
 }
 
-/// A file or directory of the store could not be created; on a permission error, say what
-/// to fix (a container volume owned by root is the usual cause).
-fn cannot_create(path: &Path, e: &std::io::Error) -> StoreError {
-    let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
-        "; database.path's directory must be writable by the user the server runs as"
-    } else {
-        ""
-    };
-    StoreError::Unavailable(format!("cannot create {}: {e}{hint}", path.display()))
-}
-
 impl SqliteStore {
     /// Opens (creating if needed) the store at `path`, applies migrations and clears leases.
     pub fn open(
@@ -66,13 +53,26 @@ impl SqliteStore {
         read_connections: usize,
     ) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| cannot_create(dir, &e))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::unavailable_by(
+                    format!(
+                        "database.path: cannot create the directory {}",
+                        dir.display()
+                    ),
+                    e,
+                )
+            })?;
         }
         let lock_path = PathBuf::from(format!("{}.lock", path.display()));
-        let lock = File::create(&lock_path).map_err(|e| cannot_create(&lock_path, &e))?;
+        let lock = File::create(&lock_path).map_err(|e| {
+            StoreError::unavailable_by(
+                format!("database.path: cannot create {}", lock_path.display()),
+                e,
+            )
+        })?;
         lock.try_lock().map_err(|_| {
-            StoreError::Unavailable(format!(
-                "{} is in use by another orchestrator process",
+            StoreError::unavailable(format!(
+                "database.path: {} is in use by another orchestrator process",
                 path.display()
             ))
         })?;
@@ -106,7 +106,7 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
         .map_err(unavailable)? as usize;
     if applied > MIGRATIONS.len() {
-        return Err(StoreError::Unavailable(format!(
+        return Err(StoreError::unavailable(format!(
             "the database is at schema version {applied}, newer than this server ({})",
             MIGRATIONS.len()
         )));
@@ -118,7 +118,7 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         ))
         .map_err(|e| {
             let _ = conn.execute_batch("ROLLBACK");
-            StoreError::Unavailable(format!("migration {} failed: {e}", i + 1))
+            StoreError::unavailable_by(format!("migration {} failed", i + 1), e)
         })?;
     }
     Ok(())
@@ -129,38 +129,6 @@ fn collect<T>(
 ) -> Result<Vec<T>, StoreError> {
     rows.map(|r| r.map_err(unavailable).and_then(|r| r))
         .collect()
-}
-
-fn insert_version(
-    conn: &Connection,
-    new: &NewWorkflowVersion,
-    version: u32,
-    at: Timestamp,
-) -> Result<WorkflowVersion, StoreError> {
-    conn.prepare_cached(&format!(
-        "INSERT INTO workflow_versions ({VERSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-    ))
-    .and_then(|mut s| {
-        s.execute(params![
-            new.id,
-            version,
-            new.name,
-            to_json(&new.definition),
-            ms(at),
-            new.created_by,
-            new.restored_from
-        ])
-    })
-    .map_err(unavailable)?;
-    Ok(WorkflowVersion {
-        id: new.id.clone(),
-        name: new.name.clone(),
-        version,
-        definition: new.definition.clone(),
-        created_at: at,
-        created_by: new.created_by.clone(),
-        restored_from: new.restored_from,
-    })
 }
 
 #[async_trait]
@@ -176,23 +144,7 @@ impl Store for SqliteStore {
         new: NewWorkflowVersion,
     ) -> Result<WorkflowVersion, StoreError> {
         self.writer
-            .write(move |conn| {
-                let at = now();
-                let inserted = conn
-                    .prepare_cached(
-                        "INSERT INTO workflows (id, name, latest_version, created_at, updated_at) \
-                         VALUES (?1, ?2, 1, ?3, ?3) ON CONFLICT (id) DO NOTHING",
-                    )
-                    .and_then(|mut s| s.execute(params![new.id, new.name, ms(at)]))
-                    .map_err(unavailable)?;
-                if inserted == 0 {
-                    return Err(StoreError::Conflict(format!(
-                        "workflow {} already exists",
-                        new.id
-                    )));
-                }
-                insert_version(conn, &new, 1, at)
-            })
+            .write(move |conn| workflows::create_workflow(conn, new))
             .await
     }
 
@@ -201,18 +153,7 @@ impl Store for SqliteStore {
         new: NewWorkflowVersion,
     ) -> Result<WorkflowVersion, StoreError> {
         self.writer
-            .write(move |conn| {
-                let at = now();
-                let version: Option<u32> = conn
-                    .prepare_cached(
-                        "UPDATE workflows SET latest_version = latest_version + 1, name = ?2, updated_at = ?3 \
-                         WHERE id = ?1 RETURNING latest_version",
-                    )
-                    .and_then(|mut s| s.query_row(params![new.id, new.name, ms(at)], |r| r.get(0)).optional())
-                    .map_err(unavailable)?;
-                let version = version.ok_or_else(|| StoreError::NotFound(format!("workflow {}", new.id)))?;
-                insert_version(conn, &new, version, at)
-            })
+            .write(move |conn| workflows::add_workflow_version(conn, new))
             .await
     }
 
@@ -223,21 +164,7 @@ impl Store for SqliteStore {
     ) -> Result<WorkflowVersion, StoreError> {
         let id = id.to_owned();
         self.readers
-            .read(move |conn| {
-                let sql = format!(
-                    "SELECT {VERSION_COLUMNS} FROM workflow_versions WHERE workflow_id = ?1 AND version = \
-                     COALESCE(?2, (SELECT latest_version FROM workflows WHERE id = ?1))"
-                );
-                let found = conn
-                    .prepare_cached(&sql)
-                    .and_then(|mut s| s.query_row(params![id, version], version_row).optional())
-                    .map_err(unavailable)?;
-                match (found, version) {
-                    (Some(v), _) => v,
-                    (None, Some(n)) => Err(StoreError::NotFound(format!("version {n} of workflow {id}"))),
-                    (None, None) => Err(StoreError::NotFound(format!("workflow {id}"))),
-                }
-            })
+            .read(move |conn| workflows::get_workflow(conn, &id, version))
             .await
     }
 
@@ -245,53 +172,16 @@ impl Store for SqliteStore {
         &self,
         request: &PageRequest,
     ) -> Result<Page<WorkflowVersion>, StoreError> {
-        let cursor = split_cursor(&request.cursor)?;
-        let limit = request.limit;
+        let request = request.clone();
         self.readers
-            .read(move |conn| {
-                let (t, id) = cursor.unwrap_or((i64::MAX, String::new()));
-                let sql = format!(
-                    "SELECT {cols}, w.created_at FROM workflows w JOIN workflow_versions v \
-                     ON v.workflow_id = w.id AND v.version = w.latest_version \
-                     WHERE (w.created_at, w.id) < (?1, ?2) \
-                     ORDER BY w.created_at DESC, w.id DESC LIMIT ?3",
-                    cols = VERSION_COLUMNS
-                        .split(", ")
-                        .map(|c| format!("v.{c}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                );
-                let mut stmt = conn.prepare_cached(&sql).map_err(unavailable)?;
-                let rows = stmt
-                    .query_map(params![t, id, limit as i64 + 1], |r| {
-                        Ok(version_row(r)?.map(|v| (v, r.get::<_, i64>(7).unwrap_or_default())))
-                    })
-                    .map_err(unavailable)?;
-                let items = collect(rows)?;
-                let page = page(items, limit, |(v, created)| format!("{created}:{}", v.id));
-                Ok(Page {
-                    items: page.items.into_iter().map(|(v, _)| v).collect(),
-                    next_cursor: page.next_cursor,
-                })
-            })
+            .read(move |conn| workflows::list_workflows(conn, &request))
             .await
     }
 
     async fn list_workflow_versions(&self, id: &str) -> Result<Vec<WorkflowVersion>, StoreError> {
         let id = id.to_owned();
         self.readers
-            .read(move |conn| {
-                let mut stmt = conn
-                    .prepare_cached(&format!(
-                        "SELECT {VERSION_COLUMNS} FROM workflow_versions WHERE workflow_id = ?1 ORDER BY version DESC"
-                    ))
-                    .map_err(unavailable)?;
-                let versions = collect(stmt.query_map([&id], version_row).map_err(unavailable)?)?;
-                if versions.is_empty() {
-                    return Err(StoreError::NotFound(format!("workflow {id}")));
-                }
-                Ok(versions)
-            })
+            .read(move |conn| workflows::list_workflow_versions(conn, &id))
             .await
     }
 
@@ -300,71 +190,19 @@ impl Store for SqliteStore {
         template: TemplateRecord,
     ) -> Result<TemplateRecord, StoreError> {
         self.writer
-            .write(move |conn| {
-                let inserted = conn
-                    .prepare_cached(
-                        "INSERT INTO templates (name, body, created_at, created_by) VALUES (?1, ?2, ?3, ?4) \
-                         ON CONFLICT (name) DO NOTHING",
-                    )
-                    .and_then(|mut s| {
-                        s.execute(params![template.name, to_json(&template.body), ms(template.created_at), template.created_by])
-                    })
-                    .map_err(unavailable)?;
-                if inserted == 0 {
-                    return Err(StoreError::Conflict(format!("template {} already exists", template.name)));
-                }
-                Ok(template)
-            })
+            .write(move |conn| workflows::create_template(conn, template))
             .await
     }
 
     async fn get_template(&self, name: &str) -> Result<TemplateRecord, StoreError> {
         let name = name.to_owned();
         self.readers
-            .read(move |conn| {
-                let row: Option<(String, i64, Option<String>)> = conn
-                    .prepare_cached(
-                        "SELECT body, created_at, created_by FROM templates WHERE name = ?1",
-                    )
-                    .and_then(|mut s| {
-                        s.query_row([&name], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                            .optional()
-                    })
-                    .map_err(unavailable)?;
-                let (body, created_at, created_by) =
-                    row.ok_or_else(|| StoreError::NotFound(format!("template {name}")))?;
-                Ok(TemplateRecord {
-                    name,
-                    body: json(&body)?,
-                    created_at: from_ms(created_at),
-                    created_by,
-                })
-            })
+            .read(move |conn| workflows::get_template(conn, &name))
             .await
     }
 
     async fn list_templates(&self) -> Result<Vec<TemplateRecord>, StoreError> {
-        self.readers
-            .read(|conn| {
-                let mut stmt = conn
-                    .prepare_cached(
-                        "SELECT name, body, created_at, created_by FROM templates ORDER BY name",
-                    )
-                    .map_err(unavailable)?;
-                let rows = stmt
-                    .query_map([], |r| {
-                        let body: String = r.get(1)?;
-                        Ok(json(&body).map(|body| TemplateRecord {
-                            name: r.get(0).unwrap_or_default(),
-                            body,
-                            created_at: from_ms(r.get(2).unwrap_or_default()),
-                            created_by: r.get(3).unwrap_or_default(),
-                        }))
-                    })
-                    .map_err(unavailable)?;
-                collect(rows)
-            })
-            .await
+        self.readers.read(workflows::list_templates).await
     }
 
     async fn create_run(&self, new: NewRun) -> Result<CreatedRun, StoreError> {

@@ -40,7 +40,7 @@ where
     fn run(&mut self, conn: &Connection) -> bool {
         let result = match self.work.take() {
             Some(work) => work(conn),
-            None => Err(StoreError::Unavailable("job ran twice".into())),
+            None => Err(StoreError::unavailable("job ran twice")),
         };
         let ok = result.is_ok();
         self.result = Some(result);
@@ -51,7 +51,7 @@ where
         let result = match (commit, self.result) {
             (Err(e), _) => Err(e),
             (Ok(()), Some(result)) => result,
-            (Ok(()), None) => Err(StoreError::Unavailable("job did not run".into())),
+            (Ok(()), None) => Err(StoreError::unavailable("job did not run")),
         };
         let _ = self.reply.send(result);
     }
@@ -87,7 +87,7 @@ pub fn open(path: &Path, synchronous_full: bool, cache_kib: u32) -> Result<Conne
 
 /// Maps a SQLite error to the store's vocabulary.
 pub fn unavailable(e: rusqlite::Error) -> StoreError {
-    StoreError::Unavailable(e.to_string())
+    StoreError::unavailable_by("SQLite", e)
 }
 
 /// The write side: a queue feeding the writer thread.
@@ -103,7 +103,7 @@ impl Writer {
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || run(&mut conn, rx))
-            .map_err(|e| StoreError::Unavailable(format!("cannot start writer: {e}")))?;
+            .map_err(|e| StoreError::unavailable_by("cannot start the writer thread", e))?;
         Ok(Self { jobs })
     }
 
@@ -121,9 +121,9 @@ impl Writer {
         });
         self.jobs
             .send(job)
-            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
+            .map_err(|_| StoreError::unavailable("the writer has stopped"))?;
         rx.await
-            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?
+            .map_err(|_| StoreError::unavailable("the writer has stopped"))?
     }
 }
 
@@ -215,7 +215,7 @@ impl Checkpointer {
                         .unwrap_or_else(|p| p.into_inner().0);
                 }
             })
-            .map_err(|e| StoreError::Unavailable(format!("cannot start checkpointer: {e}")))?;
+            .map_err(|e| StoreError::unavailable_by("cannot start the checkpoint thread", e))?;
         Ok(Self {
             stop,
             thread: Some(thread),
@@ -261,7 +261,7 @@ impl Readers {
             std::thread::Builder::new()
                 .name(format!("sqlite-reader-{n}"))
                 .spawn(move || serve_reads(&conn, &queue))
-                .map_err(|e| StoreError::Unavailable(format!("cannot start a reader: {e}")))?;
+                .map_err(|e| StoreError::unavailable_by("cannot start a reader thread", e))?;
         }
         Ok(Self { reads })
     }
@@ -278,10 +278,10 @@ impl Readers {
         });
         self.reads
             .send(read)
-            .map_err(|_| StoreError::Unavailable("the store is closed".into()))?;
+            .map_err(|_| StoreError::unavailable("the store is closed"))?;
         answer
             .await
-            .map_err(|_| StoreError::Unavailable("a read failed without an answer".into()))?
+            .map_err(|_| StoreError::unavailable("a read failed without an answer"))?
     }
 }
 

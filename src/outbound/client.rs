@@ -1,7 +1,7 @@
-//! The one outbound HTTP path of every network action: a pooled `reqwest` client, the
-//! outbound policy ([`super::policy`]), the `Idempotency-Key` header, response decoding to
-//! `{status, headers, body}` (reading at most `max_body_bytes` of a body), and the
-//! classification of failures (status, timeout, network, refused) that retry policies act on.
+//! The one outbound HTTP path of network actions and hooks: a pooled `reqwest` client,
+//! the outbound policy ([`super::policy`]), the `Idempotency-Key` header, response
+//! decoding to `{status, headers, body}` (reading at most `max_body_bytes` of a body), and
+//! the classification of failures (status, timeout, network, refused) that retries act on.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +11,8 @@ use serde_json::{Map, Value, json};
 use url::Url;
 
 use super::policy::{self, Denied, OutboundPolicy, PolicyResolver};
-use super::size;
-use super::{Failure, FailureKind, Outcome};
+use super::{Failure, FailureKind};
+use crate::size;
 
 /// A shared, pooled HTTP client. Cloning is cheap and shares the pool.
 #[derive(Clone, Debug)]
@@ -29,18 +29,15 @@ pub struct ClientOptions {
     /// delivery, whose targets the operator configured).
     pub policy: Option<Arc<OutboundPolicy>>,
     /// Response bodies are read up to this size; a longer body is not read further and
-    /// becomes a truncation marker (see [`super::size`]).
+    /// becomes a truncation marker (see [`crate::size`]).
     pub max_body_bytes: usize,
 }
-
-/// The body limit of a client built without one: `limits.max_output_bytes`' default.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
 
 impl Default for ClientOptions {
     fn default() -> Self {
         Self {
             policy: Some(Arc::new(OutboundPolicy::default())),
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_body_bytes: size::DEFAULT_MAX_OUTPUT_BYTES,
         }
     }
 }
@@ -55,8 +52,8 @@ pub enum ClientError {
         "no CA certificates found{cause}: install the ca-certificates package, or set SSL_CERT_FILE to a PEM bundle of CA certificates (or SSL_CERT_DIR to a directory of them)"
     )]
     NoCaCertificates { cause: String },
-    #[error("{0}")]
-    Other(String),
+    #[error(transparent)]
+    Build(#[from] reqwest::Error),
 }
 
 /// A request body: JSON, or text sent as it is.
@@ -64,6 +61,13 @@ pub enum ClientError {
 pub enum Body {
     Json(Value),
     Text(String),
+}
+
+/// A 2xx answer: its status and `{status, headers, body}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    pub status: u16,
+    pub output: Value,
 }
 
 /// One outbound request.
@@ -98,15 +102,16 @@ impl HttpClient {
                 .redirect(policy::redirect_policy(policy.clone()));
         }
         Ok(Self {
-            inner: builder.build().map_err(|e| build_error(&e))?,
+            inner: builder.build().map_err(build_error)?,
             policy: options.policy,
             max_body_bytes: options.max_body_bytes,
         })
     }
 
-    /// Sends `request`; a 2xx answer is an [`Outcome`] with output `{status, headers, body}`.
-    /// A call the outbound policy denies fails at once (never retried) and is not sent.
-    pub async fn send(&self, request: Request) -> Result<Outcome, Failure> {
+    /// Sends `request`; a 2xx answer is a [`Response`], anything else a [`Failure`]
+    /// carrying the answer. A call the outbound policy denies fails at once (never
+    /// retried) and is not sent.
+    pub async fn send(&self, request: Request) -> Result<Response, Failure> {
         if let Some(policy) = &self.policy
             && let Err(denied) = policy.check_url(&request.url)
         {
@@ -158,7 +163,7 @@ impl HttpClient {
 
 /// What stopped the client from being built. reqwest only says "builder error" when its
 /// TLS verifier finds no CA certificates, so look at the store ourselves to say so.
-fn build_error(e: &reqwest::Error) -> ClientError {
+fn build_error(e: reqwest::Error) -> ClientError {
     let store = rustls_native_certs::load_native_certs();
     if store.certs.is_empty() {
         let cause = store
@@ -168,7 +173,7 @@ fn build_error(e: &reqwest::Error) -> ClientError {
             .unwrap_or_default();
         return ClientError::NoCaCertificates { cause };
     }
-    ClientError::Other(error_chain(e))
+    ClientError::Build(e)
 }
 
 fn denied_failure(target: &str, denied: &Denied) -> Failure {
@@ -189,26 +194,11 @@ fn transport_failure(target: &str, e: &reqwest::Error) -> Failure {
     };
     Failure {
         kind,
-        message: format!("{target}: {}", error_chain(e)),
+        message: format!("{target}: {}", crate::problems::chain(e)),
         http_code: None,
         retry_after: None,
         output: None,
     }
-}
-
-/// The error and its causes on one line (reqwest's top-level message alone is vague).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// A response body as read.
@@ -252,7 +242,7 @@ async fn decode(
     target: &str,
     response: reqwest::Response,
     max_body_bytes: usize,
-) -> Result<Outcome, Failure> {
+) -> Result<Response, Failure> {
     let status = response.status().as_u16();
     let retry_after = response
         .headers()
@@ -311,22 +301,17 @@ async fn decode(
     finish(target, status, retry_after, headers, body)
 }
 
-/// The outcome of an answer: success for a 2xx, else a failure carrying the answer.
+/// A 2xx answer is a response, anything else a failure carrying the answer.
 fn finish(
     target: &str,
     status: u16,
     retry_after: Option<Duration>,
     headers: Map<String, Value>,
     body: Value,
-) -> Result<Outcome, Failure> {
+) -> Result<Response, Failure> {
     let output = json!({"status": status, "headers": headers, "body": body});
     if (200..300).contains(&status) {
-        return Ok(Outcome {
-            output,
-            http_code: Some(status),
-            effect: super::Effect::None,
-            usage: None,
-        });
+        return Ok(Response { status, output });
     }
     Err(Failure {
         kind: FailureKind::Status(status),

@@ -9,6 +9,9 @@
 use serde::Serialize;
 use serde_json::{Value, json};
 
+/// The default of `limits.max_output_bytes`: outputs (and response bodies) kept whole.
+pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 256 * 1024;
+
 /// The longest preview a marker carries.
 pub const PREVIEW_BYTES: usize = 1024;
 

@@ -7,12 +7,18 @@
 //! Secrets read through `secrets.NAME` are remembered by the [`Scope`] so the engine can
 //! [`Redactor::redact`] them out of everything it stores or logs.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, LazyLock, Mutex};
+mod params;
+mod secrets;
 
-use minijinja::value::{Object, Value as MjValue};
-use minijinja::{Environment, Expression, UndefinedBehavior, syntax::SyntaxConfig};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, LazyLock};
+
+use minijinja::value::Value as MjValue;
+use minijinja::{Environment, Expression, UndefinedBehavior};
 use serde_json::{Map, Value};
+
+pub use params::render_params;
+pub use secrets::{Redactor, Secrets};
 
 /// Names a template may start with.
 pub const ROOTS: [&str; 4] = ["context", "steps", "run", "secrets"];
@@ -25,20 +31,6 @@ static RUNTIME: LazyLock<Environment<'static>> = LazyLock::new(|| {
     env
 });
 
-static PARAMS: LazyLock<Environment<'static>> = LazyLock::new(|| {
-    let mut env = Environment::new();
-    env.set_undefined_behavior(UndefinedBehavior::Strict);
-    #[allow(clippy::expect_used)] // fixed delimiters, checked by the tests below
-    let syntax = SyntaxConfig::builder()
-        .block_delimiters("[%", "%]")
-        .variable_delimiters("[[", "]]")
-        .comment_delimiters("[#", "#]")
-        .build()
-        .expect("valid parameter syntax");
-    env.set_syntax(syntax);
-    env
-});
-
 /// An expression or template that failed to compile or evaluate; the message names it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{message} in {source_text:?}")]
@@ -48,7 +40,7 @@ pub struct ExprError {
 }
 
 impl ExprError {
-    fn new(source_text: &str, error: impl std::fmt::Display) -> Self {
+    pub(crate) fn new(source_text: &str, error: impl std::fmt::Display) -> Self {
         // minijinja's alternate form carries the detail ("undefined value", …) on one line.
         let message = format!("{error:#}")
             .lines()
@@ -277,96 +269,6 @@ pub fn step_scope(
     }
 }
 
-/// `secrets.NAME`: the server's environment variable `NAME`, else config `secrets.NAME`.
-/// Values read are remembered so that they can be redacted from what is stored.
-#[derive(Debug, Default)]
-pub struct Secrets {
-    configured: Arc<BTreeMap<String, String>>,
-    used: Mutex<BTreeSet<String>>,
-}
-
-impl Secrets {
-    /// A fresh reader over config `secrets` (the environment is consulted first).
-    pub fn new(configured: Arc<BTreeMap<String, String>>) -> Self {
-        Self {
-            configured,
-            used: Mutex::default(),
-        }
-    }
-
-    /// A redactor for every secret value read so far.
-    pub fn redactor(&self) -> Redactor {
-        let used = self.used.lock().map(|u| u.clone()).unwrap_or_default();
-        Redactor::new(used)
-    }
-
-    fn lookup(&self, name: &str) -> Option<String> {
-        std::env::var(name)
-            .ok()
-            .or_else(|| self.configured.get(name).cloned())
-    }
-}
-
-impl Object for Secrets {
-    fn get_value(self: &Arc<Self>, key: &MjValue) -> Option<MjValue> {
-        let value = self.lookup(key.as_str()?)?;
-        if let Ok(mut used) = self.used.lock() {
-            used.insert(value.clone());
-        }
-        Some(MjValue::from(value))
-    }
-}
-
-/// Replaces secret values with `***` wherever they appear.
-#[derive(Debug, Clone, Default)]
-pub struct Redactor {
-    secrets: Vec<String>,
-}
-
-impl Redactor {
-    fn new(secrets: BTreeSet<String>) -> Self {
-        // Longest first, so a secret containing another is replaced whole.
-        let mut secrets: Vec<String> = secrets.into_iter().filter(|s| !s.is_empty()).collect();
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        Self { secrets }
-    }
-
-    /// True when there is nothing to redact.
-    pub fn is_empty(&self) -> bool {
-        self.secrets.is_empty()
-    }
-
-    /// `text` with every secret replaced.
-    pub fn redact_str(&self, text: &str) -> String {
-        let mut out = text.to_owned();
-        for s in &self.secrets {
-            if out.contains(s.as_str()) {
-                out = out.replace(s.as_str(), "***");
-            }
-        }
-        out
-    }
-
-    /// Redacts every string (keys included) under `value`.
-    pub fn redact(&self, value: &mut Value) {
-        if self.is_empty() {
-            return;
-        }
-        match value {
-            Value::String(s) => *s = self.redact_str(s),
-            Value::Array(items) => items.iter_mut().for_each(|v| self.redact(v)),
-            Value::Object(map) => {
-                let old = std::mem::take(map);
-                for (k, mut v) in old {
-                    self.redact(&mut v);
-                    map.insert(self.redact_str(&k), v);
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
 /// The inside of a string that is exactly one `{{ … }}`, if it is one.
 fn strip_braces(text: &str) -> Option<&str> {
     let inner = text.trim().strip_prefix("{{")?.strip_suffix("}}")?;
@@ -387,53 +289,10 @@ pub fn escape_pointer(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
 
-/// Renders `[[ params.x ]]` placeholders of a template-pack body; a string that is exactly
-/// one placeholder yields the parameter's typed value.
-pub fn render_params(value: &Value, params: &Value) -> Result<Value, ExprError> {
-    Ok(match value {
-        Value::String(s) if s.contains("[[") || s.contains("[%") => {
-            let ctx = minijinja::context! { params => to_scope_value(params) };
-            let trimmed = s.trim();
-            let single = trimmed
-                .strip_prefix("[[")
-                .and_then(|r| r.strip_suffix("]]"))
-                .filter(|inner| !inner.contains("[[") && !inner.contains("]]"));
-            match single {
-                Some(inner) => {
-                    let expr = PARAMS
-                        .compile_expression(inner.trim())
-                        .map_err(|e| ExprError::new(s, e))?;
-                    let v = expr.eval(ctx).map_err(|e| ExprError::new(s, e))?;
-                    if v.is_undefined() {
-                        return Err(ExprError::new(s, "undefined value"));
-                    }
-                    serde_json::to_value(&v).map_err(|e| ExprError::new(s, e))?
-                }
-                None => Value::String(
-                    PARAMS
-                        .render_str(s, ctx)
-                        .map_err(|e| ExprError::new(s, e))?,
-                ),
-            }
-        }
-        Value::Array(items) => Value::Array(
-            items
-                .iter()
-                .map(|v| render_params(v, params))
-                .collect::<Result<_, _>>()?,
-        ),
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| Ok((k.clone(), render_params(v, params)?)))
-                .collect::<Result<Map<_, _>, ExprError>>()?,
-        ),
-        other => other.clone(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secret::Secret;
     use serde_json::json;
 
     fn scope(context: Value, steps: Value) -> Scope {
@@ -443,7 +302,7 @@ mod tests {
             run: to_scope_value(&json!({"id": "run_1", "workflow_id": "wf_1"})),
             secrets: Arc::new(Secrets::new(Arc::new(BTreeMap::from([(
                 "API_TOKEN".to_owned(),
-                "t0ps3cret".to_owned(),
+                Secret::new("t0ps3cret"),
             )])))),
         }
     }
@@ -558,16 +417,5 @@ mod tests {
         let mut echoed = json!({"auth": "Bearer t0ps3cret", "t0ps3cret": 1});
         s.secrets.redactor().redact(&mut echoed);
         assert_eq!(echoed, json!({"auth": "Bearer ***", "***": 1}));
-    }
-
-    #[test]
-    fn template_params_use_square_brackets_and_leave_runtime_templates_alone() {
-        let body =
-            json!({"url": "[[ params.base ]]/x", "n": "[[ params.n ]]", "t": "{{ context.a }}"});
-        let out = render_params(&body, &json!({"base": "http://h", "n": 2})).unwrap();
-        assert_eq!(
-            out,
-            json!({"url": "http://h/x", "n": 2, "t": "{{ context.a }}"})
-        );
     }
 }

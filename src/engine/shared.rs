@@ -1,0 +1,280 @@
+//! The engine's shared core: what the handle, the run tasks and the background loops all
+//! reach. It caches compiled workflows, hands out execution slots, commits transitions
+//! (then publishes their log entries and counts their outcomes), and applies decisions to
+//! runs wherever they are: through a run's own task when it executes here, else on the
+//! stored run under a revision guard.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::decide::Intervention;
+use super::runner::{self, RunMessage};
+use super::state::RunState;
+use super::{EngineError, Settings, WORKFLOW_CACHE};
+use crate::actions::Registry;
+use crate::definition::{Validator, Workflow};
+use crate::logs::LogHub;
+use crate::metrics::Metrics;
+use crate::model::{Run, RunStatus, StepStatus};
+use crate::store::{Committed, DynStore, Guard, Lease, OwnerChange, StoreError, Transition};
+
+/// The state every engine task shares.
+pub(crate) struct Shared {
+    pub(super) store: DynStore,
+    pub(super) validator: Arc<Validator>,
+    pub(super) actions: Registry,
+    pub(super) hub: Arc<LogHub>,
+    pub(super) owner: String,
+    pub(super) settings: Settings,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) workflows: Mutex<HashMap<(String, u32), Arc<Workflow>>>,
+    pub(super) active: Mutex<HashMap<String, mpsc::UnboundedSender<RunMessage>>>,
+    pub(super) permits: Arc<Semaphore>,
+    pub(super) wake: Notify,
+    /// Set when runs may be waiting in the store for a slot here (created or resumed
+    /// without one, or announced claimable by another server); cleared by the claim loop
+    /// just before it claims. A run task ending wakes the claim loop only while it is
+    /// set, so that a busy server does not query for queued runs after every run.
+    pub(super) queued: AtomicBool,
+    /// Cancelled when the server starts to stop: run tasks stop starting steps and drain,
+    /// and the claim, approval and purge loops end.
+    pub(super) shutdown: CancellationToken,
+    /// Cancelled once run tasks have drained: log streams end with a final event and the
+    /// heartbeat stops (leases are renewed while runs drain).
+    pub(super) closed: CancellationToken,
+    /// Run tasks, and claimed runs waiting for a slot.
+    pub(super) runs: TaskTracker,
+    /// The background loops.
+    pub(super) tasks: TaskTracker,
+    /// The runtime every engine task runs on, whichever thread asked for it (API
+    /// handlers run on actix's per-worker runtimes).
+    pub(super) runtime: tokio::runtime::Handle,
+}
+
+/// The run and step statuses a transition reaches, for metrics.
+#[derive(Default)]
+struct StatusTally {
+    run: Option<RunStatus>,
+    steps: Vec<(String, StepStatus)>,
+}
+
+impl StatusTally {
+    pub(super) fn of(tx: &Transition) -> Self {
+        let mut out = Self::default();
+        for change in tx.logs.iter().filter_map(|e| e.status.as_ref()) {
+            match (&change.step, change.step_status) {
+                (None, _) if change.run_status.is_terminal() => out.run = Some(change.run_status),
+                (Some(name), Some(status)) if status.is_finished() => {
+                    let action = tx.steps.iter().find(|(_, s)| &s.name == name);
+                    if let Some((_, step)) = action {
+                        out.steps.push((step.action.clone(), status));
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    pub(super) fn record(self, metrics: &Metrics) {
+        for (action, status) in &self.steps {
+            metrics.step_finished(action, *status);
+        }
+        if let Some(status) = self.run {
+            metrics.run_finished(status);
+        }
+    }
+}
+
+impl Shared {
+    pub(super) fn lease(&self) -> Lease {
+        Lease {
+            owner: self.owner.clone(),
+            ttl: self.settings.lease_ttl,
+        }
+    }
+
+    pub(super) async fn workflow(
+        &self,
+        id: &str,
+        version: u32,
+    ) -> Result<Arc<Workflow>, EngineError> {
+        let key = (id.to_owned(), version);
+        if let Some(wf) = self
+            .workflows
+            .lock()
+            .ok()
+            .and_then(|c| c.get(&key).cloned())
+        {
+            return Ok(wf);
+        }
+        let stored = self.store.get_workflow(id, Some(version)).await?;
+        let wf = Arc::new(self.validator.validate(&stored.definition).map_err(|e| {
+            let detail: Vec<String> = e
+                .violations
+                .iter()
+                .map(|v| format!("{} {}", v.pointer, v.message))
+                .collect();
+            EngineError::Conflict(format!(
+                "workflow {id} version {version} is no longer valid on this server: {}",
+                detail.join("; ")
+            ))
+        })?);
+        if let Ok(mut cache) = self.workflows.lock() {
+            if cache.len() >= WORKFLOW_CACHE {
+                cache.clear();
+            }
+            cache.insert(key, wf.clone());
+        }
+        Ok(wf)
+    }
+
+    /// A slot to execute a run now, unless there is none or the server is stopping (then
+    /// the run is left for a claim after the next start).
+    pub(super) fn try_slot(&self) -> Option<OwnedSemaphorePermit> {
+        if self.shutdown.is_cancelled() {
+            return None;
+        }
+        self.permits.clone().try_acquire_owned().ok()
+    }
+
+    /// Gives up this server's claim on a run it has not started, so that the next start
+    /// (of this or another server) can take it at once rather than after the lease expires.
+    pub(super) async fn release(&self, run_id: &str) {
+        let guard = Guard {
+            rev: None,
+            owner: Some(self.owner.clone()),
+            status_in: Some(vec![RunStatus::Pending, RunStatus::Running]),
+        };
+        let mut tx = Transition::new(run_id, guard);
+        tx.owner = OwnerChange::Release;
+        match self.commit(tx).await {
+            Ok(_) | Err(StoreError::Conflict(_)) => {}
+            Err(e) => tracing::warn!(run_id, error = %e, "releasing a claimed run failed"),
+        }
+    }
+
+    /// Commits a transition, publishes its log entries, and counts the run and step
+    /// outcomes it recorded (every status change is in the log, so nothing is missed).
+    pub(super) async fn commit(&self, tx: Transition) -> Result<Committed, StoreError> {
+        let run_id = tx.run_id.clone();
+        let outcomes = StatusTally::of(&tx);
+        let committed = self.store.commit(tx).await?;
+        outcomes.record(&self.metrics);
+        self.hub.publish(&run_id, &committed.logs);
+        Ok(committed)
+    }
+
+    /// Starts the task of a run this server owns.
+    pub(super) fn spawn_run(self: &Arc<Self>, run: Run, permit: OwnedSemaphorePermit) {
+        self.spawn_task(run.id.clone(), Some(run), permit);
+    }
+
+    pub(super) fn spawn_task(
+        self: &Arc<Self>,
+        run_id: String,
+        run: Option<Run>,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Ok(mut active) = self.active.lock() {
+            if active.contains_key(&run_id) {
+                return;
+            }
+            active.insert(run_id.clone(), tx);
+        }
+        self.runs.spawn_on(
+            runner::drive(self.clone(), run_id, run, rx, permit),
+            &self.runtime,
+        );
+    }
+
+    pub(super) fn task_ended(&self, run_id: &str) {
+        if let Ok(mut active) = self.active.lock() {
+            active.remove(run_id);
+        }
+        if self.queued.load(Ordering::SeqCst) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Wakes the claim loop for runs waiting in the store for a slot.
+    pub(super) fn queue_wake(&self) {
+        self.queued.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    pub(super) async fn decide(
+        self: &Arc<Self>,
+        run_id: &str,
+        request: Intervention,
+    ) -> Result<Run, EngineError> {
+        for _ in 0..20 {
+            let task = self.active.lock().ok().and_then(|a| a.get(run_id).cloned());
+            if let Some(task) = task {
+                let (reply, answer) = oneshot::channel();
+                let sent = task.send(RunMessage::Decide {
+                    request: request.clone(),
+                    reply,
+                });
+                if sent.is_ok()
+                    && let Ok(result) = answer.await
+                {
+                    return result;
+                }
+                // The task ended before it answered: decide from the store instead.
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let run = self.store.get_run(run_id).await?;
+            let wf = self
+                .workflow(&run.workflow_id, run.workflow_version)
+                .await?;
+            let rev = run.control.rev;
+            let mut state = RunState::new(run, wf, &self.settings);
+            state.decide(request.clone())?;
+            match self.resume_decided(state, rev).await {
+                Err(EngineError::Conflict(_)) => continue,
+                other => return other,
+            }
+        }
+        Err(EngineError::Conflict(format!(
+            "run {run_id} kept changing; try again"
+        )))
+    }
+
+    /// Commits a decision taken on a run read at revision `rev`, and starts the run here
+    /// when it can go on (and this server has room; otherwise it is left for a claim).
+    pub(super) async fn resume_decided(
+        self: &Arc<Self>,
+        mut state: RunState,
+        rev: u64,
+    ) -> Result<Run, EngineError> {
+        let guard = Guard {
+            rev: Some(rev),
+            ..Guard::default()
+        };
+        let runs_on = matches!(state.run.status, RunStatus::Running | RunStatus::Pending);
+        let permit = if runs_on { self.try_slot() } else { None };
+        let owner = match (&permit, runs_on) {
+            (Some(_), _) => OwnerChange::Take(self.lease()),
+            (None, _) => OwnerChange::Release,
+        };
+        let Some(tx) = state.pending(guard, owner) else {
+            return Ok(state.run);
+        };
+        let committed = self.commit(tx).await?;
+        state.committed(committed.rev);
+        match permit {
+            Some(permit) => self.spawn_run(state.run.clone(), permit),
+            None if runs_on => self.queue_wake(),
+            None => {}
+        }
+        Ok(state.run)
+    }
+}

@@ -1,0 +1,92 @@
+//! The in-memory state of one run and the rules that move it. Pure and synchronous: the
+//! runner drives it, starts the steps it asks for, feeds it their results, and commits
+//! what it recorded. Time comes from a [`Clock`], so the rules can be tested without
+//! waiting.
+//!
+//! Three jobs, one file each: [`record`] keeps every change for the next commit (a
+//! [`crate::store::Transition`]); [`scope`] keeps what templates see (`context`,
+//! `steps.<name>`) in line with the run; [`rules`] and [`results`] decide what happens
+//! next (scheduling, skipping, parking, finishing, applying step results).
+
+mod record;
+mod results;
+mod rules;
+mod scope;
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use super::{RunLimits, Settings};
+use crate::actions::Call;
+use crate::clock::Clock;
+use crate::definition::Workflow;
+use crate::expr::Redactor;
+use crate::model::{Run, RunStatus, Timestamp};
+
+use record::Changes;
+use scope::ScopeCache;
+
+/// A step the runner must start now.
+#[derive(Debug)]
+pub struct Start {
+    pub index: usize,
+    pub call: Call,
+    pub redactor: Redactor,
+    /// The number of the first attempt to make (later than 1 when resuming).
+    pub first_attempt: u32,
+    /// When the step's first attempt started, for `deadline_ms`.
+    pub first_started: Timestamp,
+    /// Do not start before this (a retry delay chosen before a restart).
+    pub not_before: Option<Timestamp>,
+}
+
+/// What the run does next when nothing is in flight.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Phase {
+    /// Steps are in flight.
+    Busy,
+    /// Only approvals can move the run on.
+    Park,
+    /// The run is over.
+    Done(RunStatus, Option<String>),
+}
+
+/// One run in memory, with the changes not yet committed.
+pub struct RunState {
+    pub run: Run,
+    pub wf: Arc<Workflow>,
+    clock: Clock,
+    limits: RunLimits,
+    scope: ScopeCache,
+    changes: Changes,
+    /// Set when a step failed the run: the error the run ends with.
+    pub failure: Option<String>,
+    /// Set when a condition stopped the run: the step that did.
+    pub stopped_by: Option<String>,
+}
+
+impl RunState {
+    pub fn new(run: Run, wf: Arc<Workflow>, settings: &Settings) -> Self {
+        Self {
+            scope: ScopeCache::new(&run, settings.secrets.clone()),
+            changes: Changes::new(settings.emit_events),
+            run,
+            wf,
+            clock: settings.clock.clone(),
+            limits: settings.limits,
+            failure: None,
+            stopped_by: None,
+        }
+    }
+
+    /// The current time by this run's clock.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// The largest context this run may have, in bytes.
+    pub fn context_limit(&self) -> usize {
+        self.limits.max_context_bytes
+    }
+}

@@ -1,0 +1,200 @@
+//! Recording: every change to a run is kept until it is committed, in the rows it touches
+//! and in a log entry (with a [`StatusChange`] when a status moved, and a hook event when
+//! hooks are on), so the log alone tells the story of a run. [`RunState::pending`] turns
+//! what was recorded into one [`Transition`].
+
+use std::collections::BTreeSet;
+
+use super::RunState;
+use crate::model::{
+    Approval, LogLevel, NewEvent, NewLogEntry, RunStatus, StatusChange, StepStatus,
+};
+use crate::store::{Guard, OwnerChange, RunHead, Transition};
+
+/// What changed since the last commit.
+#[derive(Debug, Default)]
+pub(super) struct Changes {
+    emit_events: bool,
+    /// Step rows changed, by index.
+    steps: BTreeSet<usize>,
+    head: bool,
+    context: bool,
+    approvals: Vec<Approval>,
+    logs: Vec<NewLogEntry>,
+    events: Vec<NewEvent>,
+}
+
+impl Changes {
+    pub fn new(emit_events: bool) -> Self {
+        Self {
+            emit_events,
+            ..Self::default()
+        }
+    }
+}
+
+impl RunState {
+    /// A log entry stamped by the run's clock.
+    fn entry(&self, level: LogLevel, step: Option<usize>, message: String) -> NewLogEntry {
+        let name = step.map(|i| self.run.steps[i].name.as_str());
+        let mut entry = NewLogEntry::engine(level, name, message);
+        entry.ts = self.now();
+        entry
+    }
+
+    /// Adds a log entry about the run, or about step `step`.
+    pub fn log(&mut self, level: LogLevel, step: Option<usize>, message: impl Into<String>) {
+        let entry = self.entry(level, step, message.into());
+        self.changes.logs.push(entry);
+    }
+
+    /// Adds a hook event (when hooks are on).
+    pub(super) fn event(&mut self, kind: &str, step: Option<usize>, status: &str) {
+        if self.changes.emit_events {
+            let event = NewEvent {
+                kind: kind.to_owned(),
+                step: step.map(|i| self.run.steps[i].name.clone()),
+                status: status.to_owned(),
+                ts: self.now(),
+            };
+            self.changes.events.push(event);
+        }
+    }
+
+    /// Marks step `idx`'s row as changed (its attempts, output or error).
+    pub(super) fn touch_step(&mut self, idx: usize) {
+        self.changes.steps.insert(idx);
+    }
+
+    /// Marks the run's head (status, timings, usage) as changed.
+    pub(super) fn touch_head(&mut self) {
+        self.changes.head = true;
+    }
+
+    /// Marks the context as changed.
+    pub(super) fn touch_context(&mut self) {
+        self.changes.context = true;
+    }
+
+    /// Records an approval decision on the run.
+    pub(in crate::engine) fn record_approval(&mut self, approval: Approval) {
+        self.run.approvals.push(approval.clone());
+        self.changes.approvals.push(approval);
+    }
+
+    /// Moves step `idx` to `status`, logging `message` with the change.
+    pub fn set_step(
+        &mut self,
+        idx: usize,
+        status: StepStatus,
+        level: LogLevel,
+        message: impl Into<String>,
+    ) {
+        let at = self.now();
+        let step = &mut self.run.steps[idx];
+        step.status = status;
+        match status {
+            StepStatus::Running if step.started_at.is_none() => step.started_at = Some(at),
+            StepStatus::WaitingApproval => step.waiting_since = Some(at),
+            s if s.is_finished() => step.finished_at = Some(at),
+            _ => {}
+        }
+        let change = StatusChange {
+            run_status: self.run.status,
+            step: Some(step.name.clone()),
+            step_status: Some(status),
+        };
+        let entry = self.entry(level, Some(idx), message.into());
+        self.changes.logs.push(entry.with_status(change));
+        self.touch_step(idx);
+        self.remember_step(idx);
+        self.refresh_current_step();
+        let kind = match status {
+            StepStatus::Running => Some("step.started"),
+            StepStatus::Succeeded => Some("step.succeeded"),
+            StepStatus::Failed => Some("step.failed"),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            self.event(kind, Some(idx), status.as_str());
+        }
+    }
+
+    /// Moves the run to `status`, logging `message` with the change.
+    pub fn set_run(&mut self, status: RunStatus, level: LogLevel, message: impl Into<String>) {
+        self.run.status = status;
+        self.touch_head();
+        let change = StatusChange {
+            run_status: status,
+            step: None,
+            step_status: None,
+        };
+        let entry = self.entry(level, None, message.into());
+        self.changes.logs.push(entry.with_status(change));
+        let first_start = status == RunStatus::Running && self.run.started_at.is_none();
+        let kind = match status {
+            RunStatus::Running if first_start => Some("run.started"),
+            RunStatus::WaitingApproval => Some("run.waiting_approval"),
+            RunStatus::Succeeded => Some("run.succeeded"),
+            RunStatus::Failed => Some("run.failed"),
+            RunStatus::Canceled => Some("run.canceled"),
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            self.event(kind, None, status.as_str());
+        }
+        if first_start {
+            self.run.started_at = Some(self.now());
+        }
+    }
+
+    fn refresh_current_step(&mut self) {
+        let current = self
+            .run
+            .steps
+            .iter()
+            .position(|s| !s.status.is_finished())
+            .unwrap_or(self.run.steps.len());
+        if current != self.run.current_step {
+            self.run.current_step = current;
+            self.touch_head();
+        }
+    }
+
+    /// The changes recorded since the last commit as one transition, or `None` when
+    /// nothing changed. The record is kept until [`Self::committed`], so that a commit the
+    /// store could not make is built again rather than copied in advance.
+    pub fn pending(&self, guard: Guard, owner: OwnerChange) -> Option<Transition> {
+        let changes = &self.changes;
+        let mut tx = Transition::new(self.run.id.clone(), guard);
+        tx.owner = owner;
+        if changes.head || !changes.steps.is_empty() {
+            tx.head = Some(RunHead::of(&self.run));
+        }
+        if changes.context {
+            tx.context = Some(self.run.context.clone());
+        }
+        tx.steps = changes
+            .steps
+            .iter()
+            .map(|&i| (i, self.run.steps[i].clone()))
+            .collect();
+        tx.approvals = changes.approvals.clone();
+        tx.logs = changes.logs.clone();
+        tx.events = changes.events.clone();
+        (!tx.is_empty()).then_some(tx)
+    }
+
+    /// Forgets the recorded changes, now committed at revision `rev`.
+    pub fn committed(&mut self, rev: u64) {
+        let emit_events = self.changes.emit_events;
+        self.changes = Changes::new(emit_events);
+        self.run.control.rev = rev;
+        self.run.updated_at = self.now();
+    }
+
+    /// The log entries recorded since the last commit (for tests and metrics).
+    pub fn recorded_logs(&self) -> &[NewLogEntry] {
+        &self.changes.logs
+    }
+}
