@@ -139,6 +139,57 @@ fn the_image_runs_as_a_non_root_user_with_ca_certificates_and_a_health_check() {
     assert_eq!(last, "FROM runtime-base AS runtime");
 }
 
+/// Every file under `dir` with extension `ext`.
+fn files(dir: &Path, ext: &str, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files(&path, ext, out);
+        } else if path.extension().is_some_and(|e| e == ext) {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn the_builder_stage_copies_every_file_the_binary_compiles_in() {
+    let copied: Vec<String> = containerfile()
+        .iter()
+        .filter_map(|l| l.strip_prefix("COPY "))
+        .filter(|l| !l.starts_with("--"))
+        .flat_map(|l| {
+            let parts: Vec<&str> = l.split_whitespace().collect();
+            parts[..parts.len() - 1]
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for needed in ["Cargo.toml", "Cargo.lock", "src", "benches"] {
+        assert!(copied.iter().any(|c| c == needed), "{needed} not copied");
+    }
+    let root = repo("").canonicalize().unwrap();
+    let mut sources = Vec::new();
+    files(&repo("src"), "rs", &mut sources);
+    for file in sources {
+        let code = std::fs::read_to_string(&file).unwrap();
+        let code = code.split("#[cfg(test)]").next().unwrap();
+        for macro_name in ["include_str!(\"", "include_bytes!(\""] {
+            for rest in code.split(macro_name).skip(1) {
+                let relative = rest.split('"').next().unwrap();
+                let included = file.parent().unwrap().join(relative).canonicalize().unwrap();
+                let top = included.strip_prefix(&root).unwrap().components().next().unwrap();
+                let top = top.as_os_str().to_str().unwrap();
+                assert!(
+                    copied.iter().any(|c| c == top),
+                    "{} compiles in {relative}, but the builder stage does not copy {top}",
+                    file.display()
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn dockerfile_and_dockerignore_are_links_to_the_container_files() {
     for (link, target) in [
