@@ -4,13 +4,14 @@
 # 1. Installs podman, runc, debootstrap and podman-compose from Debian's packages when
 #    missing (root only), and makes a Debian bookworm base image with debootstrap (public
 #    image registries are unreachable here; the Debian mirror is not). The base image stays
-#    in podman's store (localhost/orchestrator-test-base:bookworm) for the next run;
-#    CONTAINER_TEST_FRESH=1 makes it again.
+#    in podman's store (localhost/orchestrator-test-base:bookworm) for the next run, with
+#    the runtime stage's and PostgreSQL's images; CONTAINER_TEST_FRESH=1 makes them again.
 # 2. Builds the image (--target runtime-prebuilt) around the newest of target/release and
 #    target/debug/orchestrator, and checks: /health answers, the image's HEALTHCHECK
 #    passes, a W10 run (10 http steps) succeeds against a server on the host's 127.0.0.1,
-#    the server runs as uid 10001, SIGTERM stops it with exit code 0, and a new container
-#    on the same volume still has the run. The binary in the bare base image (no CA
+#    the server runs as uid 10001, SIGTERM with a step in flight lets the step finish and
+#    exits 0, and a new container on the same volume still has the runs and finishes the
+#    one that was stopped. The binary in the bare base image (no CA
 #    certificates) stops with a line that says so.
 # 3. Starts deploy/compose.yaml with podman-compose (PostgreSQL from a local image built
 #    by scripts/container/postgres.Containerfile on the same base): both replicas get
@@ -55,7 +56,8 @@ ct_missing() {
     command -v podman-compose >/dev/null || missing+=(podman-compose)
     [[ -e /usr/lib/cni/dnsname ]] || missing+=(golang-github-containernetworking-plugin-dnsname)
     command -v curl >/dev/null || missing+=(curl)
-    command -v python3 >/dev/null || missing+=(python3)
+    # Debian's Python (podman-compose's) with PyYAML, whatever else is first on the PATH.
+    /usr/bin/python3 -c 'import yaml' 2>/dev/null || missing+=(python3 python3-yaml)
     echo "${missing[@]}"
 }
 
@@ -81,7 +83,9 @@ ct_install
 WORK="$(mktemp -d /tmp/orchestrator-container.XXXXXX)"
 ID="octest-$(basename "$WORK" | cut -d. -f2 | tr '[:upper:]' '[:lower:]')"
 IMAGE="localhost/orchestrator-test:$ID"
-PG_IMAGE="localhost/orchestrator-test-postgres:$ID"
+# Kept, like the base image, so that the next run reuses their layers.
+RUNTIME_BASE=localhost/orchestrator-test-runtime-base:bookworm
+PG_IMAGE=localhost/orchestrator-test-postgres:bookworm
 # This machine's podman: runc with cgroupfs (no systemd), and no default ulimits (the
 # container may not raise them above the host's).
 cat >"$WORK/containers.conf" <<'EOF'
@@ -101,7 +105,7 @@ ct_cleanup() {
     podman ps -a --format '{{.Names}}' 2>/dev/null | grep "^$ID" | xargs -r podman rm -f -v -t 0 >/dev/null 2>&1 || true
     podman volume ls --format '{{.Name}}' 2>/dev/null | grep "^$ID" | xargs -r podman volume rm -f >/dev/null 2>&1 || true
     podman network ls --format '{{.Name}}' 2>/dev/null | grep "^$ID" | xargs -r podman network rm -f >/dev/null 2>&1 || true
-    podman rmi -f "$IMAGE" "$PG_IMAGE" >/dev/null 2>&1 || true
+    podman rmi -f "$IMAGE" >/dev/null 2>&1 || true
     rm -rf "$WORK"
 }
 trap ct_cleanup EXIT
@@ -119,7 +123,9 @@ podman info >"$WORK/info.log" 2>&1 || ct_skip "podman cannot run here: $(grep -m
 curl -fsS -m 20 -o /dev/null "$MIRROR/dists/bookworm/Release" \
     || ct_skip "the Debian mirror $MIRROR is unreachable (no network?)"
 
-if [[ "${CONTAINER_TEST_FRESH:-}" == 1 ]] || ! podman image exists "$BASE"; then
+FRESH_BUILD=""
+[[ "${CONTAINER_TEST_FRESH:-}" == 1 ]] && FRESH_BUILD="--no-cache"
+if [[ -n "$FRESH_BUILD" ]] || ! podman image exists "$BASE"; then
     ct_log "making the base image $BASE with debootstrap"
     phase=$SECONDS
     debootstrap --variant=minbase bookworm "$WORK/rootfs" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 \
@@ -145,6 +151,9 @@ fi
 
 ct_log "building $IMAGE from $BINARY"
 phase=$SECONDS
+podman build --format docker $FRESH_BUILD --target runtime-base --build-arg "RUNTIME_IMAGE=$BASE" \
+    -t "$RUNTIME_BASE" -f Containerfile . >"$WORK/build.log" 2>&1 \
+    || { tail -n 30 "$WORK/build.log" >&2; ct_fail "podman build --target runtime-base failed"; }
 podman build --format docker --target runtime-prebuilt --build-arg "RUNTIME_IMAGE=$BASE" \
     --build-arg "BINARY=$BINARY" -t "$IMAGE" -f Containerfile . >"$WORK/build.log" 2>&1 \
     || { tail -n 30 "$WORK/build.log" >&2; ct_fail "podman build failed"; }
@@ -172,7 +181,7 @@ ct_wait_http() {
 }
 
 # A Python expression over the JSON document r read from stdin: ct_json 'r["status"]'.
-ct_json() { python3 -c "import json,sys; r=json.load(sys.stdin); print($1)"; }
+ct_json() { /usr/bin/python3 -c "import json,sys; r=json.load(sys.stdin); print($1)"; }
 
 # POSTs JSON $2 to URL $1 (extra curl arguments after) and prints the answer; fails on non-2xx.
 ct_post() {
@@ -208,12 +217,26 @@ out="$(podman run --rm -v "$WORK/rootdir:/var/lib/orchestrator" "$IMAGE" 2>&1)" 
 grep -q "database.path: cannot create /var/lib/orchestrator/.*Permission denied" <<<"$out" \
     || ct_fail "on a read-only data directory the server said: $out"
 
-# The W10 target: a static JSON file served on the host's 127.0.0.1.
-mkdir -p "$WORK/www"
-echo '{"ok": true}' >"$WORK/www/ok.json"
+# The target on the host's 127.0.0.1: JSON at any path, after 3 s at /slow.
+cat >"$WORK/target.py" <<'EOF'
+import http.server, sys, time
+class Target(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        sys.stderr.write(f"GET {self.path}\n")
+        if self.path == "/slow":
+            time.sleep(3)
+        body = b'{"ok": true}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Target).serve_forever()
+EOF
 TARGET_PORT="$(ct_free_port)"
-python3 -m http.server --bind 127.0.0.1 --directory "$WORK/www" "$TARGET_PORT" \
-    >"$WORK/target.log" 2>&1 &
+/usr/bin/python3 -u "$WORK/target.py" "$TARGET_PORT" 2>"$WORK/target.log" &
 TARGET_PID=$!
 ct_wait_http "http://127.0.0.1:$TARGET_PORT/ok.json" 20
 
@@ -242,14 +265,26 @@ run="$(ct_wait_run "$API" "$run_id")"
 [[ "$(ct_json 'sum([s["status"], s.get("http_code")] == ["SUCCEEDED", 200] for s in r["steps"])' <<<"$run")" == 10 ]] \
     || ct_fail "not every step of the W10 run SUCCEEDED with HTTP 200: $run"
 calls="$(grep -c 'GET /ok.json' "$WORK/target.log" || true)"
-(( calls >= 11 )) || ct_fail "the target saw $calls calls, expected 10 (plus the readiness check)"
+[[ "$calls" == 11 ]] || ct_fail "the target saw $calls calls, expected 10 (and the readiness check)"
 
+# SIGTERM while a step is in flight: the server waits for it, commits it and exits 0; the
+# run goes on after the next start, on the same volume, without calling /slow again.
+wf_slow="$(ct_post "$API/v1/workflows" '{"name":"drain","steps":[
+    {"name":"slow","action":"http","input":{"method":"GET","url":"http://127.0.0.1:'"$TARGET_PORT"'/slow"}},
+    {"name":"after","action":"transform","input":{"set":{"done":true}}}]}' | ct_json 'r["id"]')"
+slow_run="$(ct_post "$API/v1/runs" "{\"workflow_id\":\"$wf_slow\"}" | ct_json 'r["id"]')"
+deadline=$(( SECONDS + 20 ))
+until grep -q 'GET /slow' "$WORK/target.log"; do
+    (( SECONDS < deadline )) || ct_fail "the slow step did not start"
+    sleep 0.1
+done
 stop_started=$(date +%s%N)
 podman stop -t 60 "$ID-app" >/dev/null 2>&1 || ct_fail "podman stop failed"
 stop_ms=$(( ($(date +%s%N) - stop_started) / 1000000 ))
 code="$(podman inspect "$ID-app" --format '{{.State.ExitCode}}')"
 [[ "$code" == 0 ]] || ct_fail "SIGTERM: exit code $code, expected 0"
 (( stop_ms < 20000 )) || ct_fail "SIGTERM: stopping took $stop_ms ms (shutdown_grace is 20 s)"
+(( stop_ms >= 1000 )) || ct_fail "SIGTERM: stopped in $stop_ms ms, without waiting for the slow step"
 podman logs "$ID-app" 2>&1 | grep -q 'orchestrator::app: stopped' || ct_fail "no 'stopped' line after SIGTERM"
 podman rm "$ID-app" >/dev/null 2>&1
 
@@ -258,13 +293,17 @@ ct_wait_http "$API/ready" 30
 again="$(curl -fsS -m 5 "$API/v1/runs/$run_id")" || ct_fail "the run is gone after a restart on the same volume"
 [[ "$(ct_json 'r["status"]' <<<"$again")" == SUCCEEDED ]] || ct_fail "after a restart: $again"
 curl -fsS -m 5 -o /dev/null "$API/v1/workflows/$wf" || ct_fail "the workflow is gone after a restart"
+run="$(ct_wait_run "$API" "$slow_run")"
+[[ "$(ct_json 'r["context"].get("done")' <<<"$run")" == True ]] || ct_fail "the drained run: $run"
+slow_calls="$(grep -c 'GET /slow' "$WORK/target.log" || true)"
+[[ "$slow_calls" == 1 ]] || ct_fail "/slow was called $slow_calls times: the step finished during the drain"
 podman stop -t 60 "$ID-app2" >/dev/null 2>&1
-ct_log "image: ok ($(( SECONDS - STARTED )) s so far; podman stop took $stop_ms ms)"
+ct_log "image: ok ($(( SECONDS - STARTED )) s so far; podman stop with a 3 s step in flight took $stop_ms ms)"
 
 # --- 3. the compose stack and the Kubernetes configuration ----------------------------------
 
 phase=$SECONDS
-podman build -q -f scripts/container/postgres.Containerfile --build-arg "BASE_IMAGE=$BASE" \
+podman build -q $FRESH_BUILD -f scripts/container/postgres.Containerfile --build-arg "BASE_IMAGE=$BASE" \
     -t "$PG_IMAGE" scripts/container >"$WORK/pg-build.log" 2>&1 \
     || { tail -n 30 "$WORK/pg-build.log" >&2; ct_fail "building the PostgreSQL image failed"; }
 ct_log "PostgreSQL image built in $(( SECONDS - phase )) s"
@@ -294,7 +333,7 @@ run="$(ct_wait_run "http://127.0.0.1:$PORT_1" "$run_id")"
 
 # The Kubernetes ConfigMap's config.yaml, under the Deployment's constraints, on the same
 # PostgreSQL: it serves, /ready answers, and the API wants the Secret's tokens.
-python3 -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["data"]["config.yaml"], end="")' \
+/usr/bin/python3 -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["data"]["config.yaml"], end="")' \
     deploy/kubernetes/configmap.yaml >"$WORK/k8s-config.yaml"
 chmod 644 "$WORK/k8s-config.yaml"
 K8S_PORT="$(ct_free_port)"
