@@ -316,6 +316,7 @@ POSTGRES_PASSWORD=pw-$ID
 ORCHESTRATOR_PORT_1=$PORT_1
 ORCHESTRATOR_PORT_2=$PORT_2
 EOF
+# shellcheck source=/dev/null
 (set -a; source "$WORK/compose.env"; podman-compose -p "$ID" -f deploy/compose.yaml up -d --no-build) \
     >"$WORK/compose.log" 2>&1 || { tail -n 30 "$WORK/compose.log" >&2; ct_fail "podman-compose up failed"; }
 ct_wait_http "http://127.0.0.1:$PORT_1/ready" 120
