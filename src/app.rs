@@ -38,7 +38,7 @@ pub enum StartError {
     Pack(#[from] PackError),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
-    #[error("cannot listen on {address}: {source}")]
+    #[error("server.host, server.port: cannot listen on {address}: {source}")]
     Bind {
         address: String,
         source: std::io::Error,

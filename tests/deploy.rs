@@ -177,8 +177,18 @@ fn the_builder_stage_copies_every_file_the_binary_compiles_in() {
         for macro_name in ["include_str!(\"", "include_bytes!(\""] {
             for rest in code.split(macro_name).skip(1) {
                 let relative = rest.split('"').next().unwrap();
-                let included = file.parent().unwrap().join(relative).canonicalize().unwrap();
-                let top = included.strip_prefix(&root).unwrap().components().next().unwrap();
+                let included = file
+                    .parent()
+                    .unwrap()
+                    .join(relative)
+                    .canonicalize()
+                    .unwrap();
+                let top = included
+                    .strip_prefix(&root)
+                    .unwrap()
+                    .components()
+                    .next()
+                    .unwrap();
                 let top = top.as_os_str().to_str().unwrap();
                 assert!(
                     copied.iter().any(|c| c == top),

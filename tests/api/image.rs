@@ -116,3 +116,24 @@ async fn an_unreachable_postgres_stops_start_up_with_the_cause_and_what_to_check
         "each cause once: {stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_port_in_use_stops_start_up_naming_the_keys_to_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let config = write_config(dir.path(), "");
+    let out = orchestrator(
+        &["--config", config.to_str().unwrap()],
+        &[("ORCHESTRATOR_SERVER__PORT", &port)],
+    )
+    .await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("server.host, server.port: cannot listen on 127.0.0.1:")
+            && last.contains(&port),
+        "{stderr}"
+    );
+}
