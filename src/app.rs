@@ -84,15 +84,9 @@ pub fn validator(config: &Config, actions: &Registry) -> Result<Validator, Schem
 /// Opens the store the configuration names and applies its migrations.
 pub async fn open_store(config: &Config) -> Result<DynStore, StartError> {
     match &config.store {
-        StoreConfig::Sqlite {
-            path,
-            synchronous_full,
-            read_connections,
-        } => Ok(Arc::new(SqliteStore::open(
-            path,
-            *synchronous_full,
-            *read_connections,
-        )?)),
+        StoreConfig::Sqlite { path, options } => {
+            Ok(Arc::new(SqliteStore::open_with(path, options)?))
+        }
         StoreConfig::Postgres {
             dsn,
             pool_size,
@@ -253,6 +247,9 @@ impl App {
         self.hooks.shutdown(HOOKS_GRACE).await;
         stopping.await;
         let served = server.await.map_err(std::io::Error::other)?;
+        if let Err(e) = self.store.close().await {
+            tracing::warn!(error = %crate::problems::chain(&e), "closing the store failed");
+        }
         tracing::info!("stopped");
         served
     }

@@ -67,6 +67,8 @@ pub struct RawDatabase {
     pub synchronous: String,
     /// Read connections of the embedded store.
     pub read_connections: usize,
+    /// The embedded store's write-ahead log is kept under this many bytes on disk.
+    pub wal_max_bytes: u64,
     /// Connections in the PostgreSQL pool.
     pub pool_size: usize,
     /// Longest one PostgreSQL statement may run before the server cancels it.
@@ -81,6 +83,7 @@ impl Default for RawDatabase {
             path: PathBuf::from("data/orchestrator.db"),
             synchronous: "normal".into(),
             read_connections: 4,
+            wal_max_bytes: crate::store::sqlite::DEFAULT_WAL_MAX_BYTES,
             pool_size: 16,
             statement_timeout: Duration::from_secs(30),
         }

@@ -13,6 +13,7 @@ use super::raw::{
 };
 use crate::outbound::Backoff;
 use crate::secret::Secret;
+use crate::store::sqlite::SqliteOptions;
 
 /// The HTTP server (`server:`).
 #[derive(Debug, Clone)]
@@ -47,8 +48,7 @@ impl ServerSettings {
 pub enum StoreConfig {
     Sqlite {
         path: PathBuf,
-        synchronous_full: bool,
-        read_connections: usize,
+        options: SqliteOptions,
     },
     Postgres {
         dsn: Secret,
@@ -71,10 +71,19 @@ impl StoreConfig {
                     ));
                 }
             };
+            if raw.wal_max_bytes < 1024 * 1024 {
+                return Err(BadValue::new(
+                    "database.wal_max_bytes",
+                    "must be at least 1048576 (1 MiB)",
+                ));
+            }
             return Ok(Self::Sqlite {
                 path: raw.path.clone(),
-                synchronous_full,
-                read_connections: raw.read_connections.max(1),
+                options: SqliteOptions {
+                    synchronous_full,
+                    read_connections: raw.read_connections.max(1),
+                    wal_max_bytes: raw.wal_max_bytes,
+                },
             });
         }
         if !(dsn.starts_with("postgres://") || dsn.starts_with("postgresql://")) {

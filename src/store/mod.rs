@@ -294,6 +294,12 @@ pub trait Store: Send + Sync + 'static {
     /// Answers when the store can serve requests (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// Called once on a clean stop, after every other call: leaves the store's files
+    /// compact (the embedded store truncates its WAL).
+    async fn close(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Creates a workflow at version 1; `Conflict` when the id exists.
     async fn create_workflow(&self, new: NewWorkflowVersion)
     -> Result<WorkflowVersion, StoreError>;

@@ -242,6 +242,10 @@ impl Store for TimedStore {
     fn notices(&self) -> Option<broadcast::Receiver<Notice>> {
         self.inner.notices()
     }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        self.inner.close().await
+    }
 }
 
 #[cfg(test)]

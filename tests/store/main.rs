@@ -11,6 +11,7 @@ mod leases;
 mod logs;
 mod notices;
 mod runs;
+mod wal;
 mod workflows;
 
 use orchestrator::store::DynStore;

@@ -27,7 +27,7 @@ use crate::store::{
     Transition,
 };
 
-use pool::{Checkpointer, Readers, Writer, unavailable};
+use pool::{Checkpointer, Readers, WalBound, Writer, unavailable};
 use rows::{RUN_COLUMNS, json, load_run, load_runs, log_row, ms};
 
 /// How often the WAL is checkpointed (off the writer's path).
@@ -35,6 +35,20 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 /// Schema migrations in order; `PRAGMA user_version` records how many are applied.
 const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+
+/// How the embedded store is opened.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// `synchronous = FULL` (power-loss safe) instead of `NORMAL`.
+    pub synchronous_full: bool,
+    /// Read connections, each on its own thread.
+    pub read_connections: usize,
+    /// The WAL's bound on disk, in bytes (`database.wal_max_bytes`).
+    pub wal_max_bytes: u64,
+}
+
+/// The default WAL bound: 64 MiB.
+pub const DEFAULT_WAL_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The SQLite implementation of [`Store`].
 pub struct SqliteStore {
@@ -46,12 +60,30 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the store at `path`, applies migrations and clears leases.
+    /// Opens (creating if needed) the store at `path` with the default WAL bound.
     pub fn open(
         path: &Path,
         synchronous_full: bool,
         read_connections: usize,
     ) -> Result<Self, StoreError> {
+        Self::open_with(
+            path,
+            &SqliteOptions {
+                synchronous_full,
+                read_connections,
+                wal_max_bytes: DEFAULT_WAL_MAX_BYTES,
+            },
+        )
+    }
+
+    /// Opens (creating if needed) the store at `path`, applies migrations, clears leases
+    /// and folds a WAL left by a previous process into the database.
+    pub fn open_with(path: &Path, options: &SqliteOptions) -> Result<Self, StoreError> {
+        let SqliteOptions {
+            synchronous_full,
+            read_connections,
+            wal_max_bytes,
+        } = options.clone();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
                 StoreError::unavailable_by(
@@ -84,10 +116,14 @@ impl SqliteStore {
             [],
         )
         .map_err(unavailable)?;
-        conn.execute_batch("PRAGMA wal_autocheckpoint = 0")
-            .map_err(unavailable)?;
+        conn.execute_batch(&format!(
+            "PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = {wal_max_bytes}; \
+             PRAGMA wal_checkpoint(TRUNCATE);"
+        ))
+        .map_err(unavailable)?;
+        let bound = WalBound::new(path, wal_max_bytes);
         Ok(Self {
-            writer: Writer::start(conn)?,
+            writer: Writer::start(conn, bound.clone())?,
             readers: Readers::open(path, read_connections)?,
             _checkpointer: Checkpointer::start(path, synchronous_full, CHECKPOINT_EVERY)?,
             path: path.to_owned(),
@@ -133,6 +169,10 @@ fn collect<T>(
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn close(&self) -> Result<(), StoreError> {
+        self.writer.truncate_wal().await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.readers
             .read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable))

@@ -6,14 +6,28 @@
 //! transaction, commits once, and only then answers the callers: a caller never hears
 //! "done" for data that is not committed, and a failing job rolls back alone without
 //! spoiling its batch. SQLite calls therefore never block the async runtime.
+//!
+//! The WAL stays bounded. A checkpoint thread copies it back into the database with
+//! passive checkpoints, which never block anyone but cannot rewind the WAL while readers
+//! and the writer never pause (SQLite's checkpoint starvation). So when the WAL file has
+//! passed half its bound (checked after every batch: one `stat`), the writer itself, between
+//! two batches, runs a `TRUNCATE` checkpoint: it is the only writer, so it waits only for
+//! the short reads in progress, most frames are already copied back, and the file starts
+//! again from zero. If reads keep it busy, it tries again shortly; once the WAL reaches
+//! three quarters of the bound, writes wait until the rewind succeeds (one more batch
+//! still fits under the bound). A clean stop truncates it too.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::store::StoreError;
+
+/// How long a connection waits for a lock another holds.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Most jobs sharing one commit.
 const MAX_BATCH: usize = 512;
@@ -73,10 +87,11 @@ pub fn open(path: &Path, synchronous_full: bool, cache_kib: u32) -> Result<Conne
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(unavailable)?;
     let synchronous = if synchronous_full { "FULL" } else { "NORMAL" };
+    let busy_ms = BUSY_TIMEOUT.as_millis();
     conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = {synchronous};
-         PRAGMA busy_timeout = 5000;
+         PRAGMA busy_timeout = {busy_ms};
          PRAGMA temp_store = MEMORY;
          PRAGMA cache_size = -{cache_kib};"
     ))
@@ -90,21 +105,107 @@ pub fn unavailable(e: rusqlite::Error) -> StoreError {
     StoreError::unavailable_by("SQLite", e)
 }
 
+/// What the writer thread is asked to do.
+enum Task {
+    /// Work for the next group commit.
+    Job(Box<dyn Job>),
+    /// Fold the WAL into the database and truncate it (a clean stop), then answer.
+    Truncate(oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// How long a rewind waits for reads in progress before it gives up until later.
+const REWIND_PATIENCE: Duration = Duration::from_millis(100);
+/// After a rewind that reads (or the checkpoint thread) kept busy, the next try comes
+/// this much later.
+const RETRY_REWIND: Duration = Duration::from_millis(10);
+
+/// The WAL's bound, watched by the writer.
+#[derive(Debug, Clone)]
+pub struct WalBound {
+    /// The WAL file.
+    pub path: PathBuf,
+    /// Past this (three quarters of the bound, so that one more batch still fits), writes
+    /// wait until the WAL is rewound.
+    pub must_rewind_at: u64,
+    /// The WAL is rewound once its file holds this many bytes.
+    pub rewind_at: u64,
+}
+
+impl WalBound {
+    /// A bound of `max_bytes` for the WAL of database `db`: it is rewound when it passes
+    /// half of that.
+    pub fn new(db: &Path, max_bytes: u64) -> Self {
+        Self {
+            path: PathBuf::from(format!("{}-wal", db.display())),
+            must_rewind_at: (max_bytes / 4 * 3).max(1),
+            rewind_at: (max_bytes / 2).max(1),
+        }
+    }
+
+    /// Whether the WAL must be rewound now, and how hard to try: briefly past half the
+    /// bound (and not before `next_try`), until it works past three quarters.
+    fn rewind_now(&self, next_try: Instant) -> Option<Rewind> {
+        let size = std::fs::metadata(&self.path).map(|m| m.len()).ok()?;
+        if size >= self.must_rewind_at {
+            Some(Rewind::Must)
+        } else if size >= self.rewind_at && Instant::now() >= next_try {
+            Some(Rewind::Try)
+        } else {
+            None
+        }
+    }
+}
+
+/// How hard the writer tries to rewind the WAL.
+#[derive(Debug, Clone, Copy)]
+enum Rewind {
+    /// Once, waiting up to [`REWIND_PATIENCE`] for reads in progress.
+    Try,
+    /// Until it works (or [`BUSY_TIMEOUT`] passes): no batch commits meanwhile.
+    Must,
+}
+
+/// Rewinds the WAL as hard as `how` says.
+fn rewind_wal(conn: &Connection, how: Rewind) -> Result<(), StoreError> {
+    let Rewind::Must = how else {
+        return truncate_wal(conn, REWIND_PATIENCE);
+    };
+    let give_up = Instant::now() + BUSY_TIMEOUT;
+    loop {
+        // The checkpoint thread's passive checkpoint makes this fail at once, without
+        // waiting: try again until it is done.
+        match truncate_wal(conn, REWIND_PATIENCE) {
+            Err(_) if Instant::now() < give_up => std::thread::sleep(RETRY_REWIND / 10),
+            other => return other,
+        }
+    }
+}
+
 /// The write side: a queue feeding the writer thread.
 #[derive(Clone)]
 pub struct Writer {
-    jobs: mpsc::UnboundedSender<Box<dyn Job>>,
+    jobs: mpsc::UnboundedSender<Task>,
 }
 
 impl Writer {
     /// Starts the writer thread on `conn`. It stops when every `Writer` clone is dropped.
-    pub fn start(mut conn: Connection) -> Result<Self, StoreError> {
+    pub fn start(mut conn: Connection, bound: WalBound) -> Result<Self, StoreError> {
         let (jobs, rx) = mpsc::unbounded_channel();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run(&mut conn, rx))
+            .spawn(move || run(&mut conn, rx, &bound))
             .map_err(|e| StoreError::unavailable_by("cannot start the writer thread", e))?;
         Ok(Self { jobs })
+    }
+
+    /// Folds the WAL into the database and truncates it, after every write queued before.
+    pub async fn truncate_wal(&self) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.jobs
+            .send(Task::Truncate(reply))
+            .map_err(|_| StoreError::unavailable("the writer has stopped"))?;
+        rx.await
+            .map_err(|_| StoreError::unavailable("the writer has stopped"))?
     }
 
     /// Runs `work` in the next group commit and returns its result once committed.
@@ -120,25 +221,66 @@ impl Writer {
             reply,
         });
         self.jobs
-            .send(job)
+            .send(Task::Job(job))
             .map_err(|_| StoreError::unavailable("the writer has stopped"))?;
         rx.await
             .map_err(|_| StoreError::unavailable("the writer has stopped"))?
     }
 }
 
-fn run(conn: &mut Connection, mut rx: mpsc::UnboundedReceiver<Box<dyn Job>>) {
+fn run(conn: &mut Connection, mut rx: mpsc::UnboundedReceiver<Task>, bound: &WalBound) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut truncate = Vec::new();
+    // After a rewind readers kept busy, the next try waits this long.
+    let mut next_try = Instant::now();
     while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+        let mut next = Some(first);
+        while let Some(task) = next.take() {
+            match task {
+                Task::Job(job) => batch.push(job),
+                Task::Truncate(reply) => truncate.push(reply),
+            }
+            if batch.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
             }
         }
-        commit_batch(conn, &mut batch);
+        if !batch.is_empty() {
+            commit_batch(conn, &mut batch);
+        }
+        if !truncate.is_empty() {
+            let result = truncate_wal(conn, Duration::from_secs(5));
+            for reply in truncate.drain(..) {
+                let _ = reply.send(result.clone());
+            }
+        } else if let Some(rewind) = bound.rewind_now(next_try)
+            && let Err(e) = rewind_wal(conn, rewind)
+        {
+            next_try = Instant::now() + RETRY_REWIND;
+            tracing::debug!(error = %crate::problems::chain(&e), "WAL rewind postponed");
+        }
     }
+}
+
+/// A `TRUNCATE` checkpoint: every WAL frame back into the database, the WAL file cut to
+/// zero. Waits up to `patience` for readers still using the WAL.
+fn truncate_wal(conn: &Connection, patience: Duration) -> Result<(), StoreError> {
+    conn.busy_timeout(patience).map_err(unavailable)?;
+    let checkpoint = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    });
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(unavailable)?;
+    let (busy, log, done) = checkpoint.map_err(unavailable)?;
+    if busy != 0 {
+        return Err(StoreError::unavailable(format!(
+            "the WAL could not be rewound: readers kept it busy ({done} of {log} frames copied)"
+        )));
+    }
+    tracing::debug!(frames = log, "WAL rewound");
+    Ok(())
 }
 
 fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) {
