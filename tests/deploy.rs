@@ -197,6 +197,15 @@ fn the_builder_stage_copies_every_file_the_binary_compiles_in() {
                 );
             }
         }
+        // Paths from the crate's root: concat!(env!("CARGO_MANIFEST_DIR"), "/console/", …).
+        for rest in code.split("env!(\"CARGO_MANIFEST_DIR\"), \"/").skip(1) {
+            let top = rest.split(['/', '"']).next().unwrap();
+            assert!(
+                copied.iter().any(|c| c == top),
+                "{} compiles in files under {top}/, but the builder stage does not copy it",
+                file.display()
+            );
+        }
     }
 }
 
