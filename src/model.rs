@@ -624,27 +624,9 @@ pub struct RetryRecord {
     /// The steps reset, as they were (with their attempts, outputs and errors).
     pub steps: Vec<StepRun>,
     /// What was left out to keep the record under `limits.max_output_bytes`: `outputs`
-    /// (the steps' outputs), then `context` (the members set).
+    /// (the steps' outputs), then `items` (foreach items), then `context` (the members set).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trimmed: Vec<String>,
-}
-
-impl RetryRecord {
-    /// Leaves out the steps' outputs, then the context members, until the record takes at
-    /// most `max_bytes` as JSON (attempts, errors and statuses always stay).
-    pub fn fit(&mut self, max_bytes: usize) {
-        if crate::size::json_len(self) <= max_bytes {
-            return;
-        }
-        for step in &mut self.steps {
-            step.output = None;
-            step.output_truncated = false;
-        }
-        self.trimmed.push("outputs".into());
-        if crate::size::json_len(self) > max_bytes && self.context.take().is_some() {
-            self.trimmed.push("context".into());
-        }
-    }
 }
 
 #[cfg(test)]

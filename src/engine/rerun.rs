@@ -125,6 +125,28 @@ fn plan(run: &Run, wf: &Workflow, from_step: Option<&str>) -> Result<Plan, Engin
     Ok(Plan { from_step, reset })
 }
 
+/// Leaves out the steps' outputs, then their foreach items, then the context members,
+/// until `record` takes at most `max_bytes` as JSON (attempts, errors and statuses stay).
+fn fit(record: &mut RetryRecord, max_bytes: usize) {
+    if json_len(record) <= max_bytes {
+        return;
+    }
+    for step in &mut record.steps {
+        step.output = None;
+        step.output_truncated = false;
+    }
+    record.trimmed.push("outputs".into());
+    if json_len(record) > max_bytes && record.steps.iter().any(|s| s.items.is_some()) {
+        for step in &mut record.steps {
+            step.items = None;
+        }
+        record.trimmed.push("items".into());
+    }
+    if json_len(record) > max_bytes && record.context.take().is_some() {
+        record.trimmed.push("context".into());
+    }
+}
+
 /// Re-runs `run_id` as `request` asks; answers the run as committed, running again.
 pub(super) async fn retry_run(
     shared: &std::sync::Arc<Shared>,
@@ -202,7 +224,7 @@ pub(super) async fn retry_run(
         steps: previous,
         trimmed: Vec::new(),
     };
-    record.fit(shared.settings.limits.max_output_bytes);
+    fit(&mut record, shared.settings.limits.max_output_bytes);
     let rev = run.control.rev;
     let mut state = RunState::new(run, wf, &shared.settings);
     if let Some(patch) = request.context {
