@@ -780,10 +780,6 @@ async fn canceling_a_run_during_a_foreach_or_a_wait_ends_it_within_a_second() {
             "CANCELED", "CANCELED", "SKIPPED", "SKIPPED", "SKIPPED", "SKIPPED"
         ]
     );
-    wait_until("the held calls to be dropped", || async {
-        (target.in_flight() == 0).then_some(())
-    })
-    .await;
     target.release();
 }
 
