@@ -6,6 +6,7 @@
 
 mod browser;
 mod curation;
+mod flow;
 #[path = "../api/helpers.rs"]
 mod helpers;
 mod runs;
