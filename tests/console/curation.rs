@@ -195,6 +195,7 @@ async fn runs_are_searched_by_several_statuses_context_and_version() {
         .await;
     let url = fragment().await;
     assert!(url.contains("context.who=ada"), "{url}");
+    browser.screenshot("runs-search").await;
 
     // The page opens again with the same filters from its URL.
     browser.go("#/workflows").await;
@@ -209,7 +210,6 @@ async fn runs_are_searched_by_several_statuses_context_and_version() {
     browser
         .wait_attr("#filter-context", "aria-invalid", "true")
         .await;
-    browser.screenshot("runs-search").await;
     // Lists are summaries: the page never read a context.
     let read: bool = wait_until("the page's reads", || async {
         browser
