@@ -521,12 +521,14 @@ async fn events(app: TestApp) {
     let early = create(
         &app,
         json!({"name": "early", "steps": [
-            {"name": "nap", "action": "wait", "input": {"duration_ms": 500}},
+            {"name": "nap", "action": "wait", "input": {"duration_ms": 1500}},
             {"name": "ci", "action": "event", "depends_on": ["nap"], "input": {"name": "done"}}
         ]}),
     )
     .await;
     let run = app.start_run(&early, json!({})).await;
+    // Sent once the run has parked on the timer (not while it starts), before `ci` waits.
+    app.wait_for_status(&run, "WAITING").await;
     let kept = app
         .post(&format!("/v1/runs/{run}/events/done"), &json!({"data": 7}))
         .await;
