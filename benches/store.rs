@@ -191,6 +191,8 @@ async fn one_run(store: &DynStore, wf: &str) -> anyhow::Result<()> {
             idempotency: None,
             logs: vec![log("run created".into(), None)],
             events: Vec::new(),
+            trigger: None,
+            schedule: None,
         })
         .await?;
     let mut run = created.run;

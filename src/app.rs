@@ -131,7 +131,6 @@ impl App {
             poll_interval: config.engine.poll_interval,
             idempotency_ttl: config.engine.idempotency_ttl,
             secrets: Arc::new(config.secrets.clone()),
-            emit_events: !hook_targets.is_empty(),
             max_log_entries: config.logs.max_entries_per_run,
             limits: RunLimits {
                 max_input_bytes: config.limits.max_input_bytes,

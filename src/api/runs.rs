@@ -92,6 +92,8 @@ pub(super) async fn start(
             version,
             context,
             idempotency,
+            trigger: None,
+            schedule: None,
         })
         .await?;
     let mut answer = if created {

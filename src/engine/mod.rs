@@ -31,13 +31,13 @@ use crate::definition::{Validator, Workflow};
 use crate::logs::{LogHub, LogTail};
 use crate::metrics::Metrics;
 use crate::model::{
-    LogEntry, LogLevel, NewLogEntry, Page, PageRequest, Run, RunFilter, RunStatus, StepRun,
-    StepStatus, now,
+    LogEntry, LogLevel, NewLogEntry, Page, PageRequest, Run, RunFilter, RunStatus, RunTrigger,
+    StepRun, StepStatus, now,
 };
 use crate::problems::Violation;
 use crate::secret::Secret;
 use crate::size::json_len;
-use crate::store::{DynStore, IdempotencyClaim, LogLimits, NewRun, StoreError};
+use crate::store::{DynStore, IdempotencyClaim, LogLimits, NewRun, ScheduleFire, StoreError};
 
 pub use decide::{Intervention, Refusal};
 use shared::Shared;
@@ -97,8 +97,6 @@ pub struct Settings {
     pub poll_interval: Duration,
     pub idempotency_ttl: Duration,
     pub secrets: Arc<BTreeMap<String, Secret>>,
-    /// Write hook events to the outbox (some hook target is configured).
-    pub emit_events: bool,
     /// Most entries a run's log may hold before client appends are refused.
     pub max_log_entries: u64,
     /// Size limits of inputs, contexts and outputs.
@@ -129,6 +127,11 @@ pub struct StartRun {
     pub context: Map<String, Value>,
     /// `Idempotency-Key` and the hash of the request body it came with.
     pub idempotency: Option<(String, String)>,
+    /// What started it, recorded on the run; `None` for `POST /v1/runs`.
+    pub trigger: Option<RunTrigger>,
+    /// The schedule tick it fires, claimed in the run's own commit: `Conflict` when another
+    /// server fired it first.
+    pub schedule: Option<ScheduleFire>,
 }
 
 /// The engine handle; cheap to clone.
@@ -272,11 +275,15 @@ impl Engine {
                 LogLevel::Info,
                 None,
                 format!(
-                    "run created from workflow {} version {}",
-                    version.id, version.version
+                    "run created from workflow {} version {}{}",
+                    version.id,
+                    version.version,
+                    started_by(request.trigger.as_ref())
                 ),
             )],
             events: Vec::new(),
+            trigger: request.trigger,
+            schedule: request.schedule,
         };
         let created = shared.store.create_run(new).await?;
         shared.hub.publish(&created.run.id, &created.logs);
@@ -398,5 +405,19 @@ impl Engine {
     /// The compiled definition of a workflow version.
     pub async fn workflow(&self, id: &str, version: u32) -> Result<Arc<Workflow>, EngineError> {
         self.shared.workflow(id, version).await
+    }
+}
+
+/// How a run's first log entry names what started it.
+fn started_by(trigger: Option<&RunTrigger>) -> String {
+    match trigger {
+        None => String::new(),
+        Some(RunTrigger::Schedule { id, fire_time }) => {
+            format!(" by schedule {id} (tick {})", fire_time.to_rfc3339())
+        }
+        Some(RunTrigger::Webhook { name, delivery, .. }) => match delivery {
+            Some(d) => format!(" by webhook trigger {name} (delivery {d})"),
+            None => format!(" by webhook trigger {name}"),
+        },
     }
 }

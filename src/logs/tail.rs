@@ -238,6 +238,8 @@ mod tests {
                 idempotency: None,
                 logs: vec![NewLogEntry::engine(LogLevel::Info, None, "created")],
                 events: Vec::new(),
+                trigger: None,
+                schedule: None,
             })
             .await
             .unwrap();

@@ -46,6 +46,8 @@ pub fn new_run(workflow_id: &str) -> NewRun {
         idempotency: None,
         logs: vec![NewLogEntry::engine(LogLevel::Info, None, "created")],
         events: Vec::new(),
+        trigger: None,
+        schedule: None,
     }
 }
 

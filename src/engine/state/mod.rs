@@ -70,7 +70,7 @@ impl RunState {
     pub fn new(run: Run, wf: Arc<Workflow>, settings: &Settings) -> Self {
         Self {
             scope: ScopeCache::new(&run, settings.secrets.clone()),
-            changes: Changes::new(settings.emit_events),
+            changes: Changes::default(),
             run,
             wf,
             clock: settings.clock.clone(),

@@ -29,7 +29,6 @@ fn settings(clock: &Clock) -> Settings {
         poll_interval: Duration::from_secs(1),
         idempotency_ttl: Duration::from_secs(60),
         secrets: Arc::new(BTreeMap::new()),
-        emit_events: true,
         max_log_entries: 1000,
         limits: RunLimits {
             max_input_bytes: 64 * 1024,

@@ -48,7 +48,7 @@ pub fn version_row(row: &Row) -> Result<WorkflowVersion, StoreError> {
 }
 
 pub const RUN_COLUMNS: &str = "id, workflow_id, workflow_version, status, current_step, context, \
-     error, usage, created_at, updated_at, started_at, finished_at, rev, approval_deadline, active_ms";
+     error, usage, created_at, updated_at, started_at, finished_at, rev, approval_deadline, active_ms, trigger_info";
 
 fn run_row(row: &Row) -> Result<Run, StoreError> {
     Ok(Run {
@@ -66,6 +66,7 @@ fn run_row(row: &Row) -> Result<Run, StoreError> {
         updated_at: from_ms(get(row, 9)?),
         started_at: opt_ms(row, 10)?,
         finished_at: opt_ms(row, 11)?,
+        trigger: get::<Option<&str>>(row, 15)?.map(json).transpose()?,
         control: RunControl {
             rev: get::<i64>(row, 12)? as u64,
             approval_deadline: opt_ms(row, 13)?,

@@ -60,6 +60,9 @@ pub async fn create_run<C: GenericClient>(c: &C, new: NewRun) -> Result<Done<Cre
             }
         }
     }
+    if let Some(fire) = &new.schedule {
+        super::triggers::fire_schedule(c, fire, &new.id).await?;
+    }
     let (owner, lease) = match &new.owner {
         Some(l) => (
             Some(l.owner.as_str()),
@@ -70,8 +73,8 @@ pub async fn create_run<C: GenericClient>(c: &C, new: NewRun) -> Result<Done<Cre
     let inserted = c
         .execute(
             "INSERT INTO runs (id, workflow_id, workflow_version, status, current_step, context, \
-             created_at, updated_at, owner, lease_expires_at, log_seq) \
-             VALUES ($1, $2, $3, 'PENDING', 0, $4, $5, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+             created_at, updated_at, owner, lease_expires_at, log_seq, trigger_info) \
+             VALUES ($1, $2, $3, 'PENDING', 0, $4, $5, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING",
             &[
                 &new.id,
                 &new.workflow_id,
@@ -81,6 +84,7 @@ pub async fn create_run<C: GenericClient>(c: &C, new: NewRun) -> Result<Done<Cre
                 &owner,
                 &lease,
                 &(new.logs.len() as i64),
+                &new.trigger.as_ref().map(to_json),
             ],
         )
         .await?;
@@ -120,6 +124,7 @@ pub async fn create_run<C: GenericClient>(c: &C, new: NewRun) -> Result<Done<Cre
         updated_at: at,
         started_at: None,
         finished_at: None,
+        trigger: new.trigger,
         control: RunControl::default(),
     };
     Ok(Done {

@@ -26,12 +26,13 @@ pub fn version_row(row: &Row<'_>) -> rusqlite::Result<Result<WorkflowVersion, St
 }
 
 pub const RUN_COLUMNS: &str = "id, workflow_id, workflow_version, status, current_step, context, \
-     error, usage, created_at, updated_at, started_at, finished_at, rev, approval_deadline, active_ms";
+     error, usage, created_at, updated_at, started_at, finished_at, rev, approval_deadline, active_ms, trigger_info";
 
 fn run_row(row: &Row<'_>) -> rusqlite::Result<Result<Run, StoreError>> {
     let status: String = row.get(3)?;
     let context: String = row.get(5)?;
     let usage: String = row.get(7)?;
+    let trigger: Option<String> = row.get(15)?;
     let decode = || -> Result<Run, StoreError> {
         Ok(Run {
             id: row.get(0).map_err(unavailable)?,
@@ -54,6 +55,7 @@ fn run_row(row: &Row<'_>) -> rusqlite::Result<Result<Run, StoreError>> {
                 .get::<_, Option<i64>>(11)
                 .map_err(unavailable)?
                 .map(from_ms),
+            trigger: trigger.as_deref().map(json).transpose()?,
             control: RunControl {
                 rev: row.get::<_, i64>(12).map_err(unavailable)? as u64,
                 approval_deadline: row

@@ -51,6 +51,9 @@ pub fn create_run(conn: &Connection, new: NewRun) -> Result<CreatedRun, StoreErr
         .and_then(|mut s| s.execute(params![claim.key, claim.body_hash, new.id, ms(claim.expires_at)]))
         .map_err(unavailable)?;
     }
+    if let Some(fire) = &new.schedule {
+        super::triggers::fire_schedule(conn, fire, &new.id)?;
+    }
     let (owner, lease) = match &new.owner {
         Some(l) => (
             Some(l.owner.as_str()),
@@ -61,8 +64,8 @@ pub fn create_run(conn: &Connection, new: NewRun) -> Result<CreatedRun, StoreErr
     let inserted = conn
         .prepare_cached(
             "INSERT INTO runs (id, workflow_id, workflow_version, status, current_step, context, \
-             created_at, updated_at, owner, lease_expires_at) \
-             VALUES (?1, ?2, ?3, 'PENDING', 0, ?4, ?5, ?5, ?6, ?7)",
+             created_at, updated_at, owner, lease_expires_at, trigger_info) \
+             VALUES (?1, ?2, ?3, 'PENDING', 0, ?4, ?5, ?5, ?6, ?7, ?8)",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -72,7 +75,8 @@ pub fn create_run(conn: &Connection, new: NewRun) -> Result<CreatedRun, StoreErr
                 to_json(&new.context),
                 ms(at),
                 owner,
-                lease
+                lease,
+                new.trigger.as_ref().map(to_json)
             ])
         });
     match inserted {
@@ -105,6 +109,7 @@ pub fn create_run(conn: &Connection, new: NewRun) -> Result<CreatedRun, StoreErr
         updated_at: at,
         started_at: None,
         finished_at: None,
+        trigger: new.trigger,
         control: RunControl::default(),
     };
     Ok(CreatedRun {
