@@ -39,6 +39,8 @@ pub struct Metrics {
     sse_subscribers: IntGauge,
     hook_outbox_depth: IntGaugeVec,
     store: HistogramVec,
+    schedule_fires: IntCounterVec,
+    webhook_deliveries: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -148,6 +150,18 @@ impl Metrics {
             )?,
             sse_subscribers: gauge("sse_subscribers", "Open SSE log streams on this server.")?,
             hook_outbox_depth,
+            schedule_fires: counter(
+                "schedule_fires_total",
+                "Schedule ticks by outcome: fired (a run started), skipped (overlap), missed \
+                 (coalesced into a later tick), failed (no run could start).",
+                &["outcome"],
+            )?,
+            webhook_deliveries: counter(
+                "webhook_deliveries_total",
+                "Deliveries to POST /hooks/{name} of existing triggers, by outcome: started, \
+                 duplicate, filtered, unauthorized, invalid, failed.",
+                &["trigger", "outcome"],
+            )?,
             registry,
         })
     }
@@ -194,6 +208,18 @@ impl Metrics {
         self.http
             .with_label_values(&[method, route, code.as_str()])
             .observe(took.as_secs_f64());
+    }
+
+    /// `n` schedule ticks had `outcome` (`fired`, `skipped`, `missed`, `failed`).
+    pub fn schedule_fires(&self, outcome: &str, n: u64) {
+        self.schedule_fires.with_label_values(&[outcome]).inc_by(n);
+    }
+
+    /// A delivery to webhook trigger `trigger` had `outcome`.
+    pub fn webhook_delivery(&self, trigger: &str, outcome: &str) {
+        self.webhook_deliveries
+            .with_label_values(&[trigger, outcome])
+            .inc();
     }
 
     /// The latency histogram of one store operation.
@@ -248,6 +274,8 @@ mod tests {
         m.step("http").finished(Duration::from_millis(3));
         m.http_request("GET", "/v1/runs/{id}", 200, Duration::from_millis(1));
         m.store_operation("commit").observe(0.001);
+        m.schedule_fires("fired", 2);
+        m.webhook_delivery("github", "started");
         let text = m.render(&Gauges {
             runs_active: 2,
             runs_parked: Some(1),
@@ -266,6 +294,8 @@ mod tests {
             "orchestrator_runs_parked 1",
             "orchestrator_sse_subscribers 3",
             "orchestrator_hook_outbox_depth{target=\"audit_log\"} 4",
+            "orchestrator_schedule_fires_total{outcome=\"fired\"} 2",
+            "orchestrator_webhook_deliveries_total{outcome=\"started\",trigger=\"github\"} 1",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

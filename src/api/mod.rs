@@ -11,14 +11,19 @@
 pub mod auth;
 mod body;
 pub mod error;
+mod events;
+mod fields;
 mod health;
 mod logs;
 mod metrics;
 pub mod observe;
 pub mod openapi;
 mod runs;
+mod schedules;
 mod schemas;
 mod templates;
+mod triggers;
+mod webhooks;
 mod workflows;
 
 use std::sync::Arc;
@@ -30,13 +35,15 @@ use serde::Deserialize;
 
 use tokio::sync::Semaphore;
 
-use crate::config::{ApiToken, RunLogSettings, ServerLimits};
+use crate::config::{ApiToken, RunLogSettings, ServerLimits, TriggerSettings};
 use crate::definition::Validator;
 use crate::engine::Engine;
+use crate::feed::Feed;
 use crate::metrics::Metrics;
 use crate::model::PageRequest;
 use crate::store::DynStore;
 use crate::templates::Pack;
+use crate::triggers::Scheduler;
 
 pub use error::ApiError;
 
@@ -56,6 +63,11 @@ pub struct AppState {
     pub auth: Arc<[ApiToken]>,
     /// The hook targets delivering from the outbox (for the outbox depth metric).
     pub hook_targets: Vec<&'static str>,
+    /// The schedule loop, woken when a schedule changes here.
+    pub scheduler: Scheduler,
+    /// The events feed's live readers.
+    pub feed: Feed,
+    pub triggers: TriggerSettings,
 }
 
 /// Who may call a route when `auth.tokens` is set.
@@ -67,6 +79,9 @@ pub enum Access {
     Read,
     /// An `admin` token: changes workflows or templates, or acts on runs.
     Write,
+    /// A webhook delivery, decided per trigger by the handler (see [`auth::admit_delivery`]):
+    /// a valid signature for a trigger with a secret, else an admin token.
+    Signed,
 }
 
 /// One served route: method (lower case), path pattern, and the access it needs.
@@ -127,6 +142,17 @@ routes! {
     "/v1/runs/{id}/retry" => [post Write runs::retry],
     "/v1/runs/{id}/logs" => [get Read logs::read, post Write logs::append],
     "/v1/runs/{id}/logs/stream" => [get Read logs::stream],
+    "/v1/schedules" => [post Write schedules::create, get Read schedules::list],
+    "/v1/schedules/{id}" => [get Read schedules::get, put Write schedules::replace,
+                             delete Write schedules::delete],
+    "/v1/schedules/{id}/pause" => [post Write schedules::pause],
+    "/v1/schedules/{id}/resume" => [post Write schedules::resume],
+    "/v1/schedules/{id}/trigger" => [post Write schedules::trigger],
+    "/v1/triggers" => [post Write triggers::create, get Read triggers::list],
+    "/v1/triggers/{name}" => [get Read triggers::get, delete Write triggers::delete],
+    "/hooks/{name}" => [post Signed webhooks::deliver],
+    "/v1/events" => [get Read events::list],
+    "/v1/events/stream" => [get Read events::stream],
 }
 
 /// Who is calling: the token's name when auth is on (set by the auth middleware).

@@ -19,7 +19,8 @@ use crate::definition::schema::{STEPS_SCHEMA, WORKFLOW_SCHEMA};
 #[openapi(
     info(
         title = "orchestrator",
-        description = "A declarative workflow runtime: workflows, runs, approvals, run logs."
+        description = "A declarative workflow runtime: workflows, runs, approvals, run logs, \
+                       schedules, webhook triggers and the events feed."
     ),
     components(schemas(schemas::Problem, schemas::Violation)),
     tags(
@@ -27,6 +28,9 @@ use crate::definition::schema::{STEPS_SCHEMA, WORKFLOW_SCHEMA};
         (name = "templates", description = "The template pack and stored templates"),
         (name = "runs", description = "Runs and decisions about them"),
         (name = "logs", description = "Run logs, live over Server-Sent Events"),
+        (name = "schedules", description = "Cron schedules that start runs"),
+        (name = "triggers", description = "Webhook triggers and their inbound endpoint"),
+        (name = "events", description = "The events feed: every run and step event, live"),
         (name = "operations", description = "Health, readiness, metrics and this document")
     )
 )]

@@ -72,7 +72,7 @@ impl Expr {
     }
 
     /// Evaluates to a JSON value; an undefined result is an error.
-    pub fn eval(&self, scope: &Scope) -> Result<Value, ExprError> {
+    pub fn eval(&self, scope: &impl Vars) -> Result<Value, ExprError> {
         let value = self.eval_raw(scope)?;
         if value.is_undefined() {
             return Err(ExprError::new(&self.source, "undefined value"));
@@ -81,11 +81,11 @@ impl Expr {
     }
 
     /// Evaluates as a condition: undefined counts as false.
-    pub fn is_true(&self, scope: &Scope) -> Result<bool, ExprError> {
+    pub fn is_true(&self, scope: &impl Vars) -> Result<bool, ExprError> {
         Ok(self.eval_raw(scope)?.is_true())
     }
 
-    fn eval_raw(&self, scope: &Scope) -> Result<MjValue, ExprError> {
+    fn eval_raw(&self, scope: &impl Vars) -> Result<MjValue, ExprError> {
         self.compiled
             .eval(scope.to_value())
             .map_err(|e| ExprError::new(&self.source, e))
@@ -158,7 +158,7 @@ impl Template {
     }
 
     /// Renders against `scope`.
-    pub fn render(&self, scope: &Scope) -> Result<Value, ExprError> {
+    pub fn render(&self, scope: &impl Vars) -> Result<Value, ExprError> {
         Ok(match self {
             Self::Literal(v) => v.clone(),
             Self::Expr(e) => e.eval(scope)?,
@@ -232,7 +232,25 @@ pub struct Scope {
     pub secrets: Arc<Secrets>,
 }
 
-impl Scope {
+/// What a template reads: a run's [`Scope`], or a trigger's [`RequestScope`].
+pub trait Vars {
+    /// The variables, as the one map minijinja evaluates against.
+    fn to_value(&self) -> MjValue;
+}
+
+/// The variables of a webhook trigger's `context` and `filter`: only `request`.
+#[derive(Clone, Debug)]
+pub struct RequestScope {
+    pub request: MjValue,
+}
+
+impl Vars for RequestScope {
+    fn to_value(&self) -> MjValue {
+        minijinja::context! { request => self.request.clone() }
+    }
+}
+
+impl Vars for Scope {
     fn to_value(&self) -> MjValue {
         minijinja::context! {
             context => self.context.clone(),

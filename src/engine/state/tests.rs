@@ -83,6 +83,7 @@ fn run_of(definition: Value) -> (RunState, Clock) {
         updated_at: start_time(),
         started_at: None,
         finished_at: None,
+        trigger: None,
         control: RunControl::default(),
     };
     (RunState::new(run, wf, &settings(&clock)), clock)
