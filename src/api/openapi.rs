@@ -90,8 +90,15 @@ fn add_route_rules(doc: &mut Value) {
         let Some(Value::Object(op)) = doc.pointer_mut(&pointer) else {
             continue;
         };
-        if route.access != Access::Open {
-            op.insert("security".into(), json!([{"bearer": []}]));
+        match route.access {
+            Access::Open => {}
+            // Open when the trigger has a secret (the signature proves the caller).
+            Access::Signed => {
+                op.insert("security".into(), json!([{}, {"bearer": []}]));
+            }
+            _ => {
+                op.insert("security".into(), json!([{"bearer": []}]));
+            }
         }
         let responses = op
             .entry("responses")
@@ -104,7 +111,7 @@ fn add_route_rules(doc: &mut Value) {
             unauthorized["headers"] = json!({"WWW-Authenticate": {"schema": {"type": "string"}}});
             responses.entry("401").or_insert(unauthorized);
         }
-        if route.access == Access::Write {
+        if matches!(route.access, Access::Write | Access::Signed) {
             responses
                 .entry("403")
                 .or_insert_with(|| problem("The token's role (reader) may not do this"));

@@ -3,8 +3,10 @@
 
 mod approvals;
 mod auth;
+mod both;
 mod cancel;
 mod cli;
+mod events;
 mod health;
 mod helpers;
 mod hooks;
@@ -19,7 +21,10 @@ mod replicas;
 mod restart;
 mod retries;
 mod runs;
+mod schedule_replicas;
+mod schedules;
 mod services;
 mod shutdown;
 mod templates;
+mod webhooks;
 mod workflows;
