@@ -117,7 +117,7 @@ async fn every_operation_has_its_bodies_answers_and_security() {
         let responses = op["responses"].as_object().unwrap();
         let success: Vec<&String> = responses.keys().filter(|s| s.starts_with('2')).collect();
         assert!(!success.is_empty(), "{what} has no success answer");
-        for status in success {
+        for status in success.into_iter().filter(|s| *s != "204") {
             assert!(
                 responses[status]["content"].is_object(),
                 "{what} {status} has no content"

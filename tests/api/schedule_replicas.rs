@@ -70,6 +70,7 @@ async fn a_one_second_schedule_fires_every_tick_exactly_once_across_replicas_wit
     // Both replicas wake for each tick; kill one a millisecond after a tick falls due,
     // while it may hold the tick's row lock in an open transaction.
     until_next_second(Duration::from_millis(1)).await;
+    let fired_by_a = fired(&a.log_lines());
     a.kill();
     tokio::time::sleep(SPAN / 2).await;
     let paused = send(
@@ -103,4 +104,16 @@ async fn a_one_second_schedule_fires_every_tick_exactly_once_across_replicas_wit
         .collect();
     assert!(missing.is_empty(), "ticks that never fired: {missing:?}");
     assert_eq!(by_tick.len() as i64, seconds);
+    // Both replicas took part: each fired some ticks (the other lost those races).
+    let fired_by_b = fired(&b.log_lines());
+    eprintln!("ticks fired by a before the kill: {fired_by_a}, by b: {fired_by_b}");
+    assert!(fired_by_a > 0 && fired_by_b > 0, "a: {fired_by_a}, b: {fired_by_b}");
+    // A tick the killed replica committed just before dying may be missing from its log.
+    let logged = fired_by_a + fired_by_b;
+    assert!(logged <= by_tick.len() && by_tick.len() <= logged + 1, "{logged} logged");
+}
+
+/// Ticks a replica's log says it fired.
+fn fired(lines: &[String]) -> usize {
+    lines.iter().filter(|l| l.contains("schedule fired")).count()
 }
