@@ -127,7 +127,10 @@ async fn spec(state: &AppState, doc: Document) -> Result<Spec, ApiError> {
     let paused = f.boolean("paused").unwrap_or(false);
     let max = state.limits.max_context_bytes;
     if json_len(&context) > max {
-        f.refuse("context", format!("context is over limits.max_context_bytes ({max})"));
+        f.refuse(
+            "context",
+            format!("context is over limits.max_context_bytes ({max})"),
+        );
     }
     let mut schedule = None;
     if let Some(cron) = &cron {
@@ -140,7 +143,9 @@ async fn spec(state: &AppState, doc: Document) -> Result<Spec, ApiError> {
     if let Some(wf) = &workflow_id {
         match state.store.get_workflow(wf, None).await {
             Ok(_) => {}
-            Err(StoreError::NotFound(_)) => f.refuse("workflow_id", format!("unknown workflow {wf:?}")),
+            Err(StoreError::NotFound(_)) => {
+                f.refuse("workflow_id", format!("unknown workflow {wf:?}"))
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -156,7 +161,11 @@ async fn spec(state: &AppState, doc: Document) -> Result<Spec, ApiError> {
         context,
         overlap,
         paused,
-        next_fire_at: if paused { None } else { schedule.next_after(now()) },
+        next_fire_at: if paused {
+            None
+        } else {
+            schedule.next_after(now())
+        },
     })
 }
 

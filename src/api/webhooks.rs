@@ -88,9 +88,10 @@ pub(super) async fn deliver(
         .inspect_err(|_| outcome("invalid"))?;
     auth::admit_delivery(&state.auth, req.headers(), &trigger, &body)
         .inspect_err(|_| outcome("unauthorized"))?;
-    let headers = req.headers().iter().filter_map(|(k, v)| {
-        Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned()))
-    });
+    let headers = req
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())));
     let delivery = Delivery::new(headers, req.query_string(), &body);
     let mapping = Mapping::compile(trigger.context.as_ref(), trigger.filter.as_deref())
         .map_err(|errors| ApiError::BadRequest {
@@ -111,7 +112,10 @@ pub(super) async fn deliver(
         .map_err(render_error)
         .inspect_err(|_| outcome("invalid"))?;
     let delivery_id = delivery.id().map(str::to_owned);
-    if delivery_id.as_ref().is_some_and(|d| d.len() > MAX_DELIVERY_ID) {
+    if delivery_id
+        .as_ref()
+        .is_some_and(|d| d.len() > MAX_DELIVERY_ID)
+    {
         outcome("invalid");
         return Err(ApiError::bad_request(
             "",

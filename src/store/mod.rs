@@ -414,8 +414,11 @@ pub trait Store: Send + Sync + 'static {
     /// Removes a schedule; `NotFound` when none.
     async fn delete_schedule(&self, id: &str) -> Result<(), StoreError>;
     /// Schedules with a tick due at `now` (`next_fire_at <= now`), earliest first.
-    async fn due_schedules(&self, now: Timestamp, limit: usize)
-    -> Result<Vec<Schedule>, StoreError>;
+    async fn due_schedules(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Schedule>, StoreError>;
     /// The earliest `next_fire_at` of all schedules, if any is active.
     async fn next_schedule_tick(&self) -> Result<Option<Timestamp>, StoreError>;
     /// Moves a schedule from tick `expect` to `next` without a run (a skipped tick); false

@@ -108,7 +108,9 @@ mod tests {
     use super::*;
 
     fn utc(text: &str) -> Timestamp {
-        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     fn ticks(s: &CronSchedule, from: &str, n: usize) -> Vec<String> {
@@ -147,7 +149,14 @@ mod tests {
 
     #[test]
     fn bad_expressions_and_zones_are_refused_with_the_reason() {
-        for bad in ["", "* * *", "61 * * * *", "* * * * * * *", "@sometimes", "0 0 31 2 *"] {
+        for bad in [
+            "",
+            "* * *",
+            "61 * * * *",
+            "* * * * * * *",
+            "@sometimes",
+            "0 0 31 2 *",
+        ] {
             assert!(CronSchedule::parse(bad, "UTC").is_err(), "{bad:?} accepted");
         }
         assert_eq!(
@@ -220,6 +229,9 @@ mod tests {
             Some((utc("2025-01-01T00:00:30Z"), 4))
         );
         assert_eq!(s.latest_due(from, from), Some((from, 1)));
-        assert_eq!(s.latest_due(utc("2025-01-01T00:00:01Z"), utc("2025-01-01T00:00:09Z")), None);
+        assert_eq!(
+            s.latest_due(utc("2025-01-01T00:00:01Z"), utc("2025-01-01T00:00:09Z")),
+            None
+        );
     }
 }

@@ -188,7 +188,12 @@ impl Pass {
             Err(e) => {
                 // Lost the claim to another server, or no run can start (the workflow is
                 // gone or invalid): the tick is over either way.
-                if self.store.get_schedule(id).await.is_ok_and(|s| s.next_fire_at == Some(tick)) {
+                if self
+                    .store
+                    .get_schedule(id)
+                    .await
+                    .is_ok_and(|s| s.next_fire_at == Some(tick))
+                {
                     tracing::warn!(schedule = id, error = %e, "schedule tick failed to start a run");
                     self.advance(id, tick, next, "failed").await;
                 }
@@ -223,7 +228,11 @@ impl Pass {
             }
             _ => {
                 let by = format!("schedule {}", s.id);
-                match self.engine.decide(previous, Intervention::Cancel { by }).await {
+                match self
+                    .engine
+                    .decide(previous, Intervention::Cancel { by })
+                    .await
+                {
                     Ok(_) | Err(EngineError::Conflict(_)) | Err(EngineError::NotFound(_)) => true,
                     Err(e) => {
                         tracing::warn!(schedule = s.id, error = %e, "canceling the previous run failed");

@@ -81,7 +81,11 @@ pub struct Delivery {
 
 impl Delivery {
     /// Reads a delivery from its headers, query string and raw body.
-    pub fn new(headers: impl IntoIterator<Item = (String, String)>, query: &str, raw: &[u8]) -> Self {
+    pub fn new(
+        headers: impl IntoIterator<Item = (String, String)>,
+        query: &str,
+        raw: &[u8],
+    ) -> Self {
         let mut map: BTreeMap<String, String> = BTreeMap::new();
         for (name, value) in headers {
             map.entry(name.to_ascii_lowercase())
@@ -111,11 +115,15 @@ impl Delivery {
     /// The delivery id senders repeat on a redelivery: `X-GitHub-Delivery`,
     /// `X-Gitlab-Event-UUID` or `Idempotency-Key`.
     pub fn id(&self) -> Option<&str> {
-        ["x-github-delivery", "x-gitlab-event-uuid", "idempotency-key"]
-            .iter()
-            .find_map(|h| self.headers.get(*h))
-            .map(|v| v.trim())
-            .filter(|v| !v.is_empty())
+        [
+            "x-github-delivery",
+            "x-gitlab-event-uuid",
+            "idempotency-key",
+        ]
+        .iter()
+        .find_map(|h| self.headers.get(*h))
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
     }
 
     /// The template scope: `request.body`, `request.headers`, `request.query`.
@@ -182,7 +190,10 @@ impl Mapping {
         let context = match context {
             None => None,
             Some(value) if !value.is_object() => {
-                violations.push(Violation::new("/context", "context must be an object of templates"));
+                violations.push(Violation::new(
+                    "/context",
+                    "context must be an object of templates",
+                ));
                 None
             }
             Some(value) => match Template::compile(value) {
@@ -200,7 +211,11 @@ impl Mapping {
             None => None,
             Some(text) => match Expr::compile(text) {
                 Ok(e) => {
-                    let refs = e.references().into_iter().map(|r| (String::new(), r)).collect();
+                    let refs = e
+                        .references()
+                        .into_iter()
+                        .map(|r| (String::new(), r))
+                        .collect();
                     check_refs("/filter", refs, &mut violations);
                     Some(e)
                 }
@@ -291,17 +306,41 @@ mod tests {
         let sig = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
         assert_eq!(sign(secret.expose(), body), sig);
         assert!(verify(&secret, SecretHeader::HubSignature, Some(sig), body));
-        for wrong in [None, Some(""), Some("sha256=00"), Some(&sig[7..]), Some("sha1=757107ea")] {
-            assert!(!verify(&secret, SecretHeader::HubSignature, wrong, body), "{wrong:?}");
+        for wrong in [
+            None,
+            Some(""),
+            Some("sha256=00"),
+            Some(&sig[7..]),
+            Some("sha1=757107ea"),
+        ] {
+            assert!(
+                !verify(&secret, SecretHeader::HubSignature, wrong, body),
+                "{wrong:?}"
+            );
         }
-        assert!(!verify(&secret, SecretHeader::HubSignature, Some(sig), b"Hello, World?"));
+        assert!(!verify(
+            &secret,
+            SecretHeader::HubSignature,
+            Some(sig),
+            b"Hello, World?"
+        ));
     }
 
     #[test]
     fn gitlab_tokens_must_equal_the_secret() {
         let secret = Secret::new("gl-token-123");
-        assert!(verify(&secret, SecretHeader::GitlabToken, Some("gl-token-123"), b"{}"));
-        assert!(!verify(&secret, SecretHeader::GitlabToken, Some("gl-token-12"), b"{}"));
+        assert!(verify(
+            &secret,
+            SecretHeader::GitlabToken,
+            Some("gl-token-123"),
+            b"{}"
+        ));
+        assert!(!verify(
+            &secret,
+            SecretHeader::GitlabToken,
+            Some("gl-token-12"),
+            b"{}"
+        ));
         assert!(!verify(&secret, SecretHeader::GitlabToken, None, b"{}"));
     }
 
@@ -320,7 +359,11 @@ mod tests {
             Value::Object(mapping.render(&d).unwrap()),
             json!({"event": "push", "ref": "refs/heads/main", "env": "prod", "fixed": 1})
         );
-        assert!(!mapping.passes(&delivery(r#"{"ref": "refs/heads/dev"}"#)).unwrap());
+        assert!(
+            !mapping
+                .passes(&delivery(r#"{"ref": "refs/heads/dev"}"#))
+                .unwrap()
+        );
         assert_eq!(d.id(), Some("d-1"));
     }
 
@@ -334,9 +377,11 @@ mod tests {
 
     #[test]
     fn a_failed_render_names_the_template_pointer() {
-        let mapping =
-            Mapping::compile(Some(&json!({"a/b": "{{ request.body.missing.deeper }}"})), None)
-                .unwrap();
+        let mapping = Mapping::compile(
+            Some(&json!({"a/b": "{{ request.body.missing.deeper }}"})),
+            None,
+        )
+        .unwrap();
         let err = mapping.render(&delivery("{}")).unwrap_err();
         assert_eq!(err.pointer, "/context/a~1b");
     }
@@ -344,8 +389,10 @@ mod tests {
     #[test]
     fn syntax_errors_and_other_variables_are_refused_at_their_pointer() {
         let errors = Mapping::compile(
-            Some(&json!({"ok": "{{ request.body }}", "bad": "{{ request.body.x ==  }}",
-                         "secret": "{{ secrets.TOKEN }}"})),
+            Some(
+                &json!({"ok": "{{ request.body }}", "bad": "{{ request.body.x ==  }}",
+                         "secret": "{{ secrets.TOKEN }}"}),
+            ),
             Some("context.x"),
         )
         .unwrap_err();

@@ -50,21 +50,42 @@ async fn the_feed_lists_every_event_in_one_order_with_filters_and_pages(backend:
     let order = ids(&all["items"]);
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
     let first_run: Vec<&Value> = items.iter().filter(|e| e["run_id"] == runs[0]).collect();
-    let kinds: Vec<&str> = first_run.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = first_run
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds.first(), Some(&"run.started"), "{kinds:?}");
     assert_eq!(kinds.last(), Some(&"run.succeeded"), "{kinds:?}");
     assert!(kinds.contains(&"step.succeeded"));
-    let seqs: Vec<u64> = first_run.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    let seqs: Vec<u64> = first_run
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
-    let step_event = first_run.iter().find(|e| e["type"] == "step.succeeded").unwrap();
+    let step_event = first_run
+        .iter()
+        .find(|e| e["type"] == "step.succeeded")
+        .unwrap();
     assert_eq!(step_event["workflow_id"], wf.as_str());
     assert!(step_event["step"].is_string() && step_event["ts"].is_string());
 
     let of_run = page(&app, &format!("?run_id={}", runs[1])).await;
-    assert!(of_run["items"].as_array().unwrap().iter().all(|e| e["run_id"] == runs[1]));
+    assert!(
+        of_run["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["run_id"] == runs[1])
+    );
     let of_other = page(&app, &format!("?workflow_id={other_wf}")).await;
     assert!(!of_other["items"].as_array().unwrap().is_empty());
-    assert!(of_other["items"].as_array().unwrap().iter().all(|e| e["workflow_id"] == other_wf));
+    assert!(
+        of_other["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["workflow_id"] == other_wf)
+    );
     let ends = page(&app, "?type=run.succeeded,run.failed").await;
     assert_eq!(ends["items"].as_array().unwrap().len(), 3);
 
@@ -81,10 +102,13 @@ async fn the_feed_lists_every_event_in_one_order_with_filters_and_pages(backend:
     }
     assert_eq!(paged, order);
     for bad in ["?limit=0", "?limit=100000", "?after=x", "?colour=red"] {
-        assert_eq!(app.get(&format!("/v1/events{bad}")).await.status(), 400, "{bad}");
+        assert_eq!(
+            app.get(&format!("/v1/events{bad}")).await.status(),
+            400,
+            "{bad}"
+        );
     }
 }
-
 
 async fn stream(app: &TestApp, query: &str, last_event_id: Option<u64>) -> LogStream {
     let mut request = app
@@ -134,7 +158,10 @@ async fn a_stream_follows_live_and_resumes_after_the_last_id_without_gap_or_repe
     let mut filtered = stream(&app, &format!("?run_id={more}&type=run.succeeded"), None).await;
     let only = filtered.next().await.unwrap();
     let data: Value = serde_json::from_str(&only.data).unwrap();
-    assert_eq!((data["run_id"].as_str(), data["type"].as_str()), (Some(more.as_str()), Some("run.succeeded")));
+    assert_eq!(
+        (data["run_id"].as_str(), data["type"].as_str()),
+        (Some(more.as_str()), Some("run.succeeded"))
+    );
 }
 
 both_stores!(

@@ -27,8 +27,18 @@ fn replica_config(dir: &Path, name: &str, dsn: &str) -> std::path::PathBuf {
     path
 }
 
-async fn send(client: &reqwest::Client, method: reqwest::Method, url: String, body: Value) -> Value {
-    let response = client.request(method, &url).json(&body).send().await.unwrap();
+async fn send(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    body: Value,
+) -> Value {
+    let response = client
+        .request(method, &url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     let status = response.status();
     let body: Value = response.json().await.unwrap();
     assert!(status.is_success(), "{url}: {status} {body}");
@@ -82,7 +92,11 @@ async fn a_one_second_schedule_fires_every_tick_exactly_once_across_replicas_wit
     .await;
     let last_fire: DateTime<Utc> = paused["last_fire_time"].as_str().unwrap().parse().unwrap();
     let page: Value = client
-        .get(format!("{}/v1/runs?workflow_id={}&limit=500", b.address, wf["id"].as_str().unwrap()))
+        .get(format!(
+            "{}/v1/runs?workflow_id={}&limit=500",
+            b.address,
+            wf["id"].as_str().unwrap()
+        ))
         .send()
         .await
         .unwrap()
@@ -91,13 +105,23 @@ async fn a_one_second_schedule_fires_every_tick_exactly_once_across_replicas_wit
         .unwrap();
     let mut by_tick: BTreeMap<DateTime<Utc>, usize> = BTreeMap::new();
     for run in page["items"].as_array().unwrap() {
-        let t: DateTime<Utc> = run["trigger"]["fire_time"].as_str().unwrap().parse().unwrap();
+        let t: DateTime<Utc> = run["trigger"]["fire_time"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         *by_tick.entry(t).or_default() += 1;
     }
     let repeated: Vec<_> = by_tick.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(repeated.is_empty(), "ticks fired more than once: {repeated:?}");
+    assert!(
+        repeated.is_empty(),
+        "ticks fired more than once: {repeated:?}"
+    );
     let seconds = (last_fire - first_tick).num_seconds() + 1;
-    assert!(seconds as u64 >= SPAN.as_secs() - 2, "only {seconds} ticks in {SPAN:?}");
+    assert!(
+        seconds as u64 >= SPAN.as_secs() - 2,
+        "only {seconds} ticks in {SPAN:?}"
+    );
     let missing: Vec<DateTime<Utc>> = (0..seconds)
         .map(|i| first_tick + chrono::Duration::seconds(i))
         .filter(|t| !by_tick.contains_key(t))
@@ -107,13 +131,22 @@ async fn a_one_second_schedule_fires_every_tick_exactly_once_across_replicas_wit
     // Both replicas took part: each fired some ticks (the other lost those races).
     let fired_by_b = fired(&b.log_lines());
     eprintln!("ticks fired by a before the kill: {fired_by_a}, by b: {fired_by_b}");
-    assert!(fired_by_a > 0 && fired_by_b > 0, "a: {fired_by_a}, b: {fired_by_b}");
+    assert!(
+        fired_by_a > 0 && fired_by_b > 0,
+        "a: {fired_by_a}, b: {fired_by_b}"
+    );
     // A tick the killed replica committed just before dying may be missing from its log.
     let logged = fired_by_a + fired_by_b;
-    assert!(logged <= by_tick.len() && by_tick.len() <= logged + 1, "{logged} logged");
+    assert!(
+        logged <= by_tick.len() && by_tick.len() <= logged + 1,
+        "{logged} logged"
+    );
 }
 
 /// Ticks a replica's log says it fired.
 fn fired(lines: &[String]) -> usize {
-    lines.iter().filter(|l| l.contains("schedule fired")).count()
+    lines
+        .iter()
+        .filter(|l| l.contains("schedule fired"))
+        .count()
 }

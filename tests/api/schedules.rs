@@ -37,7 +37,11 @@ pub async fn runs_of(app: &TestApp, workflow: &str) -> Vec<Value> {
 }
 
 fn fire_time(run: &Value) -> DateTime<Utc> {
-    run["trigger"]["fire_time"].as_str().unwrap().parse().unwrap()
+    run["trigger"]["fire_time"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 async fn metric(app: &TestApp, line: &str) -> u64 {
@@ -118,9 +122,7 @@ async fn trigger_starts_a_run_now_and_manual_runs_have_no_trigger(backend: Backe
                "context": {"who": "now"}}),
     )
     .await;
-    let response = app
-        .post("/v1/schedules/yearly/trigger", &json!({}))
-        .await;
+    let response = app.post("/v1/schedules/yearly/trigger", &json!({})).await;
     assert_eq!(response.status(), 200);
     let run: Value = response.json().await.unwrap();
     assert_eq!(run["trigger"]["type"], "schedule");
@@ -136,9 +138,7 @@ async fn trigger_starts_a_run_now_and_manual_runs_have_no_trigger(backend: Backe
     assert_eq!(missing.status(), 404);
 }
 
-async fn overlap_skip_waits_for_the_previous_run_and_cancel_previous_cancels_it(
-    backend: Backend,
-) {
+async fn overlap_skip_waits_for_the_previous_run_and_cancel_previous_cancels_it(backend: Backend) {
     let app = spawn_on(backend, |_| {}).await;
     let wf = app
         .create_workflow(&serde_json::from_str(GATED).unwrap())
@@ -156,27 +156,48 @@ async fn overlap_skip_waits_for_the_previous_run_and_cancel_previous_cancels_it(
     })
     .await;
     wait_until("a skipped tick", || async {
-        (metric(&app, "orchestrator_schedule_fires_total{outcome=\"skipped\"}").await >= 2)
+        (metric(
+            &app,
+            "orchestrator_schedule_fires_total{outcome=\"skipped\"}",
+        )
+        .await
+            >= 2)
             .then_some(())
     })
     .await;
-    assert_eq!(runs_of(&app, &wf).await.len(), 1, "skip started another run");
+    assert_eq!(
+        runs_of(&app, &wf).await.len(),
+        1,
+        "skip started another run"
+    );
     app.post("/v1/schedules/skipper/pause", &json!({})).await;
     let mut body: Value = app.get("/v1/schedules/skipper").await.json().await.unwrap();
-    for key in ["next_fire_at", "last_fire_time", "last_run_id", "created_at", "updated_at",
-                "created_by", "paused"] {
+    for key in [
+        "next_fire_at",
+        "last_fire_time",
+        "last_run_id",
+        "created_at",
+        "updated_at",
+        "created_by",
+        "paused",
+    ] {
         body.as_object_mut().unwrap().remove(key);
     }
     body["overlap"] = json!("cancel_previous");
     let replaced = app.put("/v1/schedules/skipper", &body).await;
     assert_eq!(replaced.status(), 200);
     let canceled = app
-        .wait_for(first["id"].as_str().unwrap(), "the first run to be canceled", |r| {
-            r["status"] == "CANCELED"
-        })
+        .wait_for(
+            first["id"].as_str().unwrap(),
+            "the first run to be canceled",
+            |r| r["status"] == "CANCELED",
+        )
         .await;
     assert!(
-        canceled["error"].as_str().unwrap().contains("schedule skipper"),
+        canceled["error"]
+            .as_str()
+            .unwrap()
+            .contains("schedule skipper"),
         "{canceled}"
     );
     wait_until("a run of the next tick", || async {
@@ -231,8 +252,17 @@ async fn ticks_missed_while_the_server_was_down_fire_once_at_start() {
         after[0] >= restarting - chrono::Duration::seconds(1),
         "an older missed tick fired: stopped {stopped}, restarting {restarting}, {after:?}"
     );
-    assert!(after.windows(2).all(|w| w[1] - w[0] == chrono::Duration::seconds(1)), "{after:?}");
-    let missed = metric(&app, "orchestrator_schedule_fires_total{outcome=\"missed\"}").await;
+    assert!(
+        after
+            .windows(2)
+            .all(|w| w[1] - w[0] == chrono::Duration::seconds(1)),
+        "{after:?}"
+    );
+    let missed = metric(
+        &app,
+        "orchestrator_schedule_fires_total{outcome=\"missed\"}",
+    )
+    .await;
     assert!(missed >= 2, "missed ticks counted: {missed}");
 }
 
@@ -246,13 +276,31 @@ async fn bad_schedules_are_refused_with_the_pointer_and_ids_are_unique() {
         (json!({"workflow_id": wf, "cron": "61 * * * *"}), "/cron"),
         (json!({"workflow_id": wf, "cron": "* * *"}), "/cron"),
         (json!({"workflow_id": wf, "cron": "0 0 31 2 *"}), "/cron"),
-        (json!({"workflow_id": wf, "cron": "@hourly", "timezone": "Mars/Base"}), "/timezone"),
-        (json!({"workflow_id": "wf_missing", "cron": "@hourly"}), "/workflow_id"),
+        (
+            json!({"workflow_id": wf, "cron": "@hourly", "timezone": "Mars/Base"}),
+            "/timezone",
+        ),
+        (
+            json!({"workflow_id": "wf_missing", "cron": "@hourly"}),
+            "/workflow_id",
+        ),
         (json!({"cron": "@hourly"}), "/workflow_id"),
-        (json!({"workflow_id": wf, "cron": "@hourly", "overlap": "queue"}), "/overlap"),
-        (json!({"workflow_id": wf, "cron": "@hourly", "id": "a b"}), "/id"),
-        (json!({"workflow_id": wf, "cron": "@hourly", "context": []}), "/context"),
-        (json!({"workflow_id": wf, "cron": "@hourly", "every": "day"}), "/every"),
+        (
+            json!({"workflow_id": wf, "cron": "@hourly", "overlap": "queue"}),
+            "/overlap",
+        ),
+        (
+            json!({"workflow_id": wf, "cron": "@hourly", "id": "a b"}),
+            "/id",
+        ),
+        (
+            json!({"workflow_id": wf, "cron": "@hourly", "context": []}),
+            "/context",
+        ),
+        (
+            json!({"workflow_id": wf, "cron": "@hourly", "every": "day"}),
+            "/every",
+        ),
     ] {
         let response = app.post("/v1/schedules", &body).await;
         assert_eq!(response.status(), 400, "{body}");

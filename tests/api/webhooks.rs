@@ -84,7 +84,10 @@ async fn a_signed_delivery_starts_a_run_once_per_delivery_id(backend: Backend) {
     assert_eq!(trigger["type"], "webhook");
     assert_eq!(trigger["name"], "github-push");
     assert_eq!(trigger["delivery"], "72d3162e-cc78-11e3-81ab-4c9367dc0958");
-    assert_eq!(trigger["request"]["body"]["repository"]["full_name"], "acme/site");
+    assert_eq!(
+        trigger["request"]["body"]["repository"]["full_name"],
+        "acme/site"
+    );
     assert_eq!(trigger["request"]["headers"]["x-github-event"], "push");
     assert_eq!(trigger["request"]["headers"]["x-hub-signature-256"], "***");
     assert_eq!(trigger["request"]["query"]["env"], "prod");
@@ -101,11 +104,17 @@ async fn a_signed_delivery_starts_a_run_once_per_delivery_id(backend: Backend) {
         &app,
         "github-push",
         ping,
-        &[("X-Hub-Signature-256", &signature), ("X-GitHub-Event", "ping")],
+        &[
+            ("X-Hub-Signature-256", &signature),
+            ("X-GitHub-Event", "ping"),
+        ],
     )
     .await;
     assert_eq!(filtered.status(), 200);
-    assert_eq!(filtered.json::<Value>().await.unwrap(), json!({"run_id": null}));
+    assert_eq!(
+        filtered.json::<Value>().await.unwrap(),
+        json!({"run_id": null})
+    );
     let runs: Value = app
         .get(&format!("/v1/runs?workflow_id={wf}"))
         .await
@@ -175,7 +184,14 @@ async fn a_body_that_is_not_json_is_text_and_a_failed_render_names_the_template(
     .await;
     let body = "repo=acme/site, not JSON";
     let signature = sign(SECRET, body.as_bytes());
-    let response = deliver(&app.client, &app, "plain", body, &[("X-Hub-Signature-256", &signature)]).await;
+    let response = deliver(
+        &app.client,
+        &app,
+        "plain",
+        body,
+        &[("X-Hub-Signature-256", &signature)],
+    )
+    .await;
     assert_eq!(response.status(), 202);
     let run_id = response.json::<Value>().await.unwrap()["run_id"]
         .as_str()
@@ -191,10 +207,20 @@ async fn a_body_that_is_not_json_is_text_and_a_failed_render_names_the_template(
     .await;
     let body = r#"{"zen": "no repository here"}"#;
     let signature = sign(SECRET, body.as_bytes());
-    let response = deliver(&app.client, &app, "strict", body, &[("X-Hub-Signature-256", &signature)]).await;
+    let response = deliver(
+        &app.client,
+        &app,
+        "strict",
+        body,
+        &[("X-Hub-Signature-256", &signature)],
+    )
+    .await;
     assert_eq!(response.status(), 400);
     let problem: Value = response.json().await.unwrap();
-    assert_eq!(problem["errors"][0]["pointer"], "/context/repo", "{problem}");
+    assert_eq!(
+        problem["errors"][0]["pointer"], "/context/repo",
+        "{problem}"
+    );
 }
 
 #[tokio::test]
@@ -216,18 +242,38 @@ async fn gitlab_tokens_and_oversized_bodies() {
         &app,
         "gitlab",
         body,
-        &[("X-Gitlab-Token", "gl-shared-token"), ("X-Gitlab-Event-UUID", "e-1")],
+        &[
+            ("X-Gitlab-Token", "gl-shared-token"),
+            ("X-Gitlab-Event-UUID", "e-1"),
+        ],
     )
     .await;
     assert_eq!(ok.status(), 202);
     let run_id = ok.json::<Value>().await.unwrap()["run_id"].clone();
     let run = app.run(run_id.as_str().unwrap()).await;
     assert_eq!(run["trigger"]["delivery"], "e-1");
-    assert_eq!(run["trigger"]["request"]["headers"]["x-gitlab-token"], "***");
-    let wrong = deliver(&app.client, &app, "gitlab", body, &[("X-Gitlab-Token", "guess")]).await;
+    assert_eq!(
+        run["trigger"]["request"]["headers"]["x-gitlab-token"],
+        "***"
+    );
+    let wrong = deliver(
+        &app.client,
+        &app,
+        "gitlab",
+        body,
+        &[("X-Gitlab-Token", "guess")],
+    )
+    .await;
     assert_eq!(wrong.status(), 401);
     let big = format!(r#"{{"blob": "{}"}}"#, "x".repeat(2000));
-    let too_large = deliver(&app.client, &app, "gitlab", &big, &[("X-Gitlab-Token", "gl-shared-token")]).await;
+    let too_large = deliver(
+        &app.client,
+        &app,
+        "gitlab",
+        &big,
+        &[("X-Gitlab-Token", "gl-shared-token")],
+    )
+    .await;
     assert_eq!(too_large.status(), 413);
 }
 
@@ -245,12 +291,35 @@ async fn a_trigger_without_a_secret_needs_an_admin_token() {
     let body = r#"{"repo": "acme/ops"}"#;
     let anonymous = reqwest::Client::new();
     let reader = TestApp::client_with_token(crate::auth::READER);
-    assert_eq!(deliver(&anonymous, &app, "internal", body, &[]).await.status(), 401);
-    assert_eq!(deliver(&reader, &app, "internal", body, &[]).await.status(), 403);
-    assert_eq!(deliver(&app.client, &app, "internal", body, &[]).await.status(), 202);
+    assert_eq!(
+        deliver(&anonymous, &app, "internal", body, &[])
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        deliver(&reader, &app, "internal", body, &[]).await.status(),
+        403
+    );
+    assert_eq!(
+        deliver(&app.client, &app, "internal", body, &[])
+            .await
+            .status(),
+        202
+    );
     // An unknown trigger does not reveal itself to a caller without a token.
-    assert_eq!(deliver(&anonymous, &app, "nothing", body, &[]).await.status(), 401);
-    assert_eq!(deliver(&app.client, &app, "nothing", body, &[]).await.status(), 404);
+    assert_eq!(
+        deliver(&anonymous, &app, "nothing", body, &[])
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        deliver(&app.client, &app, "nothing", body, &[])
+            .await
+            .status(),
+        404
+    );
 }
 
 #[tokio::test]
@@ -260,14 +329,32 @@ async fn bad_triggers_are_refused_with_the_pointer_and_names_are_unique() {
         .create_workflow(&serde_json::from_str(ECHO).unwrap())
         .await;
     for (body, pointer) in [
-        (json!({"name": "t", "workflow_id": wf, "context": {"a": "{{ request.body. }}"}}), "/context/a"),
-        (json!({"name": "t", "workflow_id": wf, "context": {"a": "{{ secrets.TOKEN }}"}}), "/context/a"),
-        (json!({"name": "t", "workflow_id": wf, "context": "{{ request.body }}"}), "/context"),
-        (json!({"name": "t", "workflow_id": wf, "filter": "request.body =="}), "/filter"),
-        (json!({"name": "t", "workflow_id": "wf_nope"}), "/workflow_id"),
+        (
+            json!({"name": "t", "workflow_id": wf, "context": {"a": "{{ request.body. }}"}}),
+            "/context/a",
+        ),
+        (
+            json!({"name": "t", "workflow_id": wf, "context": {"a": "{{ secrets.TOKEN }}"}}),
+            "/context/a",
+        ),
+        (
+            json!({"name": "t", "workflow_id": wf, "context": "{{ request.body }}"}),
+            "/context",
+        ),
+        (
+            json!({"name": "t", "workflow_id": wf, "filter": "request.body =="}),
+            "/filter",
+        ),
+        (
+            json!({"name": "t", "workflow_id": "wf_nope"}),
+            "/workflow_id",
+        ),
         (json!({"name": "a/b", "workflow_id": wf}), "/name"),
         (json!({"workflow_id": wf}), "/name"),
-        (json!({"name": "t", "workflow_id": wf, "secret_header": "X-Token"}), "/secret_header"),
+        (
+            json!({"name": "t", "workflow_id": wf, "secret_header": "X-Token"}),
+            "/secret_header",
+        ),
     ] {
         let response = app.post("/v1/triggers", &body).await;
         assert_eq!(response.status(), 400, "{body}");
@@ -294,5 +381,8 @@ async fn bad_triggers_are_refused_with_the_pointer_and_names_are_unique() {
         .unwrap();
     assert_eq!(deleted.status(), 204);
     assert_eq!(app.get("/v1/triggers/once").await.status(), 404);
-    assert_eq!(deliver(&app.client, &app, "once", "{}", &[]).await.status(), 404);
+    assert_eq!(
+        deliver(&app.client, &app, "once", "{}", &[]).await.status(),
+        404
+    );
 }

@@ -40,7 +40,10 @@ pub async fn schedules_are_stored_replaced_and_deleted_by_id(store: DynStore) {
     assert_eq!(store.create_schedule(s.clone()).await.unwrap(), s);
     let again = store.create_schedule(s.clone()).await;
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
-    store.create_schedule(schedule("a-first", &wf)).await.unwrap();
+    store
+        .create_schedule(schedule("a-first", &wf))
+        .await
+        .unwrap();
     let ids: Vec<String> = store
         .list_schedules()
         .await
@@ -73,7 +76,10 @@ pub async fn schedules_are_stored_replaced_and_deleted_by_id(store: DynStore) {
         store.get_schedule("nightly").await.map(|_| ()),
         store.delete_schedule("nightly").await,
     ] {
-        assert!(matches!(missing, Err(StoreError::NotFound(_))), "{missing:?}");
+        assert!(
+            matches!(missing, Err(StoreError::NotFound(_))),
+            "{missing:?}"
+        );
     }
 }
 
@@ -148,7 +154,10 @@ pub async fn ticks_are_due_earliest_first_and_advanced_by_compare_and_set(store:
         Some(at - Duration::seconds(2))
     );
     let due = store.due_schedules(at, 10).await.unwrap();
-    assert_eq!(due.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["soon"]);
+    assert_eq!(
+        due.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        ["soon"]
+    );
     let tick = due[0].next_fire_at.unwrap();
     let next = Some(at + Duration::seconds(3));
     assert!(store.advance_schedule("soon", tick, next).await.unwrap());
@@ -262,7 +271,9 @@ pub async fn event_reads_filter_by_run_workflow_and_type_in_outbox_order(store: 
 /// Concurrent commits (several group-commit writers on PostgreSQL) while a reader follows
 /// the outbox with a cursor: it never skips an id that becomes visible later, and never
 /// sees one twice.
-pub async fn a_reader_following_the_outbox_misses_nothing_under_concurrent_commits(store: DynStore) {
+pub async fn a_reader_following_the_outbox_misses_nothing_under_concurrent_commits(
+    store: DynStore,
+) {
     let wf = stored_workflow(&store).await;
     let runs: Vec<String> =
         futures::future::join_all((0..8).map(|_| stored_run(&store, &wf))).await;
@@ -307,7 +318,11 @@ pub async fn a_reader_following_the_outbox_misses_nothing_under_concurrent_commi
         .map(|e| e.id)
         .collect();
     assert_eq!(all.len(), 8 * 25 * 2);
-    assert_eq!(seen.len(), all.len(), "the follower missed or repeated events");
+    assert_eq!(
+        seen.len(),
+        all.len(),
+        "the follower missed or repeated events"
+    );
     assert_eq!(
         seen.iter().collect::<BTreeSet<_>>(),
         all.iter().collect::<BTreeSet<_>>()

@@ -529,7 +529,8 @@ impl Store for PostgresStore {
         after_id: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        read!(self, |c| triggers::list_events(c, filter, after_id, limit).await)
+        read!(self, |c| triggers::list_events(c, filter, after_id, limit)
+            .await)
     }
 
     async fn count_runs(&self, status: RunStatus) -> Result<u64, StoreError> {

@@ -139,9 +139,7 @@ pub async fn due_schedules<C: GenericClient>(
     rows.iter().map(schedule_row).collect()
 }
 
-pub async fn next_schedule_tick<C: GenericClient>(
-    c: &C,
-) -> Result<Option<Timestamp>, StoreError> {
+pub async fn next_schedule_tick<C: GenericClient>(c: &C) -> Result<Option<Timestamp>, StoreError> {
     let row = c
         .query_one("SELECT MIN(next_fire_at) FROM schedules", &[])
         .await
@@ -248,7 +246,10 @@ pub async fn create_webhook<C: GenericClient>(
     Ok(t.clone())
 }
 
-pub async fn get_webhook<C: GenericClient>(c: &C, name: &str) -> Result<WebhookTrigger, StoreError> {
+pub async fn get_webhook<C: GenericClient>(
+    c: &C,
+    name: &str,
+) -> Result<WebhookTrigger, StoreError> {
     let sql = format!("SELECT {WEBHOOK_COLUMNS} FROM webhook_triggers WHERE name = $1");
     let row = c.query_opt(&sql, &[&name]).await.map_err(db_error)?;
     webhook_row(&row.ok_or_else(|| StoreError::NotFound(format!("trigger {name}")))?)

@@ -180,7 +180,11 @@ pub fn advance_schedule(
 
 /// Claims the tick of `fire` for run `run_id`: `Conflict` when the schedule is gone or
 /// (for a tick) another server fired it first. Called in the savepoint creating the run.
-pub fn fire_schedule(conn: &Connection, fire: &ScheduleFire, run_id: &str) -> Result<(), StoreError> {
+pub fn fire_schedule(
+    conn: &Connection,
+    fire: &ScheduleFire,
+    run_id: &str,
+) -> Result<(), StoreError> {
     let at = ms(fire.fire_time);
     let n = match fire.claim {
         Some((expect, next)) => conn
@@ -189,7 +193,13 @@ pub fn fire_schedule(conn: &Connection, fire: &ScheduleFire, run_id: &str) -> Re
                  WHERE id = ?1 AND next_fire_at = ?2",
             )
             .and_then(|mut st| {
-                st.execute(params![fire.schedule_id, ms(expect), next.map(ms), at, run_id])
+                st.execute(params![
+                    fire.schedule_id,
+                    ms(expect),
+                    next.map(ms),
+                    at,
+                    run_id
+                ])
             }),
         None => conn
             .prepare_cached(
