@@ -16,12 +16,14 @@ use crate::api::{self, AppState};
 use crate::config::{Config, StoreConfig};
 use crate::definition::schema::SchemaError;
 use crate::definition::{Limits, Validator, WorkflowSchema};
-use crate::engine::{Engine, RunLimits, Settings};
+use crate::engine::{Engine, Parts, RunLimits, Settings};
+use crate::expr::Redactor;
 use crate::feed::Feed;
 use crate::hooks::Hooks;
 use crate::logs::LogHub;
 use crate::metrics::{Metrics, MetricsError};
 use crate::outbound::{ClientOptions, HttpClient, UrlError};
+use crate::sandbox::{Sandbox, SandboxError, SandboxSettings};
 use crate::store::postgres::{PgOptions, PostgresStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::timed::TimedStore;
@@ -49,6 +51,8 @@ pub enum StartError {
     Client(#[source] reqwest::Error),
     #[error("hooks: {0}")]
     HookTarget(#[from] UrlError),
+    #[error("{0} (set engine.sandbox_command to the orchestrator binary)")]
+    Sandbox(#[from] SandboxError),
 }
 
 /// A built server, bound to its port, not yet serving.
@@ -82,7 +86,8 @@ pub fn validator(config: &Config, actions: &Registry) -> Result<Validator, Schem
             max_input_bytes: config.limits.max_input_bytes,
         },
         config.requires_approval,
-    ))
+    )
+    .with_secrets(config.secrets.keys().cloned()))
 }
 
 /// Opens the store the configuration names and applies its migrations.
@@ -129,12 +134,22 @@ impl App {
         let validator = Arc::new(validator(&config, &actions)?);
         let pack = Arc::new(Pack::load(config.templates_path.as_deref(), &validator)?);
         let hub = Arc::new(LogHub::with_capacity(config.logs.feed_capacity));
+        crate::expr::set_budget(config.limits.template);
+        let sandbox = Arc::new(Sandbox::new(SandboxSettings {
+            command: config.engine.sandbox_command.clone(),
+            budget: config.limits.template,
+            memory_bytes: config.limits.template_memory_bytes,
+            time: config.limits.template_time,
+            processes: config.engine.sandbox_processes,
+        }));
+        sandbox.check().await?;
         let settings = Settings {
             max_active_runs: config.engine.max_active_runs,
             lease_ttl: config.engine.lease_ttl,
             poll_interval: config.engine.poll_interval,
             idempotency_ttl: config.engine.idempotency_ttl,
             secrets: Arc::new(config.secrets.clone()),
+            redactor: Redactor::new(config.secrets.values()),
             max_log_entries: config.logs.max_entries_per_run,
             limits: RunLimits {
                 max_input_bytes: config.limits.max_input_bytes,
@@ -144,15 +159,16 @@ impl App {
             shutdown_grace: config.server.shutdown_grace,
             clock: crate::clock::Clock::system(),
         };
-        let engine = Engine::new(
-            store.clone(),
-            validator.clone(),
+        let parts = Parts {
+            store: store.clone(),
+            validator: validator.clone(),
             actions,
+            sandbox,
             hub,
-            crate::ids::new_owner(),
-            settings,
-            metrics.clone(),
-        );
+            metrics: metrics.clone(),
+            owner: crate::ids::new_owner(),
+        };
+        let engine = Engine::new(parts, settings);
         engine.start();
         let scheduler = Scheduler::start(
             store.clone(),

@@ -41,6 +41,16 @@ pub enum Command {
     },
     /// Apply store migrations and exit.
     Migrate,
+    /// Evaluate heavy templates for a server (started by the server itself).
+    #[command(hide = true)]
+    Sandbox {
+        #[arg(long)]
+        fuel: u64,
+        #[arg(long)]
+        max_bytes: usize,
+        #[arg(long)]
+        memory_bytes: u64,
+    },
 }
 
 /// The default configuration file.

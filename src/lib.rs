@@ -9,7 +9,7 @@
 //!   marker), [`clock`] (wall time, manual in tests), [`expr`] (the one expression
 //!   language, minijinja), [`metrics`] (the Prometheus registry every part records into).
 //! - [`outbound`]: the one HTTP client, its SSRF policy, failure classes, the one backoff
-//!   schedule. [`definition`]: the workflow model, JSON Schema and semantic checks, the
+//!   schedule. [`sandbox`]: the child processes heavy templates render in. [`definition`]: the workflow model, JSON Schema and semantic checks, the
 //!   step DAG. [`store`]: the [`store::Store`] trait, SQLite and PostgreSQL; the only
 //!   place that knows SQL.
 //! - [`config`]: `config.yaml` + environment → raw shapes → a checked [`config::Config`]
@@ -45,6 +45,7 @@ pub mod metrics;
 pub mod model;
 pub mod outbound;
 pub mod problems;
+pub mod sandbox;
 pub mod secret;
 pub mod size;
 pub mod store;

@@ -13,6 +13,14 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(normalize_args(std::env::args_os()));
+    if let Some(Command::Sandbox {
+        fuel,
+        max_bytes,
+        memory_bytes,
+    }) = cli.command
+    {
+        return sandbox(fuel, max_bytes, memory_bytes);
+    }
     let serving = matches!(cli.command, None | Some(Command::Serve));
     let config = match cli.load_config(serving || matches!(cli.command, Some(Command::Migrate))) {
         Ok(config) => config,
@@ -25,11 +33,24 @@ fn main() -> ExitCode {
         Some(Command::Validate { files }) => validate(&config, files),
         Some(Command::Migrate) => runtime().and_then(|rt| rt.block_on(migrate(config))),
         None | Some(Command::Serve) => runtime().and_then(|rt| rt.block_on(serve(config))),
+        Some(Command::Sandbox { .. }) => Ok(ExitCode::FAILURE),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("orchestrator: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The template sandbox child: no config, no runtime, its memory capped.
+fn sandbox(fuel: u64, max_bytes: usize, memory_bytes: u64) -> ExitCode {
+    let budget = orchestrator::expr::Budget { fuel, max_bytes };
+    match orchestrator::sandbox::child::run(budget, memory_bytes) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("orchestrator sandbox: {e}");
             ExitCode::FAILURE
         }
     }

@@ -23,6 +23,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("metrics", 1),
     // Outbound calls, definitions, persistence.
     ("outbound", 2),
+    ("sandbox", 2),
     ("definition", 2),
     ("store", 2),
     // The checked configuration (its outbound policy is built from `outbound`).

@@ -28,6 +28,7 @@ use tokio_util::task::TaskTracker;
 use crate::actions::Registry;
 use crate::clock::Clock;
 use crate::definition::{Validator, Workflow};
+use crate::expr::Redactor;
 use crate::logs::{LogHub, LogTail};
 use crate::metrics::Metrics;
 use crate::model::{
@@ -35,6 +36,7 @@ use crate::model::{
     StepRun, StepStatus, now,
 };
 use crate::problems::Violation;
+use crate::sandbox::Sandbox;
 use crate::secret::Secret;
 use crate::size::json_len;
 use crate::store::{DynStore, IdempotencyClaim, LogLimits, NewRun, ScheduleFire, StoreError};
@@ -96,7 +98,10 @@ pub struct Settings {
     pub lease_ttl: Duration,
     pub poll_interval: Duration,
     pub idempotency_ttl: Duration,
+    /// Declared secrets, by name, for `secrets.NAME`.
     pub secrets: Arc<BTreeMap<String, Secret>>,
+    /// Masks every declared secret in what is stored.
+    pub redactor: Redactor,
     /// Most entries a run's log may hold before client appends are refused.
     pub max_log_entries: u64,
     /// Size limits of inputs, contexts and outputs.
@@ -146,23 +151,37 @@ pub(crate) const WORKFLOW_CACHE: usize = 1024;
 /// On shutdown, time allowed beyond the grace period for commits and loops to finish.
 const SETTLE: Duration = Duration::from_secs(5);
 
+/// What the engine works with, built by the app.
+pub struct Parts {
+    pub store: DynStore,
+    pub validator: Arc<Validator>,
+    pub actions: Registry,
+    pub sandbox: Arc<Sandbox>,
+    pub hub: Arc<LogHub>,
+    pub metrics: Arc<Metrics>,
+    /// This server's lease-holder identity.
+    pub owner: String,
+}
+
 impl Engine {
     /// Must be called within the Tokio runtime the engine's tasks should run on.
-    pub fn new(
-        store: DynStore,
-        validator: Arc<Validator>,
-        actions: Registry,
-        hub: Arc<LogHub>,
-        owner: String,
-        settings: Settings,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(parts: Parts, settings: Settings) -> Self {
         let permits = Arc::new(Semaphore::new(settings.max_active_runs));
+        let Parts {
+            store,
+            validator,
+            actions,
+            sandbox,
+            hub,
+            metrics,
+            owner,
+        } = parts;
         Self {
             shared: Arc::new(Shared {
                 store,
                 validator,
                 actions,
+                sandbox,
                 hub,
                 owner,
                 settings,

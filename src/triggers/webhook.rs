@@ -4,7 +4,10 @@
 //! `context` and `filter` use the one expression language over `request.body` (the body
 //! parsed as JSON, or its text when it is not JSON), `request.headers` (lower-case names)
 //! and `request.query`. Nothing else is in scope: a template naming `secrets`, `context` or
-//! any other root is refused when the trigger is created.
+//! any other root is refused when the trigger is created. So is a heavy template (one with
+//! statements, loops or calls, see `crate::expr::weight`): a delivery renders in the
+//! request's handler, in place and within `limits.template_fuel` and
+//! `limits.template_bytes`, which only light templates are bounded to do quickly.
 
 use std::collections::BTreeMap;
 
@@ -199,6 +202,11 @@ impl Mapping {
             Some(value) => match Template::compile(value) {
                 Ok(t) => {
                     check_refs("/context", t.references(), &mut violations);
+                    for (at, weight) in t.weights() {
+                        if let Some(why) = weight.heavy {
+                            violations.push(Violation::new(format!("/context{at}"), heavy(&why)));
+                        }
+                    }
                     Some(t)
                 }
                 Err((at, e)) => {
@@ -217,6 +225,9 @@ impl Mapping {
                         .map(|r| (String::new(), r))
                         .collect();
                     check_refs("/filter", refs, &mut violations);
+                    if let Some(why) = &e.weight().heavy {
+                        violations.push(Violation::new("/filter", heavy(why)));
+                    }
                     Some(e)
                 }
                 Err(e) => {
@@ -265,6 +276,14 @@ impl Mapping {
         }
         Ok(out)
     }
+}
+
+fn heavy(why: &str) -> String {
+    format!(
+        "trigger templates must be light (they render while the delivery waits): {why}; \
+         pick values out of request.body, request.headers and request.query, and leave \
+         heavier work to the workflow's steps"
+    )
 }
 
 fn check_refs(base: &str, refs: Vec<(String, String)>, out: &mut Vec<Violation>) {
@@ -402,6 +421,13 @@ mod tests {
             Mapping::compile(Some(&json!({"secret": "{{ secrets.TOKEN }}"})), None).unwrap_err();
         assert_eq!(errors[0].pointer, "/context/secret");
         assert!(Mapping::compile(Some(&json!(["x"])), None).is_err());
+        let errors = Mapping::compile(
+            Some(&json!({"loop": "{% for x in request.body %}{{ x }}{% endfor %}"})),
+            Some("range(100000) | length > 0"),
+        )
+        .unwrap_err();
+        let pointers: Vec<&str> = errors.iter().map(|v| v.pointer.as_str()).collect();
+        assert_eq!(pointers, ["/context/loop", "/filter"], "{errors:?}");
     }
 
     #[test]

@@ -29,6 +29,7 @@ fn settings(clock: &Clock) -> Settings {
         poll_interval: Duration::from_secs(1),
         idempotency_ttl: Duration::from_secs(60),
         secrets: Arc::new(BTreeMap::new()),
+        redactor: crate::expr::Redactor::default(),
         max_log_entries: 1000,
         limits: RunLimits {
             max_input_bytes: 64 * 1024,
