@@ -1,4 +1,5 @@
-//! The command line: `orchestrator [-config FILE] [serve | validate FILE... | migrate]`.
+//! The command line: `orchestrator [-config FILE] [serve | validate FILE... | migrate]`, and
+//! the client subcommands of [`crate::client`] (`apply`, `run`, `logs`, …).
 //!
 //! Go-style single-dash `-config` is accepted beside `--config`. `validate` checks
 //! definition files offline with the same validator the server uses.
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 
 use crate::actions::Registry;
+use crate::client::{ClientCommand, ClientOptions};
 use crate::config::Config;
 use crate::definition::schema::SchemaError;
 use crate::definition::{Validator, parse_document};
@@ -25,6 +27,8 @@ pub struct Cli {
     /// The configuration file (default: config.yaml).
     #[arg(long, short = 'c', global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub client: ClientOptions,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -51,6 +55,8 @@ pub enum Command {
         #[arg(long)]
         memory_bytes: u64,
     },
+    #[command(flatten)]
+    Client(ClientCommand),
 }
 
 /// The default configuration file.

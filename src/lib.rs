@@ -23,7 +23,10 @@
 //!   which start runs through the engine.
 //! - [`api`]: the HTTP resources; the only place that knows actix-web.
 //! - [`app`]: wires everything together; `main` and the tests start the server through it.
-//! - [`cli`]: the command line (serve, validate, migrate).
+//! - [`cli`]: the command line (serve, validate, migrate, and the client's subcommands).
+//! - [`client`]: the command-line client (`apply`, `run`, `logs -f`, …). It sits on the
+//!   first floor: it speaks HTTP to a server and shares nothing with it but plain data
+//!   ([`model`] statuses).
 //!
 //! Data flows one way: api → engine → actions / store. The engine never sees HTTP
 //! handlers, and nothing but the store touches the database.
@@ -32,6 +35,7 @@ pub mod actions;
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod definition;

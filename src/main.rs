@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use orchestrator::app::App;
 use orchestrator::cli::{Cli, Command, normalize_args, validate_files, validator};
 
@@ -17,9 +17,12 @@ fn main() -> ExitCode {
         fuel,
         max_bytes,
         memory_bytes,
-    }) = cli.command
+    }) = &cli.command
     {
-        return sandbox(fuel, max_bytes, memory_bytes);
+        return sandbox(*fuel, *max_bytes, *memory_bytes);
+    }
+    if let Some(Command::Client(command)) = cli.command {
+        return orchestrator::client::main(&cli.client, command, Cli::command);
     }
     let serving = matches!(cli.command, None | Some(Command::Serve));
     let config = match cli.load_config(serving || matches!(cli.command, Some(Command::Migrate))) {
@@ -33,7 +36,8 @@ fn main() -> ExitCode {
         Some(Command::Validate { files }) => validate(&config, files),
         Some(Command::Migrate) => runtime().and_then(|rt| rt.block_on(migrate(config))),
         None | Some(Command::Serve) => runtime().and_then(|rt| rt.block_on(serve(config))),
-        Some(Command::Sandbox { .. }) => Ok(ExitCode::FAILURE),
+        // Dispatched before the configuration is loaded.
+        Some(Command::Sandbox { .. } | Command::Client(_)) => Ok(ExitCode::from(2)),
     };
     match result {
         Ok(code) => code,

@@ -73,7 +73,7 @@ fn decide(
             token.role.as_str()
         )));
     }
-    Ok(Some(Caller(Some(token.name.clone()))))
+    Ok(Some(Caller(Some(token.name.clone()), Some(token.role))))
 }
 
 /// Whether a delivery to `trigger` may start a run: with a secret, its proof header must
