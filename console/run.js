@@ -7,6 +7,7 @@ import { get, follow } from './api.js';
 import { h, fill, when, badge, duration, between, highlight, report, reportUnexpected } from './util.js';
 import { drawDag } from './dag.js';
 import { approvalForm, runActions } from './decide.js';
+import { triggerPanel } from './triggers.js';
 
 const TERMINAL = ['SUCCEEDED', 'FAILED', 'CANCELED'];
 const MAX_LINES = 2000;
@@ -68,6 +69,7 @@ export function runPage(root, id, params, ctx) {
   const detail = h('section', { class: 'card step-detail', id: 'step-detail', 'aria-live': 'polite' },
     h('p', { class: 'muted' }, 'Select a step to see its input, output and attempts.'));
   const context = h('section', { class: 'card', id: 'context' });
+  const origin = h('div', {});
   const decisions = h('section', { class: 'card', id: 'decisions' });
   const streamState = h('span', { class: 'stream-state', id: 'stream-state' }, 'connecting');
   const log = h('div', { class: 'log', id: 'log', role: 'log', 'aria-label': 'Run log', tabindex: 0 });
@@ -75,7 +77,7 @@ export function runPage(root, id, params, ctx) {
     h('div', { class: 'split run-split' }, h('section', { class: 'card' }, h('h2', {}, 'Steps'), dagBox),
       h('div', {}, approvals, detail)),
     h('section', { class: 'card' }, h('div', { class: 'section-head' }, h('h2', {}, 'Log'), streamState), log),
-    h('div', { class: 'split' }, context, decisions));
+    h('div', { class: 'split' }, context, decisions), origin);
 
   let run = null;
   let defs = new Map();
@@ -132,6 +134,7 @@ export function runPage(root, id, params, ctx) {
       }
     }
     fill(context, h('h2', {}, 'Context'), highlight(run.context));
+    if (run.trigger && !origin.childElementCount) fill(origin, triggerPanel(run));
     fill(decisions, h('h2', {}, 'Decisions'), run.approvals.length ? h('ul', { class: 'decisions' }, run.approvals.map((a) => h('li', {},
       badge(a.decision === 'approved' ? 'APPROVED' : 'REJECTED'), ' ', h('strong', {}, a.step), ` by ${a.by} `, when(a.at),
       a.comment ? h('blockquote', {}, a.comment) : null,

@@ -4,6 +4,9 @@
 //!
 //! `id` is the resume position: a page's `next_after`, or the stream's `Last-Event-ID`,
 //! continues with the next event after it, with no gap and no repeat (see `crate::feed`).
+//! `order=desc` pages backwards from the newest event (`before`, `next_before`): what a
+//! console or `orchestrator events` shows first, before following the stream from the
+//! newest id it read.
 //! The stream shares the log streams' limit (`logs.max_streams`) and keep-alive
 //! (`logs.keep_alive`), and ends with `event: shutdown` when the server stops.
 
@@ -34,6 +37,8 @@ pub(super) struct FeedQuery {
     #[serde(rename = "type")]
     kind: Option<String>,
     limit: Option<usize>,
+    before: Option<u64>,
+    order: Option<String>,
 }
 
 impl FeedQuery {
@@ -50,6 +55,8 @@ impl FeedQuery {
                 .filter(|k| !k.is_empty())
                 .map(str::to_owned)
                 .collect(),
+            before: self.before,
+            newest_first: self.order.as_deref() == Some("desc"),
         }
     }
 }
@@ -77,9 +84,14 @@ pub struct FeedEvent {
 #[derive(ToSchema)]
 #[allow(dead_code)] // described, never built
 pub struct EventPage {
+    /// Oldest first; newest first with `order=desc`.
     items: Vec<FeedEvent>,
-    /// The `after` of the next page when this one was full; `null` at the end.
+    /// The `after` of the next page when this one was full; `null` at the end. Absent
+    /// with `order=desc`.
     next_after: Option<u64>,
+    /// With `order=desc`: the `before` of the next (older) page when this one was full;
+    /// `null` at the oldest event.
+    next_before: Option<u64>,
 }
 
 /// The feed's JSON for one event.
@@ -102,7 +114,11 @@ fn item(event: &StoredEvent) -> Value {
         ("workflow_id" = Option<String>, Query, description = "Only this workflow's runs"),
         ("run_id" = Option<String>, Query, description = "Only this run"),
         ("type" = Option<String>, Query, description = "Only these types, comma-separated"),
-        ("limit" = Option<u32>, Query, minimum = 1, description = "Page size (default 100, at most limits.max_page)")
+        ("limit" = Option<u32>, Query, minimum = 1, description = "Page size (default 100, at most limits.max_page)"),
+        ("order" = Option<String>, Query, description = "`asc` (default: oldest first, from \
+            `after`) or `desc` (newest first, before `before`)"),
+        ("before" = Option<u64>, Query, description = "Only events before this id (with \
+            `order=desc`, the next page's `next_before`)")
     ),
     responses(
         (status = 200, description = "A page of the feed", body = EventPage),
@@ -122,16 +138,31 @@ pub(super) async fn list(
             format!("limit must be between 1 and {max}"),
         ));
     }
+    let newest_first = match q.order.as_deref() {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "/order",
+                format!("order must be asc or desc, not {other:?}"),
+            ));
+        }
+    };
     let events = state
         .store
         .list_events(&q.filter(), q.after.unwrap_or(0), limit)
         .await?;
-    let next_after = events
+    let next = events
         .last()
         .map(|e| e.id)
         .filter(|_| events.len() == limit);
     let items: Vec<Value> = events.iter().map(item).collect();
-    Ok(HttpResponse::Ok().json(json!({"items": items, "next_after": next_after})))
+    let page = if newest_first {
+        json!({"items": items, "next_before": next})
+    } else {
+        json!({"items": items, "next_after": next})
+    };
+    Ok(HttpResponse::Ok().json(page))
 }
 
 /// The feed after `Last-Event-ID` (or `?after=`, or from the start), then live.
@@ -162,11 +193,17 @@ pub(super) async fn stream(
     req: HttpRequest,
     q: web::Query<FeedQuery>,
 ) -> Result<impl Responder, ApiError> {
-    if q.limit.is_some() {
-        return Err(ApiError::bad_request(
-            "/limit",
-            "the stream has no limit; it sends every event",
-        ));
+    for (set, name) in [
+        (q.limit.is_some(), "limit"),
+        (q.before.is_some(), "before"),
+        (q.order.is_some(), "order"),
+    ] {
+        if set {
+            return Err(ApiError::bad_request(
+                &format!("/{name}"),
+                format!("the stream takes no {name}: it sends every later event, oldest first"),
+            ));
+        }
     }
     let after = match last_event_id(req.headers())? {
         Some(id) => id,

@@ -162,19 +162,26 @@ pub struct WebhookTrigger {
     pub created_by: Option<String>,
 }
 
-/// Which events `GET /v1/events` answers; every set filter must match.
+/// Which events `GET /v1/events` answers, and in which order; every set filter must match.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EventFilter {
     pub run_id: Option<String>,
     pub workflow_id: Option<String>,
     /// Any of these types (`run.started`, `step.succeeded`, …); empty: every type.
     pub types: Vec<String>,
+    /// Only events before this outbox position.
+    pub before: Option<u64>,
+    /// Newest first: a page is the `limit` events nearest below `before` (or the head).
+    pub newest_first: bool,
 }
 
 impl EventFilter {
     /// True when the filter lets every event through.
     pub fn is_empty(&self) -> bool {
-        self.run_id.is_none() && self.workflow_id.is_none() && self.types.is_empty()
+        self.run_id.is_none()
+            && self.workflow_id.is_none()
+            && self.types.is_empty()
+            && self.before.is_none()
     }
 
     /// True when `event` passes the filter.
@@ -185,5 +192,6 @@ impl EventFilter {
                 .as_ref()
                 .is_none_or(|w| *w == event.workflow_id)
             && (self.types.is_empty() || self.types.contains(&event.event.kind))
+            && self.before.is_none_or(|b| event.id < b)
     }
 }

@@ -24,14 +24,23 @@ use crate::store::SecretHeader;
 /// Globals of the expression language that are not variables.
 const FUNCTIONS: [&str; 4] = ["range", "dict", "debug", "namespace"];
 
-/// Headers never kept with a run: credentials of the caller.
-const HIDDEN_HEADERS: [&str; 5] = [
-    "authorization",
-    "proxy-authorization",
+/// Parts of header names whose values are never kept with a run: credentials and
+/// signatures of the caller (`Authorization`, `Cookie`, `X-Gitlab-Token`,
+/// `X-Hub-Signature-256`, `X-Api-Key`, …). Readers of the run must not learn them.
+const HIDDEN_HEADER_PARTS: [&str; 8] = [
+    "auth",
     "cookie",
-    "x-gitlab-token",
-    "x-hub-signature-256",
+    "token",
+    "secret",
+    "signature",
+    "password",
+    "api-key",
+    "apikey",
 ];
+
+fn hidden(header: &str) -> bool {
+    HIDDEN_HEADER_PARTS.iter().any(|part| header.contains(part))
+}
 
 /// Checks a delivery's proof against the trigger's secret: an `X-Hub-Signature-256`
 /// HMAC-SHA256 of the raw body (`sha256=<hex>`), or an `X-Gitlab-Token` equal to the
@@ -138,15 +147,20 @@ impl Delivery {
         }
     }
 
-    /// The request as kept with the run: credentials hidden, the body cut to `limit`
-    /// bytes of JSON (then kept as text, with `truncated: true`).
+    /// The request as kept with the run: credentials hidden (in headers and query), the
+    /// body cut to `limit` bytes of JSON (then kept as text, with `truncated: true`).
     pub fn kept(&self, limit: usize) -> Value {
         let headers: BTreeMap<&str, &str> = self
             .headers
             .iter()
+            .map(|(k, v)| (k.as_str(), if hidden(k) { "***" } else { v.as_str() }))
+            .collect();
+        let query: Map<String, Value> = self
+            .query
+            .iter()
             .map(|(k, v)| {
-                let hidden = HIDDEN_HEADERS.contains(&k.as_str());
-                (k.as_str(), if hidden { "***" } else { v.as_str() })
+                let hide = hidden(&k.to_ascii_lowercase());
+                (k.clone(), if hide { json!("***") } else { v.clone() })
             })
             .collect();
         let text = self.body.to_string();
@@ -159,7 +173,7 @@ impl Delivery {
             }
             (Value::String(text[..end].to_owned()), true)
         };
-        let mut kept = json!({"headers": headers, "query": self.query, "body": body,
+        let mut kept = json!({"headers": headers, "query": query, "body": body,
                               "body_bytes": self.raw_len});
         if truncated {
             kept["truncated"] = Value::Bool(true);
@@ -311,8 +325,10 @@ mod tests {
                 ("X-GitHub-Event".to_owned(), "push".to_owned()),
                 ("X-GitHub-Delivery".to_owned(), "d-1".to_owned()),
                 ("Authorization".to_owned(), "Bearer t".to_owned()),
+                ("X-Api-Key".to_owned(), "k-123".to_owned()),
+                ("X-Hub-Signature".to_owned(), "sha1=abc".to_owned()),
             ],
-            "env=prod&x=%20y",
+            "env=prod&x=%20y&access_token=t0",
             body.as_bytes(),
         )
     }
@@ -434,7 +450,14 @@ mod tests {
     fn kept_requests_hide_credentials_and_cut_large_bodies() {
         let d = delivery(&format!(r#"{{"blob": "{}"}}"#, "x".repeat(100)));
         let kept = d.kept(1024);
-        assert_eq!(kept["headers"]["authorization"], "***");
+        for credential in ["authorization", "x-api-key", "x-hub-signature"] {
+            assert_eq!(kept["headers"][credential], "***", "{credential}");
+        }
+        assert_eq!(kept["headers"]["x-github-delivery"], "d-1");
+        assert_eq!(
+            kept["query"],
+            json!({"env": "prod", "x": " y", "access_token": "***"})
+        );
         assert_eq!(kept["headers"]["x-github-event"], "push");
         assert!(kept.get("truncated").is_none());
         let cut = d.kept(20);

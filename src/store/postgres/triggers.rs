@@ -277,7 +277,8 @@ pub async fn list_events<C: GenericClient>(
     after: u64,
     limit: usize,
 ) -> Result<Vec<StoredEvent>, StoreError> {
-    let mut args: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(after as i64)];
+    let mut args: Vec<Box<dyn ToSql + Sync + Send>> =
+        vec![Box::new(after.min(i64::MAX as u64) as i64)];
     let mut sql = "SELECT id, run_id, workflow_id, seq, body FROM events WHERE id > $1".to_owned();
     if let Some(run) = &filter.run_id {
         args.push(Box::new(run.clone()));
@@ -294,8 +295,13 @@ pub async fn list_events<C: GenericClient>(
             args.len()
         ));
     }
+    if let Some(before) = filter.before {
+        args.push(Box::new(before.min(i64::MAX as u64) as i64));
+        sql.push_str(&format!(" AND id < ${}", args.len()));
+    }
+    let order = if filter.newest_first { "DESC" } else { "ASC" };
     args.push(Box::new(limit as i64));
-    sql.push_str(&format!(" ORDER BY id LIMIT ${}", args.len()));
+    sql.push_str(&format!(" ORDER BY id {order} LIMIT ${}", args.len()));
     let params: Vec<&(dyn ToSql + Sync)> = args
         .iter()
         .map(|b| b.as_ref() as &(dyn ToSql + Sync))

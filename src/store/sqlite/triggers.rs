@@ -330,7 +330,7 @@ pub fn list_events(
     limit: usize,
 ) -> Result<Vec<StoredEvent>, StoreError> {
     let mut sql = "SELECT id, run_id, workflow_id, seq, body FROM events WHERE id > ?1".to_owned();
-    let mut args: Vec<SqlValue> = vec![SqlValue::Integer(after as i64)];
+    let mut args: Vec<SqlValue> = vec![SqlValue::Integer(after.min(i64::MAX as u64) as i64)];
     if let Some(run) = &filter.run_id {
         args.push(SqlValue::Text(run.clone()));
         sql.push_str(&format!(" AND run_id = ?{}", args.len()));
@@ -350,8 +350,13 @@ pub fn list_events(
             marks.join(", ")
         ));
     }
+    if let Some(before) = filter.before {
+        args.push(SqlValue::Integer(before.min(i64::MAX as u64) as i64));
+        sql.push_str(&format!(" AND id < ?{}", args.len()));
+    }
+    let order = if filter.newest_first { "DESC" } else { "ASC" };
     args.push(SqlValue::Integer(limit as i64));
-    sql.push_str(&format!(" ORDER BY id LIMIT ?{}", args.len()));
+    sql.push_str(&format!(" ORDER BY id {order} LIMIT ?{}", args.len()));
     let mut st = conn.prepare_cached(&sql).map_err(unavailable)?;
     let rows = st
         .query_map(params_from_iter(args), event_row)
