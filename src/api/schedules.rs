@@ -134,7 +134,13 @@ async fn spec(state: &AppState, doc: Document) -> Result<Spec, ApiError> {
     }
     let mut schedule = None;
     if let Some(cron) = &cron {
-        match CronSchedule::parse(cron, &timezone) {
+        // An expression that never fires is only known after a search of many years of
+        // ticks (a few hundred milliseconds): off the request's worker thread.
+        let (text, zone) = (cron.clone(), timezone.clone());
+        let parsed = web::block(move || CronSchedule::parse(&text, &zone))
+            .await
+            .map_err(|_| ApiError::Busy("the server is stopping".into()))?;
+        match parsed {
             Ok(s) => schedule = Some(s),
             Err(e @ CronError::TimeZone(_)) => f.refuse("timezone", e.to_string()),
             Err(e) => f.refuse("cron", e.to_string()),

@@ -128,7 +128,7 @@ async fn finished_runs(app: &TestApp, n: usize) {
 /// Every event id on the server after `after`, oldest first.
 async fn ids_after(app: &TestApp, after: u64) -> Vec<u64> {
     let page: Value = app
-        .get(&format!("/v1/events?after={after}&limit=1000"))
+        .get(&format!("/v1/events?after={after}&limit=500"))
         .await
         .json()
         .await

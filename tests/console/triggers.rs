@@ -238,7 +238,7 @@ async fn shown_ids(browser: &Browser) -> Vec<u64> {
 
 /// Every event id the server has, oldest first.
 async fn all_ids(app: &TestApp) -> Vec<u64> {
-    let page: Value = app.get("/v1/events?limit=1000").await.json().await.unwrap();
+    let page: Value = app.get("/v1/events?limit=500").await.json().await.unwrap();
     page["items"]
         .as_array()
         .unwrap()
