@@ -7,7 +7,7 @@ import { get, follow } from './api.js';
 import { h, fill, when, badge, duration, between, highlight, report, reportUnexpected } from './util.js';
 import { drawDag } from './dag.js';
 import { approvalForm, runActions } from './decide.js';
-import { triggerPanel } from './triggers.js';
+import { triggerPanel, startedBy } from './triggers.js';
 
 const TERMINAL = ['SUCCEEDED', 'FAILED', 'CANCELED'];
 const MAX_LINES = 2000;
@@ -104,7 +104,7 @@ export function runPage(root, id, params, ctx) {
       ? `${run.finished_at ? 'took' : 'running for'} ${duration(between(run.started_at, run.finished_at))}` : 'not started';
     fill(head, h('h1', {}, h('span', { class: 'mono' }, run.id), ' ', badge(run.status)),
       h('p', { class: 'muted' }, 'Workflow ', h('a', { href: `#/workflows/${encodeURIComponent(run.workflow_id)}` }, run.workflow_id),
-        ` v${run.workflow_version} · created `, when(run.created_at), ` · ${took}`),
+        ` v${run.workflow_version} · created `, when(run.created_at), ` · ${took}`, startedBy(run)),
       run.error ? h('p', { class: 'error-text' }, run.error) : null);
     if (ctx.canWrite && run.status !== actionsFor) {
       actionsFor = run.status;

@@ -63,6 +63,7 @@ function scheduleForm(done) {
       if (created) {
         markInvalid(form, null);
         form.reset();
+        zone.value = 'UTC';
         done(created);
       }
     },
@@ -156,8 +157,8 @@ function triggerForm(done) {
   const workflow = h('select', { id: 'trigger-workflow', name: 'workflow_id', 'data-pointer': '/workflow_id', required: true });
   const secret = h('input', { type: 'password', id: 'trigger-secret', name: 'secret', 'data-pointer': '/secret', autocomplete: 'new-password' });
   const header = h('select', { id: 'trigger-header', name: 'secret_header', 'data-pointer': '/secret_header' },
-    h('option', { value: 'X-Hub-Signature-256' }, 'X-Hub-Signature-256 (HMAC of the body, GitHub)'),
-    h('option', { value: 'X-Gitlab-Token' }, 'X-Gitlab-Token (the secret itself, GitLab)'));
+    h('option', { value: 'X-Hub-Signature-256' }, 'X-Hub-Signature-256 (GitHub)'),
+    h('option', { value: 'X-Gitlab-Token' }, 'X-Gitlab-Token (GitLab)'));
   const filter = h('input', { type: 'text', id: 'trigger-filter', name: 'filter', 'data-pointer': '/filter', class: 'mono', placeholder: "request.body.ref == 'refs/heads/main'", autocomplete: 'off', spellcheck: 'false' });
   const context = h('textarea', { id: 'trigger-context', name: 'context', 'data-pointer': '/context', rows: 3, class: 'mono', spellcheck: 'false', placeholder: '{"sha": "{{ request.body.after }}"}' });
   const button = h('button', { type: 'submit', class: 'primary', id: 'create-trigger' }, 'Create trigger');
@@ -188,7 +189,7 @@ function triggerForm(done) {
     field('trigger-name', 'Name', name, 'Deliveries go to POST /hooks/<name>.'),
     field('trigger-workflow', 'Workflow', workflow),
     field('trigger-secret', 'Secret', secret, 'Without one, deliveries need an admin token.'),
-    field('trigger-header', 'Proof', header),
+    field('trigger-header', 'Proof', header, 'An HMAC-SHA256 of the body, or the secret itself.'),
     field('trigger-filter', 'Filter', filter, 'An expression over request; false answers 200 without a run.')),
   field('trigger-context', 'Context templates', context, 'An object of templates over request.body, request.headers and request.query.'),
   h('div', { class: 'actions' }, button),
@@ -218,9 +219,9 @@ export function triggerList(root, params, ctx) {
   const row = (t) => h('tr', { 'data-id': t.name },
     h('td', { class: 'mono' }, t.name),
     h('td', {}, h('a', { href: `#/workflows/${encodeURIComponent(t.workflow_id)}` }, t.workflow_id)),
-    h('td', {}, h('code', { class: 'url' }, `POST ${location.origin}${t.url}`)),
+    h('td', { class: 'wide' }, h('code', { class: 'url' }, `POST ${location.origin}${t.url}`)),
     h('td', {}, t.has_secret ? h('code', {}, t.secret_header) : h('span', { class: 'muted' }, 'admin token')),
-    h('td', {}, t.filter ? h('code', {}, t.filter) : h('span', { class: 'muted' }, 'every delivery'),
+    h('td', { class: 'wide' }, t.filter ? h('code', {}, t.filter) : h('span', { class: 'muted' }, 'every delivery'),
       t.context ? h('details', {}, h('summary', {}, 'Context templates'), highlight(t.context)) : null),
     h('td', {}, when(t.created_at), t.created_by ? h('span', { class: 'muted' }, ` by ${t.created_by}`) : null),
     ctx.canWrite ? h('td', {}, remove(t)) : null);
@@ -250,6 +251,15 @@ export function triggerList(root, params, ctx) {
     }
   };
   return every(2500, refresh);
+}
+
+/** What started a run, in a few words for the run's header; `null` for `POST /v1/runs`. */
+export function startedBy(run) {
+  const t = run.trigger;
+  if (!t) return null;
+  return t.type === 'schedule'
+    ? [' · started by schedule ', h('a', { class: 'mono', href: '#/schedules' }, t.id)]
+    : [' · started by webhook ', h('a', { class: 'mono', href: '#/triggers' }, t.name)];
 }
 
 /** What started a run (its `trigger` member), for the run page. */

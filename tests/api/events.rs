@@ -101,7 +101,41 @@ async fn the_feed_lists_every_event_in_one_order_with_filters_and_pages(backend:
         }
     }
     assert_eq!(paged, order);
-    for bad in ["?limit=0", "?limit=100000", "?after=x", "?colour=red"] {
+
+    // Newest first: pages walk back with `before` until the oldest event.
+    let mut back = Vec::new();
+    let mut query = "?order=desc&limit=5".to_owned();
+    loop {
+        let p = page(&app, &query).await;
+        assert!(p.get("next_after").is_none(), "{p}");
+        back.extend(ids(&p["items"]));
+        match p["next_before"].as_u64() {
+            Some(before) => query = format!("?order=desc&limit=5&before={before}"),
+            None => break,
+        }
+    }
+    assert_eq!(back, order.iter().rev().copied().collect::<Vec<_>>());
+    let newest_end = page(&app, "?order=desc&limit=1&type=run.succeeded").await;
+    assert_eq!(
+        newest_end["items"][0]["id"], ends["items"][2]["id"],
+        "{newest_end}"
+    );
+    let between = page(&app, &format!("?after={}&before={}", order[1], order[4])).await;
+    assert_eq!(ids(&between["items"]), order[2..4]);
+    let beyond = page(&app, &format!("?after={}", u64::MAX)).await;
+    assert_eq!(
+        beyond["items"],
+        json!([]),
+        "no position is after the last one"
+    );
+    for bad in [
+        "?limit=0",
+        "?limit=100000",
+        "?after=x",
+        "?colour=red",
+        "?order=sideways",
+        "?before=-1",
+    ] {
         assert_eq!(
             app.get(&format!("/v1/events{bad}")).await.status(),
             400,
@@ -189,6 +223,10 @@ async fn streams_share_the_log_stream_limit_and_end_with_shutdown() {
         .await
         .unwrap();
     assert_eq!(bad.status(), 200, "GET /v1/events reads only ?after");
+    for query in ["?limit=5", "?order=desc", "?before=3"] {
+        let refused = app.get(&format!("/v1/events/stream{query}")).await;
+        assert_eq!(refused.status(), 400, "{query}");
+    }
     let mut open = LogStream::new(open);
     let stopping = tokio::spawn(app.stop());
     let last = open.next().await.unwrap();

@@ -34,5 +34,6 @@ mod secrets;
 mod services;
 mod shutdown;
 mod templates;
+mod trigger_attacks;
 mod webhooks;
 mod workflows;
