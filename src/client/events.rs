@@ -195,12 +195,13 @@ where
     Ok(())
 }
 
-/// An event as one line: time, type, status, run, workflow and step.
+/// An event as one line: id (for `--after`), time, type, status, run, workflow and step.
 fn line(event: &Value, style: Style) -> String {
     let text = |k: &str| event[k].as_str().unwrap_or("-");
     let status = text("status");
     let mut out = format!(
-        "{} {:<24} {} {} {}",
+        "{:>6} {} {:<21} {} {} {}",
+        event["id"],
         text("ts"),
         text("type"),
         style.paint(&format!("{status:<16}"), Color::of_status(status)),
@@ -251,12 +252,12 @@ mod tests {
     }
 
     #[test]
-    fn a_line_shows_time_type_status_run_workflow_and_step() {
+    fn a_line_shows_id_time_type_status_run_workflow_and_step() {
         let e = json!({"id": 7, "type": "step.failed", "status": "FAILED", "run_id": "run_1",
                        "workflow_id": "deploy", "step": "push", "ts": "2025-01-01T00:00:00Z"});
         assert_eq!(
             line(&e, Style::plain()),
-            "2025-01-01T00:00:00Z step.failed              FAILED           run_1 deploy [push]\n"
+            "     7 2025-01-01T00:00:00Z step.failed           FAILED           run_1 deploy [push]\n"
         );
     }
 }

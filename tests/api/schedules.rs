@@ -9,7 +9,9 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use crate::both::{Backend, both_stores, spawn_on};
-use crate::helpers::{TestApp, spawn_app, spawn_app_in, wait_until};
+use orchestrator::config::RawConfig;
+
+use crate::helpers::{TestApp, spawn_app_in, spawn_app_with, wait_until};
 
 const QUICK: &str = r#"{"name": "tick", "steps": [
     {"name": "mark", "action": "transform", "input": {"set": {"marked": "{{ context.who }}"}}}]}"#;
@@ -207,15 +209,19 @@ async fn overlap_skip_waits_for_the_previous_run_and_cancel_previous_cancels_it(
     .await;
 }
 
-both_stores!(
-    a_seconds_schedule_fires_every_tick_once_and_pauses_and_resumes,
-    trigger_starts_a_run_now_and_manual_runs_have_no_trigger,
-    overlap_skip_waits_for_the_previous_run_and_cancel_previous_cancels_it,
-);
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ticks_missed_while_the_server_was_down_fire_once_at_start() {
-    let app = spawn_app().await;
+async fn ticks_missed_while_the_server_was_down_fire_once_at_start(backend: Backend) {
+    let dsn = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(crate::pg::fresh_database().await),
+    };
+    // The same store before and after the restart.
+    let same_store = |raw: &mut RawConfig| {
+        if let Some(dsn) = &dsn {
+            raw.database.dsn = dsn.clone();
+            raw.database.pool_size = 4;
+        }
+    };
+    let app = spawn_app_with(same_store).await;
     let wf = app
         .create_workflow(&serde_json::from_str(QUICK).unwrap())
         .await;
@@ -233,7 +239,7 @@ async fn ticks_missed_while_the_server_was_down_fire_once_at_start() {
     // Down for a few ticks.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let restarting = Utc::now();
-    let app = spawn_app_in(dir, |_| {}).await;
+    let app = spawn_app_in(dir, same_store).await;
     wait_until("a tick after the restart", || async {
         let runs = runs_of(&app, &wf).await;
         runs.iter().any(|r| fire_time(r) > restarting).then_some(())
@@ -266,9 +272,8 @@ async fn ticks_missed_while_the_server_was_down_fire_once_at_start() {
     assert!(missed >= 2, "missed ticks counted: {missed}");
 }
 
-#[tokio::test]
-async fn bad_schedules_are_refused_with_the_pointer_and_ids_are_unique() {
-    let app = spawn_app().await;
+async fn bad_schedules_are_refused_with_the_pointer_and_ids_are_unique(backend: Backend) {
+    let app = spawn_on(backend, |_| {}).await;
     let wf = app
         .create_workflow(&serde_json::from_str(QUICK).unwrap())
         .await;
@@ -335,3 +340,11 @@ async fn bad_schedules_are_refused_with_the_pointer_and_ids_are_unique() {
     let missing = app.put("/v1/schedules/once", &body).await;
     assert_eq!(missing.status(), 404);
 }
+
+both_stores!(
+    a_seconds_schedule_fires_every_tick_once_and_pauses_and_resumes,
+    trigger_starts_a_run_now_and_manual_runs_have_no_trigger,
+    overlap_skip_waits_for_the_previous_run_and_cancel_previous_cancels_it,
+    ticks_missed_while_the_server_was_down_fire_once_at_start,
+    bad_schedules_are_refused_with_the_pointer_and_ids_are_unique,
+);

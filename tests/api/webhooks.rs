@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::both::{Backend, both_stores, spawn_on};
-use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+use crate::helpers::TestApp;
 use orchestrator::triggers::webhook::sign;
 
 const SECRET: &str = "It's a Secret to Everybody";
@@ -132,11 +132,8 @@ async fn a_signed_delivery_starts_a_run_once_per_delivery_id(backend: Backend) {
     }
 }
 
-both_stores!(a_signed_delivery_starts_a_run_once_per_delivery_id);
-
-#[tokio::test]
-async fn wrong_or_missing_signatures_are_refused_and_store_nothing() {
-    let app = spawn_app().await;
+async fn wrong_or_missing_signatures_are_refused_and_store_nothing(backend: Backend) {
+    let app = spawn_on(backend, |_| {}).await;
     let wf = github_trigger(&app).await;
     let body = r#"{"repository": {"full_name": "acme/site"}}"#;
     let forged = sign("another secret", body.as_bytes());
@@ -170,9 +167,8 @@ async fn wrong_or_missing_signatures_are_refused_and_store_nothing() {
     ));
 }
 
-#[tokio::test]
-async fn a_body_that_is_not_json_is_text_and_a_failed_render_names_the_template() {
-    let app = spawn_app().await;
+async fn a_body_that_is_not_json_is_text_and_a_failed_render_names_the_template(backend: Backend) {
+    let app = spawn_on(backend, |_| {}).await;
     let wf = app
         .create_workflow(&serde_json::from_str(ECHO).unwrap())
         .await;
@@ -223,9 +219,8 @@ async fn a_body_that_is_not_json_is_text_and_a_failed_render_names_the_template(
     );
 }
 
-#[tokio::test]
-async fn gitlab_tokens_and_oversized_bodies() {
-    let app = spawn_app_with(|raw| raw.limits.body_bytes = 1024).await;
+async fn gitlab_tokens_and_oversized_bodies(backend: Backend) {
+    let app = spawn_on(backend, |raw| raw.limits.body_bytes = 1024).await;
     let wf = app
         .create_workflow(&serde_json::from_str(ECHO).unwrap())
         .await;
@@ -322,9 +317,8 @@ async fn a_trigger_without_a_secret_needs_an_admin_token() {
     );
 }
 
-#[tokio::test]
-async fn bad_triggers_are_refused_with_the_pointer_and_names_are_unique() {
-    let app = spawn_app().await;
+async fn bad_triggers_are_refused_with_the_pointer_and_names_are_unique(backend: Backend) {
+    let app = spawn_on(backend, |_| {}).await;
     let wf = app
         .create_workflow(&serde_json::from_str(ECHO).unwrap())
         .await;
@@ -386,3 +380,11 @@ async fn bad_triggers_are_refused_with_the_pointer_and_names_are_unique() {
         404
     );
 }
+
+both_stores!(
+    a_signed_delivery_starts_a_run_once_per_delivery_id,
+    wrong_or_missing_signatures_are_refused_and_store_nothing,
+    a_body_that_is_not_json_is_text_and_a_failed_render_names_the_template,
+    gitlab_tokens_and_oversized_bodies,
+    bad_triggers_are_refused_with_the_pointer_and_names_are_unique,
+);
