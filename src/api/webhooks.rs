@@ -101,7 +101,7 @@ pub(super) async fn deliver(
         .inspect_err(|_| outcome("invalid"))?;
     if !mapping
         .passes(&delivery)
-        .map_err(render_error)
+        .map_err(|e| render_error(&trigger.name, e))
         .inspect_err(|_| outcome("invalid"))?
     {
         outcome("filtered");
@@ -109,7 +109,7 @@ pub(super) async fn deliver(
     }
     let context = mapping
         .render(&delivery)
-        .map_err(render_error)
+        .map_err(|e| render_error(&trigger.name, e))
         .inspect_err(|_| outcome("invalid"))?;
     let delivery_id = delivery.id().map(str::to_owned);
     if delivery_id
@@ -153,7 +153,9 @@ pub(super) async fn deliver(
 }
 
 /// A template of the trigger failed for this request: `400` at the template's pointer.
-fn render_error(e: RenderError) -> ApiError {
+/// The sender sees the answer; the operator sees it in the server log (no run is made).
+fn render_error(trigger: &str, e: RenderError) -> ApiError {
+    tracing::warn!(trigger, pointer = %e.pointer, error = %e.source, "a webhook delivery's template failed; no run started");
     ApiError::BadRequest {
         detail: format!(
             "the trigger's template at {} failed for this request: {}",
