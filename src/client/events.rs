@@ -199,9 +199,11 @@ where
 fn line(event: &Value, style: Style) -> String {
     let text = |k: &str| event[k].as_str().unwrap_or("-");
     let status = text("status");
+    let id = event["id"]
+        .as_u64()
+        .map_or_else(|| "-".into(), |i| i.to_string());
     let mut out = format!(
-        "{:>6} {} {:<21} {} {} {}",
-        event["id"],
+        "{id:>6} {} {:<21} {} {} {}",
         text("ts"),
         text("type"),
         style.paint(&format!("{status:<16}"), Color::of_status(status)),
