@@ -42,13 +42,13 @@ pub enum StartError {
     Pack(#[from] PackError),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
-    #[error("cannot listen on {address}: {source}")]
+    #[error("server.host, server.port: cannot listen on {address}: {source}")]
     Bind {
         address: String,
         source: std::io::Error,
     },
     #[error("cannot build the HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
+    Client(#[source] crate::outbound::ClientError),
     #[error("hooks: {0}")]
     HookTarget(#[from] UrlError),
     #[error("{0} (set engine.sandbox_command to the orchestrator binary)")]
@@ -155,6 +155,7 @@ impl App {
                 max_input_bytes: config.limits.max_input_bytes,
                 max_context_bytes: config.limits.max_context_bytes,
                 max_output_bytes: config.limits.max_output_bytes,
+                foreach_items: config.limits.foreach_items,
             },
             shutdown_grace: config.server.shutdown_grace,
             clock: crate::clock::Clock::system(),

@@ -211,6 +211,7 @@ mod tests {
                 "PENDING",
                 "RUNNING",
                 "WAITING_APPROVAL",
+                "WAITING",
                 "SUCCEEDED",
                 "FAILED",
                 "CANCELED"

@@ -94,6 +94,7 @@ pub(super) async fn start(
             idempotency,
             trigger: None,
             schedule: None,
+            parent: None,
         })
         .await?;
     let mut answer = if created {

@@ -421,6 +421,7 @@ pub(super) async fn trigger(
             version: None,
             context: s.context,
             idempotency: None,
+            parent: None,
             trigger: Some(RunTrigger::Schedule {
                 id: s.id.clone(),
                 fire_time,

@@ -133,6 +133,7 @@ pub(super) async fn deliver(
             version: None,
             context,
             idempotency,
+            parent: None,
             trigger: Some(RunTrigger::Webhook {
                 name: trigger.name.clone(),
                 delivery: delivery_id,

@@ -189,6 +189,7 @@ impl Pass {
             version: None,
             context: schedule.context.clone(),
             idempotency: None,
+            parent: None,
             trigger: Some(RunTrigger::Schedule {
                 id: id.to_owned(),
                 fire_time,

@@ -13,6 +13,7 @@ use crate::store::StoreError;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0003_triggers.sql"),
+    include_str!("migrations/0005_flow.sql"),
 ];
 
 /// The advisory lock key that serialises migrations ("orchmigr").
@@ -23,7 +24,12 @@ pub async fn run(config: &tokio_postgres::Config) -> Result<(), StoreError> {
     let (mut client, connection) = config
         .connect(NoTls)
         .await
-        .map_err(|e| StoreError::unavailable_by("cannot connect to PostgreSQL", e))?;
+        .map_err(|e| {
+            StoreError::unavailable_by(
+                "cannot connect to PostgreSQL (check database.dsn, and that PostgreSQL runs and accepts connections from this host)",
+                e,
+            )
+        })?;
     let driver = tokio::spawn(connection);
     let result = apply(&mut client).await;
     drop(client);
