@@ -9,13 +9,16 @@
 //! Run through `scripts/bench-store.sh`, which starts PostgreSQL.
 //!
 //! Options: `--runs N` (per repeat, default 2000), `--in-flight N` (default 50),
-//! `--repeat N` (default 3). PostgreSQL DSN: `BENCH_POSTGRES_DSN` or `TEST_POSTGRES_DSN`.
+//! `--repeat N` (default 3), `--events` (each commit also writes the outbox events the
+//! engine writes: `run.started`, `step.started`, `step.succeeded`, `run.succeeded`, as it
+//! does since the events feed reads them). PostgreSQL DSN: `BENCH_POSTGRES_DSN` or
+//! `TEST_POSTGRES_DSN`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use orchestrator::model::{LogLevel, NewLogEntry, RunStatus, StepRun, StepStatus, now};
+use orchestrator::model::{LogLevel, NewEvent, NewLogEntry, RunStatus, StepRun, StepStatus, now};
 use orchestrator::store::postgres::{PgOptions, PostgresStore};
 use orchestrator::store::sqlite::SqliteStore;
 use orchestrator::store::{
@@ -30,6 +33,7 @@ struct Options {
     runs: usize,
     in_flight: usize,
     repeat: usize,
+    events: bool,
 }
 
 fn options() -> Options {
@@ -45,6 +49,7 @@ fn options() -> Options {
         runs: value("--runs", 2000),
         in_flight: value("--in-flight", 50),
         repeat: value("--repeat", 3),
+        events: args.iter().any(|a| a == "--events"),
     }
 }
 
@@ -63,8 +68,15 @@ fn main() -> anyhow::Result<()> {
             .or_else(|_| std::env::var("TEST_POSTGRES_DSN"))
             .map_err(|_| anyhow::anyhow!("set BENCH_POSTGRES_DSN (scripts/bench-store.sh does)"))?;
         println!(
-            "workload: {STEPS}-step runs, {} in flight, {} runs per repeat, {} repeats",
-            options.in_flight, options.runs, options.repeat
+            "workload: {STEPS}-step runs, {} in flight, {} runs per repeat, {} repeats, {}",
+            options.in_flight,
+            options.runs,
+            options.repeat,
+            if options.events {
+                "with outbox events"
+            } else {
+                "without outbox events"
+            }
         );
         let mut sqlite = Vec::new();
         let mut postgres = Vec::new();
@@ -149,12 +161,13 @@ async fn workload(store: DynStore, options: &Options) -> anyhow::Result<f64> {
     let workers: Vec<_> = (0..options.in_flight)
         .map(|_| {
             let (store, wf, left) = (store.clone(), wf.clone(), left.clone());
+            let events = options.events;
             tokio::spawn(async move {
                 while left
                     .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
                     .is_ok()
                 {
-                    one_run(&store, &wf).await?;
+                    one_run(&store, &wf, events).await?;
                 }
                 anyhow::Ok(())
             })
@@ -170,7 +183,24 @@ fn log(message: String, step: Option<&str>) -> NewLogEntry {
     NewLogEntry::engine(LogLevel::Info, step, message)
 }
 
-async fn one_run(store: &DynStore, wf: &str) -> anyhow::Result<()> {
+fn event(on: bool, kinds: &[&str], step: Option<&str>, status: &str) -> Vec<NewEvent> {
+    if !on {
+        return Vec::new();
+    }
+    kinds
+        .iter()
+        .map(|kind| NewEvent {
+            kind: (*kind).to_owned(),
+            step: step
+                .filter(|_| kind.starts_with("step."))
+                .map(str::to_owned),
+            status: status.to_owned(),
+            ts: now(),
+        })
+        .collect()
+}
+
+async fn one_run(store: &DynStore, wf: &str, events: bool) -> anyhow::Result<()> {
     let steps: Vec<StepRun> = (0..STEPS)
         .map(|i| StepRun::pending(format!("s{i}"), format!("step{i}"), "http".into()))
         .collect();
@@ -193,6 +223,8 @@ async fn one_run(store: &DynStore, wf: &str) -> anyhow::Result<()> {
             logs: vec![log("run created".into(), None)],
             events: Vec::new(),
             budget: None,
+            trigger: None,
+            schedule: None,
         })
         .await?;
     let mut run = created.run;
@@ -212,6 +244,12 @@ async fn one_run(store: &DynStore, wf: &str) -> anyhow::Result<()> {
         tx.head = Some(RunHead::of(&run));
         tx.steps = vec![(i, run.steps[i].clone())];
         tx.logs = vec![log(format!("step {name} started"), Some(&name))];
+        let kinds: &[&str] = if i == 0 {
+            &["run.started", "step.started"]
+        } else {
+            &["step.started"]
+        };
+        tx.events = event(events, kinds, Some(&name), "RUNNING");
         store.commit(tx).await?;
         run.steps[i].status = StepStatus::Succeeded;
         run.steps[i].finished_at = Some(now());
@@ -221,6 +259,7 @@ async fn one_run(store: &DynStore, wf: &str) -> anyhow::Result<()> {
         tx.head = Some(RunHead::of(&run));
         tx.steps = vec![(i, run.steps[i].clone())];
         tx.logs = vec![log(format!("step {name} succeeded"), Some(&name))];
+        tx.events = event(events, &["step.succeeded"], Some(&name), "SUCCEEDED");
         store.commit(tx).await?;
     }
     run.status = RunStatus::Succeeded;
@@ -230,6 +269,7 @@ async fn one_run(store: &DynStore, wf: &str) -> anyhow::Result<()> {
     tx.head = Some(RunHead::of(&run));
     tx.owner = OwnerChange::Release;
     tx.logs = vec![log("run succeeded".into(), None)];
+    tx.events = event(events, &["run.succeeded"], None, "SUCCEEDED");
     store.commit(tx).await?;
     Ok(())
 }

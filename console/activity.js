@@ -1,5 +1,6 @@
 // Activity: the events feed of DESIGN §11 (`GET /v1/events`, `/v1/events/stream`), newest
-// at the top, filtered by workflow, run and type. The navigation shows this page only when
+// at the top, filtered by workflow, run and type: the newest 100 events (`order=desc`), then
+// the stream from the newest of them (resumed with Last-Event-ID after a drop). The navigation shows this page only when
 // the server answers `/v1/events` (app.js probes it), so servers without the feed hide it.
 
 import { get, follow, query } from './api.js';
@@ -15,7 +16,7 @@ export function activityPage(root, params) {
     type: params.get('type') || '',
   };
   const slot = h('div', { class: 'slot' });
-  const state = h('span', { class: 'stream-state' }, 'connecting');
+  const state = h('span', { class: 'stream-state', id: 'stream-state' }, 'connecting');
   const body = h('tbody');
   const inputs = Object.keys(filter).map((k) => h('input', {
     id: `filter-${k}`, name: k, value: filter[k], placeholder: k === 'type' ? 'run.failed' : '', autocomplete: 'off',
@@ -41,22 +42,19 @@ export function activityPage(root, params) {
     body.replaceChildren();
     report(slot, null);
     try {
-      // The latest page first, then everything after it live.
-      let after = '';
-      let page = await get(`/v1/events${query({ ...filter, limit: 100 })}`);
-      while (page.items.length) {
-        page.items.forEach(add);
-        after = page.next_after ?? page.items[page.items.length - 1].id;
-        if (!page.next_after) break;
-        page = await get(`/v1/events${query({ ...filter, after, limit: 100 })}`);
-      }
+      // The newest page first, then everything after its newest event live. When nothing
+      // matched yet, the stream starts at the beginning: it can only hold what comes next.
+      const page = await get(`/v1/events${query({ ...filter, order: 'desc', limit: 100 })}`);
+      page.items.slice().reverse().forEach(add);
+      const after = page.items.length ? page.items[0].id : null;
       stop = follow(`/v1/events/stream${query(filter)}`, {
-        lastEventId: after === '' ? null : after,
+        lastEventId: after,
         final: [],
         onEvent: (event, data) => { if (data && typeof data === 'object' && 'run_id' in data) add(data); },
         onState: (s) => {
           if (typeof s === 'string') state.textContent = s;
           else report(slot, s);
+          state.setAttribute('data-state', typeof s === 'string' ? s : 'error');
         },
       });
     } catch (e) {

@@ -9,6 +9,7 @@ import { h, fill, when, badge, duration, between, highlight, report, reportUnexp
 import { drawDag } from './dag.js';
 import { approvalForm, eventForm, runActions } from './decide.js';
 import { rerunHistory } from './rerun.js';
+import { triggerPanel, startedBy } from './triggers.js';
 
 const TERMINAL = ['SUCCEEDED', 'FAILED', 'CANCELED'];
 const MAX_LINES = 2000;
@@ -109,6 +110,7 @@ export function runPage(root, id, params, ctx) {
   const detail = h('section', { class: 'card step-detail', id: 'step-detail', 'aria-live': 'polite' },
     h('p', { class: 'muted' }, 'Select a step to see its input, output and attempts.'));
   const context = h('section', { class: 'card', id: 'context' });
+  const origin = h('div', {});
   const decisions = h('section', { class: 'card', id: 'decisions' });
   const streamState = h('span', { class: 'stream-state', id: 'stream-state' }, 'connecting');
   const log = h('div', { class: 'log', id: 'log', role: 'log', 'aria-label': 'Run log', tabindex: 0 });
@@ -116,7 +118,7 @@ export function runPage(root, id, params, ctx) {
     h('div', { class: 'split run-split' }, h('section', { class: 'card' }, h('h2', {}, 'Steps'), dagBox),
       h('div', {}, approvals, detail)),
     h('section', { class: 'card' }, h('div', { class: 'section-head' }, h('h2', {}, 'Log'), streamState), log),
-    h('div', { class: 'split' }, context, decisions), history);
+    h('div', { class: 'split' }, context, decisions), origin, history);
 
   let run = null;
   let defs = new Map();
@@ -159,7 +161,7 @@ export function runPage(root, id, params, ctx) {
       ? `${run.finished_at ? 'took' : 'running for'} ${duration(between(run.started_at, run.finished_at))}` : 'not started';
     fill(head, h('h1', {}, h('span', { class: 'mono' }, run.id), ' ', badge(run.status)),
       h('p', { class: 'muted' }, 'Workflow ', h('a', { href: `#/workflows/${encodeURIComponent(run.workflow_id)}` }, run.workflow_id),
-        ` v${run.workflow_version} · created `, when(run.created_at), ` · ${took}`,
+        ` v${run.workflow_version} · created `, when(run.created_at), ` · ${took}`, startedBy(run),
         run.parent_run_id ? [' · child of ', h('a', { href: `#/runs/${encodeURIComponent(run.parent_run_id)}`, class: 'mono', id: 'parent-run' }, run.parent_run_id)] : null),
       run.error ? h('p', { class: 'error-text' }, run.error) : null,
       lastRerun(run));
@@ -198,6 +200,7 @@ export function runPage(root, id, params, ctx) {
       }
     }
     fill(context, h('h2', {}, 'Context'), highlight(run.context));
+    if (run.trigger && !origin.childElementCount) fill(origin, triggerPanel(run));
     fill(decisions, h('h2', {}, 'Decisions'), run.approvals.length ? h('ul', { class: 'decisions' }, run.approvals.map((a) => h('li', {},
       badge(a.decision === 'approved' ? 'APPROVED' : 'REJECTED'), ' ', h('strong', {}, a.step), ` by ${a.by} `, when(a.at),
       a.comment ? h('blockquote', {}, a.comment) : null,

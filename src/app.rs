@@ -18,6 +18,7 @@ use crate::definition::schema::SchemaError;
 use crate::definition::{Limits, Validator, WorkflowSchema};
 use crate::engine::{Engine, Parts, RunLimits, Settings};
 use crate::expr::Redactor;
+use crate::feed::Feed;
 use crate::hooks::Hooks;
 use crate::logs::LogHub;
 use crate::metrics::{Metrics, MetricsError};
@@ -28,6 +29,7 @@ use crate::store::sqlite::SqliteStore;
 use crate::store::timed::TimedStore;
 use crate::store::{DynStore, StoreError};
 use crate::templates::{Pack, PackError};
+use crate::triggers::{Scheduler, SchedulerSettings};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +61,8 @@ pub struct App {
     address: SocketAddr,
     engine: Engine,
     hooks: Hooks,
+    scheduler: Scheduler,
+    feed: Feed,
     store: DynStore,
 }
 
@@ -147,7 +151,6 @@ impl App {
             idempotency_ttl: config.engine.idempotency_ttl,
             secrets: Arc::new(config.secrets.clone()),
             redactor: Redactor::new(config.secrets.values()),
-            emit_events: !hook_targets.is_empty(),
             max_log_entries: config.logs.max_entries_per_run,
             limits: RunLimits {
                 max_input_bytes: config.limits.max_input_bytes,
@@ -177,6 +180,17 @@ impl App {
             hook_targets,
             config.hooks.clone(),
         );
+        let scheduler = Scheduler::start(
+            store.clone(),
+            engine.clone(),
+            metrics.clone(),
+            SchedulerSettings {
+                poll_interval: config.triggers.poll_interval,
+                misfire_grace: config.triggers.misfire_grace,
+            },
+        );
+        // The feed reads the outbox as often as hook delivery does when idle.
+        let feed = Feed::start(store.clone(), config.hooks.poll_interval);
         let state = web::Data::new(AppState {
             store: store.clone(),
             engine: engine.clone(),
@@ -190,6 +204,9 @@ impl App {
             hook_targets: hook_names,
             hooks: hooks.clone(),
             cors_origins: config.server.cors_origins.clone().into(),
+            scheduler: scheduler.clone(),
+            feed: feed.clone(),
+            triggers: config.triggers.clone(),
         });
         let address = config.bind_address();
         let listener = TcpListener::bind(&address).map_err(|source| StartError::Bind {
@@ -230,6 +247,8 @@ impl App {
             address: bound,
             engine,
             hooks,
+            scheduler,
+            feed,
             store,
         })
     }
@@ -255,10 +274,11 @@ impl App {
     }
 
     /// Serves until `shutdown` completes, then stops in this order:
-    /// 1. the listener closes (requests in progress go on);
+    /// 1. the listener closes (requests in progress go on) and schedules stop firing;
     /// 2. the engine drains: no new steps, steps in flight get `server.shutdown_grace`,
     ///    their results are committed, and unfinished runs are released to resume on the
-    ///    next start; log streams stay open meanwhile, then end with a `shutdown` event;
+    ///    next start; log and event streams stay open meanwhile, then end with a
+    ///    `shutdown` event;
     /// 3. hook delivery stops, after the engine so that the events of its last commits
     ///    are in the outbox (delivered after the next start);
     /// 4. the HTTP server waits for the remaining requests.
@@ -268,7 +288,9 @@ impl App {
         shutdown.await;
         tracing::info!("shutting down: no new connections");
         let stopping = handle.stop(true);
+        self.scheduler.shutdown().await;
         self.engine.shutdown().await;
+        self.feed.close();
         self.hooks.shutdown(HOOKS_GRACE).await;
         stopping.await;
         let served = server.await.map_err(std::io::Error::other)?;

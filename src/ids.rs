@@ -10,6 +10,8 @@ use ulid::Generator;
 pub const WORKFLOW: &str = "wf_";
 /// Prefix of generated run ids.
 pub const RUN: &str = "run_";
+/// Prefix of generated schedule ids.
+pub const SCHEDULE: &str = "sch_";
 
 static GENERATOR: Mutex<Generator> = Mutex::new(Generator::new());
 

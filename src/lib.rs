@@ -15,9 +15,12 @@
 //! - [`config`]: `config.yaml` + environment → raw shapes → a checked [`config::Config`]
 //!   of typed sections.
 //! - [`actions`]: one file per action behind [`actions::Action`], and the registry.
-//!   [`hooks`]: delivery of run and step events from the outbox. [`logs`]: live fan-out
+//!   [`hooks`]: delivery of run and step events from the outbox. [`feed`]: the events
+//!   feed, one reader of the outbox fanned out to live subscribers. [`logs`]: live fan-out
 //!   of committed log entries. [`templates`]: the template pack. [`telemetry`]: tracing.
 //! - [`engine`]: the run state machine: scheduling, retry, approvals, cancel, resume.
+//! - [`triggers`]: cron schedules (fired once across replicas) and webhook deliveries,
+//!   which start runs through the engine.
 //! - [`api`]: the HTTP resources; the only place that knows actix-web.
 //! - [`app`]: wires everything together; `main` and the tests start the server through it.
 //! - [`cli`]: the command line (serve, validate, migrate, health, and the client's subcommands).
@@ -38,6 +41,7 @@ pub mod config;
 pub mod definition;
 pub mod engine;
 pub mod expr;
+pub mod feed;
 pub mod hooks;
 pub mod ids;
 pub mod logs;
@@ -52,3 +56,4 @@ pub mod size;
 pub mod store;
 pub mod telemetry;
 pub mod templates;
+pub mod triggers;

@@ -65,6 +65,8 @@ pub struct Metrics {
     sse_subscribers: IntGauge,
     hook_outbox_depth: IntGaugeVec,
     store: HistogramVec,
+    schedule_fires: IntCounterVec,
+    webhook_deliveries: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -218,6 +220,18 @@ impl Metrics {
             )?,
             sse_subscribers: gauge("sse_subscribers", "Open SSE log streams on this server.")?,
             hook_outbox_depth,
+            schedule_fires: counter(
+                "schedule_fires_total",
+                "Schedule ticks by outcome: fired (a run started), skipped (overlap), missed \
+                 (coalesced into a later tick), failed (no run could start).",
+                &["outcome"],
+            )?,
+            webhook_deliveries: counter(
+                "webhook_deliveries_total",
+                "Deliveries to POST /hooks/{name} of existing triggers, by outcome: started, \
+                 duplicate, filtered, unauthorized, invalid, failed.",
+                &["trigger", "outcome"],
+            )?,
             registry,
         };
         metrics.touch_known_series();
@@ -305,6 +319,18 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
+    /// `n` schedule ticks had `outcome` (`fired`, `skipped`, `missed`, `failed`).
+    pub fn schedule_fires(&self, outcome: &str, n: u64) {
+        self.schedule_fires.with_label_values(&[outcome]).inc_by(n);
+    }
+
+    /// A delivery to webhook trigger `trigger` had `outcome`.
+    pub fn webhook_delivery(&self, trigger: &str, outcome: &str) {
+        self.webhook_deliveries
+            .with_label_values(&[trigger, outcome])
+            .inc();
+    }
+
     /// The latency histogram of one store operation.
     pub fn store_operation(&self, operation: &str) -> Histogram {
         self.store.with_label_values(&[operation])
@@ -380,6 +406,8 @@ mod tests {
         m.step("http").finished(Duration::from_millis(3));
         m.http_request("GET", "/v1/runs/{id}", 200, Duration::from_millis(1));
         m.store_operation("commit").observe(0.001);
+        m.schedule_fires("fired", 2);
+        m.webhook_delivery("github", "started");
         let text = m.render(&Gauges {
             runs_active: 2,
             runs_parked: Some(1),
@@ -408,6 +436,8 @@ mod tests {
             "orchestrator_runs_waiting 2",
             "orchestrator_sse_subscribers 3",
             "orchestrator_hook_outbox_depth{target=\"audit_log\"} 4",
+            "orchestrator_schedule_fires_total{outcome=\"fired\"} 2",
+            "orchestrator_webhook_deliveries_total{outcome=\"started\",trigger=\"github\"} 1",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

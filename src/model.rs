@@ -357,9 +357,34 @@ pub struct Run {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<Timestamp>,
+    /// What started the run; absent for runs started through `POST /v1/runs`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<RunTrigger>,
     /// Engine bookkeeping kept with the run but not served.
     #[serde(skip)]
     pub control: RunControl,
+}
+
+/// What started a run other than `POST /v1/runs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum RunTrigger {
+    /// The tick of schedule `id` that was due at `fire_time` (or `POST …/trigger`'s time).
+    Schedule {
+        id: String,
+        #[schema(value_type = String, format = DateTime)]
+        fire_time: Timestamp,
+    },
+    /// A delivery to `POST /hooks/{name}`, with its delivery id when it had one, and the
+    /// request as received (size-limited) for debugging what the context was rendered from.
+    Webhook {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        delivery: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(value_type = Option<Object>)]
+        request: Option<Value>,
+    },
 }
 
 /// Engine bookkeeping stored with a run.

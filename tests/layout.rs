@@ -34,15 +34,18 @@ const FLOORS: &[(&str, u8)] = &[
     // What steps do, hook delivery, live logs, the template pack, tracing set-up.
     ("actions", 4),
     ("hooks", 4),
+    ("feed", 4),
     ("logs", 4),
     ("templates", 4),
     ("telemetry", 4),
     ("engine", 5),
-    ("api", 6),
-    ("app", 7),
-    ("cli", 8),
-    ("main", 9),
-    ("bin", 9),
+    // What starts runs besides the API: schedules and webhook deliveries.
+    ("triggers", 6),
+    ("api", 7),
+    ("app", 8),
+    ("cli", 9),
+    ("main", 10),
+    ("bin", 10),
 ];
 
 fn src() -> PathBuf {

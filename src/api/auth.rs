@@ -10,6 +10,11 @@
 //!
 //! Tokens are compared as SHA-256 digests in constant time, so neither a token's length nor
 //! how much of it matched shows in the answer time.
+//!
+//! `POST /hooks/{name}` ([`Access::Signed`]) is decided per trigger, once the handler knows
+//! it: [`admit_delivery`] takes a valid signature (or GitLab token) for a trigger with a
+//! secret, and an admin token for one without; the middleware only refuses a bearer token
+//! that is sent and wrong.
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -20,6 +25,7 @@ use subtle::ConstantTimeEq;
 
 use super::{Access, ApiError, AppState, Caller, access_of};
 use crate::config::{ApiToken, Role, token_digest};
+use crate::store::WebhookTrigger;
 
 /// Checks the caller's token against the route's access before the route runs.
 pub async fn authorize(
@@ -51,7 +57,8 @@ fn decide(
     access: Option<Access>,
     headers: &HeaderMap,
 ) -> Result<Option<Caller>, ApiError> {
-    if access == Some(Access::Open) {
+    if access == Some(Access::Open) || (access == Some(Access::Signed) && bearer(headers).is_none())
+    {
         return Ok(None);
     }
     let secret = bearer(headers).ok_or_else(|| {
@@ -67,6 +74,44 @@ fn decide(
         )));
     }
     Ok(Some(Caller(Some(token.name.clone()), Some(token.role))))
+}
+
+/// Whether a delivery to `trigger` may start a run: with a secret, its proof header must
+/// match the body (nothing else is accepted); without one, the caller needs an admin token
+/// (when auth is on).
+pub fn admit_delivery(
+    tokens: &[ApiToken],
+    headers: &HeaderMap,
+    trigger: &WebhookTrigger,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    let Some(secret) = &trigger.secret else {
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        return decide(tokens, Some(Access::Write), headers).map(|_| ());
+    };
+    let name = trigger.secret_header.as_str();
+    let proof = headers.get(name).and_then(|v| v.to_str().ok());
+    if crate::triggers::webhook::verify(secret, trigger.secret_header, proof, body) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized(format!(
+            "{name} is missing or does not match the body under the trigger's secret"
+        )))
+    }
+}
+
+/// The answer for a delivery to a trigger that does not exist: `404`, but `401` to a
+/// caller without a valid token when auth is on, so trigger names do not leak.
+pub fn unknown_trigger(tokens: &[ApiToken], headers: &HeaderMap, name: &str) -> ApiError {
+    if !tokens.is_empty() && bearer(headers).and_then(|t| find(tokens, t)).is_none() {
+        return ApiError::Unauthorized(
+            "this endpoint needs a valid signature or an Authorization: Bearer <token> header"
+                .into(),
+        );
+    }
+    ApiError::NotFound(format!("trigger {name}"))
 }
 
 /// The token of an `Authorization: Bearer <token>` header (the scheme in any case).

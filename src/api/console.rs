@@ -51,6 +51,7 @@ assets! {
     "run.js" => JS,
     "rerun.js" => JS,
     "activity.js" => JS,
+    "triggers.js" => JS,
     "style.css" => "text/css; charset=utf-8",
     "icon.svg" => "image/svg+xml",
 }

@@ -15,6 +15,8 @@ pub mod console;
 pub mod cors;
 mod deletion;
 pub mod error;
+mod events;
+mod fields;
 mod health;
 mod logs;
 mod metrics;
@@ -25,8 +27,11 @@ mod rerun;
 mod run_events;
 mod run_search;
 mod runs;
+mod schedules;
 mod schemas;
 mod templates;
+mod triggers;
+mod webhooks;
 mod whoami;
 mod workflows;
 
@@ -39,13 +44,15 @@ use serde::Deserialize;
 
 use tokio::sync::Semaphore;
 
-use crate::config::{ApiToken, Role, RunLogSettings, ServerLimits};
+use crate::config::{ApiToken, Role, RunLogSettings, ServerLimits, TriggerSettings};
 use crate::definition::Validator;
 use crate::engine::Engine;
+use crate::feed::Feed;
 use crate::metrics::Metrics;
 use crate::model::PageRequest;
 use crate::store::DynStore;
 use crate::templates::Pack;
+use crate::triggers::Scheduler;
 
 pub use error::ApiError;
 
@@ -69,6 +76,11 @@ pub struct AppState {
     pub hooks: crate::hooks::Hooks,
     /// Origins whose pages may call the API from a browser (`server.cors.allowed_origins`).
     pub cors_origins: Arc<[String]>,
+    /// The schedule loop, woken when a schedule changes here.
+    pub scheduler: Scheduler,
+    /// The events feed's live readers.
+    pub feed: Feed,
+    pub triggers: TriggerSettings,
 }
 
 /// Who may call a route when `auth.tokens` is set.
@@ -80,6 +92,9 @@ pub enum Access {
     Read,
     /// An `admin` token: changes workflows or templates, or acts on runs.
     Write,
+    /// A webhook delivery, decided per trigger by the handler (see [`auth::admit_delivery`]):
+    /// a valid signature for a trigger with a secret, else an admin token.
+    Signed,
 }
 
 /// One served route: method (lower case), path pattern, the access it needs, and whether
@@ -152,6 +167,17 @@ routes! {
         "/v1/runs/{id}/events/{name}" => [post Write run_events::send],
         "/v1/runs/{id}/logs" => [get Read logs::read, post Write logs::append],
         "/v1/runs/{id}/logs/stream" => [get Read logs::stream],
+        "/v1/schedules" => [post Write schedules::create, get Read schedules::list],
+        "/v1/schedules/{id}" => [get Read schedules::get, put Write schedules::replace,
+                                 delete Write schedules::delete],
+        "/v1/schedules/{id}/pause" => [post Write schedules::pause],
+        "/v1/schedules/{id}/resume" => [post Write schedules::resume],
+        "/v1/schedules/{id}/trigger" => [post Write schedules::trigger],
+        "/v1/triggers" => [post Write triggers::create, get Read triggers::list],
+        "/v1/triggers/{name}" => [get Read triggers::get, delete Write triggers::delete],
+        "/hooks/{name}" => [post Signed webhooks::deliver],
+        "/v1/events" => [get Read events::list],
+        "/v1/events/stream" => [get Read events::stream],
     }
     // The shell carries no data (a navigation cannot send a bearer header); the pages
     // fetch everything through the API above with the token.

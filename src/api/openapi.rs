@@ -19,7 +19,8 @@ use crate::definition::schema::{STEPS_SCHEMA, WORKFLOW_SCHEMA};
 #[openapi(
     info(
         title = "orchestrator",
-        description = "A declarative workflow runtime: workflows, runs, approvals, run logs."
+        description = "A declarative workflow runtime: workflows, runs, approvals, run logs, \
+                       schedules, webhook triggers and the events feed."
     ),
     components(schemas(
         schemas::Problem,
@@ -33,6 +34,9 @@ use crate::definition::schema::{STEPS_SCHEMA, WORKFLOW_SCHEMA};
         (name = "templates", description = "The template pack and stored templates"),
         (name = "runs", description = "Runs and decisions about them"),
         (name = "logs", description = "Run logs, live over Server-Sent Events"),
+        (name = "schedules", description = "Cron schedules that start runs"),
+        (name = "triggers", description = "Webhook triggers and their inbound endpoint"),
+        (name = "events", description = "The events feed: every run and step event, live"),
         (name = "operations", description = "Health, readiness, metrics and this document")
     )
 )]
@@ -142,8 +146,15 @@ fn add_route_rules(doc: &mut Value) {
         let Some(Value::Object(op)) = doc.pointer_mut(&pointer) else {
             continue;
         };
-        if route.access != Access::Open {
-            op.insert("security".into(), json!([{"bearer": []}]));
+        match route.access {
+            Access::Open => {}
+            // Open when the trigger has a secret (the signature proves the caller).
+            Access::Signed => {
+                op.insert("security".into(), json!([{}, {"bearer": []}]));
+            }
+            _ => {
+                op.insert("security".into(), json!([{"bearer": []}]));
+            }
         }
         let responses = op
             .entry("responses")
@@ -156,7 +167,7 @@ fn add_route_rules(doc: &mut Value) {
             unauthorized["headers"] = json!({"WWW-Authenticate": {"schema": {"type": "string"}}});
             responses.entry("401").or_insert(unauthorized);
         }
-        if route.access == Access::Write {
+        if matches!(route.access, Access::Write | Access::Signed) {
             responses
                 .entry("403")
                 .or_insert_with(|| problem("The token's role (reader) may not do this"));

@@ -93,6 +93,8 @@ pub(super) async fn start(
             version,
             context,
             idempotency,
+            trigger: None,
+            schedule: None,
             parent: None,
         })
         .await?;

@@ -234,12 +234,25 @@ impl Api {
         run: &str,
         last_seq: Option<u64>,
     ) -> Result<reqwest::Response, ClientError> {
+        self.stream(&["v1", "runs", run, "logs", "stream"], &[], last_seq)
+            .await
+    }
+
+    /// Opens a Server-Sent Events stream, resuming after `last_id` (`Last-Event-ID`); the
+    /// `200` answer.
+    pub async fn stream(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+        last_id: Option<u64>,
+    ) -> Result<reqwest::Response, ClientError> {
         let mut request = self
             .streams
-            .get(self.url(&["v1", "runs", run, "logs", "stream"]))
+            .get(self.url(segments))
+            .query(query)
             .header(reqwest::header::ACCEPT, "text/event-stream");
-        if let Some(seq) = last_seq {
-            request = request.header("Last-Event-ID", seq.to_string());
+        if let Some(id) = last_id {
+            request = request.header("Last-Event-ID", id.to_string());
         }
         let response = self.execute(request).await?;
         checked(response).await

@@ -5,13 +5,15 @@
 //! `follow` streams a run's log with resume, and each group of subcommands has its file:
 //! `workflows` (apply), `runs` (run, runs, get), `search` (the filters of runs), `decide`
 //! (approve, reject, cancel, event), `curate` (retry with edits, delete, archive, the
-//! workflows listing), `logs`; `input` reads JSON arguments.
+//! workflows listing), `logs`, `triggers` (schedules, triggers), `events` (the events feed);
+//! `input` reads JSON arguments.
 //! Exit codes: 0 done, 1 the server refused or the run failed or was canceled, 2 a usage or
 //! connection error.
 
 mod completions;
 mod curate;
 mod decide;
+mod events;
 mod follow;
 mod http;
 mod input;
@@ -20,6 +22,7 @@ mod logs;
 mod output;
 mod runs;
 mod search;
+mod triggers;
 mod workflows;
 
 use std::path::PathBuf;
@@ -158,6 +161,23 @@ pub enum ClientCommand {
         --data '{\"build\": \"ok\"}'"
     )]
     Event(decide::EventArgs),
+    /// List schedules; pause, resume or trigger one now.
+    #[command(
+        after_help = "Example:\n  orchestrator schedules\n  orchestrator schedules pause nightly\n  \
+        orchestrator schedules resume nightly\n  orchestrator schedules trigger nightly"
+    )]
+    Schedules(triggers::ScheduleArgs),
+    /// List webhook triggers (deliveries go to POST /hooks/NAME).
+    #[command(after_help = "Example:\n  orchestrator triggers -o json")]
+    Triggers,
+    /// Print the newest run and step events; with -f, follow them live.
+    #[command(
+        after_help = "Without --after, the newest --limit events come first. -f keeps \
+        following (resuming after a dropped connection) until interrupted.\n\n\
+        Example:\n  orchestrator events -f\n  orchestrator events --type run.failed --limit 50\n  \
+        orchestrator events --workflow deploy --after 1200 -o json"
+    )]
+    Events(events::EventsArgs),
     /// Print a shell completion script.
     #[command(
         after_help = "Example:\n  orchestrator completions bash > /etc/bash_completion.d/orchestrator\n  \
@@ -231,6 +251,9 @@ async fn dispatch(
         ClientCommand::Archive { workflow } => curate::archive(&ctx, &workflow).await.and(done),
         ClientCommand::Workflows(args) => curate::workflows(&ctx, args).await.and(done),
         ClientCommand::Event(args) => decide::event(&ctx, args).await.and(done),
+        ClientCommand::Schedules(args) => triggers::schedules(&ctx, args).await.and(done),
+        ClientCommand::Triggers => triggers::triggers(&ctx).await.and(done),
+        ClientCommand::Events(args) => events::show(&ctx, args).await.and(done),
         ClientCommand::Completions { .. } => done,
     }
 }

@@ -12,6 +12,7 @@ mod auth;
 mod expand;
 pub mod raw;
 mod sections;
+mod triggers;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,6 +31,7 @@ pub use sections::{
     EngineSettings, HookSettings, LogConfig, RunLogSettings, ServerLimits, ServerSettings,
     ServiceSection, Services, StoreConfig,
 };
+pub use triggers::TriggerSettings;
 
 /// Prefix of environment variables that override config keys; `__` separates levels.
 pub const ENV_PREFIX: &str = "ORCHESTRATOR_";
@@ -104,6 +106,8 @@ pub struct Config {
     pub secrets: BTreeMap<String, Secret>,
     pub services: Services,
     pub hooks: HookSettings,
+    /// Cron schedules and webhook triggers.
+    pub triggers: TriggerSettings,
     /// API tokens; empty: no authentication.
     pub auth: Vec<ApiToken>,
 }
@@ -203,6 +207,7 @@ impl Config {
                 .collect(),
             services,
             hooks: HookSettings::from_raw(&raw.hooks)?,
+            triggers: TriggerSettings::from_raw(&raw.triggers)?,
             auth: auth::api_tokens(&raw.auth)?,
         })
     }
@@ -421,6 +426,7 @@ mod tests {
             shipped.engine.max_active_runs,
             defaults.engine.max_active_runs
         );
+        assert_eq!(shipped.triggers, defaults.triggers);
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub struct RawConfig {
     pub scm: RawService,
     pub audit_log: RawService,
     pub hooks: RawHooks,
+    pub triggers: RawTriggers,
     pub auth: RawAuth,
 }
 
@@ -319,6 +320,30 @@ impl std::fmt::Debug for RawToken {
             .field("token", &"***")
             .field("role", &self.role)
             .finish()
+    }
+}
+
+/// Cron schedules and webhook triggers (see `crate::triggers`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawTriggers {
+    /// The longest the schedule loop sleeps (how soon changes on other replicas are seen).
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// A tick later than this is coalesced with later ones: only the latest due one fires.
+    #[serde(with = "humantime_serde")]
+    pub misfire_grace: Duration,
+    /// Bytes of a webhook request's body kept with the run it starts.
+    pub request_bytes: usize,
+}
+
+impl Default for RawTriggers {
+    fn default() -> Self {
+        Self {
+            poll_interval: Duration::from_secs(1),
+            misfire_grace: Duration::from_secs(60),
+            request_bytes: 64 * 1024,
+        }
     }
 }
 

@@ -40,6 +40,8 @@ impl Shared {
             context,
             idempotency: Some((key, "child".into())),
             parent: Some((parent.id.clone(), depth)),
+            trigger: None,
+            schedule: None,
         };
         self.start_run(request)
             .await

@@ -33,11 +33,11 @@ use crate::definition::{Validator, Workflow};
 use crate::expr::Redactor;
 use crate::logs::{LogHub, LogTail};
 use crate::metrics::Metrics;
-use crate::model::{LogEntry, NewLogEntry, Page, PageRequest, Run, RunFilter};
+use crate::model::{LogEntry, NewLogEntry, Page, PageRequest, Run, RunFilter, RunTrigger};
 use crate::problems::Violation;
 use crate::sandbox::Sandbox;
 use crate::secret::Secret;
-use crate::store::{DynStore, LogLimits, StoreError};
+use crate::store::{DynStore, LogLimits, ScheduleFire, StoreError};
 
 pub use decide::{Intervention, Refusal};
 pub use rerun::RetryRequest;
@@ -100,8 +100,6 @@ pub struct Settings {
     pub secrets: Arc<BTreeMap<String, Secret>>,
     /// Masks every declared secret in what is stored.
     pub redactor: Redactor,
-    /// Write hook events to the outbox (some hook target is configured).
-    pub emit_events: bool,
     /// Most entries a run's log may hold before client appends are refused.
     pub max_log_entries: u64,
     /// Size limits of inputs, contexts and outputs.
@@ -139,6 +137,11 @@ pub struct StartRun {
     pub idempotency: Option<(String, String)>,
     /// The run whose `workflow` step starts this one, and the new run's depth.
     pub parent: Option<(String, u32)>,
+    /// What started it, recorded on the run; `None` for `POST /v1/runs`.
+    pub trigger: Option<RunTrigger>,
+    /// The schedule tick it fires, claimed in the run's own commit: `Conflict` when another
+    /// server fired it first.
+    pub schedule: Option<ScheduleFire>,
 }
 
 /// The engine handle; cheap to clone.

@@ -296,6 +296,7 @@ mod tests {
             usage: Map::new(),
             budget: None,
             retries: Vec::new(),
+            trigger: None,
             created_at: crate::model::now(),
             updated_at: crate::model::now(),
             started_at: None,

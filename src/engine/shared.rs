@@ -20,7 +20,7 @@ use crate::actions::Registry;
 use crate::definition::{Validator, Workflow};
 use crate::logs::LogHub;
 use crate::metrics::Metrics;
-use crate::model::{LogLevel, NewLogEntry, Run, RunStatus, StepRun, StepStatus, now};
+use crate::model::{LogLevel, NewLogEntry, Run, RunStatus, RunTrigger, StepRun, StepStatus, now};
 use crate::problems::Violation;
 use crate::sandbox::Sandbox;
 use crate::size::json_len;
@@ -244,12 +244,16 @@ impl Shared {
                 LogLevel::Info,
                 None,
                 format!(
-                    "run created from workflow {} version {}",
-                    version.id, version.version
+                    "run created from workflow {} version {}{}",
+                    version.id,
+                    version.version,
+                    started_by(request.trigger.as_ref())
                 ),
             )],
             events: Vec::new(),
             budget: super::state::effective_budget(wf.budget, shared.settings.limits.run_tokens),
+            trigger: request.trigger,
+            schedule: request.schedule,
         };
         let created = shared.store.create_run(new).await?;
         shared.hub.publish(&created.run.id, &created.logs);
@@ -375,5 +379,19 @@ impl Shared {
             None => {}
         }
         Ok(state.run)
+    }
+}
+
+/// How a run's first log entry names what started it.
+fn started_by(trigger: Option<&RunTrigger>) -> String {
+    match trigger {
+        None => String::new(),
+        Some(RunTrigger::Schedule { id, fire_time }) => {
+            format!(" by schedule {id} (tick {})", fire_time.to_rfc3339())
+        }
+        Some(RunTrigger::Webhook { name, delivery, .. }) => match delivery {
+            Some(d) => format!(" by webhook trigger {name} (delivery {d})"),
+            None => format!(" by webhook trigger {name}"),
+        },
     }
 }

@@ -169,7 +169,7 @@ impl Expr {
     }
 
     /// Evaluates to a JSON value; an undefined result is an error.
-    pub fn eval(&self, scope: &Scope) -> Result<Value, ExprError> {
+    pub fn eval(&self, scope: &impl Vars) -> Result<Value, ExprError> {
         let value = self.eval_raw(scope)?;
         if value.is_undefined() {
             return Err(ExprError::new(&self.source, "undefined value"));
@@ -192,11 +192,11 @@ impl Expr {
     }
 
     /// Evaluates as a condition: undefined counts as false.
-    pub fn is_true(&self, scope: &Scope) -> Result<bool, ExprError> {
+    pub fn is_true(&self, scope: &impl Vars) -> Result<bool, ExprError> {
         Ok(self.eval_raw(scope)?.is_true())
     }
 
-    fn eval_raw(&self, scope: &Scope) -> Result<MjValue, ExprError> {
+    fn eval_raw(&self, scope: &impl Vars) -> Result<MjValue, ExprError> {
         self.compiled
             .eval(scope.to_value())
             .map_err(|e| ExprError::evaluating(&self.source, e))
@@ -265,7 +265,7 @@ impl Template {
 
     /// Renders every part in place against `scope`, heavy parts included: what the
     /// sandbox does, or a caller that knows the tree is light ([`Self::is_light`]).
-    pub fn render(&self, scope: &Scope) -> Result<Value, ExprError> {
+    pub fn render(&self, scope: &impl Vars) -> Result<Value, ExprError> {
         self.render_using(scope, &mut std::iter::empty())
     }
 
@@ -274,7 +274,7 @@ impl Template {
     /// `heavy` has run out.
     pub fn render_using(
         &self,
-        scope: &Scope,
+        scope: &impl Vars,
         heavy: &mut dyn Iterator<Item = Value>,
     ) -> Result<Value, ExprError> {
         Ok(match self {
@@ -430,7 +430,7 @@ impl Text {
     }
 
     /// Renders in place, within the budget.
-    pub fn render(&self, scope: &Scope) -> Result<String, ExprError> {
+    pub fn render(&self, scope: &impl Vars) -> Result<String, ExprError> {
         let template = RUNTIME
             .template_from_str(&self.source)
             .map_err(|e| ExprError::new(&self.source, e))?;
@@ -507,7 +507,25 @@ pub struct Scope {
     pub index: MjValue,
 }
 
-impl Scope {
+/// What a template reads: a run's [`Scope`], or a trigger's [`RequestScope`].
+pub trait Vars {
+    /// The variables, as the one map minijinja evaluates against.
+    fn to_value(&self) -> MjValue;
+}
+
+/// The variables of a webhook trigger's `context` and `filter`: only `request`.
+#[derive(Clone, Debug)]
+pub struct RequestScope {
+    pub request: MjValue,
+}
+
+impl Vars for RequestScope {
+    fn to_value(&self) -> MjValue {
+        minijinja::context! { request => self.request.clone() }
+    }
+}
+
+impl Vars for Scope {
     fn to_value(&self) -> MjValue {
         minijinja::context! {
             context => self.context.clone(),
@@ -518,7 +536,9 @@ impl Scope {
             index => self.index.clone(),
         }
     }
+}
 
+impl Scope {
     /// This scope with `item` and `index` set, for one item of a `foreach` step.
     pub fn with_item(&self, item: &Value, index: usize) -> Self {
         Self {

@@ -240,6 +240,8 @@ mod tests {
                 logs: vec![NewLogEntry::engine(LogLevel::Info, None, "created")],
                 events: Vec::new(),
                 budget: None,
+                trigger: None,
+                schedule: None,
             })
             .await
             .unwrap();

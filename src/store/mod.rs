@@ -12,6 +12,7 @@ pub mod encoding;
 pub mod postgres;
 pub mod sqlite;
 pub mod timed;
+pub mod triggers;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,8 +25,11 @@ pub use curation::{Archived, Curation, Deletion, WorkflowEntry, WorkflowFilter};
 
 use crate::model::{
     Approval, LogEntry, NewEvent, NewLogEntry, Page, PageRequest, RetryRecord, Run, RunBudget,
-    RunControl, RunExtra, RunFilter, RunStatus, StepRun, TemplateRecord, Timestamp,
+    RunControl, RunExtra, RunFilter, RunStatus, RunTrigger, StepRun, TemplateRecord, Timestamp,
     WorkflowVersion,
+};
+pub use triggers::{
+    EventFilter, Overlap, Schedule, ScheduleFire, ScheduleUpdate, SecretHeader, WebhookTrigger,
 };
 
 /// The error behind a store failure, shared so that [`StoreError`] stays cheap to clone.
@@ -133,6 +137,10 @@ pub struct NewRun {
     pub events: Vec<NewEvent>,
     /// The token budget the run is held to.
     pub budget: Option<RunBudget>,
+    /// What started it (a schedule's tick, a webhook); `None` for `POST /v1/runs`.
+    pub trigger: Option<RunTrigger>,
+    /// The schedule tick it fires, claimed in the same commit (`Conflict` when taken).
+    pub schedule: Option<ScheduleFire>,
 }
 
 impl NewRun {
@@ -157,6 +165,7 @@ impl NewRun {
             updated_at: at,
             started_at: None,
             finished_at: None,
+            trigger: self.trigger,
             control: RunControl {
                 extra,
                 ..RunControl::default()
@@ -459,6 +468,51 @@ pub trait Store: Curation + Send + Sync + 'static {
     fn notices(&self) -> Option<broadcast::Receiver<Notice>> {
         None
     }
+
+    // Schedules, webhook triggers and the events feed (DESIGN §10, §11).
+
+    /// Stores a schedule; `Conflict` when the id exists.
+    async fn create_schedule(&self, schedule: Schedule) -> Result<Schedule, StoreError>;
+    /// A stored schedule.
+    async fn get_schedule(&self, id: &str) -> Result<Schedule, StoreError>;
+    /// Every schedule, by id.
+    async fn list_schedules(&self) -> Result<Vec<Schedule>, StoreError>;
+    /// Replaces a schedule's definition, keeping what it fired; `NotFound` when none.
+    async fn update_schedule(&self, update: ScheduleUpdate) -> Result<Schedule, StoreError>;
+    /// Removes a schedule; `NotFound` when none.
+    async fn delete_schedule(&self, id: &str) -> Result<(), StoreError>;
+    /// Schedules with a tick due at `now` (`next_fire_at <= now`), earliest first.
+    async fn due_schedules(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Schedule>, StoreError>;
+    /// The earliest `next_fire_at` of all schedules, if any is active.
+    async fn next_schedule_tick(&self) -> Result<Option<Timestamp>, StoreError>;
+    /// Moves a schedule from tick `expect` to `next` without a run (a skipped tick); false
+    /// when `next_fire_at` was no longer `expect` (another server claimed it).
+    async fn advance_schedule(
+        &self,
+        id: &str,
+        expect: Timestamp,
+        next: Option<Timestamp>,
+    ) -> Result<bool, StoreError>;
+    /// Stores a webhook trigger; `Conflict` when the name exists.
+    async fn create_webhook(&self, trigger: WebhookTrigger) -> Result<WebhookTrigger, StoreError>;
+    /// A stored webhook trigger.
+    async fn get_webhook(&self, name: &str) -> Result<WebhookTrigger, StoreError>;
+    /// Every webhook trigger, by name.
+    async fn list_webhooks(&self) -> Result<Vec<WebhookTrigger>, StoreError>;
+    /// Removes a webhook trigger; `NotFound` when none.
+    async fn delete_webhook(&self, name: &str) -> Result<(), StoreError>;
+    /// Events after outbox position `after_id` that pass `filter`, in outbox order, at most
+    /// `limit`; the same order guarantee as [`Store::read_events`].
+    async fn list_events(
+        &self,
+        filter: &EventFilter,
+        after_id: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
 
     /// How many runs have `status` (for metrics; must be cheap, e.g. an index count).
     async fn count_runs(&self, status: RunStatus) -> Result<u64, StoreError>;

@@ -12,9 +12,9 @@ use prometheus::Histogram;
 use tokio::sync::broadcast;
 
 use super::{
-    Archived, Committed, CreatedRun, Curation, Deletion, DynStore, LogLimits, NewRun,
-    NewWorkflowVersion, Notice, Store, StoreError, StoredEvent, Transition, WorkflowEntry,
-    WorkflowFilter,
+    Archived, Committed, CreatedRun, Curation, Deletion, DynStore, EventFilter, LogLimits, NewRun,
+    NewWorkflowVersion, Notice, Schedule, ScheduleUpdate, Store, StoreError, StoredEvent,
+    Transition, WebhookTrigger, WorkflowEntry, WorkflowFilter,
 };
 use crate::metrics::{Metrics, timed};
 use crate::model::{
@@ -68,6 +68,19 @@ operations!(
     count_runs_by_status,
     delete_run,
     deleted_run,
+    create_schedule,
+    get_schedule,
+    list_schedules,
+    update_schedule,
+    delete_schedule,
+    due_schedules,
+    next_schedule_tick,
+    advance_schedule,
+    create_webhook,
+    get_webhook,
+    list_webhooks,
+    delete_webhook,
+    list_events,
 );
 
 /// The wrapped store, timed.
@@ -244,6 +257,79 @@ impl Store for TimedStore {
 
     async fn outbox_head(&self) -> Result<u64, StoreError> {
         timed(&self.timers.outbox_head, self.inner.outbox_head()).await
+    }
+
+    async fn create_schedule(&self, schedule: Schedule) -> Result<Schedule, StoreError> {
+        let work = self.inner.create_schedule(schedule);
+        timed(&self.timers.create_schedule, work).await
+    }
+
+    async fn get_schedule(&self, id: &str) -> Result<Schedule, StoreError> {
+        timed(&self.timers.get_schedule, self.inner.get_schedule(id)).await
+    }
+
+    async fn list_schedules(&self) -> Result<Vec<Schedule>, StoreError> {
+        timed(&self.timers.list_schedules, self.inner.list_schedules()).await
+    }
+
+    async fn update_schedule(&self, update: ScheduleUpdate) -> Result<Schedule, StoreError> {
+        let work = self.inner.update_schedule(update);
+        timed(&self.timers.update_schedule, work).await
+    }
+
+    async fn delete_schedule(&self, id: &str) -> Result<(), StoreError> {
+        timed(&self.timers.delete_schedule, self.inner.delete_schedule(id)).await
+    }
+
+    async fn due_schedules(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Schedule>, StoreError> {
+        let work = self.inner.due_schedules(now, limit);
+        timed(&self.timers.due_schedules, work).await
+    }
+
+    async fn next_schedule_tick(&self) -> Result<Option<Timestamp>, StoreError> {
+        let work = self.inner.next_schedule_tick();
+        timed(&self.timers.next_schedule_tick, work).await
+    }
+
+    async fn advance_schedule(
+        &self,
+        id: &str,
+        expect: Timestamp,
+        next: Option<Timestamp>,
+    ) -> Result<bool, StoreError> {
+        let work = self.inner.advance_schedule(id, expect, next);
+        timed(&self.timers.advance_schedule, work).await
+    }
+
+    async fn create_webhook(&self, trigger: WebhookTrigger) -> Result<WebhookTrigger, StoreError> {
+        let work = self.inner.create_webhook(trigger);
+        timed(&self.timers.create_webhook, work).await
+    }
+
+    async fn get_webhook(&self, name: &str) -> Result<WebhookTrigger, StoreError> {
+        timed(&self.timers.get_webhook, self.inner.get_webhook(name)).await
+    }
+
+    async fn list_webhooks(&self) -> Result<Vec<WebhookTrigger>, StoreError> {
+        timed(&self.timers.list_webhooks, self.inner.list_webhooks()).await
+    }
+
+    async fn delete_webhook(&self, name: &str) -> Result<(), StoreError> {
+        timed(&self.timers.delete_webhook, self.inner.delete_webhook(name)).await
+    }
+
+    async fn list_events(
+        &self,
+        filter: &EventFilter,
+        after_id: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let work = self.inner.list_events(filter, after_id, limit);
+        timed(&self.timers.list_events, work).await
     }
 
     fn notices(&self) -> Option<broadcast::Receiver<Notice>> {

@@ -80,16 +80,16 @@ async fn run_follow_prints_each_log_line_once_then_the_outcome() {
 /// Forwards connections to a server; the first `cut` of them are closed after `budget`
 /// bytes of the answer, wherever that falls (inside a header, an event or a chunk), and
 /// [`CuttingProxy::cut_all`] closes every open connection, as a proxy's idle timeout would.
-struct CuttingProxy {
-    address: String,
-    connections: Arc<AtomicUsize>,
-    cuts: Arc<AtomicUsize>,
+pub struct CuttingProxy {
+    pub address: String,
+    pub connections: Arc<AtomicUsize>,
+    pub cuts: Arc<AtomicUsize>,
     cut_all: tokio::sync::watch::Sender<u64>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl CuttingProxy {
-    async fn start(upstream: &str, cut: usize, budget: usize) -> Self {
+    pub async fn start(upstream: &str, cut: usize, budget: usize) -> Self {
         Self::with(upstream, cut, Some(budget)).await
     }
 
@@ -128,7 +128,7 @@ impl CuttingProxy {
         }
     }
 
-    fn cut_all(&self) {
+    pub fn cut_all(&self) {
         self.cut_all.send_modify(|generation| *generation += 1);
     }
 }

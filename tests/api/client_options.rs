@@ -122,6 +122,9 @@ async fn every_subcommand_has_an_example_and_completions_cover_them() {
         "cancel",
         "retry",
         "event",
+        "schedules",
+        "triggers",
+        "events",
         "completions",
     ];
     for name in subcommands {

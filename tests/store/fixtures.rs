@@ -48,6 +48,8 @@ pub fn new_run(workflow_id: &str) -> NewRun {
         logs: vec![NewLogEntry::engine(LogLevel::Info, None, "created")],
         events: Vec::new(),
         budget: None,
+        trigger: None,
+        schedule: None,
     }
 }
 

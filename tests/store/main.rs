@@ -11,6 +11,7 @@ mod leases;
 mod logs;
 mod notices;
 mod runs;
+mod triggers;
 mod wal;
 mod workflows;
 
@@ -104,4 +105,10 @@ conformance!(
     leases::expired_leases_are_taken_over_and_renewed_ones_are_not,
     leases::commits_that_renew_keep_a_busy_run_owned,
     leases::parked_runs_with_passed_deadlines_are_due,
+    triggers::schedules_are_stored_replaced_and_deleted_by_id,
+    triggers::a_tick_is_claimed_once_with_the_run_it_starts,
+    triggers::ticks_are_due_earliest_first_and_advanced_by_compare_and_set,
+    triggers::webhook_triggers_keep_their_secret_and_are_unique_by_name,
+    triggers::event_reads_filter_by_run_workflow_and_type_in_outbox_order,
+    triggers::a_reader_following_the_outbox_misses_nothing_under_concurrent_commits,
 );

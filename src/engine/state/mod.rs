@@ -93,7 +93,7 @@ impl RunState {
         let (failure, stopped_by) = rules::outcome_so_far(&run, &wf);
         Self {
             scope: ScopeCache::new(&run, settings.secrets.clone()),
-            changes: Changes::new(settings.emit_events),
+            changes: Changes::default(),
             run,
             wf,
             clock: settings.clock.clone(),

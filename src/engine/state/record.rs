@@ -1,6 +1,6 @@
 //! Recording: every change to a run is kept until it is committed, in the rows it touches
-//! and in a log entry (with a [`StatusChange`] when a status moved, and a hook event when
-//! hooks are on), so the log alone tells the story of a run. [`RunState::pending`] turns
+//! and in a log entry (with a [`StatusChange`] when a status moved, and an event for the
+//! outbox that hooks and the events feed read), so the log alone tells the story of a run. [`RunState::pending`] turns
 //! what was recorded into one [`Transition`].
 
 use std::collections::BTreeSet;
@@ -14,7 +14,6 @@ use crate::store::{Guard, OwnerChange, Rerun, RunHead, Transition};
 /// What changed since the last commit.
 #[derive(Debug, Default)]
 pub(super) struct Changes {
-    emit_events: bool,
     /// Step rows changed, by index.
     steps: BTreeSet<usize>,
     /// Item results and starts of `foreach` steps recorded.
@@ -28,15 +27,6 @@ pub(super) struct Changes {
     approvals: Vec<Approval>,
     logs: Vec<NewLogEntry>,
     events: Vec<NewEvent>,
-}
-
-impl Changes {
-    pub fn new(emit_events: bool) -> Self {
-        Self {
-            emit_events,
-            ..Self::default()
-        }
-    }
 }
 
 impl RunState {
@@ -55,18 +45,16 @@ impl RunState {
         self.changes.other = true;
     }
 
-    /// Adds a hook event (when hooks are on).
+    /// Adds an event for the outbox (hooks and the events feed read it).
     pub(super) fn event(&mut self, kind: &str, step: Option<usize>, status: &str) {
-        if self.changes.emit_events {
-            let event = NewEvent {
-                kind: kind.to_owned(),
-                step: step.map(|i| self.run.steps[i].name.clone()),
-                status: status.to_owned(),
-                ts: self.now(),
-            };
-            self.changes.events.push(event);
-            self.changes.other = true;
-        }
+        let event = NewEvent {
+            kind: kind.to_owned(),
+            step: step.map(|i| self.run.steps[i].name.clone()),
+            status: status.to_owned(),
+            ts: self.now(),
+        };
+        self.changes.events.push(event);
+        self.changes.other = true;
     }
 
     /// Marks step `idx`'s row as changed (its attempts, output or error).
@@ -229,8 +217,7 @@ impl RunState {
 
     /// Forgets the recorded changes, now committed at revision `rev`.
     pub fn committed(&mut self, rev: u64) {
-        let emit_events = self.changes.emit_events;
-        self.changes = Changes::new(emit_events);
+        self.changes = Changes::default();
         self.run.control.rev = rev;
         self.run.updated_at = self.now();
     }

@@ -30,7 +30,6 @@ fn settings(clock: &Clock) -> Settings {
         idempotency_ttl: Duration::from_secs(60),
         secrets: Arc::new(BTreeMap::new()),
         redactor: crate::expr::Redactor::default(),
-        emit_events: true,
         max_log_entries: 1000,
         limits: RunLimits {
             max_input_bytes: 64 * 1024,
@@ -90,6 +89,7 @@ fn run_of(definition: Value) -> (RunState, Clock) {
         updated_at: start_time(),
         started_at: None,
         finished_at: None,
+        trigger: None,
         control: RunControl::default(),
     };
     (RunState::new(run, wf, &settings(&clock)), clock)

@@ -12,8 +12,9 @@ use crate::store::StoreError;
 /// Schema migrations in order; version `n` is `MIGRATIONS[n - 1]`.
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
-    include_str!("migrations/0005_flow.sql"),
-    include_str!("migrations/0006_api.sql"),
+    include_str!("migrations/0002_flow.sql"),
+    include_str!("migrations/0003_api.sql"),
+    include_str!("migrations/0004_triggers.sql"),
 ];
 
 /// The advisory lock key that serialises migrations ("orchmigr").

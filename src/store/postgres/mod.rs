@@ -15,6 +15,7 @@ mod notify;
 mod queries;
 mod rows;
 mod runs;
+mod triggers;
 mod writer;
 
 use std::sync::Arc;
@@ -31,8 +32,9 @@ use crate::model::{
     WorkflowVersion, now,
 };
 use crate::store::{
-    Archived, Committed, CreatedRun, Curation, Deletion, LogLimits, NewRun, NewWorkflowVersion,
-    Notice, Store, StoreError, StoredEvent, Transition, WorkflowEntry, WorkflowFilter,
+    Archived, Committed, CreatedRun, Curation, Deletion, EventFilter, LogLimits, NewRun,
+    NewWorkflowVersion, Notice, Schedule, ScheduleUpdate, Store, StoreError, StoredEvent,
+    Transition, WebhookTrigger, WorkflowEntry, WorkflowFilter,
 };
 
 use rows::{ms, to_json};
@@ -432,6 +434,122 @@ impl Store for PostgresStore {
                 Ok::<_, Fault>(Done::quiet(n))
             })
             .await
+    }
+
+    async fn create_schedule(&self, schedule: Schedule) -> Result<Schedule, StoreError> {
+        self.writer
+            .write(move |c| {
+                let schedule = schedule.clone();
+                async move {
+                    triggers::create_schedule(&*c, &schedule)
+                        .await
+                        .map(Done::quiet)
+                }
+            })
+            .await
+    }
+
+    async fn get_schedule(&self, id: &str) -> Result<Schedule, StoreError> {
+        read!(self, |c| triggers::get_schedule(c, id).await)
+    }
+
+    async fn list_schedules(&self) -> Result<Vec<Schedule>, StoreError> {
+        read!(self, |c| triggers::list_schedules(c).await)
+    }
+
+    async fn update_schedule(&self, update: ScheduleUpdate) -> Result<Schedule, StoreError> {
+        self.writer
+            .write(move |c| {
+                let update = update.clone();
+                async move {
+                    triggers::update_schedule(&*c, &update)
+                        .await
+                        .map(Done::quiet)
+                }
+            })
+            .await
+    }
+
+    async fn delete_schedule(&self, id: &str) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.writer
+            .write(move |c| {
+                let id = id.clone();
+                async move { triggers::delete_schedule(&*c, &id).await.map(Done::quiet) }
+            })
+            .await
+    }
+
+    async fn due_schedules(
+        &self,
+        at: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Schedule>, StoreError> {
+        read!(self, |c| triggers::due_schedules(c, at, limit).await)
+    }
+
+    async fn next_schedule_tick(&self) -> Result<Option<Timestamp>, StoreError> {
+        read!(self, |c| triggers::next_schedule_tick(c).await)
+    }
+
+    async fn advance_schedule(
+        &self,
+        id: &str,
+        expect: Timestamp,
+        next: Option<Timestamp>,
+    ) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.writer
+            .write(move |c| {
+                let id = id.clone();
+                async move {
+                    triggers::advance_schedule(&*c, &id, expect, next)
+                        .await
+                        .map(Done::quiet)
+                }
+            })
+            .await
+    }
+
+    async fn create_webhook(&self, trigger: WebhookTrigger) -> Result<WebhookTrigger, StoreError> {
+        self.writer
+            .write(move |c| {
+                let trigger = trigger.clone();
+                async move {
+                    triggers::create_webhook(&*c, &trigger)
+                        .await
+                        .map(Done::quiet)
+                }
+            })
+            .await
+    }
+
+    async fn get_webhook(&self, name: &str) -> Result<WebhookTrigger, StoreError> {
+        read!(self, |c| triggers::get_webhook(c, name).await)
+    }
+
+    async fn list_webhooks(&self) -> Result<Vec<WebhookTrigger>, StoreError> {
+        read!(self, |c| triggers::list_webhooks(c).await)
+    }
+
+    async fn delete_webhook(&self, name: &str) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        self.writer
+            .write(move |c| {
+                let name = name.clone();
+                async move { triggers::delete_webhook(&*c, &name).await.map(Done::quiet) }
+            })
+            .await
+    }
+
+    async fn list_events(
+        &self,
+        filter: &EventFilter,
+        after_id: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        read!(self, |c| triggers::list_events(c, filter, after_id, limit)
+            .await)
     }
 
     async fn count_runs(&self, status: RunStatus) -> Result<u64, StoreError> {

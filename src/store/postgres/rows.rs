@@ -50,7 +50,7 @@ pub fn version_row(row: &Row) -> Result<WorkflowVersion, StoreError> {
 
 pub const RUN_COLUMNS: &str = "id, workflow_id, workflow_version, status, current_step, context, \
      error, usage, created_at, updated_at, started_at, finished_at, rev, approval_deadline, active_ms, \
-     parent_run_id, extra, retries, budget";
+     parent_run_id, extra, retries, budget, trigger_info";
 
 pub(super) fn run_row(row: &Row) -> Result<Run, StoreError> {
     Ok(Run {
@@ -71,6 +71,7 @@ pub(super) fn run_row(row: &Row) -> Result<Run, StoreError> {
         updated_at: from_ms(get(row, 9)?),
         started_at: opt_ms(row, 10)?,
         finished_at: opt_ms(row, 11)?,
+        trigger: get::<Option<&str>>(row, 19)?.map(json).transpose()?,
         control: RunControl {
             rev: get::<i64>(row, 12)? as u64,
             wake_at: opt_ms(row, 13)?,

@@ -63,6 +63,9 @@ pub async fn create_run<C: GenericClient>(
             }
         }
     }
+    if let Some(fire) = &new.schedule {
+        super::triggers::fire_schedule(c, fire, &new.id).await?;
+    }
     let (owner, lease) = match &new.owner {
         Some(l) => (
             Some(l.owner.as_str()),
@@ -74,8 +77,8 @@ pub async fn create_run<C: GenericClient>(
         .execute(
             "INSERT INTO runs (id, workflow_id, workflow_version, status, current_step, context, \
              created_at, updated_at, owner, lease_expires_at, log_seq, parent_run_id, extra, \
-             budget) \
-             VALUES ($1, $2, $3, 'PENDING', 0, $4, $5, $5, $6, $7, $8, $9, $10, $11) \
+             budget, trigger_info) \
+             VALUES ($1, $2, $3, 'PENDING', 0, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12) \
              ON CONFLICT (id) DO NOTHING",
             &[
                 &new.id,
@@ -89,6 +92,7 @@ pub async fn create_run<C: GenericClient>(
                 &new.parent.as_ref().map(|(id, _)| id.clone()),
                 &new.run_extra().map(|e| to_json(&e)),
                 &new.budget.as_ref().map(to_json),
+                &new.trigger.as_ref().map(to_json),
             ],
         )
         .await?;

@@ -9,6 +9,7 @@ mod curation;
 mod pool;
 mod rows;
 mod runs;
+mod triggers;
 mod workflows;
 
 use std::fs::File;
@@ -23,12 +24,13 @@ use crate::model::{
     WorkflowVersion, now,
 };
 use crate::store::{
-    Archived, Committed, CreatedRun, Curation, Deletion, LogLimits, NewRun, NewWorkflowVersion,
-    Store, StoreError, StoredEvent, Transition, WorkflowEntry, WorkflowFilter,
+    Archived, Committed, CreatedRun, Curation, Deletion, EventFilter, LogLimits, NewRun,
+    NewWorkflowVersion, Schedule, ScheduleUpdate, Store, StoreError, StoredEvent, Transition,
+    WebhookTrigger, WorkflowEntry, WorkflowFilter,
 };
 
 use pool::{Checkpointer, Readers, WalBound, Writer, unavailable};
-use rows::{json, load_run, log_row, ms};
+use rows::{load_run, log_row, ms};
 
 /// How often the WAL is checkpointed (off the writer's path).
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
@@ -36,8 +38,9 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// Schema migrations in order; `PRAGMA user_version` records how many are applied.
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
-    include_str!("migrations/0005_flow.sql"),
-    include_str!("migrations/0006_api.sql"),
+    include_str!("migrations/0002_flow.sql"),
+    include_str!("migrations/0003_api.sql"),
+    include_str!("migrations/0004_triggers.sql"),
 ];
 
 /// How the embedded store is opened.
@@ -382,27 +385,7 @@ impl Store for SqliteStore {
         after_id: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        self.readers
-            .read(move |conn| {
-                let mut stmt = conn
-                    .prepare_cached(
-                        "SELECT id, run_id, workflow_id, seq, body FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
-                    )
-                    .map_err(unavailable)?;
-                let rows = stmt
-                    .query_map(params![after_id as i64, limit as i64], |r| {
-                        let body: String = r.get(4)?;
-                        Ok(json(&body).map(|event| StoredEvent {
-                            id: r.get::<_, i64>(0).unwrap_or_default() as u64,
-                            run_id: r.get(1).unwrap_or_default(),
-                            workflow_id: r.get(2).unwrap_or_default(),
-                            seq: r.get::<_, i64>(3).unwrap_or_default() as u64,
-                            event,
-                        }))
-                    })
-                    .map_err(unavailable)?;
-                collect(rows)
-            })
+        self.list_events(&EventFilter::default(), after_id, limit)
             .await
     }
 
@@ -442,6 +425,98 @@ impl Store for SqliteStore {
                     .map(|n| n as u64)
                     .map_err(unavailable)
             })
+            .await
+    }
+
+    async fn create_schedule(&self, schedule: Schedule) -> Result<Schedule, StoreError> {
+        self.writer
+            .write(move |conn| triggers::create_schedule(conn, schedule))
+            .await
+    }
+
+    async fn get_schedule(&self, id: &str) -> Result<Schedule, StoreError> {
+        let id = id.to_owned();
+        self.readers
+            .read(move |conn| triggers::get_schedule(conn, &id))
+            .await
+    }
+
+    async fn list_schedules(&self) -> Result<Vec<Schedule>, StoreError> {
+        self.readers.read(triggers::list_schedules).await
+    }
+
+    async fn update_schedule(&self, update: ScheduleUpdate) -> Result<Schedule, StoreError> {
+        self.writer
+            .write(move |conn| triggers::update_schedule(conn, update))
+            .await
+    }
+
+    async fn delete_schedule(&self, id: &str) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.writer
+            .write(move |conn| triggers::delete_schedule(conn, &id))
+            .await
+    }
+
+    async fn due_schedules(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Schedule>, StoreError> {
+        self.readers
+            .read(move |conn| triggers::due_schedules(conn, now, limit))
+            .await
+    }
+
+    async fn next_schedule_tick(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.readers.read(triggers::next_schedule_tick).await
+    }
+
+    async fn advance_schedule(
+        &self,
+        id: &str,
+        expect: Timestamp,
+        next: Option<Timestamp>,
+    ) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.writer
+            .write(move |conn| triggers::advance_schedule(conn, &id, expect, next))
+            .await
+    }
+
+    async fn create_webhook(&self, trigger: WebhookTrigger) -> Result<WebhookTrigger, StoreError> {
+        self.writer
+            .write(move |conn| triggers::create_webhook(conn, trigger))
+            .await
+    }
+
+    async fn get_webhook(&self, name: &str) -> Result<WebhookTrigger, StoreError> {
+        let name = name.to_owned();
+        self.readers
+            .read(move |conn| triggers::get_webhook(conn, &name))
+            .await
+    }
+
+    async fn list_webhooks(&self) -> Result<Vec<WebhookTrigger>, StoreError> {
+        self.readers.read(triggers::list_webhooks).await
+    }
+
+    async fn delete_webhook(&self, name: &str) -> Result<(), StoreError> {
+        let name = name.to_owned();
+        self.writer
+            .write(move |conn| triggers::delete_webhook(conn, &name))
+            .await
+    }
+
+    async fn list_events(
+        &self,
+        filter: &EventFilter,
+        after_id: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let filter = filter.clone();
+        self.readers
+            .read(move |conn| triggers::list_events(conn, &filter, after_id, limit))
             .await
     }
 

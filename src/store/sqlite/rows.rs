@@ -27,7 +27,7 @@ pub fn version_row(row: &Row<'_>) -> rusqlite::Result<Result<WorkflowVersion, St
 
 pub const RUN_COLUMNS: &str = "id, workflow_id, workflow_version, status, current_step, context, \
      error, usage, created_at, updated_at, started_at, finished_at, rev, approval_deadline, active_ms, \
-     parent_run_id, extra, retries, budget";
+     parent_run_id, extra, retries, budget, trigger_info";
 
 pub(super) fn run_row(row: &Row<'_>) -> rusqlite::Result<Result<Run, StoreError>> {
     let status: String = row.get(3)?;
@@ -36,6 +36,7 @@ pub(super) fn run_row(row: &Row<'_>) -> rusqlite::Result<Result<Run, StoreError>
     let extra: Option<String> = row.get(16)?;
     let retries: String = row.get(17)?;
     let budget: Option<String> = row.get(18)?;
+    let trigger: Option<String> = row.get(19)?;
     let decode = || -> Result<Run, StoreError> {
         Ok(Run {
             id: row.get(0).map_err(unavailable)?,
@@ -61,6 +62,7 @@ pub(super) fn run_row(row: &Row<'_>) -> rusqlite::Result<Result<Run, StoreError>
                 .get::<_, Option<i64>>(11)
                 .map_err(unavailable)?
                 .map(from_ms),
+            trigger: trigger.as_deref().map(json).transpose()?,
             control: RunControl {
                 rev: row.get::<_, i64>(12).map_err(unavailable)? as u64,
                 wake_at: row

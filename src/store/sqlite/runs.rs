@@ -51,6 +51,9 @@ pub fn create_run(conn: &Connection, mut new: NewRun) -> Result<CreatedRun, Stor
         .and_then(|mut s| s.execute(params![claim.key, claim.body_hash, new.id, ms(claim.expires_at)]))
         .map_err(unavailable)?;
     }
+    if let Some(fire) = &new.schedule {
+        super::triggers::fire_schedule(conn, fire, &new.id)?;
+    }
     let (owner, lease) = match &new.owner {
         Some(l) => (
             Some(l.owner.as_str()),
@@ -61,8 +64,9 @@ pub fn create_run(conn: &Connection, mut new: NewRun) -> Result<CreatedRun, Stor
     let inserted = conn
         .prepare_cached(
             "INSERT INTO runs (id, workflow_id, workflow_version, status, current_step, context, \
-             created_at, updated_at, owner, lease_expires_at, parent_run_id, extra, budget) \
-             VALUES (?1, ?2, ?3, 'PENDING', 0, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10)",
+             created_at, updated_at, owner, lease_expires_at, parent_run_id, extra, budget, \
+             trigger_info) \
+             VALUES (?1, ?2, ?3, 'PENDING', 0, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -75,7 +79,8 @@ pub fn create_run(conn: &Connection, mut new: NewRun) -> Result<CreatedRun, Stor
                 lease,
                 new.parent.as_ref().map(|(id, _)| id.clone()),
                 new.run_extra().map(|e| to_json(&e)),
-                new.budget.as_ref().map(to_json)
+                new.budget.as_ref().map(to_json),
+                new.trigger.as_ref().map(to_json),
             ])
         });
     match inserted {
