@@ -201,6 +201,10 @@ pub struct StepRun {
     /// Set when the output was larger than the configured limit and was cut.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub output_truncated: bool,
+    /// How many times in a row the server stopped without warning while this step was in
+    /// flight (engine bookkeeping for the poison-run quarantine; not served).
+    #[serde(skip)]
+    pub interruptions: u32,
 }
 
 impl StepRun {
@@ -219,6 +223,7 @@ impl StepRun {
             finished_at: None,
             waiting_since: None,
             output_truncated: false,
+            interruptions: 0,
         }
     }
 }
@@ -279,6 +284,9 @@ pub struct RunControl {
     pub active_ms: u64,
     /// When the earliest pending approval of a parked run times out.
     pub approval_deadline: Option<Timestamp>,
+    /// The run's last owner left it deliberately (a graceful shutdown): steps it had in
+    /// flight were cut off, not struck down by a crash.
+    pub left_cleanly: bool,
 }
 
 /// A run status change, carried by the log entry that announces it so that a log reader

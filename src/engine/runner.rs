@@ -214,13 +214,14 @@ impl Runner {
     }
 
     /// Leaves the run `RUNNING` for the next start: steps still in flight are dropped (they
-    /// stay `RUNNING` in the store and are attempted again) and the lease is released.
+    /// stay `RUNNING` in the store and are attempted again) and the lease is released with
+    /// the run marked left cleanly (a graceful stop is not a crash for the quarantine).
     async fn leave(&mut self, message: &str) -> Result<Exit, EngineError> {
         self.tasks.abort_all();
         self.in_flight.clear();
         self.account_time();
         self.state.log(LogLevel::Warn, None, message);
-        self.commit(OwnerChange::Release).await?;
+        self.commit(OwnerChange::Leave).await?;
         Ok(Exit::Shutdown)
     }
 

@@ -165,6 +165,10 @@ pub enum OwnerChange {
     Renew(Duration),
     Take(Lease),
     Release,
+    /// Released on purpose while steps may still be `RUNNING` (a graceful shutdown): the
+    /// run is marked left cleanly, so that the next owner does not count its steps in
+    /// flight as struck down by a crash. `Renew` and `Take` clear the mark.
+    Leave,
 }
 
 /// The run-level fields every transition rewrites (the engine holds them all in memory).

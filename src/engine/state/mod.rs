@@ -8,6 +8,7 @@
 //! `steps.<name>`) in line with the run; [`rules`] and [`results`] decide what happens
 //! next (scheduling, skipping, parking, finishing, applying step results).
 
+mod quarantine;
 mod record;
 mod results;
 mod rules;

@@ -26,18 +26,12 @@ impl RunState {
         let running: Vec<usize> = (0..self.run.steps.len())
             .filter(|&i| self.run.steps[i].status == StepStatus::Running)
             .collect();
-        running
+        let resumed = running
             .into_iter()
-            .filter_map(|i| {
-                let n = self.run.steps[i].attempts.len() as u32 + 1;
-                self.log(
-                    LogLevel::Warn,
-                    Some(i),
-                    format!("step was in flight at restart; attempt {n} starts again"),
-                );
-                self.prepare(i)
-            })
-            .collect()
+            .filter_map(|i| self.resume_step(i))
+            .collect();
+        self.run.control.left_cleanly = false;
+        resumed
     }
 
     /// Decides every step whose parents are done: skip, park, fail or start.
@@ -132,7 +126,7 @@ impl RunState {
     }
 
     /// Renders step `idx`'s input; a template error fails the step instead.
-    fn prepare(&mut self, idx: usize) -> Option<Start> {
+    pub(super) fn prepare(&mut self, idx: usize) -> Option<Start> {
         let step = &self.wf.steps[idx];
         let scope = self.scope();
         let rendered = step.input.render(&scope).and_then(|mut input| {

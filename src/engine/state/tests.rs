@@ -413,3 +413,81 @@ fn later_templates_read_the_outputs_of_finished_steps() {
     let next = state.schedule();
     assert_eq!(next[0].call.input, json!({"value": "a!"}));
 }
+
+/// The run as the next process reads it after this one stopped: the store's copy of it.
+fn restarted(state: &RunState, clock: &Clock, left_cleanly: bool) -> RunState {
+    let mut run = state.run.clone();
+    run.control.left_cleanly = left_cleanly;
+    RunState::new(run, state.wf.clone(), &settings(clock))
+}
+
+#[test]
+fn a_step_in_flight_at_two_crashes_in_a_row_fails_instead_of_starting_a_third_time() {
+    let (mut state, clock) = run_of(json!({"name": "w", "steps": [
+        {"name": "bomb", "action": "transform", "input": {"value": 1}, "on_failure": "continue"},
+        step("after", &["bomb"])
+    ]}));
+    state.begin("node_1");
+    assert_eq!(names(&state.schedule()), ["bomb"]);
+
+    let mut second = restarted(&state, &clock, false);
+    let resumed = second.begin("node_2");
+    assert_eq!(names(&resumed), ["bomb"], "the first crash is forgiven");
+    assert_eq!(second.run.steps[0].interruptions, 1);
+    let tx = second.pending(Guard::default(), OwnerChange::Keep).unwrap();
+    assert_eq!(tx.steps[0].1.interruptions, 1, "the count is committed");
+
+    let mut third = restarted(&second, &clock, false);
+    assert!(third.begin("node_3").is_empty(), "not started a third time");
+    assert_eq!(status(&third, "bomb"), StepStatus::Failed);
+    let error = third.run.steps[0].error.clone().unwrap();
+    assert!(
+        error.contains("the server stopped while running this step 2 times"),
+        "{error}"
+    );
+    // on_failure: continue, so the run goes on by its rules.
+    let next = third.schedule();
+    assert_eq!(names(&next), ["after"]);
+    succeed(&mut third, &clock, &next[0]);
+    assert_eq!(third.phase(0), Phase::Done(RunStatus::Succeeded, None));
+}
+
+#[test]
+fn a_graceful_shutdown_is_not_counted_as_a_crash_and_breaks_the_row() {
+    let (mut state, clock) = run_of(json!({"name": "w", "steps": [step("slow", &[])]}));
+    state.begin("node_1");
+    state.schedule();
+    let mut crashed = restarted(&state, &clock, false);
+    assert_eq!(names(&crashed.begin("node_2")), ["slow"]);
+    assert_eq!(crashed.run.steps[0].interruptions, 1);
+    for n in 3..6 {
+        let mut drained = restarted(&crashed, &clock, true);
+        assert_eq!(names(&drained.begin(&format!("node_{n}"))), ["slow"]);
+        assert_eq!(drained.run.steps[0].interruptions, 0);
+        crashed = drained;
+    }
+    let mut again = restarted(&crashed, &clock, false);
+    assert_eq!(
+        names(&again.begin("node_9")),
+        ["slow"],
+        "one crash after a clean stop"
+    );
+}
+
+#[test]
+fn a_step_that_was_only_waiting_for_its_next_attempt_is_not_counted() {
+    let (mut state, clock) = run_of(json!({"name": "w", "steps": [
+        {"name": "a", "action": "transform", "input": {"value": 1}, "retry": {"max": 5}}
+    ]}));
+    state.begin("node_1");
+    let starts = state.schedule();
+    for n in 1..4 {
+        let mut failed = attempt(&clock, n);
+        failed.error = Some("HTTP 503".into());
+        failed.retry_in_ms = Some(60_000);
+        state.on_retry(starts[0].index, failed, None);
+        state = restarted(&state, &clock, false);
+        assert_eq!(names(&state.begin("node_2")), ["a"]);
+        assert_eq!(state.run.steps[0].interruptions, 0);
+    }
+}

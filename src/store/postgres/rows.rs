@@ -48,7 +48,8 @@ pub fn version_row(row: &Row) -> Result<WorkflowVersion, StoreError> {
 }
 
 pub const RUN_COLUMNS: &str = "id, workflow_id, workflow_version, status, current_step, context, \
-     error, usage, created_at, updated_at, started_at, finished_at, rev, approval_deadline, active_ms";
+     error, usage, created_at, updated_at, started_at, finished_at, rev, approval_deadline, active_ms, \
+     left_cleanly";
 
 fn run_row(row: &Row) -> Result<Run, StoreError> {
     Ok(Run {
@@ -70,12 +71,13 @@ fn run_row(row: &Row) -> Result<Run, StoreError> {
             rev: get::<i64>(row, 12)? as u64,
             approval_deadline: opt_ms(row, 13)?,
             active_ms: get::<i64>(row, 14)? as u64,
+            left_cleanly: get(row, 15)?,
         },
     })
 }
 
 const STEP_COLUMNS: &str = "run_id, idx, step_id, name, action, status, error, output, http_code, \
-     attempts, started_at, finished_at, waiting_since, truncated";
+     attempts, started_at, finished_at, waiting_since, truncated, interruptions";
 
 fn step_row(row: &Row) -> Result<(String, StepRun), StoreError> {
     let step = StepRun {
@@ -91,6 +93,7 @@ fn step_row(row: &Row) -> Result<(String, StepRun), StoreError> {
         finished_at: opt_ms(row, 11)?,
         waiting_since: opt_ms(row, 12)?,
         output_truncated: get(row, 13)?,
+        interruptions: get::<i64>(row, 14)? as u32,
     };
     Ok((get(row, 0)?, step))
 }
@@ -191,24 +194,42 @@ pub async fn put_steps<C: GenericClient>(
     let finished: Vec<Option<i64>> = steps.iter().map(|(_, s)| s.finished_at.map(ms)).collect();
     let waiting: Vec<Option<i64>> = steps.iter().map(|(_, s)| s.waiting_since.map(ms)).collect();
     let truncated: Vec<bool> = steps.iter().map(|(_, s)| s.output_truncated).collect();
+    let interruptions: Vec<i64> = steps
+        .iter()
+        .map(|(_, s)| i64::from(s.interruptions))
+        .collect();
     let sql = format!(
         "INSERT INTO step_runs ({STEP_COLUMNS}) \
          SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], \
            $7::text[], $8::text[], $9::bigint[], $10::text[], $11::bigint[], $12::bigint[], \
-           $13::bigint[], $14::bool[]) \
+           $13::bigint[], $14::bool[], $15::bigint[]) \
          ON CONFLICT (run_id, idx) DO UPDATE SET step_id = excluded.step_id, name = excluded.name, \
            action = excluded.action, status = excluded.status, error = excluded.error, \
            output = excluded.output, http_code = excluded.http_code, attempts = excluded.attempts, \
            started_at = excluded.started_at, finished_at = excluded.finished_at, \
-           waiting_since = excluded.waiting_since, truncated = excluded.truncated"
+           waiting_since = excluded.waiting_since, truncated = excluded.truncated, \
+           interruptions = excluded.interruptions"
     );
     let stmt = client.prepare_cached(&sql).await.map_err(db_error)?;
     client
         .execute(
             &stmt,
             &[
-                &run_id, &idx, &step_id, &name, &action, &status, &error, &output, &http,
-                &attempts, &started, &finished, &waiting, &truncated,
+                &run_id,
+                &idx,
+                &step_id,
+                &name,
+                &action,
+                &status,
+                &error,
+                &output,
+                &http,
+                &attempts,
+                &started,
+                &finished,
+                &waiting,
+                &truncated,
+                &interruptions,
             ],
         )
         .await

@@ -34,7 +34,10 @@ use rows::{RUN_COLUMNS, json, load_run, load_runs, log_row, ms};
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 /// Schema migrations in order; `PRAGMA user_version` records how many are applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_lifecycle.sql"),
+];
 
 /// How the embedded store is opened.
 #[derive(Debug, Clone)]

@@ -26,7 +26,8 @@ pub fn version_row(row: &Row<'_>) -> rusqlite::Result<Result<WorkflowVersion, St
 }
 
 pub const RUN_COLUMNS: &str = "id, workflow_id, workflow_version, status, current_step, context, \
-     error, usage, created_at, updated_at, started_at, finished_at, rev, approval_deadline, active_ms";
+     error, usage, created_at, updated_at, started_at, finished_at, rev, approval_deadline, active_ms, \
+     left_cleanly";
 
 fn run_row(row: &Row<'_>) -> rusqlite::Result<Result<Run, StoreError>> {
     let status: String = row.get(3)?;
@@ -61,6 +62,7 @@ fn run_row(row: &Row<'_>) -> rusqlite::Result<Result<Run, StoreError>> {
                     .map_err(unavailable)?
                     .map(from_ms),
                 active_ms: row.get::<_, i64>(14).map_err(unavailable)? as u64,
+                left_cleanly: row.get::<_, i64>(15).map_err(unavailable)? != 0,
             },
         })
     };
@@ -68,18 +70,19 @@ fn run_row(row: &Row<'_>) -> rusqlite::Result<Result<Run, StoreError>> {
 }
 
 const STEP_COLUMNS: &str = "run_id, idx, step_id, name, action, status, error, output, http_code, \
-     attempts, started_at, finished_at, waiting_since, truncated";
+     attempts, started_at, finished_at, waiting_since, truncated, interruptions";
 
 /// Writes a step row in place (an upsert updates the row; `INSERT OR REPLACE` would
 /// delete and re-insert it).
 const STEP_UPSERT: &str = "INSERT INTO step_runs (run_id, idx, step_id, name, action, status, \
-     error, output, http_code, attempts, started_at, finished_at, waiting_since, truncated) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+     error, output, http_code, attempts, started_at, finished_at, waiting_since, truncated, \
+     interruptions) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
      ON CONFLICT (run_id, idx) DO UPDATE SET step_id = excluded.step_id, name = excluded.name, \
      action = excluded.action, status = excluded.status, error = excluded.error, \
      output = excluded.output, http_code = excluded.http_code, attempts = excluded.attempts, \
      started_at = excluded.started_at, finished_at = excluded.finished_at, \
-     waiting_since = excluded.waiting_since, truncated = excluded.truncated";
+     waiting_since = excluded.waiting_since, truncated = excluded.truncated, \
+     interruptions = excluded.interruptions";
 
 fn step_row(row: &Row<'_>) -> rusqlite::Result<(String, Result<StepRun, StoreError>)> {
     let run_id: String = row.get(0)?;
@@ -109,6 +112,7 @@ fn step_row(row: &Row<'_>) -> rusqlite::Result<(String, Result<StepRun, StoreErr
                 .map_err(unavailable)?
                 .map(from_ms),
             output_truncated: row.get::<_, i64>(13).map_err(unavailable)? != 0,
+            interruptions: row.get::<_, i64>(14).map_err(unavailable)? as u32,
         })
     };
     Ok((run_id, decode()))
@@ -228,6 +232,7 @@ pub fn put_step(
         step.finished_at.map(ms),
         step.waiting_since.map(ms),
         step.output_truncated as i64,
+        i64::from(step.interruptions),
     ])
     .map_err(unavailable)?;
     Ok(())
