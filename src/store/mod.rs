@@ -8,6 +8,7 @@
 //! lets callers publish to the API and SSE afterwards. Only this module knows SQL.
 
 pub mod encoding;
+pub mod lifecycle;
 pub mod postgres;
 pub mod sqlite;
 pub mod timed;
@@ -18,6 +19,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use tokio::sync::broadcast;
+
+pub use lifecycle::{Lifecycle, WriteHealth};
 
 use crate::model::{
     Approval, LogEntry, NewEvent, NewLogEntry, Page, PageRequest, Run, RunFilter, RunStatus,
@@ -292,9 +295,10 @@ pub enum Notice {
     Resync,
 }
 
-/// Persistence of workflows, templates, runs, logs, leases and the hook outbox.
+/// Persistence of workflows, templates, runs, logs, leases and the hook outbox (and the
+/// store's own [`Lifecycle`]).
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Lifecycle + Send + Sync + 'static {
     /// Answers when the store can serve requests (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
 
@@ -353,8 +357,9 @@ pub trait Store: Send + Sync + 'static {
         ttl: Duration,
         limit: usize,
     ) -> Result<Vec<String>, StoreError>;
-    /// Extends the leases of every run `owner` holds.
-    async fn renew_leases(&self, owner: &str, ttl: Duration) -> Result<(), StoreError>;
+    /// Extends the leases of every run `owner` holds; returns the runs renewed (each was
+    /// `owner`'s at that moment, so its lease runs at least `ttl` from the call).
+    async fn renew_leases(&self, owner: &str, ttl: Duration) -> Result<Vec<String>, StoreError>;
     /// Parked runs whose approval deadline has passed.
     async fn due_approvals(&self, now: Timestamp, limit: usize) -> Result<Vec<String>, StoreError>;
 
