@@ -39,6 +39,7 @@ pub struct Metrics {
     sse_subscribers: IntGauge,
     hook_outbox_depth: IntGaugeVec,
     store: HistogramVec,
+    retention_deleted: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -147,6 +148,11 @@ impl Metrics {
                 "Runs waiting for approval (in the store; they hold no task).",
             )?,
             sse_subscribers: gauge("sse_subscribers", "Open SSE log streams on this server.")?,
+            retention_deleted: counter(
+                "retention_deleted_total",
+                "Finished runs (kind=\"runs\") and acknowledged hook events (kind=\"hook_events\") deleted by retention.",
+                &["kind"],
+            )?,
             hook_outbox_depth,
             registry,
         })
@@ -194,6 +200,11 @@ impl Metrics {
         self.http
             .with_label_values(&[method, route, code.as_str()])
             .observe(took.as_secs_f64());
+    }
+
+    /// Retention deleted `n` records of `kind` (`runs` or `hook_events`).
+    pub fn retention_deleted(&self, kind: &str, n: u64) {
+        self.retention_deleted.with_label_values(&[kind]).inc_by(n);
     }
 
     /// The latency histogram of one store operation.
@@ -248,6 +259,7 @@ mod tests {
         m.step("http").finished(Duration::from_millis(3));
         m.http_request("GET", "/v1/runs/{id}", 200, Duration::from_millis(1));
         m.store_operation("commit").observe(0.001);
+        m.retention_deleted("runs", 3);
         let text = m.render(&Gauges {
             runs_active: 2,
             runs_parked: Some(1),
@@ -266,6 +278,7 @@ mod tests {
             "orchestrator_runs_parked 1",
             "orchestrator_sse_subscribers 3",
             "orchestrator_hook_outbox_depth{target=\"audit_log\"} 4",
+            "orchestrator_retention_deleted_total{kind=\"runs\"} 3",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

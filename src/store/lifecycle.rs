@@ -33,8 +33,11 @@ pub trait Lifecycle: Send + Sync {
 
     /// Deletes up to `limit` runs that finished before `before`, with their steps, logs,
     /// approvals, idempotency keys and hook events; returns how many runs.
-    async fn delete_finished_runs(&self, before: Timestamp, limit: usize)
-    -> Result<u64, StoreError>;
+    async fn delete_finished_runs(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<u64, StoreError>;
 
     /// Deletes up to `limit` hook events up to outbox position `acked` (what every target
     /// has acknowledged) that happened before `before`; returns how many.
@@ -143,11 +146,18 @@ mod tests {
     async fn a_failed_write_is_reported_until_a_probe_succeeds() {
         let health = WriteHealth::default();
         let refusing = || std::future::ready(Err(StoreError::unavailable("disk full")));
-        assert!(check_writes(&health, refusing()).await.is_ok(), "no probe while healthy");
+        assert!(
+            check_writes(&health, refusing()).await.is_ok(),
+            "no probe while healthy"
+        );
         health.failed("database or disk is full".into());
         let err = check_writes(&health, refusing()).await.unwrap_err();
         assert!(err.to_string().contains("refuses writes"), "{err}");
-        assert!(check_writes(&health, std::future::ready(Ok(()))).await.is_ok());
+        assert!(
+            check_writes(&health, std::future::ready(Ok(())))
+                .await
+                .is_ok()
+        );
         health.committed();
         assert_eq!(health.failure(), None);
     }

@@ -320,10 +320,7 @@ impl Store for SqliteStore {
                     "UPDATE runs SET lease_expires_at = ?2 \
                      WHERE owner = ?1 AND status IN ('PENDING', 'RUNNING') RETURNING id",
                 )
-                .and_then(|mut s| {
-                    s.query_map(params![owner, until], |r| r.get(0))?
-                        .collect()
-                })
+                .and_then(|mut s| s.query_map(params![owner, until], |r| r.get(0))?.collect())
                 .map_err(unavailable)
             })
             .await
