@@ -10,6 +10,8 @@ mod attempts;
 mod background;
 mod decide;
 mod failure_details;
+mod lease;
+mod retention;
 pub mod retry;
 mod runner;
 mod shared;
@@ -107,6 +109,10 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Where the run state machine reads the time.
     pub clock: Clock,
+    /// How long finished runs are kept (`retention.runs`; `None`: forever), and how often
+    /// retention looks.
+    pub run_retention: Option<Duration>,
+    pub retention_interval: Duration,
 }
 
 /// Size limits applied to runs, in bytes of compact JSON (`limits.*_bytes`).
@@ -155,6 +161,7 @@ impl Engine {
         metrics: Arc<Metrics>,
     ) -> Self {
         let permits = Arc::new(Semaphore::new(settings.max_active_runs));
+        let fences = lease::Fences::new(settings.lease_ttl);
         Self {
             shared: Arc::new(Shared {
                 store,
@@ -167,6 +174,7 @@ impl Engine {
                 workflows: Mutex::default(),
                 active: Mutex::default(),
                 permits,
+                fences,
                 wake: Notify::new(),
                 queued: AtomicBool::new(true),
                 shutdown: CancellationToken::new(),
@@ -179,8 +187,8 @@ impl Engine {
     }
 
     /// Starts the background loops: claiming queued and orphaned runs (which resumes every
-    /// run left `RUNNING` by a previous process), lease renewal, approval timeouts, and
-    /// expiry of idempotency keys.
+    /// run left `RUNNING` by a previous process), lease renewal, approval timeouts, expiry
+    /// of idempotency keys, and retention of finished runs.
     pub fn start(&self) {
         background::spawn_all(self.shared.clone());
     }

@@ -24,6 +24,7 @@ use tracing::Instrument;
 use super::EngineError;
 use super::attempts::{self, StepEvent, StepPlan};
 use super::decide::Intervention;
+use super::lease::Fence;
 use super::shared::Shared;
 use super::state::{Phase, RunState, Start};
 use crate::model::{LogLevel, Run, RunStatus};
@@ -38,6 +39,9 @@ pub enum RunMessage {
     },
     /// Another server committed revision `rev` of this run (a store notice).
     Refresh { rev: u64 },
+    /// The run's lease is no longer confirmed (a renewal missed it): check whether the
+    /// run is still this server's.
+    Revalidate,
 }
 
 /// How a run's task ended.
@@ -60,6 +64,8 @@ struct Runner {
     since: Instant,
     /// The run's first start here, to be counted once it is committed.
     starting: bool,
+    /// Calls start only while this says the lease is ours.
+    fence: Arc<Fence>,
 }
 
 /// Executes run `run_id` until it leaves this server. `run` is the run when the caller
@@ -93,6 +99,7 @@ pub async fn drive(
             inbox,
             since: Instant::now(),
             starting: false,
+            fence: shared.fences.of(&run_id),
         };
         runner.run().await
     }
@@ -245,6 +252,7 @@ impl Runner {
                 timeout: step.timeout,
                 metrics: self.shared.metrics.step(&step.action_name),
                 max_output_bytes: self.shared.settings.limits.max_output_bytes,
+                fence: self.fence.clone(),
             };
             let index = start.index;
             let span = tracing::info_span!(
@@ -311,6 +319,7 @@ impl Runner {
         let (request, reply) = match message {
             RunMessage::Decide { request, reply } => (request, reply),
             RunMessage::Refresh { rev } => return Ok(self.changed_elsewhere(rev).await),
+            RunMessage::Revalidate => return Ok(self.changed_elsewhere(u64::MAX).await),
         };
         if matches!(request, Intervention::Cancel { .. }) && !self.state.run.status.is_terminal() {
             self.tasks.abort_all();
@@ -377,8 +386,11 @@ impl Runner {
             let Some(tx) = self.state.pending(guard.clone(), owner.clone()) else {
                 return Ok(());
             };
+            let sent = Instant::now();
             match self.shared.commit(tx).await {
                 Ok(committed) => {
+                    // The guard named this server: the run was ours when it was sent.
+                    self.fence.prove(sent);
                     self.state.committed(committed.rev);
                     if std::mem::take(&mut self.starting) {
                         self.shared.metrics.run_started();

@@ -35,6 +35,8 @@ pub(crate) struct Shared {
     pub(super) workflows: Mutex<HashMap<(String, u32), Arc<Workflow>>>,
     pub(super) active: Mutex<HashMap<String, mpsc::UnboundedSender<RunMessage>>>,
     pub(super) permits: Arc<Semaphore>,
+    /// The lease fences of the runs executing here.
+    pub(super) fences: super::lease::Fences,
     pub(super) wake: Notify,
     /// Set when runs may be waiting in the store for a slot here (created or resumed
     /// without one, or announced claimable by another server); cleared by the claim loop
@@ -198,6 +200,7 @@ impl Shared {
         if let Ok(mut active) = self.active.lock() {
             active.remove(run_id);
         }
+        self.fences.forget(run_id);
         if self.queued.load(Ordering::SeqCst) {
             self.wake.notify_one();
         }
