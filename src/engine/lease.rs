@@ -57,8 +57,13 @@ impl Fence {
 
     /// True while the lease is trusted.
     pub fn is_valid(&self) -> bool {
-        let now = Instant::now().duration_since(self.base).as_millis() as u64;
-        now < self.until_ms.load(Ordering::Acquire)
+        self.valid_at(Instant::now())
+    }
+
+    /// True when the lease is trusted at `at`.
+    fn valid_at(&self, at: Instant) -> bool {
+        let at = at.saturating_duration_since(self.base).as_millis() as u64;
+        at < self.until_ms.load(Ordering::Acquire)
     }
 
     /// Waits until the lease is trusted; false when `stopping` is cancelled first.
@@ -132,21 +137,27 @@ impl Fences {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn a_proof_is_trusted_for_the_lease_minus_the_margin() {
+    #[test]
+    fn a_proof_is_trusted_for_the_lease_minus_the_margin() {
         let fences = Fences::new(Duration::from_secs(10));
         let fence = fences.of("run_1");
-        assert!(!fence.is_valid(), "unproven until the store confirms");
-        fence.prove(Instant::now());
-        assert!(fence.is_valid());
-        tokio::time::advance(Duration::from_millis(7_900)).await;
-        assert!(fence.is_valid());
-        tokio::time::advance(Duration::from_millis(200)).await;
-        assert!(!fence.is_valid(), "past ttl - margin (8 s)");
+        let t0 = Instant::now();
+        assert!(!fence.valid_at(t0), "unproven until the store confirms");
+        fence.prove(t0);
+        assert!(fence.valid_at(t0 + Duration::from_millis(7_900)));
+        assert!(
+            !fence.valid_at(t0 + Duration::from_millis(8_100)),
+            "past ttl - margin (8 s)"
+        );
+        fence.prove(t0 - Duration::from_secs(5));
+        assert!(
+            fence.valid_at(t0 + Duration::from_millis(7_900)),
+            "an older proof never shortens it"
+        );
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_renewal_proves_only_the_runs_it_names_and_reports_the_others() {
+    #[test]
+    fn a_renewal_proves_only_the_runs_it_names_and_reports_the_others() {
         let fences = Fences::new(Duration::from_secs(10));
         let (a, b) = (fences.of("a"), fences.of("b"));
         let stale = fences.renewed(&["a".to_owned()], Instant::now());
@@ -156,7 +167,7 @@ mod tests {
         assert!(fences.renewed(&[], Instant::now()).is_empty());
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_call_waits_for_a_proof_and_gives_up_when_the_server_stops() {
         let fence = Arc::new(Fence::new(Duration::from_secs(10)));
         let stopping = CancellationToken::new();
@@ -164,17 +175,17 @@ mod tests {
             let (fence, stopping) = (fence.clone(), stopping.clone());
             async move { fence.wait_valid(&stopping).await }
         });
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::task::yield_now().await;
         assert!(!waiting.is_finished());
         fence.prove(Instant::now());
-        assert!(waiting.await.unwrap());
+        assert!(waiting.await.unwrap(), "goes on once proven");
 
-        tokio::time::advance(Duration::from_secs(9)).await;
+        let unproven = Arc::new(Fence::new(Duration::from_secs(10)));
         let waiting = tokio::spawn({
-            let (fence, stopping) = (fence.clone(), stopping.clone());
-            async move { fence.wait_valid(&stopping).await }
+            let stopping = stopping.clone();
+            async move { unproven.wait_valid(&stopping).await }
         });
         stopping.cancel();
-        assert!(!waiting.await.unwrap());
+        assert!(!waiting.await.unwrap(), "gives up when the server stops");
     }
 }

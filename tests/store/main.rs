@@ -8,6 +8,7 @@ mod pg;
 
 mod fixtures;
 mod leases;
+mod lifecycle;
 mod logs;
 mod notices;
 mod runs;
@@ -104,4 +105,11 @@ conformance!(
     leases::expired_leases_are_taken_over_and_renewed_ones_are_not,
     leases::commits_that_renew_keep_a_busy_run_owned,
     leases::parked_runs_with_passed_deadlines_are_due,
+    lifecycle::renewals_name_the_runs_they_renewed,
+    lifecycle::a_graceful_leave_marks_the_run_and_the_next_owner_clears_the_mark,
+    lifecycle::an_owners_leases_expire_at_once_for_its_restart,
+    lifecycle::finished_runs_past_the_cutoff_are_deleted_with_all_that_is_theirs,
+    lifecycle::only_acknowledged_events_past_the_cutoff_are_pruned,
+    lifecycle::a_hook_lease_has_one_holder_until_it_expires_or_is_released,
+    lifecycle::a_store_taking_writes_is_writable,
 );

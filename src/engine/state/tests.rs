@@ -38,6 +38,8 @@ fn settings(clock: &Clock) -> Settings {
         },
         shutdown_grace: Duration::from_secs(5),
         clock: clock.clone(),
+        run_retention: None,
+        retention_interval: Duration::from_secs(60),
     }
 }
 
