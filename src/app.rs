@@ -69,7 +69,12 @@ const HTTP_MARGIN: Duration = Duration::from_secs(10);
 /// limits. `orchestrator validate` checks files with the same one.
 pub fn validator(config: &Config, actions: &Registry) -> Result<Validator, SchemaError> {
     let schema = WorkflowSchema::load(config.workflow_schema.as_deref())?;
-    Ok(Validator::new(
+    Ok(validator_with(schema, config, actions))
+}
+
+/// The validator of `config` with another workflow schema.
+fn validator_with(schema: WorkflowSchema, config: &Config, actions: &Registry) -> Validator {
+    Validator::new(
         schema,
         Arc::new(actions.clone()),
         Limits {
@@ -78,7 +83,7 @@ pub fn validator(config: &Config, actions: &Registry) -> Result<Validator, Schem
             max_input_bytes: config.limits.max_input_bytes,
         },
         config.requires_approval,
-    ))
+    )
 }
 
 /// Opens the store the configuration names and applies its migrations.
@@ -141,7 +146,13 @@ impl App {
         let hook_targets = crate::hooks::targets(&config.services, &config.hooks)?;
         let actions = Registry::new(&config.services, client);
         let validator = Arc::new(validator(&config, &actions)?);
-        let pack = Arc::new(Pack::load(config.templates_path.as_deref(), &validator)?);
+        // The pack is checked against the bundled schema: an operator's schema applies when
+        // a template is instantiated, so that it never stops start-up.
+        let pack_validator = validator_with(WorkflowSchema::bundled()?, &config, &actions);
+        let pack = Arc::new(Pack::load(
+            config.templates_path.as_deref(),
+            &pack_validator,
+        )?);
         let hub = Arc::new(LogHub::with_capacity(config.logs.feed_capacity));
         let settings = Settings {
             max_active_runs: config.engine.max_active_runs,

@@ -1,4 +1,5 @@
-//! The command line: `orchestrator [-config FILE] [serve | validate FILE... | migrate]`.
+//! The command line: `orchestrator [-config FILE] [serve | validate FILE... | migrate |
+//! backup FILE]`.
 //!
 //! Go-style single-dash `-config` is accepted beside `--config`. `validate` checks
 //! definition files offline with the same validator the server uses.
@@ -41,6 +42,12 @@ pub enum Command {
     },
     /// Apply store migrations and exit.
     Migrate,
+    /// Write a consistent copy of the embedded store to FILE (a new file), also while the
+    /// server runs.
+    Backup {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 /// The default configuration file.
@@ -85,6 +92,27 @@ pub enum CliError {
     Client(#[source] reqwest::Error),
     #[error("workflow schema {0}")]
     Schema(#[from] SchemaError),
+    #[error("backup: {0}")]
+    Backup(String),
+}
+
+/// Copies the embedded store of `config` into `file`; one line says what was written.
+pub fn backup(config: &Config, file: &Path) -> Result<String, CliError> {
+    let crate::config::StoreConfig::Sqlite { path, .. } = &config.store else {
+        return Err(CliError::Backup(
+            "database.dsn names PostgreSQL; back it up with pg_dump".into(),
+        ));
+    };
+    let report = crate::store::sqlite::backup(path, file)
+        .map_err(|e| CliError::Backup(crate::problems::chain(&e)))?;
+    Ok(format!(
+        "backed up {} runs ({} bytes) from {} to {} in {} ms",
+        report.runs,
+        report.bytes,
+        path.display(),
+        file.display(),
+        report.took.as_millis()
+    ))
 }
 
 /// Validates each file, printing one line per file and one per violation; true when all

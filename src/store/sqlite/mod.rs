@@ -5,6 +5,7 @@
 //! left by a previous process are cleared at open and its runs resume at once.
 //! Writes go through the group-commit writer thread; reads use a small connection pool.
 
+mod backup;
 mod lifecycle;
 mod pool;
 mod rows;
@@ -28,6 +29,7 @@ use crate::store::{
     Transition,
 };
 
+pub use backup::{BackupReport, backup};
 use pool::{Checkpointer, Readers, WalBound, Writer, unavailable};
 use rows::{RUN_COLUMNS, json, load_run, load_runs, log_row, ms};
 
