@@ -181,8 +181,18 @@ pub fn check(body: &Value, validator: &Validator) -> Result<Template, Invalid> {
     };
     let mut samples = sample_params(body.get("params"));
     if body.get("params").is_none() {
+        // No schema says what they are: a URL where the name says so, else a word.
         for name in placeholders(&workflow_of(body)) {
-            samples.insert(name, json!("example"));
+            let lower = name.to_ascii_lowercase();
+            let sample = if ["url", "uri", "endpoint"]
+                .iter()
+                .any(|s| lower.ends_with(s))
+            {
+                "http://example.com"
+            } else {
+                "example"
+            };
+            samples.insert(name, json!(sample));
         }
     }
     let prefix = if parameterised(body) { "/workflow" } else { "" };
@@ -234,13 +244,14 @@ pub fn instantiate(
             violations,
         });
     }
-    let mut document = render_params(&workflow_of(&template.body), &merged).map_err(|e| Invalid {
-        stage: Stage::Semantic,
-        violations: vec![Violation::new(
-            "/params",
-            format!("template parameter failed: {e}"),
-        )],
-    })?;
+    let mut document =
+        render_params(&workflow_of(&template.body), &merged).map_err(|e| Invalid {
+            stage: Stage::Semantic,
+            violations: vec![Violation::new(
+                "/params",
+                format!("template parameter failed: {e}"),
+            )],
+        })?;
     if let (Some(name), Value::Object(map)) = (name, &mut document) {
         map.insert("name".into(), Value::String(name.to_owned()));
     }
@@ -334,7 +345,9 @@ mod tests {
         assert!(!parameterised(&go));
         assert!(workflow_of(&go).get("params").is_none());
         assert_eq!(
-            placeholders(&workflow_of(&go)).into_iter().collect::<Vec<_>>(),
+            placeholders(&workflow_of(&go))
+                .into_iter()
+                .collect::<Vec<_>>(),
             ["n_2", "url"]
         );
         let wrapped = json!({"name": "t", "workflow": {"name": "w", "steps": []}});
