@@ -106,18 +106,16 @@ where
     let Some(reason) = health.failure() else {
         return Ok(());
     };
-    match tokio::time::timeout(PROBE_PATIENCE, probe).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(StoreError::unavailable(format!(
-            "the store refuses writes: {}",
-            crate::problems::chain(&e)
-        ))),
-        Err(_) => Err(StoreError::unavailable(format!(
-            "the store refuses writes: a probe write did not finish within {} s; \
-             the last write failed: {reason}",
+    let why = match tokio::time::timeout(PROBE_PATIENCE, probe).await {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(e)) => crate::problems::chain(&e),
+        Err(_) => format!(
+            "a probe write did not finish within {} s; the last write failed: {reason}",
             PROBE_PATIENCE.as_secs()
-        ))),
-    }
+        ),
+    };
+    let why = why.trim_start_matches("store unavailable: ");
+    Err(StoreError::unavailable(format!("it refuses writes ({why})")))
 }
 
 /// A stable 64-bit key for `text` (FNV-1a): the same in every build, so that every

@@ -30,3 +30,88 @@ async fn unknown_routes_and_methods_answer_problem_json() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], 405);
 }
+
+async fn ready(app: &crate::helpers::TestApp) -> (u16, Value) {
+    let response = app.get("/ready").await;
+    let status = response.status().as_u16();
+    if status == 503 {
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+    }
+    (status, response.json().await.unwrap_or_default())
+}
+
+fn a_workflow() -> Value {
+    serde_json::json!({"name": "w", "steps": [{"name": "a", "action": "transform", "input": {"value": 1}}]})
+}
+
+/// The embedded store refuses writes while another connection holds its write lock (as it
+/// does when its disk is full: every commit fails). Readiness says so, and recovers by
+/// itself once writes go through again.
+#[tokio::test]
+async fn ready_fails_while_the_embedded_store_refuses_writes_and_recovers_on_its_own() {
+    let app = spawn_app().await;
+    assert_eq!(ready(&app).await.0, 200);
+    let blocker = rusqlite::Connection::open(app.dir.path().join("orchestrator.db")).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let refused = app.post("/v1/workflows", &a_workflow()).await;
+    assert_eq!(refused.status(), 503);
+    let (status, problem) = ready(&app).await;
+    assert_eq!(status, 503, "{problem}");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("refuses writes"), "{detail}");
+    blocker.execute_batch("ROLLBACK").unwrap();
+    crate::helpers::wait_until("readiness to recover", || async {
+        (ready(&app).await.0 == 200).then_some(())
+    })
+    .await;
+    assert_eq!(app.post("/v1/workflows", &a_workflow()).await.status(), 201);
+}
+
+/// Sets whether database `name` on the test cluster refuses writes, and ends its sessions
+/// so that the server's pool reconnects under the new default.
+async fn set_read_only(name: &str, read_only: bool) {
+    let (client, connection) =
+        tokio_postgres::connect(&crate::pg::admin_dsn(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} SET default_transaction_read_only = {read_only}"
+        ))
+        .await
+        .unwrap();
+    client
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+            &[&name],
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn ready_fails_while_postgresql_refuses_writes_and_recovers_on_its_own() {
+    let dsn = crate::pg::fresh_database().await;
+    let name = dsn.rsplit('/').next().unwrap().to_owned();
+    let app = crate::helpers::spawn_app_with(|raw| raw.database.dsn = dsn.clone()).await;
+    assert_eq!(ready(&app).await.0, 200);
+    set_read_only(&name, true).await;
+    crate::helpers::wait_until("a write to be refused", || async {
+        (app.post("/v1/workflows", &a_workflow()).await.status() == 503).then_some(())
+    })
+    .await;
+    let (status, problem) = ready(&app).await;
+    assert_eq!(status, 503, "{problem}");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("read-only"), "{detail}");
+    set_read_only(&name, false).await;
+    crate::helpers::wait_until("readiness to recover", || async {
+        (ready(&app).await.0 == 200).then_some(())
+    })
+    .await;
+    assert_eq!(app.post("/v1/workflows", &a_workflow()).await.status(), 201);
+}
