@@ -115,7 +115,9 @@ where
         ),
     };
     let why = why.trim_start_matches("store unavailable: ");
-    Err(StoreError::unavailable(format!("it refuses writes ({why})")))
+    Err(StoreError::unavailable(format!(
+        "it refuses writes ({why})"
+    )))
 }
 
 /// A stable 64-bit key for `text` (FNV-1a): the same in every build, so that every

@@ -8,6 +8,7 @@ mod cli;
 mod health;
 mod helpers;
 mod hooks;
+mod identity;
 mod limits;
 mod logs;
 mod observability;
