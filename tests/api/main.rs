@@ -7,6 +7,7 @@ mod cancel;
 mod cli;
 mod health;
 mod helpers;
+mod hook_leases;
 mod hooks;
 mod identity;
 mod limits;
