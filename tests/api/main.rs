@@ -3,6 +3,7 @@
 
 mod approvals;
 mod auth;
+mod backup;
 mod cancel;
 mod cli;
 mod health;
@@ -19,6 +20,7 @@ mod outbound;
 mod pg;
 mod replicas;
 mod restart;
+mod retention;
 mod retries;
 mod runs;
 mod services;
