@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Runs every test of the project: unit tests and the integration tests in tests/, against
-# both stores. A throwaway PostgreSQL cluster is started for the run (installed from
-# Debian's packages when missing) and stopped on exit; when it cannot start, this fails.
+# both stores, and the console's browser tests. A throwaway PostgreSQL cluster is started
+# for the run (installed from Debian's packages when missing) and stopped on exit; when it
+# cannot start, this fails. Chromium and chromedriver are installed the same way.
 # Usage: ./scripts/test.sh [extra cargo test arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # shellcheck source=scripts/pg-cluster.sh
 source scripts/pg-cluster.sh
+# shellcheck source=scripts/browser.sh
+source scripts/browser.sh
+browser_install
 trap pg_cluster_stop EXIT
 pg_cluster_start
 

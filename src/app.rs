@@ -16,11 +16,13 @@ use crate::api::{self, AppState};
 use crate::config::{Config, StoreConfig};
 use crate::definition::schema::SchemaError;
 use crate::definition::{Limits, Validator, WorkflowSchema};
-use crate::engine::{Engine, RunLimits, Settings};
+use crate::engine::{Engine, Parts, RunLimits, Settings};
+use crate::expr::Redactor;
 use crate::hooks::{HookRuntime, Hooks};
 use crate::logs::LogHub;
 use crate::metrics::{Metrics, MetricsError};
 use crate::outbound::{ClientOptions, HttpClient, UrlError};
+use crate::sandbox::{Sandbox, SandboxError, SandboxSettings};
 use crate::store::postgres::{PgOptions, PostgresStore};
 use crate::store::sqlite::SqliteStore;
 use crate::store::timed::TimedStore;
@@ -47,6 +49,8 @@ pub enum StartError {
     Client(#[source] reqwest::Error),
     #[error("hooks: {0}")]
     HookTarget(#[from] UrlError),
+    #[error("{0} (set engine.sandbox_command to the orchestrator binary)")]
+    Sandbox(#[from] SandboxError),
 }
 
 /// A built server, bound to its port, not yet serving.
@@ -69,12 +73,7 @@ const HTTP_MARGIN: Duration = Duration::from_secs(10);
 /// limits. `orchestrator validate` checks files with the same one.
 pub fn validator(config: &Config, actions: &Registry) -> Result<Validator, SchemaError> {
     let schema = WorkflowSchema::load(config.workflow_schema.as_deref())?;
-    Ok(validator_with(schema, config, actions))
-}
-
-/// The validator of `config` with another workflow schema.
-fn validator_with(schema: WorkflowSchema, config: &Config, actions: &Registry) -> Validator {
-    Validator::new(
+    Ok(Validator::new(
         schema,
         Arc::new(actions.clone()),
         Limits {
@@ -84,6 +83,7 @@ fn validator_with(schema: WorkflowSchema, config: &Config, actions: &Registry) -
         },
         config.requires_approval,
     )
+    .with_secrets(config.secrets.keys().cloned()))
 }
 
 /// Opens the store the configuration names and applies its migrations.
@@ -146,20 +146,24 @@ impl App {
         let hook_targets = crate::hooks::targets(&config.services, &config.hooks)?;
         let actions = Registry::new(&config.services, client);
         let validator = Arc::new(validator(&config, &actions)?);
-        // The pack is checked against the bundled schema: an operator's schema applies when
-        // a template is instantiated, so that it never stops start-up.
-        let pack_validator = validator_with(WorkflowSchema::bundled()?, &config, &actions);
-        let pack = Arc::new(Pack::load(
-            config.templates_path.as_deref(),
-            &pack_validator,
-        )?);
+        let pack = Arc::new(Pack::load(config.templates_path.as_deref(), &validator)?);
         let hub = Arc::new(LogHub::with_capacity(config.logs.feed_capacity));
+        crate::expr::set_budget(config.limits.template);
+        let sandbox = Arc::new(Sandbox::new(SandboxSettings {
+            command: config.engine.sandbox_command.clone(),
+            budget: config.limits.template,
+            memory_bytes: config.limits.template_memory_bytes,
+            time: config.limits.template_time,
+            processes: config.engine.sandbox_processes,
+        }));
+        sandbox.check().await?;
         let settings = Settings {
             max_active_runs: config.engine.max_active_runs,
             lease_ttl: config.engine.lease_ttl,
             poll_interval: config.engine.poll_interval,
             idempotency_ttl: config.engine.idempotency_ttl,
             secrets: Arc::new(config.secrets.clone()),
+            redactor: Redactor::new(config.secrets.values()),
             emit_events: !hook_targets.is_empty(),
             max_log_entries: config.logs.max_entries_per_run,
             limits: RunLimits {
@@ -172,15 +176,16 @@ impl App {
             run_retention: config.retention.runs,
             retention_interval: config.retention.interval,
         };
-        let engine = Engine::new(
-            store.clone(),
-            validator.clone(),
+        let parts = Parts {
+            store: store.clone(),
+            validator: validator.clone(),
             actions,
+            sandbox,
             hub,
-            server_id.clone(),
-            settings,
-            metrics.clone(),
-        );
+            metrics: metrics.clone(),
+            owner: server_id.clone(),
+        };
+        let engine = Engine::new(parts, settings);
         engine.start();
         let state = web::Data::new(AppState {
             store: store.clone(),

@@ -1,5 +1,6 @@
 //! The command line: `orchestrator [-config FILE] [serve | validate FILE... | migrate |
-//! backup FILE]`.
+//! backup FILE]`, and the client subcommands of [`crate::client`] (`apply`, `run`, `logs`,
+//! …).
 //!
 //! Go-style single-dash `-config` is accepted beside `--config`. `validate` checks
 //! definition files offline with the same validator the server uses.
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand};
 
 use crate::actions::Registry;
+use crate::client::{ClientCommand, ClientOptions};
 use crate::config::Config;
 use crate::definition::schema::SchemaError;
 use crate::definition::{Validator, parse_document};
@@ -26,6 +28,8 @@ pub struct Cli {
     /// The configuration file (default: config.yaml).
     #[arg(long, short = 'c', global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub client: ClientOptions,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -48,6 +52,18 @@ pub enum Command {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Evaluate heavy templates for a server (started by the server itself).
+    #[command(hide = true)]
+    Sandbox {
+        #[arg(long)]
+        fuel: u64,
+        #[arg(long)]
+        max_bytes: usize,
+        #[arg(long)]
+        memory_bytes: u64,
+    },
+    #[command(flatten)]
+    Client(ClientCommand),
 }
 
 /// The default configuration file.

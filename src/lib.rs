@@ -9,7 +9,7 @@
 //!   marker), [`clock`] (wall time, manual in tests), [`expr`] (the one expression
 //!   language, minijinja), [`metrics`] (the Prometheus registry every part records into).
 //! - [`outbound`]: the one HTTP client, its SSRF policy, failure classes, the one backoff
-//!   schedule. [`definition`]: the workflow model, JSON Schema and semantic checks, the
+//!   schedule. [`sandbox`]: the child processes heavy templates render in. [`definition`]: the workflow model, JSON Schema and semantic checks, the
 //!   step DAG. [`store`]: the [`store::Store`] trait, SQLite and PostgreSQL; the only
 //!   place that knows SQL.
 //! - [`config`]: `config.yaml` + environment → raw shapes → a checked [`config::Config`]
@@ -20,7 +20,10 @@
 //! - [`engine`]: the run state machine: scheduling, retry, approvals, cancel, resume.
 //! - [`api`]: the HTTP resources; the only place that knows actix-web.
 //! - [`app`]: wires everything together; `main` and the tests start the server through it.
-//! - [`cli`]: the command line (serve, validate, migrate).
+//! - [`cli`]: the command line (serve, validate, migrate, and the client's subcommands).
+//! - [`client`]: the command-line client (`apply`, `run`, `logs -f`, …). It sits on the
+//!   first floor: it speaks HTTP to a server and shares nothing with it but plain data
+//!   ([`model`] statuses).
 //!
 //! Data flows one way: api → engine → actions / store. The engine never sees HTTP
 //! handlers, and nothing but the store touches the database.
@@ -29,6 +32,7 @@ pub mod actions;
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod client;
 pub mod clock;
 pub mod config;
 pub mod definition;
@@ -41,6 +45,7 @@ pub mod metrics;
 pub mod model;
 pub mod outbound;
 pub mod problems;
+pub mod sandbox;
 pub mod secret;
 pub mod size;
 pub mod store;

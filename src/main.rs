@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use orchestrator::app::App;
 use orchestrator::cli::{Cli, Command, backup, normalize_args, validate_files, validator};
 
@@ -13,6 +13,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(normalize_args(std::env::args_os()));
+    if let Some(Command::Sandbox {
+        fuel,
+        max_bytes,
+        memory_bytes,
+    }) = &cli.command
+    {
+        return sandbox(*fuel, *max_bytes, *memory_bytes);
+    }
+    if let Some(Command::Client(command)) = cli.command {
+        return orchestrator::client::main(&cli.client, command, Cli::command);
+    }
     let serving = matches!(cli.command, None | Some(Command::Serve));
     let config = match cli.load_config(serving || matches!(cli.command, Some(Command::Migrate))) {
         Ok(config) => config,
@@ -31,11 +42,25 @@ fn main() -> ExitCode {
             })
             .map_err(anyhow::Error::from),
         None | Some(Command::Serve) => runtime().and_then(|rt| rt.block_on(serve(config))),
+        // Dispatched before the configuration is loaded.
+        Some(Command::Sandbox { .. } | Command::Client(_)) => Ok(ExitCode::from(2)),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("orchestrator: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The template sandbox child: no config, no runtime, its memory capped.
+fn sandbox(fuel: u64, max_bytes: usize, memory_bytes: u64) -> ExitCode {
+    let budget = orchestrator::expr::Budget { fuel, max_bytes };
+    match orchestrator::sandbox::child::run(budget, memory_bytes) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("orchestrator sandbox: {e}");
             ExitCode::FAILURE
         }
     }

@@ -21,8 +21,11 @@ const FLOORS: &[(&str, u8)] = &[
     ("clock", 1),
     ("expr", 1),
     ("metrics", 1),
+    // The command-line client speaks HTTP to a server; it shares only plain data.
+    ("client", 1),
     // Outbound calls, definitions, persistence.
     ("outbound", 2),
+    ("sandbox", 2),
     ("definition", 2),
     ("store", 2),
     // The checked configuration (its outbound policy is built from `outbound`).

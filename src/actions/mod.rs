@@ -106,6 +106,12 @@ pub trait Action: Send + Sync + 'static {
         None
     }
 
+    /// True when the action sends its input out of the server (a network call): the only
+    /// inputs that may use secrets.
+    fn sends_out(&self) -> bool {
+        self.default_timeout().is_some()
+    }
+
     /// Performs one attempt.
     async fn execute(&self, call: Call) -> Result<Outcome, Failure>;
 }
@@ -204,5 +210,9 @@ impl Catalog for Registry {
             .get(name)
             .map(|a| a.expression_fields())
             .unwrap_or_default()
+    }
+
+    fn sends_out(&self, name: &str) -> bool {
+        self.actions.get(name).is_some_and(|a| a.sends_out())
     }
 }

@@ -66,7 +66,7 @@ fn decide(
             token.role.as_str()
         )));
     }
-    Ok(Some(Caller(Some(token.name.clone()))))
+    Ok(Some(Caller(Some(token.name.clone()), Some(token.role))))
 }
 
 /// The token of an `Authorization: Bearer <token>` header (the scheme in any case).

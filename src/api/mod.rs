@@ -10,6 +10,7 @@
 
 pub mod auth;
 mod body;
+pub mod console;
 pub mod error;
 mod health;
 mod logs;
@@ -19,6 +20,7 @@ pub mod openapi;
 mod runs;
 mod schemas;
 mod templates;
+mod whoami;
 mod workflows;
 
 use std::sync::Arc;
@@ -30,7 +32,7 @@ use serde::Deserialize;
 
 use tokio::sync::Semaphore;
 
-use crate::config::{ApiToken, RunLogSettings, ServerLimits};
+use crate::config::{ApiToken, Role, RunLogSettings, ServerLimits};
 use crate::definition::Validator;
 use crate::engine::Engine;
 use crate::metrics::Metrics;
@@ -69,12 +71,14 @@ pub enum Access {
     Write,
 }
 
-/// One served route: method (lower case), path pattern, and the access it needs.
+/// One served route: method (lower case), path pattern, the access it needs, and whether
+/// the OpenAPI document describes it (the console's pages and assets are not API).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Route {
     pub method: &'static str,
     pub path: &'static str,
     pub access: Access,
+    pub documented: bool,
 }
 
 /// The access of the route `method` + `pattern`; `None` when no route matches (the answer
@@ -87,20 +91,26 @@ pub fn access_of(method: &str, pattern: Option<&str>) -> Option<Access> {
         .map(|r| r.access)
 }
 
-/// `path => [method access handler, …]`, in matching order (literal segments before
-/// `{params}` on the same prefix).
+/// `api { path => [method access handler, …], … } console { … }`, each block in matching
+/// order (literal segments before `{params}` on the same prefix). Both blocks are served
+/// and checked alike; only the `api` block's handlers make up the OpenAPI document.
 macro_rules! routes {
-    ($($path:literal => [$($method:ident $access:ident $($handler:ident)::+),+ $(,)?]),+ $(,)?) => {
+    (
+        api { $($path:literal => [$($method:ident $access:ident $($handler:ident)::+),+ $(,)?]),+ $(,)? }
+        console { $($cpath:literal => [$($cmethod:ident $caccess:ident $($chandler:ident)::+),+ $(,)?]),+ $(,)? }
+    ) => {
         /// Every route the server serves, in registration order.
         pub const ROUTES: &[Route] = &[
-            $($(Route { method: stringify!($method), path: $path, access: Access::$access }),+),+
+            $($(Route { method: stringify!($method), path: $path, access: Access::$access, documented: true }),+),+,
+            $($(Route { method: stringify!($cmethod), path: $cpath, access: Access::$caccess, documented: false }),+),+
         ];
 
         fn register(cfg: &mut web::ServiceConfig) {
             $(cfg.service(resource($path)$(.route(web::$method().to($($handler)::+)))+);)+
+            $(cfg.service(resource($cpath)$(.route(web::$cmethod().to($($chandler)::+)))+);)+
         }
 
-        /// The operations of the OpenAPI document: the handlers of [`ROUTES`].
+        /// The operations of the OpenAPI document: the handlers of the `api` block.
         #[derive(utoipa::OpenApi)]
         #[openapi(paths($($($($handler)::+),+),+))]
         struct Operations;
@@ -108,35 +118,50 @@ macro_rules! routes {
 }
 
 routes! {
-    "/health" => [get Open health::health],
-    "/ready" => [get Open health::ready],
-    "/metrics" => [get Read metrics::scrape],
-    "/v1/openapi.json" => [get Read openapi::serve],
-    "/v1/workflows" => [post Write workflows::create, get Read workflows::list],
-    "/v1/workflows/validate" => [post Read workflows::validate],
-    "/v1/workflows/{id}" => [get Read workflows::get, put Write workflows::replace],
-    "/v1/workflows/{id}/versions" => [get Read workflows::versions],
-    "/v1/workflows/{id}/rollback" => [post Write workflows::rollback],
-    "/v1/templates" => [get Read templates::list, post Write templates::create],
-    "/v1/templates/{name}" => [get Read templates::get],
-    "/v1/runs" => [post Write runs::start, get Read runs::list],
-    "/v1/runs/{id}" => [get Read runs::get],
-    "/v1/runs/{id}/approve" => [post Write runs::approve],
-    "/v1/runs/{id}/reject" => [post Write runs::reject],
-    "/v1/runs/{id}/cancel" => [post Write runs::cancel],
-    "/v1/runs/{id}/retry" => [post Write runs::retry],
-    "/v1/runs/{id}/logs" => [get Read logs::read, post Write logs::append],
-    "/v1/runs/{id}/logs/stream" => [get Read logs::stream],
+    api {
+        "/health" => [get Open health::health],
+        "/ready" => [get Open health::ready],
+        "/metrics" => [get Read metrics::scrape],
+        "/v1/openapi.json" => [get Read openapi::serve],
+        "/v1/whoami" => [get Read whoami::whoami],
+        "/v1/workflows" => [post Write workflows::create, get Read workflows::list],
+        "/v1/workflows/validate" => [post Read workflows::validate],
+        "/v1/workflows/{id}" => [get Read workflows::get, put Write workflows::replace],
+        "/v1/workflows/{id}/versions" => [get Read workflows::versions],
+        "/v1/workflows/{id}/rollback" => [post Write workflows::rollback],
+        "/v1/templates" => [get Read templates::list, post Write templates::create],
+        "/v1/templates/{name}" => [get Read templates::get],
+        "/v1/runs" => [post Write runs::start, get Read runs::list],
+        "/v1/runs/{id}" => [get Read runs::get],
+        "/v1/runs/{id}/approve" => [post Write runs::approve],
+        "/v1/runs/{id}/reject" => [post Write runs::reject],
+        "/v1/runs/{id}/cancel" => [post Write runs::cancel],
+        "/v1/runs/{id}/retry" => [post Write runs::retry],
+        "/v1/runs/{id}/logs" => [get Read logs::read, post Write logs::append],
+        "/v1/runs/{id}/logs/stream" => [get Read logs::stream],
+    }
+    // The shell carries no data (a navigation cannot send a bearer header); the pages
+    // fetch everything through the API above with the token.
+    console {
+        "/" => [get Open console::shell],
+        "/console/{version}/{file}" => [get Open console::asset],
+    }
 }
 
-/// Who is calling: the token's name when auth is on (set by the auth middleware).
+/// Who is calling: the token's name and role when auth is on (set by the auth middleware);
+/// both `None` when auth is off.
 #[derive(Debug, Clone, Default)]
-pub struct Caller(pub Option<String>);
+pub struct Caller(pub Option<String>, pub Option<Role>);
 
 impl Caller {
     /// The name recorded on decisions: the token name, or `anonymous`.
     pub fn name(&self) -> String {
         self.0.clone().unwrap_or_else(|| "anonymous".into())
+    }
+
+    /// The token's role; with auth off everyone may do everything, as an admin.
+    pub fn role(&self) -> Role {
+        self.1.unwrap_or(Role::Admin)
     }
 }
 

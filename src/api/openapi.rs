@@ -221,6 +221,6 @@ mod tests {
         ids.sort_unstable();
         ids.dedup();
         assert_eq!(ids.len(), n);
-        assert_eq!(n, ROUTES.len());
+        assert_eq!(n, ROUTES.iter().filter(|r| r.documented).count());
     }
 }

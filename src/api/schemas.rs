@@ -179,3 +179,12 @@ pub struct Status {
     /// `ok` (health) or `ready`.
     status: String,
 }
+
+/// The answer of `/v1/whoami`.
+#[derive(ToSchema)]
+pub struct Identity {
+    /// The token's name (`anonymous` with auth off).
+    name: String,
+    /// `admin` or `reader`.
+    role: String,
+}

@@ -36,6 +36,10 @@ pub use sections::{
 /// Prefix of environment variables that override config keys; `__` separates levels.
 pub const ENV_PREFIX: &str = "ORCHESTRATOR_";
 
+/// Variables with [`ENV_PREFIX`] that belong to the command-line client
+/// (`ORCHESTRATOR_URL`, `ORCHESTRATOR_TOKEN`), not to the server's configuration.
+pub const CLIENT_VARIABLES: [&str; 2] = ["URL", "TOKEN"];
+
 /// A value the configuration may not have: its key, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{key}: {message}")]
@@ -150,7 +154,11 @@ impl Config {
             source,
         })?;
         let raw: RawConfig = Figment::from(Serialized::defaults(value))
-            .merge(Env::prefixed(ENV_PREFIX).split("__"))
+            .merge(
+                Env::prefixed(ENV_PREFIX)
+                    .ignore(&CLIENT_VARIABLES)
+                    .split("__"),
+            )
             .extract()
             .map_err(|e| shape(figment_message(e)))?;
         Self::from_raw(path, raw)

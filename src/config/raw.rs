@@ -139,6 +139,10 @@ pub struct RawEngine {
     /// How often parked runs are checked for approval timeouts and queued runs for capacity.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
+    /// The `orchestrator` binary run as the template sandbox; empty: this executable.
+    pub sandbox_command: String,
+    /// Template sandbox processes at most.
+    pub sandbox_processes: usize,
 }
 
 impl Default for RawEngine {
@@ -148,6 +152,8 @@ impl Default for RawEngine {
             lease_ttl: Duration::from_secs(30),
             idempotency_ttl: Duration::from_secs(24 * 3600),
             poll_interval: Duration::from_secs(1),
+            sandbox_command: String::new(),
+            sandbox_processes: 2,
         }
     }
 }
@@ -169,6 +175,15 @@ pub struct RawLimits {
     pub max_context_bytes: usize,
     /// Largest output kept per step, in bytes of JSON; larger outputs are truncated.
     pub max_output_bytes: usize,
+    /// Instructions one template evaluation may execute.
+    pub template_fuel: u64,
+    /// Largest result of one template evaluation, in bytes.
+    pub template_bytes: usize,
+    /// Address space of a template sandbox process, in bytes.
+    pub template_memory_bytes: u64,
+    /// Longest a sandboxed template evaluation may take.
+    #[serde(with = "humantime_serde")]
+    pub template_time: Duration,
 }
 
 impl Default for RawLimits {
@@ -181,6 +196,10 @@ impl Default for RawLimits {
             max_input_bytes: 256 * 1024,
             max_context_bytes: 1024 * 1024,
             max_output_bytes: crate::size::DEFAULT_MAX_OUTPUT_BYTES,
+            template_fuel: 1_000_000,
+            template_bytes: 1024 * 1024,
+            template_memory_bytes: 512 * 1024 * 1024,
+            template_time: Duration::from_secs(2),
         }
     }
 }

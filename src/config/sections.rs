@@ -11,6 +11,7 @@ use super::BadValue;
 use super::raw::{
     RawDatabase, RawEngine, RawHooks, RawLimits, RawLog, RawRunLogs, RawServer, RawService,
 };
+use crate::expr::Budget;
 use crate::outbound::Backoff;
 use crate::secret::Secret;
 use crate::store::sqlite::SqliteOptions;
@@ -125,6 +126,10 @@ pub struct EngineSettings {
     pub idempotency_ttl: Duration,
     /// How often parked runs are checked for timeouts and queued runs for capacity.
     pub poll_interval: Duration,
+    /// The binary run as the template sandbox; `None`: this executable.
+    pub sandbox_command: Option<PathBuf>,
+    /// Template sandbox processes at most.
+    pub sandbox_processes: usize,
 }
 
 impl EngineSettings {
@@ -141,11 +146,20 @@ impl EngineSettings {
         if raw.poll_interval.is_zero() {
             return Err(BadValue::new("engine.poll_interval", "must be more than 0"));
         }
+        if raw.sandbox_processes == 0 {
+            return Err(BadValue::new(
+                "engine.sandbox_processes",
+                "must be at least 1",
+            ));
+        }
+        let command = raw.sandbox_command.trim();
         Ok(Self {
             max_active_runs: raw.max_active_runs,
             lease_ttl: raw.lease_ttl,
             idempotency_ttl: raw.idempotency_ttl,
             poll_interval: raw.poll_interval,
+            sandbox_command: (!command.is_empty()).then(|| PathBuf::from(command)),
+            sandbox_processes: raw.sandbox_processes,
         })
     }
 }
@@ -168,6 +182,12 @@ pub struct ServerLimits {
     pub max_context_bytes: usize,
     /// Largest output kept per step; larger outputs are truncated.
     pub max_output_bytes: usize,
+    /// Instructions and result size of one template evaluation.
+    pub template: Budget,
+    /// Address space of a template sandbox process.
+    pub template_memory_bytes: u64,
+    /// Longest a sandboxed template evaluation may take.
+    pub template_time: Duration,
 }
 
 impl ServerLimits {
@@ -190,6 +210,30 @@ impl ServerLimits {
                 return Err(BadValue::new(key, "must be at least 1"));
             }
         }
+        if raw.template_fuel < 1000 {
+            return Err(BadValue::new(
+                "limits.template_fuel",
+                "must be at least 1000",
+            ));
+        }
+        if raw.template_bytes < 1024 {
+            return Err(BadValue::new(
+                "limits.template_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if raw.template_memory_bytes < 64 * 1024 * 1024 {
+            return Err(BadValue::new(
+                "limits.template_memory_bytes",
+                "must be at least 67108864 (64 MiB)",
+            ));
+        }
+        if raw.template_time < Duration::from_millis(10) {
+            return Err(BadValue::new(
+                "limits.template_time",
+                "must be at least 10ms",
+            ));
+        }
         Ok(Self {
             body_bytes: raw.body_bytes,
             max_steps: raw.max_steps,
@@ -198,6 +242,12 @@ impl ServerLimits {
             max_input_bytes: raw.max_input_bytes,
             max_context_bytes: raw.max_context_bytes,
             max_output_bytes: raw.max_output_bytes,
+            template: Budget {
+                fuel: raw.template_fuel,
+                max_bytes: raw.template_bytes,
+            },
+            template_memory_bytes: raw.template_memory_bytes,
+            template_time: raw.template_time,
         })
     }
 }

@@ -115,6 +115,8 @@ pub fn build(validator: &Validator, document: &Value) -> Result<Workflow, Vec<Vi
             step: i,
             names: &names,
             dag: dag.as_ref(),
+            secrets: &validator.secrets,
+            secrets_allowed: false,
         };
         if let Some(step) = build_step(validator, i, s, &scope, &mut v) {
             steps.push(step);
@@ -242,7 +244,16 @@ fn build_step(
     }
     let input = match Template::compile(&Value::Object(input)) {
         Ok(t) => {
-            scope.check_all(&format!("{at}/input"), t.references(), v);
+            let input_scope = RefScope {
+                secrets_allowed: validator.actions.sends_out(&s.action),
+                ..*scope
+            };
+            input_scope.check_all(&format!("{at}/input"), t.references(), v);
+            for (pointer, weight) in t.weights() {
+                if let Some(misuse) = weight.secret_misuse {
+                    v.push(Violation::new(format!("{at}/input{pointer}"), misuse));
+                }
+            }
             Some(t)
         }
         Err((pointer, e)) => {

@@ -12,6 +12,7 @@ mod policies;
 mod refs;
 pub mod schema;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -217,6 +218,9 @@ pub trait Catalog: Send + Sync {
     fn check_input(&self, name: &str, input: &Map<String, Value>) -> Vec<Violation>;
     /// Input keys of action `name` that hold bare expressions rather than templates.
     fn expression_fields(&self, name: &str) -> &'static [&'static str];
+    /// True when action `name` sends its input out of the server (the only place secrets
+    /// may be used).
+    fn sends_out(&self, name: &str) -> bool;
 }
 
 /// Validates definitions with one schema, one action catalog and one set of limits.
@@ -225,6 +229,8 @@ pub struct Validator {
     actions: Arc<dyn Catalog>,
     limits: Limits,
     approve_every_step: bool,
+    /// Names of the secrets declared in the config.
+    secrets: BTreeSet<String>,
 }
 
 impl std::fmt::Debug for Validator {
@@ -258,7 +264,14 @@ impl Validator {
             actions,
             limits,
             approve_every_step,
+            secrets: BTreeSet::new(),
         }
+    }
+
+    /// The names templates may read as `secrets.NAME`.
+    pub fn with_secrets(mut self, names: impl IntoIterator<Item = String>) -> Self {
+        self.secrets = names.into_iter().collect();
+        self
     }
 
     /// Runs the schema and semantic stages on a parsed document.

@@ -1,7 +1,7 @@
 //! What a template may read: `context`, `run.id` / `run.workflow_id`, `secrets`, and the
 //! results of steps upstream of its own (never its own or a later one's).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use super::dag::Dag;
 use crate::expr::{ROOTS, STEP_FIELDS};
@@ -10,11 +10,18 @@ use crate::problems::Violation;
 /// Globals of the expression language that are not variables.
 const FUNCTIONS: [&str; 4] = ["range", "dict", "debug", "namespace"];
 
+/// Named in messages: where secrets may be used.
+const SENDING_ACTIONS: &str = "http, ai_router.chat, web.search, web.extract, memarch.*, scm.call";
+
 /// What a template in one step may read.
 pub(super) struct RefScope<'a> {
     pub step: usize,
     pub names: &'a HashMap<&'a str, usize>,
     pub dag: Option<&'a Dag>,
+    /// The secrets declared in the server's config.
+    pub secrets: &'a BTreeSet<String>,
+    /// Secrets may be read here: the input of an action whose input leaves the server.
+    pub secrets_allowed: bool,
 }
 
 impl RefScope<'_> {
@@ -30,6 +37,9 @@ impl RefScope<'_> {
                 "unknown variable {root:?}; templates may read {}",
                 ROOTS.join(", ")
             ));
+        }
+        if root == "secrets" {
+            return self.check_secret(reference, parts.next());
         }
         match (root, parts.next(), parts.next()) {
             ("steps", Some(name), field) => {
@@ -56,6 +66,24 @@ impl RefScope<'_> {
                 Some(format!("{reference:?}: run has id and workflow_id"))
             }
             _ => None,
+        }
+    }
+
+    /// Why `secrets.<name>` may not be read here, if so.
+    fn check_secret(&self, reference: &str, name: Option<&str>) -> Option<String> {
+        if !self.secrets_allowed {
+            return Some(format!(
+                "{reference:?}: secrets may only be used in the input of an action that \
+                 sends it out ({})",
+                SENDING_ACTIONS
+            ));
+        }
+        match name {
+            None => Some("read one secret by name: secrets.NAME".into()),
+            Some(name) if !self.secrets.contains(name) => Some(format!(
+                "secrets.{name} is not declared under secrets: in the server's config"
+            )),
+            Some(_) => None,
         }
     }
 

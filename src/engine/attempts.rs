@@ -13,12 +13,13 @@ use tokio_util::sync::CancellationToken;
 use super::failure_details::response_excerpt;
 use super::lease::Fence;
 use super::retry::{GiveUp, next_delay};
-use super::state::Start;
+use super::state::{Deferred, Rendered, Start, check_input_size};
 use crate::actions::{Action, Effect, Failure, Outcome};
 use crate::definition::RetryPolicy;
 use crate::expr::Redactor;
 use crate::metrics::StepMetrics;
 use crate::model::{Attempt, now};
+use crate::sandbox::Sandbox;
 use crate::size;
 
 /// What a step's attempts report to the run's task.
@@ -40,11 +41,18 @@ pub enum StepEvent {
     /// The server is stopping and the step was between attempts: it stays `RUNNING` and
     /// goes on after the next start (its last attempt recorded when to retry).
     Paused { index: usize },
+    /// The step's deferred render found its `when` false.
+    Skipped { index: usize, reason: String },
+    /// The step's deferred render failed (a template error, a budget, a too large input);
+    /// the step fails without an attempt, as it does when rendered in the run's task.
+    Unrendered { index: usize, error: String },
 }
 
 /// What a step needs besides its [`Start`].
 pub struct StepPlan {
     pub action: Arc<dyn Action>,
+    /// Where heavy templates are evaluated.
+    pub sandbox: Arc<Sandbox>,
     pub retry: RetryPolicy,
     pub timeout: Option<Duration>,
     pub metrics: StepMetrics,
@@ -59,11 +67,26 @@ pub struct StepPlan {
 /// next one is given up ([`StepEvent::Paused`]).
 pub async fn run(
     plan: StepPlan,
-    start: Start,
+    mut start: Start,
     events: mpsc::UnboundedSender<StepEvent>,
     stopping: CancellationToken,
 ) {
     let index = start.index;
+    if let Some(deferred) = start.deferred.take() {
+        let rendered = render(&plan, &deferred, start.max_input_bytes).await;
+        match rendered {
+            Ok(Rendered::Input(input)) => start.call.input = input,
+            Ok(Rendered::Skipped(reason)) => {
+                let _ = events.send(StepEvent::Skipped { index, reason });
+                return;
+            }
+            Err(error) => {
+                let error = start.redactor.redact_str(&error);
+                let _ = events.send(StepEvent::Unrendered { index, error });
+                return;
+            }
+        }
+    }
     if let Some(at) = start.not_before
         && let Ok(wait) = (at - now()).to_std()
         && !pause(wait, &stopping).await
@@ -165,6 +188,37 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Finishes a deferred render: the heavy parts in the sandbox (within the step's timeout
+/// too), the rest here; the error is the message the step fails with.
+async fn render(
+    plan: &StepPlan,
+    deferred: &Deferred,
+    max_input_bytes: usize,
+) -> Result<Rendered, String> {
+    let (parts, scope) = deferred.request();
+    let evaluate = plan.sandbox.evaluate(parts, scope);
+    let values = match plan.timeout {
+        Some(limit) => match tokio::time::timeout(limit, evaluate).await {
+            Ok(values) => values,
+            Err(_) => {
+                return Err(format!(
+                    "timed out after {} ms while rendering its input",
+                    limit.as_millis()
+                ));
+            }
+        },
+        None => evaluate.await,
+    }
+    .map_err(|e| format!("input template failed: {e}"))?;
+    let rendered = deferred
+        .finish(values)
+        .map_err(|e| format!("input template failed: {e}"))?;
+    if let Rendered::Input(input) = &rendered {
+        check_input_size(input, max_input_bytes)?;
+    }
+    Ok(rendered)
 }
 
 /// Waits `delay`; false when the server began to stop first (or had already).

@@ -30,6 +30,7 @@ use tokio_util::task::TaskTracker;
 use crate::actions::Registry;
 use crate::clock::Clock;
 use crate::definition::{Validator, Workflow};
+use crate::expr::Redactor;
 use crate::logs::{LogHub, LogTail};
 use crate::metrics::Metrics;
 use crate::model::{
@@ -37,6 +38,7 @@ use crate::model::{
     StepStatus, now,
 };
 use crate::problems::Violation;
+use crate::sandbox::Sandbox;
 use crate::secret::Secret;
 use crate::size::json_len;
 use crate::store::{DynStore, IdempotencyClaim, LogLimits, NewRun, StoreError};
@@ -98,7 +100,10 @@ pub struct Settings {
     pub lease_ttl: Duration,
     pub poll_interval: Duration,
     pub idempotency_ttl: Duration,
+    /// Declared secrets, by name, for `secrets.NAME`.
     pub secrets: Arc<BTreeMap<String, Secret>>,
+    /// Masks every declared secret in what is stored.
+    pub redactor: Redactor,
     /// Write hook events to the outbox (some hook target is configured).
     pub emit_events: bool,
     /// Most entries a run's log may hold before client appends are refused.
@@ -149,24 +154,38 @@ pub(crate) const WORKFLOW_CACHE: usize = 1024;
 /// On shutdown, time allowed beyond the grace period for commits and loops to finish.
 const SETTLE: Duration = Duration::from_secs(5);
 
+/// What the engine works with, built by the app.
+pub struct Parts {
+    pub store: DynStore,
+    pub validator: Arc<Validator>,
+    pub actions: Registry,
+    pub sandbox: Arc<Sandbox>,
+    pub hub: Arc<LogHub>,
+    pub metrics: Arc<Metrics>,
+    /// This server's lease-holder identity.
+    pub owner: String,
+}
+
 impl Engine {
     /// Must be called within the Tokio runtime the engine's tasks should run on.
-    pub fn new(
-        store: DynStore,
-        validator: Arc<Validator>,
-        actions: Registry,
-        hub: Arc<LogHub>,
-        owner: String,
-        settings: Settings,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(parts: Parts, settings: Settings) -> Self {
         let permits = Arc::new(Semaphore::new(settings.max_active_runs));
         let fences = lease::Fences::new(settings.lease_ttl);
+        let Parts {
+            store,
+            validator,
+            actions,
+            sandbox,
+            hub,
+            metrics,
+            owner,
+        } = parts;
         Self {
             shared: Arc::new(Shared {
                 store,
                 validator,
                 actions,
+                sandbox,
                 hub,
                 owner,
                 settings,

@@ -248,6 +248,7 @@ impl Runner {
             let step = &self.state.wf.steps[start.index];
             let plan = StepPlan {
                 action: self.shared.actions.get_or_unknown(&step.action_name),
+                sandbox: self.shared.sandbox.clone(),
                 retry: step.retry.clone(),
                 timeout: step.timeout,
                 metrics: self.shared.metrics.step(&step.action_name),
@@ -291,6 +292,14 @@ impl Runner {
             }
             StepEvent::Paused { index } => {
                 self.in_flight.remove(&index);
+            }
+            StepEvent::Skipped { index, reason } => {
+                self.in_flight.remove(&index);
+                self.state.on_skipped(index, reason);
+            }
+            StepEvent::Unrendered { index, error } => {
+                self.in_flight.remove(&index);
+                self.state.on_unrendered(index, error);
             }
         }
         while self.tasks.try_join_next().is_some() {}

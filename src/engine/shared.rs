@@ -21,6 +21,7 @@ use crate::definition::{Validator, Workflow};
 use crate::logs::LogHub;
 use crate::metrics::Metrics;
 use crate::model::{Run, RunStatus, StepStatus};
+use crate::sandbox::Sandbox;
 use crate::store::{Committed, DynStore, Guard, Lease, OwnerChange, StoreError, Transition};
 
 /// The state every engine task shares.
@@ -28,6 +29,7 @@ pub(crate) struct Shared {
     pub(super) store: DynStore,
     pub(super) validator: Arc<Validator>,
     pub(super) actions: Registry,
+    pub(super) sandbox: Arc<Sandbox>,
     pub(super) hub: Arc<LogHub>,
     pub(super) owner: String,
     pub(super) settings: Settings,

@@ -4,21 +4,59 @@
 //! A definition's templated strings are compiled once into a [`Template`] tree; literal
 //! parts stay plain JSON and cost nothing to render. A string that is exactly one `{{ … }}`
 //! evaluates to a typed JSON value; any other string with `{{` renders to text.
-//! Secrets read through `secrets.NAME` are remembered by the [`Scope`] so the engine can
-//! [`Redactor::redact`] them out of everything it stores or logs.
+//!
+//! Every evaluation runs under a [`Budget`]: an instruction count (minijinja's fuel) and a
+//! bound on what it produces. Each template is also weighed when compiled ([`weight`]):
+//! light ones render in place; heavy ones (loops, calls, multiplication…) must be handed
+//! to the sandbox process, see `crate::sandbox`, which is what bounds their memory.
 
 mod params;
 mod secrets;
+pub mod weight;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use minijinja::value::Value as MjValue;
-use minijinja::{Environment, Expression, UndefinedBehavior};
+use minijinja::{Environment, ErrorKind, Expression, UndefinedBehavior};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 pub use params::render_params;
 pub use secrets::{Redactor, Secrets};
+pub use weight::Weight;
+
+/// What one evaluation may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Budget {
+    /// Instructions of the template machine (`limits.template_fuel`).
+    pub fuel: u64,
+    /// Bytes of the result: rendered text, or a value as compact JSON
+    /// (`limits.template_bytes`).
+    pub max_bytes: usize,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self {
+            fuel: 1_000_000,
+            max_bytes: 1024 * 1024,
+        }
+    }
+}
+
+static BUDGET: OnceLock<Budget> = OnceLock::new();
+
+/// Sets the process's evaluation budget; only the first call (before any evaluation) takes
+/// effect. Returns the budget in force.
+pub fn set_budget(budget: Budget) -> Budget {
+    *BUDGET.get_or_init(|| budget)
+}
+
+/// The process's evaluation budget.
+pub fn budget() -> Budget {
+    *BUDGET.get_or_init(Budget::default)
+}
 
 /// Names a template may start with.
 pub const ROOTS: [&str; 4] = ["context", "steps", "run", "secrets"];
@@ -28,6 +66,7 @@ pub const STEP_FIELDS: [&str; 4] = ["output", "status", "http_code", "error"];
 static RUNTIME: LazyLock<Environment<'static>> = LazyLock::new(|| {
     let mut env = Environment::new();
     env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
+    env.set_fuel(Some(budget().fuel));
     env
 });
 
@@ -52,6 +91,58 @@ impl ExprError {
             message,
         }
     }
+
+    /// An evaluation error, naming the budget when it ran out.
+    fn evaluating(source_text: &str, error: minijinja::Error) -> Self {
+        if error.kind() == ErrorKind::OutOfFuel {
+            return Self::over_budget(
+                source_text,
+                format!(
+                    "the template used up limits.template_fuel ({} instructions)",
+                    budget().fuel
+                ),
+            );
+        }
+        Self::new(source_text, error)
+    }
+
+    /// An evaluation that went over a budget, saying which.
+    pub fn over_budget(source_text: &str, message: impl Into<String>) -> Self {
+        Self {
+            source_text: source_text.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    fn too_large(source_text: &str) -> Self {
+        Self::over_budget(
+            source_text,
+            format!(
+                "the result exceeds limits.template_bytes ({} bytes)",
+                budget().max_bytes
+            ),
+        )
+    }
+}
+
+/// Collects rendered text, refusing more than `limit` bytes (which stops the render).
+struct Capped {
+    text: Vec<u8>,
+    limit: usize,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.text.len() + buf.len() > self.limit {
+            return Err(std::io::Error::other("limits.template_bytes"));
+        }
+        self.text.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// A compiled expression (`when`, condition `if`, or the inside of `{{ }}`).
@@ -59,6 +150,7 @@ impl ExprError {
 pub struct Expr {
     source: String,
     compiled: Expression<'static, 'static>,
+    weight: Weight,
 }
 
 impl Expr {
@@ -68,7 +160,12 @@ impl Expr {
         let compiled = RUNTIME
             .compile_expression_owned(source.clone())
             .map_err(|e| ExprError::new(text, e))?;
-        Ok(Self { source, compiled })
+        let weight = weight::weigh(&source, true);
+        Ok(Self {
+            source,
+            compiled,
+            weight,
+        })
     }
 
     /// Evaluates to a JSON value; an undefined result is an error.
@@ -77,7 +174,21 @@ impl Expr {
         if value.is_undefined() {
             return Err(ExprError::new(&self.source, "undefined value"));
         }
-        serde_json::to_value(&value).map_err(|e| ExprError::new(&self.source, e))
+        let value = serde_json::to_value(&value).map_err(|e| ExprError::new(&self.source, e))?;
+        if crate::size::json_len(&value) > budget().max_bytes {
+            return Err(ExprError::too_large(&self.source));
+        }
+        Ok(value)
+    }
+
+    /// What its tokens say about it (heavy or light, secrets used as they are).
+    pub fn weight(&self) -> &Weight {
+        &self.weight
+    }
+
+    /// True when it must be evaluated in the sandbox.
+    pub fn is_heavy(&self) -> bool {
+        self.weight.heavy.is_some()
     }
 
     /// Evaluates as a condition: undefined counts as false.
@@ -88,7 +199,7 @@ impl Expr {
     fn eval_raw(&self, scope: &Scope) -> Result<MjValue, ExprError> {
         self.compiled
             .eval(scope.to_value())
-            .map_err(|e| ExprError::new(&self.source, e))
+            .map_err(|e| ExprError::evaluating(&self.source, e))
     }
 
     /// Dotted names the expression reads, e.g. `steps.fetch.output`.
@@ -113,7 +224,7 @@ pub enum Template {
     /// Exactly one `{{ expression }}`: renders to the expression's typed value.
     Expr(Expr),
     /// Text with embedded templates: renders to a string.
-    Text(String),
+    Text(Text),
     Array(Vec<Template>),
     Object(Vec<(String, Template)>),
 }
@@ -131,12 +242,7 @@ impl Template {
         Ok(match value {
             Value::String(s) => match strip_braces(s) {
                 Some(_) => Self::Expr(Expr::compile(s).map_err(|e| (pointer.to_owned(), e))?),
-                None => {
-                    RUNTIME
-                        .template_from_str(s)
-                        .map_err(|e| (pointer.to_owned(), ExprError::new(s, e)))?;
-                    Self::Text(s.clone())
-                }
+                None => Self::Text(Text::compile(s).map_err(|e| (pointer.to_owned(), e))?),
             },
             Value::Array(items) => Self::Array(
                 items
@@ -157,29 +263,98 @@ impl Template {
         })
     }
 
-    /// Renders against `scope`.
+    /// Renders every part in place against `scope`, heavy parts included: what the
+    /// sandbox does, or a caller that knows the tree is light ([`Self::is_light`]).
     pub fn render(&self, scope: &Scope) -> Result<Value, ExprError> {
+        self.render_using(scope, &mut std::iter::empty())
+    }
+
+    /// Renders against `scope`, taking the value of each heavy part, in tree order, from
+    /// `heavy` (as rendered elsewhere) and rendering a heavy part in place only when
+    /// `heavy` has run out.
+    pub fn render_using(
+        &self,
+        scope: &Scope,
+        heavy: &mut dyn Iterator<Item = Value>,
+    ) -> Result<Value, ExprError> {
         Ok(match self {
             Self::Literal(v) => v.clone(),
+            Self::Expr(e) if e.is_heavy() => match heavy.next() {
+                Some(value) => value,
+                None => e.eval(scope)?,
+            },
             Self::Expr(e) => e.eval(scope)?,
-            Self::Text(source) => Value::String(
-                RUNTIME
-                    .render_str(source, scope.to_value())
-                    .map_err(|e| ExprError::new(source, e))?,
-            ),
+            Self::Text(t) if t.is_heavy() => match heavy.next() {
+                Some(value) => value,
+                None => Value::String(t.render(scope)?),
+            },
+            Self::Text(t) => Value::String(t.render(scope)?),
             Self::Array(items) => Value::Array(
                 items
                     .iter()
-                    .map(|t| t.render(scope))
+                    .map(|t| t.render_using(scope, heavy))
                     .collect::<Result<_, _>>()?,
             ),
             Self::Object(fields) => Value::Object(
                 fields
                     .iter()
-                    .map(|(k, t)| Ok((k.clone(), t.render(scope)?)))
+                    .map(|(k, t)| Ok((k.clone(), t.render_using(scope, heavy)?)))
                     .collect::<Result<Map<_, _>, ExprError>>()?,
             ),
         })
+    }
+
+    /// The heavy parts, in tree order, for the sandbox.
+    pub fn heavy_parts(&self) -> Vec<Part> {
+        let mut out = Vec::new();
+        self.collect_heavy(&mut out);
+        out
+    }
+
+    fn collect_heavy(&self, out: &mut Vec<Part>) {
+        match self {
+            Self::Expr(e) if e.is_heavy() => out.push(Part::Expr(e.source.clone())),
+            Self::Text(t) if t.is_heavy() => out.push(Part::Text(t.source.clone())),
+            Self::Array(items) => items.iter().for_each(|t| t.collect_heavy(out)),
+            Self::Object(fields) => fields.iter().for_each(|(_, t)| t.collect_heavy(out)),
+            _ => {}
+        }
+    }
+
+    /// True when every part renders in place.
+    pub fn is_light(&self) -> bool {
+        match self {
+            Self::Literal(_) => true,
+            Self::Expr(e) => !e.is_heavy(),
+            Self::Text(t) => !t.is_heavy(),
+            Self::Array(items) => items.iter().all(Self::is_light),
+            Self::Object(fields) => fields.iter().all(|(_, t)| t.is_light()),
+        }
+    }
+
+    /// Every `(JSON pointer, weight)` of the templated strings under this value.
+    pub fn weights(&self) -> Vec<(String, Weight)> {
+        let mut out = Vec::new();
+        self.collect_weights("", &mut out);
+        out
+    }
+
+    fn collect_weights(&self, pointer: &str, out: &mut Vec<(String, Weight)>) {
+        match self {
+            Self::Literal(_) => {}
+            Self::Expr(e) => out.push((pointer.to_owned(), e.weight.clone())),
+            Self::Text(t) => out.push((pointer.to_owned(), t.weight.clone())),
+            Self::Array(items) => {
+                for (i, t) in items.iter().enumerate() {
+                    t.collect_weights(&format!("{pointer}/{i}"), out);
+                }
+            }
+            Self::Object(fields) => {
+                for (k, t) in fields {
+                    t.collect_weights(&format!("{pointer}/{}", escape_pointer(k)), out);
+                }
+            }
+        }
     }
 
     /// Every `(JSON pointer, dotted reference)` read by the templates under this value.
@@ -195,14 +370,8 @@ impl Template {
             Self::Expr(e) => {
                 out.extend(e.references().into_iter().map(|r| (pointer.to_owned(), r)))
             }
-            Self::Text(source) => {
-                if let Ok(t) = RUNTIME.template_from_str(source) {
-                    out.extend(
-                        t.undeclared_variables(true)
-                            .into_iter()
-                            .map(|r| (pointer.to_owned(), r)),
-                    );
-                }
+            Self::Text(t) => {
+                out.extend(t.references().into_iter().map(|r| (pointer.to_owned(), r)))
             }
             Self::Array(items) => {
                 for (i, t) in items.iter().enumerate() {
@@ -220,6 +389,96 @@ impl Template {
     /// True when rendering can change the value.
     pub fn is_dynamic(&self) -> bool {
         !matches!(self, Self::Literal(_))
+    }
+}
+
+/// Text with `{{ }}` or `{% %}` inside, rendered to a string.
+#[derive(Debug)]
+pub struct Text {
+    source: String,
+    weight: Weight,
+}
+
+impl Text {
+    /// Checks the syntax of `source` and weighs it.
+    pub fn compile(source: &str) -> Result<Self, ExprError> {
+        RUNTIME
+            .template_from_str(source)
+            .map_err(|e| ExprError::new(source, e))?;
+        Ok(Self {
+            source: source.to_owned(),
+            weight: weight::weigh(source, false),
+        })
+    }
+
+    /// True when it must be rendered in the sandbox.
+    pub fn is_heavy(&self) -> bool {
+        self.weight.heavy.is_some()
+    }
+
+    /// Renders in place, within the budget.
+    pub fn render(&self, scope: &Scope) -> Result<String, ExprError> {
+        let template = RUNTIME
+            .template_from_str(&self.source)
+            .map_err(|e| ExprError::new(&self.source, e))?;
+        let mut out = Capped {
+            text: Vec::new(),
+            limit: budget().max_bytes,
+        };
+        match template.render_captured_to(scope.to_value(), &mut out) {
+            Ok(_) => Ok(String::from_utf8_lossy(&out.text).into_owned()),
+            Err(e) if e.kind() == ErrorKind::WriteFailure => {
+                Err(ExprError::too_large(&self.source))
+            }
+            Err(e) => Err(ExprError::evaluating(&self.source, e)),
+        }
+    }
+
+    fn references(&self) -> BTreeSet<String> {
+        RUNTIME
+            .template_from_str(&self.source)
+            .map(|t| t.undeclared_variables(true).into_iter().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A heavy part of a template, as the sandbox receives it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "source", rename_all = "snake_case")]
+pub enum Part {
+    /// An expression; its value.
+    Expr(String),
+    /// A text template; its rendered text.
+    Text(String),
+    /// An expression; whether it is true (`when`, condition `if`).
+    Condition(String),
+}
+
+impl Part {
+    /// Evaluates the part in place against `scope`.
+    pub fn evaluate(&self, scope: &Scope) -> Result<Value, ExprError> {
+        match self {
+            Self::Expr(source) => Expr::compile(source)?.eval(scope),
+            Self::Text(source) => Text::compile(source)?.render(scope).map(Value::String),
+            Self::Condition(source) => Expr::compile(source)?.is_true(scope).map(Value::Bool),
+        }
+    }
+
+    /// The template text.
+    pub fn source(&self) -> &str {
+        match self {
+            Self::Expr(s) | Self::Text(s) | Self::Condition(s) => s,
+        }
+    }
+
+    /// Dotted names the part reads (`steps.fetch.output`), or none when it does not parse.
+    pub fn references(&self) -> BTreeSet<String> {
+        match self {
+            Self::Expr(s) | Self::Condition(s) => {
+                Expr::compile(s).map(|e| e.references()).unwrap_or_default()
+            }
+            Self::Text(s) => Text::compile(s).map(|t| t.references()).unwrap_or_default(),
+        }
     }
 }
 
@@ -415,7 +674,58 @@ mod tests {
         let t = Template::compile(&json!("Bearer {{ secrets.API_TOKEN }}")).unwrap();
         assert_eq!(t.render(&s).unwrap(), json!("Bearer t0ps3cret"));
         let mut echoed = json!({"auth": "Bearer t0ps3cret", "t0ps3cret": 1});
-        s.secrets.redactor().redact(&mut echoed);
+        Redactor::new([&Secret::new("t0ps3cret")]).redact(&mut echoed);
         assert_eq!(echoed, json!({"auth": "Bearer ***", "***": 1}));
+    }
+
+    #[test]
+    fn a_render_stops_at_its_instruction_budget() {
+        let s = scope(json!({}), json!({}));
+        let spin =
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
+        let t = Template::compile(&json!(spin)).unwrap();
+        assert!(!t.is_light());
+        let started = std::time::Instant::now();
+        let e = t.render(&s).unwrap_err();
+        assert!(e.message.contains("limits.template_fuel"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_render_stops_at_its_size_budget() {
+        let s = scope(json!({"x": "y"}), json!({}));
+        let grow = "{% for i in range(20) %}{{ 'x' * 1000000 }}{% endfor %}";
+        let e = Template::compile(&json!(grow))
+            .unwrap()
+            .render(&s)
+            .unwrap_err();
+        assert!(e.message.contains("limits.template_bytes"), "{e}");
+        let e = Expr::compile("'x' * 2000000")
+            .unwrap()
+            .eval(&s)
+            .unwrap_err();
+        assert!(e.message.contains("limits.template_bytes"), "{e}");
+    }
+
+    #[test]
+    fn heavy_parts_are_listed_in_tree_order_and_their_values_used() {
+        let s = scope(json!({"n": 2}), json!({}));
+        let t = Template::compile(&json!({
+            "a": "{{ context.n }}",
+            "b": "{{ 'x' * context.n }}",
+            "c": ["{% if true %}yes{% endif %}"]
+        }))
+        .unwrap();
+        let parts = t.heavy_parts();
+        assert_eq!(
+            parts,
+            [
+                Part::Expr("'x' * context.n".into()),
+                Part::Text("{% if true %}yes{% endif %}".into())
+            ]
+        );
+        let values: Vec<Value> = parts.iter().map(|p| p.evaluate(&s).unwrap()).collect();
+        let rendered = t.render_using(&s, &mut values.into_iter()).unwrap();
+        assert_eq!(rendered, json!({"a": 2, "b": "xx", "c": ["yes"]}));
     }
 }

@@ -65,6 +65,9 @@ pub async fn fixtures(app: &TestApp) -> Ids {
 
 /// A route's path with its parameters filled in.
 pub fn concrete(path: &str, ids: &Ids) -> String {
+    if path == "/console/{version}/{file}" {
+        return orchestrator::api::console::asset_path("app.js");
+    }
     path.replace("/workflows/{id}", &format!("/workflows/{}", ids.workflow))
         .replace("/runs/{id}", &format!("/runs/{}", ids.run))
         .replace("{name}", &ids.template)

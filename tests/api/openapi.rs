@@ -41,13 +41,22 @@ fn served() -> BTreeSet<(String, String)> {
         .collect()
 }
 
+/// The served routes the document describes (the console's pages and assets are not API).
+fn served_api() -> BTreeSet<(String, String)> {
+    ROUTES
+        .iter()
+        .filter(|r| r.documented)
+        .map(|r| (r.method.to_owned(), r.path.to_owned()))
+        .collect()
+}
+
 #[tokio::test]
 async fn the_document_lists_every_served_route_and_nothing_else() {
     let app = spawn_app().await;
     let doc = document(&app).await;
     assert_eq!(doc["openapi"], "3.1.0");
     let documented = documented(&doc);
-    let served = served();
+    let served = served_api();
     let missing: Vec<_> = served.difference(&documented).collect();
     let extra: Vec<_> = documented.difference(&served).collect();
     assert!(missing.is_empty(), "served but not documented: {missing:?}");
@@ -108,7 +117,7 @@ async fn every_operation_has_its_bodies_answers_and_security() {
             "schema {schema}"
         );
     }
-    for route in ROUTES {
+    for route in ROUTES.iter().filter(|r| r.documented) {
         let op = &doc["paths"][route.path][route.method];
         let what = format!("{} {}", route.method, route.path);
         let responses = op["responses"].as_object().unwrap();

@@ -10,6 +10,7 @@
 
 mod quarantine;
 mod record;
+mod render;
 mod results;
 mod rules;
 mod scope;
@@ -28,6 +29,8 @@ use crate::model::{Run, RunStatus, Timestamp};
 use record::Changes;
 use scope::ScopeCache;
 
+pub use render::{Deferred, Rendered, check_input_size};
+
 /// A step the runner must start now.
 #[derive(Debug)]
 pub struct Start {
@@ -40,6 +43,11 @@ pub struct Start {
     pub first_started: Timestamp,
     /// Do not start before this (a retry delay chosen before a restart).
     pub not_before: Option<Timestamp>,
+    /// The input still to render (in the step's task) when part of it is heavy; `call.input`
+    /// is then `null` until it is.
+    pub deferred: Option<Deferred>,
+    /// A rendered input larger than this fails the step.
+    pub max_input_bytes: usize,
 }
 
 /// What the run does next when nothing is in flight.
@@ -59,6 +67,7 @@ pub struct RunState {
     pub wf: Arc<Workflow>,
     clock: Clock,
     limits: RunLimits,
+    redactor: Redactor,
     scope: ScopeCache,
     changes: Changes,
     /// Set when a step failed the run: the error the run ends with.
@@ -76,6 +85,7 @@ impl RunState {
             wf,
             clock: settings.clock.clone(),
             limits: settings.limits,
+            redactor: settings.redactor.clone(),
             failure: None,
             stopped_by: None,
         }

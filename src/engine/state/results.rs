@@ -30,6 +30,16 @@ impl RunState {
         self.event("step.retrying", Some(idx), StepStatus::Running.as_str());
     }
 
+    /// Records that a step's deferred render found its `when` false.
+    pub fn on_skipped(&mut self, idx: usize, reason: String) {
+        self.set_step(idx, StepStatus::Skipped, LogLevel::Info, reason);
+    }
+
+    /// Records that a step's deferred render failed: the step fails without an attempt.
+    pub fn on_unrendered(&mut self, idx: usize, error: String) {
+        self.fail_step(idx, None, error, None);
+    }
+
     /// Records a step's final attempt and its result (already redacted of secrets).
     pub fn on_done(&mut self, idx: usize, attempt: Attempt, result: Result<Outcome, Failure>) {
         let n = attempt.attempt;

@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::render::{Deferred, check_input_size, render_input};
 use super::{Phase, RunState, Start};
 use crate::actions::Call;
 use crate::model::{Decision, LogLevel, RunStatus, StepStatus, Timestamp};
-use crate::size::json_len;
 
 impl RunState {
     /// Marks the run as executing (first start, or resumption after a restart or approval)
@@ -97,6 +97,7 @@ impl RunState {
     }
 
     /// Why step `idx` is skipped, if it is; a `when` that cannot be evaluated fails it.
+    /// A heavy `when` is evaluated with the step's input, in the sandbox, instead.
     fn skip_reason(&mut self, idx: usize) -> Option<String> {
         let parents = self.wf.dag.parents(idx);
         if !parents.is_empty()
@@ -107,6 +108,9 @@ impl RunState {
             return Some("skipped: every step it depends on was skipped".into());
         }
         let when = self.wf.steps[idx].when.as_ref()?;
+        if when.is_heavy() {
+            return None;
+        }
         match when.is_true(&self.scope()) {
             Ok(true) => None,
             Ok(false) => Some(format!("skipped: when {:?} is false", when.source())),
@@ -125,31 +129,23 @@ impl RunState {
             .any(|a| &a.step == name && a.decision == Decision::Approved)
     }
 
-    /// Renders step `idx`'s input; a template error fails the step instead.
+    /// The start of step `idx`: its input rendered here when every part of it is light,
+    /// else the render handed to the step's task (and the sandbox). A template error or an
+    /// input over `limits.max_input_bytes` fails the step instead.
     pub(super) fn prepare(&mut self, idx: usize) -> Option<Start> {
-        let step = &self.wf.steps[idx];
         let scope = self.scope();
-        let rendered = step.input.render(&scope).and_then(|mut input| {
-            for (key, expr) in &step.expressions {
-                if let Value::Object(map) = &mut input {
-                    map.insert(key.clone(), Value::Bool(expr.is_true(&scope)?));
+        let deferred = Deferred::of(&self.wf, idx, &scope);
+        let input = match &deferred {
+            Some(_) => Value::Null,
+            None => match render_input(&self.wf, idx, &scope, &mut std::iter::empty()) {
+                Ok(input) => input,
+                Err(e) => {
+                    self.fail_step(idx, None, format!("input template failed: {e}"), None);
+                    return None;
                 }
-            }
-            Ok(input)
-        });
-        let redactor = scope.secrets.redactor();
-        let input = match rendered {
-            Ok(input) => input,
-            Err(e) => {
-                self.fail_step(idx, None, format!("input template failed: {e}"), None);
-                return None;
-            }
+            },
         };
-        let size = json_len(&input);
-        let max = self.limits.max_input_bytes;
-        if size > max {
-            let error =
-                format!("the rendered input is {size} bytes, over limits.max_input_bytes ({max})");
+        if let Err(error) = check_input_size(&input, self.limits.max_input_bytes) {
             self.fail_step(idx, None, error, None);
             return None;
         }
@@ -167,7 +163,7 @@ impl RunState {
                 idempotency_key: format!("{}/{}", self.run.id, record.name),
                 context: self.scope.shared_context.clone(),
             },
-            redactor,
+            redactor: self.redactor.clone(),
             first_attempt: record.attempts.len() as u32 + 1,
             first_started: record
                 .attempts
@@ -175,6 +171,8 @@ impl RunState {
                 .map(|a| a.started_at)
                 .unwrap_or_else(|| self.now()),
             not_before,
+            deferred,
+            max_input_bytes: self.limits.max_input_bytes,
         })
     }
 

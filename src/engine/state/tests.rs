@@ -29,6 +29,7 @@ fn settings(clock: &Clock) -> Settings {
         poll_interval: Duration::from_secs(1),
         idempotency_ttl: Duration::from_secs(60),
         secrets: Arc::new(BTreeMap::new()),
+        redactor: crate::expr::Redactor::default(),
         emit_events: true,
         max_log_entries: 1000,
         limits: RunLimits {

@@ -1,0 +1,210 @@
+//! The command-line client (DESIGN §13): subcommands of the `orchestrator` binary that drive
+//! a running server over its HTTP API, and nothing else: no configuration file, no store.
+//!
+//! `http` is the one place that speaks HTTP and names errors, `output` and `listing` print,
+//! `follow` streams a run's log with resume, and each group of subcommands has its file:
+//! `workflows` (apply), `runs` (run, runs, get), `decide` (approve, reject, cancel, retry,
+//! event), `logs`; `input` reads JSON arguments.
+//! Exit codes: 0 done, 1 the server refused or the run failed or was canceled, 2 a usage or
+//! connection error.
+
+mod completions;
+mod decide;
+mod follow;
+mod http;
+mod input;
+mod listing;
+mod logs;
+mod output;
+mod runs;
+mod workflows;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+
+pub use http::{Api, ClientError, Problem};
+pub use output::Format;
+
+/// Default server URL (`--server`, `ORCHESTRATOR_URL`).
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8100";
+
+/// Options of every client subcommand, accepted before or after it.
+#[derive(Debug, Clone, Args)]
+pub struct ClientOptions {
+    /// The server's base URL.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Client options",
+        env = "ORCHESTRATOR_URL",
+        default_value = DEFAULT_SERVER,
+        value_name = "URL"
+    )]
+    pub server: String,
+    /// The API token, sent as `Authorization: Bearer <token>`.
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Client options",
+        env = "ORCHESTRATOR_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    pub token: Option<String>,
+    /// Output for people (`table`) or for scripts (`json`).
+    #[arg(
+        short = 'o',
+        long = "output",
+        global = true,
+        help_heading = "Client options",
+        value_enum,
+        default_value_t = Format::Table
+    )]
+    pub output: Format,
+}
+
+/// The client subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Create workflows from files, or add a version when a definition changed.
+    #[command(
+        after_help = "Each file is JSON or YAML; a directory applies every *.json, *.yaml \
+        and *.yml in it. A file matches a stored workflow by its `id`, else by its `name`.\n\n\
+        Example:\n  orchestrator apply workflows/\n  orchestrator apply greet.yaml deploy.json"
+    )]
+    Apply {
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+    },
+    /// Start a run of a workflow (by id); optionally wait for it or follow its log.
+    #[command(
+        after_help = "--wait and --follow exit 0 when the run SUCCEEDED, 1 when it \
+        FAILED or was CANCELED, 2 on a usage or connection error.\n\n\
+        Example:\n  orchestrator run greet --context '{\"who\": \"ada\"}' --follow\n  \
+        orchestrator run deploy --context @ctx.json --version 3 --wait"
+    )]
+    Run(runs::RunArgs),
+    /// List runs, newest first.
+    #[command(
+        after_help = "Example:\n  orchestrator runs --workflow greet --status failed --limit 10"
+    )]
+    Runs(runs::ListArgs),
+    /// Show a run: status, steps, approvals.
+    #[command(after_help = "Example:\n  orchestrator get run_01J2Z3X4Y5W6V7T8S9R0QPNMKJ -o json")]
+    Get {
+        #[arg(value_name = "RUN")]
+        run: String,
+    },
+    /// Print a run's log; with -f, follow it until the run ends.
+    #[command(after_help = "Example:\n  orchestrator logs run_01J2Z3X4Y5W6V7T8S9R0QPNMKJ -f")]
+    Logs {
+        #[arg(value_name = "RUN")]
+        run: String,
+        /// Follow the log live until the run ends (resumes after a dropped connection).
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
+    /// Approve the step a run waits for; the run resumes.
+    #[command(
+        after_help = "Example:\n  orchestrator approve run_01J2Z3X4Y5W6V7T8S9R0QPNMKJ \
+        --comment 'looks good' --input '{\"ticket\": \"OPS-12\"}'"
+    )]
+    Approve(decide::ApproveArgs),
+    /// Reject the step a run waits for; the run ends FAILED.
+    #[command(
+        after_help = "Example:\n  orchestrator reject run_01J2Z3X4Y5W6V7T8S9R0QPNMKJ --comment 'not today'"
+    )]
+    Reject(decide::RejectArgs),
+    /// Cancel a run; calls in flight are aborted.
+    #[command(after_help = "Example:\n  orchestrator cancel run_01J2Z3X4Y5W6V7T8S9R0QPNMKJ")]
+    Cancel {
+        #[arg(value_name = "RUN")]
+        run: String,
+    },
+    /// Re-run a failed run from its failed steps.
+    #[command(after_help = "Example:\n  orchestrator retry run_01J2Z3X4Y5W6V7T8S9R0QPNMKJ")]
+    Retry {
+        #[arg(value_name = "RUN")]
+        run: String,
+    },
+    /// Send a named event to a run (a step may be waiting for it).
+    #[command(
+        after_help = "Example:\n  orchestrator event run_01J2Z3X4Y5W6V7T8S9R0QPNMKJ ci-done \
+        --data '{\"build\": \"ok\"}'"
+    )]
+    Event(decide::EventArgs),
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Example:\n  orchestrator completions bash > /etc/bash_completion.d/orchestrator\n  \
+        orchestrator completions zsh > \"${fpath[1]}/_orchestrator\"\n  \
+        orchestrator completions fish > ~/.config/fish/completions/orchestrator.fish"
+    )]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+/// What a subcommand works with.
+pub(crate) struct Ctx {
+    pub api: Api,
+    pub format: Format,
+    pub style: output::Style,
+}
+
+/// Runs a client subcommand and returns the process exit code; errors are printed on
+/// standard error. `definition` is the binary's whole command line, for completions.
+pub fn main(
+    options: &ClientOptions,
+    command: ClientCommand,
+    definition: impl FnOnce() -> clap::Command,
+) -> ExitCode {
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ClientError::from)
+        .and_then(|rt| rt.block_on(dispatch(options, command, definition)));
+    match result {
+        Ok(code) => code,
+        Err(ClientError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("orchestrator: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+async fn dispatch(
+    options: &ClientOptions,
+    command: ClientCommand,
+    definition: impl FnOnce() -> clap::Command,
+) -> Result<ExitCode, ClientError> {
+    let done = Ok(ExitCode::SUCCESS);
+    if let ClientCommand::Completions { shell } = command {
+        return completions::print(shell, definition())
+            .map_err(ClientError::from)
+            .and(done);
+    }
+    let ctx = Ctx {
+        api: Api::new(&options.server, options.token.clone())?,
+        format: options.output,
+        style: output::Style::detect(),
+    };
+    match command {
+        ClientCommand::Apply { files } => workflows::apply(&ctx, &files).await,
+        ClientCommand::Run(args) => runs::start(&ctx, args).await,
+        ClientCommand::Runs(args) => runs::list(&ctx, args).await.and(done),
+        ClientCommand::Get { run } => runs::get(&ctx, &run).await.and(done),
+        ClientCommand::Logs { run, follow } => logs::show(&ctx, &run, follow).await.and(done),
+        ClientCommand::Approve(args) => decide::approve(&ctx, args).await.and(done),
+        ClientCommand::Reject(args) => decide::reject(&ctx, args).await.and(done),
+        ClientCommand::Cancel { run } => decide::act(&ctx, &run, "cancel").await.and(done),
+        ClientCommand::Retry { run } => decide::act(&ctx, &run, "retry").await.and(done),
+        ClientCommand::Event(args) => decide::event(&ctx, args).await.and(done),
+        ClientCommand::Completions { .. } => done,
+    }
+}
