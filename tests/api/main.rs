@@ -11,6 +11,7 @@ mod client_decide;
 mod client_follow;
 mod client_options;
 mod console;
+mod disk_full;
 mod health;
 mod helpers;
 mod hook_leases;
