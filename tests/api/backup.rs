@@ -128,3 +128,59 @@ async fn a_backup_taken_while_runs_are_written_is_consistent_and_holds_the_runs(
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("exists"));
 }
+
+/// A copy cut short by a full disk (here: a file-size limit under the copy's size) fails
+/// with the reason and leaves no file behind, so that the next backup can go there.
+#[tokio::test]
+async fn a_backup_cut_short_by_a_full_disk_fails_and_leaves_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let server = ServerProcess::start(&config);
+    let client = reqwest::Client::new();
+    let wf: Value = client
+        .post(format!("{}/v1/workflows", server.address))
+        .json(&json!({"name": "w", "steps": [
+            {"name": "a", "action": "transform", "input": {"value": 1}}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let blob = "x".repeat(100 << 10);
+    for _ in 0..10 {
+        let response = client
+            .post(format!("{}/v1/runs", server.address))
+            .json(&json!({"workflow_id": wf["id"], "context": {"blob": blob}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+    let file = dir.path().join("copy.db");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(r#"trap '' XFSZ; exec prlimit --fsize=262144: -- "$0" -config "$1" backup "$2""#)
+        .arg(env!("CARGO_BIN_EXE_orchestrator"))
+        .arg(&config)
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("copying into"), "{stderr}");
+    assert!(!file.exists(), "the partial copy is removed");
+    let out = backup(&config, &file);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(check_copy_runs(&file), 10);
+}
+
+fn check_copy_runs(file: &Path) -> i64 {
+    let copy = rusqlite::Connection::open(file).unwrap();
+    copy.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))
+        .unwrap()
+}

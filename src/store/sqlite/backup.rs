@@ -47,9 +47,26 @@ pub fn backup(db: &Path, target: &Path) -> Result<BackupReport, StoreError> {
         )));
     };
     let source = pool::open(db, false, pool::READER_CACHE_KIB)?;
-    source
+    let copied = source
         .execute("VACUUM INTO ?1", [target_text])
-        .map_err(|e| StoreError::unavailable_by(format!("copying into {target_text}"), e))?;
+        .map_err(|e| StoreError::unavailable_by(format!("copying into {target_text}"), e))
+        .and_then(|_| check_copy(target, target_text));
+    match copied {
+        Ok(runs) => Ok(BackupReport {
+            bytes: std::fs::metadata(target).map(|m| m.len()).unwrap_or(0),
+            runs,
+            took: started.elapsed(),
+        }),
+        Err(e) => {
+            // A copy cut short (a full disk) or failing its check is no backup.
+            let _ = std::fs::remove_file(target);
+            Err(e)
+        }
+    }
+}
+
+/// Opens the copy at `target`, checks its integrity, and counts its runs.
+fn check_copy(target: &Path, target_text: &str) -> Result<u64, StoreError> {
     let copy = Connection::open_with_flags(target, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(unavailable)?;
     let check: String = copy
@@ -64,10 +81,5 @@ pub fn backup(db: &Path, target: &Path) -> Result<BackupReport, StoreError> {
     let runs: i64 = copy
         .query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))
         .map_err(unavailable)?;
-    let bytes = std::fs::metadata(target).map(|m| m.len()).unwrap_or(0);
-    Ok(BackupReport {
-        bytes,
-        runs: runs.max(0) as u64,
-        took: started.elapsed(),
-    })
+    Ok(runs.max(0) as u64)
 }
