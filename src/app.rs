@@ -12,7 +12,7 @@ use actix_web::{App as ActixApp, HttpServer, web};
 use tokio::sync::Semaphore;
 
 use crate::actions::Registry;
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, ServerInfo};
 use crate::config::{Config, StoreConfig};
 use crate::definition::schema::SchemaError;
 use crate::definition::{Limits, Validator, WorkflowSchema};
@@ -198,6 +198,15 @@ impl App {
             metrics: metrics.clone(),
             auth: config.auth.clone().into(),
             hook_targets: hook_targets.iter().map(|t| t.name).collect(),
+            server: ServerInfo {
+                id: server_id.clone(),
+                store: match config.store {
+                    StoreConfig::Sqlite { .. } => "sqlite",
+                    StoreConfig::Postgres { .. } => "postgres",
+                },
+                lease_ttl: config.engine.lease_ttl,
+                retention: config.retention.clone(),
+            },
         });
         let address = config.bind_address();
         let listener = TcpListener::bind(&address).map_err(|source| StartError::Bind {

@@ -207,6 +207,11 @@ impl Metrics {
         self.retention_deleted.with_label_values(&[kind]).inc_by(n);
     }
 
+    /// Deleted by retention since start, of `kind` (`runs`, `hook_events`).
+    pub fn retention_deleted_count(&self, kind: &str) -> u64 {
+        self.retention_deleted.with_label_values(&[kind]).get()
+    }
+
     /// The latency histogram of one store operation.
     pub fn store_operation(&self, operation: &str) -> Histogram {
         self.store.with_label_values(&[operation])

@@ -19,6 +19,7 @@ pub mod observe;
 pub mod openapi;
 mod runs;
 mod schemas;
+mod server;
 mod templates;
 mod whoami;
 mod workflows;
@@ -41,6 +42,7 @@ use crate::store::DynStore;
 use crate::templates::Pack;
 
 pub use error::ApiError;
+pub use server::ServerInfo;
 
 /// What every handler can reach.
 pub struct AppState {
@@ -58,6 +60,8 @@ pub struct AppState {
     pub auth: Arc<[ApiToken]>,
     /// The hook targets delivering from the outbox (for the outbox depth metric).
     pub hook_targets: Vec<&'static str>,
+    /// This server's id, lease and retention (`GET /v1/server`).
+    pub server: ServerInfo,
 }
 
 /// Who may call a route when `auth.tokens` is set.
@@ -124,6 +128,7 @@ routes! {
         "/metrics" => [get Read metrics::scrape],
         "/v1/openapi.json" => [get Read openapi::serve],
         "/v1/whoami" => [get Read whoami::whoami],
+        "/v1/server" => [get Read server::server],
         "/v1/workflows" => [post Write workflows::create, get Read workflows::list],
         "/v1/workflows/validate" => [post Read workflows::validate],
         "/v1/workflows/{id}" => [get Read workflows::get, put Write workflows::replace],

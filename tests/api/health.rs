@@ -11,6 +11,33 @@ async fn health_answers_ok_and_ready_checks_the_store() {
 }
 
 #[tokio::test]
+async fn the_server_endpoint_names_its_id_store_lease_and_retention() {
+    let app = crate::helpers::spawn_app_with(|raw| {
+        raw.server.id = "web-7".into();
+        raw.retention.runs = std::time::Duration::ZERO;
+    })
+    .await;
+    let server: Value = app.get("/v1/server").await.json().await.unwrap();
+    assert_eq!(server["id"], "web-7");
+    assert_eq!(server["store"], "sqlite");
+    assert_eq!(server["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(server["ready"], true);
+    assert_eq!(server["lease_ttl_ms"], 30_000);
+    let retention = &server["retention"];
+    assert_eq!(
+        retention["runs_ms"],
+        Value::Null,
+        "0 keeps every run: {server}"
+    );
+    assert_eq!(retention["hook_events_ms"], 7 * 86_400_000_u64);
+    assert_eq!(retention["interval_ms"], 60_000);
+    assert_eq!(
+        retention["deleted"],
+        serde_json::json!({"runs": 0, "hook_events": 0})
+    );
+}
+
+#[tokio::test]
 async fn unknown_routes_and_methods_answer_problem_json() {
     let app = spawn_app().await;
     let response = app.get("/v2/nothing").await;
@@ -62,11 +89,23 @@ async fn ready_fails_while_the_embedded_store_refuses_writes_and_recovers_on_its
     assert_eq!(status, 503, "{problem}");
     let detail = problem["detail"].as_str().unwrap();
     assert!(detail.contains("refuses writes"), "{detail}");
+    let server: Value = app.get("/v1/server").await.json().await.unwrap();
+    assert_eq!(server["ready"], false, "{server}");
+    assert!(
+        server["reason"]
+            .as_str()
+            .unwrap()
+            .contains("refuses writes"),
+        "{server}"
+    );
     blocker.execute_batch("ROLLBACK").unwrap();
     crate::helpers::wait_until("readiness to recover", || async {
         (ready(&app).await.0 == 200).then_some(())
     })
     .await;
+    let server: Value = app.get("/v1/server").await.json().await.unwrap();
+    assert_eq!(server["ready"], true, "{server}");
+    assert!(server.get("reason").is_none(), "{server}");
     assert_eq!(app.post("/v1/workflows", &a_workflow()).await.status(), 201);
 }
 

@@ -64,6 +64,15 @@ async fn finished_runs_and_delivered_events_are_deleted_after_their_retention(ds
         "{metrics}"
     );
     assert!(metrics.contains("orchestrator_retention_deleted_total{kind=\"hook_events\"}"));
+    // The same, for people: GET /v1/server (the console and `orchestrator status`).
+    let server: serde_json::Value = app.get("/v1/server").await.json().await.unwrap();
+    let retention = &server["retention"];
+    assert_eq!(retention["runs_ms"], 1000, "{server}");
+    assert_eq!(retention["hook_events_ms"], 1000);
+    assert_eq!(retention["interval_ms"], 200);
+    assert_eq!(retention["deleted"]["runs"], 1);
+    // The parked run's events go only by pruning (the finished run's may go with it).
+    assert!(retention["deleted"]["hook_events"].as_u64().unwrap() >= 2);
 }
 
 #[tokio::test]
