@@ -4,7 +4,7 @@
 //! `http` is the one place that speaks HTTP and names errors, `output` and `listing` print,
 //! `follow` streams a run's log with resume, and each group of subcommands has its file:
 //! `workflows` (apply), `runs` (run, runs, get), `decide` (approve, reject, cancel, retry,
-//! event), `logs`; `input` reads JSON arguments.
+//! event), `logs`, `server` (status); `input` reads JSON arguments.
 //! Exit codes: 0 done, 1 the server refused or the run failed or was canceled, 2 a usage or
 //! connection error.
 
@@ -17,6 +17,7 @@ mod listing;
 mod logs;
 mod output;
 mod runs;
+mod server;
 mod workflows;
 
 use std::path::PathBuf;
@@ -135,6 +136,13 @@ pub enum ClientCommand {
         --data '{\"build\": \"ok\"}'"
     )]
     Event(decide::EventArgs),
+    /// Show the server: its id, whether it is ready (and why not), its lease and retention.
+    #[command(
+        after_help = "Exits 0 when the server is ready, 1 when it is not (its store does not \
+        answer or refuses writes; the reason is printed), 2 when it cannot be reached.\n\n\
+        Example:\n  orchestrator status\n  orchestrator status -o json"
+    )]
+    Status,
     /// Print a shell completion script.
     #[command(
         after_help = "Example:\n  orchestrator completions bash > /etc/bash_completion.d/orchestrator\n  \
@@ -205,6 +213,7 @@ async fn dispatch(
         ClientCommand::Cancel { run } => decide::act(&ctx, &run, "cancel").await.and(done),
         ClientCommand::Retry { run } => decide::act(&ctx, &run, "retry").await.and(done),
         ClientCommand::Event(args) => decide::event(&ctx, args).await.and(done),
+        ClientCommand::Status => server::status(&ctx).await,
         ClientCommand::Completions { .. } => done,
     }
 }

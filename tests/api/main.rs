@@ -10,6 +10,7 @@ mod client;
 mod client_decide;
 mod client_follow;
 mod client_options;
+mod client_status;
 mod console;
 mod disk_full;
 mod health;
