@@ -8,6 +8,7 @@ import { workflowList, workflowPage } from './workflows.js';
 import { runList } from './runs.js';
 import { runPage } from './run.js';
 import { activityPage } from './activity.js';
+import { serverPage, watchReadiness, refresh as refreshServer } from './server.js';
 
 window.__errors = window.__errors || [];
 window.addEventListener('error', (e) => window.__errors.push(`error: ${e.message} at ${e.filename}:${e.lineno}`));
@@ -17,6 +18,7 @@ document.addEventListener('securitypolicyviolation', (e) => window.__errors.push
 const main = document.getElementById('main');
 const nav = document.getElementById('nav');
 const who = document.getElementById('who');
+const banner = document.getElementById('banner');
 
 // The pages in the navigation. Features that land later (queues and workers, schedules and
 // triggers) add an entry here and a page module; `probe` hides an entry whose API this
@@ -25,10 +27,12 @@ const PAGES = [
   { hash: '#/workflows', label: 'Workflows' },
   { hash: '#/runs', label: 'Runs' },
   { hash: '#/activity', label: 'Activity', probe: '/v1/events?limit=1' },
+  { hash: '#/server', label: 'Server' },
 ];
 
 const ctx = { canWrite: false, role: null, name: null, available: new Set() };
 let cleanup = () => {};
+let unwatch = () => {};
 
 function parseHash() {
   const raw = location.hash.replace(/^#/, '') || '/workflows';
@@ -52,6 +56,7 @@ function route() {
   else if (section === 'runs' && id) page = () => runPage(root, id, query, ctx);
   else if (section === 'runs') page = () => runList(root, query, ctx);
   else if (section === 'activity' && ctx.available.has('#/activity')) page = () => activityPage(root, query, ctx);
+  else if (section === 'server') page = () => serverPage(root, query, ctx);
   if (!page) {
     root.append(h('h1', {}, 'Not found'), h('p', {}, 'There is no such page. ', h('a', { href: '#/workflows' }, 'Workflows')));
     return;
@@ -68,6 +73,7 @@ function renderNav() {
 }
 
 function signOut() {
+  unwatch();
   setToken(null);
   cleanup();
   cleanup = () => {};
@@ -124,7 +130,9 @@ async function start(slot) {
     fill(main, h('h1', {}, 'The console cannot start'), problem(e));
     return;
   }
-  await probe();
+  await Promise.all([probe(), refreshServer()]);
+  unwatch();
+  unwatch = watchReadiness(banner);
   renderNav();
   route();
 }
@@ -133,6 +141,7 @@ window.addEventListener('hashchange', () => { if (ctx.role) route(); });
 window.addEventListener('orchestrator:unauthorized', () => {
   if (!ctx.role) return;
   ctx.role = null;
+  unwatch();
   setToken(null);
   cleanup();
   cleanup = () => {};

@@ -7,9 +7,16 @@ import { get, follow } from './api.js';
 import { h, fill, when, badge, duration, between, highlight, report, reportUnexpected } from './util.js';
 import { drawDag } from './dag.js';
 import { approvalForm, runActions } from './decide.js';
+import { keptUntil } from './server.js';
 
 const TERMINAL = ['SUCCEEDED', 'FAILED', 'CANCELED'];
 const MAX_LINES = 2000;
+
+/** ` · kept until …` when retention will delete this finished run. */
+function kept(finishedAt) {
+  const until = keptUntil(finishedAt);
+  return until ? [' · ', until] : null;
+}
 
 function field(label, value) {
   return [h('dt', {}, label), h('dd', {}, value)];
@@ -102,7 +109,8 @@ export function runPage(root, id, params, ctx) {
       ? `${run.finished_at ? 'took' : 'running for'} ${duration(between(run.started_at, run.finished_at))}` : 'not started';
     fill(head, h('h1', {}, h('span', { class: 'mono' }, run.id), ' ', badge(run.status)),
       h('p', { class: 'muted' }, 'Workflow ', h('a', { href: `#/workflows/${encodeURIComponent(run.workflow_id)}` }, run.workflow_id),
-        ` v${run.workflow_version} · created `, when(run.created_at), ` · ${took}`),
+        ` v${run.workflow_version} · created `, when(run.created_at), ` · ${took}`,
+        TERMINAL.includes(run.status) ? kept(run.finished_at) : null),
       run.error ? h('p', { class: 'error-text' }, run.error) : null);
     if (ctx.canWrite && run.status !== actionsFor) {
       actionsFor = run.status;

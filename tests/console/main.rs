@@ -8,6 +8,7 @@ mod browser;
 #[path = "../api/helpers.rs"]
 mod helpers;
 mod runs;
+mod server;
 mod workflows;
 
 use orchestrator::config::RawToken;
