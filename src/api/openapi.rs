@@ -200,6 +200,7 @@ mod tests {
                 "PENDING",
                 "RUNNING",
                 "WAITING_APPROVAL",
+                "WAITING",
                 "SUCCEEDED",
                 "FAILED",
                 "CANCELED"

@@ -13,6 +13,7 @@ mod client_options;
 mod client_status;
 mod console;
 mod disk_full;
+mod flow;
 mod health;
 mod helpers;
 mod hook_leases;

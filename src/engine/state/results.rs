@@ -25,6 +25,7 @@ impl RunState {
             response_note(response.as_deref()),
         );
         self.run.steps[idx].attempts.push(attempt);
+        self.survived(idx);
         self.touch_step(idx);
         self.log(LogLevel::Warn, Some(idx), message);
         self.event("step.retrying", Some(idx), StepStatus::Running.as_str());
@@ -48,6 +49,7 @@ impl RunState {
             .map(|f| (f - attempt.started_at).num_milliseconds())
             .unwrap_or_default();
         self.run.steps[idx].attempts.push(attempt);
+        self.survived(idx);
         let output = match &result {
             Ok(outcome) => Some(&outcome.output),
             Err(failure) => failure.output.as_ref(),
@@ -72,6 +74,12 @@ impl RunState {
                         }
                     }
                     Effect::StopRun => self.stopped_by = Some(self.run.steps[idx].name.clone()),
+                    Effect::Park(parking) => {
+                        let step = &mut self.run.steps[idx];
+                        step.output = Some(outcome.output);
+                        self.park_step(idx, parking);
+                        return;
+                    }
                 }
                 let step = &mut self.run.steps[idx];
                 step.output = Some(outcome.output);
@@ -175,7 +183,7 @@ impl RunState {
 }
 
 /// Adds numeric usage counters (`prompt_tokens`, …) into the run's totals.
-fn add_usage(total: &mut Map<String, Value>, usage: &Map<String, Value>) {
+pub(super) fn add_usage(total: &mut Map<String, Value>, usage: &Map<String, Value>) {
     for (k, v) in usage {
         if let Some(n) = v.as_u64() {
             let sum = total.get(k).and_then(Value::as_u64).unwrap_or(0) + n;

@@ -18,11 +18,11 @@ use crate::model::{Attempt, Run, RunControl, RunStatus, StepRun, StepStatus, Tim
 use crate::outbound::HttpClient;
 use crate::store::{Guard, OwnerChange};
 
-fn start_time() -> Timestamp {
+pub(super) fn start_time() -> Timestamp {
     chrono::DateTime::from_timestamp_millis(1_800_000_000_000).unwrap()
 }
 
-fn settings(clock: &Clock) -> Settings {
+pub(super) fn settings(clock: &Clock) -> Settings {
     Settings {
         max_active_runs: 10,
         lease_ttl: Duration::from_secs(30),
@@ -36,6 +36,7 @@ fn settings(clock: &Clock) -> Settings {
             max_input_bytes: 64 * 1024,
             max_context_bytes: 64 * 1024,
             max_output_bytes: 64 * 1024,
+            foreach_items: 100,
         },
         shutdown_grace: Duration::from_secs(5),
         clock: clock.clone(),
@@ -45,7 +46,7 @@ fn settings(clock: &Clock) -> Settings {
 }
 
 /// One validator for all tests: building the schema and the HTTP client is the slow part.
-fn validator() -> &'static Validator {
+pub(super) fn validator() -> &'static Validator {
     static VALIDATOR: OnceLock<Validator> = OnceLock::new();
     VALIDATOR.get_or_init(|| {
         let config =
@@ -65,7 +66,7 @@ fn validator() -> &'static Validator {
 }
 
 /// A fresh run of `definition` and the manual clock it runs on.
-fn run_of(definition: Value) -> (RunState, Clock) {
+pub(super) fn run_of(definition: Value) -> (RunState, Clock) {
     let wf = Arc::new(validator().validate(&definition).unwrap());
     let clock = Clock::manual(start_time());
     let run = Run {
@@ -74,6 +75,7 @@ fn run_of(definition: Value) -> (RunState, Clock) {
         workflow_version: 1,
         status: RunStatus::Pending,
         current_step: 0,
+        parent_run_id: None,
         context: serde_json::Map::new(),
         steps: wf
             .steps
@@ -92,15 +94,15 @@ fn run_of(definition: Value) -> (RunState, Clock) {
     (RunState::new(run, wf, &settings(&clock)), clock)
 }
 
-fn step(name: &str, depends_on: &[&str]) -> Value {
+pub(super) fn step(name: &str, depends_on: &[&str]) -> Value {
     json!({"name": name, "action": "transform", "depends_on": depends_on, "input": {"value": name}})
 }
 
-fn names(starts: &[Start]) -> Vec<String> {
+pub(super) fn names(starts: &[Start]) -> Vec<String> {
     starts.iter().map(|s| s.call.step.clone()).collect()
 }
 
-fn status(state: &RunState, name: &str) -> StepStatus {
+pub(super) fn status(state: &RunState, name: &str) -> StepStatus {
     state
         .run
         .steps
@@ -110,7 +112,7 @@ fn status(state: &RunState, name: &str) -> StepStatus {
         .unwrap()
 }
 
-fn attempt(clock: &Clock, n: u32) -> Attempt {
+pub(super) fn attempt(clock: &Clock, n: u32) -> Attempt {
     Attempt {
         attempt: n,
         started_at: clock.now(),
@@ -121,12 +123,12 @@ fn attempt(clock: &Clock, n: u32) -> Attempt {
     }
 }
 
-fn succeed(state: &mut RunState, clock: &Clock, start: &Start) {
+pub(super) fn succeed(state: &mut RunState, clock: &Clock, start: &Start) {
     let output = Outcome::output(json!(start.call.step));
     state.on_done(start.index, attempt(clock, start.first_attempt), Ok(output));
 }
 
-fn fail(state: &mut RunState, clock: &Clock, start: &Start) {
+pub(super) fn fail(state: &mut RunState, clock: &Clock, start: &Start) {
     let failure = Failure::rejected("boom");
     state.on_done(
         start.index,
@@ -302,12 +304,12 @@ fn an_approval_times_out_only_when_due_and_then_applies_on_timeout() {
     state.begin("node_1");
     state.schedule();
     state.park();
-    let deadline = state.run.control.approval_deadline.unwrap();
+    let deadline = state.run.control.wake_at.unwrap();
     assert_eq!((deadline - clock.now()).num_milliseconds(), 60_000);
     clock.advance(Duration::from_secs(59));
-    assert!(state.decide(Intervention::Timeout).is_err(), "not due yet");
+    assert!(state.decide(Intervention::Tick).is_err(), "not due yet");
     clock.advance(Duration::from_secs(1));
-    state.decide(Intervention::Timeout).unwrap();
+    state.decide(Intervention::Tick).unwrap();
     assert_eq!(state.run.status, RunStatus::Failed);
     assert_eq!(status(&state, "gate"), StepStatus::Failed);
 
@@ -316,7 +318,7 @@ fn an_approval_times_out_only_when_due_and_then_applies_on_timeout() {
     state.schedule();
     state.park();
     clock.advance(Duration::from_secs(61));
-    state.decide(Intervention::Timeout).unwrap();
+    state.decide(Intervention::Tick).unwrap();
     assert_eq!(state.run.status, RunStatus::Running);
     assert_eq!(state.run.approvals[0].by, "system");
     assert_eq!(names(&state.schedule()), ["gate"]);
@@ -415,82 +417,4 @@ fn later_templates_read_the_outputs_of_finished_steps() {
     succeed(&mut state, &clock, &starts[0]);
     let next = state.schedule();
     assert_eq!(next[0].call.input, json!({"value": "a!"}));
-}
-
-/// The run as the next process reads it after this one stopped: the store's copy of it.
-fn restarted(state: &RunState, clock: &Clock, left_cleanly: bool) -> RunState {
-    let mut run = state.run.clone();
-    run.control.left_cleanly = left_cleanly;
-    RunState::new(run, state.wf.clone(), &settings(clock))
-}
-
-#[test]
-fn a_step_in_flight_at_two_crashes_in_a_row_fails_instead_of_starting_a_third_time() {
-    let (mut state, clock) = run_of(json!({"name": "w", "steps": [
-        {"name": "bomb", "action": "transform", "input": {"value": 1}, "on_failure": "continue"},
-        step("after", &["bomb"])
-    ]}));
-    state.begin("node_1");
-    assert_eq!(names(&state.schedule()), ["bomb"]);
-
-    let mut second = restarted(&state, &clock, false);
-    let resumed = second.begin("node_2");
-    assert_eq!(names(&resumed), ["bomb"], "the first crash is forgiven");
-    assert_eq!(second.run.steps[0].interruptions, 1);
-    let tx = second.pending(Guard::default(), OwnerChange::Keep).unwrap();
-    assert_eq!(tx.steps[0].1.interruptions, 1, "the count is committed");
-
-    let mut third = restarted(&second, &clock, false);
-    assert!(third.begin("node_3").is_empty(), "not started a third time");
-    assert_eq!(status(&third, "bomb"), StepStatus::Failed);
-    let error = third.run.steps[0].error.clone().unwrap();
-    assert!(
-        error.contains("the server stopped while running this step 2 times"),
-        "{error}"
-    );
-    // on_failure: continue, so the run goes on by its rules.
-    let next = third.schedule();
-    assert_eq!(names(&next), ["after"]);
-    succeed(&mut third, &clock, &next[0]);
-    assert_eq!(third.phase(0), Phase::Done(RunStatus::Succeeded, None));
-}
-
-#[test]
-fn a_graceful_shutdown_is_not_counted_as_a_crash_and_breaks_the_row() {
-    let (mut state, clock) = run_of(json!({"name": "w", "steps": [step("slow", &[])]}));
-    state.begin("node_1");
-    state.schedule();
-    let mut crashed = restarted(&state, &clock, false);
-    assert_eq!(names(&crashed.begin("node_2")), ["slow"]);
-    assert_eq!(crashed.run.steps[0].interruptions, 1);
-    for n in 3..6 {
-        let mut drained = restarted(&crashed, &clock, true);
-        assert_eq!(names(&drained.begin(&format!("node_{n}"))), ["slow"]);
-        assert_eq!(drained.run.steps[0].interruptions, 0);
-        crashed = drained;
-    }
-    let mut again = restarted(&crashed, &clock, false);
-    assert_eq!(
-        names(&again.begin("node_9")),
-        ["slow"],
-        "one crash after a clean stop"
-    );
-}
-
-#[test]
-fn a_step_that_was_only_waiting_for_its_next_attempt_is_not_counted() {
-    let (mut state, clock) = run_of(json!({"name": "w", "steps": [
-        {"name": "a", "action": "transform", "input": {"value": 1}, "retry": {"max": 5}}
-    ]}));
-    state.begin("node_1");
-    let starts = state.schedule();
-    for n in 1..4 {
-        let mut failed = attempt(&clock, n);
-        failed.error = Some("HTTP 503".into());
-        failed.retry_in_ms = Some(60_000);
-        state.on_retry(starts[0].index, failed, None);
-        state = restarted(&state, &clock, false);
-        assert_eq!(names(&state.begin("node_2")), ["a"]);
-        assert_eq!(state.run.steps[0].interruptions, 0);
-    }
 }

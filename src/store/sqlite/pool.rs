@@ -274,7 +274,7 @@ fn run(
             }
         }
         if !truncate.is_empty() {
-            let result = truncate_wal(conn, Duration::from_secs(5));
+            let result = rewind_wal(conn, Rewind::Must);
             for reply in truncate.drain(..) {
                 let _ = reply.send(result.clone());
             }
