@@ -44,6 +44,7 @@ async fn claim(shared: Arc<Shared>) {
         if free > 0 {
             // Cleared before the query: a run queued while it runs sets it again.
             shared.queued.store(false, Ordering::SeqCst);
+            let sent = tokio::time::Instant::now();
             match shared
                 .store
                 .claim_runs(&shared.owner, shared.settings.lease_ttl, free)
@@ -55,6 +56,8 @@ async fn claim(shared: Arc<Shared>) {
                         shared.queued.store(true, Ordering::SeqCst);
                     }
                     for id in ids {
+                        // The claim took the lease: the run is ours from `sent` on.
+                        shared.fences.of(&id).prove(sent);
                         // Capacity may have gone elsewhere since counting; the claimed run
                         // waits for it (its lease is renewed meanwhile, as it is ours), or
                         // is released again when the server stops first.

@@ -1,9 +1,9 @@
 //! The lease fence: a run's task starts a call only while its lease is valid by this
 //! server's own clock.
 //!
-//! Ownership is proven by a write the store guarded by owner: a commit of the run's task
-//! (its guard names this server, and it renews the lease) or a heartbeat renewal that
-//! names the run. A run proven ours at instant `t` stays ours until `t + lease_ttl`,
+//! Ownership is proven by a write the store guarded by owner: the claim or creation that
+//! took the lease, a commit of the run's task (its guard names this server, and it renews
+//! the lease), or a heartbeat renewal that names the run. A run proven ours at instant `t` stays ours until `t + lease_ttl`,
 //! since nobody may claim it before its lease expires; the fence trusts it until
 //! `t + lease_ttl - margin`, the margin covering clock skew between replicas. A server that
 //! missed its renewals (a long pause, a partition from the database) therefore stops

@@ -234,11 +234,16 @@ impl Shared {
             )],
             events: Vec::new(),
         };
+        let sent = tokio::time::Instant::now();
         let created = shared.store.create_run(new).await?;
         shared.hub.publish(&created.run.id, &created.logs);
         if created.created {
             match permit {
-                Some(permit) => shared.spawn_run(created.run.clone(), permit),
+                Some(permit) => {
+                    // Created with this server's lease: ours from `sent` on.
+                    shared.fences.of(&created.run.id).prove(sent);
+                    shared.spawn_run(created.run.clone(), permit)
+                }
                 None => shared.queue_wake(),
             }
         }
