@@ -192,6 +192,7 @@ async fn one_run(store: &DynStore, wf: &str) -> anyhow::Result<()> {
             idempotency: None,
             logs: vec![log("run created".into(), None)],
             events: Vec::new(),
+            budget: None,
         })
         .await?;
     let mut run = created.run;

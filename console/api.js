@@ -60,6 +60,7 @@ export async function api(method, path, body) {
 }
 
 export const get = (path) => api('GET', path);
+export const del = (path) => api('DELETE', path);
 export const post = (path, body) => api('POST', path, body === undefined ? {} : body);
 
 /** A query string of the non-empty members of `params`. */
@@ -129,6 +130,8 @@ export function follow(path, { onEvent, onState = () => {}, final = ['end'], las
     if (lastId !== null) extra['Last-Event-ID'] = String(lastId);
     const res = await fetch(path, { headers: headers(extra), signal: controller.signal, cache: 'no-store' });
     if (!res.ok) throw await failure(res);
+    // 204: the server has nothing more to send (a finished run, all of it received).
+    if (res.status === 204) return true;
     onState('live');
     delay = 500;
     let finished = false;

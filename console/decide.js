@@ -1,10 +1,12 @@
 // Decisions on a run: approve or reject a waiting step (with a comment and the input form
-// built from its `approval.input_schema`), cancel, retry. Only shown to admin tokens; every
-// action is a /v1 call whose error answer is shown with its pointers.
+// built from its `approval.input_schema`), cancel, retry, run again with edits, delete.
+// Only shown to admin tokens; every action is a /v1 call whose error answer is shown with
+// its pointers.
 
-import { post } from './api.js';
-import { h, act, confirmDialog } from './util.js';
+import { post, del } from './api.js';
+import { h, fill, act, confirmDialog } from './util.js';
 import { schemaForm, markInvalid } from './form.js';
+import { rerunForm } from './rerun.js';
 
 const path = (run, what) => `/v1/runs/${encodeURIComponent(run.id)}/${what}`;
 
@@ -78,8 +80,8 @@ export function eventForm(run, step, def, done) {
   return form;
 }
 
-/** Cancel and retry buttons for the run's state. */
-export function runActions(run, slot, done) {
+/** Cancel, retry, run-again and delete buttons for the run's state; the run-again form opens in `panel`. */
+export function runActions(run, slot, done, panel) {
   const out = [];
   const terminal = ['SUCCEEDED', 'FAILED', 'CANCELED'].includes(run.status);
   if (!terminal) {
@@ -99,6 +101,25 @@ export function runActions(run, slot, done) {
       if (answer) done(answer);
     });
     out.push(retry);
+  }
+  if (terminal) {
+    const again = h('button', { type: 'button', class: 'secondary', 'data-action': 'rerun', 'aria-expanded': 'false' }, 'Run again…');
+    const closeForm = () => { panel.replaceChildren(); again.setAttribute('aria-expanded', 'false'); };
+    again.addEventListener('click', () => {
+      if (panel.childElementCount) { closeForm(); return; }
+      again.setAttribute('aria-expanded', 'true');
+      fill(panel, rerunForm(run, h('div', { class: 'slot' }), (answer) => { closeForm(); done(answer); }, closeForm));
+      panel.querySelector('select').focus();
+    });
+    const remove = h('button', { type: 'button', class: 'danger', 'data-action': 'delete' }, 'Delete run');
+    remove.addEventListener('click', async () => {
+      const ok = await confirmDialog('Delete this run?',
+        'Its steps, log and events are removed for good; a later read says who deleted it.', 'Delete run', true);
+      if (!ok) return;
+      const gone = await act(remove, slot, async () => { await del(`/v1/runs/${encodeURIComponent(run.id)}`); return true; });
+      if (gone) location.hash = `#/runs?workflow_id=${encodeURIComponent(run.workflow_id)}`;
+    });
+    out.push(again, remove);
   }
   return out;
 }

@@ -1,12 +1,14 @@
 // One run: its steps as a DAG colored by status, the selected step's input, output and
-// attempts, the context and decisions, and the live log tail. The log stream drives the
-// page: `log` events append lines, `status` events re-read the run; after a dropped
-// connection the stream resumes after the last line seen (Last-Event-ID).
+// attempts, the context and decisions, its re-run history, and the live log tail. The log
+// stream drives the page: `log` events append lines, `status` events re-read the run;
+// after a dropped connection the stream resumes after the last line seen (Last-Event-ID).
+// A re-run on another version redraws the DAG from that version's steps.
 
 import { get, follow } from './api.js';
 import { h, fill, when, badge, duration, between, highlight, report, reportUnexpected } from './util.js';
 import { drawDag } from './dag.js';
 import { approvalForm, eventForm, runActions } from './decide.js';
+import { rerunHistory } from './rerun.js';
 import { keptUntil } from './server.js';
 
 const TERMINAL = ['SUCCEEDED', 'FAILED', 'CANCELED'];
@@ -92,10 +94,21 @@ function logLine(e) {
     h('span', { class: 'msg' }, e.message));
 }
 
+/** A line on the latest re-run, when there was one. */
+function lastRerun(run) {
+  const retries = run.retries || [];
+  if (!retries.length) return null;
+  const r = retries[retries.length - 1];
+  return h('p', { class: 'muted', id: 'last-rerun' }, `Run again ${retries.length === 1 ? 'once' : `${retries.length} times`}; the latest by ${r.by} `,
+    when(r.at), ` from step ${r.from_step}. Earlier attempts are under Re-runs, below the log.`);
+}
+
 /** `#/runs/{id}`. */
 export function runPage(root, id, params, ctx) {
   const slot = h('div', { class: 'slot' });
   const actionSlot = h('div', { class: 'slot' });
+  const rerunPanel = h('div', { id: 'rerun-panel' });
+  const history = h('div', { id: 'history' });
   const head = h('div', { class: 'page-head' }, h('h1', {}, id));
   const actions = h('div', { class: 'actions run-actions' });
   const approvals = h('div', { id: 'approvals' });
@@ -106,11 +119,11 @@ export function runPage(root, id, params, ctx) {
   const decisions = h('section', { class: 'card', id: 'decisions' });
   const streamState = h('span', { class: 'stream-state', id: 'stream-state' }, 'connecting');
   const log = h('div', { class: 'log', id: 'log', role: 'log', 'aria-label': 'Run log', tabindex: 0 });
-  root.append(head, slot, actions, actionSlot,
+  root.append(head, slot, actions, actionSlot, rerunPanel,
     h('div', { class: 'split run-split' }, h('section', { class: 'card' }, h('h2', {}, 'Steps'), dagBox),
       h('div', {}, approvals, detail)),
     h('section', { class: 'card' }, h('div', { class: 'section-head' }, h('h2', {}, 'Log'), streamState), log),
-    h('div', { class: 'split' }, context, decisions));
+    h('div', { class: 'split' }, context, decisions), history);
 
   let run = null;
   let defs = new Map();
@@ -124,6 +137,8 @@ export function runPage(root, id, params, ctx) {
   let lastSeq = null;
   let closed = false;
   let pending = null;
+  let shownHistory = -1;
+  let defsVersion = null;
 
   const select = (name) => {
     selected = name;
@@ -131,8 +146,22 @@ export function runPage(root, id, params, ctx) {
     render();
   };
 
+  const loadDefs = async () => {
+    defsVersion = run.workflow_version;
+    try {
+      const wf = await get(`/v1/workflows/${encodeURIComponent(run.workflow_id)}?version=${run.workflow_version}`);
+      defs = new Map((wf.steps || []).map((st) => [st.name, st]));
+    } catch (e) {
+      report(slot, e);
+    }
+  };
+
   const render = () => {
     if (!run) return;
+    if (defsVersion !== null && run.workflow_version !== defsVersion) {
+      loadDefs().then(() => { dag = null; shownDetail = ''; render(); }).catch(reportUnexpected);
+      return;
+    }
     const took = run.started_at
       ? `${run.finished_at ? 'took' : 'running for'} ${duration(between(run.started_at, run.finished_at))}` : 'not started';
     fill(head, h('h1', {}, h('span', { class: 'mono' }, run.id), ' ', badge(run.status)),
@@ -140,10 +169,12 @@ export function runPage(root, id, params, ctx) {
         ` v${run.workflow_version} · created `, when(run.created_at), ` · ${took}`,
         run.parent_run_id ? [' · child of ', h('a', { href: `#/runs/${encodeURIComponent(run.parent_run_id)}`, class: 'mono', id: 'parent-run' }, run.parent_run_id)] : null,
         TERMINAL.includes(run.status) ? kept(run.finished_at) : null),
-      run.error ? h('p', { class: 'error-text' }, run.error) : null);
+      run.error ? h('p', { class: 'error-text' }, run.error) : null,
+      lastRerun(run));
     if (ctx.canWrite && run.status !== actionsFor) {
       actionsFor = run.status;
-      fill(actions, runActions(run, actionSlot, accept));
+      rerunPanel.replaceChildren();
+      fill(actions, runActions(run, actionSlot, accept, rerunPanel));
     }
     const waiting = run.steps.filter((st) => st.status === 'WAITING_APPROVAL'
       || (st.status === 'WAITING' && st.waiting && st.waiting.for === 'event'));
@@ -179,6 +210,11 @@ export function runPage(root, id, params, ctx) {
       badge(a.decision === 'approved' ? 'APPROVED' : 'REJECTED'), ' ', h('strong', {}, a.step), ` by ${a.by} `, when(a.at),
       a.comment ? h('blockquote', {}, a.comment) : null,
       a.input ? highlight(a.input) : null))) : h('p', { class: 'muted' }, 'None.'));
+    const historyKey = (run.retries || []).length;
+    if (historyKey !== shownHistory) {
+      shownHistory = historyKey;
+      fill(history, rerunHistory(run));
+    }
     if (!TERMINAL.includes(run.status) && !streaming && !closed) startStream();
   };
 
@@ -244,12 +280,7 @@ export function runPage(root, id, params, ctx) {
       report(slot, e);
       return;
     }
-    try {
-      const wf = await get(`/v1/workflows/${encodeURIComponent(run.workflow_id)}?version=${run.workflow_version}`);
-      defs = new Map((wf.steps || []).map((st) => [st.name, st]));
-    } catch (e) {
-      report(slot, e);
-    }
+    await loadDefs();
     if (!selected && run.steps.length) {
       const busy = run.steps.find((st) => ['WAITING_APPROVAL', 'WAITING', 'FAILED', 'RUNNING'].includes(st.status));
       selected = (busy || run.steps[0]).name;

@@ -96,7 +96,11 @@ export function serverPage(root) {
         ? h('span', { class: 'badge st-succeeded', id: 'server-ready' }, 'ready')
         : [h('span', { class: 'badge st-failed', id: 'server-ready' }, 'not ready'), ' ',
           h('span', { class: 'error-text' }, server.reason || '')]),
-      fact('Run lease', `${duration(server.lease_ttl_ms)} (a replica takes over a dead server's runs after it)`));
+      fact('Run lease', `${duration(server.lease_ttl_ms)} (a replica takes over a dead server's runs after it)`),
+      fact('Hooks', (server.hooks || []).length
+        ? h('ul', { class: 'plain', id: 'server-hooks' }, server.hooks.map((k) => h('li', {}, h('code', {}, k.target), ' ',
+          k.delivering ? `delivered by this server (${k.delivered} since start)` : 'delivered by another replica')))
+        : 'none configured'));
     fill(retention,
       fact('Finished runs', kept(r.runs_ms, 'deleted after')),
       fact('Hook events', kept(r.hook_events_ms, 'acknowledged ones deleted after')),

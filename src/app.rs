@@ -32,7 +32,7 @@ use crate::templates::{Pack, PackError};
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("store: {0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error("workflow schema {0}")]
     Schema(#[from] SchemaError),
@@ -40,13 +40,13 @@ pub enum StartError {
     Pack(#[from] PackError),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
-    #[error("cannot listen on {address}: {source}")]
+    #[error("server.host, server.port: cannot listen on {address}: {source}")]
     Bind {
         address: String,
         source: std::io::Error,
     },
     #[error("cannot build the HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
+    Client(#[source] crate::outbound::ClientError),
     #[error("hooks: {0}")]
     HookTarget(#[from] UrlError),
     #[error("{0} (set engine.sandbox_command to the orchestrator binary)")]
@@ -145,6 +145,7 @@ impl App {
         .map_err(StartError::Client)?;
         let hook_targets = crate::hooks::targets(&config.services, &config.hooks)?;
         let actions = Registry::new(&config.services, client);
+        metrics.know_actions(actions.names());
         let validator = Arc::new(validator(&config, &actions)?);
         let pack = Arc::new(Pack::load(config.templates_path.as_deref(), &validator)?);
         let hub = Arc::new(LogHub::with_capacity(config.logs.feed_capacity));
@@ -170,6 +171,7 @@ impl App {
                 max_input_bytes: config.limits.max_input_bytes,
                 max_context_bytes: config.limits.max_context_bytes,
                 max_output_bytes: config.limits.max_output_bytes,
+                run_tokens: config.limits.run_tokens,
                 foreach_items: config.limits.foreach_items,
             },
             shutdown_grace: config.server.shutdown_grace,
@@ -188,6 +190,19 @@ impl App {
         };
         let engine = Engine::new(parts, settings);
         engine.start();
+        let hook_names: Vec<&'static str> = hook_targets.iter().map(|t| t.name).collect();
+        let hooks = Hooks::start(
+            store.clone(),
+            hooks_client,
+            hook_targets,
+            HookRuntime {
+                settings: config.hooks.clone(),
+                holder: server_id.clone(),
+                lease_ttl: config.engine.lease_ttl,
+                retention: config.retention.clone(),
+                metrics: metrics.clone(),
+            },
+        );
         let state = web::Data::new(AppState {
             store: store.clone(),
             engine: engine.clone(),
@@ -198,7 +213,9 @@ impl App {
             log_streams: Arc::new(Semaphore::new(config.logs.max_streams)),
             metrics: metrics.clone(),
             auth: config.auth.clone().into(),
-            hook_targets: hook_targets.iter().map(|t| t.name).collect(),
+            hook_targets: hook_names,
+            hooks: hooks.clone(),
+            cors_origins: config.server.cors_origins.clone().into(),
             server: ServerInfo {
                 id: server_id.clone(),
                 store: match config.store {
@@ -220,10 +237,13 @@ impl App {
         })?;
         let mut server = HttpServer::new(move || {
             // The last `wrap` runs first: every request gets its id and span before the
-            // token check, so refusals are logged and measured too.
+            // token check, so refusals are logged and measured too; preflights are answered
+            // before it (they carry no token); query parameters are checked after it.
             ActixApp::new()
                 .app_data(state.clone())
+                .wrap(from_fn(api::params::strict_query))
                 .wrap(from_fn(api::auth::authorize))
+                .wrap(from_fn(api::cors::cors))
                 .wrap(from_fn(api::observe::observe))
                 .configure(api::configure)
         })
@@ -239,18 +259,6 @@ impl App {
             .listen(listener)
             .map_err(|source| StartError::Bind { address, source })?
             .run();
-        let hooks = Hooks::start(
-            store.clone(),
-            hooks_client,
-            hook_targets,
-            HookRuntime {
-                settings: config.hooks.clone(),
-                holder: server_id.clone(),
-                lease_ttl: config.engine.lease_ttl,
-                retention: config.retention.clone(),
-                metrics: metrics.clone(),
-            },
-        );
         tracing::info!(address = %bound, server_id = %server_id, "orchestrator listening");
         Ok(Self {
             server,

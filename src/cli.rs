@@ -1,6 +1,6 @@
 //! The command line: `orchestrator [-config FILE] [serve | validate FILE... | migrate |
-//! backup FILE]`, and the client subcommands of [`crate::client`] (`apply`, `run`, `logs`,
-//! …).
+//! backup FILE | health]`, and the client subcommands of [`crate::client`] (`apply`, `run`,
+//! `logs`, …).
 //!
 //! Go-style single-dash `-config` is accepted beside `--config`. `validate` checks
 //! definition files offline with the same validator the server uses.
@@ -51,6 +51,13 @@ pub enum Command {
     Backup {
         #[arg(value_name = "FILE")]
         file: PathBuf,
+    },
+    /// Probe a running server's /health (for container health checks); exit 1 unless it
+    /// answers 200.
+    Health {
+        /// The URL to probe (default: /health at server.host and server.port).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
     },
     /// Evaluate heavy templates for a server (started by the server itself).
     #[command(hide = true)]
@@ -105,7 +112,7 @@ pub fn validator(config: &Config) -> Result<Validator, CliError> {
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error("cannot build the HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
+    Client(#[source] crate::outbound::ClientError),
     #[error("workflow schema {0}")]
     Schema(#[from] SchemaError),
     #[error("backup: {0}")]

@@ -8,6 +8,14 @@
 //!
 //! Recording is cheap: atomic adds on label children the crate looks up under a read
 //! lock; the hot per-step and per-store-call paths use children resolved ahead of time.
+//!
+//! Series whose labels are known in advance (final statuses, actions, hook targets) exist
+//! at zero from the first scrape, so a dashboard or an alert never sees them appear from
+//! nothing; only request latencies (by route and status) and AI tokens (by workflow and
+//! model) appear with their first sample. The process
+//! metrics (`process_cpu_seconds_total`, `process_resident_memory_bytes`,
+//! `process_open_fds`, …) keep their standard unprefixed names on Linux, so the usual
+//! dashboards find them.
 
 use std::time::{Duration, Instant};
 
@@ -26,10 +34,27 @@ fn latency_buckets() -> Vec<f64> {
     (0..18).map(|i| 0.0005 * f64::from(1u32 << i)).collect()
 }
 
+/// Buckets for run durations: 10 ms to ~23 h, doubling.
+fn run_buckets() -> Vec<f64> {
+    (0..24).map(|i| 0.01 * f64::from(1u32 << i)).collect()
+}
+
+/// The hook targets there can be (one per service section that may receive events).
+pub const HOOK_TARGETS: [&str; 2] = ["memarch", "audit_log"];
+
+/// The final statuses a run can reach, as metric labels.
+const FINAL_STATUSES: [&str; 3] = ["succeeded", "failed", "canceled"];
+
 /// Every metric of one server.
 pub struct Metrics {
     registry: Registry,
+    /// Collectors exposed under their own standard names (process metrics).
+    unprefixed: Registry,
+    runs_started: IntCounter,
     runs: IntCounterVec,
+    run_duration: HistogramVec,
+    ai_tokens: IntCounterVec,
+    hook_deliveries: IntCounterVec,
     steps: IntCounterVec,
     step_retries: IntCounterVec,
     step_duration: HistogramVec,
@@ -78,6 +103,9 @@ pub struct Gauges {
     pub sse_subscribers: usize,
     /// Events each hook target has not yet acknowledged.
     pub hook_outbox_depth: Vec<(&'static str, u64)>,
+    /// Deliveries of each hook target since start: `(target, outcome, count)` with
+    /// outcome `delivered`, `failed` (an attempt) or `dropped`.
+    pub hook_deliveries: Vec<(&'static str, &'static str, u64)>,
 }
 
 /// Why metrics could not be set up: only a programming error (a bad name or a name
@@ -114,10 +142,45 @@ impl Metrics {
             &["target"],
         )?;
         registry.register(Box::new(hook_outbox_depth.clone()))?;
-        Ok(Self {
+        let run_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "run_duration_seconds",
+                "Time from a run's start to its end, parked time included, by final status.",
+            )
+            .buckets(run_buckets()),
+            &["status"],
+        )?;
+        registry.register(Box::new(run_duration.clone()))?;
+        let build_info = IntGaugeVec::new(
+            Opts::new("build_info", "The server's version; always 1."),
+            &["version"],
+        )?;
+        registry.register(Box::new(build_info.clone()))?;
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        let runs_started = IntCounter::new(
+            "runs_started_total",
+            "Runs that left PENDING for the first time.",
+        )?;
+        registry.register(Box::new(runs_started.clone()))?;
+        let metrics = Self {
+            runs_started,
+            run_duration,
+            ai_tokens: counter(
+                "ai_tokens_total",
+                "Tokens used by ai_router.chat steps (usage.total_tokens), by workflow name and model.",
+                &["workflow", "model"],
+            )?,
+            hook_deliveries: counter(
+                "hook_deliveries_total",
+                "Hook deliveries by target and outcome: delivered, failed (an attempt), dropped.",
+                &["target", "outcome"],
+            )?,
+            unprefixed: process_registry()?,
             runs: counter(
                 "runs_total",
-                "Runs started (status=\"started\") and finished (succeeded, failed, canceled).",
+                "Runs finished, by final status (succeeded, failed, canceled).",
                 &["status"],
             )?,
             steps: counter(
@@ -162,16 +225,43 @@ impl Metrics {
             )?,
             hook_outbox_depth,
             registry,
-        })
+        };
+        metrics.touch_known_series();
+        Ok(metrics)
+    }
+
+    /// Creates the series whose labels are known in advance, at zero.
+    fn touch_known_series(&self) {
+        for status in FINAL_STATUSES {
+            self.runs.with_label_values(&[status]);
+            self.run_duration.with_label_values(&[status]);
+        }
+        for target in HOOK_TARGETS {
+            self.hook_outbox_depth.with_label_values(&[target]);
+            for outcome in ["delivered", "failed", "dropped"] {
+                self.hook_deliveries.with_label_values(&[target, outcome]);
+            }
+        }
+    }
+
+    /// Creates the per-action series at zero, for every action the server has.
+    pub fn know_actions<'a>(&self, actions: impl IntoIterator<Item = &'a str>) {
+        for action in actions {
+            for outcome in ["succeeded", "failed", "skipped", "canceled"] {
+                self.steps.with_label_values(&[action, outcome]);
+            }
+            self.step(action);
+        }
     }
 
     /// A run left `PENDING` for the first time.
     pub fn run_started(&self) {
-        self.runs.with_label_values(&["started"]).inc();
+        self.runs_started.inc();
     }
 
-    /// A run reached a terminal status.
-    pub fn run_finished(&self, status: RunStatus) {
+    /// A run reached a terminal status after `took` (from its start; `None` when it never
+    /// started, e.g. canceled while queued).
+    pub fn run_finished(&self, status: RunStatus, took: Option<Duration>) {
         let label = match status {
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
@@ -179,6 +269,18 @@ impl Metrics {
             _ => return,
         };
         self.runs.with_label_values(&[label]).inc();
+        if let Some(took) = took {
+            self.run_duration
+                .with_label_values(&[label])
+                .observe(took.as_secs_f64());
+        }
+    }
+
+    /// An `ai_router.chat` step of workflow `workflow` used `tokens` tokens of `model`.
+    pub fn ai_tokens(&self, workflow: &str, model: &str, tokens: u64) {
+        self.ai_tokens
+            .with_label_values(&[workflow, model])
+            .inc_by(tokens);
     }
 
     /// A step of `action` reached a finished status.
@@ -240,11 +342,30 @@ impl Metrics {
                 .with_label_values(&[*target])
                 .set(clamp(*depth));
         }
+        // The hook workers count deliveries themselves; the counters catch up here (only
+        // this render moves them, so they never go backwards).
+        for (target, outcome, total) in &gauges.hook_deliveries {
+            let counter = self.hook_deliveries.with_label_values(&[*target, *outcome]);
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
         let mut out = Vec::new();
         // Encoding plain families into a Vec cannot fail (no I/O, names already checked).
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        let encoder = TextEncoder::new();
+        let _ = encoder.encode(&self.registry.gather(), &mut out);
+        let _ = encoder.encode(&self.unprefixed.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// A registry of the process collector (CPU, memory, open file descriptors), where the
+/// platform has one.
+fn process_registry() -> Result<Registry, prometheus::Error> {
+    let registry = Registry::new();
+    #[cfg(target_os = "linux")]
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
+    Ok(registry)
 }
 
 fn clamp(n: u64) -> i64 {
@@ -267,8 +388,9 @@ mod tests {
     fn every_metric_is_prefixed_and_labelled() {
         let m = Metrics::new().unwrap();
         m.run_started();
-        m.run_finished(RunStatus::Succeeded);
-        m.run_finished(RunStatus::Running);
+        m.run_finished(RunStatus::Succeeded, Some(Duration::from_millis(1500)));
+        m.run_finished(RunStatus::Running, None);
+        m.ai_tokens("summarise", "gpt-x", 42);
         m.step_finished("http", StepStatus::Failed);
         m.step("http").retried();
         m.step("http").finished(Duration::from_millis(3));
@@ -281,10 +403,18 @@ mod tests {
             runs_waiting: Some(2),
             sse_subscribers: 3,
             hook_outbox_depth: vec![("audit_log", 4)],
+            hook_deliveries: vec![("audit_log", "failed", 3)],
         });
         for line in [
-            "orchestrator_runs_total{status=\"started\"} 1",
+            "orchestrator_runs_started_total 1",
             "orchestrator_runs_total{status=\"succeeded\"} 1",
+            "orchestrator_runs_total{status=\"failed\"} 0",
+            "orchestrator_run_duration_seconds_count{status=\"succeeded\"} 1",
+            "orchestrator_run_duration_seconds_count{status=\"canceled\"} 0",
+            "orchestrator_ai_tokens_total{model=\"gpt-x\",workflow=\"summarise\"} 42",
+            "orchestrator_hook_deliveries_total{outcome=\"failed\",target=\"audit_log\"} 3",
+            "orchestrator_hook_deliveries_total{outcome=\"dropped\",target=\"memarch\"} 0",
+            "orchestrator_hook_outbox_depth{target=\"memarch\"} 0",
             "orchestrator_steps_total{action=\"http\",outcome=\"failed\"} 1",
             "orchestrator_step_retries_total{action=\"http\"} 1",
             "orchestrator_step_duration_seconds_count{action=\"http\"} 1",
@@ -300,5 +430,35 @@ mod tests {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
         assert!(!text.contains("status=\"running\""));
+        assert!(!text.contains("status=\"started\""));
+        let version = format!(
+            "orchestrator_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.contains(&version), "{text}");
+        if cfg!(target_os = "linux") {
+            assert!(text.contains("\nprocess_resident_memory_bytes "), "{text}");
+            assert!(text.contains("\nprocess_open_fds "), "{text}");
+        }
+    }
+
+    #[test]
+    fn hook_delivery_counters_follow_the_workers_counts_without_going_back() {
+        let m = Metrics::new().unwrap();
+        let render = |n| {
+            m.render(&Gauges {
+                hook_deliveries: vec![("memarch", "delivered", n)],
+                ..Gauges::default()
+            })
+        };
+        render(5);
+        let text = render(7);
+        assert!(text.contains(
+            "orchestrator_hook_deliveries_total{outcome=\"delivered\",target=\"memarch\"} 7"
+        ));
+        let text = render(3);
+        assert!(text.contains(
+            "orchestrator_hook_deliveries_total{outcome=\"delivered\",target=\"memarch\"} 7"
+        ));
     }
 }

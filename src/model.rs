@@ -183,7 +183,7 @@ pub struct Attempt {
 }
 
 /// The state of one step within a run (Go-compatible fields first).
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StepRun {
     pub step_id: String,
     pub name: String,
@@ -207,7 +207,7 @@ pub struct StepRun {
     #[schema(value_type = Option<String>, format = DateTime)]
     pub waiting_since: Option<Timestamp>,
     /// Set when the output was larger than the configured limit and was cut.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub output_truncated: bool,
     /// How many times in a row the server stopped without warning while this step was in
     /// flight (engine bookkeeping for the poison-run quarantine; not served).
@@ -345,6 +345,13 @@ pub struct Run {
     #[serde(skip_serializing_if = "Map::is_empty")]
     #[schema(value_type = Object)]
     pub usage: Map<String, Value>,
+    /// The token budget `ai_router.chat` steps are held to (from the workflow's `budget`,
+    /// or `limits.run_tokens`), compared with `usage.total_tokens`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<RunBudget>,
+    /// Every re-run of this run, oldest first, with the steps as they were before it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub retries: Vec<RetryRecord>,
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
     #[schema(value_type = String, format = DateTime)]
@@ -515,11 +522,119 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
-/// Filters of `GET /v1/runs`.
+/// Filters of `GET /v1/runs`; every filter that is set must hold.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
     pub workflow_id: Option<String>,
-    pub status: Option<RunStatus>,
+    /// Any of these statuses (none: any status).
+    pub statuses: Vec<RunStatus>,
+    pub workflow_version: Option<u32>,
+    /// Created at or after this time.
+    pub created_after: Option<Timestamp>,
+    /// Created before this time.
+    pub created_before: Option<Timestamp>,
+    /// The type of what started the run (`schedule`, `webhook`), or `api` for runs started
+    /// through `POST /v1/runs` (no trigger).
+    pub trigger: Option<String>,
+    /// Context members equal to these values: each is a path of object keys and the
+    /// values it may hold (a string, or a number, boolean or null written as JSON).
+    pub context: Vec<ContextMatch>,
+    /// Leave out what light lists do not need (context, step outputs, re-run history).
+    pub summary: bool,
+}
+
+/// One `context.KEY=VALUE` filter of run search.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContextMatch {
+    /// Object keys from the top of the context (`a.b` → `["a", "b"]`).
+    pub path: Vec<String>,
+    /// The JSON values that match: the text as a string, and as a scalar when it is one.
+    pub values: Vec<Value>,
+}
+
+impl ContextMatch {
+    /// The filter `context.<path>=<text>`.
+    pub fn parse(path: &str, text: &str) -> Self {
+        let mut values = vec![Value::String(text.to_owned())];
+        if let Ok(scalar @ (Value::Number(_) | Value::Bool(_) | Value::Null)) =
+            serde_json::from_str::<Value>(text)
+        {
+            values.push(scalar);
+        }
+        Self {
+            path: path.split('.').map(str::to_owned).collect(),
+            values,
+        }
+    }
+
+    /// The values as nested objects along the path (`{"a": {"b": v}}`), for containment.
+    pub fn as_documents(&self) -> Vec<Value> {
+        self.values
+            .iter()
+            .map(|v| {
+                self.path.iter().rev().fold(v.clone(), |inner, key| {
+                    let mut map = Map::new();
+                    map.insert(key.clone(), inner);
+                    Value::Object(map)
+                })
+            })
+            .collect()
+    }
+}
+
+closed_enum! {
+    /// What happens when a run's token budget is spent: `strict` fails the next
+    /// `ai_router.chat` step, `warn` logs a warning once, `off` holds no budget.
+    BudgetMode { Strict = "strict", Warn = "warn", Off = "off" }
+}
+
+/// The token budget of a run, fixed when it starts (and when a re-run changes version).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RunBudget {
+    /// Tokens (`usage.total_tokens`) the run's `ai_router.chat` steps may use.
+    pub tokens: u64,
+    pub mode: BudgetMode,
+}
+
+/// One re-run of a run (`POST /v1/runs/{id}/retry`): who asked, from where, with what
+/// changes, and the run as it was before: its status and error, and each step that was
+/// reset with every attempt it had made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RetryRecord {
+    /// 1 for the first re-run.
+    pub n: u32,
+    #[schema(value_type = String, format = DateTime)]
+    pub at: Timestamp,
+    pub by: String,
+    /// The first step run again.
+    pub from_step: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The workflow version before the re-run.
+    pub from_version: u32,
+    /// The version the re-run runs (the same unless `version` was given).
+    pub version: u32,
+    /// The context members the re-run set (merged into the context).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub context: Option<Map<String, Value>>,
+    /// The run as it ended before the re-run: status, error, when it had started and
+    /// finished (the run's `started_at` becomes the re-run's start).
+    pub previous_status: RunStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub previous_started_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub previous_finished_at: Option<Timestamp>,
+    /// The steps reset, as they were (with their attempts, outputs and errors).
+    pub steps: Vec<StepRun>,
+    /// What was left out to keep the record under `limits.max_output_bytes`: `outputs`
+    /// (the steps' outputs), then `items` (foreach items), then `context` (the members set).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trimmed: Vec<String>,
 }
 
 #[cfg(test)]

@@ -210,6 +210,11 @@ impl Registry {
         self.actions.get(name).cloned()
     }
 
+    /// The names of every action, in order.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.actions.keys().copied()
+    }
+
     /// The action called `name`, or one that fails every attempt saying it is unknown
     /// (validated definitions name only known actions, so this is a safety net).
     pub fn get_or_unknown(&self, name: &str) -> Arc<dyn Action> {

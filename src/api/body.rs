@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::definition::parse_document;
+use crate::definition::{Invalid, parse_document};
 
 /// A parsed JSON or YAML request body.
 #[derive(Debug, Clone)]
@@ -83,9 +83,36 @@ impl FromRequest for Document {
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 return Ok(Self(Value::Null));
             }
-            Ok(Self(parse_document(&bytes, yaml)?))
+            parse_document(&bytes, yaml)
+                .map(Self)
+                .map_err(|e| with_yaml_hint(e, &bytes, yaml).into())
         })
     }
+}
+
+/// A JSON syntax error gets a hint when the body reads as a YAML mapping or list: it was
+/// most likely YAML sent without `Content-Type: application/yaml`.
+fn with_yaml_hint(mut error: Invalid, bytes: &[u8], yaml: bool) -> Invalid {
+    let starts_like_json = bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| matches!(b, b'{' | b'['));
+    // Parsed as YAML only when it cannot be JSON gone wrong (that would cost a second parse
+    // of every broken JSON body).
+    let reads_as_yaml = || {
+        matches!(
+            serde_yaml::from_slice::<Value>(bytes),
+            Ok(Value::Object(_) | Value::Array(_))
+        )
+    };
+    if !yaml && !starts_like_json && reads_as_yaml() {
+        for violation in &mut error.violations {
+            violation
+                .message
+                .push_str(" (the body reads as YAML: send it with Content-Type: application/yaml)");
+        }
+    }
+    error
 }
 
 impl Document {
@@ -99,5 +126,31 @@ impl Document {
                 "the request body must be a JSON object",
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(body: &str, yaml: bool) -> String {
+        let error = parse_document(body.as_bytes(), yaml).unwrap_err();
+        with_yaml_hint(error, body.as_bytes(), yaml).violations[0]
+            .message
+            .clone()
+    }
+
+    #[test]
+    fn yaml_sent_as_json_is_told_to_say_so() {
+        let yaml = "name: greet\nsteps:\n  - name: hello\n    action: transform\n";
+        let text = message(yaml, false);
+        assert!(text.starts_with("invalid JSON"), "{text}");
+        assert!(text.contains("Content-Type: application/yaml"), "{text}");
+    }
+
+    #[test]
+    fn broken_json_and_plain_text_get_no_yaml_hint() {
+        assert!(!message("{\"name\": \"x\",}", false).contains("YAML"));
+        assert!(!message("hello there", false).contains("YAML"));
     }
 }

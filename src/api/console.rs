@@ -49,6 +49,7 @@ assets! {
     "workflows.js" => JS,
     "runs.js" => JS,
     "run.js" => JS,
+    "rerun.js" => JS,
     "activity.js" => JS,
     "server.js" => JS,
     "style.css" => "text/css; charset=utf-8",

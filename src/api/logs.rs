@@ -8,10 +8,12 @@
 //! start, and the client resumes after `last_seq`).
 //! The status event comes first and carries no id, so a client that reconnects with
 //! `Last-Event-ID` may see a status event again but never misses one, and sees every
-//! entry exactly once.
+//! entry exactly once. A reconnect to a finished run with nothing left to send answers
+//! `204`, which tells a browser's `EventSource` to stop reconnecting. Streams carry
+//! `X-Accel-Buffering: no`, so a proxy such as nginx passes events on as they come.
 
 use actix_web::http::header::{self, HeaderMap};
-use actix_web::{HttpRequest, HttpResponse, Responder, web};
+use actix_web::{Either, HttpRequest, HttpResponse, Responder, web};
 use actix_web_lab::sse::{self, Sse};
 use futures::StreamExt;
 use serde::Deserialize;
@@ -194,9 +196,12 @@ enum StreamError {
         ("Last-Event-ID" = Option<String>, Header, description = "The last seq received")
     ),
     responses(
-        (status = 200, description = "Server-Sent Events: `log` (id = seq), `status`, then `end` \
-            when the run is over, or `shutdown` when the server stops first",
+        (status = 200, description = "Server-Sent Events: `log` (id = seq, data LogEntry), \
+            `status` (data StatusEvent), then `end` (data EndEvent) when the run is over, or \
+            `shutdown` (data EndEvent) when the server stops first",
             body = String, content_type = "text/event-stream"),
+        (status = 204, description = "The run is finished and everything after Last-Event-ID \
+            (or `after`) was sent: nothing more will come"),
         (status = 400, description = "A Last-Event-ID the log does not have", body = Problem,
             content_type = "application/problem+json"),
         (status = 404, description = "Unknown run", body = Problem,
@@ -222,6 +227,9 @@ pub(super) async fn stream(
         ))
     })?;
     let tail = state.engine.tail_logs(&id, after).await?;
+    if after > 0 && state.engine.log_is_drained(&id, after).await? {
+        return Ok(Either::Right(HttpResponse::NoContent().finish()));
+    }
     let run_id = id.into_inner();
     let events = tail.into_stream().flat_map(move |item| {
         // The permit lives as long as the stream.
@@ -235,7 +243,10 @@ pub(super) async fn stream(
         };
         futures::stream::iter(events)
     });
-    Ok(Sse::from_stream(events).with_keep_alive(state.logs.keep_alive))
+    let sse = Sse::from_stream(events).with_keep_alive(state.logs.keep_alive);
+    Ok(Either::Left(
+        sse.customize().insert_header(("X-Accel-Buffering", "no")),
+    ))
 }
 
 /// `Last-Event-ID`: the `seq` of the last entry the client received.

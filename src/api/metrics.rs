@@ -31,6 +31,18 @@ pub(super) async fn scrape(state: web::Data<AppState>) -> HttpResponse {
             .max_streams
             .saturating_sub(state.log_streams.available_permits()),
         hook_outbox_depth: outbox_depth(&state).await,
+        hook_deliveries: state
+            .hooks
+            .counts()
+            .into_iter()
+            .flat_map(|c| {
+                [
+                    (c.target, "delivered", c.delivered),
+                    (c.target, "failed", c.failures),
+                    (c.target, "dropped", c.dropped),
+                ]
+            })
+            .collect(),
     };
     HttpResponse::Ok()
         .content_type(CONTENT_TYPE)

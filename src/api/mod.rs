@@ -12,13 +12,18 @@ pub mod auth;
 mod body;
 mod children;
 pub mod console;
+pub mod cors;
+mod deletion;
 pub mod error;
 mod health;
 mod logs;
 mod metrics;
 pub mod observe;
 pub mod openapi;
+pub mod params;
+mod rerun;
 mod run_events;
+mod run_search;
 mod runs;
 mod schemas;
 mod server;
@@ -62,6 +67,10 @@ pub struct AppState {
     pub auth: Arc<[ApiToken]>,
     /// The hook targets delivering from the outbox (for the outbox depth metric).
     pub hook_targets: Vec<&'static str>,
+    /// Hook delivery, for its counts on `/metrics`.
+    pub hooks: crate::hooks::Hooks,
+    /// Origins whose pages may call the API from a browser (`server.cors.allowed_origins`).
+    pub cors_origins: Arc<[String]>,
     /// This server's id, lease and retention (`GET /v1/server`).
     pub server: ServerInfo,
 }
@@ -133,17 +142,18 @@ routes! {
         "/v1/server" => [get Read server::server],
         "/v1/workflows" => [post Write workflows::create, get Read workflows::list],
         "/v1/workflows/validate" => [post Read workflows::validate],
-        "/v1/workflows/{id}" => [get Read workflows::get, put Write workflows::replace],
+        "/v1/workflows/{id}" => [get Read workflows::get, put Write workflows::replace, delete Write deletion::archive_workflow],
         "/v1/workflows/{id}/versions" => [get Read workflows::versions],
         "/v1/workflows/{id}/rollback" => [post Write workflows::rollback],
         "/v1/templates" => [get Read templates::list, post Write templates::create],
         "/v1/templates/{name}" => [get Read templates::get],
-        "/v1/runs" => [post Write runs::start, get Read runs::list],
-        "/v1/runs/{id}" => [get Read runs::get],
+        "/v1/runs" => [post Write runs::start, get Read run_search::list],
+        "/v1/runs/counts" => [get Read run_search::counts],
+        "/v1/runs/{id}" => [get Read runs::get, delete Write deletion::delete_run],
         "/v1/runs/{id}/approve" => [post Write runs::approve],
         "/v1/runs/{id}/reject" => [post Write runs::reject],
         "/v1/runs/{id}/cancel" => [post Write runs::cancel],
-        "/v1/runs/{id}/retry" => [post Write runs::retry],
+        "/v1/runs/{id}/retry" => [post Write rerun::retry],
         "/v1/runs/{id}/events/{name}" => [post Write run_events::send],
         "/v1/runs/{id}/logs" => [get Read logs::read, post Write logs::append],
         "/v1/runs/{id}/logs/stream" => [get Read logs::stream],

@@ -21,7 +21,13 @@ use crate::definition::schema::{STEPS_SCHEMA, WORKFLOW_SCHEMA};
         title = "orchestrator",
         description = "A declarative workflow runtime: workflows, runs, approvals, run logs."
     ),
-    components(schemas(schemas::Problem, schemas::Violation)),
+    components(schemas(
+        schemas::Problem,
+        schemas::Violation,
+        schemas::StatusEvent,
+        schemas::EndEvent,
+        crate::model::LogEntry
+    )),
     tags(
         (name = "workflows", description = "Workflow definitions and their versions"),
         (name = "templates", description = "The template pack and stored templates"),
@@ -57,7 +63,57 @@ fn build() -> Value {
     let mut doc = serde_json::to_value(&api).unwrap_or_default();
     add_route_rules(&mut doc);
     embed_definition_schemas(&mut doc);
+    describe_server(&mut doc);
+    describe_log_events(&mut doc);
     doc
+}
+
+/// `servers` (this server, or one at a host and port) and `license` (the package's).
+fn describe_server(doc: &mut Value) {
+    doc["servers"] = json!([
+        {"url": "/", "description": "The server that serves this document"},
+        {
+            "url": "http://{host}:{port}",
+            "description": "A server at server.host and server.port",
+            "variables": {
+                "host": {"default": "127.0.0.1"},
+                "port": {"default": "8100"}
+            }
+        }
+    ]);
+    let license = option_env!("CARGO_PKG_LICENSE")
+        .filter(|l| !l.is_empty())
+        .unwrap_or("Proprietary");
+    doc["info"]["license"] = json!({"name": license});
+}
+
+/// The events of `GET /v1/runs/{id}/logs/stream`, each `{event, id?, data}` with its data
+/// schema (JSON in `data`), as the schema of its `text/event-stream` answer.
+fn describe_log_events(doc: &mut Value) {
+    let event = |name: &str, data: &str, id: bool| {
+        let mut properties = json!({
+            "event": {"const": name},
+            "data": {"$ref": format!("#/components/schemas/{data}")}
+        });
+        if id {
+            properties["id"] = json!({"type": "string", "description": "The entry's seq"});
+        }
+        json!({"type": "object", "required": ["event", "data"], "properties": properties})
+    };
+    let pointer =
+        "/paths/~1v1~1runs~1{id}~1logs~1stream/get/responses/200/content/text~1event-stream";
+    if let Some(content) = doc.pointer_mut(pointer) {
+        content["schema"] = json!({
+            "description": "One Server-Sent Event per item; `data` holds the JSON shown. \
+                            Keep-alive comments come between events.",
+            "oneOf": [
+                event("log", "LogEntry", true),
+                event("status", "StatusEvent", false),
+                event("end", "EndEvent", false),
+                event("shutdown", "EndEvent", false)
+            ]
+        });
+    }
 }
 
 fn problem(description: &str) -> Value {

@@ -1,4 +1,5 @@
-//! `/v1/runs`: start (idempotently), list, read, and decide (approve, reject, cancel, retry).
+//! `/v1/runs`: start (idempotently), read, and decide (approve, reject, cancel). Search is
+//! in [`super::run_search`], re-runs in [`super::rerun`], deletion in [`super::deletion`].
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
@@ -6,10 +7,10 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use super::body::Document;
-use super::schemas::{self, DecisionBody as DecisionDoc, Problem, RunList};
-use super::{ApiError, AppState, Caller, Paging};
-use crate::engine::{Intervention, StartRun};
-use crate::model::{Run, RunFilter, RunStatus};
+use super::schemas::{self, DecisionBody as DecisionDoc, Problem};
+use super::{ApiError, AppState, Caller};
+use crate::engine::{EngineError, Intervention, StartRun};
+use crate::model::Run;
 
 /// The longest `Idempotency-Key` accepted.
 const MAX_KEY: usize = 255;
@@ -158,59 +159,6 @@ fn body_hash(body: &Value) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
-#[derive(Deserialize)]
-pub(super) struct ListQuery {
-    workflow_id: Option<String>,
-    status: Option<String>,
-    limit: Option<usize>,
-    cursor: Option<String>,
-}
-
-/// Runs, newest first.
-#[utoipa::path(
-    get,
-    path = "/v1/runs",
-    tag = "runs",
-    operation_id = "list_runs",
-    params(
-        ("workflow_id" = Option<String>, Query, description = "Only runs of this workflow"),
-        ("status" = Option<RunStatus>, Query, description = "Only runs with this status"),
-        ("limit" = Option<u32>, Query, minimum = 1, description = "Page size (default 50, at most limits.max_page)"),
-        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")
-    ),
-    responses(
-        (status = 200, description = "A page of runs", body = RunList),
-        (status = 400, description = "Bad filter or paging", body = Problem,
-            content_type = "application/problem+json")
-    )
-)]
-pub(super) async fn list(
-    state: web::Data<AppState>,
-    q: web::Query<ListQuery>,
-) -> Result<HttpResponse, ApiError> {
-    let status = match q.status.as_deref() {
-        None | Some("") => None,
-        Some(s) => Some(
-            s.to_ascii_uppercase()
-                .parse::<RunStatus>()
-                .map_err(|_| ApiError::bad_request("/status", format!("unknown status {s:?}")))?,
-        ),
-    };
-    let filter = RunFilter {
-        workflow_id: q.workflow_id.clone().filter(|w| !w.is_empty()),
-        status,
-    };
-    let paging = Paging {
-        limit: q.limit,
-        cursor: q.cursor.clone(),
-    };
-    let page = state
-        .engine
-        .list_runs(&filter, &paging.request(&state.limits)?)
-        .await?;
-    Ok(HttpResponse::Ok().json(page))
-}
-
 /// A run with its steps, attempts and approvals.
 #[utoipa::path(
     get,
@@ -220,15 +168,21 @@ pub(super) async fn list(
     params(("id" = String, Path, description = "Run id")),
     responses(
         (status = 200, description = "The run", body = Run),
-        (status = 404, description = "Unknown run", body = Problem,
-            content_type = "application/problem+json")
+        (status = 404, description = "Unknown run (or deleted: the detail says by whom)",
+            body = Problem, content_type = "application/problem+json")
     )
 )]
 pub(super) async fn get(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.engine.get_run(&id).await?))
+    match state.engine.get_run(&id).await {
+        Ok(run) => Ok(HttpResponse::Ok().json(run)),
+        Err(EngineError::NotFound(what)) => {
+            Err(super::deletion::not_found(&state, &id, what).await)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[derive(Deserialize)]
@@ -349,29 +303,6 @@ pub(super) async fn cancel(
         .decide(&id, Intervention::Cancel { by: caller.name() })
         .await?;
     Ok(HttpResponse::Ok().json(run))
-}
-
-/// Re-runs a `FAILED` run from its failed steps.
-#[utoipa::path(
-    post,
-    path = "/v1/runs/{id}/retry",
-    tag = "runs",
-    operation_id = "retry_run",
-    params(("id" = String, Path, description = "Run id")),
-    responses(
-        (status = 200, description = "The run, running again", body = Run),
-        (status = 404, description = "Unknown run", body = Problem,
-            content_type = "application/problem+json"),
-        (status = 409, description = "The run is not FAILED", body = Problem,
-            content_type = "application/problem+json")
-    )
-)]
-pub(super) async fn retry(
-    state: web::Data<AppState>,
-    id: web::Path<String>,
-    caller: Caller,
-) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(state.engine.retry_run(&id, &caller.name()).await?))
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema};
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{PartialSchema, ToSchema};
 
-use crate::model::{LogEntry, Run};
+use crate::model::{LogEntry, RunStatus, StepStatus};
 
 /// An error answer (`application/problem+json`, RFC 9457).
 #[derive(ToSchema)]
@@ -132,16 +132,122 @@ pub struct StartRun {
     /// The latest version when absent.
     #[schema(minimum = 1)]
     version: Option<u32>,
-    /// The run's initial context.
-    #[schema(value_type = Object)]
+    /// The run's initial context; `{}` when absent.
+    #[schema(value_type = Option<Object>)]
     context: Option<Value>,
 }
 
-/// A page of runs, newest first.
+/// A page of runs, newest first: [`crate::model::Run`]s, or [`RunSummary`]s with
+/// `view=summary`.
 #[derive(ToSchema)]
 pub struct RunList {
-    items: Vec<Run>,
+    items: Vec<RunItem>,
+    /// Pass as `cursor` for the next page; `null` on the last.
     next_cursor: Option<String>,
+}
+
+/// An item of a run list.
+pub struct RunItem;
+
+impl PartialSchema for RunItem {
+    fn schema() -> RefOr<Schema> {
+        RefOr::T(Schema::OneOf(
+            OneOfBuilder::new()
+                .item(Ref::from_schema_name("Run"))
+                .item(Ref::from_schema_name(RunSummary::name()))
+                .build(),
+        ))
+    }
+}
+
+impl ToSchema for RunItem {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((RunSummary::name().into(), RunSummary::schema()));
+        RunSummary::schemas(schemas);
+    }
+}
+
+/// A run as light lists show it (`view=summary`): no context, step outputs, attempts,
+/// foreach items or waits, approvals or re-run history.
+#[derive(ToSchema)]
+pub struct RunSummary {
+    id: String,
+    workflow_id: String,
+    workflow_version: u32,
+    status: RunStatus,
+    current_step: usize,
+    /// The run that started this one as a child (`workflow` steps).
+    parent_run_id: Option<String>,
+    steps: Vec<StepSummary>,
+    error: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    usage: Option<Value>,
+    budget: Option<crate::model::RunBudget>,
+    #[schema(format = DateTime)]
+    created_at: String,
+    #[schema(format = DateTime)]
+    updated_at: String,
+    #[schema(format = DateTime)]
+    started_at: Option<String>,
+    #[schema(format = DateTime)]
+    finished_at: Option<String>,
+}
+
+/// A step of a [`RunSummary`].
+#[derive(ToSchema)]
+pub struct StepSummary {
+    step_id: String,
+    name: String,
+    action: String,
+    status: StepStatus,
+    error: Option<String>,
+    http_code: Option<u16>,
+    #[schema(format = DateTime)]
+    started_at: Option<String>,
+    #[schema(format = DateTime)]
+    finished_at: Option<String>,
+}
+
+/// The answer of `GET /v1/runs/counts`.
+#[derive(ToSchema)]
+pub struct RunCounts {
+    /// Runs by status; a status without runs is left out.
+    #[schema(value_type = Object)]
+    counts: Value,
+    total: u64,
+}
+
+/// `POST /v1/runs/{id}/retry`; every member is optional, and so is the body.
+#[derive(ToSchema)]
+pub struct RetryBody {
+    /// The first step to run again; the first failed (or canceled) step when absent.
+    from_step: Option<String>,
+    /// Members set in the run's context (merged at the top level) before it runs again.
+    #[schema(value_type = Option<Object>)]
+    context: Option<Value>,
+    /// Run this version from now on; its steps before `from_step` must be the run's.
+    #[schema(minimum = 1)]
+    version: Option<u32>,
+    /// Why, kept in the run's `retries`.
+    reason: Option<String>,
+}
+
+/// The data of an `event: status` on a log stream: a run or step status change.
+#[derive(ToSchema)]
+pub struct StatusEvent {
+    run_status: RunStatus,
+    /// The step that changed, when a step did.
+    step: Option<String>,
+    step_status: Option<StepStatus>,
+}
+
+/// The data of `event: end` (the run is over) and `event: shutdown` (the server stops
+/// first; resume after `last_seq`) on a log stream.
+#[derive(ToSchema)]
+pub struct EndEvent {
+    run_status: RunStatus,
+    /// The seq of the last log entry sent.
+    last_seq: u64,
 }
 
 /// `POST /v1/runs/{id}/approve` and `/reject`; an empty body is allowed.
@@ -214,6 +320,21 @@ pub struct ServerStatus {
     /// `engine.lease_ttl` in milliseconds.
     lease_ttl_ms: u64,
     retention: RetentionStatus,
+    /// The configured hook targets, as this server sees them.
+    hooks: Vec<HookStatus>,
+}
+
+/// One hook target on this server.
+#[derive(ToSchema)]
+pub struct HookStatus {
+    /// `memarch` or `audit_log`.
+    target: String,
+    /// This server holds the target's delivery lease (among replicas, one does).
+    delivering: bool,
+    /// Events this server delivered since it started.
+    delivered: u64,
+    /// The outbox position acknowledged up to, as this server last saw it.
+    cursor: u64,
 }
 
 /// Retention as configured, and what it deleted since this server started.

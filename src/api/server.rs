@@ -1,6 +1,6 @@
 //! `GET /v1/server`: this server as operators and the console need to see it — its
 //! `server.id`, whether it is ready (and why not), its lease and its retention, with what
-//! retention deleted since start.
+//! retention deleted since start, and which hook targets this replica delivers.
 
 use std::time::Duration;
 
@@ -58,6 +58,18 @@ pub(super) async fn server(state: web::Data<AppState>) -> HttpResponse {
             },
         },
     });
+    let hooks: Vec<Value> = state
+        .hooks
+        .counts()
+        .into_iter()
+        .map(|c| {
+            json!({"target": c.target, "delivering": c.delivering,
+                   "delivered": c.delivered, "cursor": c.cursor})
+        })
+        .collect();
+    if let Value::Object(map) = &mut body {
+        map.insert("hooks".into(), Value::Array(hooks));
+    }
     if let (Err(e), Value::Object(map)) = (readiness, &mut body) {
         map.insert("reason".into(), Value::String(unavailable_detail(&e)));
     }

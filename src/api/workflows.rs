@@ -1,5 +1,7 @@
 //! `/v1/workflows`: create (directly or from a template), list, read, replace, versions,
-//! rollback and offline validation. Versions are append-only.
+//! rollback and offline validation. Versions are append-only. Archiving is in
+//! [`super::deletion`]; an archived workflow is served with `archived_at` and
+//! `archived_by`, and takes no new versions.
 
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
@@ -10,7 +12,7 @@ use super::schemas::{NewWorkflow, Problem, Rollback, Valid, Workflow, WorkflowLi
 use super::{ApiError, AppState, Caller, Paging};
 use crate::definition::{as_object, stored_definition};
 use crate::model::WorkflowVersion;
-use crate::store::NewWorkflowVersion;
+use crate::store::{NewWorkflowVersion, WorkflowEntry, WorkflowFilter};
 use crate::templates;
 
 /// The served shape of a workflow version: `id`, the definition's fields, then metadata.
@@ -29,6 +31,29 @@ pub fn view(v: &WorkflowVersion) -> Value {
         map.insert("restored_from".into(), json!(from));
     }
     Value::Object(map)
+}
+
+/// [`view`] with the workflow's archive state.
+fn entry_view(e: &WorkflowEntry) -> Value {
+    let mut value = view(&e.version);
+    if let (Some(a), Value::Object(map)) = (&e.archived, &mut value) {
+        map.insert("archived_at".into(), json!(a.at));
+        map.insert("archived_by".into(), json!(a.by));
+    }
+    value
+}
+
+/// Refuses a change to an archived workflow.
+async fn refuse_archived(state: &AppState, id: &str) -> Result<(), ApiError> {
+    let entry = state.store.workflow_entry(id, None).await?;
+    match entry.archived {
+        Some(a) => Err(ApiError::Conflict(format!(
+            "workflow {id} was archived by {} at {}; it takes no new versions",
+            a.by,
+            a.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn created(v: &WorkflowVersion) -> HttpResponse {
@@ -138,6 +163,15 @@ async fn instantiate(state: &AppState, doc: &Value) -> Result<(Value, String), A
     Ok((document, wf.name))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListQuery {
+    limit: Option<usize>,
+    cursor: Option<String>,
+    name_prefix: Option<String>,
+    archived: Option<bool>,
+}
+
 /// The latest version of every workflow, newest first.
 #[utoipa::path(
     get,
@@ -145,24 +179,35 @@ async fn instantiate(state: &AppState, doc: &Value) -> Result<(Value, String), A
     tag = "workflows",
     operation_id = "list_workflows",
     params(
+        ("name_prefix" = Option<String>, Query, description = "Only workflows whose name starts with this (case-sensitive)"),
+        ("archived" = Option<bool>, Query, description = "true: archived workflows too (with archived_at)"),
         ("limit" = Option<u32>, Query, minimum = 1, description = "Page size (default 50, at most limits.max_page)"),
         ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")
     ),
     responses(
         (status = 200, description = "A page of workflows", body = WorkflowList),
-        (status = 400, description = "Bad paging", body = Problem,
+        (status = 400, description = "Bad paging or filter", body = Problem,
             content_type = "application/problem+json")
     )
 )]
 pub(super) async fn list(
     state: web::Data<AppState>,
-    paging: web::Query<Paging>,
+    q: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    let q = q.into_inner();
+    let paging = Paging {
+        limit: q.limit,
+        cursor: q.cursor,
+    };
+    let filter = WorkflowFilter {
+        name_prefix: q.name_prefix.filter(|p| !p.is_empty()),
+        archived: q.archived.unwrap_or(false),
+    };
     let page = state
         .store
-        .list_workflows(&paging.request(&state.limits)?)
+        .search_workflows(&filter, &paging.request(&state.limits)?)
         .await?;
-    let items: Vec<Value> = page.items.iter().map(view).collect();
+    let items: Vec<Value> = page.items.iter().map(entry_view).collect();
     Ok(HttpResponse::Ok().json(json!({"items": items, "next_cursor": page.next_cursor})))
 }
 
@@ -192,8 +237,8 @@ pub(super) async fn get(
     id: web::Path<String>,
     q: web::Query<VersionQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let v = state.store.get_workflow(&id, q.version).await?;
-    Ok(HttpResponse::Ok().json(view(&v)))
+    let entry = state.store.workflow_entry(&id, q.version).await?;
+    Ok(HttpResponse::Ok().json(entry_view(&entry)))
 }
 
 /// Replaces the definition: a new version.
@@ -212,6 +257,8 @@ pub(super) async fn get(
         (status = 400, description = "Invalid definition", body = Problem,
             content_type = "application/problem+json"),
         (status = 404, description = "Unknown workflow", body = Problem,
+            content_type = "application/problem+json"),
+        (status = 409, description = "The workflow is archived", body = Problem,
             content_type = "application/problem+json"),
         (status = 413, description = "Body over limits.body_bytes", body = Problem,
             content_type = "application/problem+json")
@@ -233,6 +280,7 @@ pub(super) async fn replace(
         ));
     }
     let wf = state.validator.validate(&doc)?;
+    refuse_archived(&state, &id).await?;
     super::children::check(&state.store, &wf, Some(id.as_str())).await?;
     let stored = state
         .store
@@ -283,6 +331,8 @@ pub(super) async fn versions(
             content_type = "application/problem+json"),
         (status = 404, description = "Unknown workflow or version", body = Problem,
             content_type = "application/problem+json"),
+        (status = 409, description = "The workflow is archived", body = Problem,
+            content_type = "application/problem+json"),
         (status = 413, description = "Body over limits.body_bytes", body = Problem,
             content_type = "application/problem+json")
     )
@@ -300,6 +350,7 @@ pub(super) async fn rollback(
     .ok_or_else(|| ApiError::bad_request("/version", "version must be a positive integer"))?
         as u32;
     let old = state.store.get_workflow(&id, Some(version)).await?;
+    refuse_archived(&state, &id).await?;
     let wf = state.validator.validate(&old.definition)?;
     let stored = state
         .store

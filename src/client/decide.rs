@@ -1,4 +1,5 @@
-//! Subcommands that act on a run: `approve`, `reject`, `cancel`, `retry`, `event`.
+//! Subcommands that act on a run: `approve`, `reject`, `cancel`, `event` (`retry` is in
+//! [`super::curate`]).
 
 use clap::Args;
 use reqwest::Method;
@@ -67,7 +68,7 @@ pub async fn reject(ctx: &Ctx, args: RejectArgs) -> Result<(), ClientError> {
     decide(ctx, &args.run, "reject", Value::Object(body)).await
 }
 
-/// `cancel` and `retry`: a bodiless action on a run.
+/// `cancel`: a bodiless action on a run.
 pub async fn act(ctx: &Ctx, run: &str, action: &str) -> Result<(), ClientError> {
     decide(ctx, run, action, json!({})).await
 }
@@ -91,8 +92,7 @@ async fn decide(ctx: &Ctx, id: &str, action: &str, body: Value) -> Result<(), Cl
     let done = match action {
         "approve" => "approved",
         "reject" => "rejected",
-        "cancel" => "canceled",
-        _ => "retried",
+        _ => "canceled",
     };
     match ctx.format {
         Format::Json => output::print_json(&run)?,

@@ -4,7 +4,8 @@
 //! server, with `Last-Event-ID` set to the last `seq` handed on and a growing delay between
 //! attempts. Each entry is handed on once and in order: an entry at or below the last
 //! `seq` (a replay the server should not send, but might after a proxy re-sent a request)
-//! is skipped. Following gives up when the server stays out of reach for [`GIVE_UP`].
+//! is skipped. A `204` answer to a resume means the run is over and everything was handed
+//! on. Following gives up when the server stays out of reach for [`GIVE_UP`].
 
 use std::time::Duration;
 
@@ -43,6 +44,11 @@ pub async fn follow(
     let mut out_of_reach_since: Option<Instant> = None;
     loop {
         match api.log_stream(run, last_seq).await {
+            // Nothing more will come: the run is over and everything was handed on.
+            Ok(response) if response.status() == reqwest::StatusCode::NO_CONTENT => {
+                let run = api.get(&["v1", "runs", run], &[]).await?;
+                return Ok(run["status"].as_str().unwrap_or_default().to_owned());
+            }
             Ok(response) => {
                 connected_once = true;
                 out_of_reach_since = None;

@@ -211,6 +211,12 @@ impl Api {
         }
     }
 
+    /// `DELETE`; the JSON answer (`null` for `204`).
+    pub async fn delete(&self, segments: &[&str]) -> Result<Value, ClientError> {
+        let request = self.http.delete(self.url(segments));
+        self.json(request).await
+    }
+
     /// `POST` or `PUT` with a JSON body; the JSON answer.
     pub async fn send(
         &self,

@@ -3,12 +3,14 @@
 //!
 //! `http` is the one place that speaks HTTP and names errors, `output` and `listing` print,
 //! `follow` streams a run's log with resume, and each group of subcommands has its file:
-//! `workflows` (apply), `runs` (run, runs, get), `decide` (approve, reject, cancel, retry,
-//! event), `logs`, `server` (status); `input` reads JSON arguments.
+//! `workflows` (apply), `runs` (run, runs, get), `search` (the filters of runs), `decide`
+//! (approve, reject, cancel, event), `curate` (retry with edits, delete, archive, the
+//! workflows listing), `logs`, `server` (status); `input` reads JSON arguments.
 //! Exit codes: 0 done, 1 the server refused or the run failed or was canceled, 2 a usage or
 //! connection error.
 
 mod completions;
+mod curate;
 mod decide;
 mod follow;
 mod http;
@@ -17,6 +19,7 @@ mod listing;
 mod logs;
 mod output;
 mod runs;
+mod search;
 mod server;
 mod workflows;
 
@@ -87,11 +90,16 @@ pub enum ClientCommand {
         orchestrator run deploy --context @ctx.json --version 3 --wait"
     )]
     Run(runs::RunArgs),
-    /// List runs, newest first.
+    /// List runs, newest first, filtered.
     #[command(
-        after_help = "Example:\n  orchestrator runs --workflow greet --status failed --limit 10"
+        after_help = "Example:\n  orchestrator runs --workflow greet --status failed --limit 10\n  \
+        orchestrator runs --status failed,waiting_approval --since 2d --context customer=acme\n  \
+        orchestrator runs --version 3 --trigger schedule --until 2024-05-01T00:00:00Z"
     )]
     Runs(runs::ListArgs),
+    /// List workflows (the latest version of each), newest first.
+    #[command(after_help = "Example:\n  orchestrator workflows --name-prefix billing- --archived")]
+    Workflows(curate::WorkflowsArgs),
     /// Show a run: status, steps, approvals.
     #[command(after_help = "Example:\n  orchestrator get run_01J2Z3X4Y5W6V7T8S9R0QPNMKJ -o json")]
     Get {
@@ -124,11 +132,26 @@ pub enum ClientCommand {
         #[arg(value_name = "RUN")]
         run: String,
     },
-    /// Re-run a failed run from its failed steps.
-    #[command(after_help = "Example:\n  orchestrator retry run_01J2Z3X4Y5W6V7T8S9R0QPNMKJ")]
-    Retry {
+    /// Run a finished run again: from its first failed step, or from any step, with
+    /// context members set or on another version. Earlier attempts stay on the run.
+    #[command(
+        after_help = "--wait and --follow exit 0 when the run SUCCEEDED, 1 otherwise.\n\n\
+        Example:\n  orchestrator retry run_01J2Z3X4Y5W6V7T8S9R0QPNMKJ\n  \
+        orchestrator retry run_01J2Z3X4Y5W6V7T8S9R0QPNMKJ --from-step deploy \
+        --context '{\"region\": \"eu\"}' --version 4 --reason 'fixed the region' --follow"
+    )]
+    Retry(curate::RetryArgs),
+    /// Delete a finished run with its steps, log and events.
+    #[command(after_help = "Example:\n  orchestrator delete run_01J2Z3X4Y5W6V7T8S9R0QPNMKJ")]
+    Delete {
         #[arg(value_name = "RUN")]
         run: String,
+    },
+    /// Archive a workflow: hidden from lists, no new runs; its runs and versions stay.
+    #[command(after_help = "Example:\n  orchestrator archive wf_01J2Z3X4Y5W6V7T8S9R0QPNMKJ")]
+    Archive {
+        #[arg(value_name = "WORKFLOW")]
+        workflow: String,
     },
     /// Send a named event to a run (a step may be waiting for it).
     #[command(
@@ -211,7 +234,10 @@ async fn dispatch(
         ClientCommand::Approve(args) => decide::approve(&ctx, args).await.and(done),
         ClientCommand::Reject(args) => decide::reject(&ctx, args).await.and(done),
         ClientCommand::Cancel { run } => decide::act(&ctx, &run, "cancel").await.and(done),
-        ClientCommand::Retry { run } => decide::act(&ctx, &run, "retry").await.and(done),
+        ClientCommand::Retry(args) => curate::retry(&ctx, args).await,
+        ClientCommand::Delete { run } => curate::delete(&ctx, &run).await.and(done),
+        ClientCommand::Archive { workflow } => curate::archive(&ctx, &workflow).await.and(done),
+        ClientCommand::Workflows(args) => curate::workflows(&ctx, args).await.and(done),
         ClientCommand::Event(args) => decide::event(&ctx, args).await.and(done),
         ClientCommand::Status => server::status(&ctx).await,
         ClientCommand::Completions { .. } => done,

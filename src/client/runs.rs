@@ -1,4 +1,5 @@
-//! Run subcommands that start and show runs: `run`, `runs`, `get`.
+//! Run subcommands that start and show runs: `run`, `runs`, `get` (with the run's re-run
+//! history).
 
 use std::process::ExitCode;
 
@@ -13,6 +14,7 @@ use super::http::ClientError;
 use super::input::json_argument;
 use super::listing::{self, Column, Listing};
 use super::output::{self, Cell, Color, Format, Table};
+use super::search::RunFilters;
 use crate::model::RunStatus;
 
 /// `run WORKFLOW [--context JSON|@file] [--version N] [--wait] [--follow]`.
@@ -35,15 +37,11 @@ pub struct RunArgs {
     follow: bool,
 }
 
-/// `runs [--workflow ID] [--status STATUS] [--limit N]`.
+/// `runs [filters] [--limit N]` (see [`RunFilters`]).
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Only runs of this workflow (its id).
-    #[arg(long, value_name = "ID")]
-    workflow: Option<String>,
-    /// Only runs with this status (e.g. RUNNING, failed).
-    #[arg(long)]
-    status: Option<String>,
+    #[command(flatten)]
+    filters: RunFilters,
     /// At most this many runs.
     #[arg(long, default_value_t = 50)]
     limit: usize,
@@ -65,15 +63,14 @@ const RUNS: Listing = Listing {
     empty: "No runs.",
 };
 
-/// `runs`.
+/// `runs`: summaries (`view=summary`), newest first; `get RUN` shows a whole run.
 pub async fn list(ctx: &Ctx, args: ListArgs) -> Result<(), ClientError> {
-    let mut query = Vec::new();
-    if let Some(w) = args.workflow {
-        query.push(("workflow_id", w));
-    }
-    if let Some(s) = args.status {
-        query.push(("status", s));
-    }
+    let filters = args.filters.query(Utc::now())?;
+    let mut query: Vec<(&str, String)> = filters
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.clone()))
+        .collect();
+    query.push(("view", "summary".into()));
     listing::show(
         &ctx.api,
         &RUNS,
@@ -99,20 +96,33 @@ pub async fn start(ctx: &Ctx, args: RunArgs) -> Result<ExitCode, ClientError> {
         body["version"] = json!(version);
     }
     let run = ctx.api.send(Method::POST, &["v1", "runs"], &body).await?;
+    let line = started(&run, ctx);
+    outcome(ctx, &run, &line, args.wait, args.follow).await
+}
+
+/// After a run was started (or started again): prints it, or with `wait` or `follow`
+/// waits for its end (printing its log as it comes with `follow`) and tells how it ended.
+pub(super) async fn outcome(
+    ctx: &Ctx,
+    run: &Value,
+    line: &str,
+    wait: bool,
+    live: bool,
+) -> Result<ExitCode, ClientError> {
     let id = run["id"].as_str().unwrap_or_default().to_owned();
-    if !args.wait && !args.follow {
+    if !wait && !live {
         return match ctx.format {
-            Format::Json => output::print_json(&run),
-            Format::Table => output::print(&format!("{}\n", started(&run, ctx))),
+            Format::Json => output::print_json(run),
+            Format::Table => output::print(&format!("{line}\n")),
         }
         .map(|()| ExitCode::SUCCESS)
         .map_err(ClientError::from);
     }
-    if args.follow && ctx.format == Format::Table {
-        output::print(&format!("{}\n", started(&run, ctx)))?;
+    if live && ctx.format == Format::Table {
+        output::print(&format!("{line}\n"))?;
     }
     follow(&ctx.api, &id, |entry| {
-        if !args.follow {
+        if !live {
             return Ok(());
         }
         match ctx.format {
@@ -123,7 +133,7 @@ pub async fn start(ctx: &Ctx, args: RunArgs) -> Result<ExitCode, ClientError> {
     })
     .await?;
     let run = ctx.api.get(&["v1", "runs", &id], &[]).await?;
-    match (ctx.format, args.follow) {
+    match (ctx.format, live) {
         (Format::Json, true) => output::print_json_line(&run)?,
         (Format::Json, false) => output::print_json(&run)?,
         (Format::Table, _) => output::print(&finished(&run, ctx))?,
@@ -278,6 +288,27 @@ fn describe(run: &Value, ctx: &Ctx, kept: Option<u64>) -> String {
                 Cell::new(text(&a["by"])),
                 Cell::new(ago(&a["at"], now)),
                 Cell::new(a["comment"].as_str().unwrap_or_default()),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&table.render(ctx.style));
+    }
+    let retries = run["retries"].as_array().filter(|r| !r.is_empty());
+    if let Some(retries) = retries {
+        let mut table = Table::new(["RE-RUN", "BY", "AT", "FROM", "VERSION", "WAS", "REASON"]);
+        for r in retries {
+            let version = match (r["from_version"].as_u64(), r["version"].as_u64()) {
+                (Some(a), Some(b)) if a != b => format!("{a}→{b}"),
+                (_, b) => b.map_or_else(|| "-".into(), |b| b.to_string()),
+            };
+            table.row(vec![
+                Cell::new(text(&r["n"])),
+                Cell::new(text(&r["by"])),
+                Cell::new(ago(&r["at"], now)),
+                Cell::new(text(&r["from_step"])),
+                Cell::new(version),
+                Cell::status(r["previous_status"].as_str().unwrap_or("-")),
+                Cell::new(one_line(r["reason"].as_str().unwrap_or_default())),
             ]);
         }
         out.push('\n');

@@ -1,5 +1,6 @@
 //! `status`: the server as `GET /v1/server` describes it — its id, whether it is ready
-//! (and why not), its lease and its retention — and how long a finished run is kept.
+//! (and why not), its lease, its retention and its hook targets — and how long a finished
+//! run is kept.
 
 use std::process::ExitCode;
 
@@ -58,6 +59,7 @@ fn describe(server: &Value, ctx: &Ctx) -> String {
                 retention["interval_ms"].as_u64().map_or("-".into(), period)
             ),
         ),
+        ("Hooks", hooks(server)),
         (
             "Deleted",
             format!(
@@ -70,6 +72,28 @@ fn describe(server: &Value, ctx: &Ctx) -> String {
         .iter()
         .map(|(k, v)| format!("{:<11}{v}\n", format!("{k}:")))
         .collect()
+}
+
+/// Each hook target and whether this server is the replica delivering it.
+fn hooks(server: &Value) -> String {
+    let targets: Vec<String> = server["hooks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|h| {
+            let target = h["target"].as_str().unwrap_or("-");
+            if h["delivering"] == true {
+                format!("{target} delivered here ({} since start)", h["delivered"])
+            } else {
+                format!("{target} delivered by another replica")
+            }
+        })
+        .collect();
+    if targets.is_empty() {
+        "none configured".into()
+    } else {
+        targets.join(", ")
+    }
 }
 
 /// `30d`, `36h`, `90s`, `250ms`: a configured duration in the largest unit that divides it,

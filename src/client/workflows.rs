@@ -19,13 +19,15 @@ use super::listing;
 use super::output::{self, Cell, Color, Format, Table};
 
 /// Members of a served workflow that are not part of its definition.
-const SERVER_FIELDS: [&str; 6] = [
+const SERVER_FIELDS: [&str; 8] = [
     "id",
     "version",
     "created_at",
     "updated_at",
     "created_by",
     "restored_from",
+    "archived_at",
+    "archived_by",
 ];
 
 /// What applying one file did.

@@ -48,6 +48,8 @@ pub struct RawServer {
     /// off (to run again after the next start).
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Cross-origin browser access (`server.cors`).
+    pub cors: RawCors,
 }
 
 impl Default for RawServer {
@@ -58,8 +60,19 @@ impl Default for RawServer {
             port: 8100,
             workers: 0,
             shutdown_grace: Duration::from_secs(20),
+            cors: RawCors::default(),
         }
     }
+}
+
+/// Which web pages on other origins may call the API from a browser.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawCors {
+    /// Origins (`https://app.example.com`, scheme, host and port) whose pages may call the
+    /// API, or `*` for any; empty: none (the console, served from the API's own origin,
+    /// needs nothing here).
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -186,6 +199,10 @@ pub struct RawLimits {
     /// Longest a sandboxed template evaluation may take.
     #[serde(with = "humantime_serde")]
     pub template_time: Duration,
+    /// The default token budget of a run's `ai_router.chat` steps; 0: none.
+    pub run_tokens: u64,
+    /// What the default budget does once spent: `strict` (the next step fails) or `warn`.
+    pub run_tokens_mode: String,
 }
 
 impl Default for RawLimits {
@@ -203,6 +220,8 @@ impl Default for RawLimits {
             template_bytes: 1024 * 1024,
             template_memory_bytes: 512 * 1024 * 1024,
             template_time: Duration::from_secs(2),
+            run_tokens: 0,
+            run_tokens_mode: "strict".into(),
         }
     }
 }

@@ -12,9 +12,28 @@ use super::raw::{
     RawDatabase, RawEngine, RawHooks, RawLimits, RawLog, RawRunLogs, RawServer, RawService,
 };
 use crate::expr::Budget;
+use crate::model::{BudgetMode, RunBudget};
 use crate::outbound::Backoff;
 use crate::secret::Secret;
 use crate::store::sqlite::SqliteOptions;
+
+/// The default token budget: none when `limits.run_tokens` is 0.
+fn run_tokens(raw: &RawLimits) -> Result<Option<RunBudget>, BadValue> {
+    let mode = match raw.run_tokens_mode.as_str() {
+        "strict" => BudgetMode::Strict,
+        "warn" => BudgetMode::Warn,
+        other => {
+            return Err(BadValue::new(
+                "limits.run_tokens_mode",
+                format!("{other:?} is not strict or warn"),
+            ));
+        }
+    };
+    Ok((raw.run_tokens > 0).then_some(RunBudget {
+        tokens: raw.run_tokens,
+        mode,
+    }))
+}
 
 /// The HTTP server (`server:`).
 #[derive(Debug, Clone)]
@@ -28,6 +47,8 @@ pub struct ServerSettings {
     pub workers: usize,
     /// On SIGTERM/SIGINT, how long steps in flight may take to finish.
     pub shutdown_grace: Duration,
+    /// Origins whose pages may call the API from a browser (`*`: any).
+    pub cors_origins: Vec<String>,
 }
 
 impl ServerSettings {
@@ -44,8 +65,32 @@ impl ServerSettings {
             port: raw.port,
             workers: raw.workers,
             shutdown_grace: raw.shutdown_grace,
+            cors_origins: cors_origins(&raw.cors.allowed_origins)?,
         })
     }
+}
+
+/// `server.cors.allowed_origins`, each `*` or an origin written as browsers send it.
+fn cors_origins(origins: &[String]) -> Result<Vec<String>, BadValue> {
+    for (i, origin) in origins.iter().enumerate() {
+        if origin == "*" {
+            continue;
+        }
+        let key = format!("server.cors.allowed_origins[{i}]");
+        let url = Url::parse(origin)
+            .map_err(|e| BadValue::new(&key, format!("{origin:?} is not an origin: {e}")))?;
+        let canonical = url.origin().ascii_serialization();
+        if !matches!(url.scheme(), "http" | "https") || canonical != *origin {
+            return Err(BadValue::new(
+                &key,
+                format!(
+                    "{origin:?} is not an origin as browsers send it (scheme://host[:port], \
+                     no path); write {canonical:?}"
+                ),
+            ));
+        }
+    }
+    Ok(origins.to_vec())
 }
 
 /// Which store to open (`database:`).
@@ -190,6 +235,8 @@ pub struct ServerLimits {
     pub template_memory_bytes: u64,
     /// Longest a sandboxed template evaluation may take.
     pub template_time: Duration,
+    /// The default token budget of a run (`limits.run_tokens`, `limits.run_tokens_mode`).
+    pub run_tokens: Option<RunBudget>,
 }
 
 impl ServerLimits {
@@ -252,6 +299,7 @@ impl ServerLimits {
             },
             template_memory_bytes: raw.template_memory_bytes,
             template_time: raw.template_time,
+            run_tokens: run_tokens(raw)?,
         })
     }
 }

@@ -22,6 +22,8 @@ struct WorkflowSpec {
     description: Option<String>,
     #[serde(default)]
     timeout_ms: Option<u64>,
+    #[serde(default)]
+    budget: Option<super::WorkflowBudget>,
     steps: Vec<Value>,
 }
 
@@ -134,6 +136,7 @@ pub fn build(validator: &Validator, document: &Value) -> Result<Workflow, Vec<Vi
             name: spec.name,
             description: spec.description,
             timeout: spec.timeout_ms.map(Duration::from_millis),
+            budget: spec.budget,
             has_always_run: steps.iter().any(|s| s.always_run),
             steps,
             dag,

@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::expr::{Expr, Template};
-use crate::model::Decision;
+use crate::model::{BudgetMode, Decision};
 use crate::problems::Violation;
 
 pub use dag::Dag;
@@ -203,10 +203,26 @@ pub struct Workflow {
     pub name: String,
     pub description: Option<String>,
     pub timeout: Option<Duration>,
+    /// The workflow's own token budget (`budget`), over the server's default.
+    pub budget: Option<WorkflowBudget>,
     pub steps: Vec<Step>,
     pub dag: Dag,
     /// Some step has `always_run` (the run's end is decided differently).
     pub has_always_run: bool,
+}
+
+/// A workflow's `budget`: its tokens (the server default's when absent) and its mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkflowBudget {
+    #[serde(default)]
+    pub tokens: Option<u64>,
+    #[serde(default = "strict")]
+    pub mode: BudgetMode,
+}
+
+fn strict() -> BudgetMode {
+    BudgetMode::Strict
 }
 
 impl Workflow {
@@ -260,13 +276,15 @@ impl std::fmt::Debug for Validator {
 }
 
 /// Fields a client may send back from a `GET` but that the server owns.
-pub const READ_ONLY_FIELDS: [&str; 6] = [
+pub const READ_ONLY_FIELDS: [&str; 8] = [
     "id",
     "version",
     "created_at",
     "updated_at",
     "created_by",
     "restored_from",
+    "archived_at",
+    "archived_by",
 ];
 
 impl Validator {

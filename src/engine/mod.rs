@@ -12,6 +12,7 @@ mod children;
 mod decide;
 mod failure_details;
 mod lease;
+pub mod rerun;
 mod retention;
 pub mod retry;
 mod runner;
@@ -34,18 +35,15 @@ use crate::definition::{Validator, Workflow};
 use crate::expr::Redactor;
 use crate::logs::{LogHub, LogTail};
 use crate::metrics::Metrics;
-use crate::model::{
-    LogEntry, LogLevel, NewLogEntry, Page, PageRequest, Run, RunFilter, RunStatus, StepRun,
-    StepStatus,
-};
+use crate::model::{LogEntry, NewLogEntry, Page, PageRequest, Run, RunFilter};
 use crate::problems::Violation;
 use crate::sandbox::Sandbox;
 use crate::secret::Secret;
 use crate::store::{DynStore, LogLimits, StoreError};
 
 pub use decide::{Intervention, Refusal};
+pub use rerun::RetryRequest;
 use shared::Shared;
-use state::RunState;
 
 /// Why the engine refused or failed a request, phrased for the API to map.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -131,6 +129,8 @@ pub struct RunLimits {
     /// A step's output as stored; larger outputs are truncated (see `crate::size`). A
     /// `foreach` step's items together are held to it too.
     pub max_output_bytes: usize,
+    /// The token budget of runs whose workflow sets none (`limits.run_tokens`).
+    pub run_tokens: Option<crate::model::RunBudget>,
     /// Most items one `foreach` step may run over.
     pub foreach_items: usize,
 }
@@ -290,38 +290,10 @@ impl Engine {
         self.shared.decide(run_id, request).await
     }
 
-    /// Re-runs a `FAILED` run from its failed steps, keeping what succeeded before them.
-    pub async fn retry_run(&self, run_id: &str, by: &str) -> Result<Run, EngineError> {
-        let shared = &self.shared;
-        let run = shared.store.get_run(run_id).await?;
-        if run.status != RunStatus::Failed {
-            return Err(EngineError::Conflict(format!(
-                "run {run_id} is {}; only FAILED runs can be retried",
-                run.status
-            )));
-        }
-        let wf = shared
-            .workflow(&run.workflow_id, run.workflow_version)
-            .await?;
-        let rev = run.control.rev;
-        let mut state = RunState::new(run, wf, &shared.settings);
-        for idx in 0..state.run.steps.len() {
-            if state.run.steps[idx].status != StepStatus::Succeeded {
-                let step = &mut state.run.steps[idx];
-                let fresh =
-                    StepRun::pending(step.step_id.clone(), step.name.clone(), step.action.clone());
-                *step = fresh;
-                state.set_step(idx, StepStatus::Pending, LogLevel::Info, "reset for retry");
-            }
-        }
-        state.run.error = None;
-        state.run.finished_at = None;
-        state.set_run(
-            RunStatus::Running,
-            LogLevel::Info,
-            format!("retry requested by {by}"),
-        );
-        shared.resume_decided(state, rev).await
+    /// Re-runs a finished run from a step, optionally with context members set or on
+    /// another version; see [`rerun`].
+    pub async fn retry_run(&self, run_id: &str, request: RetryRequest) -> Result<Run, EngineError> {
+        rerun::retry_run(&self.shared, run_id, request).await
     }
 
     /// A run with its steps.
@@ -389,6 +361,14 @@ impl Engine {
             run.status,
         );
         Ok(tail.stop_on(self.shared.closed.clone()))
+    }
+
+    /// True when run `run_id` is finished and its log holds nothing after entry `after`:
+    /// a stream resumed there would only say it ended.
+    pub async fn log_is_drained(&self, run_id: &str, after: u64) -> Result<bool, EngineError> {
+        let store = &self.shared.store;
+        let run = store.get_run(run_id).await?;
+        Ok(run.status.is_terminal() && store.read_logs(run_id, after, 1).await?.is_empty())
     }
 
     /// The compiled definition of a workflow version.

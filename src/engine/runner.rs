@@ -26,7 +26,7 @@ use super::attempts::{self, StepEvent, StepPlan};
 use super::decide::Intervention;
 use super::lease::Fence;
 use super::shared::Shared;
-use super::state::{Phase, RunState, Start};
+use super::state::{Phase, RunState, Start, count_tokens};
 use crate::actions::{Effect, Failure, Outcome, Parking};
 use crate::model::{Attempt, LogLevel, Run, RunStatus};
 use crate::outbound::Backoff;
@@ -332,6 +332,7 @@ impl Runner {
                 result,
             } => {
                 self.in_flight.remove(&(index, item));
+                count_tokens(&self.shared.metrics, &self.state.wf.name, &result);
                 match (item, *result) {
                     (Some(item), result) => self.state.on_item_done(index, item, attempt, result),
                     (

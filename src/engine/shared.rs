@@ -68,7 +68,8 @@ pub(crate) struct Shared {
 /// The run and step statuses a transition reaches, for metrics.
 #[derive(Default)]
 struct StatusTally {
-    run: Option<RunStatus>,
+    /// The final status a run reached, and how long it took from its start.
+    run: Option<(RunStatus, Option<std::time::Duration>)>,
     steps: Vec<(String, StepStatus)>,
 }
 
@@ -77,7 +78,13 @@ impl StatusTally {
         let mut out = Self::default();
         for change in tx.logs.iter().filter_map(|e| e.status.as_ref()) {
             match (&change.step, change.step_status) {
-                (None, _) if change.run_status.is_terminal() => out.run = Some(change.run_status),
+                (None, _) if change.run_status.is_terminal() => {
+                    let took = tx
+                        .head
+                        .as_ref()
+                        .and_then(|h| (h.finished_at? - h.started_at?).to_std().ok());
+                    out.run = Some((change.run_status, took));
+                }
                 (Some(name), Some(status)) if status.is_finished() => {
                     let action = tx.steps.iter().find(|(_, s)| &s.name == name);
                     if let Some((_, step)) = action {
@@ -94,8 +101,8 @@ impl StatusTally {
         for (action, status) in &self.steps {
             metrics.step_finished(action, *status);
         }
-        if let Some(status) = self.run {
-            metrics.run_finished(status);
+        if let Some((status, took)) = self.run {
+            metrics.run_finished(status, took);
         }
     }
 }
@@ -186,10 +193,21 @@ impl Shared {
         request: StartRun,
     ) -> Result<(Run, bool), EngineError> {
         let shared = self;
-        let version = shared
+        let entry = shared
             .store
-            .get_workflow(&request.workflow_id, request.version)
+            .workflow_entry(&request.workflow_id, request.version)
             .await?;
+        if let Some(archived) = &entry.archived {
+            return Err(EngineError::Conflict(format!(
+                "workflow {} was archived by {} at {}; it starts no more runs",
+                entry.version.id,
+                archived.by,
+                archived
+                    .at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            )));
+        }
+        let version = entry.version;
         let wf = shared.workflow(&version.id, version.version).await?;
         let size = json_len(&request.context);
         let max = shared.settings.limits.max_context_bytes;
@@ -233,6 +251,7 @@ impl Shared {
                 ),
             )],
             events: Vec::new(),
+            budget: super::state::effective_budget(wf.budget, shared.settings.limits.run_tokens),
         };
         let sent = tokio::time::Instant::now();
         let created = shared.store.create_run(new).await?;

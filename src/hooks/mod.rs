@@ -21,7 +21,7 @@ mod prune;
 mod worker;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -86,6 +86,8 @@ pub struct HookCounts {
     pub dropped: u64,
     /// The outbox position acknowledged up to.
     pub cursor: u64,
+    /// This server holds the target's delivery lease: it is the replica delivering.
+    pub delivering: bool,
 }
 
 #[derive(Debug, Default)]
@@ -94,6 +96,7 @@ pub(crate) struct Counters {
     failures: AtomicU64,
     dropped: AtomicU64,
     cursor: AtomicU64,
+    delivering: AtomicBool,
 }
 
 /// What delivery needs besides its targets.
@@ -184,6 +187,7 @@ impl Hooks {
                 failures: c.failures.load(Ordering::Relaxed),
                 dropped: c.dropped.load(Ordering::Relaxed),
                 cursor: c.cursor.load(Ordering::Relaxed),
+                delivering: c.delivering.load(Ordering::Relaxed),
             })
             .collect()
     }

@@ -42,7 +42,9 @@ impl Worker {
                 let (lease, held) = (self.lease.clone(), held.clone());
                 async move { lease.keep(until, held).await }
             });
+            self.counters.delivering.store(true, Ordering::Relaxed);
             self.deliver_while(&held).await;
+            self.counters.delivering.store(false, Ordering::Relaxed);
             held.cancel();
             let _ = keeper.await;
             if self.stop.is_cancelled() {

@@ -239,6 +239,7 @@ mod tests {
                 idempotency: None,
                 logs: vec![NewLogEntry::engine(LogLevel::Info, None, "created")],
                 events: Vec::new(),
+                budget: None,
             })
             .await
             .unwrap();

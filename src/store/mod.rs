@@ -7,6 +7,7 @@
 //! commits (group commit); a call returns only after its data is committed, which is what
 //! lets callers publish to the API and SSE afterwards. Only this module knows SQL.
 
+pub mod curation;
 pub mod encoding;
 pub mod lifecycle;
 pub mod postgres;
@@ -20,11 +21,13 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 
+pub use curation::{Archived, Curation, Deletion, WorkflowEntry, WorkflowFilter};
 pub use lifecycle::{Lifecycle, WriteHealth};
 
 use crate::model::{
-    Approval, LogEntry, NewEvent, NewLogEntry, Page, PageRequest, Run, RunControl, RunExtra,
-    RunFilter, RunStatus, StepRun, TemplateRecord, Timestamp, WorkflowVersion,
+    Approval, LogEntry, NewEvent, NewLogEntry, Page, PageRequest, RetryRecord, Run, RunBudget,
+    RunControl, RunExtra, RunFilter, RunStatus, StepRun, TemplateRecord, Timestamp,
+    WorkflowVersion,
 };
 
 /// The error behind a store failure, shared so that [`StoreError`] stays cheap to clone.
@@ -130,6 +133,8 @@ pub struct NewRun {
     pub idempotency: Option<IdempotencyClaim>,
     pub logs: Vec<NewLogEntry>,
     pub events: Vec<NewEvent>,
+    /// The token budget the run is held to.
+    pub budget: Option<RunBudget>,
 }
 
 impl NewRun {
@@ -148,6 +153,8 @@ impl NewRun {
             error: None,
             approvals: Vec::new(),
             usage: Map::new(),
+            budget: self.budget,
+            retries: Vec::new(),
             created_at: at,
             updated_at: at,
             started_at: None,
@@ -255,6 +262,8 @@ pub struct Transition {
     pub head: Option<RunHead>,
     /// The new context, only when it changed (it may be large).
     pub context: Option<Map<String, Value>>,
+    /// The run's whole re-run history and budget, only when a re-run changed them.
+    pub rerun: Option<Rerun>,
     pub owner: OwnerChange,
     /// Changed steps by index, as whole rows.
     pub steps: Vec<(usize, StepRun)>,
@@ -271,6 +280,7 @@ impl Transition {
             guard,
             head: None,
             context: None,
+            rerun: None,
             owner: OwnerChange::Keep,
             steps: Vec::new(),
             approvals: Vec::new(),
@@ -283,12 +293,24 @@ impl Transition {
     pub fn is_empty(&self) -> bool {
         self.head.is_none()
             && self.context.is_none()
+            && self.rerun.is_none()
             && matches!(self.owner, OwnerChange::Keep | OwnerChange::Renew(_))
             && self.steps.is_empty()
             && self.approvals.is_empty()
             && self.logs.is_empty()
             && self.events.is_empty()
     }
+}
+
+/// What a re-run rewrites beside the head: the history it added to, the version it runs
+/// and the budget of that version. On another version the step rows are rewritten by the
+/// transition, and rows past the version's `steps` are removed.
+#[derive(Debug, Clone)]
+pub struct Rerun {
+    pub retries: Vec<RetryRecord>,
+    pub workflow_version: u32,
+    pub budget: Option<RunBudget>,
+    pub steps: usize,
 }
 
 /// What a committed transition produced.
@@ -339,9 +361,9 @@ pub enum Notice {
 }
 
 /// Persistence of workflows, templates, runs, logs, leases and the hook outbox (and the
-/// store's own [`Lifecycle`]).
+/// store's own [`Lifecycle`] and [`Curation`] of what it holds).
 #[async_trait]
-pub trait Store: Lifecycle + Send + Sync + 'static {
+pub trait Store: Lifecycle + Curation + Send + Sync + 'static {
     /// Answers when the store can serve requests (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
 

@@ -12,8 +12,9 @@ use prometheus::Histogram;
 use tokio::sync::broadcast;
 
 use super::{
-    Committed, CreatedRun, DynStore, Lifecycle, LogLimits, NewRun, NewWorkflowVersion, Notice,
-    Store, StoreError, StoredEvent, Transition,
+    Archived, Committed, CreatedRun, Curation, Deletion, DynStore, Lifecycle, LogLimits, NewRun,
+    NewWorkflowVersion, Notice, Store, StoreError, StoredEvent, Transition, WorkflowEntry,
+    WorkflowFilter,
 };
 use crate::metrics::{Metrics, timed};
 use crate::model::{
@@ -68,6 +69,12 @@ operations!(
     prune_events,
     hold_hook_lease,
     release_hook_lease,
+    search_workflows,
+    workflow_entry,
+    archive_workflow,
+    count_runs_by_status,
+    delete_run,
+    deleted_run,
 );
 
 /// The wrapped store, timed.
@@ -301,6 +308,48 @@ impl Lifecycle for TimedStore {
     async fn release_hook_lease(&self, target: &str, holder: &str) -> Result<(), StoreError> {
         let work = self.inner.release_hook_lease(target, holder);
         timed(&self.timers.release_hook_lease, work).await
+    }
+}
+
+#[async_trait]
+impl Curation for TimedStore {
+    async fn search_workflows(
+        &self,
+        filter: &WorkflowFilter,
+        page: &PageRequest,
+    ) -> Result<Page<WorkflowEntry>, StoreError> {
+        let work = self.inner.search_workflows(filter, page);
+        timed(&self.timers.search_workflows, work).await
+    }
+
+    async fn workflow_entry(
+        &self,
+        id: &str,
+        version: Option<u32>,
+    ) -> Result<WorkflowEntry, StoreError> {
+        let work = self.inner.workflow_entry(id, version);
+        timed(&self.timers.workflow_entry, work).await
+    }
+
+    async fn archive_workflow(&self, id: &str, by: &str) -> Result<Archived, StoreError> {
+        let work = self.inner.archive_workflow(id, by);
+        timed(&self.timers.archive_workflow, work).await
+    }
+
+    async fn count_runs_by_status(
+        &self,
+        filter: &RunFilter,
+    ) -> Result<Vec<(RunStatus, u64)>, StoreError> {
+        let work = self.inner.count_runs_by_status(filter);
+        timed(&self.timers.count_runs_by_status, work).await
+    }
+
+    async fn delete_run(&self, id: &str, by: &str) -> Result<Deletion, StoreError> {
+        timed(&self.timers.delete_run, self.inner.delete_run(id, by)).await
+    }
+
+    async fn deleted_run(&self, id: &str) -> Result<Option<Deletion>, StoreError> {
+        timed(&self.timers.deleted_run, self.inner.deleted_run(id)).await
     }
 }
 

@@ -90,6 +90,16 @@ struct CuttingProxy {
 
 impl CuttingProxy {
     async fn start(upstream: &str, cut: usize, budget: usize) -> Self {
+        Self::with(upstream, cut, Some(budget)).await
+    }
+
+    /// A proxy that closes its first connection just before `event: end`, when the run's
+    /// whole log has gone through: a resume then has nothing left to receive.
+    async fn cutting_before_end(upstream: &str) -> Self {
+        Self::with(upstream, 1, None).await
+    }
+
+    async fn with(upstream: &str, cut: usize, budget: Option<usize>) -> Self {
         let upstream: SocketAddr = upstream.trim_start_matches("http://").parse().unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = format!("http://{}", listener.local_addr().unwrap());
@@ -100,9 +110,9 @@ impl CuttingProxy {
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let n = seen.fetch_add(1, Ordering::SeqCst);
-                let budget = (n < cut).then_some(budget);
                 let relay = Relay {
-                    budget,
+                    budget: budget.filter(|_| n < cut),
+                    before_end: budget.is_none() && n < cut,
                     cuts: done.clone(),
                     cut_signal: cut_signal.clone(),
                 };
@@ -131,6 +141,7 @@ impl Drop for CuttingProxy {
 
 struct Relay {
     budget: Option<usize>,
+    before_end: bool,
     cuts: Arc<AtomicUsize>,
     cut_signal: tokio::sync::watch::Receiver<u64>,
 }
@@ -146,6 +157,8 @@ impl Relay {
         let requests = tokio::spawn(async move {
             let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
         });
+        const END: &[u8] = b"event: end";
+        let mut pending = Vec::new();
         let mut sent = 0;
         let mut buffer = [0u8; 256];
         loop {
@@ -159,6 +172,19 @@ impl Relay {
                     break;
                 }
             };
+            if self.before_end {
+                pending.extend_from_slice(&buffer[..n]);
+                let end = pending.windows(END.len()).position(|w| w == END);
+                // Hold back a tail that may be the start of `event: end`.
+                let upto = end.unwrap_or(pending.len().saturating_sub(END.len()));
+                let out: Vec<u8> = pending.drain(..upto).collect();
+                if client_write.write_all(&out).await.is_err() || end.is_some() {
+                    self.cuts
+                        .fetch_add(usize::from(end.is_some()), Ordering::SeqCst);
+                    break;
+                }
+                continue;
+            }
             let n = self.budget.map_or(n, |b| n.min(b - sent));
             if client_write.write_all(&buffer[..n]).await.is_err() {
                 break;
@@ -264,6 +290,26 @@ async fn logs_follow_resumes_after_cut_connections_without_a_duplicate_or_a_gap(
     assert_whole_log(&printed, &app.logs(&run).await);
     assert_eq!(proxy.cuts.load(Ordering::SeqCst), 3);
     assert_eq!(proxy.connections.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test]
+async fn logs_follow_ends_when_a_resume_finds_the_run_over_and_nothing_left() {
+    let app = spawn_app().await;
+    app.create_workflow(&gated()).await;
+    let run = app.start_run("gated", json!({})).await;
+    app.wait_for_status(&run, "WAITING_APPROVAL").await;
+    let proxy = CuttingProxy::cutting_before_end(&app.address).await;
+    let follower = Follower::start(&proxy.address, &run);
+    follower.wait_for_lines(3).await;
+    app.approve(&run).await;
+    let printed = follower.finish().await;
+    assert_whole_log(&printed, &app.logs(&run).await);
+    assert_eq!(proxy.cuts.load(Ordering::SeqCst), 1, "the end was cut off");
+    assert_eq!(
+        proxy.connections.load(Ordering::SeqCst),
+        3,
+        "the stream, the resume that answered 204, and the read of the run's status"
+    );
 }
 
 #[tokio::test]

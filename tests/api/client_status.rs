@@ -20,6 +20,7 @@ async fn status_shows_the_server_and_exits_1_with_the_reason_while_writes_are_re
         text.contains("finished runs 30d, hook events 7d; checked every 1m"),
         "{text}"
     );
+    assert!(text.contains("Hooks:     none configured"), "{text}");
     let doc = json_out(&cli(&app.address, &["status", "-o", "json"]).await);
     assert_eq!(doc["id"], "web-3");
     assert_eq!(doc["ready"], true);

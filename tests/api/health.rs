@@ -35,6 +35,11 @@ async fn the_server_endpoint_names_its_id_store_lease_and_retention() {
         retention["deleted"],
         serde_json::json!({"runs": 0, "hook_events": 0})
     );
+    assert_eq!(
+        server["hooks"],
+        serde_json::json!([]),
+        "no hook targets: {server}"
+    );
 }
 
 #[tokio::test]

@@ -97,8 +97,18 @@ async fn two_replicas_deliver_each_event_to_a_target_once() {
     let runs = run_many(&[&a, &b], &workflow, 10).await;
     assert_once(&all_delivered(&a, &target).await, runs.len() * per_run);
 
+    // GET /v1/server names the replica delivering: exactly one of the two.
+    let delivering = |server: serde_json::Value| server["hooks"][0]["delivering"] == true;
+    let a_says = delivering(a.get("/v1/server").await.json().await.unwrap());
+    let b_says = delivering(b.get("/v1/server").await.json().await.unwrap());
+    assert!(
+        a_says != b_says,
+        "one replica delivers: a {a_says}, b {b_says}"
+    );
+
     // The holder stops (releasing its lease); the other delivers what comes next.
     let holder_was_a = a.hooks.counts()[0].delivered > 0;
+    assert_eq!(holder_was_a, a_says);
     let (stopping, staying) = if holder_was_a { (a, b) } else { (b, a) };
     stopping.stop().await;
     let more = run_many(&[&staying], &workflow, 4).await;

@@ -486,9 +486,15 @@ async fn resuming_after_an_entry_the_log_does_not_have_is_refused() {
     let app = spawn_app().await;
     let run = finished_run(&app).await;
     let last = app.logs(&run).await.len() as u64;
-    let mut at_end = app.log_stream(&run, Some(last)).await;
-    let events = at_end.until_end().await;
-    assert_eq!(events.len(), 1, "nothing after the last entry, then end");
+    let mut before_end = app.log_stream(&run, Some(last - 1)).await;
+    let events = before_end.until_end().await;
+    assert_eq!(log_entries(&events).len(), 1, "the last entry, then end");
+    let at_end = app.log_stream_response(&run, Some(last)).await;
+    assert_eq!(
+        at_end.status(),
+        204,
+        "nothing more will come: EventSource stops"
+    );
     problem(app.log_stream_response(&run, Some(last + 5)).await, 400).await;
     let bad = app
         .client

@@ -80,7 +80,7 @@ async fn metrics_count_runs_steps_retries_requests_and_store_calls() {
     })
     .await;
     let expect = [
-        ("orchestrator_runs_total{status=\"started\"}", 2.0),
+        ("orchestrator_runs_started_total", 2.0),
         (
             "orchestrator_steps_total{action=\"http\",outcome=\"succeeded\"}",
             2.0,

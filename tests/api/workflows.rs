@@ -70,6 +70,33 @@ async fn yaml_bodies_are_accepted_with_the_yaml_content_type() {
     assert_eq!(response.status(), 201);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["steps"][0]["input"]["set"]["x"], 1);
+
+    // The same body without the content type: a JSON syntax error that says what to do.
+    for content_type in [None, Some("application/json")] {
+        let mut request = app.client.post(app.url("/v1/workflows")).body(yaml);
+        if let Some(ct) = content_type {
+            request = request.header("content-type", ct);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 400);
+        let problem: Value = response.json().await.unwrap();
+        let message = problem["errors"][0]["message"].as_str().unwrap();
+        assert!(message.starts_with("invalid JSON"), "{message}");
+        assert!(
+            message.contains("send it with Content-Type: application/yaml"),
+            "{message}"
+        );
+    }
+    let broken = app
+        .client
+        .post(app.url("/v1/workflows"))
+        .header("content-type", "application/json")
+        .body("{\"name\": \"x\",}")
+        .send()
+        .await
+        .unwrap();
+    let problem: Value = broken.json().await.unwrap();
+    assert!(!problem.to_string().contains("YAML"), "{problem}");
 }
 
 #[tokio::test]

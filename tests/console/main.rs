@@ -5,6 +5,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod browser;
+mod curation;
+mod flow;
 #[path = "../api/helpers.rs"]
 mod helpers;
 mod runs;

@@ -286,7 +286,7 @@ async fn retrying_a_failed_run_from_the_console_runs_the_failed_step_again() {
     })
     .await;
     browser
-        .wait_text("#log", "retry requested by anonymous")
+        .wait_text("#log", "re-run 1 requested by anonymous")
         .await;
     browser.wait_count("#log .log-line", entries.len()).await;
     browser.wait_text(".page-head h1", "FAILED").await;

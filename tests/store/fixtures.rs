@@ -47,6 +47,7 @@ pub fn new_run(workflow_id: &str) -> NewRun {
         idempotency: None,
         logs: vec![NewLogEntry::engine(LogLevel::Info, None, "created")],
         events: Vec::new(),
+        budget: None,
     }
 }
 

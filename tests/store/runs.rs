@@ -160,7 +160,7 @@ pub async fn run_lists_filter_by_workflow_and_status_and_page(store: DynStore) {
     let mut cursor = None;
     let filter = RunFilter {
         workflow_id: Some(wf_a.clone()),
-        status: None,
+        ..RunFilter::default()
     };
     loop {
         let page = store
@@ -180,7 +180,8 @@ pub async fn run_lists_filter_by_workflow_and_status_and_page(store: DynStore) {
         .list_runs(
             &RunFilter {
                 workflow_id: Some(wf_a.clone()),
-                status: Some(RunStatus::Succeeded),
+                statuses: vec![RunStatus::Succeeded],
+                ..RunFilter::default()
             },
             &PageRequest {
                 limit: 10,
@@ -194,8 +195,8 @@ pub async fn run_lists_filter_by_workflow_and_status_and_page(store: DynStore) {
     let pending = store
         .list_runs(
             &RunFilter {
-                workflow_id: None,
-                status: Some(RunStatus::Pending),
+                statuses: vec![RunStatus::Pending],
+                ..RunFilter::default()
             },
             &PageRequest {
                 limit: 100,

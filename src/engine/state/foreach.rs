@@ -278,7 +278,9 @@ impl RunState {
             return;
         }
         if let Some(usage) = &outcome.usage {
+            let before = super::budget::tokens_used(&self.run.usage);
             add_usage(&mut self.run.usage, usage);
+            self.note_budget(idx, before);
         }
         self.keep_item_output(idx, item, outcome.output);
         self.item_mut(idx, item).status = StepStatus::Succeeded;

@@ -8,12 +8,14 @@
 //! `steps.<name>`) in line with the run; [`rules`] and [`results`] decide what happens
 //! next (scheduling, skipping, parking, finishing, applying step results).
 
+mod budget;
 mod foreach;
 mod quarantine;
 #[cfg(test)]
 mod quarantine_tests;
 mod record;
 mod render;
+mod rerun;
 mod results;
 mod rules;
 mod scope;
@@ -33,6 +35,7 @@ use crate::model::{Run, RunStatus, Timestamp};
 use record::Changes;
 use scope::ScopeCache;
 
+pub use budget::{count_tokens, effective as effective_budget};
 pub use render::{Deferred, Rendered, check_input_size};
 pub use waits::EventRefusal;
 

@@ -9,7 +9,7 @@ use super::RunState;
 use crate::model::{
     Approval, LogLevel, NewEvent, NewLogEntry, RunStatus, StatusChange, StepStatus,
 };
-use crate::store::{Guard, OwnerChange, RunHead, Transition};
+use crate::store::{Guard, OwnerChange, Rerun, RunHead, Transition};
 
 /// What changed since the last commit.
 #[derive(Debug, Default)]
@@ -23,6 +23,8 @@ pub(super) struct Changes {
     other: bool,
     head: bool,
     context: bool,
+    /// A re-run changed the history, version or budget.
+    rerun: bool,
     approvals: Vec<Approval>,
     logs: Vec<NewLogEntry>,
     events: Vec<NewEvent>,
@@ -96,6 +98,11 @@ impl RunState {
     pub(super) fn touch_context(&mut self) {
         self.changes.context = true;
         self.changes.other = true;
+    }
+
+    /// Marks the re-run history, version and budget as changed.
+    pub(super) fn touch_rerun(&mut self) {
+        self.changes.rerun = true;
     }
 
     /// Records an approval decision on the run.
@@ -200,6 +207,14 @@ impl RunState {
         }
         if changes.context {
             tx.context = Some(self.run.context.clone());
+        }
+        if changes.rerun {
+            tx.rerun = Some(Rerun {
+                retries: self.run.retries.clone(),
+                workflow_version: self.run.workflow_version,
+                budget: self.run.budget,
+                steps: self.run.steps.len(),
+            });
         }
         tx.steps = changes
             .steps

@@ -86,7 +86,9 @@ impl RunState {
                 step.http_code = outcome.http_code;
                 step.error = None;
                 if let Some(usage) = outcome.usage {
+                    let before = super::budget::tokens_used(&self.run.usage);
                     add_usage(&mut self.run.usage, &usage);
+                    self.note_budget(idx, before);
                 }
                 let code = outcome
                     .http_code

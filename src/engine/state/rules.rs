@@ -162,12 +162,14 @@ impl RunState {
         }
     }
 
+    /// True when step `idx` was approved since the run last started again (a re-run asks
+    /// again for the approvals of the steps it resets).
     fn is_approved(&self, idx: usize) -> bool {
         let name = &self.run.steps[idx].name;
-        self.run
-            .approvals
-            .iter()
-            .any(|a| &a.step == name && a.decision == Decision::Approved)
+        let since = self.run.retries.last().map(|r| r.at);
+        self.run.approvals.iter().any(|a| {
+            &a.step == name && a.decision == Decision::Approved && since.is_none_or(|t| a.at >= t)
+        })
     }
 
     /// The start of step `idx`. A template error or an input over
@@ -191,6 +193,9 @@ impl RunState {
         scope: crate::expr::Scope,
         item: Option<usize>,
     ) -> Result<Start, String> {
+        if let Some(error) = self.budget_refusal(idx) {
+            return Err(error);
+        }
         let deferred = Deferred::of(&self.wf, idx, &scope);
         let input = match &deferred {
             Some(_) => Value::Null,

@@ -63,6 +63,20 @@ pub async fn commit<C: GenericClient>(c: &C, tx: Transition) -> Result<Done<Comm
     if let Some(context) = &tx.context {
         sets.push(format!("context = {}", param(&mut args, to_json(context))));
     }
+    if let Some(rerun) = &tx.rerun {
+        sets.push(format!(
+            "retries = {}",
+            param(&mut args, to_json(&rerun.retries))
+        ));
+        sets.push(format!(
+            "workflow_version = {}",
+            param(&mut args, i64::from(rerun.workflow_version))
+        ));
+        sets.push(format!(
+            "budget = {}",
+            param(&mut args, rerun.budget.as_ref().map(to_json))
+        ));
+    }
     match &tx.owner {
         OwnerChange::Keep => {}
         OwnerChange::Renew(ttl) => {
@@ -133,6 +147,14 @@ pub async fn commit<C: GenericClient>(c: &C, tx: Transition) -> Result<Done<Comm
 /// The CTEs that write a transition's child rows, each joined to `upd`.
 fn children(args: &mut Args, run_id: &str, tx: &Transition) -> String {
     let mut sql = String::new();
+    if let Some(rerun) = &tx.rerun {
+        // A re-run on a version with fewer steps: the rows past them go.
+        let steps = param(args, rerun.steps as i64);
+        sql.push_str(&format!(
+            ", trimmed AS (DELETE FROM step_runs WHERE run_id = {run_id} AND idx >= {steps} \
+             AND EXISTS (SELECT 1 FROM upd))"
+        ));
+    }
     if !tx.steps.is_empty() {
         // One row per index (the last one given), as ON CONFLICT may touch a row once.
         let steps: BTreeMap<usize, &StepRun> = tx.steps.iter().map(|(i, s)| (*i, s)).collect();

@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_lifecycle.sql"),
     include_str!("migrations/0005_flow.sql"),
+    include_str!("migrations/0006_api.sql"),
 ];
 
 /// The advisory lock key that serialises migrations ("orchmigr").
@@ -24,7 +25,12 @@ pub async fn run(config: &tokio_postgres::Config) -> Result<(), StoreError> {
     let (mut client, connection) = config
         .connect(NoTls)
         .await
-        .map_err(|e| StoreError::unavailable_by("cannot connect to PostgreSQL", e))?;
+        .map_err(|e| {
+            StoreError::unavailable_by(
+                "cannot connect to PostgreSQL (check database.dsn, and that PostgreSQL runs and accepts connections from this host)",
+                e,
+            )
+        })?;
     let driver = tokio::spawn(connection);
     let result = apply(&mut client).await;
     drop(client);

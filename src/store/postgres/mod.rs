@@ -9,6 +9,7 @@
 //! under a session advisory lock, so replicas starting together do not race.
 
 mod commit;
+mod curation;
 mod identity;
 mod lifecycle;
 mod migrations;
@@ -32,8 +33,8 @@ use crate::model::{
     WorkflowVersion, now,
 };
 use crate::store::{
-    Committed, CreatedRun, LogLimits, NewRun, NewWorkflowVersion, Notice, Store, StoreError,
-    StoredEvent, Transition,
+    Archived, Committed, CreatedRun, Curation, Deletion, LogLimits, NewRun, NewWorkflowVersion,
+    Notice, Store, StoreError, StoredEvent, Transition, WorkflowEntry, WorkflowFilter,
 };
 
 use rows::{ms, to_json};
@@ -68,6 +69,8 @@ pub struct PostgresStore {
     config: tokio_postgres::Config,
     /// The lock of this process's `server.id`, once held.
     identity: std::sync::Mutex<Option<identity::Held>>,
+    /// Runs record what started them (`trigger_info`); see [`curation::records_triggers`].
+    triggers: bool,
 }
 
 /// Maps a database error to the store's vocabulary.
@@ -114,6 +117,13 @@ impl PostgresStore {
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| StoreError::unavailable_by("cannot build the pool", e))?;
+        let triggers = {
+            let c = pool
+                .get()
+                .await
+                .map_err(|e| StoreError::unavailable_by("no database connection", e))?;
+            curation::records_triggers(&c).await?
+        };
         let origin = crate::ids::new("store");
         let notices = Arc::new(broadcast::channel(NOTICE_CAPACITY).0);
         tokio::spawn(notify::listen(
@@ -131,6 +141,7 @@ impl PostgresStore {
             notices,
             config,
             identity: std::sync::Mutex::default(),
+            triggers,
         })
     }
 
@@ -267,7 +278,13 @@ impl Store for PostgresStore {
         filter: &RunFilter,
         request: &PageRequest,
     ) -> Result<Page<Run>, StoreError> {
-        read!(self, |c| queries::list_runs(c, filter, request).await)
+        read!(self, |c| curation::list_runs(
+            c,
+            filter,
+            request,
+            self.triggers
+        )
+        .await)
     }
 
     async fn commit(&self, transition: Transition) -> Result<Committed, StoreError> {
@@ -462,5 +479,65 @@ impl Store for PostgresStore {
 
     fn notices(&self) -> Option<broadcast::Receiver<Notice>> {
         Some(self.notices.subscribe())
+    }
+}
+
+#[async_trait]
+impl Curation for PostgresStore {
+    async fn search_workflows(
+        &self,
+        filter: &WorkflowFilter,
+        request: &PageRequest,
+    ) -> Result<Page<WorkflowEntry>, StoreError> {
+        read!(self, |c| curation::search_workflows(c, filter, request)
+            .await)
+    }
+
+    async fn workflow_entry(
+        &self,
+        id: &str,
+        version: Option<u32>,
+    ) -> Result<WorkflowEntry, StoreError> {
+        read!(self, |c| curation::workflow_entry(c, id, version).await)
+    }
+
+    async fn archive_workflow(&self, id: &str, by: &str) -> Result<Archived, StoreError> {
+        let (id, by) = (id.to_owned(), by.to_owned());
+        self.writer
+            .write(move |c| {
+                let (id, by) = (id.clone(), by.clone());
+                async move {
+                    curation::archive_workflow(&*c, &id, &by)
+                        .await
+                        .map(Done::quiet)
+                }
+            })
+            .await
+    }
+
+    async fn count_runs_by_status(
+        &self,
+        filter: &RunFilter,
+    ) -> Result<Vec<(RunStatus, u64)>, StoreError> {
+        read!(self, |c| curation::count_runs_by_status(
+            c,
+            filter,
+            self.triggers
+        )
+        .await)
+    }
+
+    async fn delete_run(&self, id: &str, by: &str) -> Result<Deletion, StoreError> {
+        let (id, by) = (id.to_owned(), by.to_owned());
+        self.writer
+            .write(move |c| {
+                let (id, by) = (id.clone(), by.clone());
+                async move { curation::delete_run(&*c, &id, &by).await.map(Done::quiet) }
+            })
+            .await
+    }
+
+    async fn deleted_run(&self, id: &str) -> Result<Option<Deletion>, StoreError> {
+        read!(self, |c| curation::deleted_run(c, id).await)
     }
 }

@@ -3,17 +3,13 @@
 
 use deadpool_postgres::GenericClient;
 
-use crate::model::{
-    LogEntry, Page, PageRequest, Run, RunFilter, TemplateRecord, Timestamp, WorkflowVersion, now,
-};
+use crate::model::{LogEntry, Page, PageRequest, TemplateRecord, Timestamp, WorkflowVersion, now};
 use crate::store::{NewWorkflowVersion, StoreError, StoredEvent};
 
 use crate::store::encoding::{page, split_cursor};
 
 use super::db_error;
-use super::rows::{
-    RUN_COLUMNS, VERSION_COLUMNS, from_ms, get, json, load_runs, log_row, ms, to_json, version_row,
-};
+use super::rows::{VERSION_COLUMNS, from_ms, get, json, log_row, ms, to_json, version_row};
 use super::writer::Fault;
 
 async fn insert_version<C: GenericClient>(
@@ -191,36 +187,6 @@ pub async fn list_templates<C: GenericClient>(c: &C) -> Result<Vec<TemplateRecor
         .await
         .map_err(db_error)?;
     rows.iter().map(template_row).collect()
-}
-
-/// Runs newest first; each filter combination has an index (see the migration).
-pub async fn list_runs<C: GenericClient>(
-    c: &C,
-    filter: &RunFilter,
-    request: &PageRequest,
-) -> Result<Page<Run>, StoreError> {
-    let cursor = request
-        .cursor
-        .clone()
-        .unwrap_or_else(|| "\u{10FFFF}".into());
-    let status = filter.status.map(|s| s.as_str());
-    // Conditions are added only when set, so the planner sees plain equalities.
-    let mut sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id < $1");
-    let mut args: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&cursor];
-    if let Some(workflow_id) = &filter.workflow_id {
-        args.push(workflow_id);
-        sql.push_str(&format!(" AND workflow_id = ${}", args.len()));
-    }
-    if let Some(status) = &status {
-        args.push(status);
-        sql.push_str(&format!(" AND status = ${}", args.len()));
-    }
-    let limit = request.limit as i64 + 1;
-    args.push(&limit);
-    sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", args.len()));
-    let rows = c.query(&sql, &args).await.map_err(db_error)?;
-    let runs = load_runs(c, rows).await?;
-    Ok(page(runs, request.limit, |r| r.id.clone()))
 }
 
 pub async fn read_logs<C: GenericClient>(

@@ -50,9 +50,9 @@ pub fn version_row(row: &Row) -> Result<WorkflowVersion, StoreError> {
 
 pub const RUN_COLUMNS: &str = "id, workflow_id, workflow_version, status, current_step, context, \
      error, usage, created_at, updated_at, started_at, finished_at, rev, approval_deadline, active_ms, \
-     parent_run_id, extra, left_cleanly";
+     parent_run_id, extra, retries, budget, left_cleanly";
 
-fn run_row(row: &Row) -> Result<Run, StoreError> {
+pub(super) fn run_row(row: &Row) -> Result<Run, StoreError> {
     Ok(Run {
         id: get(row, 0)?,
         workflow_id: get(row, 1)?,
@@ -65,6 +65,8 @@ fn run_row(row: &Row) -> Result<Run, StoreError> {
         error: get(row, 6)?,
         approvals: Vec::new(),
         usage: json(get::<&str>(row, 7)?)?,
+        budget: get::<Option<&str>>(row, 18)?.map(json).transpose()?,
+        retries: json(get::<&str>(row, 17)?)?,
         created_at: from_ms(get(row, 8)?),
         updated_at: from_ms(get(row, 9)?),
         started_at: opt_ms(row, 10)?,
@@ -77,7 +79,7 @@ fn run_row(row: &Row) -> Result<Run, StoreError> {
                 .map(json)
                 .transpose()?
                 .unwrap_or_default(),
-            left_cleanly: get(row, 17)?,
+            left_cleanly: get(row, 19)?,
         },
     })
 }
@@ -85,7 +87,7 @@ fn run_row(row: &Row) -> Result<Run, StoreError> {
 const STEP_COLUMNS: &str = "run_id, idx, step_id, name, action, status, error, output, http_code, \
      attempts, started_at, finished_at, waiting_since, truncated, extra, interruptions";
 
-fn step_row(row: &Row) -> Result<(String, StepRun), StoreError> {
+pub(super) fn step_row(row: &Row) -> Result<(String, StepRun), StoreError> {
     let extra: StepExtra = get::<Option<&str>>(row, 14)?
         .map(json)
         .transpose()?

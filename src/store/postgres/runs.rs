@@ -73,8 +73,9 @@ pub async fn create_run<C: GenericClient>(
     let inserted = c
         .execute(
             "INSERT INTO runs (id, workflow_id, workflow_version, status, current_step, context, \
-             created_at, updated_at, owner, lease_expires_at, log_seq, parent_run_id, extra) \
-             VALUES ($1, $2, $3, 'PENDING', 0, $4, $5, $5, $6, $7, $8, $9, $10) \
+             created_at, updated_at, owner, lease_expires_at, log_seq, parent_run_id, extra, \
+             budget) \
+             VALUES ($1, $2, $3, 'PENDING', 0, $4, $5, $5, $6, $7, $8, $9, $10, $11) \
              ON CONFLICT (id) DO NOTHING",
             &[
                 &new.id,
@@ -87,6 +88,7 @@ pub async fn create_run<C: GenericClient>(
                 &(new.logs.len() as i64),
                 &new.parent.as_ref().map(|(id, _)| id.clone()),
                 &new.run_extra().map(|e| to_json(&e)),
+                &new.budget.as_ref().map(to_json),
             ],
         )
         .await?;

@@ -6,6 +6,7 @@
 //! Writes go through the group-commit writer thread; reads use a small connection pool.
 
 mod backup;
+mod curation;
 mod lifecycle;
 mod pool;
 mod rows;
@@ -23,15 +24,14 @@ use crate::model::{
     LogEntry, NewLogEntry, Page, PageRequest, Run, RunFilter, RunStatus, TemplateRecord, Timestamp,
     WorkflowVersion, now,
 };
-use crate::store::encoding::page;
 use crate::store::{
-    Committed, CreatedRun, LogLimits, NewRun, NewWorkflowVersion, Store, StoreError, StoredEvent,
-    Transition,
+    Archived, Committed, CreatedRun, Curation, Deletion, LogLimits, NewRun, NewWorkflowVersion,
+    Store, StoreError, StoredEvent, Transition, WorkflowEntry, WorkflowFilter,
 };
 
 pub use backup::{BackupReport, backup};
 use pool::{Checkpointer, Readers, WalBound, Writer, unavailable};
-use rows::{RUN_COLUMNS, json, load_run, load_runs, log_row, ms};
+use rows::{json, load_run, log_row, ms};
 
 /// How often the WAL is checkpointed (off the writer's path).
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
@@ -41,6 +41,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_lifecycle.sql"),
     include_str!("migrations/0005_flow.sql"),
+    include_str!("migrations/0006_api.sql"),
 ];
 
 /// How the embedded store is opened.
@@ -64,6 +65,8 @@ pub struct SqliteStore {
     _checkpointer: Checkpointer,
     path: PathBuf,
     _lock: File,
+    /// Runs record what started them (`trigger_info`); see [`curation::records_triggers`].
+    triggers: bool,
 }
 
 impl SqliteStore {
@@ -117,6 +120,7 @@ impl SqliteStore {
         })?;
         let conn = pool::open(path, synchronous_full, pool::WRITER_CACHE_KIB)?;
         migrate(&conn)?;
+        let triggers = curation::records_triggers(&conn)?;
         // One process owns the file (the lock above), so no lease can be live.
         conn.execute(
             "UPDATE runs SET owner = NULL, lease_expires_at = NULL WHERE owner IS NOT NULL",
@@ -135,6 +139,7 @@ impl SqliteStore {
             _checkpointer: Checkpointer::start(path, synchronous_full, CHECKPOINT_EVERY)?,
             path: path.to_owned(),
             _lock: lock,
+            triggers,
         })
     }
 
@@ -268,27 +273,9 @@ impl Store for SqliteStore {
         filter: &RunFilter,
         request: &PageRequest,
     ) -> Result<Page<Run>, StoreError> {
-        let filter = filter.clone();
-        let cursor = request
-            .cursor
-            .clone()
-            .unwrap_or_else(|| "\u{10FFFF}".into());
-        let limit = request.limit;
+        let (filter, request, triggers) = (filter.clone(), request.clone(), self.triggers);
         self.readers
-            .read(move |conn| {
-                let status = filter.status.map(|s| s.as_str());
-                let sql = format!(
-                    "SELECT {RUN_COLUMNS} FROM runs WHERE id < ?1 \
-                     AND (?2 IS NULL OR workflow_id = ?2) AND (?3 IS NULL OR status = ?3) \
-                     ORDER BY id DESC LIMIT ?4"
-                );
-                let runs = load_runs(
-                    conn,
-                    &sql,
-                    &[&cursor, &filter.workflow_id, &status, &(limit as i64 + 1)],
-                )?;
-                Ok(page(runs, limit, |r| r.id.clone()))
-            })
+            .read(move |conn| curation::list_runs(conn, &filter, &request, triggers))
             .await
     }
 
@@ -481,6 +468,62 @@ impl Store for SqliteStore {
                     .map(|n| n.max(0) as u64)
                     .map_err(unavailable)
             })
+            .await
+    }
+}
+
+#[async_trait]
+impl Curation for SqliteStore {
+    async fn search_workflows(
+        &self,
+        filter: &WorkflowFilter,
+        request: &PageRequest,
+    ) -> Result<Page<WorkflowEntry>, StoreError> {
+        let (filter, request) = (filter.clone(), request.clone());
+        self.readers
+            .read(move |conn| curation::search_workflows(conn, &filter, &request))
+            .await
+    }
+
+    async fn workflow_entry(
+        &self,
+        id: &str,
+        version: Option<u32>,
+    ) -> Result<WorkflowEntry, StoreError> {
+        let id = id.to_owned();
+        self.readers
+            .read(move |conn| curation::workflow_entry(conn, &id, version))
+            .await
+    }
+
+    async fn archive_workflow(&self, id: &str, by: &str) -> Result<Archived, StoreError> {
+        let (id, by) = (id.to_owned(), by.to_owned());
+        self.writer
+            .write(move |conn| curation::archive_workflow(conn, &id, &by))
+            .await
+    }
+
+    async fn count_runs_by_status(
+        &self,
+        filter: &RunFilter,
+    ) -> Result<Vec<(RunStatus, u64)>, StoreError> {
+        let (filter, triggers) = (filter.clone(), self.triggers);
+        self.readers
+            .read(move |conn| curation::count_runs_by_status(conn, &filter, triggers))
+            .await
+    }
+
+    async fn delete_run(&self, id: &str, by: &str) -> Result<Deletion, StoreError> {
+        let (id, by) = (id.to_owned(), by.to_owned());
+        self.writer
+            .write(move |conn| curation::delete_run(conn, &id, &by))
+            .await
+    }
+
+    async fn deleted_run(&self, id: &str) -> Result<Option<Deletion>, StoreError> {
+        let id = id.to_owned();
+        self.readers
+            .read(move |conn| curation::deleted_run(conn, &id))
             .await
     }
 }

@@ -27,13 +27,15 @@ pub fn version_row(row: &Row<'_>) -> rusqlite::Result<Result<WorkflowVersion, St
 
 pub const RUN_COLUMNS: &str = "id, workflow_id, workflow_version, status, current_step, context, \
      error, usage, created_at, updated_at, started_at, finished_at, rev, approval_deadline, active_ms, \
-     parent_run_id, extra, left_cleanly";
+     parent_run_id, extra, retries, budget, left_cleanly";
 
-fn run_row(row: &Row<'_>) -> rusqlite::Result<Result<Run, StoreError>> {
+pub(super) fn run_row(row: &Row<'_>) -> rusqlite::Result<Result<Run, StoreError>> {
     let status: String = row.get(3)?;
     let context: String = row.get(5)?;
     let usage: String = row.get(7)?;
     let extra: Option<String> = row.get(16)?;
+    let retries: String = row.get(17)?;
+    let budget: Option<String> = row.get(18)?;
     let decode = || -> Result<Run, StoreError> {
         Ok(Run {
             id: row.get(0).map_err(unavailable)?,
@@ -47,6 +49,8 @@ fn run_row(row: &Row<'_>) -> rusqlite::Result<Result<Run, StoreError>> {
             error: row.get(6).map_err(unavailable)?,
             approvals: Vec::new(),
             usage: json(&usage)?,
+            budget: budget.as_deref().map(json).transpose()?,
+            retries: json(&retries)?,
             created_at: from_ms(row.get(8).map_err(unavailable)?),
             updated_at: from_ms(row.get(9).map_err(unavailable)?),
             started_at: row
@@ -65,7 +69,7 @@ fn run_row(row: &Row<'_>) -> rusqlite::Result<Result<Run, StoreError>> {
                     .map(from_ms),
                 active_ms: row.get::<_, i64>(14).map_err(unavailable)? as u64,
                 extra: extra.as_deref().map(json).transpose()?.unwrap_or_default(),
-                left_cleanly: row.get::<_, i64>(17).map_err(unavailable)? != 0,
+                left_cleanly: row.get::<_, i64>(19).map_err(unavailable)? != 0,
             },
         })
     };
@@ -87,7 +91,7 @@ const STEP_UPSERT: &str = "INSERT INTO step_runs (run_id, idx, step_id, name, ac
      waiting_since = excluded.waiting_since, truncated = excluded.truncated, extra = excluded.extra, \
      interruptions = excluded.interruptions";
 
-fn step_row(row: &Row<'_>) -> rusqlite::Result<(String, Result<StepRun, StoreError>)> {
+pub(super) fn step_row(row: &Row<'_>) -> rusqlite::Result<(String, Result<StepRun, StoreError>)> {
     let run_id: String = row.get(0)?;
     let status: String = row.get(5)?;
     let output: Option<String> = row.get(7)?;

@@ -61,8 +61,8 @@ pub fn create_run(conn: &Connection, mut new: NewRun) -> Result<CreatedRun, Stor
     let inserted = conn
         .prepare_cached(
             "INSERT INTO runs (id, workflow_id, workflow_version, status, current_step, context, \
-             created_at, updated_at, owner, lease_expires_at, parent_run_id, extra) \
-             VALUES (?1, ?2, ?3, 'PENDING', 0, ?4, ?5, ?5, ?6, ?7, ?8, ?9)",
+             created_at, updated_at, owner, lease_expires_at, parent_run_id, extra, budget) \
+             VALUES (?1, ?2, ?3, 'PENDING', 0, ?4, ?5, ?5, ?6, ?7, ?8, ?9, ?10)",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -75,6 +75,7 @@ pub fn create_run(conn: &Connection, mut new: NewRun) -> Result<CreatedRun, Stor
                 lease,
                 new.parent.as_ref().map(|(id, _)| id.clone()),
                 new.run_extra().map(|e| to_json(&e)),
+                new.budget.as_ref().map(to_json)
             ])
         });
     match inserted {
@@ -196,6 +197,19 @@ pub fn commit(conn: &Connection, tx: Transition) -> Result<Committed, StoreError
     if let Some(context) = &tx.context {
         push(&mut sql, "context", Box::new(to_json(context)));
     }
+    if let Some(rerun) = &tx.rerun {
+        push(&mut sql, "retries", Box::new(to_json(&rerun.retries)));
+        push(
+            &mut sql,
+            "workflow_version",
+            Box::new(i64::from(rerun.workflow_version)),
+        );
+        push(
+            &mut sql,
+            "budget",
+            Box::new(rerun.budget.as_ref().map(to_json)),
+        );
+    }
     match &tx.owner {
         OwnerChange::Keep => {}
         OwnerChange::Renew(ttl) => {
@@ -243,6 +257,11 @@ pub fn commit(conn: &Connection, tx: Transition) -> Result<Committed, StoreError
             })
         })
         .map_err(unavailable)?;
+    if let Some(rerun) = &tx.rerun {
+        conn.prepare_cached("DELETE FROM step_runs WHERE run_id = ?1 AND idx >= ?2")
+            .and_then(|mut s| s.execute(params![tx.run_id, rerun.steps as i64]))
+            .map_err(unavailable)?;
+    }
     for (idx, step) in &tx.steps {
         put_step(conn, &tx.run_id, *idx, step)?;
     }
