@@ -32,7 +32,8 @@ pub trait Lifecycle: Send + Sync {
     async fn expire_leases(&self, owner: &str) -> Result<u64, StoreError>;
 
     /// Deletes up to `limit` runs that finished before `before`, with their steps, logs,
-    /// approvals, idempotency keys and hook events; returns how many runs.
+    /// approvals, idempotency keys and hook events; returns how many runs. A child run
+    /// whose parent has not finished is kept (the parent may still read it).
     async fn delete_finished_runs(
         &self,
         before: Timestamp,

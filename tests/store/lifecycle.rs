@@ -150,6 +150,27 @@ pub async fn finished_runs_past_the_cutoff_are_deleted_with_all_that_is_theirs(s
     assert!(store.create_run(again).await.unwrap().created);
 }
 
+pub async fn a_finished_child_is_kept_while_its_parent_goes_on(store: DynStore) {
+    let wf = stored_workflow(&store).await;
+    let parent = stored_run(&store, &wf).await;
+    let mut child = new_run(&wf);
+    child.parent = Some((parent.clone(), 1));
+    let child = store.create_run(child).await.unwrap().run.id;
+    let hour = chrono::Duration::hours(1);
+    finish(&store, &child, RunStatus::Succeeded, hour * 48).await;
+    let cutoff = now() - hour * 24;
+    assert_eq!(store.delete_finished_runs(cutoff, 10).await.unwrap(), 0);
+    store.get_run(&child).await.unwrap();
+    finish(&store, &parent, RunStatus::Succeeded, hour * 47).await;
+    assert_eq!(store.delete_finished_runs(cutoff, 10).await.unwrap(), 2);
+    for id in [&parent, &child] {
+        assert!(matches!(
+            store.get_run(id).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+}
+
 pub async fn only_acknowledged_events_past_the_cutoff_are_pruned(store: DynStore) {
     let wf = stored_workflow(&store).await;
     let id = stored_run(&store, &wf).await;

@@ -80,8 +80,10 @@ impl Lifecycle for PostgresStore {
         let conn = self.conn().await?;
         conn.execute(
             "WITH doomed AS ( \
-               SELECT id FROM runs WHERE finished_at < $1 \
+               SELECT id FROM runs r WHERE finished_at < $1 \
                AND status IN ('SUCCEEDED', 'FAILED', 'CANCELED') \
+               AND NOT EXISTS (SELECT 1 FROM runs p WHERE p.id = r.parent_run_id \
+                 AND p.status NOT IN ('SUCCEEDED', 'FAILED', 'CANCELED')) \
                ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED), \
              s AS (DELETE FROM step_runs WHERE run_id IN (SELECT id FROM doomed)), \
              a AS (DELETE FROM approvals WHERE run_id IN (SELECT id FROM doomed)), \

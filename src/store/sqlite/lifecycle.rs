@@ -134,12 +134,16 @@ impl SqliteStore {
     }
 }
 
-/// Deletes up to `limit` finished runs older than `before` (milliseconds) and their rows.
+/// Deletes up to `limit` finished runs older than `before` (milliseconds) and their rows;
+/// a child run whose parent is still going stays until the parent has finished.
 fn delete_runs(conn: &Connection, before: i64, limit: usize) -> Result<u64, StoreError> {
     let ids: Vec<String> = conn
         .prepare_cached(
-            "SELECT id FROM runs WHERE finished_at < ?1 \
-             AND status IN ('SUCCEEDED', 'FAILED', 'CANCELED') ORDER BY finished_at LIMIT ?2",
+            "SELECT id FROM runs r WHERE finished_at < ?1 \
+             AND status IN ('SUCCEEDED', 'FAILED', 'CANCELED') \
+             AND NOT EXISTS (SELECT 1 FROM runs p WHERE p.id = r.parent_run_id \
+               AND p.status NOT IN ('SUCCEEDED', 'FAILED', 'CANCELED')) \
+             ORDER BY finished_at LIMIT ?2",
         )
         .and_then(|mut s| {
             s.query_map(params![before, limit as i64], |r| r.get(0))?
