@@ -9,6 +9,7 @@ import { runList } from './runs.js';
 import { runPage } from './run.js';
 import { activityPage } from './activity.js';
 import { scheduleList, triggerList } from './triggers.js';
+import { serverPage, watchReadiness, refresh as refreshServer } from './server.js';
 
 window.__errors = window.__errors || [];
 window.addEventListener('error', (e) => window.__errors.push(`error: ${e.message} at ${e.filename}:${e.lineno}`));
@@ -18,6 +19,7 @@ document.addEventListener('securitypolicyviolation', (e) => window.__errors.push
 const main = document.getElementById('main');
 const nav = document.getElementById('nav');
 const who = document.getElementById('who');
+const banner = document.getElementById('banner');
 
 // The pages in the navigation. Features that land later (queues and workers, schedules and
 // triggers) add an entry here and a page module; `probe` hides an entry whose API this
@@ -28,10 +30,12 @@ const PAGES = [
   { hash: '#/activity', label: 'Activity', probe: '/v1/events?limit=1' },
   { hash: '#/schedules', label: 'Schedules', probe: '/v1/schedules' },
   { hash: '#/triggers', label: 'Triggers', probe: '/v1/triggers' },
+  { hash: '#/server', label: 'Server' },
 ];
 
 const ctx = { canWrite: false, role: null, name: null, available: new Set() };
 let cleanup = () => {};
+let unwatch = () => {};
 
 function parseHash() {
   const raw = location.hash.replace(/^#/, '') || '/workflows';
@@ -57,6 +61,7 @@ function route() {
   else if (section === 'activity' && ctx.available.has('#/activity')) page = () => activityPage(root, query, ctx);
   else if (section === 'schedules' && ctx.available.has('#/schedules')) page = () => scheduleList(root, query, ctx);
   else if (section === 'triggers' && ctx.available.has('#/triggers')) page = () => triggerList(root, query, ctx);
+  else if (section === 'server') page = () => serverPage(root, query, ctx);
   if (!page) {
     root.append(h('h1', {}, 'Not found'), h('p', {}, 'There is no such page. ', h('a', { href: '#/workflows' }, 'Workflows')));
     return;
@@ -73,6 +78,7 @@ function renderNav() {
 }
 
 function signOut() {
+  unwatch();
   setToken(null);
   cleanup();
   cleanup = () => {};
@@ -129,7 +135,9 @@ async function start(slot) {
     fill(main, h('h1', {}, 'The console cannot start'), problem(e));
     return;
   }
-  await probe();
+  await Promise.all([probe(), refreshServer()]);
+  unwatch();
+  unwatch = watchReadiness(banner);
   renderNav();
   route();
 }
@@ -138,6 +146,7 @@ window.addEventListener('hashchange', () => { if (ctx.role) route(); });
 window.addEventListener('orchestrator:unauthorized', () => {
   if (!ctx.role) return;
   ctx.role = null;
+  unwatch();
   setToken(null);
   cleanup();
   cleanup = () => {};

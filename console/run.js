@@ -10,9 +10,16 @@ import { drawDag } from './dag.js';
 import { approvalForm, eventForm, runActions } from './decide.js';
 import { rerunHistory } from './rerun.js';
 import { triggerPanel, startedBy } from './triggers.js';
+import { keptUntil } from './server.js';
 
 const TERMINAL = ['SUCCEEDED', 'FAILED', 'CANCELED'];
 const MAX_LINES = 2000;
+
+/** ` · kept until …` when retention will delete this finished run. */
+function kept(finishedAt) {
+  const until = keptUntil(finishedAt);
+  return until ? [' · ', until] : null;
+}
 
 function field(label, value) {
   return [h('dt', {}, label), h('dd', {}, value)];
@@ -162,7 +169,8 @@ export function runPage(root, id, params, ctx) {
     fill(head, h('h1', {}, h('span', { class: 'mono' }, run.id), ' ', badge(run.status)),
       h('p', { class: 'muted' }, 'Workflow ', h('a', { href: `#/workflows/${encodeURIComponent(run.workflow_id)}` }, run.workflow_id),
         ` v${run.workflow_version} · created `, when(run.created_at), ` · ${took}`, startedBy(run),
-        run.parent_run_id ? [' · child of ', h('a', { href: `#/runs/${encodeURIComponent(run.parent_run_id)}`, class: 'mono', id: 'parent-run' }, run.parent_run_id)] : null),
+        run.parent_run_id ? [' · child of ', h('a', { href: `#/runs/${encodeURIComponent(run.parent_run_id)}`, class: 'mono', id: 'parent-run' }, run.parent_run_id)] : null,
+        TERMINAL.includes(run.status) ? kept(run.finished_at) : null),
       run.error ? h('p', { class: 'error-text' }, run.error) : null,
       lastRerun(run));
     if (ctx.canWrite && run.status !== actionsFor) {

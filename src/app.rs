@@ -12,14 +12,14 @@ use actix_web::{App as ActixApp, HttpServer, web};
 use tokio::sync::Semaphore;
 
 use crate::actions::Registry;
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, ServerInfo};
 use crate::config::{Config, StoreConfig};
 use crate::definition::schema::SchemaError;
 use crate::definition::{Limits, Validator, WorkflowSchema};
 use crate::engine::{Engine, Parts, RunLimits, Settings};
 use crate::expr::Redactor;
 use crate::feed::Feed;
-use crate::hooks::Hooks;
+use crate::hooks::{HookRuntime, Hooks};
 use crate::logs::LogHub;
 use crate::metrics::{Metrics, MetricsError};
 use crate::outbound::{ClientOptions, HttpClient, UrlError};
@@ -111,12 +111,30 @@ pub async fn open_store(config: &Config) -> Result<DynStore, StartError> {
     }
 }
 
+/// Makes this process the one holding `server_id` on the store, and lets the leases a
+/// previous process with that id left behind expire, so that its runs resume at once
+/// (rather than after `engine.lease_ttl`).
+async fn claim_identity(store: &DynStore, server_id: &str) -> Result<(), StartError> {
+    store.hold_identity(server_id).await?;
+    let orphaned = store.expire_leases(server_id).await?;
+    if orphaned > 0 {
+        tracing::info!(
+            server_id,
+            runs = orphaned,
+            "resuming the runs this server id held before its restart"
+        );
+    }
+    Ok(())
+}
+
 impl App {
     /// Builds everything and binds `server.host:server.port` (port 0 picks a free one).
     /// Must be called within a Tokio runtime, which then runs the engine's tasks.
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let metrics = Arc::new(Metrics::new()?);
         let store: DynStore = Arc::new(TimedStore::new(open_store(&config).await?, &metrics));
+        let server_id = config.server.id.clone();
+        claim_identity(&store, &server_id).await?;
         let client = HttpClient::with_options(ClientOptions {
             policy: Some(config.outbound.clone()),
             max_body_bytes: config.limits.max_output_bytes,
@@ -161,6 +179,8 @@ impl App {
             },
             shutdown_grace: config.server.shutdown_grace,
             clock: crate::clock::Clock::system(),
+            run_retention: config.retention.runs,
+            retention_interval: config.retention.interval,
         };
         let parts = Parts {
             store: store.clone(),
@@ -169,7 +189,7 @@ impl App {
             sandbox,
             hub,
             metrics: metrics.clone(),
-            owner: crate::ids::new_owner(),
+            owner: server_id.clone(),
         };
         let engine = Engine::new(parts, settings);
         engine.start();
@@ -178,7 +198,13 @@ impl App {
             store.clone(),
             hooks_client,
             hook_targets,
-            config.hooks.clone(),
+            HookRuntime {
+                settings: config.hooks.clone(),
+                holder: server_id.clone(),
+                lease_ttl: config.engine.lease_ttl,
+                retention: config.retention.clone(),
+                metrics: metrics.clone(),
+            },
         );
         let scheduler = Scheduler::start(
             store.clone(),
@@ -199,7 +225,7 @@ impl App {
             limits: config.limits.clone(),
             logs: config.logs.clone(),
             log_streams: Arc::new(Semaphore::new(config.logs.max_streams)),
-            metrics,
+            metrics: metrics.clone(),
             auth: config.auth.clone().into(),
             hook_targets: hook_names,
             hooks: hooks.clone(),
@@ -207,6 +233,15 @@ impl App {
             scheduler: scheduler.clone(),
             feed: feed.clone(),
             triggers: config.triggers.clone(),
+            server: ServerInfo {
+                id: server_id.clone(),
+                store: match config.store {
+                    StoreConfig::Sqlite { .. } => "sqlite",
+                    StoreConfig::Postgres { .. } => "postgres",
+                },
+                lease_ttl: config.engine.lease_ttl,
+                retention: config.retention.clone(),
+            },
         });
         let address = config.bind_address();
         let listener = TcpListener::bind(&address).map_err(|source| StartError::Bind {
@@ -241,7 +276,7 @@ impl App {
             .listen(listener)
             .map_err(|source| StartError::Bind { address, source })?
             .run();
-        tracing::info!(address = %bound, owner = engine.owner(), "orchestrator listening");
+        tracing::info!(address = %bound, server_id = %server_id, "orchestrator listening");
         Ok(Self {
             server,
             address: bound,

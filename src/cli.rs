@@ -1,5 +1,6 @@
-//! The command line: `orchestrator [-config FILE] [serve | validate FILE... | migrate | health]`,
-//! and the client subcommands of [`crate::client`] (`apply`, `run`, `logs`, …).
+//! The command line: `orchestrator [-config FILE] [serve | validate FILE... | migrate |
+//! backup FILE | health]`, and the client subcommands of [`crate::client`] (`apply`, `run`,
+//! `logs`, …).
 //!
 //! Go-style single-dash `-config` is accepted beside `--config`. `validate` checks
 //! definition files offline with the same validator the server uses.
@@ -45,6 +46,12 @@ pub enum Command {
     },
     /// Apply store migrations and exit.
     Migrate,
+    /// Write a consistent copy of the embedded store to FILE (a new file), also while the
+    /// server runs.
+    Backup {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     /// Probe a running server's /health (for container health checks); exit 1 unless it
     /// answers 200.
     Health {
@@ -108,6 +115,27 @@ pub enum CliError {
     Client(#[source] crate::outbound::ClientError),
     #[error("workflow schema {0}")]
     Schema(#[from] SchemaError),
+    #[error("backup: {0}")]
+    Backup(String),
+}
+
+/// Copies the embedded store of `config` into `file`; one line says what was written.
+pub fn backup(config: &Config, file: &Path) -> Result<String, CliError> {
+    let crate::config::StoreConfig::Sqlite { path, .. } = &config.store else {
+        return Err(CliError::Backup(
+            "database.dsn names PostgreSQL; back it up with pg_dump".into(),
+        ));
+    };
+    let report = crate::store::sqlite::backup(path, file)
+        .map_err(|e| CliError::Backup(crate::problems::chain(&e)))?;
+    Ok(format!(
+        "backed up {} runs ({} bytes) from {} to {} in {} ms",
+        report.runs,
+        report.bytes,
+        path.display(),
+        file.display(),
+        report.took.as_millis()
+    ))
 }
 
 /// Validates each file, printing one line per file and one per violation; true when all

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use orchestrator::app::App;
-use orchestrator::cli::{Cli, Command, normalize_args, validate_files, validator};
+use orchestrator::cli::{Cli, Command, backup, normalize_args, validate_files, validator};
 
 /// mimalloc: the engine allocates many small short-lived values per step; glibc malloc
 /// showed up at the top of profiles.
@@ -35,6 +35,12 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Some(Command::Validate { files }) => validate(&config, files),
         Some(Command::Migrate) => runtime().and_then(|rt| rt.block_on(migrate(config))),
+        Some(Command::Backup { file }) => backup(&config, file)
+            .map(|done| {
+                println!("{done}");
+                ExitCode::SUCCESS
+            })
+            .map_err(anyhow::Error::from),
         Some(Command::Health { url }) => health(&config, url.as_deref()),
         None | Some(Command::Serve) => runtime().and_then(|rt| rt.block_on(serve(config))),
         // Dispatched before the configuration is loaded.

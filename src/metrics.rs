@@ -67,6 +67,7 @@ pub struct Metrics {
     store: HistogramVec,
     schedule_fires: IntCounterVec,
     webhook_deliveries: IntCounterVec,
+    retention_deleted: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -219,6 +220,11 @@ impl Metrics {
                 "Runs waiting for a timer, an event or a child run (in the store; they hold no task).",
             )?,
             sse_subscribers: gauge("sse_subscribers", "Open SSE log streams on this server.")?,
+            retention_deleted: counter(
+                "retention_deleted_total",
+                "Finished runs (kind=\"runs\") and acknowledged hook events (kind=\"hook_events\") deleted by retention.",
+                &["kind"],
+            )?,
             hook_outbox_depth,
             schedule_fires: counter(
                 "schedule_fires_total",
@@ -331,6 +337,16 @@ impl Metrics {
             .inc();
     }
 
+    /// Retention deleted `n` records of `kind` (`runs` or `hook_events`).
+    pub fn retention_deleted(&self, kind: &str, n: u64) {
+        self.retention_deleted.with_label_values(&[kind]).inc_by(n);
+    }
+
+    /// Deleted by retention since start, of `kind` (`runs`, `hook_events`).
+    pub fn retention_deleted_count(&self, kind: &str) -> u64 {
+        self.retention_deleted.with_label_values(&[kind]).get()
+    }
+
     /// The latency histogram of one store operation.
     pub fn store_operation(&self, operation: &str) -> Histogram {
         self.store.with_label_values(&[operation])
@@ -408,6 +424,7 @@ mod tests {
         m.store_operation("commit").observe(0.001);
         m.schedule_fires("fired", 2);
         m.webhook_delivery("github", "started");
+        m.retention_deleted("runs", 3);
         let text = m.render(&Gauges {
             runs_active: 2,
             runs_parked: Some(1),
@@ -438,6 +455,7 @@ mod tests {
             "orchestrator_hook_outbox_depth{target=\"audit_log\"} 4",
             "orchestrator_schedule_fires_total{outcome=\"fired\"} 2",
             "orchestrator_webhook_deliveries_total{outcome=\"started\",trigger=\"github\"} 1",
+            "orchestrator_retention_deleted_total{kind=\"runs\"} 3",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

@@ -209,6 +209,10 @@ pub struct StepRun {
     /// Set when the output was larger than the configured limit and was cut.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub output_truncated: bool,
+    /// How many times in a row the server stopped without warning while this step was in
+    /// flight (engine bookkeeping for the poison-run quarantine; not served).
+    #[serde(skip)]
+    pub interruptions: u32,
     /// What a `WAITING` step waits for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub waiting: Option<Waiting>,
@@ -298,6 +302,7 @@ impl StepRun {
             finished_at: None,
             waiting_since: None,
             output_truncated: false,
+            interruptions: 0,
             waiting: None,
             items: None,
             over: None,
@@ -399,6 +404,9 @@ pub struct RunControl {
     pub wake_at: Option<Timestamp>,
     /// What else is kept with the run (one JSON column in the stores).
     pub extra: RunExtra,
+    /// The run's last owner left it deliberately (a graceful shutdown): steps it had in
+    /// flight were cut off, not struck down by a crash.
+    pub left_cleanly: bool,
 }
 
 /// The parts of a run's bookkeeping kept in one JSON column.

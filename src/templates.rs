@@ -1,11 +1,18 @@
 //! Workflow templates: the pack loaded at start (`templates/templates.json`, compiled in,
 //! or `templates.path`) and templates stored through the API.
 //!
-//! A template is `{name, description?, params?, workflow}`. `params` is a JSON Schema
-//! object (with `default`s) for the parameters; `workflow` is a definition whose strings may
-//! hold `[[ params.x ]]` placeholders, filled at instantiation. `{{ }}` templates are left
+//! A template comes in two forms. The parameterised one is `{name, description?, params?,
+//! workflow}`: `params` is a JSON Schema object (with `default`s) for the parameters and
+//! `workflow` a definition. The Go service's form is the workflow itself, `{name,
+//! description?, steps, …}` (with an optional `params` schema beside). In both, strings may
+//! hold `[[ params.x ]]` placeholders, filled at instantiation; `{{ }}` templates are left
 //! for run time, so the two never collide. A template is only accepted when instantiating
 //! it with its defaults (or sample values) yields a valid workflow.
+//!
+//! The bundled pack never stops start-up (an operator's `policy.workflow_schema` or
+//! declared secrets apply when one of its templates is instantiated); a pack of the
+//! operator's own (`templates.path`) and templates stored through the API are checked in
+//! full.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -30,6 +37,36 @@ const TEMPLATE_SCHEMA: &str = r#"{
   },
   "additionalProperties": false
 }"#;
+
+/// The Go service's workflow-shaped form: the template is the workflow.
+const WORKFLOW_FORM_SCHEMA: &str = r#"{
+  "type": "object",
+  "required": ["name", "steps"],
+  "properties": {
+    "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"},
+    "description": {"type": "string"},
+    "params": {"type": "object"},
+    "steps": {"type": "array"}
+  }
+}"#;
+
+/// True when `body` is a parameterised template (`workflow` inside), false for the
+/// workflow-shaped form.
+fn parameterised(body: &Value) -> bool {
+    body.get("workflow").is_some() || body.get("steps").is_none()
+}
+
+/// The workflow a template fills: its `workflow`, or the template itself without `params`.
+fn workflow_of(body: &Value) -> Value {
+    if parameterised(body) {
+        return body.get("workflow").cloned().unwrap_or(Value::Null);
+    }
+    let mut workflow = body.clone();
+    if let Value::Object(map) = &mut workflow {
+        map.remove("params");
+    }
+    workflow
+}
 
 /// A checked template.
 #[derive(Debug, Clone)]
@@ -125,8 +162,13 @@ impl Pack {
 }
 
 fn shape_violations(body: &Value) -> Vec<Violation> {
-    // The schema is a constant checked by the tests below.
-    let schema: Value = serde_json::from_str(TEMPLATE_SCHEMA).unwrap_or(Value::Bool(true));
+    let text = if parameterised(body) {
+        TEMPLATE_SCHEMA
+    } else {
+        WORKFLOW_FORM_SCHEMA
+    };
+    // The schemas are constants checked by the tests below.
+    let schema: Value = serde_json::from_str(text).unwrap_or(Value::Bool(true));
     match jsonschema::validator_for(&schema) {
         Ok(v) => v
             .iter_errors(body)
@@ -155,10 +197,26 @@ fn check_shape(body: &Value) -> Result<Template, Invalid> {
 /// workflow with default or sample parameters.
 pub fn check(body: &Value, validator: &Validator) -> Result<Template, Invalid> {
     let template = check_shape(body)?;
-    let samples = sample_params(body.get("params"));
+    let mut samples = sample_params(body.get("params"));
+    if body.get("params").is_none() {
+        // No schema says what they are: a URL where the name says so, else a word.
+        for name in placeholders(&workflow_of(body)) {
+            let lower = name.to_ascii_lowercase();
+            let sample = if ["url", "uri", "endpoint"]
+                .iter()
+                .any(|s| lower.ends_with(s))
+            {
+                "http://example.com"
+            } else {
+                "example"
+            };
+            samples.insert(name, json!(sample));
+        }
+    }
+    let prefix = if parameterised(body) { "/workflow" } else { "" };
     instantiate(&template, None, &Value::Object(samples), validator).map_err(|mut e| {
         for v in &mut e.violations {
-            v.pointer = format!("/workflow{}", v.pointer);
+            v.pointer = format!("{prefix}{}", v.pointer);
         }
         e
     })?;
@@ -204,13 +262,14 @@ pub fn instantiate(
             violations,
         });
     }
-    let mut document = render_params(&template.body["workflow"], &merged).map_err(|e| Invalid {
-        stage: Stage::Semantic,
-        violations: vec![Violation::new(
-            "/params",
-            format!("template parameter failed: {e}"),
-        )],
-    })?;
+    let mut document =
+        render_params(&workflow_of(&template.body), &merged).map_err(|e| Invalid {
+            stage: Stage::Semantic,
+            violations: vec![Violation::new(
+                "/params",
+                format!("template parameter failed: {e}"),
+            )],
+        })?;
     if let (Some(name), Value::Object(map)) = (name, &mut document) {
         map.insert("name".into(), Value::String(name.to_owned()));
     }
@@ -230,6 +289,31 @@ fn defaults(schema: &Value) -> Map<String, Value> {
     properties(schema)
         .filter_map(|(k, p)| Some((k.clone(), p.get("default")?.clone())))
         .collect()
+}
+
+/// The parameter names a workflow's `[[ params.NAME ]]` placeholders use.
+fn placeholders(value: &Value) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut visit = vec![value];
+    while let Some(v) = visit.pop() {
+        match v {
+            Value::String(s) if s.contains("[[") => {
+                for (at, found) in s.match_indices("params.") {
+                    let name: String = s[at + found.len()..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    if !name.is_empty() {
+                        names.insert(name);
+                    }
+                }
+            }
+            Value::Array(items) => visit.extend(items),
+            Value::Object(map) => visit.extend(map.values()),
+            _ => {}
+        }
+    }
+    names
 }
 
 /// Parameters for checking a template: defaults, else a plausible value of each type.
@@ -264,9 +348,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_template_shape_schema_is_valid() {
-        let schema: Value = serde_json::from_str(TEMPLATE_SCHEMA).unwrap();
-        assert!(jsonschema::validator_for(&schema).is_ok());
+    fn the_template_shape_schemas_are_valid() {
+        for text in [TEMPLATE_SCHEMA, WORKFLOW_FORM_SCHEMA] {
+            let schema: Value = serde_json::from_str(text).unwrap();
+            assert!(jsonschema::validator_for(&schema).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_workflow_shaped_template_is_its_own_workflow_without_params() {
+        let go = json!({"name": "t", "params": {"type": "object"}, "steps": [
+            {"name": "a", "action": "http", "input": {"url": "[[ params.url ]]/x", "n": "[[params.n_2]]"}}
+        ]});
+        assert!(!parameterised(&go));
+        assert!(workflow_of(&go).get("params").is_none());
+        assert_eq!(
+            placeholders(&workflow_of(&go))
+                .into_iter()
+                .collect::<Vec<_>>(),
+            ["n_2", "url"]
+        );
+        let wrapped = json!({"name": "t", "workflow": {"name": "w", "steps": []}});
+        assert!(parameterised(&wrapped));
+        assert_eq!(workflow_of(&wrapped)["name"], "w");
     }
 
     #[test]

@@ -52,6 +52,7 @@ assets! {
     "rerun.js" => JS,
     "activity.js" => JS,
     "triggers.js" => JS,
+    "server.js" => JS,
     "style.css" => "text/css; charset=utf-8",
     "icon.svg" => "image/svg+xml",
 }

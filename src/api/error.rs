@@ -84,6 +84,12 @@ impl ApiError {
     }
 }
 
+/// Why the store cannot serve, as a problem's `detail` says it: `the store is unavailable:
+/// it refuses writes (…)`.
+pub fn unavailable_detail(e: &StoreError) -> String {
+    format!("the {}", chain(e)).replacen("store unavailable", "store is unavailable", 1)
+}
+
 /// The body of every error answer (RFC 9457).
 #[derive(Serialize)]
 struct Problem<'a> {
@@ -117,9 +123,8 @@ impl ResponseError for ApiError {
         let (slug, title) = self.slug_and_title();
         let detail = match self {
             Self::Store(e) if e.is_unavailable() => {
-                let reason = chain(e);
-                tracing::warn!(%reason, "store unavailable");
-                format!("the {reason}").replacen("store unavailable", "store is unavailable", 1)
+                tracing::warn!(reason = %chain(e), "store unavailable");
+                unavailable_detail(e)
             }
             Self::Store(e) => {
                 tracing::error!(reason = %chain(e), "internal error");

@@ -29,6 +29,7 @@ mod run_search;
 mod runs;
 mod schedules;
 mod schemas;
+mod server;
 mod templates;
 mod triggers;
 mod webhooks;
@@ -55,6 +56,7 @@ use crate::templates::Pack;
 use crate::triggers::Scheduler;
 
 pub use error::ApiError;
+pub use server::ServerInfo;
 
 /// What every handler can reach.
 pub struct AppState {
@@ -81,6 +83,8 @@ pub struct AppState {
     /// The events feed's live readers.
     pub feed: Feed,
     pub triggers: TriggerSettings,
+    /// This server's id, lease and retention (`GET /v1/server`).
+    pub server: ServerInfo,
 }
 
 /// Who may call a route when `auth.tokens` is set.
@@ -150,6 +154,7 @@ routes! {
         "/metrics" => [get Read metrics::scrape],
         "/v1/openapi.json" => [get Read openapi::serve],
         "/v1/whoami" => [get Read whoami::whoami],
+        "/v1/server" => [get Read server::server],
         "/v1/workflows" => [post Write workflows::create, get Read workflows::list],
         "/v1/workflows/validate" => [post Read workflows::validate],
         "/v1/workflows/{id}" => [get Read workflows::get, put Write workflows::replace, delete Write deletion::archive_workflow],

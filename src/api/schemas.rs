@@ -303,3 +303,55 @@ pub struct Identity {
     /// `admin` or `reader`.
     role: String,
 }
+
+/// The answer of `/v1/server`.
+#[derive(ToSchema)]
+pub struct ServerStatus {
+    /// `server.id`: this server's identity in the store, the holder of its leases.
+    id: String,
+    /// The server's version.
+    version: String,
+    /// `sqlite` (the embedded store) or `postgres`.
+    store: String,
+    /// What `/ready` would answer: the store answers and takes writes.
+    ready: bool,
+    /// Why it is not ready (only then), as `/ready`'s `detail` says it.
+    reason: Option<String>,
+    /// `engine.lease_ttl` in milliseconds.
+    lease_ttl_ms: u64,
+    retention: RetentionStatus,
+    /// The configured hook targets, as this server sees them.
+    hooks: Vec<HookStatus>,
+}
+
+/// One hook target on this server.
+#[derive(ToSchema)]
+pub struct HookStatus {
+    /// `memarch` or `audit_log`.
+    target: String,
+    /// This server holds the target's delivery lease (among replicas, one does).
+    delivering: bool,
+    /// Events this server delivered since it started.
+    delivered: u64,
+    /// The outbox position acknowledged up to, as this server last saw it.
+    cursor: u64,
+}
+
+/// Retention as configured, and what it deleted since this server started.
+#[derive(ToSchema)]
+pub struct RetentionStatus {
+    /// `retention.runs` in milliseconds; `null`: finished runs are kept.
+    runs_ms: Option<u64>,
+    /// `retention.hook_events` in milliseconds; `null`: hook events are kept.
+    hook_events_ms: Option<u64>,
+    /// `retention.interval` in milliseconds.
+    interval_ms: u64,
+    deleted: RetentionDeleted,
+}
+
+/// Deleted by retention on this server since it started.
+#[derive(ToSchema)]
+pub struct RetentionDeleted {
+    runs: u64,
+    hook_events: u64,
+}

@@ -5,8 +5,8 @@
 //! `follow` streams a run's log with resume, and each group of subcommands has its file:
 //! `workflows` (apply), `runs` (run, runs, get), `search` (the filters of runs), `decide`
 //! (approve, reject, cancel, event), `curate` (retry with edits, delete, archive, the
-//! workflows listing), `logs`, `triggers` (schedules, triggers), `events` (the events feed);
-//! `input` reads JSON arguments.
+//! workflows listing), `logs`, `triggers` (schedules, triggers), `events` (the events feed),
+//! `server` (status); `input` reads JSON arguments.
 //! Exit codes: 0 done, 1 the server refused or the run failed or was canceled, 2 a usage or
 //! connection error.
 
@@ -22,6 +22,7 @@ mod logs;
 mod output;
 mod runs;
 mod search;
+mod server;
 mod triggers;
 mod workflows;
 
@@ -178,6 +179,13 @@ pub enum ClientCommand {
         orchestrator events --workflow deploy --after 1200 -o json"
     )]
     Events(events::EventsArgs),
+    /// Show the server: its id, whether it is ready (and why not), its lease and retention.
+    #[command(
+        after_help = "Exits 0 when the server is ready, 1 when it is not (its store does not \
+        answer or refuses writes; the reason is printed), 2 when it cannot be reached.\n\n\
+        Example:\n  orchestrator status\n  orchestrator status -o json"
+    )]
+    Status,
     /// Print a shell completion script.
     #[command(
         after_help = "Example:\n  orchestrator completions bash > /etc/bash_completion.d/orchestrator\n  \
@@ -254,6 +262,7 @@ async fn dispatch(
         ClientCommand::Schedules(args) => triggers::schedules(&ctx, args).await.and(done),
         ClientCommand::Triggers => triggers::triggers(&ctx).await.and(done),
         ClientCommand::Events(args) => events::show(&ctx, args).await.and(done),
+        ClientCommand::Status => server::status(&ctx).await,
         ClientCommand::Completions { .. } => done,
     }
 }

@@ -195,12 +195,27 @@ pub async fn get(ctx: &Ctx, id: &str) -> Result<(), ClientError> {
     let run = ctx.api.get(&["v1", "runs", id], &[]).await?;
     match ctx.format {
         Format::Json => output::print_json(&run)?,
-        Format::Table => output::print(&describe(&run, ctx))?,
+        Format::Table => {
+            let kept = if run["finished_at"].is_string() {
+                retention_of_runs(ctx).await
+            } else {
+                None
+            };
+            output::print(&describe(&run, ctx, kept))?
+        }
     }
     Ok(())
 }
 
-fn describe(run: &Value, ctx: &Ctx) -> String {
+/// `retention.runs` of the server in milliseconds, when it deletes finished runs and says
+/// so (a server without `/v1/server`, or a failed read, shows nothing).
+async fn retention_of_runs(ctx: &Ctx) -> Option<u64> {
+    let server = ctx.api.get(&["v1", "server"], &[]).await.ok()?;
+    server["retention"]["runs_ms"].as_u64()
+}
+
+/// `kept` is the server's `retention.runs` in milliseconds, for a finished run.
+fn describe(run: &Value, ctx: &Ctx, kept: Option<u64>) -> String {
     let now = Utc::now();
     let text = |v: &Value| listing::text(Some(v));
     let mut pairs = vec![
@@ -231,6 +246,13 @@ fn describe(run: &Value, ctx: &Ctx) -> String {
     }
     if let Some(error) = run["error"].as_str() {
         pairs.push(("Error", error.to_owned()));
+    }
+    if let Some(at) = super::server::deleted_after(&run["finished_at"], kept) {
+        let when = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        pairs.push((
+            "Kept",
+            format!("until {when} ({})", output::relative(at, now)),
+        ));
     }
     pairs.push(("Context", run["context"].to_string()));
     let mut out: String = pairs

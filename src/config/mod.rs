@@ -10,6 +10,7 @@
 
 mod auth;
 mod expand;
+mod lifecycle;
 pub mod raw;
 mod sections;
 mod triggers;
@@ -26,6 +27,7 @@ use crate::secret::Secret;
 
 pub use auth::{ApiToken, Role, token_digest};
 pub use expand::ExpandError;
+pub use lifecycle::RetentionSettings;
 pub use raw::{RawConfig, RawToken};
 pub use sections::{
     EngineSettings, HookSettings, LogConfig, RunLogSettings, ServerLimits, ServerSettings,
@@ -110,6 +112,8 @@ pub struct Config {
     pub triggers: TriggerSettings,
     /// API tokens; empty: no authentication.
     pub auth: Vec<ApiToken>,
+    /// How long finished runs and delivered hook events are kept.
+    pub retention: RetentionSettings,
 }
 
 impl Config {
@@ -188,10 +192,11 @@ impl Config {
             http.deny_private_networks,
             services.action_hosts(),
         )?;
+        let store = StoreConfig::from_raw(&raw.database)?;
         Ok(Self {
             source: path.to_owned(),
-            server: ServerSettings::from_raw(&raw.server)?,
-            store: StoreConfig::from_raw(&raw.database)?,
+            server: ServerSettings::from_raw(&raw.server, &store)?,
+            store,
             workflow_schema: non_empty(&raw.policy.workflow_schema),
             requires_approval: raw.policy.requires_approval,
             outbound: Arc::new(outbound),
@@ -209,6 +214,7 @@ impl Config {
             hooks: HookSettings::from_raw(&raw.hooks)?,
             triggers: TriggerSettings::from_raw(&raw.triggers)?,
             auth: auth::api_tokens(&raw.auth)?,
+            retention: RetentionSettings::from_raw(&raw.retention)?,
         })
     }
 
@@ -427,6 +433,28 @@ mod tests {
             defaults.engine.max_active_runs
         );
         assert_eq!(shipped.triggers, defaults.triggers);
+        assert_eq!(shipped.retention, defaults.retention);
+        assert_eq!(shipped.server.id, defaults.server.id);
+    }
+
+    #[test]
+    fn retention_keeps_runs_30_days_and_hook_events_7_and_0_keeps_everything() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.retention.runs, Some(Duration::from_secs(30 * 86400)));
+        assert_eq!(
+            c.retention.hook_events,
+            Some(Duration::from_secs(7 * 86400))
+        );
+        let c = load("retention:\n  runs: 0\n  hook_events: 12h\n", &[]).unwrap();
+        assert_eq!(c.retention.runs, None);
+        assert_eq!(
+            c.retention.hook_events,
+            Some(Duration::from_secs(12 * 3600))
+        );
+        let err = load("retention:\n  interval: 1ms\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("retention.interval"), "{err}");
     }
 
     #[test]

@@ -32,11 +32,15 @@ pub struct RawConfig {
     pub hooks: RawHooks,
     pub triggers: RawTriggers,
     pub auth: RawAuth,
+    pub retention: RawRetention,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RawServer {
+    /// This server's identity in the store (lease holder); empty: derived from the host
+    /// name and the database.
+    pub id: String,
     pub host: String,
     pub port: u16,
     /// HTTP worker threads; 0 means one per core.
@@ -52,6 +56,7 @@ pub struct RawServer {
 impl Default for RawServer {
     fn default() -> Self {
         Self {
+            id: String::new(),
             host: "127.0.0.1".into(),
             port: 8100,
             workers: 0,
@@ -382,6 +387,61 @@ impl Default for RawHooks {
             max_attempts: 0,
             batch_size: 256,
             concurrency: 8,
+        }
+    }
+}
+
+/// How long finished runs and delivered hook events are kept (`retention:`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawRetention {
+    /// Finished runs older than this are deleted with their steps, logs and events; 0
+    /// keeps everything.
+    #[serde(with = "age")]
+    pub runs: Duration,
+    /// Hook events every target acknowledged are deleted once this old; 0 keeps them.
+    #[serde(with = "age")]
+    pub hook_events: Duration,
+    /// How often retention looks for what to delete.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+}
+
+impl Default for RawRetention {
+    fn default() -> Self {
+        Self {
+            runs: Duration::from_secs(30 * 24 * 3600),
+            hook_events: Duration::from_secs(7 * 24 * 3600),
+            interval: Duration::from_secs(60),
+        }
+    }
+}
+
+/// An age such as `30d`, or a bare `0` (YAML and the environment read it as a number).
+mod age {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Number(u64),
+        Text(String),
+    }
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        humantime_serde::serialize(d, s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        match Written::deserialize(d)? {
+            Written::Number(0) => Ok(Duration::ZERO),
+            Written::Number(n) => Err(serde::de::Error::custom(format!(
+                "expected a duration such as 30d, or 0, found {n}"
+            ))),
+            Written::Text(text) => humantime_serde::re::humantime::parse_duration(text.trim())
+                .map_err(serde::de::Error::custom),
         }
     }
 }

@@ -38,6 +38,9 @@ fn run_tokens(raw: &RawLimits) -> Result<Option<RunBudget>, BadValue> {
 /// The HTTP server (`server:`).
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
+    /// This server's identity in the store: the holder of its leases. A restart with the
+    /// same id resumes its runs at once.
+    pub id: String,
     pub host: String,
     pub port: u16,
     /// HTTP worker threads; 0 means one per core.
@@ -49,7 +52,7 @@ pub struct ServerSettings {
 }
 
 impl ServerSettings {
-    pub(super) fn from_raw(raw: &RawServer) -> Result<Self, BadValue> {
+    pub(super) fn from_raw(raw: &RawServer, store: &StoreConfig) -> Result<Self, BadValue> {
         if raw.shutdown_grace.is_zero() {
             return Err(BadValue::new(
                 "server.shutdown_grace",
@@ -57,6 +60,7 @@ impl ServerSettings {
             ));
         }
         Ok(Self {
+            id: super::lifecycle::server_id(&raw.id, store)?,
             host: raw.host.clone(),
             port: raw.port,
             workers: raw.workers,

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::failure_details::response_excerpt;
+use super::lease::Fence;
 use super::retry::{GiveUp, next_delay};
 use super::state::{Deferred, Rendered, Start, check_input_size};
 use crate::actions::{Action, Effect, Failure, Outcome};
@@ -67,6 +68,8 @@ pub struct StepPlan {
     pub metrics: StepMetrics,
     /// Outputs larger than this are truncated before they leave the step.
     pub max_output_bytes: usize,
+    /// No attempt starts while the run's lease is not confirmed.
+    pub fence: Arc<Fence>,
 }
 
 /// Runs the attempts of one step until it succeeds, fails for good, or is dropped. Once
@@ -109,6 +112,10 @@ pub async fn run(
     let mut number = start.first_attempt;
     let began = std::time::Instant::now();
     loop {
+        if !plan.fence.wait_valid(&stopping).await {
+            let _ = events.send(StepEvent::Paused { index, item });
+            return;
+        }
         let started_at = now();
         let elapsed = (started_at - start.first_started)
             .to_std()

@@ -3,9 +3,11 @@
 //! - claim: takes queued runs and runs whose owner's lease expired, as capacity allows;
 //!   its first pass at start-up resumes every run a previous process left `RUNNING`.
 //! - heartbeat: renews the leases of the runs this server executes, until they have
-//!   drained on shutdown.
+//!   drained on shutdown, confirming their lease fences (a run the renewal missed is told
+//!   to check whether it is still ours).
 //! - approvals: applies `on_timeout` to approvals nobody decided in time.
 //! - purge: forgets expired idempotency keys.
+//! - retention: deletes finished runs past `retention.runs` (see [`super::retention`]).
 //! - notices (stores shared by several servers): wakes the claim loop for runs that became
 //!   claimable, tells a run's task when another server changed its run, and publishes log
 //!   entries committed elsewhere to this server's subscribers; until runs have drained.
@@ -32,6 +34,7 @@ pub fn spawn_all(shared: Arc<Shared>) {
     if let Some(notices) = shared.store.notices() {
         tasks.spawn_on(watch(shared.clone(), notices), &runtime);
     }
+    tasks.spawn_on(super::retention::run(shared.clone()), &runtime);
     tasks.spawn_on(purge(shared), &runtime);
 }
 
@@ -41,6 +44,7 @@ async fn claim(shared: Arc<Shared>) {
         if free > 0 {
             // Cleared before the query: a run queued while it runs sets it again.
             shared.queued.store(false, Ordering::SeqCst);
+            let sent = tokio::time::Instant::now();
             match shared
                 .store
                 .claim_runs(&shared.owner, shared.settings.lease_ttl, free)
@@ -52,6 +56,8 @@ async fn claim(shared: Arc<Shared>) {
                         shared.queued.store(true, Ordering::SeqCst);
                     }
                     for id in ids {
+                        // The claim took the lease: the run is ours from `sent` on.
+                        shared.fences.of(&id).prove(sent);
                         // Capacity may have gone elsewhere since counting; the claimed run
                         // waits for it (its lease is renewed meanwhile, as it is ours), or
                         // is released again when the server stops first.
@@ -94,12 +100,27 @@ async fn heartbeat(shared: Arc<Shared>) {
             _ = tokio::time::sleep(every) => {}
             _ = shared.closed.cancelled() => return,
         }
-        if let Err(e) = shared
+        let sent = tokio::time::Instant::now();
+        match shared
             .store
             .renew_leases(&shared.owner, shared.settings.lease_ttl)
             .await
         {
-            tracing::warn!(error = %e, "renewing leases failed");
+            Ok(renewed) => {
+                // Runs whose lease is no longer confirmed check whether they are still
+                // ours (another replica may have taken them while we missed renewals).
+                for run_id in shared.fences.renewed(&renewed, sent) {
+                    let task = shared
+                        .active
+                        .lock()
+                        .ok()
+                        .and_then(|a| a.get(&run_id).cloned());
+                    if let Some(task) = task {
+                        let _ = task.send(RunMessage::Revalidate);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "renewing leases failed"),
         }
     }
 }

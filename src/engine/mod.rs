@@ -11,7 +11,9 @@ mod background;
 mod children;
 mod decide;
 mod failure_details;
+mod lease;
 pub mod rerun;
+mod retention;
 pub mod retry;
 mod runner;
 mod shared;
@@ -108,6 +110,10 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Where the run state machine reads the time.
     pub clock: Clock,
+    /// How long finished runs are kept (`retention.runs`; `None`: forever), and how often
+    /// retention looks.
+    pub run_retention: Option<Duration>,
+    pub retention_interval: Duration,
 }
 
 /// Size limits applied to runs, in bytes of compact JSON (`limits.*_bytes`).
@@ -175,6 +181,7 @@ impl Engine {
     /// Must be called within the Tokio runtime the engine's tasks should run on.
     pub fn new(parts: Parts, settings: Settings) -> Self {
         let permits = Arc::new(Semaphore::new(settings.max_active_runs));
+        let fences = lease::Fences::new(settings.lease_ttl);
         let Parts {
             store,
             validator,
@@ -197,6 +204,7 @@ impl Engine {
                 workflows: Mutex::default(),
                 active: Mutex::default(),
                 permits,
+                fences,
                 wake: Notify::new(),
                 queued: AtomicBool::new(true),
                 shutdown: CancellationToken::new(),
@@ -209,8 +217,8 @@ impl Engine {
     }
 
     /// Starts the background loops: claiming queued and orphaned runs (which resumes every
-    /// run left `RUNNING` by a previous process), lease renewal, approval timeouts, and
-    /// expiry of idempotency keys.
+    /// run left `RUNNING` by a previous process), lease renewal, approval timeouts, expiry
+    /// of idempotency keys, and retention of finished runs.
     pub fn start(&self) {
         background::spawn_all(self.shared.clone());
     }

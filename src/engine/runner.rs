@@ -24,6 +24,7 @@ use tracing::Instrument;
 use super::EngineError;
 use super::attempts::{self, StepEvent, StepPlan};
 use super::decide::Intervention;
+use super::lease::Fence;
 use super::shared::Shared;
 use super::state::{Phase, RunState, Start, count_tokens};
 use crate::actions::{Effect, Failure, Outcome, Parking};
@@ -39,6 +40,9 @@ pub enum RunMessage {
     },
     /// Another server committed revision `rev` of this run (a store notice).
     Refresh { rev: u64 },
+    /// The run's lease is no longer confirmed (a renewal missed it): check whether the
+    /// run is still this server's.
+    Revalidate,
 }
 
 /// How a run's task ended.
@@ -69,6 +73,8 @@ struct Runner {
     since: Instant,
     /// The run's first start here, to be counted once it is committed.
     starting: bool,
+    /// Calls start only while this says the lease is ours.
+    fence: Arc<Fence>,
     /// When the last commit was made (item progress waits at most [`ITEM_FLUSH`]).
     last_commit: Instant,
 }
@@ -104,6 +110,7 @@ pub async fn drive(
             inbox,
             since: Instant::now(),
             starting: false,
+            fence: shared.fences.of(&run_id),
             last_commit: Instant::now(),
         };
         runner.run().await
@@ -242,13 +249,14 @@ impl Runner {
     }
 
     /// Leaves the run `RUNNING` for the next start: steps still in flight are dropped (they
-    /// stay `RUNNING` in the store and are attempted again) and the lease is released.
+    /// stay `RUNNING` in the store and are attempted again) and the lease is released with
+    /// the run marked left cleanly (a graceful stop is not a crash for the quarantine).
     async fn leave(&mut self, message: &str) -> Result<Exit, EngineError> {
         self.tasks.abort_all();
         self.in_flight.clear();
         self.account_time();
         self.state.log(LogLevel::Warn, None, message);
-        self.commit(OwnerChange::Release).await?;
+        self.commit(OwnerChange::Leave).await?;
         Ok(Exit::Shutdown)
     }
 
@@ -273,6 +281,7 @@ impl Runner {
                 timeout: step.timeout,
                 metrics: self.shared.metrics.step(&step.action_name),
                 max_output_bytes: self.shared.settings.limits.max_output_bytes,
+                fence: self.fence.clone(),
             };
             let slot = (start.index, start.item);
             let span = tracing::info_span!(
@@ -460,6 +469,7 @@ impl Runner {
         let (request, reply) = match message {
             RunMessage::Decide { request, reply } => (request, reply),
             RunMessage::Refresh { rev } => return Ok(self.changed_elsewhere(rev).await),
+            RunMessage::Revalidate => return Ok(self.changed_elsewhere(u64::MAX).await),
         };
         if matches!(request, Intervention::Cancel { .. }) && !self.state.run.status.is_terminal() {
             self.tasks.abort_all();
@@ -526,8 +536,11 @@ impl Runner {
             let Some(tx) = self.state.pending(guard.clone(), owner.clone()) else {
                 return Ok(());
             };
+            let sent = Instant::now();
             match self.shared.commit(tx).await {
                 Ok(committed) => {
+                    // The guard named this server: the run was ours when it was sent.
+                    self.fence.prove(sent);
                     self.last_commit = Instant::now();
                     self.state.committed(committed.rev);
                     if std::mem::take(&mut self.starting) {

@@ -42,6 +42,8 @@ pub(crate) struct Shared {
     pub(super) workflows: Mutex<HashMap<(String, u32), Arc<Workflow>>>,
     pub(super) active: Mutex<HashMap<String, mpsc::UnboundedSender<RunMessage>>>,
     pub(super) permits: Arc<Semaphore>,
+    /// The lease fences of the runs executing here.
+    pub(super) fences: super::lease::Fences,
     pub(super) wake: Notify,
     /// Set when runs may be waiting in the store for a slot here (created or resumed
     /// without one, or announced claimable by another server); cleared by the claim loop
@@ -255,11 +257,16 @@ impl Shared {
             trigger: request.trigger,
             schedule: request.schedule,
         };
+        let sent = tokio::time::Instant::now();
         let created = shared.store.create_run(new).await?;
         shared.hub.publish(&created.run.id, &created.logs);
         if created.created {
             match permit {
-                Some(permit) => shared.spawn_run(created.run.clone(), permit),
+                Some(permit) => {
+                    // Created with this server's lease: ours from `sent` on.
+                    shared.fences.of(&created.run.id).prove(sent);
+                    shared.spawn_run(created.run.clone(), permit)
+                }
                 None => shared.queue_wake(),
             }
         }
@@ -294,6 +301,7 @@ impl Shared {
         if let Ok(mut active) = self.active.lock() {
             active.remove(run_id);
         }
+        self.fences.forget(run_id);
         if self.queued.load(Ordering::SeqCst) {
             self.wake.notify_one();
         }

@@ -9,11 +9,19 @@
 //! own deliveries, never a run. Delivery is at least once: events acknowledged after the
 //! last cursor update are sent again after a crash, so receivers de-duplicate on
 //! `(run_id, seq)`, which is also sent as `Idempotency-Key: <run id>/events/<seq>`.
+//!
+//! Replicas sharing a store deliver each target's events once: only the holder of the
+//! target's lease in the store delivers (see [`lease`]); another replica takes over when
+//! the holder stops (at once after a clean stop, after `engine.lease_ttl` after a crash).
+//! Events every target has acknowledged are pruned after `retention.hook_events`
+//! ([`prune`]).
 
+mod lease;
+mod prune;
 mod worker;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -21,7 +29,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use url::Url;
 
-use crate::config::{HookSettings, ServiceSection, Services};
+use crate::config::{HookSettings, RetentionSettings, ServiceSection, Services};
+use crate::metrics::Metrics;
 use crate::outbound::{HttpClient, UrlError, join};
 use crate::secret::Secret;
 use crate::store::DynStore;
@@ -77,6 +86,8 @@ pub struct HookCounts {
     pub dropped: u64,
     /// The outbox position acknowledged up to.
     pub cursor: u64,
+    /// This server holds the target's delivery lease: it is the replica delivering.
+    pub delivering: bool,
 }
 
 #[derive(Debug, Default)]
@@ -85,6 +96,20 @@ pub(crate) struct Counters {
     failures: AtomicU64,
     dropped: AtomicU64,
     cursor: AtomicU64,
+    delivering: AtomicBool,
+}
+
+/// What delivery needs besides its targets.
+#[derive(Clone)]
+pub struct HookRuntime {
+    pub settings: HookSettings,
+    /// This server's id: the holder of the target leases it takes.
+    pub holder: String,
+    /// How long a target's lease lasts without renewal.
+    pub lease_ttl: Duration,
+    /// How long acknowledged events are kept.
+    pub retention: RetentionSettings,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The running delivery tasks; cheap to clone.
@@ -102,29 +127,47 @@ impl std::fmt::Debug for Hooks {
 }
 
 impl Hooks {
-    /// Starts one delivery task per target (none when `targets` is empty). Must be called
-    /// within a Tokio runtime.
+    /// Starts one delivery task per target (none when `targets` is empty) and the pruning
+    /// of acknowledged events. Must be called within a Tokio runtime.
     pub fn start(
         store: DynStore,
         client: HttpClient,
         targets: Vec<Target>,
-        settings: HookSettings,
+        runtime: HookRuntime,
     ) -> Self {
         let stop = CancellationToken::new();
         let tasks = TaskTracker::new();
         let mut counters = Vec::new();
+        let names: Vec<&'static str> = targets.iter().map(|t| t.name).collect();
         for target in targets {
             let mine = Arc::new(Counters::default());
             counters.push((target.name, mine.clone()));
             let worker = Worker {
                 store: store.clone(),
                 client: client.clone(),
+                lease: lease::TargetLease::new(
+                    store.clone(),
+                    target.name,
+                    runtime.holder.clone(),
+                    runtime.lease_ttl,
+                ),
                 target,
-                settings: settings.clone(),
+                settings: runtime.settings.clone(),
                 counters: mine,
                 stop: stop.clone(),
             };
             tasks.spawn(worker.run());
+        }
+        if let Some(keep) = runtime.retention.hook_events {
+            let pruner = prune::Pruner {
+                store,
+                targets: names,
+                keep,
+                every: runtime.retention.interval,
+                metrics: runtime.metrics,
+                stop: stop.clone(),
+            };
+            tasks.spawn(pruner.run());
         }
         tasks.close();
         Self {
@@ -144,6 +187,7 @@ impl Hooks {
                 failures: c.failures.load(Ordering::Relaxed),
                 dropped: c.dropped.load(Ordering::Relaxed),
                 cursor: c.cursor.load(Ordering::Relaxed),
+                delivering: c.delivering.load(Ordering::Relaxed),
             })
             .collect()
     }

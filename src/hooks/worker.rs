@@ -1,7 +1,8 @@
-//! The delivery loop of one hook target: read the outbox after the target's cursor,
-//! deliver each run's events in order (several runs at once), retry until acknowledged,
-//! then record the new cursor. Stopping abandons in-flight POSTs; only events known to be
-//! acknowledged move the cursor, so nothing is lost, at worst sent twice.
+//! The delivery loop of one hook target: while this server holds the target's lease, read
+//! the outbox after the target's cursor, deliver each run's events in order (several runs
+//! at once), retry until acknowledged, then record the new cursor. Stopping (or losing the
+//! lease) abandons in-flight POSTs; only events known to be acknowledged move the cursor,
+//! so nothing is lost, at worst sent twice.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -10,6 +11,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
+use super::lease::TargetLease;
 use super::{Counters, Target};
 use crate::config::HookSettings;
 use crate::outbound::{Body, Failure, HttpClient, Jitter, Request};
@@ -20,27 +22,57 @@ pub(super) struct Worker {
     pub store: DynStore,
     pub client: HttpClient,
     pub target: Target,
+    pub lease: TargetLease,
     pub settings: HookSettings,
     pub counters: Arc<Counters>,
     pub stop: CancellationToken,
 }
 
 impl Worker {
-    /// Delivers until stopped.
+    /// Delivers while this server holds the target's lease, until stopped; gives the
+    /// lease up on the way out.
     pub async fn run(self) {
+        let name = self.target.name;
+        loop {
+            let Some(until) = self.lease.acquire(&self.stop).await else {
+                return;
+            };
+            let held = self.stop.child_token();
+            let keeper = tokio::spawn({
+                let (lease, held) = (self.lease.clone(), held.clone());
+                async move { lease.keep(until, held).await }
+            });
+            self.counters.delivering.store(true, Ordering::Relaxed);
+            self.deliver_while(&held).await;
+            self.counters.delivering.store(false, Ordering::Relaxed);
+            held.cancel();
+            let _ = keeper.await;
+            if self.stop.is_cancelled() {
+                self.lease.release().await;
+                return;
+            }
+            tracing::warn!(
+                target = name,
+                "hook delivery paused until the lease is held again"
+            );
+        }
+    }
+
+    /// Delivers from the stored cursor until `held` is cancelled.
+    async fn deliver_while(&self, held: &CancellationToken) {
         let name = self.target.name;
         let mut cursor = loop {
             match self.store.event_cursor(name).await {
                 Ok(cursor) => break cursor,
                 Err(e) => tracing::warn!(target = name, error = %e, "cannot read the hook cursor"),
             }
-            if self.pause(self.settings.backoff.max).await {
+            if pause(self.settings.backoff.max, held).await {
                 return;
             }
         };
         self.counters.cursor.store(cursor, Ordering::Relaxed);
         tracing::info!(target = name, url = %self.target.url, cursor, "delivering hooks");
-        while !self.stop.is_cancelled() {
+        while !held.is_cancelled() {
             let batch = match self
                 .store
                 .read_events(cursor, self.settings.batch_size)
@@ -49,15 +81,15 @@ impl Worker {
                 Ok(batch) => batch,
                 Err(e) => {
                     tracing::warn!(target = name, error = %e, "cannot read the hook outbox");
-                    self.pause(self.settings.backoff.max).await;
+                    pause(self.settings.backoff.max, held).await;
                     continue;
                 }
             };
             if batch.is_empty() {
-                self.pause(self.settings.poll_interval).await;
+                pause(self.settings.poll_interval, held).await;
                 continue;
             }
-            let acked = self.deliver_batch(&batch).await;
+            let acked = self.deliver_batch(&batch, held).await;
             let mark = watermark(cursor, &acked);
             if mark > cursor {
                 cursor = mark;
@@ -71,17 +103,13 @@ impl Worker {
         }
     }
 
-    /// Sleeps for `delay`; true when the worker is stopping instead.
-    async fn pause(&self, delay: Duration) -> bool {
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => false,
-            _ = self.stop.cancelled() => true,
-        }
-    }
-
     /// Delivers a batch, runs in parallel and each run's events in order, until all are
     /// acknowledged or the worker stops. Returns how many of each run's events were.
-    async fn deliver_batch(&self, batch: &[StoredEvent]) -> Vec<(u64, bool)> {
+    async fn deliver_batch(
+        &self,
+        batch: &[StoredEvent],
+        held: &CancellationToken,
+    ) -> Vec<(u64, bool)> {
         let groups = by_run(batch);
         let done: Vec<AtomicUsize> = groups.iter().map(|_| AtomicUsize::new(0)).collect();
         let work = futures::StreamExt::for_each_concurrent(
@@ -96,7 +124,7 @@ impl Worker {
         );
         tokio::select! {
             _ = work => {}
-            _ = self.stop.cancelled() => {}
+            _ = held.cancelled() => {}
         }
         let mut acked: Vec<(u64, bool)> = groups
             .iter()
@@ -161,6 +189,14 @@ impl Worker {
             Ok(Err(f)) => Err(f),
             Err(_) => Err(Failure::timed_out(self.target.timeout)),
         }
+    }
+}
+
+/// Sleeps for `delay`; true when `held` is cancelled instead.
+async fn pause(delay: Duration, held: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => false,
+        _ = held.cancelled() => true,
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod curation;
 pub mod encoding;
+pub mod lifecycle;
 pub mod postgres;
 pub mod sqlite;
 pub mod timed;
@@ -22,6 +23,7 @@ use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 
 pub use curation::{Archived, Curation, Deletion, WorkflowEntry, WorkflowFilter};
+pub use lifecycle::{Lifecycle, WriteHealth};
 
 use crate::model::{
     Approval, LogEntry, NewEvent, NewLogEntry, Page, PageRequest, RetryRecord, Run, RunBudget,
@@ -221,6 +223,10 @@ pub enum OwnerChange {
     Renew(Duration),
     Take(Lease),
     Release,
+    /// Released on purpose while steps may still be `RUNNING` (a graceful shutdown): the
+    /// run is marked left cleanly, so that the next owner does not count its steps in
+    /// flight as struck down by a crash. `Renew` and `Take` clear the mark.
+    Leave,
 }
 
 /// The run-level fields every transition rewrites (the engine holds them all in memory).
@@ -364,9 +370,9 @@ pub enum Notice {
 }
 
 /// Persistence of workflows, templates, runs, logs, leases and the hook outbox (and the
-/// [`Curation`] of what it holds).
+/// store's own [`Lifecycle`] and [`Curation`] of what it holds).
 #[async_trait]
-pub trait Store: Curation + Send + Sync + 'static {
+pub trait Store: Lifecycle + Curation + Send + Sync + 'static {
     /// Answers when the store can serve requests (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
 
@@ -425,8 +431,9 @@ pub trait Store: Curation + Send + Sync + 'static {
         ttl: Duration,
         limit: usize,
     ) -> Result<Vec<String>, StoreError>;
-    /// Extends the leases of every run `owner` holds.
-    async fn renew_leases(&self, owner: &str, ttl: Duration) -> Result<(), StoreError>;
+    /// Extends the leases of every run `owner` holds; returns the runs renewed (each was
+    /// `owner`'s at that moment, so its lease runs at least `ttl` from the call).
+    async fn renew_leases(&self, owner: &str, ttl: Duration) -> Result<Vec<String>, StoreError>;
     /// Parked runs (`WAITING_APPROVAL`, `WAITING`) whose wake-up time has passed.
     async fn due_approvals(&self, now: Timestamp, limit: usize) -> Result<Vec<String>, StoreError>;
 

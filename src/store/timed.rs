@@ -12,9 +12,9 @@ use prometheus::Histogram;
 use tokio::sync::broadcast;
 
 use super::{
-    Archived, Committed, CreatedRun, Curation, Deletion, DynStore, EventFilter, LogLimits, NewRun,
-    NewWorkflowVersion, Notice, Schedule, ScheduleUpdate, Store, StoreError, StoredEvent,
-    Transition, WebhookTrigger, WorkflowEntry, WorkflowFilter,
+    Archived, Committed, CreatedRun, Curation, Deletion, DynStore, EventFilter, Lifecycle,
+    LogLimits, NewRun, NewWorkflowVersion, Notice, Schedule, ScheduleUpdate, Store, StoreError,
+    StoredEvent, Transition, WebhookTrigger, WorkflowEntry, WorkflowFilter,
 };
 use crate::metrics::{Metrics, timed};
 use crate::model::{
@@ -62,6 +62,13 @@ operations!(
     purge_expired,
     count_runs,
     outbox_head,
+    writable,
+    hold_identity,
+    expire_leases,
+    delete_finished_runs,
+    prune_events,
+    hold_hook_lease,
+    release_hook_lease,
     search_workflows,
     workflow_entry,
     archive_workflow,
@@ -196,7 +203,7 @@ impl Store for TimedStore {
         timed(&self.timers.claim_runs, work).await
     }
 
-    async fn renew_leases(&self, owner: &str, ttl: Duration) -> Result<(), StoreError> {
+    async fn renew_leases(&self, owner: &str, ttl: Duration) -> Result<Vec<String>, StoreError> {
         timed(
             &self.timers.renew_leases,
             self.inner.renew_leases(owner, ttl),
@@ -338,6 +345,55 @@ impl Store for TimedStore {
 
     async fn close(&self) -> Result<(), StoreError> {
         self.inner.close().await
+    }
+}
+
+#[async_trait]
+impl Lifecycle for TimedStore {
+    async fn writable(&self) -> Result<(), StoreError> {
+        timed(&self.timers.writable, self.inner.writable()).await
+    }
+
+    async fn hold_identity(&self, id: &str) -> Result<(), StoreError> {
+        timed(&self.timers.hold_identity, self.inner.hold_identity(id)).await
+    }
+
+    async fn expire_leases(&self, owner: &str) -> Result<u64, StoreError> {
+        timed(&self.timers.expire_leases, self.inner.expire_leases(owner)).await
+    }
+
+    async fn delete_finished_runs(
+        &self,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        let work = self.inner.delete_finished_runs(before, limit);
+        timed(&self.timers.delete_finished_runs, work).await
+    }
+
+    async fn prune_events(
+        &self,
+        acked: u64,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        let work = self.inner.prune_events(acked, before, limit);
+        timed(&self.timers.prune_events, work).await
+    }
+
+    async fn hold_hook_lease(
+        &self,
+        target: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let work = self.inner.hold_hook_lease(target, holder, ttl);
+        timed(&self.timers.hold_hook_lease, work).await
+    }
+
+    async fn release_hook_lease(&self, target: &str, holder: &str) -> Result<(), StoreError> {
+        let work = self.inner.release_hook_lease(target, holder);
+        timed(&self.timers.release_hook_lease, work).await
     }
 }
 

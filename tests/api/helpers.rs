@@ -390,10 +390,15 @@ impl ServerProcess {
 
     /// Like [`ServerProcess::start_with_flag`], with extra environment variables.
     pub fn start_with_env(config: &Path, flag: &str, env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_orchestrator"))
-            .arg(flag)
-            .arg(config)
-            .envs(env.iter().copied())
+        let mut command = Command::new(env!("CARGO_BIN_EXE_orchestrator"));
+        command.arg(flag).arg(config).envs(env.iter().copied());
+        Self::spawn(command, config)
+    }
+
+    /// Starts `command`, which runs the binary (directly or through `exec`) with the
+    /// YAML `config` file, and waits until it listens.
+    pub fn spawn(mut command: Command, config: &Path) -> Self {
+        let mut child = command
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

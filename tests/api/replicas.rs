@@ -75,14 +75,15 @@ async fn downstream(delay: Duration) -> (MockServer, Calls) {
     (server, calls)
 }
 
-/// Writes the config of one replica sharing the database at `dsn`. The lease is short so
+/// Writes the config of one replica sharing the database at `dsn`, with its own
+/// `server.id` (replicas sharing a database need different ids). The lease is short so
 /// that a killed replica's runs are taken over quickly, but not so short that a replica
 /// slowed down by a loaded machine loses runs it is still executing (that would be a
 /// takeover, and a repeated call, the kill test would rightly count).
 fn replica_config(dir: &Path, name: &str, dsn: &str) -> std::path::PathBuf {
     let path = dir.join(format!("{name}.yaml"));
     let text = format!(
-        "server:\n  host: 127.0.0.1\n  port: 0\n  workers: 2\n\
+        "server:\n  id: {name}\n  host: 127.0.0.1\n  port: 0\n  workers: 2\n\
          database:\n  dsn: {dsn}\n  pool_size: 8\n  statement_timeout: 10s\n\
          engine:\n  poll_interval: 100ms\n  lease_ttl: 5s\n"
     );

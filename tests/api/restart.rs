@@ -1,6 +1,7 @@
 //! Durability across process death: the real binary is killed with SIGKILL while a step is
 //! in flight, started again on the same store, and the run completes with every earlier
-//! step having run exactly once.
+//! step having run exactly once; a step that was in flight at two crashes in a row is not
+//! started a third time (the poison-run quarantine), and a graceful stop does not count.
 
 use std::time::Duration;
 
@@ -150,4 +151,131 @@ async fn sigterm_exits_zero_and_a_parked_run_survives() {
     })
     .await;
     assert_eq!(done["context"]["ok"], true);
+}
+
+/// Starts the run of a workflow whose first step calls `url` and returns its id.
+async fn start_run(client: &reqwest::Client, server: &ServerProcess, steps: Value) -> String {
+    let wf: Value = client
+        .post(format!("{}/v1/workflows", server.address))
+        .json(&json!({"name": "poison", "steps": steps}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let run: Value = client
+        .post(format!("{}/v1/runs", server.address))
+        .json(&json!({"workflow_id": wf["id"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    run["id"].as_str().unwrap().to_owned()
+}
+
+/// Waits until `downstream` has seen `n` calls of `path`.
+async fn calls_reach(downstream: &MockServer, path: &str, n: usize) {
+    wait_until(&format!("{n} call(s) of {path}"), || async {
+        let requests = downstream.received_requests().await.unwrap();
+        (requests.iter().filter(|r| r.url.path() == path).count() >= n).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_step_in_flight_at_two_crashes_in_a_row_fails_instead_of_running_a_third_time() {
+    let downstream = MockServer::start().await;
+    // The poison step never answers: the server is killed while it is in flight.
+    Mock::given(path("/bomb"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(300)))
+        .mount(&downstream)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let client = reqwest::Client::new();
+    let server = ServerProcess::start(&config);
+    let bomb = format!("{}/bomb", downstream.uri());
+    let run_id = start_run(
+        &client,
+        &server,
+        json!([
+            {"name": "bomb", "action": "http", "timeout_ms": 600000, "on_failure": "continue",
+             "input": {"url": bomb}},
+            {"name": "after", "action": "transform", "input": {"set": {"went_on": true}}}
+        ]),
+    )
+    .await;
+    calls_reach(&downstream, "/bomb", 1).await;
+    server.kill();
+    let server = ServerProcess::start(&config);
+    calls_reach(&downstream, "/bomb", 2).await;
+    server.kill();
+
+    let server = ServerProcess::start(&config);
+    let done = wait_until("the run to finish on the third start", || async {
+        let run = get(&client, format!("{}/v1/runs/{run_id}", server.address)).await;
+        matches!(run["status"].as_str(), Some("SUCCEEDED" | "FAILED")).then_some(run)
+    })
+    .await;
+    let bomb_step = &done["steps"][0];
+    assert_eq!(bomb_step["status"], "FAILED", "{done}");
+    assert!(
+        bomb_step["error"]
+            .as_str()
+            .unwrap()
+            .contains("the server stopped while running this step 2 times"),
+        "{done}"
+    );
+    assert_eq!(
+        done["status"], "SUCCEEDED",
+        "on_failure continue: the run went on {done}"
+    );
+    assert_eq!(done["context"]["went_on"], true);
+    let requests = downstream.received_requests().await.unwrap();
+    assert_eq!(requests.len(), 2, "not called a third time");
+}
+
+#[tokio::test]
+async fn a_graceful_stop_with_the_step_in_flight_is_not_counted_as_a_crash() {
+    let downstream = MockServer::start().await;
+    Mock::given(path("/slow"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(300)))
+        .mount(&downstream)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let start = || {
+        ServerProcess::start_with_env(
+            &config,
+            "-config",
+            &[("ORCHESTRATOR_SERVER__SHUTDOWN_GRACE", "1s")],
+        )
+    };
+    let client = reqwest::Client::new();
+    let server = start();
+    let slow = format!("{}/slow", downstream.uri());
+    start_run(
+        &client,
+        &server,
+        json!([
+            {"name": "slow", "action": "http", "timeout_ms": 600000, "input": {"url": slow}}
+        ]),
+    )
+    .await;
+    calls_reach(&downstream, "/slow", 1).await;
+    server.kill();
+    let server = start();
+    calls_reach(&downstream, "/slow", 2).await;
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+    // One crash, then a graceful stop: the step is started again, and again after a
+    // second crash (the graceful stop broke the row).
+    let server = start();
+    calls_reach(&downstream, "/slow", 3).await;
+    server.kill();
+    let _server = start();
+    calls_reach(&downstream, "/slow", 4).await;
 }

@@ -315,7 +315,7 @@ async fn a_replica_that_stops_gracefully_hands_its_runs_to_another_at_once() {
     let replica = |name: &str| {
         let path = dir.path().join(format!("{name}.yaml"));
         let text = format!(
-            "server:\n  host: 127.0.0.1\n  port: 0\n  workers: 2\n  shutdown_grace: 1s\n\
+            "server:\n  id: {name}\n  host: 127.0.0.1\n  port: 0\n  workers: 2\n  shutdown_grace: 1s\n\
              database:\n  dsn: {dsn}\n  pool_size: 4\n\
              engine:\n  poll_interval: 100ms\n  lease_ttl: 120s\n"
         );

@@ -148,3 +148,113 @@ async fn stored_templates_are_checked_listed_and_instantiated() {
         .await;
     assert_eq!(response.status(), 201);
 }
+
+#[tokio::test]
+async fn the_go_services_workflow_shaped_template_is_accepted_and_instantiated() {
+    let app = spawn_app().await;
+    let template = json!({
+        "name": "go_ping",
+        "description": "the Go form: the template is the workflow",
+        "steps": [
+            {"name": "ping", "action": "http", "input": {"method": "GET", "url": "[[ params.url ]]"}},
+            {"name": "note", "action": "transform", "input": {"set": {"pinged": "{{ steps.ping.status }}"}}}
+        ]
+    });
+    let response = app.post("/v1/templates", &template).await;
+    assert_eq!(response.status(), 201, "{:?}", response.text().await);
+    let got: Value = app.get("/v1/templates/go_ping").await.json().await.unwrap();
+    assert_eq!(got["steps"][0]["name"], "ping");
+    assert_eq!(got["source"], "stored");
+    let response = app
+        .post(
+            "/v1/workflows",
+            &json!({"template": "go_ping", "name": "pinger", "params": {"url": "http://127.0.0.1:1/x"}}),
+        )
+        .await;
+    assert_eq!(response.status(), 201);
+    let wf: Value = response.json().await.unwrap();
+    assert_eq!(wf["name"], "pinger");
+    assert_eq!(wf["steps"][0]["input"]["url"], "http://127.0.0.1:1/x");
+    assert_eq!(
+        wf["steps"][1]["input"]["set"]["pinged"], "{{ steps.ping.status }}",
+        "run-time templates are left alone"
+    );
+    // Without the parameter the placeholder has nothing to fill.
+    let response = app
+        .post(
+            "/v1/workflows",
+            &json!({"template": "go_ping", "params": {}}),
+        )
+        .await;
+    assert_eq!(response.status(), 400);
+    // A broken step of the Go form is pointed at where it is in the body.
+    let mut broken = template.clone();
+    broken["name"] = json!("go_broken");
+    broken["steps"][0]["action"] = json!("teleport");
+    let response = app.post("/v1/templates", &broken).await;
+    assert_eq!(response.status(), 400);
+    let problem: Value = response.json().await.unwrap();
+    assert_eq!(
+        problem["errors"][0]["pointer"], "/steps/0/action",
+        "{problem}"
+    );
+}
+
+/// An operator schema requiring every workflow name to start with `team-`.
+fn team_schema(dir: &std::path::Path) -> std::path::PathBuf {
+    let path = dir.join("team.schema.json");
+    let schema = json!({
+        "type": "object",
+        "required": ["name", "steps"],
+        "properties": {"name": {"type": "string", "pattern": "^team-"}}
+    });
+    std::fs::write(&path, schema.to_string()).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn an_operator_schema_never_stops_start_up_and_applies_to_instantiated_templates() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = team_schema(dir.path());
+    let app = crate::helpers::spawn_app_in(dir, |raw| {
+        raw.policy.workflow_schema = schema.display().to_string();
+    })
+    .await;
+    let list: Value = app.get("/v1/templates").await.json().await.unwrap();
+    assert!(
+        !list["items"].as_array().unwrap().is_empty(),
+        "the pack is served"
+    );
+    let params = json!({"enrich_url": "http://127.0.0.1:1/e", "act_url": "http://127.0.0.1:1/a"});
+    let refused = app
+        .post(
+            "/v1/workflows",
+            &json!({"template": "intake_enrich_decide_act", "params": params}),
+        )
+        .await;
+    assert_eq!(refused.status(), 400);
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["pointer"], "/name", "{problem}");
+    let accepted = app
+        .post(
+            "/v1/workflows",
+            &json!({"template": "intake_enrich_decide_act", "name": "team-enrich", "params": params}),
+        )
+        .await;
+    assert_eq!(accepted.status(), 201);
+    // A template stored through the API is checked against the operator's schema at once.
+    let stored = app
+        .post(
+            "/v1/templates",
+            &json!({"name": "mine", "steps": [{"name": "a", "action": "transform", "input": {"value": 1}}]}),
+        )
+        .await;
+    assert_eq!(stored.status(), 400);
+    let stored = app
+        .post(
+            "/v1/templates",
+            &json!({"name": "team-mine", "steps": [{"name": "a", "action": "transform", "input": {"value": 1}}]}),
+        )
+        .await;
+    assert_eq!(stored.status(), 201);
+}

@@ -10,6 +10,7 @@ mod flow;
 #[path = "../api/helpers.rs"]
 mod helpers;
 mod runs;
+mod server;
 mod triggers;
 mod workflows;
 

@@ -136,10 +136,15 @@ async fn renewing_leases_does_not_wait_for_a_run_another_transaction_holds() {
         .execute("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE", &[&held])
         .await
         .unwrap();
-    tokio::time::timeout(Duration::from_secs(5), store.renew_leases("node_a", LONG))
+    let renewed = tokio::time::timeout(Duration::from_secs(5), store.renew_leases("node_a", LONG))
         .await
         .expect("the renewal waited for the held run")
         .unwrap();
+    assert_eq!(
+        renewed,
+        vec![free.clone()],
+        "the held run is not named renewed"
+    );
     client.batch_execute("ROLLBACK").await.unwrap();
     // Past the claim's short lease: the held run was not renewed, the free one was.
     tokio::time::sleep(short + Duration::from_millis(200)).await;

@@ -8,6 +8,7 @@ mod pg;
 
 mod fixtures;
 mod leases;
+mod lifecycle;
 mod logs;
 mod notices;
 mod runs;
@@ -111,4 +112,12 @@ conformance!(
     triggers::webhook_triggers_keep_their_secret_and_are_unique_by_name,
     triggers::event_reads_filter_by_run_workflow_and_type_in_outbox_order,
     triggers::a_reader_following_the_outbox_misses_nothing_under_concurrent_commits,
+    lifecycle::renewals_name_the_runs_they_renewed,
+    lifecycle::a_graceful_leave_marks_the_run_and_the_next_owner_clears_the_mark,
+    lifecycle::an_owners_leases_expire_at_once_for_its_restart,
+    lifecycle::finished_runs_past_the_cutoff_are_deleted_with_all_that_is_theirs,
+    lifecycle::a_finished_child_is_kept_while_its_parent_goes_on,
+    lifecycle::only_acknowledged_events_past_the_cutoff_are_pruned,
+    lifecycle::a_hook_lease_has_one_holder_until_it_expires_or_is_released,
+    lifecycle::a_store_taking_writes_is_writable,
 );

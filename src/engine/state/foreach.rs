@@ -229,6 +229,7 @@ impl RunState {
             return;
         }
         self.item_mut(idx, item).attempts = attempt.attempt;
+        self.survived(idx);
         self.touch_item(idx);
         let max = self.wf.steps[idx].retry.max + 1;
         let message = format!(
@@ -256,6 +257,7 @@ impl RunState {
         }
         let n = attempt.attempt;
         self.item_mut(idx, item).attempts = n;
+        self.survived(idx);
         let outcome = match result {
             Ok(outcome) => outcome,
             Err(failure) => {

@@ -10,6 +10,9 @@
 
 mod budget;
 mod foreach;
+mod quarantine;
+#[cfg(test)]
+mod quarantine_tests;
 mod record;
 mod render;
 mod rerun;

@@ -25,6 +25,7 @@ impl RunState {
             response_note(response.as_deref()),
         );
         self.run.steps[idx].attempts.push(attempt);
+        self.survived(idx);
         self.touch_step(idx);
         self.log(LogLevel::Warn, Some(idx), message);
         self.event("step.retrying", Some(idx), StepStatus::Running.as_str());
@@ -48,6 +49,7 @@ impl RunState {
             .map(|f| (f - attempt.started_at).num_milliseconds())
             .unwrap_or_default();
         self.run.steps[idx].attempts.push(attempt);
+        self.survived(idx);
         let output = match &result {
             Ok(outcome) => Some(&outcome.output),
             Err(failure) => failure.output.as_ref(),

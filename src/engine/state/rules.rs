@@ -26,22 +26,12 @@ impl RunState {
         let running: Vec<usize> = (0..self.run.steps.len())
             .filter(|&i| self.run.steps[i].status == StepStatus::Running)
             .collect();
-        running
+        let resumed = running
             .into_iter()
-            .filter_map(|i| {
-                if self.wf.steps[i].foreach.is_some() {
-                    self.resume_foreach(i);
-                    return None;
-                }
-                let n = self.run.steps[i].attempts.len() as u32 + 1;
-                self.log(
-                    LogLevel::Warn,
-                    Some(i),
-                    format!("step was in flight at restart; attempt {n} starts again"),
-                );
-                self.prepare(i)
-            })
-            .collect()
+            .filter_map(|i| self.resume_step(i))
+            .collect();
+        self.run.control.left_cleanly = false;
+        resumed
     }
 
     /// Decides every step whose parents are done: skip, park, fail or start; and the items
@@ -184,7 +174,7 @@ impl RunState {
 
     /// The start of step `idx`. A template error or an input over
     /// `limits.max_input_bytes` fails the step instead.
-    fn prepare(&mut self, idx: usize) -> Option<Start> {
+    pub(super) fn prepare(&mut self, idx: usize) -> Option<Start> {
         match self.prepare_with(idx, self.scope(), None) {
             Ok(start) => Some(start),
             Err(error) => {

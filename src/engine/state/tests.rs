@@ -18,11 +18,11 @@ use crate::model::{Attempt, Run, RunControl, RunStatus, StepRun, StepStatus, Tim
 use crate::outbound::HttpClient;
 use crate::store::{Guard, OwnerChange};
 
-fn start_time() -> Timestamp {
+pub(super) fn start_time() -> Timestamp {
     chrono::DateTime::from_timestamp_millis(1_800_000_000_000).unwrap()
 }
 
-fn settings(clock: &Clock) -> Settings {
+pub(super) fn settings(clock: &Clock) -> Settings {
     Settings {
         max_active_runs: 10,
         lease_ttl: Duration::from_secs(30),
@@ -40,11 +40,13 @@ fn settings(clock: &Clock) -> Settings {
         },
         shutdown_grace: Duration::from_secs(5),
         clock: clock.clone(),
+        run_retention: None,
+        retention_interval: Duration::from_secs(60),
     }
 }
 
 /// One validator for all tests: building the schema and the HTTP client is the slow part.
-fn validator() -> &'static Validator {
+pub(super) fn validator() -> &'static Validator {
     static VALIDATOR: OnceLock<Validator> = OnceLock::new();
     VALIDATOR.get_or_init(|| {
         let config =
@@ -64,7 +66,7 @@ fn validator() -> &'static Validator {
 }
 
 /// A fresh run of `definition` and the manual clock it runs on.
-fn run_of(definition: Value) -> (RunState, Clock) {
+pub(super) fn run_of(definition: Value) -> (RunState, Clock) {
     let wf = Arc::new(validator().validate(&definition).unwrap());
     let clock = Clock::manual(start_time());
     let run = Run {
@@ -95,15 +97,15 @@ fn run_of(definition: Value) -> (RunState, Clock) {
     (RunState::new(run, wf, &settings(&clock)), clock)
 }
 
-fn step(name: &str, depends_on: &[&str]) -> Value {
+pub(super) fn step(name: &str, depends_on: &[&str]) -> Value {
     json!({"name": name, "action": "transform", "depends_on": depends_on, "input": {"value": name}})
 }
 
-fn names(starts: &[Start]) -> Vec<String> {
+pub(super) fn names(starts: &[Start]) -> Vec<String> {
     starts.iter().map(|s| s.call.step.clone()).collect()
 }
 
-fn status(state: &RunState, name: &str) -> StepStatus {
+pub(super) fn status(state: &RunState, name: &str) -> StepStatus {
     state
         .run
         .steps
@@ -113,7 +115,7 @@ fn status(state: &RunState, name: &str) -> StepStatus {
         .unwrap()
 }
 
-fn attempt(clock: &Clock, n: u32) -> Attempt {
+pub(super) fn attempt(clock: &Clock, n: u32) -> Attempt {
     Attempt {
         attempt: n,
         started_at: clock.now(),
@@ -124,12 +126,12 @@ fn attempt(clock: &Clock, n: u32) -> Attempt {
     }
 }
 
-fn succeed(state: &mut RunState, clock: &Clock, start: &Start) {
+pub(super) fn succeed(state: &mut RunState, clock: &Clock, start: &Start) {
     let output = Outcome::output(json!(start.call.step));
     state.on_done(start.index, attempt(clock, start.first_attempt), Ok(output));
 }
 
-fn fail(state: &mut RunState, clock: &Clock, start: &Start) {
+pub(super) fn fail(state: &mut RunState, clock: &Clock, start: &Start) {
     let failure = Failure::rejected("boom");
     state.on_done(
         start.index,

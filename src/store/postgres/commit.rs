@@ -82,13 +82,18 @@ pub async fn commit<C: GenericClient>(c: &C, tx: Transition) -> Result<Done<Comm
         OwnerChange::Renew(ttl) => {
             let until = ms(at) + ttl.as_millis() as i64;
             sets.push(format!("lease_expires_at = {}", param(&mut args, until)));
+            sets.push("left_cleanly = FALSE".into());
         }
         OwnerChange::Take(lease) => {
             sets.push(format!("owner = {}", param(&mut args, lease.owner.clone())));
             let until = ms(at) + lease.ttl.as_millis() as i64;
             sets.push(format!("lease_expires_at = {}", param(&mut args, until)));
+            sets.push("left_cleanly = FALSE".into());
         }
         OwnerChange::Release => sets.push("owner = NULL, lease_expires_at = NULL".into()),
+        OwnerChange::Leave => {
+            sets.push("owner = NULL, lease_expires_at = NULL, left_cleanly = TRUE".into())
+        }
     }
     let run_id = param(&mut args, tx.run_id.clone());
     let mut sql = format!(
@@ -157,14 +162,15 @@ fn children(args: &mut Args, run_id: &str, tx: &Transition) -> String {
         sql.push_str(&format!(
             ", steps AS (INSERT INTO step_runs (run_id, idx, step_id, name, action, status, \
                error, output, http_code, attempts, started_at, finished_at, waiting_since, \
-               truncated, extra) \
+               truncated, extra, interruptions) \
              SELECT {run_id}, u.* FROM upd, UNNEST({p}) AS u \
              ON CONFLICT (run_id, idx) DO UPDATE SET step_id = excluded.step_id, \
                name = excluded.name, action = excluded.action, status = excluded.status, \
                error = excluded.error, output = excluded.output, http_code = excluded.http_code, \
                attempts = excluded.attempts, started_at = excluded.started_at, \
                finished_at = excluded.finished_at, waiting_since = excluded.waiting_since, \
-               truncated = excluded.truncated, extra = excluded.extra)"
+               truncated = excluded.truncated, extra = excluded.extra, \
+               interruptions = excluded.interruptions)"
         ));
     }
     if !tx.approvals.is_empty() {
@@ -228,11 +234,12 @@ fn children(args: &mut Args, run_id: &str, tx: &Transition) -> String {
     if !tx.events.is_empty() {
         let n = param(args, tx.events.len() as i64);
         let bodies: Vec<String> = tx.events.iter().map(to_json).collect();
-        let p = param(args, bodies) + "::text[]";
+        let created: Vec<i64> = tx.events.iter().map(|e| ms(e.ts)).collect();
+        let p = param(args, bodies) + "::text[], " + &param(args, created) + "::bigint[]";
         sql.push_str(&format!(
-            ", events AS (INSERT INTO events (run_id, workflow_id, seq, body) \
-             SELECT {run_id}, upd.workflow_id, upd.event_seq - {n} + u.o, u.body \
-             FROM upd, UNNEST({p}) WITH ORDINALITY AS u(body, o))"
+            ", events AS (INSERT INTO events (run_id, workflow_id, seq, body, created_at) \
+             SELECT {run_id}, upd.workflow_id, upd.event_seq - {n} + u.o, u.body, u.at \
+             FROM upd, UNNEST({p}) WITH ORDINALITY AS u(body, at, o))"
         ));
     }
     sql
@@ -290,6 +297,11 @@ fn step_arrays(args: &mut Args, steps: &BTreeMap<usize, &StepRun>) -> String {
             s().map(|(_, s)| StepExtra::of(s).as_ref().map(to_json))
                 .collect::<Vec<_>>(),
         ) + "::text[]",
+        param(
+            args,
+            s().map(|(_, s)| i64::from(s.interruptions))
+                .collect::<Vec<_>>(),
+        ) + "::bigint[]",
     ]
     .join(", ")
 }

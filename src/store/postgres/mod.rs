@@ -10,6 +10,8 @@
 
 mod commit;
 mod curation;
+mod identity;
+mod lifecycle;
 mod migrations;
 mod notify;
 mod queries;
@@ -65,6 +67,10 @@ pub struct PostgresStore {
     pool: Pool,
     writer: Writer,
     notices: Arc<broadcast::Sender<Notice>>,
+    /// How to connect (the identity lock keeps a connection of its own).
+    config: tokio_postgres::Config,
+    /// The lock of this process's `server.id`, once held.
+    identity: std::sync::Mutex<Option<identity::Held>>,
     /// Runs record what started them (`trigger_info`); see [`curation::records_triggers`].
     triggers: bool,
 }
@@ -123,7 +129,7 @@ impl PostgresStore {
         let origin = crate::ids::new("store");
         let notices = Arc::new(broadcast::channel(NOTICE_CAPACITY).0);
         tokio::spawn(notify::listen(
-            config,
+            config.clone(),
             origin.clone(),
             Arc::downgrade(&notices),
         ));
@@ -135,6 +141,8 @@ impl PostgresStore {
             writer: Writer::start(pool.clone(), announce, writers),
             pool,
             notices,
+            config,
+            identity: std::sync::Mutex::default(),
             triggers,
         })
     }
@@ -309,14 +317,16 @@ impl Store for PostgresStore {
             .await
     }
 
-    async fn renew_leases(&self, owner: &str, ttl: Duration) -> Result<(), StoreError> {
+    async fn renew_leases(&self, owner: &str, ttl: Duration) -> Result<Vec<String>, StoreError> {
         // Not a group-commit job: one statement at a time that skips rows a commit in
         // flight has locked, so a renewal neither waits for a batch nor holds rows a batch
         // waits for, and the two cannot deadlock (inside a batch, a renewal locking every
         // run of this owner in scan order did, under load). A skipped run is being
-        // committed, and commits by its owner renew its lease; it is tried again anyway.
+        // committed, and commits by its owner renew its lease; it is tried again anyway,
+        // and left out of the answer when it stays locked.
         let until = ms(now()) + ttl.as_millis() as i64;
         let conn = self.conn().await?;
+        let mut renewed = Vec::new();
         for pass in 1..=RENEW_PASSES {
             let row = conn
                 .query_one(
@@ -325,21 +335,23 @@ impl Store for PostgresStore {
                          SELECT id FROM runs WHERE owner = $1 \
                          AND status IN ('PENDING', 'RUNNING') AND lease_expires_at < $2 \
                          FOR UPDATE SKIP LOCKED) \
-                       RETURNING 1) \
-                     SELECT (SELECT count(*) FROM runs WHERE owner = $1 \
+                       RETURNING id) \
+                     SELECT COALESCE((SELECT array_agg(id) FROM renewed), ARRAY[]::text[]), \
+                            (SELECT count(*) FROM runs WHERE owner = $1 \
                                AND status IN ('PENDING', 'RUNNING') AND lease_expires_at < $2) \
                           - (SELECT count(*) FROM renewed)",
                     &[&owner, &until],
                 )
                 .await
                 .map_err(db_error)?;
-            let skipped: i64 = row.get(0);
+            renewed.extend(rows::get::<Vec<String>>(&row, 0)?);
+            let skipped: i64 = rows::get(&row, 1)?;
             if skipped <= 0 || pass == RENEW_PASSES {
                 break;
             }
             tokio::time::sleep(RENEW_RETRY).await;
         }
-        Ok(())
+        Ok(renewed)
     }
 
     async fn due_approvals(&self, at: Timestamp, limit: usize) -> Result<Vec<String>, StoreError> {
@@ -573,6 +585,14 @@ impl Store for PostgresStore {
                 .map_err(db_error)?;
             Ok(rows::get::<i64>(&row, 0)?.max(0) as u64)
         })
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        // Dropping the identity's connection releases its lock for a successor at once.
+        if let Ok(mut held) = self.identity.lock() {
+            held.take();
+        }
+        Ok(())
     }
 
     fn notices(&self) -> Option<broadcast::Receiver<Notice>> {

@@ -50,7 +50,7 @@ pub fn version_row(row: &Row) -> Result<WorkflowVersion, StoreError> {
 
 pub const RUN_COLUMNS: &str = "id, workflow_id, workflow_version, status, current_step, context, \
      error, usage, created_at, updated_at, started_at, finished_at, rev, approval_deadline, active_ms, \
-     parent_run_id, extra, retries, budget, trigger_info";
+     parent_run_id, extra, retries, budget, trigger_info, left_cleanly";
 
 pub(super) fn run_row(row: &Row) -> Result<Run, StoreError> {
     Ok(Run {
@@ -80,12 +80,13 @@ pub(super) fn run_row(row: &Row) -> Result<Run, StoreError> {
                 .map(json)
                 .transpose()?
                 .unwrap_or_default(),
+            left_cleanly: get(row, 20)?,
         },
     })
 }
 
 const STEP_COLUMNS: &str = "run_id, idx, step_id, name, action, status, error, output, http_code, \
-     attempts, started_at, finished_at, waiting_since, truncated, extra";
+     attempts, started_at, finished_at, waiting_since, truncated, extra, interruptions";
 
 pub(super) fn step_row(row: &Row) -> Result<(String, StepRun), StoreError> {
     let extra: StepExtra = get::<Option<&str>>(row, 14)?
@@ -108,6 +109,7 @@ pub(super) fn step_row(row: &Row) -> Result<(String, StepRun), StoreError> {
         waiting: None,
         items: None,
         over: None,
+        interruptions: get::<i64>(row, 15)? as u32,
     };
     extra.apply(&mut step);
     Ok((get(row, 0)?, step))
@@ -213,25 +215,43 @@ pub async fn put_steps<C: GenericClient>(
         .iter()
         .map(|(_, s)| StepExtra::of(s).as_ref().map(to_json))
         .collect();
+    let interruptions: Vec<i64> = steps
+        .iter()
+        .map(|(_, s)| i64::from(s.interruptions))
+        .collect();
     let sql = format!(
         "INSERT INTO step_runs ({STEP_COLUMNS}) \
          SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], \
            $7::text[], $8::text[], $9::bigint[], $10::text[], $11::bigint[], $12::bigint[], \
-           $13::bigint[], $14::bool[], $15::text[]) \
+           $13::bigint[], $14::bool[], $15::text[], $16::bigint[]) \
          ON CONFLICT (run_id, idx) DO UPDATE SET step_id = excluded.step_id, name = excluded.name, \
            action = excluded.action, status = excluded.status, error = excluded.error, \
            output = excluded.output, http_code = excluded.http_code, attempts = excluded.attempts, \
            started_at = excluded.started_at, finished_at = excluded.finished_at, \
            waiting_since = excluded.waiting_since, truncated = excluded.truncated, \
-           extra = excluded.extra"
+           extra = excluded.extra, interruptions = excluded.interruptions"
     );
     let stmt = client.prepare_cached(&sql).await.map_err(db_error)?;
     client
         .execute(
             &stmt,
             &[
-                &run_id, &idx, &step_id, &name, &action, &status, &error, &output, &http,
-                &attempts, &started, &finished, &waiting, &truncated, &extra,
+                &run_id,
+                &idx,
+                &step_id,
+                &name,
+                &action,
+                &status,
+                &error,
+                &output,
+                &http,
+                &attempts,
+                &started,
+                &finished,
+                &waiting,
+                &truncated,
+                &extra,
+                &interruptions,
             ],
         )
         .await

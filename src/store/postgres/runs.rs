@@ -144,13 +144,14 @@ async fn put_events<C: GenericClient>(
         .map(|i| (first_seq + i as u64) as i64)
         .collect();
     let body: Vec<String> = events.iter().map(to_json).collect();
+    let created: Vec<i64> = events.iter().map(|e| ms(e.ts)).collect();
     c.execute("SELECT pg_advisory_xact_lock($1)", &[&OUTBOX_LOCK])
         .await
         .map_err(super::db_error)?;
     c.execute(
-        "INSERT INTO events (run_id, workflow_id, seq, body) \
-         SELECT $1, $2, * FROM UNNEST($3::bigint[], $4::text[])",
-        &[&run_id, &workflow_id, &seq, &body],
+        "INSERT INTO events (run_id, workflow_id, seq, body, created_at) \
+         SELECT $1, $2, * FROM UNNEST($3::bigint[], $4::text[], $5::bigint[])",
+        &[&run_id, &workflow_id, &seq, &body, &created],
     )
     .await
     .map_err(super::db_error)?;

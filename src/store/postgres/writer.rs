@@ -21,9 +21,10 @@ use std::sync::Arc;
 
 use deadpool_postgres::Pool;
 use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio_postgres::error::SqlState;
 
 use super::notify::Outgoing;
-use crate::store::StoreError;
+use crate::store::{StoreError, WriteHealth};
 
 /// Most jobs sharing one commit.
 const MAX_BATCH: usize = 256;
@@ -59,6 +60,23 @@ impl Fault {
             *c == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
                 || *c == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
         }))
+    }
+
+    /// Why the database refused the job's writes (not a rule of the store's), if it did.
+    fn refusal(&self) -> Option<String> {
+        match self {
+            Self::Store(e) if e.is_unavailable() => Some(crate::problems::chain(e)),
+            Self::Store(_) => None,
+            Self::Db(e) => {
+                let rule = e.code().is_some_and(|c| {
+                    *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::INVALID_TEXT_REPRESENTATION
+                });
+                (!rule).then(|| match e.as_db_error() {
+                    Some(db) => db.to_string(),
+                    None => crate::problems::chain(e),
+                })
+            }
+        }
     }
 
     /// The store's view of the failure.
@@ -151,6 +169,8 @@ where
 #[derive(Clone)]
 pub struct Writer {
     jobs: mpsc::UnboundedSender<Box<dyn Job>>,
+    /// The outcome of the last batch.
+    pub health: Arc<WriteHealth>,
 }
 
 impl Writer {
@@ -163,10 +183,16 @@ impl Writer {
     ) -> Self {
         let (jobs, rx) = mpsc::unbounded_channel();
         let rx = Arc::new(Mutex::new(rx));
+        let health = Arc::new(WriteHealth::default());
         for _ in 0..writers.max(1) {
-            tokio::spawn(run(pool.clone(), announce.clone(), rx.clone()));
+            tokio::spawn(run(
+                pool.clone(),
+                announce.clone(),
+                rx.clone(),
+                health.clone(),
+            ));
         }
-        Self { jobs }
+        Self { jobs, health }
     }
 
     /// Runs `work` in the next group commit and returns its result once committed.
@@ -194,7 +220,12 @@ impl Writer {
 
 type Queue = Arc<Mutex<mpsc::UnboundedReceiver<Box<dyn Job>>>>;
 
-async fn run(pool: Pool, announce: mpsc::UnboundedSender<Vec<Outgoing>>, queue: Queue) {
+async fn run(
+    pool: Pool,
+    announce: mpsc::UnboundedSender<Vec<Outgoing>>,
+    queue: Queue,
+    health: Arc<WriteHealth>,
+) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     let mut again: Vec<Box<dyn Job>> = Vec::new();
     loop {
@@ -216,16 +247,21 @@ async fn run(pool: Pool, announce: mpsc::UnboundedSender<Vec<Outgoing>>, queue: 
                 }
             }
         }
-        commit_batch(&pool, &announce, &mut batch, &mut again).await;
+        match commit_batch(&pool, &announce, &mut batch, &mut again).await {
+            Ok(()) => health.committed(),
+            Err(reason) => health.failed(reason),
+        }
     }
 }
 
+/// Runs a batch in one transaction and answers its jobs; `Err` with the reason when the
+/// database refused a write (no connection, the commit, or a job's statements).
 async fn commit_batch(
     pool: &Pool,
     announce: &mpsc::UnboundedSender<Vec<Outgoing>>,
     batch: &mut Vec<Box<dyn Job>>,
     again: &mut Vec<Box<dyn Job>>,
-) {
+) -> Result<(), String> {
     let conn = match pool.get().await {
         Ok(conn) => Arc::new(conn),
         Err(e) => {
@@ -233,7 +269,7 @@ async fn commit_batch(
             for job in batch.drain(..) {
                 job.answer(Err(err.clone()));
             }
-            return;
+            return Err(crate::problems::chain(&err));
         }
     };
     if let Err(e) = conn.batch_execute("BEGIN; SAVEPOINT job").await {
@@ -241,11 +277,12 @@ async fn commit_batch(
         for job in batch.drain(..) {
             job.answer(Err(err.clone()));
         }
-        return;
+        return Err(crate::problems::chain(&err));
     }
     let mut done: Vec<Box<dyn Job>> = Vec::with_capacity(batch.len());
     let mut notices = Vec::new();
     let mut broken: Option<StoreError> = None;
+    let mut refused: Option<String> = None;
     for mut job in batch.drain(..) {
         if let Some(err) = &broken {
             job.answer(Err(err.clone()));
@@ -267,6 +304,9 @@ async fn commit_batch(
                 }
             },
             Some(fault) => {
+                if let Some(reason) = fault.refusal().filter(|_| !fault.retryable()) {
+                    refused = Some(reason);
+                }
                 if let Err(e) = conn.batch_execute("ROLLBACK TO SAVEPOINT job").await {
                     broken = Some(super::db_error(e));
                 }
@@ -293,7 +333,13 @@ async fn commit_batch(
             let _ = conn.batch_execute("ROLLBACK").await;
         }
     }
+    let result = match (&outcome, refused) {
+        (Err(e), _) => Err(crate::problems::chain(e)),
+        (Ok(()), Some(reason)) => Err(reason),
+        (Ok(()), None) => Ok(()),
+    };
     for job in done {
         job.answer(outcome.clone());
     }
+    result
 }

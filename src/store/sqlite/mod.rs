@@ -5,7 +5,9 @@
 //! left by a previous process are cleared at open and its runs resume at once.
 //! Writes go through the group-commit writer thread; reads use a small connection pool.
 
+mod backup;
 mod curation;
+mod lifecycle;
 mod pool;
 mod rows;
 mod runs;
@@ -29,6 +31,7 @@ use crate::store::{
     WebhookTrigger, WorkflowEntry, WorkflowFilter,
 };
 
+pub use backup::{BackupReport, backup};
 use pool::{Checkpointer, Readers, WalBound, Writer, unavailable};
 use rows::{load_run, log_row, ms};
 
@@ -41,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_flow.sql"),
     include_str!("migrations/0003_api.sql"),
     include_str!("migrations/0004_triggers.sql"),
+    include_str!("migrations/0005_lifecycle.sql"),
 ];
 
 /// How the embedded store is opened.
@@ -300,17 +304,17 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn renew_leases(&self, owner: &str, ttl: Duration) -> Result<(), StoreError> {
+    async fn renew_leases(&self, owner: &str, ttl: Duration) -> Result<Vec<String>, StoreError> {
         let owner = owner.to_owned();
         let until = ms(now()) + ttl.as_millis() as i64;
         self.writer
             .write(move |conn| {
                 conn.prepare_cached(
-                    "UPDATE runs SET lease_expires_at = ?2 WHERE owner = ?1 AND status IN ('PENDING', 'RUNNING')",
+                    "UPDATE runs SET lease_expires_at = ?2 \
+                     WHERE owner = ?1 AND status IN ('PENDING', 'RUNNING') RETURNING id",
                 )
-                .and_then(|mut s| s.execute(params![owner, until]))
-                .map_err(unavailable)?;
-                Ok(())
+                .and_then(|mut s| s.query_map(params![owner, until], |r| r.get(0))?.collect())
+                .map_err(unavailable)
             })
             .await
     }

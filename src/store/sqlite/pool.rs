@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::StoreError;
+use crate::store::{StoreError, WriteHealth};
 
 /// How long a connection waits for a lock another holds.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -32,10 +32,20 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Most jobs sharing one commit.
 const MAX_BATCH: usize = 512;
 
+/// How a job's work went.
+enum Ran {
+    Done,
+    /// Refused by a rule (a guard, a missing row): its savepoint is rolled back.
+    Refused,
+    /// The database failed (disk full, read-only, I/O): rolled back, and the store's
+    /// write health says why.
+    Broken(String),
+}
+
 /// A unit of work for the writer: run inside a savepoint, answered after the commit.
 trait Job: Send {
-    /// Runs the work; false when it failed and its savepoint must be rolled back.
-    fn run(&mut self, conn: &Connection) -> bool;
+    /// Runs the work; anything but [`Ran::Done`] rolls its savepoint back.
+    fn run(&mut self, conn: &Connection) -> Ran;
     /// Answers the caller with the work's result, or with `commit`'s error.
     fn answer(self: Box<Self>, commit: Result<(), StoreError>);
 }
@@ -51,14 +61,18 @@ where
     R: Send,
     F: FnOnce(&Connection) -> Result<R, StoreError> + Send,
 {
-    fn run(&mut self, conn: &Connection) -> bool {
+    fn run(&mut self, conn: &Connection) -> Ran {
         let result = match self.work.take() {
             Some(work) => work(conn),
             None => Err(StoreError::unavailable("job ran twice")),
         };
-        let ok = result.is_ok();
+        let ran = match &result {
+            Ok(_) => Ran::Done,
+            Err(e) if e.is_unavailable() => Ran::Broken(crate::problems::chain(e)),
+            Err(_) => Ran::Refused,
+        };
         self.result = Some(result);
-        ok
+        ran
     }
 
     fn answer(self: Box<Self>, commit: Result<(), StoreError>) {
@@ -185,17 +199,21 @@ fn rewind_wal(conn: &Connection, how: Rewind) -> Result<(), StoreError> {
 #[derive(Clone)]
 pub struct Writer {
     jobs: mpsc::UnboundedSender<Task>,
+    /// The outcome of the last batch.
+    pub health: Arc<WriteHealth>,
 }
 
 impl Writer {
     /// Starts the writer thread on `conn`. It stops when every `Writer` clone is dropped.
     pub fn start(mut conn: Connection, bound: WalBound) -> Result<Self, StoreError> {
         let (jobs, rx) = mpsc::unbounded_channel();
+        let health = Arc::new(WriteHealth::default());
+        let recorder = health.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run(&mut conn, rx, &bound))
+            .spawn(move || run(&mut conn, rx, &bound, &recorder))
             .map_err(|e| StoreError::unavailable_by("cannot start the writer thread", e))?;
-        Ok(Self { jobs })
+        Ok(Self { jobs, health })
     }
 
     /// Folds the WAL into the database and truncates it, after every write queued before.
@@ -228,7 +246,12 @@ impl Writer {
     }
 }
 
-fn run(conn: &mut Connection, mut rx: mpsc::UnboundedReceiver<Task>, bound: &WalBound) {
+fn run(
+    conn: &mut Connection,
+    mut rx: mpsc::UnboundedReceiver<Task>,
+    bound: &WalBound,
+    health: &WriteHealth,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut truncate = Vec::new();
     // After a rewind readers kept busy, the next try waits this long.
@@ -245,7 +268,10 @@ fn run(conn: &mut Connection, mut rx: mpsc::UnboundedReceiver<Task>, bound: &Wal
             }
         }
         if !batch.is_empty() {
-            commit_batch(conn, &mut batch);
+            match commit_batch(conn, &mut batch) {
+                Ok(()) => health.committed(),
+                Err(reason) => health.failed(reason),
+            }
         }
         if !truncate.is_empty() {
             let result = rewind_wal(conn, Rewind::Must);
@@ -283,25 +309,34 @@ fn truncate_wal(conn: &Connection, patience: Duration) -> Result<(), StoreError>
     Ok(())
 }
 
-fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) {
+/// Runs a batch in one transaction and answers its jobs; `Err` with the reason when the
+/// database refused a write (the batch's commit, or a job's statements).
+fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) -> Result<(), String> {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let err = unavailable(e);
         for job in batch.drain(..) {
             job.answer(Err(err.clone()));
         }
-        return;
+        return Err(crate::problems::chain(&err));
     }
     let mut done = Vec::with_capacity(batch.len());
+    let mut broken = None;
     for mut job in batch.drain(..) {
         if let Err(e) = execute_cached(conn, "SAVEPOINT job") {
-            job.answer(Err(unavailable(e)));
+            let err = unavailable(e);
+            broken = Some(crate::problems::chain(&err));
+            job.answer(Err(err));
             continue;
         }
-        let cleanup = if job.run(conn) {
-            execute_cached(conn, "RELEASE job")
-        } else {
-            execute_cached(conn, "ROLLBACK TO job")
-                .and_then(|()| execute_cached(conn, "RELEASE job"))
+        let cleanup = match job.run(conn) {
+            Ran::Done => execute_cached(conn, "RELEASE job"),
+            ran => {
+                if let Ran::Broken(reason) = ran {
+                    broken = Some(reason);
+                }
+                execute_cached(conn, "ROLLBACK TO job")
+                    .and_then(|()| execute_cached(conn, "RELEASE job"))
+            }
         };
         match cleanup {
             Ok(()) => done.push(job),
@@ -312,9 +347,15 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) {
     if outcome.is_err() {
         let _ = conn.execute_batch("ROLLBACK");
     }
+    let result = match (&outcome, broken) {
+        (Err(e), _) => Err(crate::problems::chain(e)),
+        (Ok(()), Some(reason)) => Err(reason),
+        (Ok(()), None) => Ok(()),
+    };
     for job in done {
         job.answer(outcome.clone());
     }
+    result
 }
 
 /// Runs a statement without parameters from the connection's statement cache (savepoint

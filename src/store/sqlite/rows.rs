@@ -27,7 +27,7 @@ pub fn version_row(row: &Row<'_>) -> rusqlite::Result<Result<WorkflowVersion, St
 
 pub const RUN_COLUMNS: &str = "id, workflow_id, workflow_version, status, current_step, context, \
      error, usage, created_at, updated_at, started_at, finished_at, rev, approval_deadline, active_ms, \
-     parent_run_id, extra, retries, budget, trigger_info";
+     parent_run_id, extra, retries, budget, trigger_info, left_cleanly";
 
 pub(super) fn run_row(row: &Row<'_>) -> rusqlite::Result<Result<Run, StoreError>> {
     let status: String = row.get(3)?;
@@ -71,6 +71,7 @@ pub(super) fn run_row(row: &Row<'_>) -> rusqlite::Result<Result<Run, StoreError>
                     .map(from_ms),
                 active_ms: row.get::<_, i64>(14).map_err(unavailable)? as u64,
                 extra: extra.as_deref().map(json).transpose()?.unwrap_or_default(),
+                left_cleanly: row.get::<_, i64>(20).map_err(unavailable)? != 0,
             },
         })
     };
@@ -78,18 +79,19 @@ pub(super) fn run_row(row: &Row<'_>) -> rusqlite::Result<Result<Run, StoreError>
 }
 
 const STEP_COLUMNS: &str = "run_id, idx, step_id, name, action, status, error, output, http_code, \
-     attempts, started_at, finished_at, waiting_since, truncated, extra";
+     attempts, started_at, finished_at, waiting_since, truncated, extra, interruptions";
 
 /// Writes a step row in place (an upsert updates the row; `INSERT OR REPLACE` would
 /// delete and re-insert it).
 const STEP_UPSERT: &str = "INSERT INTO step_runs (run_id, idx, step_id, name, action, status, \
-     error, output, http_code, attempts, started_at, finished_at, waiting_since, truncated, extra) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
+     error, output, http_code, attempts, started_at, finished_at, waiting_since, truncated, extra, \
+     interruptions) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
      ON CONFLICT (run_id, idx) DO UPDATE SET step_id = excluded.step_id, name = excluded.name, \
      action = excluded.action, status = excluded.status, error = excluded.error, \
      output = excluded.output, http_code = excluded.http_code, attempts = excluded.attempts, \
      started_at = excluded.started_at, finished_at = excluded.finished_at, \
-     waiting_since = excluded.waiting_since, truncated = excluded.truncated, extra = excluded.extra";
+     waiting_since = excluded.waiting_since, truncated = excluded.truncated, extra = excluded.extra, \
+     interruptions = excluded.interruptions";
 
 pub(super) fn step_row(row: &Row<'_>) -> rusqlite::Result<(String, Result<StepRun, StoreError>)> {
     let run_id: String = row.get(0)?;
@@ -124,6 +126,7 @@ pub(super) fn step_row(row: &Row<'_>) -> rusqlite::Result<(String, Result<StepRu
             waiting: None,
             items: None,
             over: None,
+            interruptions: row.get::<_, i64>(15).map_err(unavailable)? as u32,
         };
         extra.apply(&mut step);
         Ok(step)
@@ -246,6 +249,7 @@ pub fn put_step(
         step.waiting_since.map(ms),
         step.output_truncated as i64,
         StepExtra::of(step).as_ref().map(to_json),
+        i64::from(step.interruptions),
     ])
     .map_err(unavailable)?;
     Ok(())

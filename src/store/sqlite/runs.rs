@@ -151,7 +151,8 @@ fn put_events(
     }
     let mut stmt = conn
         .prepare_cached(
-            "INSERT INTO events (run_id, workflow_id, seq, body) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO events (run_id, workflow_id, seq, body, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
         )
         .map_err(unavailable)?;
     for (i, event) in events.into_iter().enumerate() {
@@ -159,7 +160,8 @@ fn put_events(
             run_id,
             workflow_id,
             (first_seq + i as u64) as i64,
-            to_json(&event)
+            to_json(&event),
+            ms(event.ts),
         ])
         .map_err(unavailable)?;
     }
@@ -221,6 +223,7 @@ pub fn commit(conn: &Connection, tx: Transition) -> Result<Committed, StoreError
                 "lease_expires_at",
                 Box::new(ms(at) + ttl.as_millis() as i64),
             );
+            sql.push_str(", left_cleanly = 0");
         }
         OwnerChange::Take(lease) => {
             push(&mut sql, "owner", Box::new(lease.owner.clone()));
@@ -229,9 +232,13 @@ pub fn commit(conn: &Connection, tx: Transition) -> Result<Committed, StoreError
                 "lease_expires_at",
                 Box::new(ms(at) + lease.ttl.as_millis() as i64),
             );
+            sql.push_str(", left_cleanly = 0");
         }
         OwnerChange::Release => {
             sql.push_str(", owner = NULL, lease_expires_at = NULL");
+        }
+        OwnerChange::Leave => {
+            sql.push_str(", owner = NULL, lease_expires_at = NULL, left_cleanly = 1");
         }
     }
     args.push(Box::new(tx.run_id.clone()));
