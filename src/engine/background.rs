@@ -174,6 +174,7 @@ async fn watch(shared: Arc<Shared>, mut notices: tokio::sync::broadcast::Receive
             }
             // Some notices were lost: claim whatever needs an owner now. Log subscribers
             // catch up from the store when they see a gap in `seq`.
+            Ok(Notice::Queue { .. }) => {}
             Ok(Notice::Resync) | Err(RecvError::Lagged(_)) => shared.queue_wake(),
             Err(RecvError::Closed) => return,
         }

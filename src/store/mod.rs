@@ -10,6 +10,7 @@
 pub mod encoding;
 pub mod postgres;
 pub mod sqlite;
+pub mod tasks;
 pub mod timed;
 
 use std::sync::Arc;
@@ -18,6 +19,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use tokio::sync::broadcast;
+
+pub use tasks::{TaskOp, TaskStore};
 
 use crate::model::{
     Approval, LogEntry, NewEvent, NewLogEntry, Page, PageRequest, Run, RunFilter, RunStatus,
@@ -211,6 +214,8 @@ pub struct Transition {
     pub approvals: Vec<Approval>,
     pub logs: Vec<NewLogEntry>,
     pub events: Vec<NewEvent>,
+    /// Task rows the change writes (a step starts or stops waiting for a task).
+    pub tasks: Vec<TaskOp>,
 }
 
 impl Transition {
@@ -226,6 +231,7 @@ impl Transition {
             approvals: Vec::new(),
             logs: Vec::new(),
             events: Vec::new(),
+            tasks: Vec::new(),
         }
     }
 
@@ -238,6 +244,7 @@ impl Transition {
             && self.approvals.is_empty()
             && self.logs.is_empty()
             && self.events.is_empty()
+            && self.tasks.is_empty()
     }
 }
 
@@ -284,13 +291,16 @@ pub enum Notice {
         /// The run may now be claimed (queued, released, or decided to go on without an owner).
         claimable: bool,
     },
+    /// A task was put on queue `queue` (or back on it).
+    Queue { queue: String },
     /// Notices may have been lost (the listener reconnected): re-check what matters.
     Resync,
 }
 
-/// Persistence of workflows, templates, runs, logs, leases and the hook outbox.
+/// Persistence of workflows, templates, runs, logs, leases, the hook outbox and (through
+/// [`TaskStore`]) task queues.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: TaskStore + Send + Sync + 'static {
     /// Answers when the store can serve requests (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
 

@@ -4,6 +4,8 @@
 //! It must forward every trait method, provided ones included: a provided method left
 //! out here would silently answer with its default instead of the wrapped store's.
 
+mod tasks;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -61,6 +63,18 @@ operations!(
     purge_expired,
     count_runs,
     outbox_head,
+    claim_tasks,
+    heartbeat_task,
+    end_task,
+    expire_tasks,
+    unsettled_tasks,
+    settle_task,
+    get_task,
+    task_times,
+    list_queues,
+    record_worker,
+    list_workers,
+    prune_workers,
 );
 
 /// The wrapped store, timed.

@@ -11,6 +11,7 @@ mod leases;
 mod logs;
 mod notices;
 mod runs;
+mod tasks;
 mod wal;
 mod workflows;
 
@@ -104,4 +105,14 @@ conformance!(
     leases::expired_leases_are_taken_over_and_renewed_ones_are_not,
     leases::commits_that_renew_keep_a_busy_run_owned,
     leases::parked_runs_with_passed_deadlines_are_due,
+    tasks::tasks_are_claimed_once_oldest_first_each_with_its_token,
+    tasks::concurrent_claimers_take_every_task_exactly_once,
+    tasks::only_the_live_claim_heartbeats_and_ends_it,
+    tasks::expired_claims_end_once_and_go_back_with_the_next_attempt,
+    tasks::the_attempt_timeout_caps_the_lease,
+    tasks::canceled_tasks_leave_the_queue_and_tell_their_claim,
+    tasks::retries_become_claimable_at_their_time,
+    tasks::task_changes_commit_only_with_their_runs_guard,
+    tasks::queues_and_workers_are_listed_with_what_they_hold,
+    tasks::ended_claims_stay_unsettled_until_applied,
 );

@@ -10,7 +10,10 @@ use tokio_postgres::NoTls;
 use crate::store::StoreError;
 
 /// Schema migrations in order; version `n` is `MIGRATIONS[n - 1]`.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0004_tasks.sql"),
+];
 
 /// The advisory lock key that serialises migrations ("orchmigr").
 const MIGRATION_LOCK: i64 = 0x6f72_6368_6d69_6772;

@@ -14,6 +14,7 @@ mod notify;
 mod queries;
 mod rows;
 mod runs;
+mod tasks;
 mod writer;
 
 use std::sync::Arc;

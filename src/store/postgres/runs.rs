@@ -104,6 +104,7 @@ pub async fn create_run<C: GenericClient>(c: &C, new: NewRun) -> Result<Done<Cre
         rev: None,
         logs: (log_count > 0).then_some((1, log_count)),
         claimable: owner.is_none(),
+        queues: Vec::new(),
     };
     let run = Run {
         id: new.id,
@@ -192,6 +193,7 @@ pub async fn claim<C: GenericClient>(
                 rev: Some(*rev as u64),
                 logs: None,
                 claimable: false,
+                queues: Vec::new(),
             })
             .collect(),
         value: ids.into_iter().map(|(id, _)| id).collect(),
@@ -224,6 +226,7 @@ pub async fn append_client_logs<C: GenericClient>(
                     rev: None,
                     logs: (n > 0).then_some((first, last as u64)),
                     claimable: false,
+                    queues: Vec::new(),
                 }],
             })
         }

@@ -8,6 +8,7 @@
 mod pool;
 mod rows;
 mod runs;
+mod tasks;
 mod workflows;
 
 use std::fs::File;
@@ -34,7 +35,10 @@ use rows::{RUN_COLUMNS, json, load_run, load_runs, log_row, ms};
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 /// Schema migrations in order; `PRAGMA user_version` records how many are applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0004_tasks.sql"),
+];
 
 /// How the embedded store is opened.
 #[derive(Debug, Clone)]
