@@ -39,6 +39,9 @@ pub struct Metrics {
     sse_subscribers: IntGauge,
     hook_outbox_depth: IntGaugeVec,
     store: HistogramVec,
+    tasks: IntCounterVec,
+    task_wait: Histogram,
+    queue_waiting: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -74,6 +77,8 @@ pub struct Gauges {
     pub sse_subscribers: usize,
     /// Events each hook target has not yet acknowledged.
     pub hook_outbox_depth: Vec<(&'static str, u64)>,
+    /// Tasks waiting on each queue (`None`: the store did not answer).
+    pub queue_waiting: Option<Vec<(String, u64)>>,
 }
 
 /// Why metrics could not be set up: only a programming error (a bad name or a name
@@ -110,7 +115,27 @@ impl Metrics {
             &["target"],
         )?;
         registry.register(Box::new(hook_outbox_depth.clone()))?;
+        let queue_waiting = IntGaugeVec::new(
+            Opts::new("queue_waiting", "Tasks waiting on a queue for a worker."),
+            &["queue"],
+        )?;
+        registry.register(Box::new(queue_waiting.clone()))?;
+        let task_wait = Histogram::with_opts(
+            HistogramOpts::new(
+                "task_wait_seconds",
+                "Time a task waited on its queue before a worker claimed it.",
+            )
+            .buckets(latency_buckets()),
+        )?;
+        registry.register(Box::new(task_wait.clone()))?;
         Ok(Self {
+            tasks: counter(
+                "tasks_total",
+                "Claims of tasks that ended, by queue and outcome (completed, failed, expired, canceled).",
+                &["queue", "outcome"],
+            )?,
+            task_wait,
+            queue_waiting,
             runs: counter(
                 "runs_total",
                 "Runs started (status=\"started\") and finished (succeeded, failed, canceled).",
@@ -201,6 +226,17 @@ impl Metrics {
         self.store.with_label_values(&[operation])
     }
 
+    /// A worker claimed a task that waited `waited` on its queue.
+    pub fn task_claimed(&self, waited: Duration) {
+        self.task_wait.observe(waited.as_secs_f64());
+    }
+
+    /// A task's claim ended on `queue` (`completed`, `failed`, `expired`), or the task was
+    /// `canceled`.
+    pub fn task_ended(&self, queue: &str, outcome: &str) {
+        self.tasks.with_label_values(&[queue, outcome]).inc();
+    }
+
     /// The text exposition of every metric, after setting the scraped `gauges`.
     pub fn render(&self, gauges: &Gauges) -> String {
         self.runs_active.set(clamp(gauges.runs_active as u64));
@@ -213,6 +249,15 @@ impl Metrics {
             self.hook_outbox_depth
                 .with_label_values(&[*target])
                 .set(clamp(*depth));
+        }
+        if let Some(queues) = &gauges.queue_waiting {
+            // Queues no longer listed (none should vanish) keep no stale value.
+            self.queue_waiting.reset();
+            for (queue, waiting) in queues {
+                self.queue_waiting
+                    .with_label_values(&[queue.as_str()])
+                    .set(clamp(*waiting));
+            }
         }
         let mut out = Vec::new();
         // Encoding plain families into a Vec cannot fail (no I/O, names already checked).
@@ -248,11 +293,14 @@ mod tests {
         m.step("http").finished(Duration::from_millis(3));
         m.http_request("GET", "/v1/runs/{id}", 200, Duration::from_millis(1));
         m.store_operation("commit").observe(0.001);
+        m.task_claimed(Duration::from_millis(2));
+        m.task_ended("build", "expired");
         let text = m.render(&Gauges {
             runs_active: 2,
             runs_parked: Some(1),
             sse_subscribers: 3,
             hook_outbox_depth: vec![("audit_log", 4)],
+            queue_waiting: Some(vec![("build".into(), 5)]),
         });
         for line in [
             "orchestrator_runs_total{status=\"started\"} 1",
@@ -266,6 +314,9 @@ mod tests {
             "orchestrator_runs_parked 1",
             "orchestrator_sse_subscribers 3",
             "orchestrator_hook_outbox_depth{target=\"audit_log\"} 4",
+            "orchestrator_tasks_total{outcome=\"expired\",queue=\"build\"} 1",
+            "orchestrator_task_wait_seconds_count 1",
+            "orchestrator_queue_waiting{queue=\"build\"} 5",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

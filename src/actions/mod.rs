@@ -13,6 +13,7 @@ mod http;
 mod memarch;
 mod scm;
 mod service;
+pub mod task;
 mod transform;
 mod web;
 

@@ -17,8 +17,10 @@ mod logs;
 mod metrics;
 pub mod observe;
 pub mod openapi;
+mod queues;
 mod runs;
 mod schemas;
+mod tasks;
 mod templates;
 mod whoami;
 mod workflows;
@@ -65,10 +67,14 @@ pub struct AppState {
 pub enum Access {
     /// Anyone, without a token (`/health`, `/ready`).
     Open,
-    /// Any valid token (`reader` or `admin`).
+    /// A `reader` or `admin` token.
     Read,
     /// An `admin` token: changes workflows or templates, or acts on runs.
     Write,
+    /// A `worker` or `admin` token: the worker API (`/v1/tasks/*`).
+    Work,
+    /// Any valid token, `worker` included: who am I, queues and workers.
+    Any,
 }
 
 /// One served route: method (lower case), path pattern, the access it needs, and whether
@@ -123,7 +129,7 @@ routes! {
         "/ready" => [get Open health::ready],
         "/metrics" => [get Read metrics::scrape],
         "/v1/openapi.json" => [get Read openapi::serve],
-        "/v1/whoami" => [get Read whoami::whoami],
+        "/v1/whoami" => [get Any whoami::whoami],
         "/v1/workflows" => [post Write workflows::create, get Read workflows::list],
         "/v1/workflows/validate" => [post Read workflows::validate],
         "/v1/workflows/{id}" => [get Read workflows::get, put Write workflows::replace],
@@ -139,6 +145,12 @@ routes! {
         "/v1/runs/{id}/retry" => [post Write runs::retry],
         "/v1/runs/{id}/logs" => [get Read logs::read, post Write logs::append],
         "/v1/runs/{id}/logs/stream" => [get Read logs::stream],
+        "/v1/tasks/poll" => [post Work tasks::poll],
+        "/v1/tasks/{id}/heartbeat" => [post Work tasks::heartbeat],
+        "/v1/tasks/{id}/complete" => [post Work tasks::complete],
+        "/v1/tasks/{id}/fail" => [post Work tasks::fail],
+        "/v1/queues" => [get Any queues::list_queues],
+        "/v1/workers" => [get Any queues::list_workers],
     }
     // The shell carries no data (a navigation cannot send a bearer header); the pages
     // fetch everything through the API above with the token.

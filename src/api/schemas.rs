@@ -185,6 +185,6 @@ pub struct Status {
 pub struct Identity {
     /// The token's name (`anonymous` with auth off).
     name: String,
-    /// `admin` or `reader`.
+    /// `admin`, `reader` or `worker`.
     role: String,
 }

@@ -32,6 +32,7 @@ pub fn spawn_all(shared: Arc<Shared>) {
     if let Some(notices) = shared.store.notices() {
         tasks.spawn_on(watch(shared.clone(), notices), &runtime);
     }
+    tasks.spawn_on(super::tasks::sweep::run(shared.clone()), &runtime);
     tasks.spawn_on(purge(shared), &runtime);
 }
 
@@ -174,8 +175,11 @@ async fn watch(shared: Arc<Shared>, mut notices: tokio::sync::broadcast::Receive
             }
             // Some notices were lost: claim whatever needs an owner now. Log subscribers
             // catch up from the store when they see a gap in `seq`.
-            Ok(Notice::Queue { .. }) => {}
-            Ok(Notice::Resync) | Err(RecvError::Lagged(_)) => shared.queue_wake(),
+            Ok(Notice::Queue { queue }) => shared.queues.signals.wake(&queue),
+            Ok(Notice::Resync) | Err(RecvError::Lagged(_)) => {
+                shared.queues.signals.wake_all();
+                shared.queue_wake();
+            }
             Err(RecvError::Closed) => return,
         }
     }

@@ -114,7 +114,7 @@ pub enum TaskOp {
     Settle { id: String },
     /// The run no longer waits for the task: a waiting task leaves its queue; a claimed one
     /// keeps its token so that its next heartbeat answers `cancel`.
-    Cancel { id: String },
+    Cancel { id: String, queue: String },
 }
 
 impl TaskOp {

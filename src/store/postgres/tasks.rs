@@ -296,7 +296,7 @@ pub async fn apply_ops<C: GenericClient>(c: &C, ops: &[TaskOp]) -> Result<(), Fa
                 )
                 .await?;
             }
-            TaskOp::Cancel { id } => {
+            TaskOp::Cancel { id, .. } => {
                 c.execute(
                     "UPDATE tasks SET status = CASE WHEN status IN ('WAITING', 'CLAIMED') \
                      THEN 'CANCELED' ELSE status END, settled = TRUE, output = NULL WHERE id = $1",

@@ -293,7 +293,7 @@ pub fn apply_ops(conn: &Connection, ops: &[TaskOp]) -> Result<(), StoreError> {
                 .map_err(unavailable)?;
             }
             TaskOp::Settle { id } => settle(conn, id)?,
-            TaskOp::Cancel { id } => {
+            TaskOp::Cancel { id, .. } => {
                 conn.prepare_cached(
                     "UPDATE tasks SET status = CASE WHEN status IN ('WAITING', 'CLAIMED') \
                      THEN 'CANCELED' ELSE status END, settled = 1, output = NULL WHERE id = ?1",
