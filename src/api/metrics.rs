@@ -30,12 +30,12 @@ pub(super) async fn scrape(state: web::Data<AppState>) -> HttpResponse {
             .max_streams
             .saturating_sub(state.log_streams.available_permits()),
         hook_outbox_depth: outbox_depth(&state).await,
-        queue_waiting: state.engine.list_queues().await.ok().map(|queues| {
-            queues
-                .into_iter()
-                .map(|q| (q.queue, q.waiting))
-                .collect()
-        }),
+        queue_waiting: state
+            .engine
+            .list_queues()
+            .await
+            .ok()
+            .map(|queues| queues.into_iter().map(|q| (q.queue, q.waiting)).collect()),
     };
     HttpResponse::Ok()
         .content_type(CONTENT_TYPE)

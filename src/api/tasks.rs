@@ -221,9 +221,7 @@ fn poll_request(doc: Document) -> Result<Poll, ApiError> {
             _ => {
                 return Err(ApiError::bad_request(
                     &format!("/queues/{i}"),
-                    format!(
-                        "a queue name has 1 to {MAX_QUEUE_NAME} letters, digits and -_.:/"
-                    ),
+                    format!("a queue name has 1 to {MAX_QUEUE_NAME} letters, digits and -_.:/"),
                 ));
             }
         }

@@ -4,19 +4,23 @@
 //! `http` is the one place that speaks HTTP and names errors, `output` and `listing` print,
 //! `follow` streams a run's log with resume, and each group of subcommands has its file:
 //! `workflows` (apply), `runs` (run, runs, get), `decide` (approve, reject, cancel, retry,
-//! event), `logs`; `input` reads JSON arguments.
+//! event), `logs`, `queues` (queues, workers), `worker` and `exec` (the shipped worker);
+//! `input` reads JSON arguments.
 //! Exit codes: 0 done, 1 the server refused or the run failed or was canceled, 2 a usage or
 //! connection error.
 
 mod completions;
 mod decide;
+mod exec;
 mod follow;
 mod http;
 mod input;
 mod listing;
 mod logs;
 mod output;
+mod queues;
 mod runs;
+mod worker;
 mod workflows;
 
 use std::path::PathBuf;
@@ -135,6 +139,24 @@ pub enum ClientCommand {
         --data '{\"build\": \"ok\"}'"
     )]
     Event(decide::EventArgs),
+    /// List task queues: tasks waiting and in flight, and the workers polling each.
+    #[command(after_help = "Example:\n  orchestrator queues\n  orchestrator queues -o json")]
+    Queues,
+    /// List the workers seen polling in the last five minutes.
+    #[command(after_help = "Example:\n  orchestrator workers")]
+    Workers,
+    /// Run a worker: take tasks of the queues and run a command for each.
+    #[command(
+        after_help = "The command runs by `sh -c` with the task's payload as JSON on its \
+        standard input (and ORCHESTRATOR_TASK_ID, _RUN_ID, _STEP, _QUEUE, _ATTEMPT in its \
+        environment). Exit 0 completes the task with standard output (JSON, or else text); \
+        any other exit fails it with the end of standard error. The command is killed when \
+        the run is canceled or the task's timeout_ms passes. SIGTERM lets the tasks in \
+        flight finish, then exits 0.\n\n\
+        Example:\n  orchestrator worker --queue thumbnails --exec ./make-thumbnail.sh --concurrency 4\n  \
+        orchestrator worker --queue build --queue test --exec 'python3 ci.py'"
+    )]
+    Worker(worker::WorkerArgs),
     /// Print a shell completion script.
     #[command(
         after_help = "Example:\n  orchestrator completions bash > /etc/bash_completion.d/orchestrator\n  \
@@ -205,6 +227,9 @@ async fn dispatch(
         ClientCommand::Cancel { run } => decide::act(&ctx, &run, "cancel").await.and(done),
         ClientCommand::Retry { run } => decide::act(&ctx, &run, "retry").await.and(done),
         ClientCommand::Event(args) => decide::event(&ctx, args).await.and(done),
+        ClientCommand::Queues => queues::queues(&ctx).await.and(done),
+        ClientCommand::Workers => queues::workers(&ctx).await.and(done),
+        ClientCommand::Worker(args) => worker::run(&ctx, args).await,
         ClientCommand::Completions { .. } => done,
     }
 }

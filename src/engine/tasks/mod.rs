@@ -233,7 +233,8 @@ impl Engine {
                 format!("the output is {size} bytes, over limits.max_output_bytes ({max})"),
             ));
         }
-        self.end_task(id, token, TaskEnd::Completed { output }).await
+        self.end_task(id, token, TaskEnd::Completed { output })
+            .await
     }
 
     /// Ends a live claim as failed; the step's `retry` decides what follows (nothing when
@@ -258,7 +259,12 @@ impl Engine {
             .await
     }
 
-    async fn end_task(&self, id: &str, token: &str, end: TaskEnd) -> Result<TaskRecord, EngineError> {
+    async fn end_task(
+        &self,
+        id: &str,
+        token: &str,
+        end: TaskEnd,
+    ) -> Result<TaskRecord, EngineError> {
         let record = self.shared.store.end_task(key(id, token), end).await?;
         count_end(&self.shared.metrics, &record);
         // The end is committed: from here a failure to apply it is retried by the sweeper.

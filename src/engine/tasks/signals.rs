@@ -85,11 +85,7 @@ impl QueueSignals {
     /// Wake-ups may have been lost (another replica's notices): wakes every poll.
     pub fn wake_all(&self) {
         let waiting: Vec<Arc<Notify>> = match self.polls.lock() {
-            Ok(polls) => polls
-                .values()
-                .flatten()
-                .filter_map(Weak::upgrade)
-                .collect(),
+            Ok(polls) => polls.values().flatten().filter_map(Weak::upgrade).collect(),
             Err(_) => return,
         };
         for notify in waiting {
