@@ -8,6 +8,7 @@ import { workflowList, workflowPage } from './workflows.js';
 import { runList } from './runs.js';
 import { runPage } from './run.js';
 import { activityPage } from './activity.js';
+import { queuesPage } from './queues.js';
 
 window.__errors = window.__errors || [];
 window.addEventListener('error', (e) => window.__errors.push(`error: ${e.message} at ${e.filename}:${e.lineno}`));
@@ -25,6 +26,7 @@ const PAGES = [
   { hash: '#/workflows', label: 'Workflows' },
   { hash: '#/runs', label: 'Runs' },
   { hash: '#/activity', label: 'Activity', probe: '/v1/events?limit=1' },
+  { hash: '#/queues', label: 'Queues', probe: '/v1/queues' },
 ];
 
 const ctx = { canWrite: false, role: null, name: null, available: new Set() };
@@ -52,6 +54,7 @@ function route() {
   else if (section === 'runs' && id) page = () => runPage(root, id, query, ctx);
   else if (section === 'runs') page = () => runList(root, query, ctx);
   else if (section === 'activity' && ctx.available.has('#/activity')) page = () => activityPage(root, query, ctx);
+  else if (section === 'queues' && ctx.available.has('#/queues')) page = () => queuesPage(root, query, ctx);
   if (!page) {
     root.append(h('h1', {}, 'Not found'), h('p', {}, 'There is no such page. ', h('a', { href: '#/workflows' }, 'Workflows')));
     return;

@@ -50,6 +50,7 @@ assets! {
     "runs.js" => JS,
     "run.js" => JS,
     "activity.js" => JS,
+    "queues.js" => JS,
     "style.css" => "text/css; charset=utf-8",
     "icon.svg" => "image/svg+xml",
 }

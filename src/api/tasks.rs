@@ -60,6 +60,9 @@ pub struct Task {
     heartbeat_ms: u64,
     /// The attempt must end within this long of its claim (none when unset).
     timeout_ms: Option<u64>,
+    /// When the task was put on the queue (for this attempt).
+    #[schema(value_type = String, format = DateTime)]
+    enqueued_at: Timestamp,
 }
 
 impl From<Handed> for Task {
@@ -77,6 +80,7 @@ impl From<Handed> for Task {
             lease_expires_at: t.lease_expires_at,
             heartbeat_ms: t.heartbeat_ms,
             timeout_ms: t.timeout_ms,
+            enqueued_at: t.available_at,
         }
     }
 }
