@@ -287,8 +287,9 @@ pub trait TaskStore: Send + Sync {
         ended_before: Timestamp,
         limit: usize,
     ) -> Result<Vec<TaskRecord>, StoreError>;
-    /// Marks an ended claim as applied without its run (the run no longer waits for it).
-    async fn settle_task(&self, id: &str) -> Result<(), StoreError>;
+    /// Marks ended claim `attempt` of a task as applied without its run (the run no longer
+    /// waits for it); nothing when the task has moved on to another attempt.
+    async fn settle_task(&self, id: &str, attempt: u32) -> Result<(), StoreError>;
     /// A stored task.
     async fn get_task(&self, id: &str) -> Result<TaskRecord, StoreError>;
     /// When a waiting task of `queues` next becomes claimable, and the next lease expiry.

@@ -485,7 +485,13 @@ pub async fn ended_claims_stay_unsettled_until_applied(store: DynStore) {
             .is_empty()
     );
     commit_ops(&store, &run, vec![TaskOp::Settle { id: ids[0].clone() }]).await;
-    store.settle_task(&ids[1]).await.unwrap();
+    store.settle_task(&ids[1], 2).await.unwrap();
+    assert_eq!(
+        store.unsettled_tasks(later, 10).await.unwrap().len(),
+        1,
+        "another attempt's settle changes nothing"
+    );
+    store.settle_task(&ids[1], 1).await.unwrap();
     assert!(store.unsettled_tasks(later, 10).await.unwrap().is_empty());
     let t = store.get_task(&ids[0]).await.unwrap();
     assert_eq!(

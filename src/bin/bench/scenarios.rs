@@ -37,6 +37,11 @@ impl Client {
         }
     }
 
+    /// `POST` with a JSON body; the JSON answer, or an error for a non-2xx answer.
+    pub async fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        self.post(path, body).await
+    }
+
     async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         let response = self
             .http

@@ -470,13 +470,18 @@ impl TaskStore for PostgresStore {
         rows.iter().map(|r| Ok(task_row(r)?.task)).collect()
     }
 
-    async fn settle_task(&self, id: &str) -> Result<(), StoreError> {
+    async fn settle_task(&self, id: &str, attempt: u32) -> Result<(), StoreError> {
         let id = id.to_owned();
         self.writer
             .write(move |c| {
                 let id = id.clone();
                 async move {
-                    apply_ops(&*c, &[TaskOp::Settle { id }]).await?;
+                    c.execute(
+                        "UPDATE tasks SET settled = TRUE, output = NULL \
+                         WHERE id = $1 AND attempt = $2 AND NOT settled",
+                        &[&id, &i64::from(attempt)],
+                    )
+                    .await?;
                     Ok(Done::quiet(()))
                 }
             })

@@ -292,7 +292,11 @@ pub fn apply_ops(conn: &Connection, ops: &[TaskOp]) -> Result<(), StoreError> {
                 .and_then(|mut s| s.execute(params![id, attempt, ms(*available_at)]))
                 .map_err(unavailable)?;
             }
-            TaskOp::Settle { id } => settle(conn, id)?,
+            TaskOp::Settle { id } => {
+                conn.prepare_cached("UPDATE tasks SET settled = 1, output = NULL WHERE id = ?1")
+                    .and_then(|mut s| s.execute([id]))
+                    .map_err(unavailable)?;
+            }
             TaskOp::Cancel { id, .. } => {
                 conn.prepare_cached(
                     "UPDATE tasks SET status = CASE WHEN status IN ('WAITING', 'CLAIMED') \
@@ -306,10 +310,12 @@ pub fn apply_ops(conn: &Connection, ops: &[TaskOp]) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn settle(conn: &Connection, id: &str) -> Result<(), StoreError> {
-    conn.prepare_cached("UPDATE tasks SET settled = 1, output = NULL WHERE id = ?1")
-        .and_then(|mut s| s.execute([id]))
-        .map_err(unavailable)?;
+fn settle(conn: &Connection, id: &str, attempt: u32) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "UPDATE tasks SET settled = 1, output = NULL WHERE id = ?1 AND attempt = ?2 AND settled = 0",
+    )
+    .and_then(|mut s| s.execute(params![id, attempt]))
+    .map_err(unavailable)?;
     Ok(())
 }
 
@@ -465,9 +471,9 @@ impl TaskStore for SqliteStore {
             .await
     }
 
-    async fn settle_task(&self, id: &str) -> Result<(), StoreError> {
+    async fn settle_task(&self, id: &str, attempt: u32) -> Result<(), StoreError> {
         let id = id.to_owned();
-        self.writer.write(move |c| settle(c, &id)).await
+        self.writer.write(move |c| settle(c, &id, attempt)).await
     }
 
     async fn get_task(&self, id: &str) -> Result<TaskRecord, StoreError> {

@@ -49,8 +49,9 @@ impl TaskStore for TimedStore {
         timed(&self.timers.unsettled_tasks, work).await
     }
 
-    async fn settle_task(&self, id: &str) -> Result<(), StoreError> {
-        timed(&self.timers.settle_task, self.inner.settle_task(id)).await
+    async fn settle_task(&self, id: &str, attempt: u32) -> Result<(), StoreError> {
+        let work = self.inner.settle_task(id, attempt);
+        timed(&self.timers.settle_task, work).await
     }
 
     async fn get_task(&self, id: &str) -> Result<TaskRecord, StoreError> {
