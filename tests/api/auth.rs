@@ -9,6 +9,7 @@ use crate::helpers::{ServerProcess, TestApp, spawn_app_with, wait_until, write_c
 
 pub const ADMIN: &str = "admin-token-0123456789";
 pub const READER: &str = "reader-token-0123456789";
+pub const WORKER: &str = "worker-token-0123456789";
 
 /// A server with an `ops` admin token and a `grafana` reader token; its client sends the
 /// admin token.
@@ -24,6 +25,11 @@ pub async fn secured() -> TestApp {
                 name: "grafana".into(),
                 token: READER.into(),
                 role: "reader".into(),
+            },
+            RawToken {
+                name: "robot".into(),
+                token: WORKER.into(),
+                role: "worker".into(),
             },
         ];
     })
@@ -70,6 +76,7 @@ pub fn concrete(path: &str, ids: &Ids) -> String {
     }
     path.replace("/workflows/{id}", &format!("/workflows/{}", ids.workflow))
         .replace("/runs/{id}", &format!("/runs/{}", ids.run))
+        .replace("/tasks/{id}", "/tasks/task_01J00000000000000000000000")
         .replace("{name}", &ids.template)
 }
 
@@ -137,7 +144,7 @@ async fn readers_read_stream_and_validate_but_only_admins_write() {
         let path = concrete(route.path, &ids);
         let what = format!("{} {path}", route.method);
         let response = call(&reader, &app, route.method, &path).await;
-        if route.access == Access::Write {
+        if matches!(route.access, Access::Write | Access::Work) {
             let status = response.status();
             let body: Value = response.json().await.unwrap();
             assert_eq!(status, 403, "{what}: {body}");
@@ -164,6 +171,29 @@ async fn readers_read_stream_and_validate_but_only_admins_write() {
             route.method
         );
     }
+}
+
+#[tokio::test]
+async fn workers_may_use_the_worker_api_and_read_queues_but_nothing_else() {
+    let app = secured().await;
+    let ids = fixtures(&app).await;
+    let worker = TestApp::client_with_token(WORKER);
+    for route in ROUTES.iter().filter(|r| r.access != Access::Open) {
+        let path = concrete(route.path, &ids);
+        let what = format!("{} {path}", route.method);
+        let response = call(&worker, &app, route.method, &path).await;
+        let status = response.status();
+        if matches!(route.access, Access::Read | Access::Write) {
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(status, 403, "{what}: {body}");
+            assert!(body["detail"].as_str().unwrap().contains("worker"), "{body}");
+        } else {
+            assert!(status != 401 && status != 403, "{what} refused a worker: {status}");
+        }
+    }
+    assert_eq!(app.run(&ids.run).await["status"], "WAITING_APPROVAL");
+    let me: Value = worker.get(app.url("/v1/whoami")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me, json!({"name": "robot", "role": "worker"}));
 }
 
 #[tokio::test]

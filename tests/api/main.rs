@@ -28,5 +28,7 @@ mod runs;
 mod secrets;
 mod services;
 mod shutdown;
+mod tasks;
 mod templates;
+mod workers;
 mod workflows;
