@@ -184,6 +184,7 @@ async fn one_run(store: &DynStore, wf: &str) -> anyhow::Result<()> {
                 .cloned()
                 .unwrap_or_default(),
             steps,
+            parent: None,
             owner: Some(Lease {
                 owner: OWNER.into(),
                 ttl: Duration::from_secs(30),

@@ -50,6 +50,34 @@ export function approvalForm(run, step, def, done) {
   return form;
 }
 
+/** The form that sends the event an `event` step waits for; its data is checked against
+ * the step's `schema` by the server (a 400 shows its pointers). */
+export function eventForm(run, step, def, done) {
+  const name = step.waiting && step.waiting.name;
+  const schema = def && def.input ? def.input.schema : undefined;
+  const input = schemaForm(schema);
+  const slot = h('div', { class: 'slot' });
+  const send = h('button', { type: 'submit', class: 'primary', 'data-action': 'send-event' }, 'Send event');
+  const form = h('form', {
+    class: 'card approval event-form', 'data-step': step.name,
+    onsubmit: async (ev) => {
+      ev.preventDefault();
+      const answer = await act(send, slot, () => post(path(run, `events/${encodeURIComponent(name)}`), { data: input.read() ?? null }),
+        (e) => markInvalid(form, e));
+      if (answer) {
+        markInvalid(form, null);
+        done(answer);
+      }
+    },
+  },
+  h('h2', {}, `Event: ${name}`),
+  h('p', { class: 'muted' }, `Step ${step.name} waits for POST /v1/runs/${run.id}/events/${name}.`),
+  input.el,
+  h('div', { class: 'actions' }, send),
+  slot);
+  return form;
+}
+
 /** Cancel and retry buttons for the run's state. */
 export function runActions(run, slot, done) {
   const out = [];

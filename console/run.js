@@ -6,7 +6,7 @@
 import { get, follow } from './api.js';
 import { h, fill, when, badge, duration, between, highlight, report, reportUnexpected } from './util.js';
 import { drawDag } from './dag.js';
-import { approvalForm, runActions } from './decide.js';
+import { approvalForm, eventForm, runActions } from './decide.js';
 
 const TERMINAL = ['SUCCEEDED', 'FAILED', 'CANCELED'];
 const MAX_LINES = 2000;
@@ -29,6 +29,32 @@ function attemptsTable(step) {
       h('td', { class: 'num' }, a.retry_in_ms !== undefined ? duration(a.retry_in_ms) : '—'))))));
 }
 
+const MAX_ITEM_ROWS = 200;
+
+function itemsTable(step) {
+  if (!step.items) return null;
+  const counts = {};
+  step.items.forEach((i) => { counts[i.status] = (counts[i.status] || 0) + 1; });
+  const summary = Object.entries(counts).map(([s, n]) => `${n} ${s.toLowerCase()}`).join(', ');
+  const shown = step.items.filter((i) => i.status !== 'SUCCEEDED' || i.attempts > 1).slice(0, MAX_ITEM_ROWS);
+  return [
+    h('h3', {}, `Items (${step.items.length})`, h('span', { class: 'muted' }, summary ? ` ${summary}` : '')),
+    shown.length ? h('div', { class: 'table-wrap' }, h('table', { class: 'list items' },
+      h('thead', {}, h('tr', {}, h('th', { class: 'num' }, 'Index'), h('th', {}, 'Status'), h('th', { class: 'num' }, 'Attempts'), h('th', {}, 'Error'))),
+      h('tbody', {}, shown.map((i) => h('tr', {},
+        h('td', { class: 'num' }, i.index), h('td', {}, badge(i.status)), h('td', { class: 'num' }, i.attempts),
+        h('td', { class: 'error-text' }, i.error || '')))))) : null,
+  ];
+}
+
+function waitingNote(step) {
+  const w = step.waiting;
+  if (!w || step.status !== 'WAITING') return null;
+  if (w.for === 'timer') return h('p', { class: 'notice' }, 'Waiting until ', when(w.until));
+  if (w.for === 'child') return h('p', { class: 'notice' }, 'Waiting for child run ', h('a', { href: `#/runs/${encodeURIComponent(w.run_id)}`, class: 'mono' }, w.run_id));
+  return h('p', { class: 'notice' }, `Waiting for event ${w.name}`, w.until ? [' until ', when(w.until)] : null);
+}
+
 function stepDetail(step, def) {
   return [
     h('div', { class: 'section-head' }, h('h2', {}, step.name), badge(step.status)),
@@ -39,6 +65,8 @@ function stepDetail(step, def) {
       step.http_code ? field('HTTP', String(step.http_code)) : null,
       step.waiting_since ? field('Waiting since', when(step.waiting_since)) : null),
     step.error ? h('p', { class: 'error-text', role: 'note' }, step.error) : null,
+    waitingNote(step),
+    itemsTable(step),
     h('h3', {}, 'Input', h('span', { class: 'muted' }, ' as defined; templates render at run time')),
     def && def.input !== undefined ? highlight(def.input) : h('p', { class: 'muted' }, 'None.'),
     h('h3', {}, 'Output', step.output_truncated ? h('span', { class: 'muted' }, ' (truncated)') : null),
@@ -102,19 +130,26 @@ export function runPage(root, id, params, ctx) {
       ? `${run.finished_at ? 'took' : 'running for'} ${duration(between(run.started_at, run.finished_at))}` : 'not started';
     fill(head, h('h1', {}, h('span', { class: 'mono' }, run.id), ' ', badge(run.status)),
       h('p', { class: 'muted' }, 'Workflow ', h('a', { href: `#/workflows/${encodeURIComponent(run.workflow_id)}` }, run.workflow_id),
-        ` v${run.workflow_version} · created `, when(run.created_at), ` · ${took}`),
+        ` v${run.workflow_version} · created `, when(run.created_at), ` · ${took}`,
+        run.parent_run_id ? [' · child of ', h('a', { href: `#/runs/${encodeURIComponent(run.parent_run_id)}`, class: 'mono', id: 'parent-run' }, run.parent_run_id)] : null),
       run.error ? h('p', { class: 'error-text' }, run.error) : null);
     if (ctx.canWrite && run.status !== actionsFor) {
       actionsFor = run.status;
       fill(actions, runActions(run, actionSlot, accept));
     }
-    const waiting = run.steps.filter((st) => st.status === 'WAITING_APPROVAL');
-    const key = run.status === 'WAITING_APPROVAL' ? waiting.map((st) => st.name).join(',') : '';
+    const waiting = run.steps.filter((st) => st.status === 'WAITING_APPROVAL'
+      || (st.status === 'WAITING' && st.waiting && st.waiting.for === 'event'));
+    const parked = ['WAITING_APPROVAL', 'WAITING'].includes(run.status);
+    const key = parked ? waiting.map((st) => `${st.name}:${st.status}`).join(',') : '';
     if (key !== waitingKey) {
       waitingKey = key;
-      fill(approvals, key ? waiting.map((st) => (ctx.canWrite
-        ? approvalForm(run, st, defs.get(st.name), accept)
-        : h('p', { class: 'card notice' }, `Waiting for an approval of ${st.name}.`))) : null);
+      fill(approvals, key ? waiting.map((st) => {
+        const isEvent = st.status === 'WAITING';
+        if (!ctx.canWrite) {
+          return h('p', { class: 'card notice' }, isEvent ? `Waiting for event ${st.waiting.name} (${st.name}).` : `Waiting for an approval of ${st.name}.`);
+        }
+        return isEvent ? eventForm(run, st, defs.get(st.name), accept) : approvalForm(run, st, defs.get(st.name), accept);
+      }) : null);
     }
     const byName = new Map(run.steps.map((st) => [st.name, st]));
     if (!dag) {
@@ -208,7 +243,7 @@ export function runPage(root, id, params, ctx) {
       report(slot, e);
     }
     if (!selected && run.steps.length) {
-      const busy = run.steps.find((st) => ['WAITING_APPROVAL', 'FAILED', 'RUNNING'].includes(st.status));
+      const busy = run.steps.find((st) => ['WAITING_APPROVAL', 'WAITING', 'FAILED', 'RUNNING'].includes(st.status));
       selected = (busy || run.steps[0]).name;
     }
     startStream();

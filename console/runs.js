@@ -8,7 +8,7 @@ import { get, query } from './api.js';
 import { h, fill, when, badge, duration, between, report, every } from './util.js';
 import { pager } from './workflows.js';
 
-export const STATUSES = ['PENDING', 'RUNNING', 'WAITING_APPROVAL', 'SUCCEEDED', 'FAILED', 'CANCELED'];
+export const STATUSES = ['PENDING', 'RUNNING', 'WAITING_APPROVAL', 'WAITING', 'SUCCEEDED', 'FAILED', 'CANCELED'];
 const COUNT_CAP = 100;
 
 function currentStep(run) {

@@ -152,6 +152,7 @@ impl App {
                 max_input_bytes: config.limits.max_input_bytes,
                 max_context_bytes: config.limits.max_context_bytes,
                 max_output_bytes: config.limits.max_output_bytes,
+                foreach_items: config.limits.foreach_items,
             },
             shutdown_grace: config.server.shutdown_grace,
             clock: crate::clock::Clock::system(),

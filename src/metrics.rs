@@ -36,6 +36,7 @@ pub struct Metrics {
     http: HistogramVec,
     runs_active: IntGauge,
     runs_parked: IntGauge,
+    runs_waiting: IntGauge,
     sse_subscribers: IntGauge,
     hook_outbox_depth: IntGaugeVec,
     store: HistogramVec,
@@ -74,6 +75,8 @@ impl StepMetrics {
 pub struct Gauges {
     pub runs_active: usize,
     pub runs_parked: Option<u64>,
+    /// Runs `WAITING` for a timer, an event or a child run.
+    pub runs_waiting: Option<u64>,
     pub sse_subscribers: usize,
     /// Events each hook target has not yet acknowledged.
     pub hook_outbox_depth: Vec<(&'static str, u64)>,
@@ -171,6 +174,10 @@ impl Metrics {
                 "runs_parked",
                 "Runs waiting for approval (in the store; they hold no task).",
             )?,
+            runs_waiting: gauge(
+                "runs_waiting",
+                "Runs waiting for a timer, an event or a child run (in the store; they hold no task).",
+            )?,
             sse_subscribers: gauge("sse_subscribers", "Open SSE log streams on this server.")?,
             hook_outbox_depth,
             registry,
@@ -243,6 +250,9 @@ impl Metrics {
         if let Some(parked) = gauges.runs_parked {
             self.runs_parked.set(clamp(parked));
         }
+        if let Some(waiting) = gauges.runs_waiting {
+            self.runs_waiting.set(clamp(waiting));
+        }
         self.sse_subscribers
             .set(clamp(gauges.sse_subscribers as u64));
         for (target, depth) in &gauges.hook_outbox_depth {
@@ -298,6 +308,7 @@ mod tests {
         let text = m.render(&Gauges {
             runs_active: 2,
             runs_parked: Some(1),
+            runs_waiting: Some(2),
             sse_subscribers: 3,
             hook_outbox_depth: vec![("audit_log", 4)],
             queue_waiting: Some(vec![("build".into(), 5)]),
@@ -312,6 +323,7 @@ mod tests {
             "orchestrator_store_operation_duration_seconds_count{operation=\"commit\"} 1",
             "orchestrator_runs_active 2",
             "orchestrator_runs_parked 1",
+            "orchestrator_runs_waiting 2",
             "orchestrator_sse_subscribers 3",
             "orchestrator_hook_outbox_depth{target=\"audit_log\"} 4",
             "orchestrator_tasks_total{outcome=\"expired\",queue=\"build\"} 1",

@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -81,6 +82,7 @@ closed_enum! {
         Pending = "PENDING",
         Running = "RUNNING",
         WaitingApproval = "WAITING_APPROVAL",
+        Waiting = "WAITING",
         Succeeded = "SUCCEEDED",
         Failed = "FAILED",
         Canceled = "CANCELED",
@@ -94,6 +96,7 @@ closed_enum! {
         Pending = "PENDING",
         Running = "RUNNING",
         WaitingApproval = "WAITING_APPROVAL",
+        Waiting = "WAITING",
         Succeeded = "SUCCEEDED",
         Failed = "FAILED",
         Skipped = "SKIPPED",
@@ -120,6 +123,11 @@ impl RunStatus {
     /// True once the run can no longer change (except by an explicit retry).
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed | Self::Canceled)
+    }
+
+    /// True while the run is parked: it holds no task until something wakes it.
+    pub fn is_parked(self) -> bool {
+        matches!(self, Self::WaitingApproval | Self::Waiting)
     }
 }
 
@@ -201,6 +209,77 @@ pub struct StepRun {
     /// Set when the output was larger than the configured limit and was cut.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub output_truncated: bool,
+    /// What a `WAITING` step waits for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Waiting>,
+    /// The items of a `foreach` step, in order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub items: Option<Vec<Item>>,
+    /// What a running `foreach` step iterates over, as evaluated when it started (kept so
+    /// that a resumed step goes on over the same items).
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub over: Option<Arc<Vec<Value>>>,
+}
+
+/// What a `WAITING` step waits for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "for", rename_all = "snake_case")]
+pub enum Waiting {
+    /// A durable timer (`wait`).
+    Timer {
+        #[schema(value_type = String, format = DateTime)]
+        until: Timestamp,
+    },
+    /// `POST /v1/runs/{id}/events/{name}` (`event`), until `until` when it has a timeout.
+    Event {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(value_type = Option<String>, format = DateTime)]
+        until: Option<Timestamp>,
+    },
+    /// A child run to end (`workflow`).
+    Child { run_id: String },
+}
+
+/// One item of a `foreach` step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Item {
+    pub index: usize,
+    pub status: StepStatus,
+    /// Attempts made so far.
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The parts of a step kept beside its columns (one JSON column in the stores).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepExtra {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<Waiting>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<Vec<Item>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub over: Option<Arc<Vec<Value>>>,
+}
+
+impl StepExtra {
+    /// A step's extra parts, or `None` when it has none.
+    pub fn of(step: &StepRun) -> Option<Self> {
+        (step.waiting.is_some() || step.items.is_some()).then(|| Self {
+            waiting: step.waiting.clone(),
+            items: step.items.clone(),
+            over: step.over.clone(),
+        })
+    }
+
+    /// Puts these parts back on the step read from a row.
+    pub fn apply(self, step: &mut StepRun) {
+        step.waiting = self.waiting;
+        step.items = self.items;
+        step.over = self.over;
+    }
 }
 
 impl StepRun {
@@ -219,6 +298,9 @@ impl StepRun {
             finished_at: None,
             waiting_since: None,
             output_truncated: false,
+            waiting: None,
+            items: None,
+            over: None,
         }
     }
 }
@@ -245,6 +327,9 @@ pub struct Run {
     pub workflow_version: u32,
     pub status: RunStatus,
     pub current_step: usize,
+    /// The run whose `workflow` step started this one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_run_id: Option<String>,
     #[schema(value_type = Object)]
     pub context: Map<String, Value>,
     pub steps: Vec<StepRun>,
@@ -277,8 +362,42 @@ pub struct RunControl {
     pub rev: u64,
     /// Milliseconds the run has spent executing (not parked); counts against `timeout_ms`.
     pub active_ms: u64,
-    /// When the earliest pending approval of a parked run times out.
-    pub approval_deadline: Option<Timestamp>,
+    /// When a parked run must be woken: its earliest approval timeout, timer, event
+    /// timeout, or check of a child run.
+    pub wake_at: Option<Timestamp>,
+    /// What else is kept with the run (one JSON column in the stores).
+    pub extra: RunExtra,
+}
+
+/// The parts of a run's bookkeeping kept in one JSON column.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunExtra {
+    /// How deep in a chain of child runs this run is (0: started directly).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub depth: u32,
+    /// Events that arrived before a step waited for them, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<KeptEvent>,
+}
+
+impl RunExtra {
+    /// True when there is nothing to keep.
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// An event that arrived before a step waited for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeptEvent {
+    pub name: String,
+    pub data: Value,
+    pub at: Timestamp,
+    pub by: String,
 }
 
 /// A run status change, carried by the log entry that announces it so that a log reader
@@ -405,6 +524,7 @@ mod tests {
             "PENDING",
             "RUNNING",
             "WAITING_APPROVAL",
+            "WAITING",
             "SUCCEEDED",
             "FAILED",
             "CANCELED",

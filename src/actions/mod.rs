@@ -9,13 +9,16 @@
 
 mod ai_router;
 mod condition;
+pub mod event;
 mod http;
 mod memarch;
 mod scm;
 mod service;
 pub mod task;
 mod transform;
+mod wait;
 mod web;
+mod workflow;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,10 +29,12 @@ use serde_json::{Map, Value};
 
 use crate::config::Services;
 use crate::definition::Catalog;
+use crate::model::Timestamp;
 use crate::outbound::{HttpClient, Response};
 use crate::problems::Violation;
 
 pub use crate::outbound::{Failure, FailureKind};
+pub use http::is_template;
 
 /// What a step is asked to do, with its input already rendered.
 #[derive(Debug, Clone)]
@@ -85,6 +90,40 @@ pub enum Effect {
     MergeContext(Map<String, Value>),
     /// End the run now as `SUCCEEDED`; steps not reached are `SKIPPED`.
     StopRun,
+    /// The step waits (`WAITING`) for something outside it; the engine finishes it.
+    Park(Parking),
+}
+
+/// What a parking step waits for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Parking {
+    /// A time (`wait`).
+    Timer { until: Timestamp },
+    /// An event sent to the run (`event`), failing the step after `timeout`.
+    Event {
+        name: String,
+        timeout: Option<Duration>,
+    },
+    /// A child run of another workflow (`workflow`), started by the engine.
+    Child {
+        workflow_id: String,
+        version: Option<u32>,
+        context: Map<String, Value>,
+    },
+}
+
+/// A violation for each member of `input` not in `known`.
+pub fn unknown_fields(input: &Map<String, Value>, known: &[&str]) -> Vec<Violation> {
+    input
+        .keys()
+        .filter(|k| !known.contains(&k.as_str()))
+        .map(|k| {
+            Violation::new(
+                format!("/{}", crate::expr::escape_pointer(k)),
+                format!("unknown field {k:?}; expected {}", known.join(", ")),
+            )
+        })
+        .collect()
 }
 
 /// One kind of step.
@@ -142,7 +181,7 @@ impl Registry {
         let web = service("web", &services.web);
         let memarch = service("memarch", &services.memarch);
         let scm = service("scm", &services.scm);
-        let actions: [(&'static str, Arc<dyn Action>); 9] = [
+        let actions: [(&'static str, Arc<dyn Action>); 12] = [
             (
                 "http",
                 Arc::new(http::Http::new(client.clone(), DEFAULT_HTTP_TIMEOUT)),
@@ -158,6 +197,9 @@ impl Registry {
             ),
             ("memarch.search", Arc::new(memarch::Search::new(memarch))),
             ("scm.call", Arc::new(scm::ScmCall::new(scm))),
+            ("wait", Arc::new(wait::Wait)),
+            ("event", Arc::new(event::Event)),
+            ("workflow", Arc::new(workflow::Workflow)),
         ];
         Self {
             actions: actions.into_iter().collect(),

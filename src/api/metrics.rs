@@ -25,6 +25,7 @@ pub(super) async fn scrape(state: web::Data<AppState>) -> HttpResponse {
             .count_runs(RunStatus::WaitingApproval)
             .await
             .ok(),
+        runs_waiting: state.store.count_runs(RunStatus::Waiting).await.ok(),
         sse_subscribers: state
             .logs
             .max_streams

@@ -10,6 +10,7 @@
 
 pub mod auth;
 mod body;
+mod children;
 pub mod console;
 pub mod error;
 mod health;
@@ -18,6 +19,7 @@ mod metrics;
 pub mod observe;
 pub mod openapi;
 mod queues;
+mod run_events;
 mod runs;
 mod schemas;
 mod tasks;
@@ -143,6 +145,7 @@ routes! {
         "/v1/runs/{id}/reject" => [post Write runs::reject],
         "/v1/runs/{id}/cancel" => [post Write runs::cancel],
         "/v1/runs/{id}/retry" => [post Write runs::retry],
+        "/v1/runs/{id}/events/{name}" => [post Write run_events::send],
         "/v1/runs/{id}/logs" => [get Read logs::read, post Write logs::append],
         "/v1/runs/{id}/logs/stream" => [get Read logs::stream],
         "/v1/tasks/poll" => [post Work tasks::poll],

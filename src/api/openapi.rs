@@ -206,6 +206,7 @@ mod tests {
                 "PENDING",
                 "RUNNING",
                 "WAITING_APPROVAL",
+                "WAITING",
                 "SUCCEEDED",
                 "FAILED",
                 "CANCELED"

@@ -92,6 +92,7 @@ pub(super) async fn start(
             version,
             context,
             idempotency,
+            parent: None,
         })
         .await?;
     let mut answer = if created {

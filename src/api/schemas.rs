@@ -156,6 +156,15 @@ pub struct DecisionBody {
     input: Option<Value>,
 }
 
+/// `POST /v1/runs/{id}/events/{name}`; an empty body sends `null` data.
+#[derive(ToSchema, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventBody {
+    /// The step's output; checked against the `event` step's `schema` when it has one.
+    #[schema(value_type = Object)]
+    data: Option<Value>,
+}
+
 /// A page of a run's log.
 #[derive(ToSchema)]
 pub struct LogPage {

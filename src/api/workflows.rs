@@ -69,6 +69,8 @@ pub(super) async fn create(
         instantiate(&state, &doc).await?
     } else {
         let wf = state.validator.validate(&doc)?;
+        let own = doc.get("id").and_then(Value::as_str);
+        super::children::check(&state.store, &wf, own).await?;
         (doc, wf.name)
     };
     let id = match doc.get("id") {
@@ -231,6 +233,7 @@ pub(super) async fn replace(
         ));
     }
     let wf = state.validator.validate(&doc)?;
+    super::children::check(&state.store, &wf, Some(id.as_str())).await?;
     let stored = state
         .store
         .add_workflow_version(NewWorkflowVersion {

@@ -216,6 +216,9 @@ fn describe(run: &Value, ctx: &Ctx) -> String {
     if let Some(took) = output::elapsed(run, now) {
         pairs.push(("Duration", took));
     }
+    if let Some(parent) = run["parent_run_id"].as_str() {
+        pairs.push(("Parent", parent.to_owned()));
+    }
     if let Some(error) = run["error"].as_str() {
         pairs.push(("Error", error.to_owned()));
     }
@@ -230,9 +233,15 @@ fn describe(run: &Value, ctx: &Ctx) -> String {
             Cell::new(text(&step["name"])),
             Cell::new(text(&step["action"])),
             Cell::status(step["status"].as_str().unwrap_or("-")),
-            Cell::new(step["attempts"].as_array().map_or(0, Vec::len).to_string()),
+            Cell::new(attempts(step)),
             Cell::new(output::elapsed(step, now).unwrap_or_default()),
-            Cell::new(one_line(step["error"].as_str().unwrap_or_default())),
+            Cell::new(one_line(
+                &step["error"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .or_else(|| waiting(step))
+                    .unwrap_or_default(),
+            )),
         ]);
     }
     out.push('\n');
@@ -253,6 +262,32 @@ fn describe(run: &Value, ctx: &Ctx) -> String {
         out.push_str(&table.render(ctx.style));
     }
     out
+}
+
+/// A step's attempts; for a `foreach` step, its items done out of all.
+fn attempts(step: &Value) -> String {
+    match step["items"].as_array() {
+        Some(items) => {
+            let done = items.iter().filter(|i| i["status"] == "SUCCEEDED").count();
+            format!("{done}/{} items", items.len())
+        }
+        None => step["attempts"].as_array().map_or(0, Vec::len).to_string(),
+    }
+}
+
+/// What a `WAITING` step waits for.
+fn waiting(step: &Value) -> Option<String> {
+    let w = &step["waiting"];
+    if step["status"] != "WAITING" {
+        return None;
+    }
+    let text = |v: &Value| listing::text(Some(v));
+    Some(match w["for"].as_str()? {
+        "timer" => format!("waits until {}", text(&w["until"])),
+        "event" => format!("waits for event {}", text(&w["name"])),
+        "child" => format!("waits for child run {}", text(&w["run_id"])),
+        _ => return None,
+    })
 }
 
 fn ago(value: &Value, now: chrono::DateTime<Utc>) -> String {

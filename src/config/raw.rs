@@ -170,6 +170,8 @@ pub struct RawLimits {
     pub max_context_bytes: usize,
     /// Largest output kept per step, in bytes of JSON; larger outputs are truncated.
     pub max_output_bytes: usize,
+    /// Most items one `foreach` step may run over.
+    pub foreach_items: usize,
     /// Instructions one template evaluation may execute.
     pub template_fuel: u64,
     /// Largest result of one template evaluation, in bytes.
@@ -191,6 +193,7 @@ impl Default for RawLimits {
             max_input_bytes: 256 * 1024,
             max_context_bytes: 1024 * 1024,
             max_output_bytes: crate::size::DEFAULT_MAX_OUTPUT_BYTES,
+            foreach_items: 10_000,
             template_fuel: 1_000_000,
             template_bytes: 1024 * 1024,
             template_memory_bytes: 512 * 1024 * 1024,

@@ -178,6 +178,8 @@ pub struct ServerLimits {
     pub max_context_bytes: usize,
     /// Largest output kept per step; larger outputs are truncated.
     pub max_output_bytes: usize,
+    /// Most items one `foreach` step may run over.
+    pub foreach_items: usize,
     /// Instructions and result size of one template evaluation.
     pub template: Budget,
     /// Address space of a template sandbox process.
@@ -201,6 +203,7 @@ impl ServerLimits {
         for (key, value) in [
             ("limits.max_steps", raw.max_steps),
             ("limits.max_page", raw.max_page),
+            ("limits.foreach_items", raw.foreach_items),
         ] {
             if value == 0 {
                 return Err(BadValue::new(key, "must be at least 1"));
@@ -238,6 +241,7 @@ impl ServerLimits {
             max_input_bytes: raw.max_input_bytes,
             max_context_bytes: raw.max_context_bytes,
             max_output_bytes: raw.max_output_bytes,
+            foreach_items: raw.foreach_items,
             template: Budget {
                 fuel: raw.template_fuel,
                 max_bytes: raw.template_bytes,

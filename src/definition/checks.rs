@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use super::dag::{Dag, DagError};
 use super::policies::{ApprovalSpec, RetrySpec, approval_policy, retry_policy};
 use super::refs::RefScope;
-use super::{OnFailure, Step, Validator, Workflow};
+use super::{DEFAULT_CONCURRENCY, Foreach, MAX_CONCURRENCY, OnFailure, Step, Validator, Workflow};
 use crate::expr::{Expr, Template, escape_pointer};
 use crate::problems::Violation;
 use crate::size::json_len;
@@ -47,6 +47,12 @@ struct StepSpec {
     when: Option<String>,
     #[serde(default)]
     on_failure: Option<String>,
+    #[serde(default)]
+    foreach: Option<String>,
+    #[serde(default)]
+    concurrency: Option<usize>,
+    #[serde(default)]
+    always_run: bool,
 }
 
 /// Checks a schema-valid document and builds the typed workflow.
@@ -117,6 +123,7 @@ pub fn build(validator: &Validator, document: &Value) -> Result<Workflow, Vec<Vi
             dag: dag.as_ref(),
             secrets: &validator.secrets,
             secrets_allowed: false,
+            in_foreach: specs[i].foreach.is_some(),
         };
         if let Some(step) = build_step(validator, i, s, &scope, &mut v) {
             steps.push(step);
@@ -127,6 +134,7 @@ pub fn build(validator: &Validator, document: &Value) -> Result<Workflow, Vec<Vi
             name: spec.name,
             description: spec.description,
             timeout: spec.timeout_ms.map(Duration::from_millis),
+            has_always_run: steps.iter().any(|s| s.always_run),
             steps,
             dag,
         }),
@@ -289,6 +297,7 @@ fn build_step(
         });
     let retry = retry_policy(validator, &at, s.retry.as_ref(), v);
     let approval = approval_policy(validator, &at, s.requires_approval, s.approval.as_ref(), v);
+    let foreach = foreach(&at, s, scope, v);
     Some(Step {
         index: i,
         id: s.id.clone().unwrap_or_else(|| s.name.clone()),
@@ -304,7 +313,99 @@ fn build_step(
             Some("continue") => OnFailure::Continue,
             _ => OnFailure::Fail,
         },
+        foreach: foreach?,
+        always_run: s.always_run,
     })
+}
+
+/// Actions whose step waits for something outside the run; they cannot run per item.
+const PARKING_ACTIONS: &[&str] = &["wait", "event", "workflow", "condition"];
+
+/// A step's `foreach` expression and `concurrency`.
+fn foreach(
+    at: &str,
+    s: &StepSpec,
+    scope: &RefScope<'_>,
+    v: &mut Vec<Violation>,
+) -> Option<Option<Foreach>> {
+    let Some(text) = s.foreach.as_deref() else {
+        if s.concurrency.is_some() {
+            v.push(Violation::new(
+                format!("{at}/concurrency"),
+                "only a foreach step has a concurrency",
+            ));
+            return None;
+        }
+        return Some(None);
+    };
+    if PARKING_ACTIONS.contains(&s.action.as_str()) {
+        v.push(Violation::new(
+            format!("{at}/foreach"),
+            match s.action.as_str() {
+                "condition" => "a condition step decides for the whole run; it cannot run \
+                                per item (foreach)"
+                    .to_owned(),
+                action => format!(
+                    "a {action} step waits for something outside the run; it cannot run per \
+                     item (foreach)"
+                ),
+            },
+        ));
+        return None;
+    }
+    if s.when
+        .as_deref()
+        .is_some_and(|w| Expr::compile(w).is_ok_and(|e| e.is_heavy()))
+    {
+        v.push(Violation::new(
+            format!("{at}/when"),
+            "the when of a foreach step must be a light expression (a comparison of \
+             values, not loops or calls): it is evaluated once, before the items",
+        ));
+        return None;
+    }
+    let concurrency = s.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
+    if !(1..=MAX_CONCURRENCY).contains(&concurrency) {
+        v.push(Violation::new(
+            format!("{at}/concurrency"),
+            format!("must be between 1 and {MAX_CONCURRENCY}"),
+        ));
+        return None;
+    }
+    match Expr::compile(text) {
+        Ok(items) if items.is_heavy() => {
+            v.push(Violation::new(
+                format!("{at}/foreach"),
+                "must be a light expression (a path such as context.files or \
+                 steps.list.output.items, with light filters): it is evaluated in the run's \
+                 own task",
+            ));
+            None
+        }
+        Ok(items) => {
+            let outer = RefScope {
+                in_foreach: false,
+                ..*scope
+            };
+            outer.check_all(
+                &format!("{at}/foreach"),
+                items
+                    .references()
+                    .into_iter()
+                    .map(|r| (String::new(), r))
+                    .collect(),
+                v,
+            );
+            Some(Some(Foreach { items, concurrency }))
+        }
+        Err(e) => {
+            v.push(Violation::new(
+                format!("{at}/foreach"),
+                format!("invalid expression: {e}"),
+            ));
+            None
+        }
+    }
 }
 
 #[cfg(test)]

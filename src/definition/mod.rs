@@ -170,7 +170,23 @@ pub struct Step {
     pub approval: Option<ApprovalPolicy>,
     pub when: Option<Expr>,
     pub on_failure: OnFailure,
+    /// Run the action once per item of this array.
+    pub foreach: Option<Foreach>,
+    /// Runs once its parents are finished, whatever their outcome.
+    pub always_run: bool,
 }
+
+/// A step's `foreach`: the expression giving the items, and how many run at once.
+#[derive(Debug)]
+pub struct Foreach {
+    pub items: Expr,
+    pub concurrency: usize,
+}
+
+/// Items of a `foreach` step running at once when it sets no `concurrency`.
+pub const DEFAULT_CONCURRENCY: usize = 10;
+/// The largest `concurrency`.
+pub const MAX_CONCURRENCY: usize = 1000;
 
 impl std::fmt::Debug for Step {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -189,6 +205,8 @@ pub struct Workflow {
     pub timeout: Option<Duration>,
     pub steps: Vec<Step>,
     pub dag: Dag,
+    /// Some step has `always_run` (the run's end is decided differently).
+    pub has_always_run: bool,
 }
 
 impl Workflow {

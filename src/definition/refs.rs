@@ -22,6 +22,8 @@ pub(super) struct RefScope<'a> {
     pub secrets: &'a BTreeSet<String>,
     /// Secrets may be read here: the input of an action whose input leaves the server.
     pub secrets_allowed: bool,
+    /// `item` and `index` may be read here: the input of a `foreach` step.
+    pub in_foreach: bool,
 }
 
 impl RefScope<'_> {
@@ -40,6 +42,11 @@ impl RefScope<'_> {
         }
         if root == "secrets" {
             return self.check_secret(reference, parts.next());
+        }
+        if matches!(root, "item" | "index") && !self.in_foreach {
+            return Some(format!(
+                "{root} is only defined in the input of a step with foreach"
+            ));
         }
         match (root, parts.next(), parts.next()) {
             ("steps", Some(name), field) => {
@@ -62,8 +69,10 @@ impl RefScope<'_> {
                     _ => None,
                 }
             }
-            ("run", Some(field), _) if !["id", "workflow_id"].contains(&field) => {
-                Some(format!("{reference:?}: run has id and workflow_id"))
+            ("run", Some(field), _) if !["id", "workflow_id", "parent_id"].contains(&field) => {
+                Some(format!(
+                    "{reference:?}: run has id, workflow_id and parent_id"
+                ))
             }
             _ => None,
         }

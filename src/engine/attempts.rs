@@ -28,23 +28,33 @@ pub enum StepEvent {
     /// `response` is the start of what the downstream answered (secrets redacted).
     Retrying {
         index: usize,
+        item: Option<usize>,
         attempt: Attempt,
         response: Option<String>,
     },
     /// The step is finished; `attempt` is its last attempt.
     Done {
         index: usize,
+        item: Option<usize>,
         attempt: Attempt,
         result: Box<Result<Outcome, Failure>>,
     },
     /// The server is stopping and the step was between attempts: it stays `RUNNING` and
     /// goes on after the next start (its last attempt recorded when to retry).
-    Paused { index: usize },
+    Paused { index: usize, item: Option<usize> },
     /// The step's deferred render found its `when` false.
-    Skipped { index: usize, reason: String },
+    Skipped {
+        index: usize,
+        item: Option<usize>,
+        reason: String,
+    },
     /// The step's deferred render failed (a template error, a budget, a too large input);
     /// the step fails without an attempt, as it does when rendered in the run's task.
-    Unrendered { index: usize, error: String },
+    Unrendered {
+        index: usize,
+        item: Option<usize>,
+        error: String,
+    },
 }
 
 /// What a step needs besides its [`Start`].
@@ -69,17 +79,22 @@ pub async fn run(
     stopping: CancellationToken,
 ) {
     let index = start.index;
+    let item = start.item;
     if let Some(deferred) = start.deferred.take() {
         let rendered = render(&plan, &deferred, start.max_input_bytes).await;
         match rendered {
             Ok(Rendered::Input(input)) => start.call.input = input,
             Ok(Rendered::Skipped(reason)) => {
-                let _ = events.send(StepEvent::Skipped { index, reason });
+                let _ = events.send(StepEvent::Skipped {
+                    index,
+                    item,
+                    reason,
+                });
                 return;
             }
             Err(error) => {
                 let error = start.redactor.redact_str(&error);
-                let _ = events.send(StepEvent::Unrendered { index, error });
+                let _ = events.send(StepEvent::Unrendered { index, item, error });
                 return;
             }
         }
@@ -88,7 +103,7 @@ pub async fn run(
         && let Ok(wait) = (at - now()).to_std()
         && !pause(wait, &stopping).await
     {
-        let _ = events.send(StepEvent::Paused { index });
+        let _ = events.send(StepEvent::Paused { index, item });
         return;
     }
     let mut number = start.first_attempt;
@@ -116,6 +131,7 @@ pub async fn run(
                 tracing::debug!(attempt = number, "step succeeded");
                 let _ = events.send(StepEvent::Done {
                     index,
+                    item,
                     attempt: record,
                     result: Box::new(Ok(outcome)),
                 });
@@ -150,6 +166,7 @@ pub async fn run(
                 if events
                     .send(StepEvent::Retrying {
                         index,
+                        item,
                         attempt: record,
                         response,
                     })
@@ -158,7 +175,7 @@ pub async fn run(
                     return;
                 }
                 if !pause(delay, &stopping).await {
-                    let _ = events.send(StepEvent::Paused { index });
+                    let _ = events.send(StepEvent::Paused { index, item });
                     return;
                 }
                 number += 1;
@@ -174,6 +191,7 @@ pub async fn run(
                 tracing::debug!(attempt = number, error = %failure.message, "step failed");
                 let _ = events.send(StepEvent::Done {
                     index,
+                    item,
                     attempt: record,
                     result: Box::new(Err(failure)),
                 });

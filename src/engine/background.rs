@@ -119,7 +119,7 @@ async fn approvals(shared: Arc<Shared>) {
             }
         };
         for run_id in due {
-            match shared.decide(&run_id, Intervention::Timeout).await {
+            match shared.decide(&run_id, Intervention::Tick).await {
                 Ok(run) => tracing::info!(run_id, status = %run.status, "approval timed out"),
                 Err(EngineError::Conflict(_)) => {}
                 Err(e) => tracing::warn!(run_id, error = %e, "applying an approval timeout failed"),

@@ -1,4 +1,5 @@
-//! Decisions from outside the run: approve, reject, cancel, and approval timeouts.
+//! Decisions from outside the run: approve, reject, cancel, events sent to it, the end of
+//! a child run, and the passing of time (approval timeouts, timers, event timeouts).
 //!
 //! A decision is applied to a [`RunState`] like any other change; whoever holds the state
 //! (the run's own task, or a caller that read a parked run from the store) commits the
@@ -6,7 +7,7 @@
 
 use serde_json::Value;
 
-use super::state::RunState;
+use super::state::{EventRefusal, RunState};
 use crate::model::{Approval, Decision, LogLevel, RunStatus, StepStatus};
 use crate::problems::Violation;
 
@@ -27,8 +28,21 @@ pub enum Intervention {
     Cancel {
         by: String,
     },
-    /// Apply `on_timeout` to every approval whose timeout has passed.
-    Timeout,
+    /// Apply what is due: `on_timeout` of approvals, timers, event timeouts.
+    Tick,
+    /// `POST /v1/runs/{id}/events/{name}`.
+    Event {
+        name: String,
+        data: Value,
+        by: String,
+    },
+    /// A child run of one of the run's steps ended.
+    ChildEnded {
+        run_id: String,
+        status: RunStatus,
+        context: serde_json::Map<String, Value>,
+        error: Option<String>,
+    },
 }
 
 /// Why a decision was refused.
@@ -76,8 +90,48 @@ impl RunState {
                 self.reject(idx, by, comment);
                 Ok(())
             }
-            Intervention::Timeout => self.time_out(),
+            Intervention::Tick => self.tick(),
+            Intervention::Event { name, data, by } => {
+                self.receive_event(&name, data, &by).map_err(|e| match e {
+                    EventRefusal::NoStep(why) => Refusal::Conflict(why),
+                    EventRefusal::Invalid {
+                        message,
+                        violations,
+                    } => Refusal::Invalid {
+                        message,
+                        violations,
+                    },
+                })?;
+                self.resume_if_parked(&format!("event {name:?} arrived"));
+                Ok(())
+            }
+            Intervention::ChildEnded {
+                run_id,
+                status,
+                context,
+                error,
+            } => {
+                if !self.child_ended(&run_id, status, &context, error.as_deref()) {
+                    return Err(Refusal::Conflict(format!(
+                        "no step of run {} waits for child run {run_id}",
+                        self.run.id
+                    )));
+                }
+                self.resume_if_parked(&format!("child run {run_id} ended"));
+                Ok(())
+            }
         }
+    }
+
+    /// Applies what is due now; `Conflict` when nothing is.
+    fn tick(&mut self) -> Result<(), Refusal> {
+        let waits = self.fire_due_waits();
+        let approvals = self.time_out().is_ok();
+        if !(waits || approvals) {
+            return Err(Refusal::Conflict("nothing is due".into()));
+        }
+        self.resume_if_parked("a timer or timeout came due");
+        Ok(())
     }
 
     /// The waiting step a decision is about: the named one, or the first waiting.
@@ -195,14 +249,8 @@ impl RunState {
             LogLevel::Info,
             format!("approved by {by}{note}"),
         );
-        if self.run.status == RunStatus::WaitingApproval {
-            self.run.control.approval_deadline = None;
-            self.set_run(
-                RunStatus::Running,
-                LogLevel::Info,
-                format!("resumed after approval of {:?}", self.run.steps[idx].name),
-            );
-        }
+        let why = format!("approval of {:?}", self.run.steps[idx].name);
+        self.resume_if_parked(&why);
         Ok(())
     }
 

@@ -8,6 +8,7 @@
 
 mod attempts;
 mod background;
+mod children;
 mod decide;
 mod failure_details;
 pub mod retry;
@@ -34,13 +35,12 @@ use crate::logs::{LogHub, LogTail};
 use crate::metrics::Metrics;
 use crate::model::{
     LogEntry, LogLevel, NewLogEntry, Page, PageRequest, Run, RunFilter, RunStatus, StepRun,
-    StepStatus, now,
+    StepStatus,
 };
 use crate::problems::Violation;
 use crate::sandbox::Sandbox;
 use crate::secret::Secret;
-use crate::size::json_len;
-use crate::store::{DynStore, IdempotencyClaim, LogLimits, NewRun, StoreError};
+use crate::store::{DynStore, LogLimits, StoreError};
 
 pub use decide::{Intervention, Refusal};
 use shared::Shared;
@@ -123,8 +123,11 @@ pub struct RunLimits {
     /// The run context: at start (`400`), after approvals (`400`) and after a step's `set`
     /// (the step fails).
     pub max_context_bytes: usize,
-    /// A step's output as stored; larger outputs are truncated (see `crate::size`).
+    /// A step's output as stored; larger outputs are truncated (see `crate::size`). A
+    /// `foreach` step's items together are held to it too.
     pub max_output_bytes: usize,
+    /// Most items one `foreach` step may run over.
+    pub foreach_items: usize,
 }
 
 /// A request to start a run.
@@ -135,6 +138,8 @@ pub struct StartRun {
     pub context: Map<String, Value>,
     /// `Idempotency-Key` and the hash of the request body it came with.
     pub idempotency: Option<(String, String)>,
+    /// The run whose `workflow` step starts this one, and the new run's depth.
+    pub parent: Option<(String, u32)>,
 }
 
 /// The engine handle; cheap to clone.
@@ -145,6 +150,9 @@ pub struct Engine {
 
 /// Compiled workflows kept in memory; versions never change, so entries never go stale.
 pub(crate) const WORKFLOW_CACHE: usize = 1024;
+
+/// Child runs nest at most this deep (a cycle of workflows calling each other stops here).
+pub const MAX_DEPTH: u32 = 10;
 
 /// On shutdown, time allowed beyond the grace period for commits and loops to finish.
 const SETTLE: Duration = Duration::from_secs(5);
@@ -251,63 +259,24 @@ impl Engine {
     /// Creates a run of a stored workflow and starts it (or queues it when this server is
     /// at capacity). With an idempotency key, a repeat returns the first run, `created` false.
     pub async fn start_run(&self, request: StartRun) -> Result<(Run, bool), EngineError> {
-        let shared = &self.shared;
-        let version = shared
-            .store
-            .get_workflow(&request.workflow_id, request.version)
-            .await?;
-        let wf = shared.workflow(&version.id, version.version).await?;
-        let size = json_len(&request.context);
-        let max = shared.settings.limits.max_context_bytes;
-        if size > max {
-            let message =
-                format!("the context is {size} bytes, over limits.max_context_bytes ({max})");
-            return Err(EngineError::Invalid {
-                violations: vec![Violation::new("/context", message.clone())],
-                message,
-            });
-        }
-        let id = crate::ids::new(crate::ids::RUN);
-        let permit = shared.try_slot();
-        let expires_at =
-            now() + chrono::Duration::from_std(shared.settings.idempotency_ttl).unwrap_or_default();
-        let new = NewRun {
-            id: id.clone(),
-            workflow_id: version.id.clone(),
-            workflow_version: version.version,
-            context: request.context,
-            steps: wf
-                .steps
-                .iter()
-                .map(|s| StepRun::pending(s.id.clone(), s.name.clone(), s.action_name.clone()))
-                .collect(),
-            owner: permit.as_ref().map(|_| shared.lease()),
-            idempotency: request
-                .idempotency
-                .map(|(key, body_hash)| IdempotencyClaim {
-                    key,
-                    body_hash,
-                    expires_at,
-                }),
-            logs: vec![NewLogEntry::engine(
-                LogLevel::Info,
-                None,
-                format!(
-                    "run created from workflow {} version {}",
-                    version.id, version.version
-                ),
-            )],
-            events: Vec::new(),
+        self.shared.start_run(request).await
+    }
+
+    /// Sends event `name` with `data` to a run: the step waiting for it takes it, or it is
+    /// kept for the step that will wait for it.
+    pub async fn send_event(
+        &self,
+        run_id: &str,
+        name: &str,
+        data: Value,
+        by: &str,
+    ) -> Result<Run, EngineError> {
+        let event = Intervention::Event {
+            name: name.to_owned(),
+            data,
+            by: by.to_owned(),
         };
-        let created = shared.store.create_run(new).await?;
-        shared.hub.publish(&created.run.id, &created.logs);
-        if created.created {
-            match permit {
-                Some(permit) => shared.spawn_run(created.run.clone(), permit),
-                None => shared.queue_wake(),
-            }
-        }
-        Ok((created.run, created.created))
+        self.shared.decide(run_id, event).await
     }
 
     /// Applies a decision (approve, reject, cancel) to a run, wherever it is.

@@ -26,7 +26,8 @@ use super::attempts::{self, StepEvent, StepPlan};
 use super::decide::Intervention;
 use super::shared::Shared;
 use super::state::{Phase, RunState, Start};
-use crate::model::{LogLevel, Run, RunStatus};
+use crate::actions::{Effect, Failure, Outcome, Parking};
+use crate::model::{Attempt, LogLevel, Run, RunStatus};
 use crate::outbound::Backoff;
 use crate::store::{Guard, OwnerChange};
 
@@ -49,17 +50,27 @@ enum Exit {
     Shutdown,
 }
 
+/// A commit that only records the progress of `foreach` items waits for this many of
+/// them, or for [`ITEM_FLUSH`], whichever comes first.
+const ITEM_BATCH: usize = 100;
+const ITEM_FLUSH: Duration = Duration::from_millis(200);
+
+/// A step in flight: its index, and its item when it is one item of a `foreach` step.
+type Slot = (usize, Option<usize>);
+
 struct Runner {
     shared: Arc<Shared>,
     state: RunState,
     tasks: JoinSet<()>,
-    in_flight: HashMap<usize, AbortHandle>,
+    in_flight: HashMap<Slot, AbortHandle>,
     events_tx: mpsc::UnboundedSender<StepEvent>,
     events: mpsc::UnboundedReceiver<StepEvent>,
     inbox: mpsc::UnboundedReceiver<RunMessage>,
     since: Instant,
     /// The run's first start here, to be counted once it is committed.
     starting: bool,
+    /// When the last commit was made (item progress waits at most [`ITEM_FLUSH`]).
+    last_commit: Instant,
 }
 
 /// Executes run `run_id` until it leaves this server. `run` is the run when the caller
@@ -93,6 +104,7 @@ pub async fn drive(
             inbox,
             since: Instant::now(),
             starting: false,
+            last_commit: Instant::now(),
         };
         runner.run().await
     }
@@ -150,10 +162,19 @@ impl Runner {
                     .leave("server shutting down: the run resumes on the next start")
                     .await;
             }
-            match phase {
+            // Set while item progress waits to be committed with more.
+            let flush = match phase {
                 Phase::Busy => {
-                    self.commit(OwnerChange::Keep).await?;
+                    let batching = self.state.only_items_below(ITEM_BATCH)
+                        && self.last_commit.elapsed() < ITEM_FLUSH;
+                    let flush = if batching {
+                        Some(self.last_commit + ITEM_FLUSH)
+                    } else {
+                        self.commit(OwnerChange::Keep).await?;
+                        None
+                    };
                     self.spawn(starts);
+                    flush
                 }
                 Phase::Park => {
                     self.account_time();
@@ -167,20 +188,27 @@ impl Runner {
                     self.commit(OwnerChange::Release).await?;
                     return Ok(Exit::Released);
                 }
-            }
+            };
+            let wake = self.wake_instant();
             tokio::select! {
                 Some(event) = self.events.recv() => {
-                    self.apply(event);
+                    self.apply(event).await;
                     while let Ok(event) = self.events.try_recv() {
-                        self.apply(event);
+                        self.apply(event).await;
                     }
+                    self.drop_unwanted_items();
                     self.stop_branches_if_over();
+                }
+                _ = sleep_until(wake) => {
+                    self.shared.check_children(&mut self.state).await;
+                    let _ = self.state.decide(Intervention::Tick);
                 }
                 Some(message) = self.inbox.recv() => {
                     if self.receive(message).await? {
                         return Ok(Exit::Released);
                     }
                 }
+                _ = sleep_until(flush) => {}
                 _ = sleep_until(deadline) => {
                     self.tasks.abort_all();
                     self.in_flight.clear();
@@ -246,7 +274,7 @@ impl Runner {
                 metrics: self.shared.metrics.step(&step.action_name),
                 max_output_bytes: self.shared.settings.limits.max_output_bytes,
             };
-            let index = start.index;
+            let slot = (start.index, start.item);
             let span = tracing::info_span!(
                 "step",
                 run_id = %self.state.run.id,
@@ -262,56 +290,168 @@ impl Runner {
                 )
                 .instrument(span),
             );
-            self.in_flight.insert(index, handle);
+            self.in_flight.insert(slot, handle);
         }
     }
 
-    fn apply(&mut self, event: StepEvent) {
+    /// When a waiting step of this run must be looked at (a timer, a timeout, a check of a
+    /// child run), as an instant of this task's clock.
+    fn wake_instant(&self) -> Option<Instant> {
+        let at = self.state.next_wake()?;
+        let wait = (at - self.state.now()).to_std().unwrap_or_default();
+        Some(Instant::now() + wait)
+    }
+
+    async fn apply(&mut self, event: StepEvent) {
         match event {
             StepEvent::Retrying {
                 index,
+                item: None,
                 attempt,
                 response,
             } => self.state.on_retry(index, attempt, response),
+            StepEvent::Retrying {
+                index,
+                item: Some(item),
+                attempt,
+                response,
+            } => self.state.on_item_retry(index, item, attempt, response),
             StepEvent::Done {
                 index,
+                item,
                 attempt,
                 result,
             } => {
-                self.in_flight.remove(&index);
-                self.state.on_done(index, attempt, *result);
+                self.in_flight.remove(&(index, item));
+                match (item, *result) {
+                    (Some(item), result) => self.state.on_item_done(index, item, attempt, result),
+                    (
+                        None,
+                        Ok(Outcome {
+                            effect:
+                                Effect::Park(Parking::Child {
+                                    workflow_id,
+                                    version,
+                                    context,
+                                }),
+                            output,
+                            ..
+                        }),
+                    ) => {
+                        let started = self
+                            .shared
+                            .start_child(
+                                &self.state.run,
+                                index,
+                                &attempt,
+                                &workflow_id,
+                                version,
+                                context,
+                            )
+                            .await;
+                        self.child_started(index, attempt, output, &workflow_id, started);
+                    }
+                    (None, result) => self.state.on_done(index, attempt, result),
+                }
             }
-            StepEvent::Paused { index } => {
-                self.in_flight.remove(&index);
+            StepEvent::Paused { index, item } => {
+                self.in_flight.remove(&(index, item));
             }
-            StepEvent::Skipped { index, reason } => {
-                self.in_flight.remove(&index);
+            StepEvent::Skipped {
+                index,
+                item: None,
+                reason,
+            } => {
+                self.in_flight.remove(&(index, None));
                 self.state.on_skipped(index, reason);
             }
-            StepEvent::Unrendered { index, error } => {
-                self.in_flight.remove(&index);
-                self.state.on_unrendered(index, error);
+            StepEvent::Skipped {
+                index,
+                item: Some(item),
+                ..
+            } => {
+                self.in_flight.remove(&(index, Some(item)));
+                let attempt = Attempt {
+                    attempt: 0,
+                    started_at: self.state.now(),
+                    finished_at: None,
+                    error: None,
+                    http_code: None,
+                    retry_in_ms: None,
+                };
+                let skipped = Ok(Outcome::output(serde_json::Value::Null));
+                self.state.on_item_done(index, item, attempt, skipped);
+            }
+            StepEvent::Unrendered { index, item, error } => {
+                self.in_flight.remove(&(index, item));
+                match item {
+                    Some(item) => self.state.item_failed(index, item, error, None),
+                    None => self.state.on_unrendered(index, error),
+                }
             }
         }
         while self.tasks.try_join_next().is_some() {}
     }
 
-    /// After a failure or a condition stop, branches still in flight are canceled.
+    /// Records the child run a `workflow` step started, or fails the step when it could
+    /// not start one.
+    fn child_started(
+        &mut self,
+        index: usize,
+        attempt: Attempt,
+        output: serde_json::Value,
+        workflow_id: &str,
+        started: Result<String, String>,
+    ) {
+        match started {
+            Ok(child) => {
+                self.state
+                    .on_done(index, attempt, Ok(Outcome::output(output)));
+                self.state.wait_for_child(index, child);
+            }
+            Err(why) => {
+                let failure =
+                    Failure::rejected(format!("cannot start workflow {workflow_id}: {why}"));
+                self.state.on_done(index, attempt, Err(failure));
+            }
+        }
+    }
+
+    /// Drops the calls of items whose step ended (an item failed and canceled the rest).
+    fn drop_unwanted_items(&mut self) {
+        let unwanted: Vec<Slot> = self
+            .in_flight
+            .keys()
+            .copied()
+            .filter(|&(idx, item)| item.is_some_and(|i| !self.state.item_wanted(idx, i)))
+            .collect();
+        for slot in unwanted {
+            if let Some(handle) = self.in_flight.remove(&slot) {
+                handle.abort();
+            }
+        }
+    }
+
+    /// After a failure or a condition stop, branches still in flight are canceled (but not
+    /// `always_run` steps, which run whatever happened).
     fn stop_branches_if_over(&mut self) {
         let reason = match (&self.state.failure, &self.state.stopped_by) {
             (Some(error), _) => error.clone(),
             (None, Some(by)) => format!("condition {by:?} stopped the run"),
             (None, None) => return,
         };
-        if !self.in_flight.is_empty() {
-            self.abort_all(&reason);
+        let stopping: Vec<Slot> = self
+            .in_flight
+            .keys()
+            .copied()
+            .filter(|&(i, _)| !self.state.wf.steps[i].always_run)
+            .collect();
+        for (idx, item) in stopping {
+            if let Some(handle) = self.in_flight.remove(&(idx, item)) {
+                handle.abort();
+            }
+            self.state.cancel_step(idx, &reason);
         }
-    }
-
-    fn abort_all(&mut self, reason: &str) {
-        self.tasks.abort_all();
-        self.in_flight.clear();
-        self.state.abort_running(reason);
     }
 
     /// Handles a decision sent to this task; true when the run has left this server.
@@ -387,10 +527,12 @@ impl Runner {
             };
             match self.shared.commit(tx).await {
                 Ok(committed) => {
+                    self.last_commit = Instant::now();
                     self.state.committed(committed.rev);
                     if std::mem::take(&mut self.starting) {
                         self.shared.metrics.run_started();
                     }
+                    self.shared.after_commit(&mut self.state);
                     return Ok(());
                 }
                 Err(e) if e.is_unavailable() && !self.shared.shutdown.is_cancelled() => {

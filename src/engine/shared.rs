@@ -15,14 +15,19 @@ use tokio_util::task::TaskTracker;
 use super::decide::Intervention;
 use super::runner::{self, RunMessage};
 use super::state::RunState;
-use super::{EngineError, Settings, WORKFLOW_CACHE};
+use super::{EngineError, Settings, StartRun, WORKFLOW_CACHE};
 use crate::actions::Registry;
 use crate::definition::{Validator, Workflow};
 use crate::logs::LogHub;
 use crate::metrics::Metrics;
-use crate::model::{Run, RunStatus, StepStatus};
+use crate::model::{LogLevel, NewLogEntry, Run, RunStatus, StepRun, StepStatus, now};
+use crate::problems::Violation;
 use crate::sandbox::Sandbox;
-use crate::store::{Committed, DynStore, Guard, Lease, OwnerChange, StoreError, Transition};
+use crate::size::json_len;
+use crate::store::{
+    Committed, DynStore, Guard, IdempotencyClaim, Lease, NewRun, OwnerChange, StoreError,
+    Transition,
+};
 
 /// The state every engine task shares.
 pub(crate) struct Shared {
@@ -176,6 +181,72 @@ impl Shared {
         Ok(committed)
     }
 
+    /// Creates a run of a stored workflow and starts it (or queues it when this server is
+    /// at capacity). With an idempotency key, a repeat returns the first run, `created` false.
+    pub(super) async fn start_run(
+        self: &Arc<Self>,
+        request: StartRun,
+    ) -> Result<(Run, bool), EngineError> {
+        let shared = self;
+        let version = shared
+            .store
+            .get_workflow(&request.workflow_id, request.version)
+            .await?;
+        let wf = shared.workflow(&version.id, version.version).await?;
+        let size = json_len(&request.context);
+        let max = shared.settings.limits.max_context_bytes;
+        if size > max {
+            let message =
+                format!("the context is {size} bytes, over limits.max_context_bytes ({max})");
+            return Err(EngineError::Invalid {
+                violations: vec![Violation::new("/context", message.clone())],
+                message,
+            });
+        }
+        let id = crate::ids::new(crate::ids::RUN);
+        let permit = shared.try_slot();
+        let expires_at =
+            now() + chrono::Duration::from_std(shared.settings.idempotency_ttl).unwrap_or_default();
+        let new = NewRun {
+            id: id.clone(),
+            workflow_id: version.id.clone(),
+            workflow_version: version.version,
+            context: request.context,
+            steps: wf
+                .steps
+                .iter()
+                .map(|s| StepRun::pending(s.id.clone(), s.name.clone(), s.action_name.clone()))
+                .collect(),
+            parent: request.parent,
+            owner: permit.as_ref().map(|_| shared.lease()),
+            idempotency: request
+                .idempotency
+                .map(|(key, body_hash)| IdempotencyClaim {
+                    key,
+                    body_hash,
+                    expires_at,
+                }),
+            logs: vec![NewLogEntry::engine(
+                LogLevel::Info,
+                None,
+                format!(
+                    "run created from workflow {} version {}",
+                    version.id, version.version
+                ),
+            )],
+            events: Vec::new(),
+        };
+        let created = shared.store.create_run(new).await?;
+        shared.hub.publish(&created.run.id, &created.logs);
+        if created.created {
+            match permit {
+                Some(permit) => shared.spawn_run(created.run.clone(), permit),
+                None => shared.queue_wake(),
+            }
+        }
+        Ok((created.run, created.created))
+    }
+
     /// Starts the task of a run this server owns.
     pub(super) fn spawn_run(self: &Arc<Self>, run: Run, permit: OwnedSemaphorePermit) {
         self.spawn_task(run.id.clone(), Some(run), permit);
@@ -243,7 +314,13 @@ impl Shared {
                 .await?;
             let rev = run.control.rev;
             let mut state = RunState::new(run, wf, &self.settings);
-            state.decide(request.clone())?;
+            let children_ended =
+                matches!(request, Intervention::Tick) && self.check_children(&mut state).await;
+            match state.decide(request.clone()) {
+                Ok(()) => {}
+                Err(_) if children_ended => {}
+                Err(refusal) => return Err(refusal.into()),
+            }
             match self.resume_decided(state, rev).await {
                 Err(EngineError::Conflict(_)) => continue,
                 other => return other,
@@ -276,6 +353,7 @@ impl Shared {
         };
         let committed = self.commit(tx).await?;
         state.committed(committed.rev);
+        self.after_commit(&mut state);
         match permit {
             Some(permit) => self.spawn_run(state.run.clone(), permit),
             None if runs_on => self.queue_wake(),

@@ -59,7 +59,7 @@ pub fn budget() -> Budget {
 }
 
 /// Names a template may start with.
-pub const ROOTS: [&str; 4] = ["context", "steps", "run", "secrets"];
+pub const ROOTS: [&str; 6] = ["context", "steps", "run", "secrets", "item", "index"];
 /// Fields of `steps.<name>` a template may read.
 pub const STEP_FIELDS: [&str; 4] = ["output", "status", "http_code", "error"];
 
@@ -304,6 +304,19 @@ impl Template {
         })
     }
 
+    /// The literal value of member `key` of an object template (`None` when it is absent
+    /// or templated).
+    pub fn literal_field(&self, key: &str) -> Option<&Value> {
+        match self {
+            Self::Literal(Value::Object(map)) => map.get(key),
+            Self::Object(fields) => match &fields.iter().find(|(k, _)| k == key)?.1 {
+                Self::Literal(v) => Some(v),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
     /// The heavy parts, in tree order, for the sandbox.
     pub fn heavy_parts(&self) -> Vec<Part> {
         let mut out = Vec::new();
@@ -489,6 +502,9 @@ pub struct Scope {
     pub steps: MjValue,
     pub run: MjValue,
     pub secrets: Arc<Secrets>,
+    /// Inside a `foreach` step: the item and its index (undefined elsewhere).
+    pub item: MjValue,
+    pub index: MjValue,
 }
 
 impl Scope {
@@ -498,6 +514,17 @@ impl Scope {
             steps => self.steps.clone(),
             run => self.run.clone(),
             secrets => MjValue::from_dyn_object(self.secrets.clone()),
+            item => self.item.clone(),
+            index => self.index.clone(),
+        }
+    }
+
+    /// This scope with `item` and `index` set, for one item of a `foreach` step.
+    pub fn with_item(&self, item: &Value, index: usize) -> Self {
+        Self {
+            item: to_scope_value(item),
+            index: MjValue::from(index),
+            ..self.clone()
         }
     }
 }
@@ -563,6 +590,8 @@ mod tests {
                 "API_TOKEN".to_owned(),
                 Secret::new("t0ps3cret"),
             )])))),
+            item: MjValue::UNDEFINED,
+            index: MjValue::UNDEFINED,
         }
     }
 

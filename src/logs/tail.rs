@@ -234,6 +234,7 @@ mod tests {
                     "a".into(),
                     "transform".into(),
                 )],
+                parent: None,
                 owner: None,
                 idempotency: None,
                 logs: vec![NewLogEntry::engine(LogLevel::Info, None, "created")],

@@ -75,5 +75,7 @@ fn scope(mut roots: Map<String, Value>) -> Scope {
         steps: take("steps"),
         run: take("run"),
         secrets: Arc::new(Secrets::default()),
+        item: take("item"),
+        index: take("index"),
     }
 }

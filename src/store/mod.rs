@@ -23,8 +23,8 @@ use tokio::sync::broadcast;
 pub use tasks::{TaskOp, TaskStore};
 
 use crate::model::{
-    Approval, LogEntry, NewEvent, NewLogEntry, Page, PageRequest, Run, RunFilter, RunStatus,
-    StepRun, TemplateRecord, Timestamp, WorkflowVersion,
+    Approval, LogEntry, NewEvent, NewLogEntry, Page, PageRequest, Run, RunControl, RunExtra,
+    RunFilter, RunStatus, StepRun, TemplateRecord, Timestamp, WorkflowVersion,
 };
 
 /// The error behind a store failure, shared so that [`StoreError`] stays cheap to clone.
@@ -123,11 +123,50 @@ pub struct NewRun {
     pub workflow_version: u32,
     pub context: Map<String, Value>,
     pub steps: Vec<StepRun>,
+    /// The run whose `workflow` step starts this one, and this run's depth below it.
+    pub parent: Option<(String, u32)>,
     /// The server that will execute it now, or `None` to leave it queued for a claim.
     pub owner: Option<Lease>,
     pub idempotency: Option<IdempotencyClaim>,
     pub logs: Vec<NewLogEntry>,
     pub events: Vec<NewEvent>,
+}
+
+impl NewRun {
+    /// The run as created (its logs and events are written separately).
+    pub fn into_run(self, at: Timestamp) -> Run {
+        let extra = self.run_extra().unwrap_or_default();
+        Run {
+            id: self.id,
+            workflow_id: self.workflow_id,
+            workflow_version: self.workflow_version,
+            status: RunStatus::Pending,
+            current_step: 0,
+            parent_run_id: self.parent.map(|(id, _)| id),
+            context: self.context,
+            steps: self.steps,
+            error: None,
+            approvals: Vec::new(),
+            usage: Map::new(),
+            created_at: at,
+            updated_at: at,
+            started_at: None,
+            finished_at: None,
+            control: RunControl {
+                extra,
+                ..RunControl::default()
+            },
+        }
+    }
+
+    /// The run's extra bookkeeping at creation (its depth), or `None` when there is none.
+    pub fn run_extra(&self) -> Option<RunExtra> {
+        let extra = RunExtra {
+            depth: self.parent.as_ref().map_or(0, |(_, depth)| *depth),
+            events: Vec::new(),
+        };
+        (!extra.is_empty()).then_some(extra)
+    }
 }
 
 /// Ownership of a run by one server, valid until renewed or expired.
@@ -180,7 +219,10 @@ pub struct RunHead {
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
     pub active_ms: u64,
-    pub approval_deadline: Option<Timestamp>,
+    /// When the parked run must be woken.
+    pub wake_at: Option<Timestamp>,
+    /// Kept events and the run's depth (see [`crate::model::RunExtra`]).
+    pub extra: RunExtra,
 }
 
 impl RunHead {
@@ -194,7 +236,8 @@ impl RunHead {
             started_at: run.started_at,
             finished_at: run.finished_at,
             active_ms: run.control.active_ms,
-            approval_deadline: run.control.approval_deadline,
+            wake_at: run.control.wake_at,
+            extra: run.control.extra.clone(),
         }
     }
 }
@@ -361,7 +404,7 @@ pub trait Store: TaskStore + Send + Sync + 'static {
     ) -> Result<Vec<String>, StoreError>;
     /// Extends the leases of every run `owner` holds.
     async fn renew_leases(&self, owner: &str, ttl: Duration) -> Result<(), StoreError>;
-    /// Parked runs whose approval deadline has passed.
+    /// Parked runs (`WAITING_APPROVAL`, `WAITING`) whose wake-up time has passed.
     async fn due_approvals(&self, now: Timestamp, limit: usize) -> Result<Vec<String>, StoreError>;
 
     /// Appends client lines to a run's log; `NotFound` for an unknown run, `Conflict` when

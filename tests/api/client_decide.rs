@@ -129,7 +129,6 @@ async fn cancel_and_retry_act_on_runs_and_refusals_exit_1() {
 }
 
 #[tokio::test]
-#[ignore = "POST /v1/runs/{id}/events/{name} and the event action land with the flow-control issue"]
 async fn event_delivers_named_data_to_a_waiting_run() {
     let app = spawn_app().await;
     app.create_workflow(&json!({"id": "ci", "name": "ci", "steps": [

@@ -10,6 +10,7 @@ mod client_decide;
 mod client_follow;
 mod client_options;
 mod console;
+mod flow;
 mod health;
 mod helpers;
 mod hooks;

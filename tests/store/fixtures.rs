@@ -42,6 +42,7 @@ pub fn new_run(workflow_id: &str) -> NewRun {
         workflow_version: 1,
         context: context(json!({"k": "v", "n": 1})),
         steps: steps(3),
+        parent: None,
         owner: None,
         idempotency: None,
         logs: vec![NewLogEntry::engine(LogLevel::Info, None, "created")],

@@ -156,7 +156,7 @@ pub async fn parked_runs_with_passed_deadlines_are_due(store: DynStore) {
         async move {
             let mut run = store.get_run(&id).await.unwrap();
             run.status = RunStatus::WaitingApproval;
-            run.control.approval_deadline = Some(now() + deadline);
+            run.control.wake_at = Some(now() + deadline);
             let mut tx = Transition::new(&id, Guard::default());
             tx.head = Some(RunHead::of(&run));
             store.commit(tx).await.unwrap();

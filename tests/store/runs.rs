@@ -37,7 +37,7 @@ pub async fn transitions_update_head_context_steps_and_approvals(store: DynStore
     run.current_step = 1;
     run.started_at = Some(now());
     run.control.active_ms = 42;
-    run.control.approval_deadline = Some(now());
+    run.control.wake_at = Some(now());
     let mut tx = Transition::new(&id, Guard::default());
     tx.head = Some(RunHead::of(&run));
     tx.context = Some(context(json!({"k": "changed", "extra": [1, 2]})));
@@ -61,10 +61,7 @@ pub async fn transitions_update_head_context_steps_and_approvals(store: DynStore
     assert_eq!(read.current_step, 1);
     assert_eq!(read.control.rev, 1);
     assert_eq!(read.control.active_ms, 42);
-    assert_eq!(
-        read.control.approval_deadline,
-        run.control.approval_deadline
-    );
+    assert_eq!(read.control.wake_at, run.control.wake_at);
     assert_eq!(read.context["k"], "changed");
     assert_eq!(read.steps[1], step);
     assert_eq!(read.steps[0].status, StepStatus::Pending);

@@ -4,6 +4,7 @@
 //! on a fresh store, runs the scenarios of BENCHMARKS.md side by side with the raw reqwest
 //! ceiling, prints a table and writes JSON. `cargo run --release --bin bench -- --help`.
 
+mod flow;
 mod scenarios;
 mod server;
 mod target;
@@ -39,11 +40,14 @@ struct Args {
     /// Runs parked for approval in the parked scenario.
     #[arg(long, default_value_t = 100_000)]
     parked: usize,
+    /// Runs parked on a timer in the `waiting` scenario.
+    #[arg(long, default_value_t = 10_000)]
+    waiting: usize,
     /// Scenarios to run.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "latency,throughput,fanout,scale,parked,tasks"
+        default_value = "latency,throughput,fanout,scale,parked,foreach,waiting,tasks"
     )]
     scenarios: Vec<String>,
     /// A PostgreSQL DSN: measure that store instead of the embedded one.
@@ -295,6 +299,44 @@ async fn drive(args: Args) -> anyhow::Result<()> {
             "runs": p.runs, "rss_before_mib": mib(p.rss_before), "rss_parked_mib": mib(p.rss_parked),
             "added_mib": mib(p.rss_parked.saturating_sub(p.rss_before)), "park_s": p.park_s, "approve_s": p.approve_s,
         }));
+    }
+
+    if want("foreach") {
+        let server = Server::start(dsn)?;
+        let client = Client::new(&server.url);
+        flow::foreach(&server, &client, &target_url, 100, 50).await?; // warm-up
+        let mut runs = Vec::new();
+        for _ in 0..args.repeat {
+            runs.push(flow::foreach(&server, &client, &target_url, 1000, 50).await?);
+        }
+        println!("foreach: 1,000 http GET items, concurrency 50, one run");
+        let time = stats(runs.iter().map(|r| r.seconds * 1000.0).collect());
+        let commits = stats(runs.iter().map(|r| r.commits).collect());
+        let cpu = stats(runs.iter().map(|r| r.cpu_us_per_item).collect());
+        row("time to completion", &time, "ms");
+        row("commits", &commits, "");
+        row("server CPU per item", &cpu, "µs");
+        results.insert(
+            "foreach_1000".into(),
+            json!({"time_ms": time, "commits": commits, "server_cpu_us_per_item": cpu}),
+        );
+    }
+
+    if want("waiting") {
+        let server = Server::start(dsn)?;
+        let client = Client::new(&server.url);
+        let w = flow::waiting(&server, &client, args.waiting).await?;
+        let added = mib(w.rss_waiting.saturating_sub(w.rss_before));
+        println!("Waiting runs: {} parked on a one-hour timer", w.runs);
+        println!("  {:<28} {:>10.1} MiB", "RSS before", mib(w.rss_before));
+        println!("  {:<28} {:>10.1} MiB", "RSS with all waiting", mib(w.rss_waiting));
+        println!("  {:<28} {:>10.1} MiB", "added", added);
+        println!("  {:<28} {:>10.1} s", "time to start and park all", w.park_s);
+        results.insert(
+            "waiting".into(),
+            json!({"runs": w.runs, "rss_before_mib": mib(w.rss_before),
+                "rss_waiting_mib": mib(w.rss_waiting), "added_mib": added, "park_s": w.park_s}),
+        );
     }
 
     if want("tasks") {

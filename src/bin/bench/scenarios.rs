@@ -37,12 +37,7 @@ impl Client {
         }
     }
 
-    /// `POST` with a JSON body; the JSON answer, or an error for a non-2xx answer.
-    pub async fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        self.post(path, body).await
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         let response = self
             .http
             .post(format!("{}{path}", self.base))
@@ -57,7 +52,7 @@ impl Client {
         Ok(body)
     }
 
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
         Ok(self
             .http
             .get(format!("{}{path}", self.base))
@@ -84,6 +79,26 @@ impl Client {
                 .sum::<f64>()
         };
         Ok(1000.0 * value("sum") / value("count").max(1.0))
+    }
+
+    /// The sum of the series of `name` whose labels include `label`, from `/metrics`.
+    pub async fn metric_sum(&self, name: &str, label: &str) -> anyhow::Result<f64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(['{', ' ']))
+                    && l.contains(label)
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum())
     }
 
     pub async fn create_workflow(&self, definition: Value) -> anyhow::Result<String> {
@@ -410,7 +425,7 @@ pub async fn parked(
 }
 
 /// Runs `job(i)` for `i` in `0..n`, at most `width` at a time, collecting results in order.
-async fn for_each_concurrently<T, F, Fut>(n: usize, width: usize, job: F) -> anyhow::Result<Vec<T>>
+pub async fn for_each_concurrently<T, F, Fut>(n: usize, width: usize, job: F) -> anyhow::Result<Vec<T>>
 where
     T: Send + 'static,
     F: Fn(usize) -> Fut + Send + Sync + 'static,

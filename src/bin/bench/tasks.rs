@@ -54,7 +54,7 @@ impl FastWorkers {
                     let name = format!("bench-{i}");
                     while !stop.load(Ordering::Relaxed) {
                         let body = json!({"queues": ["bench"], "worker": name, "max": max, "wait_ms": 1000});
-                        let answer = client.post_json("/v1/tasks/poll", &body).await?;
+                        let answer = client.post("/v1/tasks/poll", &body).await?;
                         let now = chrono::Utc::now();
                         let items = answer["items"].as_array().cloned().unwrap_or_default();
                         let done = items.iter().map(|task| {
@@ -66,7 +66,7 @@ impl FastWorkers {
                                 }
                                 let id = task["id"].as_str().unwrap_or_default();
                                 let body = json!({"token": task["token"], "output": {"ok": true}});
-                                client.post_json(&format!("/v1/tasks/{id}/complete"), &body).await
+                                client.post(&format!("/v1/tasks/{id}/complete"), &body).await
                             }
                         });
                         for result in futures::future::join_all(done).await {

@@ -8,6 +8,7 @@
 //! `steps.<name>`) in line with the run; [`rules`] and [`results`] decide what happens
 //! next (scheduling, skipping, parking, finishing, applying step results).
 
+mod foreach;
 mod record;
 mod render;
 mod results;
@@ -15,6 +16,7 @@ mod rules;
 mod scope;
 #[cfg(test)]
 mod tests;
+mod waits;
 
 use std::sync::Arc;
 
@@ -29,6 +31,7 @@ use record::Changes;
 use scope::ScopeCache;
 
 pub use render::{Deferred, Rendered, check_input_size};
+pub use waits::EventRefusal;
 
 /// A step the runner must start now.
 #[derive(Debug)]
@@ -47,6 +50,8 @@ pub struct Start {
     pub deferred: Option<Deferred>,
     /// A rendered input larger than this fails the step.
     pub max_input_bytes: usize,
+    /// The item of a `foreach` step this start is for.
+    pub item: Option<usize>,
 }
 
 /// What the run does next when nothing is in flight.
@@ -73,10 +78,16 @@ pub struct RunState {
     pub failure: Option<String>,
     /// Set when a condition stopped the run: the step that did.
     pub stopped_by: Option<String>,
+    /// Child runs the run no longer waits for (it ended, or the step gave up): the runner
+    /// cancels them once this state is committed.
+    abandoned: Vec<String>,
+    /// Where the running `foreach` steps are.
+    foreach: foreach::Foreach,
 }
 
 impl RunState {
     pub fn new(run: Run, wf: Arc<Workflow>, settings: &Settings) -> Self {
+        let (failure, stopped_by) = rules::outcome_so_far(&run, &wf);
         Self {
             scope: ScopeCache::new(&run, settings.secrets.clone()),
             changes: Changes::new(settings.emit_events),
@@ -85,8 +96,26 @@ impl RunState {
             clock: settings.clock.clone(),
             limits: settings.limits,
             redactor: settings.redactor.clone(),
-            failure: None,
-            stopped_by: None,
+            failure,
+            stopped_by,
+            abandoned: Vec::new(),
+            foreach: foreach::Foreach::default(),
+        }
+    }
+
+    /// The child runs abandoned since the last call, to cancel.
+    pub fn take_abandoned(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.abandoned)
+    }
+
+    /// The child run step `idx` waits for.
+    fn child_of(&self, idx: usize) -> Option<String> {
+        let step = &self.run.steps[idx];
+        match (&step.status, &step.waiting) {
+            (crate::model::StepStatus::Waiting, Some(crate::model::Waiting::Child { run_id })) => {
+                Some(run_id.clone())
+            }
+            _ => None,
         }
     }
 

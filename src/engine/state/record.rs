@@ -17,6 +17,10 @@ pub(super) struct Changes {
     emit_events: bool,
     /// Step rows changed, by index.
     steps: BTreeSet<usize>,
+    /// Item results and starts of `foreach` steps recorded.
+    items: usize,
+    /// Something other than `foreach` item progress changed.
+    other: bool,
     head: bool,
     context: bool,
     approvals: Vec<Approval>,
@@ -46,6 +50,7 @@ impl RunState {
     pub fn log(&mut self, level: LogLevel, step: Option<usize>, message: impl Into<String>) {
         let entry = self.entry(level, step, message.into());
         self.changes.logs.push(entry);
+        self.changes.other = true;
     }
 
     /// Adds a hook event (when hooks are on).
@@ -58,28 +63,46 @@ impl RunState {
                 ts: self.now(),
             };
             self.changes.events.push(event);
+            self.changes.other = true;
         }
     }
 
     /// Marks step `idx`'s row as changed (its attempts, output or error).
     pub(super) fn touch_step(&mut self, idx: usize) {
         self.changes.steps.insert(idx);
+        self.changes.other = true;
+    }
+
+    /// Marks step `idx`'s row as changed by the progress of one of its items.
+    pub(super) fn touch_item(&mut self, idx: usize) {
+        self.changes.steps.insert(idx);
+        self.changes.items += 1;
+    }
+
+    /// True when all that changed since the last commit is the progress of fewer than
+    /// `items` `foreach` items: the commit may wait for more (a crash before it only runs
+    /// those items again).
+    pub fn only_items_below(&self, items: usize) -> bool {
+        !self.changes.other && self.changes.items < items
     }
 
     /// Marks the run's head (status, timings, usage) as changed.
     pub(super) fn touch_head(&mut self) {
         self.changes.head = true;
+        self.changes.other = true;
     }
 
     /// Marks the context as changed.
     pub(super) fn touch_context(&mut self) {
         self.changes.context = true;
+        self.changes.other = true;
     }
 
     /// Records an approval decision on the run.
     pub(in crate::engine) fn record_approval(&mut self, approval: Approval) {
         self.run.approvals.push(approval.clone());
         self.changes.approvals.push(approval);
+        self.changes.other = true;
     }
 
     /// Moves step `idx` to `status`, logging `message` with the change.
@@ -91,6 +114,9 @@ impl RunState {
         message: impl Into<String>,
     ) {
         let at = self.now();
+        if status.is_finished() && self.run.steps[idx].items.is_some() {
+            self.close_items(idx);
+        }
         let step = &mut self.run.steps[idx];
         step.status = status;
         match status {
@@ -135,6 +161,7 @@ impl RunState {
         let kind = match status {
             RunStatus::Running if first_start => Some("run.started"),
             RunStatus::WaitingApproval => Some("run.waiting_approval"),
+            RunStatus::Waiting => Some("run.waiting"),
             RunStatus::Succeeded => Some("run.succeeded"),
             RunStatus::Failed => Some("run.failed"),
             RunStatus::Canceled => Some("run.canceled"),

@@ -142,8 +142,14 @@ fn sandbox_scope(scope: &Scope, parts: &[Part]) -> Map<String, Value> {
     if roots.contains("context") {
         out.insert("context".into(), json(&scope.context));
     }
-    if roots.contains("run") {
-        out.insert("run".into(), json(&scope.run));
+    for (name, value) in [
+        ("run", &scope.run),
+        ("item", &scope.item),
+        ("index", &scope.index),
+    ] {
+        if roots.contains(name) && !value.is_undefined() {
+            out.insert(name.into(), json(value));
+        }
     }
     if all_steps {
         out.insert("steps".into(), json(&scope.steps));

@@ -72,6 +72,12 @@ impl RunState {
                         }
                     }
                     Effect::StopRun => self.stopped_by = Some(self.run.steps[idx].name.clone()),
+                    Effect::Park(parking) => {
+                        let step = &mut self.run.steps[idx];
+                        step.output = Some(outcome.output);
+                        self.park_step(idx, parking);
+                        return;
+                    }
                 }
                 let step = &mut self.run.steps[idx];
                 step.output = Some(outcome.output);
@@ -175,7 +181,7 @@ impl RunState {
 }
 
 /// Adds numeric usage counters (`prompt_tokens`, …) into the run's totals.
-fn add_usage(total: &mut Map<String, Value>, usage: &Map<String, Value>) {
+pub(super) fn add_usage(total: &mut Map<String, Value>, usage: &Map<String, Value>) {
     for (k, v) in usage {
         if let Some(n) = v.as_u64() {
             let sum = total.get(k).and_then(Value::as_u64).unwrap_or(0) + n;

@@ -29,6 +29,10 @@ impl RunState {
         running
             .into_iter()
             .filter_map(|i| {
+                if self.wf.steps[i].foreach.is_some() {
+                    self.resume_foreach(i);
+                    return None;
+                }
                 let n = self.run.steps[i].attempts.len() as u32 + 1;
                 self.log(
                     LogLevel::Warn,
@@ -40,14 +44,29 @@ impl RunState {
             .collect()
     }
 
-    /// Decides every step whose parents are done: skip, park, fail or start.
+    /// Decides every step whose parents are done: skip, park, fail or start; and the items
+    /// of `foreach` steps that may start. Once the run is failing or a condition stopped
+    /// it, only `always_run` steps still start; the steps that will not run are skipped at
+    /// once when some `always_run` step waits for them.
     pub fn schedule(&mut self) -> Vec<Start> {
+        let mut starts = self.schedule_steps();
+        starts.extend(self.item_starts());
+        starts
+    }
+
+    fn schedule_steps(&mut self) -> Vec<Start> {
         let mut starts = Vec::new();
         loop {
             let mut changed = false;
             for idx in 0..self.run.steps.len() {
-                if self.failure.is_some() || self.stopped_by.is_some() {
+                let over = self.failure.is_some() || self.stopped_by.is_some();
+                if over && !self.wf.has_always_run {
                     return starts;
+                }
+                let always = self.wf.steps[idx].always_run;
+                if over && !always {
+                    changed |= self.give_up_step(idx);
+                    continue;
                 }
                 if self.run.steps[idx].status != StepStatus::Pending || !self.parents_done(idx) {
                     continue;
@@ -66,6 +85,10 @@ impl RunState {
                     );
                     continue;
                 }
+                if self.wf.steps[idx].foreach.is_some() {
+                    self.begin_foreach(idx);
+                    continue;
+                }
                 if let Some(start) = self.prepare(idx) {
                     let n = start.first_attempt;
                     let action = self.wf.steps[idx].action_name.clone();
@@ -82,6 +105,27 @@ impl RunState {
                 return starts;
             }
         }
+    }
+
+    /// A step that will not run because the run is failing or stopped: skipped now (so the
+    /// `always_run` steps after it can run), and a child run it waits for is abandoned.
+    fn give_up_step(&mut self, idx: usize) -> bool {
+        let status = self.run.steps[idx].status;
+        if !matches!(
+            status,
+            StepStatus::Pending | StepStatus::WaitingApproval | StepStatus::Waiting
+        ) {
+            return false;
+        }
+        self.abandoned.extend(self.child_of(idx));
+        let reason = match &self.stopped_by {
+            Some(by) if self.failure.is_none() => {
+                format!("skipped: condition {by:?} stopped the run")
+            }
+            _ => "skipped: the run is failing".to_owned(),
+        };
+        self.set_step(idx, StepStatus::Skipped, LogLevel::Info, reason);
+        true
     }
 
     /// True when the run could go on by itself: a step is `RUNNING` without a task (given
@@ -106,7 +150,8 @@ impl RunState {
     /// A heavy `when` is evaluated with the step's input, in the sandbox, instead.
     fn skip_reason(&mut self, idx: usize) -> Option<String> {
         let parents = self.wf.dag.parents(idx);
-        if !parents.is_empty()
+        if !self.wf.steps[idx].always_run
+            && !parents.is_empty()
             && parents
                 .iter()
                 .all(|&p| self.run.steps[p].status == StepStatus::Skipped)
@@ -135,38 +180,50 @@ impl RunState {
             .any(|a| &a.step == name && a.decision == Decision::Approved)
     }
 
-    /// The start of step `idx`: its input rendered here when every part of it is light,
-    /// else the render handed to the step's task (and the sandbox). A template error or an
-    /// input over `limits.max_input_bytes` fails the step instead.
+    /// The start of step `idx`. A template error or an input over
+    /// `limits.max_input_bytes` fails the step instead.
     fn prepare(&mut self, idx: usize) -> Option<Start> {
-        let scope = self.scope();
+        match self.prepare_with(idx, self.scope(), None) {
+            Ok(start) => Some(start),
+            Err(error) => {
+                self.fail_step(idx, None, error, None);
+                None
+            }
+        }
+    }
+
+    /// The start of step `idx` (or of its item `item`) against `scope`: its input rendered
+    /// here when every part of it is light, else the render handed to the step's task (and
+    /// the sandbox). The error is what the step (or item) fails with.
+    pub(super) fn prepare_with(
+        &mut self,
+        idx: usize,
+        scope: crate::expr::Scope,
+        item: Option<usize>,
+    ) -> Result<Start, String> {
         let deferred = Deferred::of(&self.wf, idx, &scope);
         let input = match &deferred {
             Some(_) => Value::Null,
-            None => match render_input(&self.wf, idx, &scope, &mut std::iter::empty()) {
-                Ok(input) => input,
-                Err(e) => {
-                    self.fail_step(idx, None, format!("input template failed: {e}"), None);
-                    return None;
-                }
-            },
+            None => render_input(&self.wf, idx, &scope, &mut std::iter::empty())
+                .map_err(|e| format!("input template failed: {e}"))?,
         };
-        if let Err(error) = check_input_size(&input, self.limits.max_input_bytes) {
-            self.fail_step(idx, None, error, None);
-            return None;
-        }
+        check_input_size(&input, self.limits.max_input_bytes)?;
         let record = &self.run.steps[idx];
+        let idempotency_key = match item {
+            Some(i) => format!("{}/{}/{i}", self.run.id, record.name),
+            None => format!("{}/{}", self.run.id, record.name),
+        };
         let not_before = record.attempts.last().and_then(|a| {
             let delay = chrono::Duration::milliseconds(a.retry_in_ms? as i64);
             Some(a.finished_at? + delay)
         });
-        Some(Start {
+        Ok(Start {
             index: idx,
             call: Call {
                 input,
                 run_id: self.run.id.clone(),
                 step: record.name.clone(),
-                idempotency_key: format!("{}/{}", self.run.id, record.name),
+                idempotency_key,
                 context: self.scope.shared_context.clone(),
             },
             redactor: self.redactor.clone(),
@@ -179,6 +236,7 @@ impl RunState {
             not_before,
             deferred,
             max_input_bytes: self.limits.max_input_bytes,
+            item,
         })
     }
 
@@ -197,11 +255,24 @@ impl RunState {
             .run
             .steps
             .iter()
-            .any(|s| s.status == StepStatus::WaitingApproval)
+            .any(|s| matches!(s.status, StepStatus::WaitingApproval | StepStatus::Waiting))
         {
             return Phase::Park;
         }
         Phase::Done(RunStatus::Succeeded, None)
+    }
+
+    /// Marks step `idx`, in flight, as canceled.
+    pub fn cancel_step(&mut self, idx: usize, reason: &str) {
+        if self.run.steps[idx].status == StepStatus::Running {
+            self.run.steps[idx].error = Some(reason.to_owned());
+            self.set_step(
+                idx,
+                StepStatus::Canceled,
+                LogLevel::Warn,
+                format!("canceled: {reason}"),
+            );
+        }
     }
 
     /// Marks the steps in flight as canceled.
@@ -219,8 +290,11 @@ impl RunState {
         }
     }
 
-    /// Ends the run; steps not reached become `SKIPPED` (`CANCELED` when canceled).
+    /// Ends the run; steps not reached become `SKIPPED` (`CANCELED` when canceled). Child
+    /// runs its steps waited for are abandoned (the runner cancels them).
     pub fn finish(&mut self, status: RunStatus, error: Option<String>) {
+        let children = self.children();
+        self.abandoned.extend(children);
         let unreached = if status == RunStatus::Canceled {
             StepStatus::Canceled
         } else {
@@ -244,7 +318,7 @@ impl RunState {
         }
         self.run.error = error.clone();
         self.run.finished_at = Some(self.now());
-        self.run.control.approval_deadline = None;
+        self.run.control.wake_at = None;
         let (level, message) = match (status, error) {
             (RunStatus::Succeeded, _) => (LogLevel::Info, "run succeeded".to_owned()),
             (_, Some(e)) => (
@@ -259,21 +333,38 @@ impl RunState {
         self.set_run(status, level, message);
     }
 
-    /// Parks the run until an approval decides; computes when the first approval times out.
+    /// Parks the run until something outside it moves it on: `WAITING_APPROVAL` while an
+    /// approval is pending, else `WAITING`; `wake_at` is when it must be woken by itself.
     pub fn park(&mut self) {
-        self.run.control.approval_deadline = self.approval_deadline();
-        let waiting: Vec<&str> = self
+        self.run.control.wake_at = self.next_wake();
+        let approval = self
             .run
             .steps
             .iter()
-            .filter(|s| s.status == StepStatus::WaitingApproval)
-            .map(|s| s.name.as_str())
-            .collect();
-        let message = format!("waiting for approval of {}", waiting.join(", "));
-        self.set_run(RunStatus::WaitingApproval, LogLevel::Info, message);
+            .any(|s| s.status == StepStatus::WaitingApproval);
+        let status = if approval {
+            RunStatus::WaitingApproval
+        } else {
+            RunStatus::Waiting
+        };
+        let message = format!("waiting for {}", self.waiting_for());
+        self.set_run(status, LogLevel::Info, message);
     }
 
-    fn approval_deadline(&self) -> Option<Timestamp> {
+    /// A parked run goes on: it is `RUNNING` again (and claims a slot to execute).
+    pub(in crate::engine) fn resume_if_parked(&mut self, why: &str) {
+        if self.run.status.is_parked() {
+            self.run.control.wake_at = None;
+            self.set_run(
+                RunStatus::Running,
+                LogLevel::Info,
+                format!("resumed: {why}"),
+            );
+        }
+    }
+
+    /// The earliest approval timeout of the steps waiting for approval.
+    pub(super) fn approval_deadline(&self) -> Option<Timestamp> {
         self.run
             .steps
             .iter()
@@ -305,4 +396,36 @@ impl RunState {
         self.abort_running(&format!("the run exceeded its timeout_ms of {limit}"));
         self.failure = Some(format!("run exceeded timeout_ms {limit}"));
     }
+}
+
+/// What the steps a run finished say about its end, for a run read back from the store
+/// (after a restart, or a decision on a parked run): the error of a step that failed the
+/// run, and the condition that stopped it.
+pub(super) fn outcome_so_far(
+    run: &crate::model::Run,
+    wf: &crate::definition::Workflow,
+) -> (Option<String>, Option<String>) {
+    let mut failure = None;
+    let mut stopped_by = None;
+    for (record, step) in run.steps.iter().zip(&wf.steps) {
+        match record.status {
+            StepStatus::Failed if step.on_failure == crate::definition::OnFailure::Fail => {
+                let error = record.error.as_deref().unwrap_or("failed");
+                failure.get_or_insert_with(|| format!("step {:?} failed: {error}", record.name));
+            }
+            StepStatus::Succeeded
+                if step.action_name == "condition"
+                    && record.output.as_ref().and_then(|o| o.get("result"))
+                        == Some(&Value::Bool(false))
+                    && step
+                        .input
+                        .literal_field("on_false")
+                        .is_none_or(|v| v == "stop") =>
+            {
+                stopped_by.get_or_insert_with(|| record.name.clone());
+            }
+            _ => {}
+        }
+    }
+    (failure, stopped_by)
 }

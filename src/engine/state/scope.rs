@@ -50,8 +50,14 @@ impl RunState {
         Scope {
             context: cache.context.clone(),
             steps: cache.steps.clone(),
-            run: minijinja::context! { id => self.run.id.clone(), workflow_id => self.run.workflow_id.clone() },
+            run: minijinja::context! {
+                id => self.run.id.clone(),
+                workflow_id => self.run.workflow_id.clone(),
+                parent_id => self.run.parent_run_id.clone(),
+            },
             secrets: Arc::new(Secrets::new(cache.secrets.clone())),
+            item: MjValue::UNDEFINED,
+            index: MjValue::UNDEFINED,
         }
     }
 

@@ -36,6 +36,7 @@ fn settings(clock: &Clock) -> Settings {
             max_input_bytes: 64 * 1024,
             max_context_bytes: 64 * 1024,
             max_output_bytes: 64 * 1024,
+            foreach_items: 100,
         },
         shutdown_grace: Duration::from_secs(5),
         clock: clock.clone(),
@@ -72,6 +73,7 @@ fn run_of(definition: Value) -> (RunState, Clock) {
         workflow_version: 1,
         status: RunStatus::Pending,
         current_step: 0,
+        parent_run_id: None,
         context: serde_json::Map::new(),
         steps: wf
             .steps
@@ -300,12 +302,12 @@ fn an_approval_times_out_only_when_due_and_then_applies_on_timeout() {
     state.begin("node_1");
     state.schedule();
     state.park();
-    let deadline = state.run.control.approval_deadline.unwrap();
+    let deadline = state.run.control.wake_at.unwrap();
     assert_eq!((deadline - clock.now()).num_milliseconds(), 60_000);
     clock.advance(Duration::from_secs(59));
-    assert!(state.decide(Intervention::Timeout).is_err(), "not due yet");
+    assert!(state.decide(Intervention::Tick).is_err(), "not due yet");
     clock.advance(Duration::from_secs(1));
-    state.decide(Intervention::Timeout).unwrap();
+    state.decide(Intervention::Tick).unwrap();
     assert_eq!(state.run.status, RunStatus::Failed);
     assert_eq!(status(&state, "gate"), StepStatus::Failed);
 
@@ -314,7 +316,7 @@ fn an_approval_times_out_only_when_due_and_then_applies_on_timeout() {
     state.schedule();
     state.park();
     clock.advance(Duration::from_secs(61));
-    state.decide(Intervention::Timeout).unwrap();
+    state.decide(Intervention::Tick).unwrap();
     assert_eq!(state.run.status, RunStatus::Running);
     assert_eq!(state.run.approvals[0].by, "system");
     assert_eq!(names(&state.schedule()), ["gate"]);

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use deadpool_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 
-use crate::model::{StepRun, now};
+use crate::model::{StepExtra, StepRun, now};
 use crate::store::encoding::{guard_conflict, status_condition};
 use crate::store::{Committed, Guard, OwnerChange, StoreError, Transition};
 
@@ -44,17 +44,16 @@ pub async fn commit<C: GenericClient>(c: &C, tx: Transition) -> Result<Done<Comm
             "status = {}",
             param(&mut args, head.status.as_str())
         ));
-        let values: [(&str, Box<dyn ToSql + Sync + Send>); 7] = [
+        let extra = (!head.extra.is_empty()).then(|| to_json(&head.extra));
+        let values: [(&str, Box<dyn ToSql + Sync + Send>); 8] = [
             ("current_step", Box::new(head.current_step as i64)),
             ("error", Box::new(head.error.clone())),
             ("usage", Box::new(to_json(&head.usage))),
             ("started_at", Box::new(head.started_at.map(ms))),
             ("finished_at", Box::new(head.finished_at.map(ms))),
             ("active_ms", Box::new(head.active_ms as i64)),
-            (
-                "approval_deadline",
-                Box::new(head.approval_deadline.map(ms)),
-            ),
+            ("approval_deadline", Box::new(head.wake_at.map(ms))),
+            ("extra", Box::new(extra)),
         ];
         for (column, value) in values {
             args.push(value);
@@ -142,14 +141,15 @@ fn children(args: &mut Args, run_id: &str, tx: &Transition) -> String {
         let p = step_arrays(args, &steps);
         sql.push_str(&format!(
             ", steps AS (INSERT INTO step_runs (run_id, idx, step_id, name, action, status, \
-               error, output, http_code, attempts, started_at, finished_at, waiting_since, truncated) \
+               error, output, http_code, attempts, started_at, finished_at, waiting_since, \
+               truncated, extra) \
              SELECT {run_id}, u.* FROM upd, UNNEST({p}) AS u \
              ON CONFLICT (run_id, idx) DO UPDATE SET step_id = excluded.step_id, \
                name = excluded.name, action = excluded.action, status = excluded.status, \
                error = excluded.error, output = excluded.output, http_code = excluded.http_code, \
                attempts = excluded.attempts, started_at = excluded.started_at, \
                finished_at = excluded.finished_at, waiting_since = excluded.waiting_since, \
-               truncated = excluded.truncated)"
+               truncated = excluded.truncated, extra = excluded.extra)"
         ));
     }
     if !tx.approvals.is_empty() {
@@ -270,6 +270,11 @@ fn step_arrays(args: &mut Args, steps: &BTreeMap<usize, &StepRun>) -> String {
             args,
             s().map(|(_, s)| s.output_truncated).collect::<Vec<_>>(),
         ) + "::bool[]",
+        param(
+            args,
+            s().map(|(_, s)| StepExtra::of(s).as_ref().map(to_json))
+                .collect::<Vec<_>>(),
+        ) + "::text[]",
     ]
     .join(", ")
 }

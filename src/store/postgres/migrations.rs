@@ -13,6 +13,7 @@ use crate::store::StoreError;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0004_tasks.sql"),
+    include_str!("migrations/0005_flow.sql"),
 ];
 
 /// The advisory lock key that serialises migrations ("orchmigr").

@@ -328,7 +328,8 @@ impl Store for PostgresStore {
         read!(self, |c| {
             let rows = c
                 .query(
-                    "SELECT id FROM runs WHERE approval_deadline <= $1 AND status = 'WAITING_APPROVAL' \
+                    "SELECT id FROM runs WHERE approval_deadline <= $1 \
+                     AND status IN ('WAITING_APPROVAL', 'WAITING') \
                      ORDER BY approval_deadline LIMIT $2",
                     &[&ms(at), &(limit as i64)],
                 )

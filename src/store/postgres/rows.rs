@@ -11,7 +11,8 @@ use serde_json::{Map, Value};
 use tokio_postgres::Row;
 
 use crate::model::{
-    Approval, LogEntry, NewLogEntry, Run, RunControl, StepRun, Timestamp, WorkflowVersion,
+    Approval, LogEntry, NewLogEntry, Run, RunControl, StepExtra, StepRun, Timestamp,
+    WorkflowVersion,
 };
 use crate::store::StoreError;
 pub use crate::store::encoding::{from_ms, json, ms, parse, to_json};
@@ -48,7 +49,8 @@ pub fn version_row(row: &Row) -> Result<WorkflowVersion, StoreError> {
 }
 
 pub const RUN_COLUMNS: &str = "id, workflow_id, workflow_version, status, current_step, context, \
-     error, usage, created_at, updated_at, started_at, finished_at, rev, approval_deadline, active_ms";
+     error, usage, created_at, updated_at, started_at, finished_at, rev, approval_deadline, active_ms, \
+     parent_run_id, extra";
 
 fn run_row(row: &Row) -> Result<Run, StoreError> {
     Ok(Run {
@@ -57,6 +59,7 @@ fn run_row(row: &Row) -> Result<Run, StoreError> {
         workflow_version: get::<i64>(row, 2)? as u32,
         status: parse(get::<&str>(row, 3)?)?,
         current_step: get::<i64>(row, 4)? as usize,
+        parent_run_id: get(row, 15)?,
         context: json::<Map<String, Value>>(get::<&str>(row, 5)?)?,
         steps: Vec::new(),
         error: get(row, 6)?,
@@ -68,17 +71,25 @@ fn run_row(row: &Row) -> Result<Run, StoreError> {
         finished_at: opt_ms(row, 11)?,
         control: RunControl {
             rev: get::<i64>(row, 12)? as u64,
-            approval_deadline: opt_ms(row, 13)?,
+            wake_at: opt_ms(row, 13)?,
             active_ms: get::<i64>(row, 14)? as u64,
+            extra: get::<Option<&str>>(row, 16)?
+                .map(json)
+                .transpose()?
+                .unwrap_or_default(),
         },
     })
 }
 
 const STEP_COLUMNS: &str = "run_id, idx, step_id, name, action, status, error, output, http_code, \
-     attempts, started_at, finished_at, waiting_since, truncated";
+     attempts, started_at, finished_at, waiting_since, truncated, extra";
 
 fn step_row(row: &Row) -> Result<(String, StepRun), StoreError> {
-    let step = StepRun {
+    let extra: StepExtra = get::<Option<&str>>(row, 14)?
+        .map(json)
+        .transpose()?
+        .unwrap_or_default();
+    let mut step = StepRun {
         step_id: get(row, 2)?,
         name: get(row, 3)?,
         action: get(row, 4)?,
@@ -91,7 +102,11 @@ fn step_row(row: &Row) -> Result<(String, StepRun), StoreError> {
         finished_at: opt_ms(row, 11)?,
         waiting_since: opt_ms(row, 12)?,
         output_truncated: get(row, 13)?,
+        waiting: None,
+        items: None,
+        over: None,
     };
+    extra.apply(&mut step);
     Ok((get(row, 0)?, step))
 }
 
@@ -191,16 +206,21 @@ pub async fn put_steps<C: GenericClient>(
     let finished: Vec<Option<i64>> = steps.iter().map(|(_, s)| s.finished_at.map(ms)).collect();
     let waiting: Vec<Option<i64>> = steps.iter().map(|(_, s)| s.waiting_since.map(ms)).collect();
     let truncated: Vec<bool> = steps.iter().map(|(_, s)| s.output_truncated).collect();
+    let extra: Vec<Option<String>> = steps
+        .iter()
+        .map(|(_, s)| StepExtra::of(s).as_ref().map(to_json))
+        .collect();
     let sql = format!(
         "INSERT INTO step_runs ({STEP_COLUMNS}) \
          SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], \
            $7::text[], $8::text[], $9::bigint[], $10::text[], $11::bigint[], $12::bigint[], \
-           $13::bigint[], $14::bool[]) \
+           $13::bigint[], $14::bool[], $15::text[]) \
          ON CONFLICT (run_id, idx) DO UPDATE SET step_id = excluded.step_id, name = excluded.name, \
            action = excluded.action, status = excluded.status, error = excluded.error, \
            output = excluded.output, http_code = excluded.http_code, attempts = excluded.attempts, \
            started_at = excluded.started_at, finished_at = excluded.finished_at, \
-           waiting_since = excluded.waiting_since, truncated = excluded.truncated"
+           waiting_since = excluded.waiting_since, truncated = excluded.truncated, \
+           extra = excluded.extra"
     );
     let stmt = client.prepare_cached(&sql).await.map_err(db_error)?;
     client
@@ -208,7 +228,7 @@ pub async fn put_steps<C: GenericClient>(
             &stmt,
             &[
                 &run_id, &idx, &step_id, &name, &action, &status, &error, &output, &http,
-                &attempts, &started, &finished, &waiting, &truncated,
+                &attempts, &started, &finished, &waiting, &truncated, &extra,
             ],
         )
         .await

@@ -4,7 +4,7 @@
 
 use deadpool_postgres::GenericClient;
 
-use crate::model::{LogEntry, NewEvent, NewLogEntry, Run, RunControl, RunStatus, now};
+use crate::model::{LogEntry, NewEvent, NewLogEntry, now};
 use crate::store::{CreatedRun, LogLimits, NewRun, StoreError};
 
 use super::notify::Outgoing;
@@ -16,7 +16,10 @@ use super::writer::{Done, Fault};
 pub const OUTBOX_LOCK: i64 = 0x6f72_6368_6576_0001;
 
 /// Inserts a run, or finds the one its idempotency key already created.
-pub async fn create_run<C: GenericClient>(c: &C, new: NewRun) -> Result<Done<CreatedRun>, Fault> {
+pub async fn create_run<C: GenericClient>(
+    c: &C,
+    mut new: NewRun,
+) -> Result<Done<CreatedRun>, Fault> {
     let at = now();
     if let Some(claim) = &new.idempotency {
         // Two tries: a concurrent insert of the same key makes the first one find nothing
@@ -70,8 +73,9 @@ pub async fn create_run<C: GenericClient>(c: &C, new: NewRun) -> Result<Done<Cre
     let inserted = c
         .execute(
             "INSERT INTO runs (id, workflow_id, workflow_version, status, current_step, context, \
-             created_at, updated_at, owner, lease_expires_at, log_seq) \
-             VALUES ($1, $2, $3, 'PENDING', 0, $4, $5, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+             created_at, updated_at, owner, lease_expires_at, log_seq, parent_run_id, extra) \
+             VALUES ($1, $2, $3, 'PENDING', 0, $4, $5, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (id) DO NOTHING",
             &[
                 &new.id,
                 &new.workflow_id,
@@ -81,6 +85,8 @@ pub async fn create_run<C: GenericClient>(c: &C, new: NewRun) -> Result<Done<Cre
                 &owner,
                 &lease,
                 &(new.logs.len() as i64),
+                &new.parent.as_ref().map(|(id, _)| id.clone()),
+                &new.run_extra().map(|e| to_json(&e)),
             ],
         )
         .await?;
@@ -90,14 +96,16 @@ pub async fn create_run<C: GenericClient>(c: &C, new: NewRun) -> Result<Done<Cre
     let steps: Vec<(usize, &crate::model::StepRun)> = new.steps.iter().enumerate().collect();
     put_steps(c, &new.id, &steps).await?;
     let log_count = new.logs.len() as u64;
-    let logs = put_logs(c, &new.id, 1, new.logs).await?;
+    let entries = std::mem::take(&mut new.logs);
+    let logs = put_logs(c, &new.id, 1, entries).await?;
     if !new.events.is_empty() {
         c.execute(
             "UPDATE runs SET event_seq = $2 WHERE id = $1",
             &[&new.id, &(new.events.len() as i64)],
         )
         .await?;
-        put_events(c, &new.id, &new.workflow_id, 1, new.events).await?;
+        let events = std::mem::take(&mut new.events);
+        put_events(c, &new.id, &new.workflow_id, 1, events).await?;
     }
     let notice = Outgoing {
         run_id: new.id.clone(),
@@ -106,23 +114,7 @@ pub async fn create_run<C: GenericClient>(c: &C, new: NewRun) -> Result<Done<Cre
         claimable: owner.is_none(),
         queues: Vec::new(),
     };
-    let run = Run {
-        id: new.id,
-        workflow_id: new.workflow_id,
-        workflow_version: new.workflow_version,
-        status: RunStatus::Pending,
-        current_step: 0,
-        context: new.context,
-        steps: new.steps,
-        error: None,
-        approvals: Vec::new(),
-        usage: Default::default(),
-        created_at: at,
-        updated_at: at,
-        started_at: None,
-        finished_at: None,
-        control: RunControl::default(),
-    };
+    let run = new.into_run(at);
     Ok(Done {
         value: CreatedRun {
             run,

@@ -38,6 +38,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0004_tasks.sql"),
+    include_str!("migrations/0005_flow.sql"),
 ];
 
 /// How the embedded store is opened.
@@ -331,7 +332,8 @@ impl Store for SqliteStore {
             .read(move |conn| {
                 let mut stmt = conn
                     .prepare_cached(
-                        "SELECT id FROM runs WHERE approval_deadline <= ?1 AND status = 'WAITING_APPROVAL' \
+                        "SELECT id FROM runs WHERE approval_deadline <= ?1 \
+                         AND status IN ('WAITING_APPROVAL', 'WAITING') \
                          ORDER BY approval_deadline LIMIT ?2",
                     )
                     .map_err(unavailable)?;

@@ -248,7 +248,7 @@ fn run(conn: &mut Connection, mut rx: mpsc::UnboundedReceiver<Task>, bound: &Wal
             commit_batch(conn, &mut batch);
         }
         if !truncate.is_empty() {
-            let result = truncate_wal(conn, Duration::from_secs(5));
+            let result = rewind_wal(conn, Rewind::Must);
             for reply in truncate.drain(..) {
                 let _ = reply.send(result.clone());
             }

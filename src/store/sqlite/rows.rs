@@ -3,7 +3,7 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde_json::{Map, Value};
 
-use crate::model::{Approval, LogEntry, Run, RunControl, StepRun, WorkflowVersion};
+use crate::model::{Approval, LogEntry, Run, RunControl, StepExtra, StepRun, WorkflowVersion};
 use crate::store::StoreError;
 pub use crate::store::encoding::{from_ms, json, ms, parse, to_json};
 
@@ -26,12 +26,14 @@ pub fn version_row(row: &Row<'_>) -> rusqlite::Result<Result<WorkflowVersion, St
 }
 
 pub const RUN_COLUMNS: &str = "id, workflow_id, workflow_version, status, current_step, context, \
-     error, usage, created_at, updated_at, started_at, finished_at, rev, approval_deadline, active_ms";
+     error, usage, created_at, updated_at, started_at, finished_at, rev, approval_deadline, active_ms, \
+     parent_run_id, extra";
 
 fn run_row(row: &Row<'_>) -> rusqlite::Result<Result<Run, StoreError>> {
     let status: String = row.get(3)?;
     let context: String = row.get(5)?;
     let usage: String = row.get(7)?;
+    let extra: Option<String> = row.get(16)?;
     let decode = || -> Result<Run, StoreError> {
         Ok(Run {
             id: row.get(0).map_err(unavailable)?,
@@ -39,6 +41,7 @@ fn run_row(row: &Row<'_>) -> rusqlite::Result<Result<Run, StoreError>> {
             workflow_version: row.get(2).map_err(unavailable)?,
             status: parse(&status)?,
             current_step: row.get::<_, i64>(4).map_err(unavailable)? as usize,
+            parent_run_id: row.get(15).map_err(unavailable)?,
             context: json::<Map<String, Value>>(&context)?,
             steps: Vec::new(),
             error: row.get(6).map_err(unavailable)?,
@@ -56,11 +59,12 @@ fn run_row(row: &Row<'_>) -> rusqlite::Result<Result<Run, StoreError>> {
                 .map(from_ms),
             control: RunControl {
                 rev: row.get::<_, i64>(12).map_err(unavailable)? as u64,
-                approval_deadline: row
+                wake_at: row
                     .get::<_, Option<i64>>(13)
                     .map_err(unavailable)?
                     .map(from_ms),
                 active_ms: row.get::<_, i64>(14).map_err(unavailable)? as u64,
+                extra: extra.as_deref().map(json).transpose()?.unwrap_or_default(),
             },
         })
     };
@@ -68,26 +72,28 @@ fn run_row(row: &Row<'_>) -> rusqlite::Result<Result<Run, StoreError>> {
 }
 
 const STEP_COLUMNS: &str = "run_id, idx, step_id, name, action, status, error, output, http_code, \
-     attempts, started_at, finished_at, waiting_since, truncated";
+     attempts, started_at, finished_at, waiting_since, truncated, extra";
 
 /// Writes a step row in place (an upsert updates the row; `INSERT OR REPLACE` would
 /// delete and re-insert it).
 const STEP_UPSERT: &str = "INSERT INTO step_runs (run_id, idx, step_id, name, action, status, \
-     error, output, http_code, attempts, started_at, finished_at, waiting_since, truncated) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+     error, output, http_code, attempts, started_at, finished_at, waiting_since, truncated, extra) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
      ON CONFLICT (run_id, idx) DO UPDATE SET step_id = excluded.step_id, name = excluded.name, \
      action = excluded.action, status = excluded.status, error = excluded.error, \
      output = excluded.output, http_code = excluded.http_code, attempts = excluded.attempts, \
      started_at = excluded.started_at, finished_at = excluded.finished_at, \
-     waiting_since = excluded.waiting_since, truncated = excluded.truncated";
+     waiting_since = excluded.waiting_since, truncated = excluded.truncated, extra = excluded.extra";
 
 fn step_row(row: &Row<'_>) -> rusqlite::Result<(String, Result<StepRun, StoreError>)> {
     let run_id: String = row.get(0)?;
     let status: String = row.get(5)?;
     let output: Option<String> = row.get(7)?;
     let attempts: String = row.get(9)?;
+    let extra: Option<String> = row.get(14)?;
     let decode = || -> Result<StepRun, StoreError> {
-        Ok(StepRun {
+        let extra: StepExtra = extra.as_deref().map(json).transpose()?.unwrap_or_default();
+        let mut step = StepRun {
             step_id: row.get(2).map_err(unavailable)?,
             name: row.get(3).map_err(unavailable)?,
             action: row.get(4).map_err(unavailable)?,
@@ -109,7 +115,12 @@ fn step_row(row: &Row<'_>) -> rusqlite::Result<(String, Result<StepRun, StoreErr
                 .map_err(unavailable)?
                 .map(from_ms),
             output_truncated: row.get::<_, i64>(13).map_err(unavailable)? != 0,
-        })
+            waiting: None,
+            items: None,
+            over: None,
+        };
+        extra.apply(&mut step);
+        Ok(step)
     };
     Ok((run_id, decode()))
 }
@@ -228,6 +239,7 @@ pub fn put_step(
         step.finished_at.map(ms),
         step.waiting_since.map(ms),
         step.output_truncated as i64,
+        StepExtra::of(step).as_ref().map(to_json),
     ])
     .map_err(unavailable)?;
     Ok(())

@@ -3,7 +3,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::model::{LogEntry, NewEvent, NewLogEntry, Run, RunControl, now};
+use crate::model::{LogEntry, NewEvent, NewLogEntry, now};
 use crate::store::encoding::{guard_conflict, status_condition};
 use crate::store::{
     Committed, CreatedRun, Guard, LogLimits, NewRun, OwnerChange, StoreError, Transition,
@@ -13,7 +13,7 @@ use super::pool::unavailable;
 use super::rows::{load_run, ms, put_logs, put_step, to_json};
 
 /// Inserts a run, or finds the one its idempotency key already created.
-pub fn create_run(conn: &Connection, new: NewRun) -> Result<CreatedRun, StoreError> {
+pub fn create_run(conn: &Connection, mut new: NewRun) -> Result<CreatedRun, StoreError> {
     let at = now();
     if let Some(claim) = &new.idempotency {
         let existing: Option<(String, String, i64)> = conn
@@ -61,8 +61,8 @@ pub fn create_run(conn: &Connection, new: NewRun) -> Result<CreatedRun, StoreErr
     let inserted = conn
         .prepare_cached(
             "INSERT INTO runs (id, workflow_id, workflow_version, status, current_step, context, \
-             created_at, updated_at, owner, lease_expires_at) \
-             VALUES (?1, ?2, ?3, 'PENDING', 0, ?4, ?5, ?5, ?6, ?7)",
+             created_at, updated_at, owner, lease_expires_at, parent_run_id, extra) \
+             VALUES (?1, ?2, ?3, 'PENDING', 0, ?4, ?5, ?5, ?6, ?7, ?8, ?9)",
         )
         .and_then(|mut s| {
             s.execute(params![
@@ -72,7 +72,9 @@ pub fn create_run(conn: &Connection, new: NewRun) -> Result<CreatedRun, StoreErr
                 to_json(&new.context),
                 ms(at),
                 owner,
-                lease
+                lease,
+                new.parent.as_ref().map(|(id, _)| id.clone()),
+                new.run_extra().map(|e| to_json(&e)),
             ])
         });
     match inserted {
@@ -89,24 +91,12 @@ pub fn create_run(conn: &Connection, new: NewRun) -> Result<CreatedRun, StoreErr
     for (idx, step) in new.steps.iter().enumerate() {
         put_step(conn, &new.id, idx, step)?;
     }
-    let logs = append_seq(conn, &new.id, new.logs, new.events, &new.workflow_id)?;
-    let run = Run {
-        id: new.id,
-        workflow_id: new.workflow_id,
-        workflow_version: new.workflow_version,
-        status: crate::model::RunStatus::Pending,
-        current_step: 0,
-        context: new.context,
-        steps: new.steps,
-        error: None,
-        approvals: Vec::new(),
-        usage: Default::default(),
-        created_at: at,
-        updated_at: at,
-        started_at: None,
-        finished_at: None,
-        control: RunControl::default(),
-    };
+    let (entries, events) = (
+        std::mem::take(&mut new.logs),
+        std::mem::take(&mut new.events),
+    );
+    let logs = append_seq(conn, &new.id, entries, events, &new.workflow_id)?;
+    let run = new.into_run(at);
     Ok(CreatedRun {
         run,
         created: true,
@@ -196,8 +186,10 @@ pub fn commit(conn: &Connection, tx: Transition) -> Result<Committed, StoreError
         push(
             &mut sql,
             "approval_deadline",
-            Box::new(head.approval_deadline.map(ms)),
+            Box::new(head.wake_at.map(ms)),
         );
+        let extra = (!head.extra.is_empty()).then(|| to_json(&head.extra));
+        push(&mut sql, "extra", Box::new(extra));
     }
     if let Some(context) = &tx.context {
         push(&mut sql, "context", Box::new(to_json(context)));
