@@ -10,6 +10,8 @@ use ulid::Generator;
 pub const WORKFLOW: &str = "wf_";
 /// Prefix of generated run ids.
 pub const RUN: &str = "run_";
+/// Prefix of generated task ids.
+pub const TASK: &str = "task_";
 
 static GENERATOR: Mutex<Generator> = Mutex::new(Generator::new());
 

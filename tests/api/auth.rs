@@ -186,13 +186,26 @@ async fn workers_may_use_the_worker_api_and_read_queues_but_nothing_else() {
         if matches!(route.access, Access::Read | Access::Write) {
             let body: Value = response.json().await.unwrap();
             assert_eq!(status, 403, "{what}: {body}");
-            assert!(body["detail"].as_str().unwrap().contains("worker"), "{body}");
+            assert!(
+                body["detail"].as_str().unwrap().contains("worker"),
+                "{body}"
+            );
         } else {
-            assert!(status != 401 && status != 403, "{what} refused a worker: {status}");
+            assert!(
+                status != 401 && status != 403,
+                "{what} refused a worker: {status}"
+            );
         }
     }
     assert_eq!(app.run(&ids.run).await["status"], "WAITING_APPROVAL");
-    let me: Value = worker.get(app.url("/v1/whoami")).send().await.unwrap().json().await.unwrap();
+    let me: Value = worker
+        .get(app.url("/v1/whoami"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(me, json!({"name": "robot", "role": "worker"}));
 }
 

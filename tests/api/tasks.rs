@@ -109,7 +109,9 @@ pub async fn end(app: &TestApp, task: &Value, end: &str, mut body: Value) -> (u1
 }
 
 async fn a_task_step_waits_for_a_worker_and_its_output_moves_the_run_on(app: TestApp) {
-    let wf = app.create_workflow(&task_workflow("greet", json!({}))).await;
+    let wf = app
+        .create_workflow(&task_workflow("greet", json!({})))
+        .await;
     let run = app.start_run(&wf, json!({"who": "ada"})).await;
     let parked = app.wait_for_status(&run, "WAITING").await;
     assert_eq!(parked["steps"][0]["status"], "WAITING", "{parked}");
@@ -123,7 +125,13 @@ async fn a_task_step_waits_for_a_worker_and_its_output_moves_the_run_on(app: Tes
     assert_eq!(task["payload"], json!({"who": "ada", "n": 7}));
     assert_eq!(task["heartbeat_ms"], 30_000);
     assert!(task["token"].as_str().unwrap().len() >= 32);
-    let (status, body) = end(&app, &task, "complete", json!({"output": {"greeting": "hi ada"}})).await;
+    let (status, body) = end(
+        &app,
+        &task,
+        "complete",
+        json!({"output": {"greeting": "hi ada"}}),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "COMPLETED");
     let done = app.wait_for_status(&run, "SUCCEEDED").await;
@@ -144,15 +152,27 @@ async fn a_parked_poll_answers_as_soon_as_a_task_arrives(app: TestApp) {
             let url = app.url("/v1/tasks/poll");
             tokio::spawn(async move {
                 let body = json!({"queues": ["fast"], "worker": "w", "wait_ms": 20000});
-                let answer: Value = client.post(url).json(&body).send().await.unwrap().json().await.unwrap();
+                let answer: Value = client
+                    .post(url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
                 (answer, chrono::Utc::now())
             })
         };
-        wait_until("the poll to park", || async { (app.engine.parked_polls() > 0).then_some(()) }).await;
+        wait_until("the poll to park", || async {
+            (app.engine.parked_polls() > 0).then_some(())
+        })
+        .await;
         app.start_run(&wf, json!({"who": "x"})).await;
         let (answer, at) = polling.await.unwrap();
         let task = &answer["items"][0];
-        let enqueued: chrono::DateTime<chrono::Utc> = task["enqueued_at"].as_str().unwrap().parse().unwrap();
+        let enqueued: chrono::DateTime<chrono::Utc> =
+            task["enqueued_at"].as_str().unwrap().parse().unwrap();
         latencies.push((at - enqueued).num_milliseconds());
         end(&app, task, "complete", json!({"output": {"greeting": "x"}})).await;
     }
@@ -164,7 +184,10 @@ async fn a_parked_poll_answers_as_soon_as_a_task_arrives(app: TestApp) {
     let started = Instant::now();
     assert!(poll(&app, &["empty"], 1, 300).await.is_empty());
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(280) && waited < Duration::from_secs(5), "{waited:?}");
+    assert!(
+        waited >= Duration::from_millis(280) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
     let started = Instant::now();
     assert!(poll(&app, &["empty"], 1, 0).await.is_empty());
     assert!(started.elapsed() < Duration::from_secs(2));
@@ -176,7 +199,11 @@ async fn a_failed_attempt_is_retried_with_the_same_id_and_a_new_token(app: TestA
     let run = app.start_run(&wf, json!({"who": "x"})).await;
     let first = claim_one(&app, "flaky").await;
     let (status, body) = end(&app, &first, "fail", json!({"error": "disk full"})).await;
-    assert_eq!((status, body["status"].as_str()), (200, Some("FAILED")), "{body}");
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("FAILED")),
+        "{body}"
+    );
     let second = claim_one(&app, "flaky").await;
     assert_eq!(second["id"], first["id"]);
     assert_eq!(second["attempt"], 2);
@@ -184,17 +211,29 @@ async fn a_failed_attempt_is_retried_with_the_same_id_and_a_new_token(app: TestA
     // The first claim is over: its token does nothing now.
     let (status, _) = end(&app, &first, "complete", json!({"output": 1})).await;
     assert_eq!(status, 409);
-    let (status, _) = end(&app, &second, "fail", json!({"error": "no good", "retryable": false})).await;
+    let (status, _) = end(
+        &app,
+        &second,
+        "fail",
+        json!({"error": "no good", "retryable": false}),
+    )
+    .await;
     assert_eq!(status, 200);
     let failed = app.wait_for_status(&run, "FAILED").await;
     let step = &failed["steps"][0];
     assert_eq!(step["status"], "FAILED");
-    assert!(step["error"].as_str().unwrap().contains("no good"), "{step}");
+    assert!(
+        step["error"].as_str().unwrap().contains("no good"),
+        "{step}"
+    );
     let attempts = step["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 2, "{step}");
     assert!(attempts[0]["error"].as_str().unwrap().contains("disk full"));
     assert_eq!(attempts[0]["retry_in_ms"], 50);
-    assert!(poll(&app, &["flaky"], 10, 200).await.is_empty(), "not retried past retryable: false");
+    assert!(
+        poll(&app, &["flaky"], 10, 200).await.is_empty(),
+        "not retried past retryable: false"
+    );
 }
 
 async fn an_expired_lease_is_a_timeout_attempt_and_the_task_comes_back(app: TestApp) {
@@ -206,14 +245,36 @@ async fn an_expired_lease_is_a_timeout_attempt_and_the_task_comes_back(app: Test
     // One heartbeat keeps it past heartbeat_ms; then the worker goes silent.
     tokio::time::sleep(Duration::from_millis(250)).await;
     let (status, beat) = end(&app, &first, "heartbeat", json!({"progress": {"pct": 50}})).await;
-    assert_eq!((status, beat["cancel"].as_bool()), (200, Some(false)), "{beat}");
+    assert_eq!(
+        (status, beat["cancel"].as_bool()),
+        (200, Some(false)),
+        "{beat}"
+    );
     let started = Instant::now();
     let second = claim_one(&app, "lease").await;
-    assert!(started.elapsed() >= Duration::from_millis(200), "handed out before its lease ran out");
-    assert_eq!((second["id"].clone(), second["attempt"].clone()), (first["id"].clone(), json!(2)));
-    let (status, _) = end(&app, &first, "complete", json!({"output": {"greeting": "late"}})).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "handed out before its lease ran out"
+    );
+    assert_eq!(
+        (second["id"].clone(), second["attempt"].clone()),
+        (first["id"].clone(), json!(2))
+    );
+    let (status, _) = end(
+        &app,
+        &first,
+        "complete",
+        json!({"output": {"greeting": "late"}}),
+    )
+    .await;
     assert_eq!(status, 409, "the expired claim's end does not count");
-    let (status, _) = end(&app, &second, "complete", json!({"output": {"greeting": "on time"}})).await;
+    let (status, _) = end(
+        &app,
+        &second,
+        "complete",
+        json!({"output": {"greeting": "on time"}}),
+    )
+    .await;
     assert_eq!(status, 200);
     let done = app.wait_for_status(&run, "SUCCEEDED").await;
     let step = &done["steps"][0];
@@ -221,26 +282,56 @@ async fn an_expired_lease_is_a_timeout_attempt_and_the_task_comes_back(app: Test
     let attempts = step["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 2, "{step}");
     let error = attempts[0]["error"].as_str().unwrap();
-    assert!(error.contains("timed out") && error.contains("heartbeat_ms 400"), "{error}");
+    assert!(
+        error.contains("timed out") && error.contains("heartbeat_ms 400"),
+        "{error}"
+    );
 }
 
 async fn stale_and_forged_claims_are_409_and_change_nothing(app: TestApp) {
-    let wf = app.create_workflow(&task_workflow("strict", json!({}))).await;
+    let wf = app
+        .create_workflow(&task_workflow("strict", json!({})))
+        .await;
     let run = app.start_run(&wf, json!({"who": "x"})).await;
     let task = claim_one(&app, "strict").await;
     let forged = json!({"token": "0".repeat(64), "output": {"greeting": "forged"}});
     assert_eq!(end(&app, &task, "complete", forged.clone()).await.0, 409);
-    assert_eq!(end(&app, &task, "heartbeat", json!({"token": "nope"})).await.0, 409);
+    assert_eq!(
+        end(&app, &task, "heartbeat", json!({"token": "nope"}))
+            .await
+            .0,
+        409
+    );
     let (status, body) = end(&app, &task, "complete", json!({"token": null})).await;
-    assert_eq!((status, body["errors"][0]["pointer"].as_str()), (400, Some("/token")));
+    assert_eq!(
+        (status, body["errors"][0]["pointer"].as_str()),
+        (400, Some("/token"))
+    );
     let (status, body) = end(&app, &task, "fail", json!({})).await;
-    assert_eq!((status, body["errors"][0]["pointer"].as_str()), (400, Some("/error")));
+    assert_eq!(
+        (status, body["errors"][0]["pointer"].as_str()),
+        (400, Some("/error"))
+    );
     let unknown = json!({"id": "task_01J00000000000000000000000", "token": "x"});
     assert_eq!(end(&app, &unknown, "complete", json!({})).await.0, 404);
     assert_eq!(app.run(&run).await["status"], "WAITING", "nothing changed");
-    assert_eq!(end(&app, &task, "complete", json!({"output": {"greeting": "real"}})).await.0, 200);
-    for again in ["complete", "fail", "heartbeat"] {
-        let (status, body) = end(&app, &task, again, json!({"error": "x"})).await;
+    assert_eq!(
+        end(
+            &app,
+            &task,
+            "complete",
+            json!({"output": {"greeting": "real"}})
+        )
+        .await
+        .0,
+        200
+    );
+    for (again, body) in [
+        ("complete", json!({"output": 2})),
+        ("fail", json!({"error": "x"})),
+        ("heartbeat", json!({})),
+    ] {
+        let (status, body) = end(&app, &task, again, body).await;
         assert_eq!(status, 409, "{again}: {body}");
     }
     let done = app.wait_for_status(&run, "SUCCEEDED").await;
@@ -249,7 +340,9 @@ async fn stale_and_forged_claims_are_409_and_change_nothing(app: TestApp) {
 }
 
 async fn canceling_the_run_tells_the_next_heartbeat_and_refuses_the_end(app: TestApp) {
-    let wf = app.create_workflow(&task_workflow("cancel", json!({}))).await;
+    let wf = app
+        .create_workflow(&task_workflow("cancel", json!({})))
+        .await;
     let run = app.start_run(&wf, json!({"who": "x"})).await;
     let task = claim_one(&app, "cancel").await;
     let waiting = app.start_run(&wf, json!({"who": "y"})).await;
@@ -259,7 +352,11 @@ async fn canceling_the_run_tells_the_next_heartbeat_and_refuses_the_end(app: Tes
         assert_eq!(response.status(), 200);
     }
     let (status, beat) = end(&app, &task, "heartbeat", json!({})).await;
-    assert_eq!((status, beat["cancel"].as_bool()), (200, Some(true)), "{beat}");
+    assert_eq!(
+        (status, beat["cancel"].as_bool()),
+        (200, Some(true)),
+        "{beat}"
+    );
     let (status, _) = end(&app, &task, "complete", json!({"output": 1})).await;
     assert_eq!(status, 409);
     let canceled = app.run(&run).await;

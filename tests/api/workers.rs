@@ -16,7 +16,9 @@ use crate::tasks::{claim_one, end, task_workflow};
 /// `orchestrator worker --server URL --queue QUEUE --exec CMD` (plus `extra` arguments).
 fn worker(server: &str, queue: &str, command: &str, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_orchestrator"))
-        .args(["worker", "--server", server, "--queue", queue, "--exec", command])
+        .args([
+            "worker", "--server", server, "--queue", queue, "--exec", command,
+        ])
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -35,7 +37,11 @@ fn sigterm(child: &Child) {
 /// True while process `pid` exists and is not a zombie.
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(false)
 }
 
@@ -60,7 +66,12 @@ async fn the_shell_worker_completes_with_stdout_and_fails_with_the_tail_of_stder
     let app = spawn_app().await;
     let _echo = Killed(worker(&app.address, "echo", "cat", &["--concurrency", "2"]));
     let _text = Killed(worker(&app.address, "text", "echo hello; echo world", &[]));
-    let _fail = Killed(worker(&app.address, "fail", "echo working; echo 'no space left' >&2; exit 3", &[]));
+    let _fail = Killed(worker(
+        &app.address,
+        "fail",
+        "echo working; echo 'no space left' >&2; exit 3",
+        &[],
+    ));
     let echo = app.create_workflow(&task_workflow("echo", json!({}))).await;
     let text = app.create_workflow(&task_workflow("text", json!({}))).await;
     let fail = app.create_workflow(&task_workflow("fail", json!({}))).await;
@@ -70,12 +81,19 @@ async fn the_shell_worker_completes_with_stdout_and_fails_with_the_tail_of_stder
         app.start_run(&fail, json!({"who": "x"})).await,
     ];
     let done = app.wait_for_status(&runs[0], "SUCCEEDED").await;
-    assert_eq!(done["steps"][0]["output"], json!({"who": "ada", "n": 7}), "the payload came back on stdout");
+    assert_eq!(
+        done["steps"][0]["output"],
+        json!({"who": "ada", "n": 7}),
+        "the payload came back on stdout"
+    );
     let done = app.wait_for_status(&runs[1], "SUCCEEDED").await;
     assert_eq!(done["steps"][0]["output"], json!("hello\nworld"));
     let failed = app.wait_for_status(&runs[2], "FAILED").await;
     let error = failed["steps"][0]["error"].as_str().unwrap();
-    assert!(error.contains("exit status 3") && error.contains("no space left"), "{error}");
+    assert!(
+        error.contains("exit status 3") && error.contains("no space left"),
+        "{error}"
+    );
     let workers: Value = app.get("/v1/workers").await.json().await.unwrap();
     assert_eq!(workers["items"].as_array().unwrap().len(), 3, "{workers}");
 }
@@ -93,9 +111,14 @@ async fn canceling_the_run_kills_the_command_and_its_children() {
     let run = app.start_run(&wf, json!({"who": "x"})).await;
     let pid = read_pid(&pid_file).await;
     assert!(alive(pid));
-    let response = app.post(&format!("/v1/runs/{run}/cancel"), &json!({})).await;
+    let response = app
+        .post(&format!("/v1/runs/{run}/cancel"), &json!({}))
+        .await;
     assert_eq!(response.status(), 200);
-    wait_until("the command's child to be killed", || async { (!alive(pid)).then_some(()) }).await;
+    wait_until("the command's child to be killed", || async {
+        (!alive(pid)).then_some(())
+    })
+    .await;
     assert_eq!(app.run(&run).await["status"], "CANCELED");
 }
 
@@ -113,8 +136,14 @@ async fn a_command_past_timeout_ms_is_killed_and_the_attempt_fails() {
     let pid = read_pid(&pid_file).await;
     let failed = app.wait_for_status(&run, "FAILED").await;
     let error = failed["steps"][0]["error"].as_str().unwrap();
-    assert!(error.contains("timed out") && error.contains("timeout_ms"), "{error}");
-    wait_until("the command to be killed", || async { (!alive(pid)).then_some(()) }).await;
+    assert!(
+        error.contains("timed out") && error.contains("timeout_ms"),
+        "{error}"
+    );
+    wait_until("the command to be killed", || async {
+        (!alive(pid)).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,15 +151,30 @@ async fn sigterm_lets_the_task_in_flight_finish_then_the_worker_exits_zero() {
     let app = spawn_app().await;
     let dir = tempfile::tempdir().unwrap();
     let started = dir.path().join("started");
-    let command = format!("touch {}; sleep 1; echo '{{\"greeting\": \"drained\"}}'", started.display());
+    let command = format!(
+        "touch {}; sleep 1; echo '{{\"greeting\": \"drained\"}}'",
+        started.display()
+    );
     let mut w = worker(&app.address, "drain", &command, &[]);
-    let wf = app.create_workflow(&task_workflow("drain", json!({}))).await;
+    let wf = app
+        .create_workflow(&task_workflow("drain", json!({})))
+        .await;
     let run = app.start_run(&wf, json!({"who": "x"})).await;
-    wait_until("the command to start", || async { started.exists().then_some(()) }).await;
+    wait_until("the command to start", || async {
+        started.exists().then_some(())
+    })
+    .await;
     sigterm(&w);
     let done = app.wait_for_status(&run, "SUCCEEDED").await;
     assert_eq!(done["steps"][0]["output"]["greeting"], "drained");
-    let status = wait_until("the worker to exit", || async { w.try_wait().unwrap() }).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = w.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the worker did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert!(status.success(), "{status:?}");
 }
 
@@ -142,7 +186,9 @@ async fn the_worker_waits_for_a_server_that_comes_late() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "");
-    let text = std::fs::read_to_string(&config).unwrap().replace("port: 0", &format!("port: {port}"));
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("port: 0", &format!("port: {port}"));
     std::fs::write(&config, text).unwrap();
     let server = ServerProcess::start(&config);
     let client = reqwest::Client::new();
@@ -189,20 +235,37 @@ async fn a_worker_killed_mid_task_loses_the_claim_and_the_task_is_handed_out_aga
     let extra = json!({"heartbeat_ms": 500, "retry": {"max": 1, "backoff_ms": 1}});
     let wf = app.create_workflow(&task_workflow("crash", extra)).await;
     let run = app.start_run(&wf, json!({"who": "x"})).await;
-    wait_until("the command to start", || async { started.exists().then_some(()) }).await;
+    wait_until("the command to start", || async {
+        started.exists().then_some(())
+    })
+    .await;
     w.kill().unwrap();
     w.wait().unwrap();
     let killed = Instant::now();
     let again = claim_one(&app, "crash").await;
     let after = killed.elapsed();
     assert_eq!(again["attempt"], 2);
-    assert!(after < Duration::from_secs(10), "re-delivered {after:?} after the kill");
-    let (status, _) = end(&app, &again, "complete", json!({"output": {"greeting": "second"}})).await;
+    assert!(
+        after < Duration::from_secs(10),
+        "re-delivered {after:?} after the kill"
+    );
+    let (status, _) = end(
+        &app,
+        &again,
+        "complete",
+        json!({"output": {"greeting": "second"}}),
+    )
+    .await;
     assert_eq!(status, 200);
     let done = app.wait_for_status(&run, "SUCCEEDED").await;
     let attempts = done["steps"][0]["attempts"].as_array().unwrap();
     assert_eq!(attempts.len(), 2, "{done}");
-    assert!(attempts[0]["error"].as_str().unwrap().contains("heartbeat_ms 500"));
+    assert!(
+        attempts[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("heartbeat_ms 500")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,11 +279,18 @@ async fn a_server_killed_with_tasks_waiting_and_claimed_loses_none_and_ends_none
         async move {
             let response = client.post(path).json(&body).send().await.unwrap();
             let status = response.status().as_u16();
-            (status, response.json::<Value>().await.unwrap_or(Value::Null))
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
         }
     };
     let extra = json!({"heartbeat_ms": 800, "retry": {"max": 1, "backoff_ms": 1}});
-    let (_, wf) = post(format!("{}/v1/workflows", server.address), task_workflow("durable", extra)).await;
+    let (_, wf) = post(
+        format!("{}/v1/workflows", server.address),
+        task_workflow("durable", extra),
+    )
+    .await;
     let mut runs = Vec::new();
     for i in 0..4 {
         let body = json!({"workflow_id": wf["id"], "context": {"who": i}});
@@ -237,7 +307,11 @@ async fn a_server_killed_with_tasks_waiting_and_claimed_loses_none_and_ends_none
     // One claim ends before the crash; one is held across it; two tasks wait.
     let first = &claimed[0];
     let (status, _) = post(
-        format!("{}/v1/tasks/{}/complete", server.address, first["id"].as_str().unwrap()),
+        format!(
+            "{}/v1/tasks/{}/complete",
+            server.address,
+            first["id"].as_str().unwrap()
+        ),
         json!({"token": first["token"], "output": {"greeting": "before"}}),
     )
     .await;
@@ -252,7 +326,11 @@ async fn a_server_killed_with_tasks_waiting_and_claimed_loses_none_and_ends_none
         let (_, answer) = post(format!("{}/v1/tasks/poll", server.address), body).await;
         for task in answer["items"].as_array().cloned().unwrap_or_default() {
             let (status, _) = post(
-                format!("{}/v1/tasks/{}/complete", server.address, task["id"].as_str().unwrap()),
+                format!(
+                    "{}/v1/tasks/{}/complete",
+                    server.address,
+                    task["id"].as_str().unwrap()
+                ),
                 json!({"token": task["token"], "output": {"greeting": "after"}}),
             )
             .await;
@@ -260,15 +338,29 @@ async fn a_server_killed_with_tasks_waiting_and_claimed_loses_none_and_ends_none
             seen.push(task);
         }
     }
-    assert_eq!(seen.len(), 3, "two waiting tasks and the held one, after its lease: {seen:?}");
-    let again = seen.iter().find(|t| t["id"] == held["id"]).expect("the held task came back");
+    assert_eq!(
+        seen.len(),
+        3,
+        "two waiting tasks and the held one, after its lease: {seen:?}"
+    );
+    let again = seen
+        .iter()
+        .find(|t| t["id"] == held["id"])
+        .expect("the held task came back");
     assert_eq!(again["attempt"], 2);
     let (status, _) = post(
-        format!("{}/v1/tasks/{}/complete", server.address, held["id"].as_str().unwrap()),
+        format!(
+            "{}/v1/tasks/{}/complete",
+            server.address,
+            held["id"].as_str().unwrap()
+        ),
         json!({"token": held["token"], "output": {"greeting": "stale"}}),
     )
     .await;
-    assert_eq!(status, 409, "the claim from before the crash does not count");
+    assert_eq!(
+        status, 409,
+        "the claim from before the crash does not count"
+    );
     for id in &runs {
         let run = wait_until("every run to succeed", || async {
             let run: Value = client
@@ -322,7 +414,15 @@ async fn a_poll_parked_on_one_replica_is_woken_by_a_task_from_the_other() {
             let (client, url) = (client.clone(), format!("{}/v1/tasks/poll", b.address));
             tokio::spawn(async move {
                 let body = json!({"queues": ["shared"], "worker": "on-b", "wait_ms": 25000});
-                let answer: Value = client.post(url).json(&body).send().await.unwrap().json().await.unwrap();
+                let answer: Value = client
+                    .post(url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
                 (answer, chrono::Utc::now())
             })
         };
@@ -335,8 +435,11 @@ async fn a_poll_parked_on_one_replica_is_woken_by_a_task_from_the_other() {
             .unwrap();
         let (answer, at) = poll.await.unwrap();
         let task = &answer["items"][0];
-        let enqueued: chrono::DateTime<chrono::Utc> =
-            task["enqueued_at"].as_str().expect("a task, not an empty answer").parse().unwrap();
+        let enqueued: chrono::DateTime<chrono::Utc> = task["enqueued_at"]
+            .as_str()
+            .expect("a task, not an empty answer")
+            .parse()
+            .unwrap();
         latencies.push((at - enqueued).num_milliseconds());
         let id = task["id"].as_str().unwrap();
         let status = client

@@ -31,7 +31,12 @@ pub async fn foreach(
              "input": {"method": "GET", "url": format!("{target_url}/ok?i={{{{ item }}}}")}}
         ]}))
         .await?;
-    let commits = || client.metric_sum("orchestrator_store_operation_duration_seconds_count", "operation=\"commit\"");
+    let commits = || {
+        client.metric_sum(
+            "orchestrator_store_operation_duration_seconds_count",
+            "operation=\"commit\"",
+        )
+    };
     let commits_before = commits().await?;
     let cpu_before = server.cpu_seconds();
     let started = Instant::now();

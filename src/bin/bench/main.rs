@@ -329,9 +329,16 @@ async fn drive(args: Args) -> anyhow::Result<()> {
         let added = mib(w.rss_waiting.saturating_sub(w.rss_before));
         println!("Waiting runs: {} parked on a one-hour timer", w.runs);
         println!("  {:<28} {:>10.1} MiB", "RSS before", mib(w.rss_before));
-        println!("  {:<28} {:>10.1} MiB", "RSS with all waiting", mib(w.rss_waiting));
+        println!(
+            "  {:<28} {:>10.1} MiB",
+            "RSS with all waiting",
+            mib(w.rss_waiting)
+        );
         println!("  {:<28} {:>10.1} MiB", "added", added);
-        println!("  {:<28} {:>10.1} s", "time to start and park all", w.park_s);
+        println!(
+            "  {:<28} {:>10.1} s",
+            "time to start and park all", w.park_s
+        );
         results.insert(
             "waiting".into(),
             json!({"runs": w.runs, "rss_before_mib": mib(w.rss_before),

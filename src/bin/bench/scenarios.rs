@@ -425,7 +425,11 @@ pub async fn parked(
 }
 
 /// Runs `job(i)` for `i` in `0..n`, at most `width` at a time, collecting results in order.
-pub async fn for_each_concurrently<T, F, Fut>(n: usize, width: usize, job: F) -> anyhow::Result<Vec<T>>
+pub async fn for_each_concurrently<T, F, Fut>(
+    n: usize,
+    width: usize,
+    job: F,
+) -> anyhow::Result<Vec<T>>
 where
     T: Send + 'static,
     F: Fn(usize) -> Fut + Send + Sync + 'static,

@@ -14,6 +14,7 @@ mod render;
 mod results;
 mod rules;
 mod scope;
+mod tasks;
 #[cfg(test)]
 mod tests;
 mod waits;
@@ -31,6 +32,7 @@ use record::Changes;
 use scope::ScopeCache;
 
 pub use render::{Deferred, Rendered, check_input_size};
+pub use tasks::{DEFAULT_HEARTBEAT, NotWaiting};
 pub use waits::EventRefusal;
 
 /// A step the runner must start now.

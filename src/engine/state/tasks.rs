@@ -149,7 +149,13 @@ impl RunState {
             .or(task.claimed_at)
             .unwrap_or_else(|| self.now());
         let elapsed = (self.now() - first).to_std().unwrap_or_default();
-        next_delay(&policy, task.attempt, &failure, elapsed, rand::random::<f64>())
+        next_delay(
+            &policy,
+            task.attempt,
+            &failure,
+            elapsed,
+            rand::random::<f64>(),
+        )
     }
 
     fn retry_task(&mut self, idx: usize, task: &TaskRecord, mut attempt: Attempt, delay: Duration) {
@@ -212,10 +218,7 @@ impl RunState {
     pub(super) fn release_task(&mut self, idx: usize) {
         let step = &mut self.run.steps[idx];
         if let Some(Waiting::Task { task_id, queue, .. }) = step.waiting.take() {
-            self.record_task(TaskOp::Cancel {
-                id: task_id,
-                queue,
-            });
+            self.record_task(TaskOp::Cancel { id: task_id, queue });
         }
     }
 }

@@ -63,6 +63,7 @@ impl RunState {
                 // The runner starts the child and calls wait_for_child; reaching here means
                 // it could not, and has failed the step instead.
             }
+            Parking::Task { queue, payload } => self.enqueue_task(idx, queue, payload),
         }
     }
 
@@ -72,7 +73,7 @@ impl RunState {
         self.wait_on(idx, Waiting::Child { run_id }, message);
     }
 
-    fn wait_on(&mut self, idx: usize, waiting: Waiting, message: String) {
+    pub(super) fn wait_on(&mut self, idx: usize, waiting: Waiting, message: String) {
         self.run.steps[idx].waiting = Some(waiting);
         self.set_step(idx, StepStatus::Waiting, LogLevel::Info, message);
     }
@@ -180,8 +181,7 @@ impl RunState {
         let kept = &self.run.control.extra.events;
         let kept_bytes: usize = kept.iter().map(|e| crate::size::json_len(&e.data)).sum();
         if waiting.is_none()
-            && (kept.len() >= MAX_KEPT_EVENTS
-                || kept_bytes + size > self.limits.max_context_bytes)
+            && (kept.len() >= MAX_KEPT_EVENTS || kept_bytes + size > self.limits.max_context_bytes)
         {
             return Err(EventRefusal::NoStep(format!(
                 "run {} already keeps {} events ({kept_bytes} bytes) for steps that do not \
@@ -304,6 +304,9 @@ impl RunState {
                 }
                 (StepStatus::Waiting, Some(Waiting::Child { run_id })) => {
                     parts.push(format!("child run {run_id} ({})", s.name))
+                }
+                (StepStatus::Waiting, Some(Waiting::Task { queue, .. })) => {
+                    parts.push(format!("a worker on queue {queue:?} ({})", s.name))
                 }
                 _ => {}
             }
