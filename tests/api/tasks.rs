@@ -71,7 +71,7 @@ pub fn task_workflow(queue: &str, extra: Value) -> Value {
         "steps": [
             step,
             {"name": "after", "action": "transform",
-             "input": {"set": {"greeting": "{{ steps.work.output.greeting }}"}}}
+             "input": {"set": {"greeting": "{{ steps.work.output.greeting | default('none') }}"}}}
         ]
     })
 }
