@@ -30,6 +30,7 @@ mod secrets;
 mod services;
 mod shutdown;
 mod tasks;
+mod tasks_edges;
 mod templates;
 mod workers;
 mod workflows;

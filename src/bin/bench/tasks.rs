@@ -7,7 +7,7 @@
 //! polling). H2 = the same two steps with the first one an `http` GET.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -38,18 +38,15 @@ pub struct FastWorkers {
     handles: Vec<tokio::task::JoinHandle<anyhow::Result<()>>>,
     /// Milliseconds from a task's `enqueued_at` to its arrival here.
     pub wake_ms: Arc<Mutex<Vec<f64>>>,
-    pub completed: Arc<AtomicU64>,
 }
 
 impl FastWorkers {
     pub fn start(client: &Client, workers: usize, max: usize) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let wake_ms = Arc::new(Mutex::new(Vec::new()));
-        let completed = Arc::new(AtomicU64::new(0));
         let handles = (0..workers)
             .map(|i| {
-                let (client, stop, wake_ms, completed) =
-                    (client.clone(), stop.clone(), wake_ms.clone(), completed.clone());
+                let (client, stop, wake_ms) = (client.clone(), stop.clone(), wake_ms.clone());
                 tokio::spawn(async move {
                     let name = format!("bench-{i}");
                     while !stop.load(Ordering::Relaxed) {
@@ -71,7 +68,6 @@ impl FastWorkers {
                         });
                         for result in futures::future::join_all(done).await {
                             result?;
-                            completed.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                     anyhow::Ok(())
@@ -82,7 +78,6 @@ impl FastWorkers {
             stop,
             handles,
             wake_ms,
-            completed,
         }
     }
 
