@@ -326,7 +326,10 @@ pub async fn canceled_tasks_leave_the_queue_and_tell_their_claim(store: DynStore
         &store,
         &run,
         ids.iter()
-            .map(|id| TaskOp::Cancel { id: id.clone() })
+            .map(|id| TaskOp::Cancel {
+                id: id.clone(),
+                queue: "q-cancel".into(),
+            })
             .collect(),
     )
     .await;
