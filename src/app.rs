@@ -40,13 +40,13 @@ pub enum StartError {
     Pack(#[from] PackError),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
-    #[error("cannot listen on {address}: {source}")]
+    #[error("server.host, server.port: cannot listen on {address}: {source}")]
     Bind {
         address: String,
         source: std::io::Error,
     },
     #[error("cannot build the HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
+    Client(#[source] crate::outbound::ClientError),
     #[error("hooks: {0}")]
     HookTarget(#[from] UrlError),
     #[error("{0} (set engine.sandbox_command to the orchestrator binary)")]

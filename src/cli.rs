@@ -1,5 +1,5 @@
-//! The command line: `orchestrator [-config FILE] [serve | validate FILE... | migrate]`, and
-//! the client subcommands of [`crate::client`] (`apply`, `run`, `logs`, …).
+//! The command line: `orchestrator [-config FILE] [serve | validate FILE... | migrate | health]`,
+//! and the client subcommands of [`crate::client`] (`apply`, `run`, `logs`, …).
 //!
 //! Go-style single-dash `-config` is accepted beside `--config`. `validate` checks
 //! definition files offline with the same validator the server uses.
@@ -45,6 +45,13 @@ pub enum Command {
     },
     /// Apply store migrations and exit.
     Migrate,
+    /// Probe a running server's /health (for container health checks); exit 1 unless it
+    /// answers 200.
+    Health {
+        /// The URL to probe (default: /health at server.host and server.port).
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+    },
     /// Evaluate heavy templates for a server (started by the server itself).
     #[command(hide = true)]
     Sandbox {
@@ -98,7 +105,7 @@ pub fn validator(config: &Config) -> Result<Validator, CliError> {
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error("cannot build the HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
+    Client(#[source] crate::outbound::ClientError),
     #[error("workflow schema {0}")]
     Schema(#[from] SchemaError),
 }

@@ -6,7 +6,7 @@
 //! - Ground floor, plain data and pure helpers: [`model`] (runs, steps, logs as stored
 //!   and served), [`ids`] (prefixed ULIDs), [`problems`] (a violation at a JSON pointer),
 //!   [`secret`] (values that never print), [`size`] (JSON sizes and the truncation
-//!   marker), [`clock`] (wall time, manual in tests), [`expr`] (the one expression
+//!   marker), [`probe`] (the HTTP probe of `orchestrator health`), [`clock`] (wall time, manual in tests), [`expr`] (the one expression
 //!   language, minijinja), [`metrics`] (the Prometheus registry every part records into).
 //! - [`outbound`]: the one HTTP client, its SSRF policy, failure classes, the one backoff
 //!   schedule. [`sandbox`]: the child processes heavy templates render in. [`definition`]: the workflow model, JSON Schema and semantic checks, the
@@ -20,7 +20,7 @@
 //! - [`engine`]: the run state machine: scheduling, retry, approvals, cancel, resume.
 //! - [`api`]: the HTTP resources; the only place that knows actix-web.
 //! - [`app`]: wires everything together; `main` and the tests start the server through it.
-//! - [`cli`]: the command line (serve, validate, migrate, and the client's subcommands).
+//! - [`cli`]: the command line (serve, validate, migrate, health, and the client's subcommands).
 //! - [`client`]: the command-line client (`apply`, `run`, `logs -f`, …). It sits on the
 //!   first floor: it speaks HTTP to a server and shares nothing with it but plain data
 //!   ([`model`] statuses).
@@ -44,6 +44,7 @@ pub mod logs;
 pub mod metrics;
 pub mod model;
 pub mod outbound;
+pub mod probe;
 pub mod problems;
 pub mod sandbox;
 pub mod secret;

@@ -35,6 +35,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Some(Command::Validate { files }) => validate(&config, files),
         Some(Command::Migrate) => runtime().and_then(|rt| rt.block_on(migrate(config))),
+        Some(Command::Health { url }) => health(&config, url.as_deref()),
         None | Some(Command::Serve) => runtime().and_then(|rt| rt.block_on(serve(config))),
         // Dispatched before the configuration is loaded.
         Some(Command::Sandbox { .. } | Command::Client(_)) => Ok(ExitCode::from(2)),
@@ -42,7 +43,10 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("orchestrator: {e:#}");
+            eprintln!(
+                "orchestrator: {}",
+                orchestrator::problems::chain(e.as_ref())
+            );
             ExitCode::FAILURE
         }
     }
@@ -77,6 +81,17 @@ fn validate(
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn health(config: &orchestrator::config::Config, url: Option<&str>) -> anyhow::Result<ExitCode> {
+    use orchestrator::probe;
+    let url = match url {
+        Some(url) => url.to_owned(),
+        None => probe::default_url(&config.server.host, config.server.port)?,
+    };
+    let status = probe::probe(&url, probe::TIMEOUT)?;
+    println!("{url}: {status}");
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn migrate(config: orchestrator::config::Config) -> anyhow::Result<ExitCode> {

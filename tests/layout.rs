@@ -18,6 +18,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("problems", 0),
     ("secret", 0),
     ("size", 0),
+    ("probe", 0),
     ("clock", 1),
     ("expr", 1),
     ("metrics", 1),

@@ -42,6 +42,20 @@ impl Default for ClientOptions {
     }
 }
 
+/// Why the HTTP client could not be built. The message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No CA certificate could be loaded, so no HTTPS server could be verified: the
+    /// client uses the system's store (or `SSL_CERT_FILE` / `SSL_CERT_DIR` when set) and
+    /// bundles no roots of its own.
+    #[error(
+        "no CA certificates found{cause}: install the ca-certificates package, or set SSL_CERT_FILE to a PEM bundle of CA certificates (or SSL_CERT_DIR to a directory of them)"
+    )]
+    NoCaCertificates { cause: String },
+    #[error(transparent)]
+    Build(#[from] reqwest::Error),
+}
+
 /// A request body: JSON, or text sent as it is.
 #[derive(Debug, Clone)]
 pub enum Body {
@@ -70,12 +84,12 @@ pub struct Request {
 impl HttpClient {
     /// A client with the default options: the always-on part of the outbound policy
     /// (link-local and metadata addresses denied) and the default body limit.
-    pub fn new() -> Result<Self, reqwest::Error> {
+    pub fn new() -> Result<Self, ClientError> {
         Self::with_options(ClientOptions::default())
     }
 
     /// Builds the client every action shares.
-    pub fn with_options(options: ClientOptions) -> Result<Self, reqwest::Error> {
+    pub fn with_options(options: ClientOptions) -> Result<Self, ClientError> {
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("orchestrator/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
@@ -88,7 +102,7 @@ impl HttpClient {
                 .redirect(policy::redirect_policy(policy.clone()));
         }
         Ok(Self {
-            inner: builder.build()?,
+            inner: builder.build().map_err(build_error)?,
             policy: options.policy,
             max_body_bytes: options.max_body_bytes,
         })
@@ -145,6 +159,21 @@ impl HttpClient {
             .map_err(|e| transport_failure(&target, &e))?;
         decode(&target, response, self.max_body_bytes).await
     }
+}
+
+/// What stopped the client from being built. reqwest only says "builder error" when its
+/// TLS verifier finds no CA certificates, so look at the store ourselves to say so.
+fn build_error(e: reqwest::Error) -> ClientError {
+    let store = rustls_native_certs::load_native_certs();
+    if store.certs.is_empty() {
+        let cause = store
+            .errors
+            .first()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default();
+        return ClientError::NoCaCertificates { cause };
+    }
+    ClientError::Build(e)
 }
 
 fn denied_failure(target: &str, denied: &Denied) -> Failure {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 pub use backoff::{Backoff, Jitter};
-pub use client::{Body, ClientOptions, HttpClient, Request, Response};
+pub use client::{Body, ClientError, ClientOptions, HttpClient, Request, Response};
 pub use hosts::{AddressClass, BadPattern, HostPattern, classify};
 pub use policy::{OutboundPolicy, PolicyError};
 pub use urls::{UrlError, join, parse_http_url};

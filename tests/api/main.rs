@@ -15,6 +15,7 @@ mod health;
 mod helpers;
 mod hooks;
 mod hostile;
+mod image;
 mod limits;
 mod logs;
 mod observability;

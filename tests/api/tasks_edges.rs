@@ -20,7 +20,10 @@ async fn bad_polls_are_400_with_the_pointer_of_what_is_wrong() {
         (json!({"queues": [], "worker": "w"}), "/queues"),
         (json!({"queues": "build", "worker": "w"}), "/queues"),
         (json!({"queues": many, "worker": "w"}), "/queues"),
-        (json!({"queues": ["ok", "bad name"], "worker": "w"}), "/queues/1"),
+        (
+            json!({"queues": ["ok", "bad name"], "worker": "w"}),
+            "/queues/1",
+        ),
         (json!({"queues": [long], "worker": "w"}), "/queues/0"),
         (json!({"queues": [7], "worker": "w"}), "/queues/0"),
         (json!({"queues": ["q"]}), "/worker"),
@@ -30,18 +33,36 @@ async fn bad_polls_are_400_with_the_pointer_of_what_is_wrong() {
         (json!({"queues": ["q"], "worker": "w", "max": 1e9}), "/max"),
         (json!({"queues": ["q"], "worker": "w", "max": -1}), "/max"),
         (json!({"queues": ["q"], "worker": "w", "max": "10"}), "/max"),
-        (json!({"queues": ["q"], "worker": "w", "wait_ms": 30001}), "/wait_ms"),
-        (json!({"queues": ["q"], "worker": "w", "wait_ms": 1e12}), "/wait_ms"),
-        (json!({"queues": ["q"], "worker": "w", "wait_ms": 1.5}), "/wait_ms"),
-        (json!({"queues": ["q"], "worker": "w", "lease": 1}), "/lease"),
+        (
+            json!({"queues": ["q"], "worker": "w", "wait_ms": 30001}),
+            "/wait_ms",
+        ),
+        (
+            json!({"queues": ["q"], "worker": "w", "wait_ms": 1e12}),
+            "/wait_ms",
+        ),
+        (
+            json!({"queues": ["q"], "worker": "w", "wait_ms": 1.5}),
+            "/wait_ms",
+        ),
+        (
+            json!({"queues": ["q"], "worker": "w", "lease": 1}),
+            "/lease",
+        ),
     ];
     for (body, pointer) in cases {
         let response = app.post("/v1/tasks/poll", &body).await;
         let status = response.status();
-        assert_eq!(response.headers()["content-type"], "application/problem+json");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
         let problem: Value = response.json().await.unwrap();
         assert_eq!(status, 400, "{body}: {problem}");
-        assert_eq!(problem["errors"][0]["pointer"], pointer, "{body}: {problem}");
+        assert_eq!(
+            problem["errors"][0]["pointer"], pointer,
+            "{body}: {problem}"
+        );
     }
     let not_json = app
         .client
@@ -52,7 +73,11 @@ async fn bad_polls_are_400_with_the_pointer_of_what_is_wrong() {
         .unwrap();
     assert_eq!(not_json.status(), 400);
     // Unknown queues are fine: a queue exists once used.
-    assert!(poll(&app, &["never-used", "a:b/c.d_e-f"], 100, 0).await.is_empty());
+    assert!(
+        poll(&app, &["never-used", "a:b/c.d_e-f"], 100, 0)
+            .await
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -63,17 +88,41 @@ async fn oversized_outputs_and_progress_are_400_and_the_claim_stays_live() {
     let task = claim_one(&app, "big").await;
     let huge = json!({"output": {"blob": "x".repeat(2000)}});
     let (status, problem) = end(&app, &task, "complete", huge).await;
-    assert_eq!((status, problem["errors"][0]["pointer"].as_str()), (400, Some("/output")), "{problem}");
+    assert_eq!(
+        (status, problem["errors"][0]["pointer"].as_str()),
+        (400, Some("/output")),
+        "{problem}"
+    );
     let progress = json!({"progress": "p".repeat(17 * 1024)});
     let (status, problem) = end(&app, &task, "heartbeat", progress).await;
-    assert_eq!((status, problem["errors"][0]["pointer"].as_str()), (400, Some("/progress")), "{problem}");
+    assert_eq!(
+        (status, problem["errors"][0]["pointer"].as_str()),
+        (400, Some("/progress")),
+        "{problem}"
+    );
     let error = json!({"error": "e".repeat(17 * 1024)});
     let (status, problem) = end(&app, &task, "fail", error).await;
-    assert_eq!((status, problem["errors"][0]["pointer"].as_str()), (400, Some("/error")), "{problem}");
+    assert_eq!(
+        (status, problem["errors"][0]["pointer"].as_str()),
+        (400, Some("/error")),
+        "{problem}"
+    );
     // A body over limits.body_bytes is refused before it is read.
-    let (status, _) = end(&app, &task, "complete", json!({"output": "y".repeat(2 * 1024 * 1024)})).await;
+    let (status, _) = end(
+        &app,
+        &task,
+        "complete",
+        json!({"output": "y".repeat(2 * 1024 * 1024)}),
+    )
+    .await;
     assert_eq!(status, 413);
-    let (status, _) = end(&app, &task, "complete", json!({"output": {"greeting": "small"}})).await;
+    let (status, _) = end(
+        &app,
+        &task,
+        "complete",
+        json!({"output": {"greeting": "small"}}),
+    )
+    .await;
     assert_eq!(status, 200);
     let done = app.wait_for_status(&run, "SUCCEEDED").await;
     assert_eq!(done["steps"][0]["output"]["greeting"], "small");
@@ -83,15 +132,35 @@ async fn oversized_outputs_and_progress_are_400_and_the_claim_stays_live() {
 async fn task_steps_are_checked_at_submission() {
     let app = spawn_app().await;
     let cases = [
-        (json!({"name": "w", "action": "task", "input": {}}), "/steps/0/input"),
-        (json!({"name": "w", "action": "task", "input": {"queue": "bad name"}}), "/steps/0/input/queue"),
-        (json!({"name": "w", "action": "task", "input": {"queue": "q", "extra": 1}}), "/steps/0/input"),
-        (json!({"name": "w", "action": "task", "input": {"queue": "q"}, "heartbeat_ms": 5}), "/steps/0/heartbeat_ms"),
-        (json!({"name": "w", "action": "transform", "input": {"value": 1}, "heartbeat_ms": 1000}), "/steps/0/heartbeat_ms"),
-        (json!({"name": "w", "action": "task", "input": {"queue": "q", "payload": "{{ secrets.TOKEN }}"}}), "/steps/0/input/payload"),
+        (
+            json!({"name": "w", "action": "task", "input": {}}),
+            "/steps/0/input",
+        ),
+        (
+            json!({"name": "w", "action": "task", "input": {"queue": "bad name"}}),
+            "/steps/0/input/queue",
+        ),
+        (
+            json!({"name": "w", "action": "task", "input": {"queue": "q", "extra": 1}}),
+            "/steps/0/input",
+        ),
+        (
+            json!({"name": "w", "action": "task", "input": {"queue": "q"}, "heartbeat_ms": 5}),
+            "/steps/0/heartbeat_ms",
+        ),
+        (
+            json!({"name": "w", "action": "transform", "input": {"value": 1}, "heartbeat_ms": 1000}),
+            "/steps/0/heartbeat_ms",
+        ),
+        (
+            json!({"name": "w", "action": "task", "input": {"queue": "q", "payload": "{{ secrets.TOKEN }}"}}),
+            "/steps/0/input/payload",
+        ),
     ];
     for (step, pointer) in cases {
-        let response = app.post("/v1/workflows", &json!({"name": "bad", "steps": [step]})).await;
+        let response = app
+            .post("/v1/workflows", &json!({"name": "bad", "steps": [step]}))
+            .await;
         let status = response.status();
         let problem: Value = response.json().await.unwrap();
         assert_eq!(status, 400, "{step}: {problem}");
@@ -101,7 +170,10 @@ async fn task_steps_are_checked_at_submission() {
             .iter()
             .filter_map(|e| e["pointer"].as_str())
             .collect();
-        assert!(pointers.iter().any(|p| p.starts_with(pointer)), "{step}: {problem}");
+        assert!(
+            pointers.iter().any(|p| p.starts_with(pointer)),
+            "{step}: {problem}"
+        );
     }
     // A templated queue name is rendered per run; one that renders to a bad name fails the step.
     let wf = app
@@ -111,7 +183,13 @@ async fn task_steps_are_checked_at_submission() {
         .await;
     let run = app.start_run(&wf, json!({"queue": "not a queue"})).await;
     let failed = app.wait_for_status(&run, "FAILED").await;
-    assert!(failed["steps"][0]["error"].as_str().unwrap().contains("queue"), "{failed}");
+    assert!(
+        failed["steps"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("queue"),
+        "{failed}"
+    );
     let run = app.start_run(&wf, json!({"queue": "per-run"})).await;
     app.wait_for_status(&run, "WAITING").await;
     assert_eq!(claim_one(&app, "per-run").await["run_id"], run.as_str());
@@ -120,20 +198,35 @@ async fn task_steps_are_checked_at_submission() {
 #[tokio::test]
 async fn queues_and_workers_are_listed_by_the_api_the_cli_and_metrics() {
     let app = spawn_app().await;
-    let wf = app.create_workflow(&task_workflow("listed", json!({}))).await;
+    let wf = app
+        .create_workflow(&task_workflow("listed", json!({})))
+        .await;
     for i in 0..3 {
         let run = app.start_run(&wf, json!({"who": i})).await;
         app.wait_for_status(&run, "WAITING").await;
     }
     let task = claim_one(&app, "listed").await;
     let queues: Value = app.get("/v1/queues").await.json().await.unwrap();
-    let q = queues["items"].as_array().unwrap().iter().find(|q| q["queue"] == "listed").unwrap();
-    assert_eq!((q["waiting"].as_u64(), q["in_flight"].as_u64()), (Some(2), Some(1)), "{q}");
+    let q = queues["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["queue"] == "listed")
+        .unwrap();
+    assert_eq!(
+        (q["waiting"].as_u64(), q["in_flight"].as_u64()),
+        (Some(2), Some(1)),
+        "{q}"
+    );
     assert!(q["oldest_waiting_ms"].as_u64().is_some());
     assert_eq!(q["workers"], json!(["test-worker"]));
     let workers: Value = app.get("/v1/workers").await.json().await.unwrap();
     let w = &workers["items"][0];
-    assert_eq!((w["name"].as_str(), w["in_flight"].as_u64()), (Some("test-worker"), Some(1)), "{w}");
+    assert_eq!(
+        (w["name"].as_str(), w["in_flight"].as_u64()),
+        (Some("test-worker"), Some(1)),
+        "{w}"
+    );
     assert_eq!(w["queues"], json!(["listed"]));
 
     let table = cli(&app.address, &["queues"]).await;
@@ -173,10 +266,16 @@ async fn parked_polls_end_at_once_when_the_server_stops() {
             })
         })
         .collect();
-    wait_until("three parked polls", || async { (app.engine.parked_polls() == 3).then_some(()) }).await;
+    wait_until("three parked polls", || async {
+        (app.engine.parked_polls() == 3).then_some(())
+    })
+    .await;
     let stopping = Instant::now();
     app.stop().await;
-    assert!(stopping.elapsed() < Duration::from_secs(10), "the stop waited for the polls");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "the stop waited for the polls"
+    );
     for poll in polls {
         let (status, answer, took) = poll.await.unwrap();
         assert_eq!(status, 200);

@@ -24,7 +24,12 @@ pub async fn run(config: &tokio_postgres::Config) -> Result<(), StoreError> {
     let (mut client, connection) = config
         .connect(NoTls)
         .await
-        .map_err(|e| StoreError::unavailable_by("cannot connect to PostgreSQL", e))?;
+        .map_err(|e| {
+            StoreError::unavailable_by(
+                "cannot connect to PostgreSQL (check database.dsn, and that PostgreSQL runs and accepts connections from this host)",
+                e,
+            )
+        })?;
     let driver = tokio::spawn(connection);
     let result = apply(&mut client).await;
     drop(client);
