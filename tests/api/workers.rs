@@ -457,6 +457,26 @@ async fn a_poll_parked_on_one_replica_is_woken_by_a_task_from_the_other() {
     assert!(latencies[2] < 500, "median {} ms", latencies[2]);
 }
 
-/// Keeps `TestApp` used by the helpers import when only some tests run.
-#[allow(dead_code)]
-fn _uses(_: &TestApp) {}
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_example_worker_completes_a_task() {
+    let app: TestApp = spawn_app().await;
+    let wf = app.create_workflow(&task_workflow("greetings", json!({"heartbeat_ms": 300}))).await;
+    let run = app.start_run(&wf, json!({"who": "ada"})).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/workers/worker.py");
+    let mut python = tokio::process::Command::new("python3")
+        .args([script, "--queue", "greetings", "--once"])
+        .env("ORCHESTRATOR_URL", &app.address)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 runs");
+    let done = app.wait_for_status(&run, "SUCCEEDED").await;
+    assert_eq!(done["steps"][0]["output"]["greeting"], "hello, ada!");
+    assert_eq!(done["context"]["greeting"], "hello, ada!");
+    let status = tokio::time::timeout(Duration::from_secs(20), python.wait())
+        .await
+        .expect("--once exits after its task")
+        .unwrap();
+    assert!(status.success());
+}
