@@ -7,6 +7,7 @@
 mod browser;
 #[path = "../api/helpers.rs"]
 mod helpers;
+mod queues;
 mod runs;
 mod workflows;
 

@@ -116,7 +116,11 @@ impl RunState {
                 .redact_str(task.error.as_deref().unwrap_or("the worker failed"));
             attempt.error = Some(format!("{error} (worker {worker})"));
             match self.task_retry(idx, task) {
-                Ok(delay) => self.retry_task(idx, task, attempt, delay),
+                // The step keeps waiting: a parked run stays parked.
+                Ok(delay) => {
+                    self.retry_task(idx, task, attempt, delay);
+                    return Ok(());
+                }
                 Err(why) => self.give_up_task(idx, task, attempt, why),
             }
         }
