@@ -123,6 +123,7 @@ pub async fn run(ctx: &Ctx, args: WorkerArgs) -> Result<ExitCode, ClientError> {
 
 /// Waits for the tasks in flight to finish and report; a second signal kills them.
 async fn drain(name: &str, mut running: JoinSet<()>) {
+    while running.try_join_next().is_some() {}
     if running.is_empty() {
         eprintln!("orchestrator worker {name}: stopped");
         return;
