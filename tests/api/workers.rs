@@ -460,7 +460,9 @@ async fn a_poll_parked_on_one_replica_is_woken_by_a_task_from_the_other() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_example_worker_completes_a_task() {
     let app: TestApp = spawn_app().await;
-    let wf = app.create_workflow(&task_workflow("greetings", json!({"heartbeat_ms": 300}))).await;
+    let wf = app
+        .create_workflow(&task_workflow("greetings", json!({"heartbeat_ms": 300})))
+        .await;
     let run = app.start_run(&wf, json!({"who": "ada"})).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/workers/worker.py");
     let mut python = tokio::process::Command::new("python3")

@@ -20,21 +20,30 @@ async fn the_queues_page_lists_queues_and_workers_and_a_waiting_step_links_to_it
         runs.push(run);
     }
     let claimed = app
-        .post("/v1/tasks/poll", &json!({"queues": ["images"], "worker": "gpu-1", "max": 1}))
+        .post(
+            "/v1/tasks/poll",
+            &json!({"queues": ["images"], "worker": "gpu-1", "max": 1}),
+        )
         .await;
     assert_eq!(claimed.status(), 200);
 
     let browser = Browser::open(&app).await;
     browser.go("#/queues").await;
-    let row = browser.wait_text("#queues tr[data-queue='images']", "gpu-1").await;
+    let row = browser
+        .wait_text("#queues tr[data-queue='images']", "gpu-1")
+        .await;
     let cells: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(&cells[..3], ["images", "2", "1"], "{row}");
-    browser.wait_text("#workers tr[data-worker='gpu-1']", "images").await;
+    browser
+        .wait_text("#workers tr[data-worker='gpu-1']", "images")
+        .await;
     browser.screenshot("queues").await;
 
     browser.go(&format!("#/runs/{}", runs[2])).await;
     browser.click("#dag g.node[data-step='thumbnail']").await;
-    browser.wait_text("#step-detail", "Waiting for a worker on queue images").await;
+    browser
+        .wait_text("#step-detail", "Waiting for a worker on queue images")
+        .await;
     browser.click("#step-detail a[href='#/queues']").await;
     browser.wait_text("#queues", "images").await;
     browser.finish().await;

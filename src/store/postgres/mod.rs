@@ -12,6 +12,7 @@ mod commit;
 mod migrations;
 mod notify;
 mod queries;
+mod queues;
 mod rows;
 mod runs;
 mod tasks;

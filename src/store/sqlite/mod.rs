@@ -6,6 +6,7 @@
 //! Writes go through the group-commit writer thread; reads use a small connection pool.
 
 mod pool;
+mod queues;
 mod rows;
 mod runs;
 mod tasks;

@@ -10,6 +10,7 @@ use subtle::ConstantTimeEq;
 
 use super::SqliteStore;
 use super::pool::unavailable;
+use super::queues::{min_time, queues, workers};
 use super::rows::{from_ms, json, ms, to_json};
 use crate::model::Timestamp;
 use crate::store::StoreError;
@@ -317,110 +318,6 @@ fn settle(conn: &Connection, id: &str, attempt: u32) -> Result<(), StoreError> {
     .and_then(|mut s| s.execute(params![id, attempt]))
     .map_err(unavailable)?;
     Ok(())
-}
-
-fn min_time(
-    conn: &Connection,
-    sql: &str,
-    args: &[&dyn rusqlite::ToSql],
-) -> Result<Option<Timestamp>, StoreError> {
-    conn.prepare_cached(sql)
-        .and_then(|mut s| s.query_row(args, |r| r.get::<_, Option<i64>>(0)))
-        .map(|v| v.map(from_ms))
-        .map_err(unavailable)
-}
-
-fn queues(conn: &Connection, workers_since: Timestamp) -> Result<Vec<QueueStats>, StoreError> {
-    let mut stats: std::collections::BTreeMap<String, QueueStats> = Default::default();
-    let mut stmt = conn
-        .prepare_cached("SELECT name FROM task_queues")
-        .map_err(unavailable)?;
-    let names = stmt
-        .query_map([], |r| r.get::<_, String>(0))
-        .map_err(unavailable)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(unavailable)?;
-    for name in names {
-        stats
-            .entry(name.clone())
-            .or_insert_with(|| QueueStats::empty(&name));
-    }
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT queue, COUNT(*), MIN(available_at) FROM tasks WHERE status = 'WAITING' GROUP BY queue",
-        )
-        .map_err(unavailable)?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })
-        .map_err(unavailable)?;
-    for row in rows {
-        let (q, n, oldest) = row.map_err(unavailable)?;
-        let s = stats
-            .entry(q.clone())
-            .or_insert_with(|| QueueStats::empty(&q));
-        s.waiting = n.max(0) as u64;
-        s.oldest_waiting_at = Some(from_ms(oldest));
-    }
-    let mut stmt = conn
-        .prepare_cached("SELECT queue, COUNT(*) FROM tasks WHERE status = 'CLAIMED' GROUP BY queue")
-        .map_err(unavailable)?;
-    let rows = stmt
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-        .map_err(unavailable)?;
-    for row in rows {
-        let (q, n) = row.map_err(unavailable)?;
-        let s = stats
-            .entry(q.clone())
-            .or_insert_with(|| QueueStats::empty(&q));
-        s.in_flight = n.max(0) as u64;
-    }
-    for worker in workers(conn, workers_since)? {
-        for q in worker.queues {
-            let s = stats
-                .entry(q.clone())
-                .or_insert_with(|| QueueStats::empty(&q));
-            s.workers.push(worker.name.clone());
-        }
-    }
-    Ok(stats.into_values().collect())
-}
-
-fn workers(conn: &Connection, since: Timestamp) -> Result<Vec<WorkerSeen>, StoreError> {
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT w.name, w.queues, w.last_seen, \
-             (SELECT COUNT(*) FROM tasks t WHERE t.status = 'CLAIMED' AND t.worker = w.name) \
-             FROM task_workers w WHERE w.last_seen >= ?1 ORDER BY w.name",
-        )
-        .map_err(unavailable)?;
-    let rows = stmt
-        .query_map([ms(since)], |r| {
-            let queues: String = r.get(1)?;
-            Ok((
-                r.get::<_, String>(0)?,
-                queues,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-            ))
-        })
-        .map_err(unavailable)?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (name, queues, seen, in_flight) = row.map_err(unavailable)?;
-        out.push(WorkerSeen {
-            name,
-            queues: json(&queues)?,
-            last_seen: from_ms(seen),
-            in_flight: in_flight.max(0) as u64,
-        });
-    }
-    Ok(out)
 }
 
 #[async_trait]
