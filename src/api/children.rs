@@ -3,7 +3,7 @@
 //! the nesting limit. Calls whose id is a template, and cycles (a workflow that may call
 //! itself under a `when`), are left to the run-time depth check.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
 
@@ -50,9 +50,13 @@ pub(super) async fn check(
             }
             Err(e) => return Err(e.into()),
         };
-        let mut seen: HashSet<String> = own_id.into_iter().map(str::to_owned).collect();
-        seen.insert(id.to_owned());
-        let depth = 1 + chain_depth(store, &child.definition, &mut seen, 2).await?;
+        let mut walk = Walk {
+            path: own_id.into_iter().map(str::to_owned).collect(),
+            depths: HashMap::new(),
+            reads: 0,
+        };
+        walk.path.insert(id.to_owned());
+        let depth = 1 + walk.depth_below(store, &child.definition, 2).await?;
         if depth > MAX_DEPTH {
             return Err(ApiError::bad_request(
                 &pointer,
@@ -66,29 +70,55 @@ pub(super) async fn check(
     Ok(())
 }
 
-/// How many levels of child runs the literal `workflow` steps of `definition` add, looked
-/// up to one level past the limit; workflows already on the path (cycles) add none.
-async fn chain_depth(
-    store: &DynStore,
-    definition: &Value,
-    seen: &mut HashSet<String>,
-    level: u32,
-) -> Result<u32, ApiError> {
-    if level > MAX_DEPTH + 1 {
-        return Ok(0);
-    }
-    let mut deepest = 0;
-    for (id, version) in literal_calls(definition) {
-        if !seen.insert(id.clone()) {
-            continue;
+/// Stored workflows read at most by one submission check; deeper chains are left to the
+/// run-time limit.
+const MAX_READS: usize = 200;
+
+/// A walk down the literal calls of stored workflows: the workflows on the current path
+/// (a cycle adds no depth here), the depth found below each workflow already walked, and
+/// the reads made so far.
+struct Walk {
+    path: HashSet<String>,
+    depths: HashMap<String, u32>,
+    reads: usize,
+}
+
+impl Walk {
+    /// How many levels of child runs the literal `workflow` steps of `definition` add,
+    /// looked up to one level past the limit.
+    async fn depth_below(
+        &mut self,
+        store: &DynStore,
+        definition: &Value,
+        level: u32,
+    ) -> Result<u32, ApiError> {
+        if level > MAX_DEPTH + 1 {
+            return Ok(0);
         }
-        if let Ok(child) = store.get_workflow(&id, version).await {
-            let below = Box::pin(chain_depth(store, &child.definition, seen, level + 1)).await?;
+        let mut deepest = 0;
+        for (id, version) in literal_calls(definition) {
+            if self.path.contains(&id) {
+                continue;
+            }
+            if let Some(&known) = self.depths.get(&id) {
+                deepest = deepest.max(1 + known);
+                continue;
+            }
+            if self.reads >= MAX_READS {
+                break;
+            }
+            self.reads += 1;
+            let Ok(child) = store.get_workflow(&id, version).await else {
+                continue;
+            };
+            self.path.insert(id.clone());
+            let below = Box::pin(self.depth_below(store, &child.definition, level + 1)).await?;
+            self.path.remove(&id);
+            self.depths.insert(id, below);
             deepest = deepest.max(1 + below);
         }
-        seen.remove(&id);
+        Ok(deepest)
     }
-    Ok(deepest)
 }
 
 /// The children a stored definition calls by a literal id.

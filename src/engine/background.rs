@@ -120,7 +120,7 @@ async fn approvals(shared: Arc<Shared>) {
         };
         for run_id in due {
             match shared.decide(&run_id, Intervention::Tick).await {
-                Ok(run) => tracing::info!(run_id, status = %run.status, "approval timed out"),
+                Ok(run) => tracing::debug!(run_id, status = %run.status, "woken by its timer"),
                 Err(EngineError::Conflict(_)) => {}
                 Err(e) => tracing::warn!(run_id, error = %e, "applying an approval timeout failed"),
             }

@@ -128,11 +128,16 @@ impl RunState {
         }
     }
 
-    /// Applies what is due now; `Conflict` when nothing is.
+    /// Applies what is due now. When nothing is (a parked run's periodic check of its
+    /// child runs), the run's next wake-up is moved on instead, so that it is not read
+    /// again at every poll; `Conflict` when even that did not change.
     fn tick(&mut self) -> Result<(), Refusal> {
         let waits = self.fire_due_waits();
         let approvals = self.time_out().is_ok();
         if !(waits || approvals) {
+            if self.rearm_wake() {
+                return Ok(());
+            }
             return Err(Refusal::Conflict("nothing is due".into()));
         }
         self.resume_if_parked("a timer or timeout came due");

@@ -728,3 +728,113 @@ async fn postgres_keeps_waiting_runs_across_a_restart() {
     let done = app.wait_until_finished(&run).await;
     assert_eq!(done["steps"][0]["output"], "ok");
 }
+
+#[tokio::test]
+async fn canceling_a_run_during_a_foreach_or_a_wait_ends_it_within_a_second() {
+    let app = spawn_app_with(|_| {}).await;
+    let target = Target::start().await;
+    target.hold();
+    let fan = create(
+        &app,
+        json!({"name": "fan", "steps": [
+            {"name": "each", "action": "http", "foreach": "{{ [1, 2, 3, 4, 5, 6] }}", "concurrency": 2,
+             "input": {"url": target.url("/hold")}}
+        ]}),
+    )
+    .await;
+    let nap = create(
+        &app,
+        json!({"name": "nap", "steps": [
+            {"name": "nap", "action": "wait", "input": {"duration_ms": 600000}}
+        ]}),
+    )
+    .await;
+    let fan_run = app.start_run(&fan, json!({})).await;
+    target.wait_in_flight(2).await;
+    let nap_run = app.start_run(&nap, json!({})).await;
+    app.wait_for_status(&nap_run, "WAITING").await;
+    for run in [&fan_run, &nap_run] {
+        let asked = Instant::now();
+        let response = app
+            .post(&format!("/v1/runs/{run}/cancel"), &json!({}))
+            .await;
+        assert_eq!(response.status(), 200);
+        let done = app.wait_until_finished(run).await;
+        assert_eq!(done["status"], "CANCELED");
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            asked.elapsed()
+        );
+    }
+    let done = app.run(&fan_run).await;
+    let statuses: Vec<&str> = done["steps"][0]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "CANCELED", "CANCELED", "SKIPPED", "SKIPPED", "SKIPPED", "SKIPPED"
+        ]
+    );
+    target.release();
+}
+
+#[tokio::test]
+async fn runs_waiting_on_a_timer_or_an_event_survive_a_kill() {
+    use crate::helpers::{ServerProcess, write_config};
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let server = ServerProcess::start(&config);
+    let client = reqwest::Client::new();
+    let post = |server: &ServerProcess, path: &str, body: Value| {
+        let request = client.post(format!("{}{path}", server.address)).json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    let wf: Value = post(
+        &server,
+        "/v1/workflows",
+        json!({"name": "both", "steps": [
+            {"name": "nap", "action": "wait", "input": {"duration_ms": 1500}, "depends_on": []},
+            {"name": "ci", "action": "event", "input": {"name": "done"}, "depends_on": []}
+        ]}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let run: Value = post(&server, "/v1/runs", json!({"workflow_id": wf["id"]}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = run["id"].as_str().unwrap().to_owned();
+    let read = |server: &ServerProcess| {
+        let request = client.get(format!("{}/v1/runs/{id}", server.address));
+        async move { request.send().await.ok()?.json::<Value>().await.ok() }
+    };
+    wait_until("the run to wait", || async {
+        let run = read(&server).await?;
+        (run["status"] == "WAITING").then_some(())
+    })
+    .await;
+    server.kill();
+    let server = ServerProcess::start(&config);
+    let sent = post(
+        &server,
+        &format!("/v1/runs/{id}/events/done"),
+        json!({"data": 1}),
+    )
+    .await;
+    assert_eq!(sent.status(), 200);
+    let done = wait_until("the run to finish after the kill", || async {
+        let run = read(&server).await?;
+        (run["status"] == "SUCCEEDED").then_some(run)
+    })
+    .await;
+    assert_eq!(done["steps"][0]["status"], "SUCCEEDED");
+    assert_eq!(done["steps"][1]["output"], 1);
+}

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod browser;
+mod flow;
 #[path = "../api/helpers.rs"]
 mod helpers;
 mod queues;

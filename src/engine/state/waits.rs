@@ -17,7 +17,7 @@ use crate::problems::Violation;
 
 /// While a parent waits on a child run, the child is checked this often (a safety net for
 /// a notice lost in a crash).
-pub const CHILD_CHECK: Duration = Duration::from_secs(30);
+pub const CHILD_CHECK: Duration = Duration::from_secs(300);
 
 /// Most events one run keeps for steps that do not wait yet.
 pub const MAX_KEPT_EVENTS: usize = 64;
@@ -95,6 +95,17 @@ impl RunState {
                 _ => None,
             });
         waits.chain(self.approval_deadline()).min()
+    }
+
+    /// Moves a parked run's `wake_at` to its next wake-up; false when it did not change.
+    pub(in crate::engine) fn rearm_wake(&mut self) -> bool {
+        let next = self.next_wake();
+        if !self.run.status.is_parked() || next == self.run.control.wake_at {
+            return false;
+        }
+        self.run.control.wake_at = next;
+        self.touch_head();
+        true
     }
 
     /// The child runs steps of this run wait for.
