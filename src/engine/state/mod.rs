@@ -14,6 +14,8 @@ mod render;
 mod results;
 mod rules;
 mod scope;
+#[cfg(test)]
+mod task_tests;
 mod tasks;
 #[cfg(test)]
 mod tests;

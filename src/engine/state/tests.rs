@@ -64,7 +64,7 @@ fn validator() -> &'static Validator {
 }
 
 /// A fresh run of `definition` and the manual clock it runs on.
-fn run_of(definition: Value) -> (RunState, Clock) {
+pub(super) fn run_of(definition: Value) -> (RunState, Clock) {
     let wf = Arc::new(validator().validate(&definition).unwrap());
     let clock = Clock::manual(start_time());
     let run = Run {
@@ -100,7 +100,7 @@ fn names(starts: &[Start]) -> Vec<String> {
     starts.iter().map(|s| s.call.step.clone()).collect()
 }
 
-fn status(state: &RunState, name: &str) -> StepStatus {
+pub(super) fn status(state: &RunState, name: &str) -> StepStatus {
     state
         .run
         .steps
@@ -110,7 +110,7 @@ fn status(state: &RunState, name: &str) -> StepStatus {
         .unwrap()
 }
 
-fn attempt(clock: &Clock, n: u32) -> Attempt {
+pub(super) fn attempt(clock: &Clock, n: u32) -> Attempt {
     Attempt {
         attempt: n,
         started_at: clock.now(),
