@@ -16,6 +16,7 @@ pub(super) mod sweep;
 mod workers;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -52,8 +53,11 @@ pub const WORKERS_SEEN_WITHIN: Duration = Duration::from_secs(300);
 #[derive(Default)]
 pub(crate) struct Queues {
     pub signals: Arc<QueueSignals>,
-    /// Woken when this server hands out a claim (its lease may end before any other).
+    /// Woken when this server hands out a claim whose lease ends before the sweeper's next
+    /// pass ([`Self::next_sweep`]).
     pub claimed: Notify,
+    /// When the sweeper looks next, in Unix milliseconds.
+    pub next_sweep: AtomicI64,
     pub seen: workers::Seen,
 }
 
@@ -164,7 +168,13 @@ impl Engine {
                 })
                 .await?;
             if !claimed.is_empty() {
-                queues.claimed.notify_one();
+                let first_end = claimed
+                    .iter()
+                    .map(|t| t.lease_expires_at.timestamp_millis())
+                    .min();
+                if first_end.is_some_and(|end| end < queues.next_sweep.load(Ordering::Relaxed)) {
+                    queues.claimed.notify_one();
+                }
                 return Ok(self.hand_out(claimed, tokens));
             }
             if Instant::now() >= deadline || shared.shutdown.is_cancelled() {

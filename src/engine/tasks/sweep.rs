@@ -7,6 +7,7 @@
 //! tasks; each expiry is one guarded update, so only one of them ends a claim.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::super::shared::Shared;
@@ -20,11 +21,14 @@ const SETTLE_GRACE: Duration = Duration::from_secs(5);
 const BATCH: usize = 100;
 /// Workers not seen for this long are forgotten.
 const FORGET_WORKERS: Duration = Duration::from_secs(3600);
-/// How often ended claims and old workers are looked for.
+/// How often ended claims are looked for.
 const HOUSEKEEPING: Duration = Duration::from_secs(5);
+/// How often workers long gone are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 pub async fn run(shared: Arc<Shared>) {
     let mut last_housekeeping = tokio::time::Instant::now();
+    let mut last_prune = tokio::time::Instant::now();
     loop {
         let cap = shared.settings.poll_interval;
         let wait = match shared.store.task_times(&[]).await {
@@ -37,6 +41,11 @@ pub async fn run(shared: Arc<Shared>) {
                 cap
             }
         };
+        let next = now() + chrono::Duration::from_std(wait).unwrap_or_default();
+        shared
+            .queues
+            .next_sweep
+            .store(next.timestamp_millis(), Ordering::Relaxed);
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = shared.queues.claimed.notified() => continue,
@@ -46,6 +55,9 @@ pub async fn run(shared: Arc<Shared>) {
         if last_housekeeping.elapsed() >= HOUSEKEEPING {
             last_housekeeping = tokio::time::Instant::now();
             settle_stragglers(&shared).await;
+        }
+        if last_prune.elapsed() >= PRUNE_EVERY {
+            last_prune = tokio::time::Instant::now();
             let before = now() - chrono::Duration::from_std(FORGET_WORKERS).unwrap_or_default();
             if let Err(e) = shared.store.prune_workers(before).await {
                 tracing::warn!(error = %e, "forgetting old workers failed");
