@@ -10,6 +10,7 @@ import { runPage } from './run.js';
 import { activityPage } from './activity.js';
 import { scheduleList, triggerList } from './triggers.js';
 import { serverPage, watchReadiness, refresh as refreshServer } from './server.js';
+import { queuesPage } from './queues.js';
 
 window.__errors = window.__errors || [];
 window.addEventListener('error', (e) => window.__errors.push(`error: ${e.message} at ${e.filename}:${e.lineno}`));
@@ -31,6 +32,7 @@ const PAGES = [
   { hash: '#/schedules', label: 'Schedules', probe: '/v1/schedules' },
   { hash: '#/triggers', label: 'Triggers', probe: '/v1/triggers' },
   { hash: '#/server', label: 'Server' },
+  { hash: '#/queues', label: 'Queues', probe: '/v1/queues' },
 ];
 
 const ctx = { canWrite: false, role: null, name: null, available: new Set() };
@@ -62,6 +64,7 @@ function route() {
   else if (section === 'schedules' && ctx.available.has('#/schedules')) page = () => scheduleList(root, query, ctx);
   else if (section === 'triggers' && ctx.available.has('#/triggers')) page = () => triggerList(root, query, ctx);
   else if (section === 'server') page = () => serverPage(root, query, ctx);
+  else if (section === 'queues' && ctx.available.has('#/queues')) page = () => queuesPage(root, query, ctx);
   if (!page) {
     root.append(h('h1', {}, 'Not found'), h('p', {}, 'There is no such page. ', h('a', { href: '#/workflows' }, 'Workflows')));
     return;

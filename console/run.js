@@ -62,6 +62,10 @@ function waitingNote(step) {
   if (!w || step.status !== 'WAITING') return null;
   if (w.for === 'timer') return h('p', { class: 'notice' }, 'Waiting until ', when(w.until));
   if (w.for === 'child') return h('p', { class: 'notice' }, 'Waiting for child run ', h('a', { href: `#/runs/${encodeURIComponent(w.run_id)}`, class: 'mono' }, w.run_id));
+  if (w.for === 'task') {
+    return h('p', { class: 'notice' }, 'Waiting for a worker on queue ',
+      h('a', { href: '#/queues', class: 'mono' }, w.queue), ` (task `, h('span', { class: 'mono' }, w.task_id), `, attempt ${w.attempt})`);
+  }
   return h('p', { class: 'notice' }, `Waiting for event ${w.name}`, w.until ? [' until ', when(w.until)] : null);
 }
 

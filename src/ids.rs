@@ -12,6 +12,8 @@ pub const WORKFLOW: &str = "wf_";
 pub const RUN: &str = "run_";
 /// Prefix of generated schedule ids.
 pub const SCHEDULE: &str = "sch_";
+/// Prefix of generated task ids.
+pub const TASK: &str = "task_";
 
 static GENERATOR: Mutex<Generator> = Mutex::new(Generator::new());
 

@@ -68,6 +68,9 @@ pub struct Metrics {
     schedule_fires: IntCounterVec,
     webhook_deliveries: IntCounterVec,
     retention_deleted: IntCounterVec,
+    tasks: IntCounterVec,
+    task_wait: Histogram,
+    queue_waiting: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -108,6 +111,8 @@ pub struct Gauges {
     /// Deliveries of each hook target since start: `(target, outcome, count)` with
     /// outcome `delivered`, `failed` (an attempt) or `dropped`.
     pub hook_deliveries: Vec<(&'static str, &'static str, u64)>,
+    /// Tasks waiting on each queue (`None`: the store did not answer).
+    pub queue_waiting: Option<Vec<(String, u64)>>,
 }
 
 /// Why metrics could not be set up: only a programming error (a bad name or a name
@@ -144,6 +149,19 @@ impl Metrics {
             &["target"],
         )?;
         registry.register(Box::new(hook_outbox_depth.clone()))?;
+        let queue_waiting = IntGaugeVec::new(
+            Opts::new("queue_waiting", "Tasks waiting on a queue for a worker."),
+            &["queue"],
+        )?;
+        registry.register(Box::new(queue_waiting.clone()))?;
+        let task_wait = Histogram::with_opts(
+            HistogramOpts::new(
+                "task_wait_seconds",
+                "Time a task waited on its queue before a worker claimed it.",
+            )
+            .buckets(latency_buckets()),
+        )?;
+        registry.register(Box::new(task_wait.clone()))?;
         let run_duration = HistogramVec::new(
             HistogramOpts::new(
                 "run_duration_seconds",
@@ -180,6 +198,13 @@ impl Metrics {
                 &["target", "outcome"],
             )?,
             unprefixed: process_registry()?,
+            tasks: counter(
+                "tasks_total",
+                "Claims of tasks that ended, by queue and outcome (completed, failed, expired, canceled).",
+                &["queue", "outcome"],
+            )?,
+            task_wait,
+            queue_waiting,
             runs: counter(
                 "runs_total",
                 "Runs finished, by final status (succeeded, failed, canceled).",
@@ -352,6 +377,17 @@ impl Metrics {
         self.store.with_label_values(&[operation])
     }
 
+    /// A worker claimed a task that waited `waited` on its queue.
+    pub fn task_claimed(&self, waited: Duration) {
+        self.task_wait.observe(waited.as_secs_f64());
+    }
+
+    /// A task's claim ended on `queue` (`completed`, `failed`, `expired`), or the task was
+    /// `canceled`.
+    pub fn task_ended(&self, queue: &str, outcome: &str) {
+        self.tasks.with_label_values(&[queue, outcome]).inc();
+    }
+
     /// The text exposition of every metric, after setting the scraped `gauges`.
     pub fn render(&self, gauges: &Gauges) -> String {
         self.runs_active.set(clamp(gauges.runs_active as u64));
@@ -373,6 +409,15 @@ impl Metrics {
         for (target, outcome, total) in &gauges.hook_deliveries {
             let counter = self.hook_deliveries.with_label_values(&[*target, *outcome]);
             counter.inc_by(total.saturating_sub(counter.get()));
+        }
+        if let Some(queues) = &gauges.queue_waiting {
+            // Queues no longer listed (none should vanish) keep no stale value.
+            self.queue_waiting.reset();
+            for (queue, waiting) in queues {
+                self.queue_waiting
+                    .with_label_values(&[queue.as_str()])
+                    .set(clamp(*waiting));
+            }
         }
         let mut out = Vec::new();
         // Encoding plain families into a Vec cannot fail (no I/O, names already checked).
@@ -425,6 +470,8 @@ mod tests {
         m.schedule_fires("fired", 2);
         m.webhook_delivery("github", "started");
         m.retention_deleted("runs", 3);
+        m.task_claimed(Duration::from_millis(2));
+        m.task_ended("build", "expired");
         let text = m.render(&Gauges {
             runs_active: 2,
             runs_parked: Some(1),
@@ -432,6 +479,7 @@ mod tests {
             sse_subscribers: 3,
             hook_outbox_depth: vec![("audit_log", 4)],
             hook_deliveries: vec![("audit_log", "failed", 3)],
+            queue_waiting: Some(vec![("build".into(), 5)]),
         });
         for line in [
             "orchestrator_runs_started_total 1",
@@ -456,6 +504,9 @@ mod tests {
             "orchestrator_schedule_fires_total{outcome=\"fired\"} 2",
             "orchestrator_webhook_deliveries_total{outcome=\"started\",trigger=\"github\"} 1",
             "orchestrator_retention_deleted_total{kind=\"runs\"} 3",
+            "orchestrator_tasks_total{outcome=\"expired\",queue=\"build\"} 1",
+            "orchestrator_task_wait_seconds_count 1",
+            "orchestrator_queue_waiting{queue=\"build\"} 5",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

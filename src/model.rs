@@ -244,6 +244,12 @@ pub enum Waiting {
     },
     /// A child run to end (`workflow`).
     Child { run_id: String },
+    /// A worker to end claim `attempt` of task `task_id`, on `queue` (`task`).
+    Task {
+        task_id: String,
+        queue: String,
+        attempt: u32,
+    },
 }
 
 /// One item of a `foreach` step.

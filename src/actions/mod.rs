@@ -14,6 +14,7 @@ mod http;
 mod memarch;
 mod scm;
 mod service;
+pub mod task;
 mod transform;
 mod wait;
 mod web;
@@ -109,6 +110,8 @@ pub enum Parking {
         version: Option<u32>,
         context: Map<String, Value>,
     },
+    /// A worker process, through a task put on `queue` (`task`).
+    Task { queue: String, payload: Value },
 }
 
 /// A violation for each member of `input` not in `known`.
@@ -180,7 +183,7 @@ impl Registry {
         let web = service("web", &services.web);
         let memarch = service("memarch", &services.memarch);
         let scm = service("scm", &services.scm);
-        let actions: [(&'static str, Arc<dyn Action>); 12] = [
+        let actions: [(&'static str, Arc<dyn Action>); 13] = [
             (
                 "http",
                 Arc::new(http::Http::new(client.clone(), DEFAULT_HTTP_TIMEOUT)),
@@ -199,6 +202,7 @@ impl Registry {
             ("wait", Arc::new(wait::Wait)),
             ("event", Arc::new(event::Event)),
             ("workflow", Arc::new(workflow::Workflow)),
+            ("task", Arc::new(task::Task)),
         ];
         Self {
             actions: actions.into_iter().collect(),

@@ -66,9 +66,15 @@ fn decide(
     })?;
     let token = find(tokens, secret)
         .ok_or_else(|| ApiError::Unauthorized("the bearer token is not valid".into()))?;
-    if access == Some(Access::Write) && token.role != Role::Admin {
+    let (allowed, needs) = match access {
+        Some(Access::Write) => (token.role == Role::Admin, "admin"),
+        Some(Access::Work) => (token.role != Role::Reader, "admin or worker"),
+        Some(Access::Read) => (token.role != Role::Worker, "admin or reader"),
+        Some(Access::Open | Access::Any | Access::Signed) | None => (true, ""),
+    };
+    if !allowed {
         return Err(ApiError::Forbidden(format!(
-            "token {:?} has the {} role; this request needs admin",
+            "token {:?} has the {} role; this request needs {needs}",
             token.name,
             token.role.as_str()
         )));

@@ -53,6 +53,7 @@ assets! {
     "activity.js" => JS,
     "triggers.js" => JS,
     "server.js" => JS,
+    "queues.js" => JS,
     "style.css" => "text/css; charset=utf-8",
     "icon.svg" => "image/svg+xml",
 }

@@ -43,6 +43,12 @@ pub(super) async fn scrape(state: web::Data<AppState>) -> HttpResponse {
                 ]
             })
             .collect(),
+        queue_waiting: state
+            .engine
+            .list_queues()
+            .await
+            .ok()
+            .map(|queues| queues.into_iter().map(|q| (q.queue, q.waiting)).collect()),
     };
     HttpResponse::Ok()
         .content_type(CONTENT_TYPE)

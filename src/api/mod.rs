@@ -23,6 +23,7 @@ mod metrics;
 pub mod observe;
 pub mod openapi;
 pub mod params;
+mod queues;
 mod rerun;
 mod run_events;
 mod run_search;
@@ -30,6 +31,7 @@ mod runs;
 mod schedules;
 mod schemas;
 mod server;
+mod tasks;
 mod templates;
 mod triggers;
 mod webhooks;
@@ -92,13 +94,17 @@ pub struct AppState {
 pub enum Access {
     /// Anyone, without a token (`/health`, `/ready`).
     Open,
-    /// Any valid token (`reader` or `admin`).
+    /// A `reader` or `admin` token.
     Read,
     /// An `admin` token: changes workflows or templates, or acts on runs.
     Write,
     /// A webhook delivery, decided per trigger by the handler (see [`auth::admit_delivery`]):
     /// a valid signature for a trigger with a secret, else an admin token.
     Signed,
+    /// A `worker` or `admin` token: the worker API (`/v1/tasks/*`).
+    Work,
+    /// Any valid token, `worker` included: who am I, queues and workers.
+    Any,
 }
 
 /// One served route: method (lower case), path pattern, the access it needs, and whether
@@ -153,7 +159,7 @@ routes! {
         "/ready" => [get Open health::ready],
         "/metrics" => [get Read metrics::scrape],
         "/v1/openapi.json" => [get Read openapi::serve],
-        "/v1/whoami" => [get Read whoami::whoami],
+        "/v1/whoami" => [get Any whoami::whoami],
         "/v1/server" => [get Read server::server],
         "/v1/workflows" => [post Write workflows::create, get Read workflows::list],
         "/v1/workflows/validate" => [post Read workflows::validate],
@@ -183,6 +189,12 @@ routes! {
         "/hooks/{name}" => [post Signed webhooks::deliver],
         "/v1/events" => [get Read events::list],
         "/v1/events/stream" => [get Read events::stream],
+        "/v1/tasks/poll" => [post Work tasks::poll],
+        "/v1/tasks/{id}/heartbeat" => [post Work tasks::heartbeat],
+        "/v1/tasks/{id}/complete" => [post Work tasks::complete],
+        "/v1/tasks/{id}/fail" => [post Work tasks::fail],
+        "/v1/queues" => [get Any queues::list_queues],
+        "/v1/workers" => [get Any queues::list_workers],
     }
     // The shell carries no data (a navigation cannot send a bearer header); the pages
     // fetch everything through the API above with the token.

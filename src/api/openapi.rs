@@ -37,6 +37,7 @@ use crate::definition::schema::{STEPS_SCHEMA, WORKFLOW_SCHEMA};
         (name = "schedules", description = "Cron schedules that start runs"),
         (name = "triggers", description = "Webhook triggers and their inbound endpoint"),
         (name = "events", description = "The events feed: every run and step event, live"),
+        (name = "tasks", description = "Task queues: the worker API, queues and workers"),
         (name = "operations", description = "Health, readiness, metrics and this document")
     )
 )]
@@ -134,7 +135,8 @@ fn add_route_rules(doc: &mut Value) {
             "type": "http",
             "scheme": "bearer",
             "description": "A token of `auth.tokens`; required by every route but /health and \
-                            /ready when tokens are configured. Readers may only read."
+                            /ready when tokens are configured. Readers may only read; \
+                            workers may only use /v1/tasks/* and read queues and workers."
         }
     });
     for route in ROUTES {
@@ -167,10 +169,16 @@ fn add_route_rules(doc: &mut Value) {
             unauthorized["headers"] = json!({"WWW-Authenticate": {"schema": {"type": "string"}}});
             responses.entry("401").or_insert(unauthorized);
         }
-        if matches!(route.access, Access::Write | Access::Signed) {
-            responses
-                .entry("403")
-                .or_insert_with(|| problem("The token's role (reader) may not do this"));
+        let refused = match route.access {
+            Access::Write | Access::Signed => {
+                Some("The token's role (reader or worker) may not do this")
+            }
+            Access::Work => Some("The token's role (reader) may not do this"),
+            Access::Read => Some("The token's role (worker) may not do this"),
+            Access::Open | Access::Any => None,
+        };
+        if let Some(why) = refused {
+            responses.entry("403").or_insert_with(|| problem(why));
         }
         responses
             .entry("default")

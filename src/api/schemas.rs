@@ -300,7 +300,7 @@ pub struct Status {
 pub struct Identity {
     /// The token's name (`anonymous` with auth off).
     name: String,
-    /// `admin` or `reader`.
+    /// `admin`, `reader` or `worker`.
     role: String,
 }
 

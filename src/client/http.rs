@@ -151,6 +151,7 @@ impl fmt::Display for Problem {
 }
 
 /// The server at `--server`, reached with `--token`.
+#[derive(Clone)]
 pub struct Api {
     base: Url,
     token: Option<String>,

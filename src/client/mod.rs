@@ -6,7 +6,8 @@
 //! `workflows` (apply), `runs` (run, runs, get), `search` (the filters of runs), `decide`
 //! (approve, reject, cancel, event), `curate` (retry with edits, delete, archive, the
 //! workflows listing), `logs`, `triggers` (schedules, triggers), `events` (the events feed),
-//! `server` (status); `input` reads JSON arguments.
+//! `server` (status), `queues` (queues, workers), `worker` and `exec` (the shipped worker);
+//! `input` reads JSON arguments.
 //! Exit codes: 0 done, 1 the server refused or the run failed or was canceled, 2 a usage or
 //! connection error.
 
@@ -14,16 +15,19 @@ mod completions;
 mod curate;
 mod decide;
 mod events;
+mod exec;
 mod follow;
 mod http;
 mod input;
 mod listing;
 mod logs;
 mod output;
+mod queues;
 mod runs;
 mod search;
 mod server;
 mod triggers;
+mod worker;
 mod workflows;
 
 use std::path::PathBuf;
@@ -186,6 +190,24 @@ pub enum ClientCommand {
         Example:\n  orchestrator status\n  orchestrator status -o json"
     )]
     Status,
+    /// List task queues: tasks waiting and in flight, and the workers polling each.
+    #[command(after_help = "Example:\n  orchestrator queues\n  orchestrator queues -o json")]
+    Queues,
+    /// List the workers seen polling in the last five minutes.
+    #[command(after_help = "Example:\n  orchestrator workers")]
+    Workers,
+    /// Run a worker: take tasks of the queues and run a command for each.
+    #[command(
+        after_help = "The command runs by `sh -c` with the task's payload as JSON on its \
+        standard input (and ORCHESTRATOR_TASK_ID, _RUN_ID, _STEP, _QUEUE, _ATTEMPT in its \
+        environment). Exit 0 completes the task with standard output (JSON, or else text); \
+        any other exit fails it with the end of standard error. The command is killed when \
+        the run is canceled or the task's timeout_ms passes. SIGTERM lets the tasks in \
+        flight finish, then exits 0.\n\n\
+        Example:\n  orchestrator worker --queue thumbnails --exec ./make-thumbnail.sh --concurrency 4\n  \
+        orchestrator worker --queue build --queue test --exec 'python3 ci.py'"
+    )]
+    Worker(worker::WorkerArgs),
     /// Print a shell completion script.
     #[command(
         after_help = "Example:\n  orchestrator completions bash > /etc/bash_completion.d/orchestrator\n  \
@@ -263,6 +285,9 @@ async fn dispatch(
         ClientCommand::Triggers => triggers::triggers(&ctx).await.and(done),
         ClientCommand::Events(args) => events::show(&ctx, args).await.and(done),
         ClientCommand::Status => server::status(&ctx).await,
+        ClientCommand::Queues => queues::queues(&ctx).await.and(done),
+        ClientCommand::Workers => queues::workers(&ctx).await.and(done),
+        ClientCommand::Worker(args) => worker::run(&ctx, args).await,
         ClientCommand::Completions { .. } => done,
     }
 }

@@ -12,6 +12,8 @@ pub enum Role {
     Admin,
     /// Reading and streaming only.
     Reader,
+    /// The worker API only (`/v1/tasks/*`), and reading queues and workers.
+    Worker,
 }
 
 impl Role {
@@ -20,6 +22,7 @@ impl Role {
         match self {
             Self::Admin => "admin",
             Self::Reader => "reader",
+            Self::Worker => "worker",
         }
     }
 }
@@ -66,10 +69,11 @@ pub fn api_tokens(raw: &RawAuth) -> Result<Vec<ApiToken>, BadValue> {
         let role = match t.role.trim().to_ascii_lowercase().as_str() {
             "admin" => Role::Admin,
             "reader" => Role::Reader,
+            "worker" => Role::Worker,
             other => {
                 return Err(BadValue::new(
                     key("role"),
-                    format!("expected \"admin\" or \"reader\", found {other:?}"),
+                    format!("expected \"admin\", \"reader\" or \"worker\", found {other:?}"),
                 ));
             }
         };

@@ -55,6 +55,8 @@ struct StepSpec {
     concurrency: Option<usize>,
     #[serde(default)]
     always_run: bool,
+    #[serde(default)]
+    heartbeat_ms: Option<u64>,
 }
 
 /// Checks a schema-valid document and builds the typed workflow.
@@ -301,6 +303,12 @@ fn build_step(
     let retry = retry_policy(validator, &at, s.retry.as_ref(), v);
     let approval = approval_policy(validator, &at, s.requires_approval, s.approval.as_ref(), v);
     let foreach = foreach(&at, s, scope, v);
+    if s.heartbeat_ms.is_some() && s.action != "task" {
+        v.push(Violation::new(
+            format!("{at}/heartbeat_ms"),
+            "heartbeat_ms applies only to task steps (the lease of a worker's claim)",
+        ));
+    }
     Some(Step {
         index: i,
         id: s.id.clone().unwrap_or_else(|| s.name.clone()),
@@ -318,11 +326,12 @@ fn build_step(
         },
         foreach: foreach?,
         always_run: s.always_run,
+        heartbeat: s.heartbeat_ms.map(Duration::from_millis),
     })
 }
 
 /// Actions whose step waits for something outside the run; they cannot run per item.
-const PARKING_ACTIONS: &[&str] = &["wait", "event", "workflow", "condition"];
+const PARKING_ACTIONS: &[&str] = &["wait", "event", "workflow", "condition", "task"];
 
 /// A step's `foreach` expression and `concurrency`.
 fn foreach(

@@ -174,6 +174,8 @@ pub struct Step {
     pub foreach: Option<Foreach>,
     /// Runs once its parents are finished, whatever their outcome.
     pub always_run: bool,
+    /// A `task` step's lease on a worker's claim (`heartbeat_ms`).
+    pub heartbeat: Option<Duration>,
 }
 
 /// A step's `foreach`: the expression giving the items, and how many run at once.

@@ -35,6 +35,7 @@ pub fn spawn_all(shared: Arc<Shared>) {
         tasks.spawn_on(watch(shared.clone(), notices), &runtime);
     }
     tasks.spawn_on(super::retention::run(shared.clone()), &runtime);
+    tasks.spawn_on(super::tasks::sweep::run(shared.clone()), &runtime);
     tasks.spawn_on(purge(shared), &runtime);
 }
 
@@ -195,7 +196,11 @@ async fn watch(shared: Arc<Shared>, mut notices: tokio::sync::broadcast::Receive
             }
             // Some notices were lost: claim whatever needs an owner now. Log subscribers
             // catch up from the store when they see a gap in `seq`.
-            Ok(Notice::Resync) | Err(RecvError::Lagged(_)) => shared.queue_wake(),
+            Ok(Notice::Queue { queue }) => shared.queues.signals.wake(&queue),
+            Ok(Notice::Resync) | Err(RecvError::Lagged(_)) => {
+                shared.queues.signals.wake_all();
+                shared.queue_wake();
+            }
             Err(RecvError::Closed) => return,
         }
     }

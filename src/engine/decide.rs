@@ -43,6 +43,8 @@ pub enum Intervention {
         context: serde_json::Map<String, Value>,
         error: Option<String>,
     },
+    /// A worker's claim on a task of the run ended (completed, failed or expired).
+    TaskEnded(Box<crate::store::tasks::TaskRecord>),
 }
 
 /// Why a decision was refused.
@@ -105,6 +107,9 @@ impl RunState {
                 self.resume_if_parked(&format!("event {name:?} arrived"));
                 Ok(())
             }
+            Intervention::TaskEnded(task) => self
+                .task_ended(&task)
+                .map_err(|super::state::NotWaiting(why)| Refusal::Conflict(why)),
             Intervention::ChildEnded {
                 run_id,
                 status,

@@ -18,6 +18,7 @@ pub mod retry;
 mod runner;
 mod shared;
 pub mod state;
+pub mod tasks;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
@@ -211,6 +212,7 @@ impl Engine {
                 closed: CancellationToken::new(),
                 runs: TaskTracker::new(),
                 tasks: TaskTracker::new(),
+                queues: tasks::Queues::default(),
                 runtime: tokio::runtime::Handle::current(),
             }),
         }

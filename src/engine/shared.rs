@@ -63,6 +63,8 @@ pub(crate) struct Shared {
     /// The runtime every engine task runs on, whichever thread asked for it (API
     /// handlers run on actix's per-worker runtimes).
     pub(super) runtime: tokio::runtime::Handle,
+    /// Task queues: parked polls, the sweeper's wake-up, workers seen.
+    pub(super) queues: super::tasks::Queues,
 }
 
 /// The run and step statuses a transition reaches, for metrics.
@@ -180,8 +182,10 @@ impl Shared {
     pub(super) async fn commit(&self, tx: Transition) -> Result<Committed, StoreError> {
         let run_id = tx.run_id.clone();
         let outcomes = StatusTally::of(&tx);
+        let filled = super::tasks::filled_queues(&tx);
         let committed = self.store.commit(tx).await?;
         outcomes.record(&self.metrics);
+        self.queues.filled(&filled, &self.metrics);
         self.hub.publish(&run_id, &committed.logs);
         Ok(committed)
     }

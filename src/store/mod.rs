@@ -12,6 +12,7 @@ pub mod encoding;
 pub mod lifecycle;
 pub mod postgres;
 pub mod sqlite;
+pub mod tasks;
 pub mod timed;
 pub mod triggers;
 
@@ -24,6 +25,7 @@ use tokio::sync::broadcast;
 
 pub use curation::{Archived, Curation, Deletion, WorkflowEntry, WorkflowFilter};
 pub use lifecycle::{Lifecycle, WriteHealth};
+pub use tasks::{TaskOp, TaskStore};
 
 use crate::model::{
     Approval, LogEntry, NewEvent, NewLogEntry, Page, PageRequest, RetryRecord, Run, RunBudget,
@@ -279,6 +281,8 @@ pub struct Transition {
     pub approvals: Vec<Approval>,
     pub logs: Vec<NewLogEntry>,
     pub events: Vec<NewEvent>,
+    /// Task rows the change writes (a step starts or stops waiting for a task).
+    pub tasks: Vec<TaskOp>,
 }
 
 impl Transition {
@@ -295,6 +299,7 @@ impl Transition {
             approvals: Vec::new(),
             logs: Vec::new(),
             events: Vec::new(),
+            tasks: Vec::new(),
         }
     }
 
@@ -308,6 +313,7 @@ impl Transition {
             && self.approvals.is_empty()
             && self.logs.is_empty()
             && self.events.is_empty()
+            && self.tasks.is_empty()
     }
 }
 
@@ -365,14 +371,17 @@ pub enum Notice {
         /// The run may now be claimed (queued, released, or decided to go on without an owner).
         claimable: bool,
     },
+    /// A task was put on queue `queue` (or back on it).
+    Queue { queue: String },
     /// Notices may have been lost (the listener reconnected): re-check what matters.
     Resync,
 }
 
-/// Persistence of workflows, templates, runs, logs, leases and the hook outbox (and the
-/// store's own [`Lifecycle`] and [`Curation`] of what it holds).
+/// Persistence of workflows, templates, runs, logs, leases, the hook outbox, (through
+/// [`TaskStore`]) task queues, and the store's own [`Lifecycle`] and [`Curation`] of what it
+/// holds.
 #[async_trait]
-pub trait Store: Lifecycle + Curation + Send + Sync + 'static {
+pub trait Store: Lifecycle + Curation + TaskStore + Send + Sync + 'static {
     /// Answers when the store can serve requests (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
 

@@ -4,6 +4,8 @@
 //! It must forward every trait method, provided ones included: a provided method left
 //! out here would silently answer with its default instead of the wrapped store's.
 
+mod tasks;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -88,6 +90,18 @@ operations!(
     list_webhooks,
     delete_webhook,
     list_events,
+    claim_tasks,
+    heartbeat_task,
+    end_task,
+    expire_tasks,
+    unsettled_tasks,
+    settle_task,
+    get_task,
+    task_times,
+    list_queues,
+    record_worker,
+    list_workers,
+    prune_workers,
 );
 
 /// The wrapped store, timed.

@@ -9,6 +9,7 @@ use crate::helpers::{ServerProcess, TestApp, spawn_app_with, wait_until, write_c
 
 pub const ADMIN: &str = "admin-token-0123456789";
 pub const READER: &str = "reader-token-0123456789";
+pub const WORKER: &str = "worker-token-0123456789";
 
 /// A server with an `ops` admin token and a `grafana` reader token; its client sends the
 /// admin token.
@@ -24,6 +25,11 @@ pub async fn secured() -> TestApp {
                 name: "grafana".into(),
                 token: READER.into(),
                 role: "reader".into(),
+            },
+            RawToken {
+                name: "robot".into(),
+                token: WORKER.into(),
+                role: "worker".into(),
             },
         ];
     })
@@ -96,6 +102,7 @@ pub fn concrete(path: &str, ids: &Ids) -> String {
         .replace("/schedules/{id}", "/schedules/nightly")
         .replace("/triggers/{name}", "/triggers/deploy")
         .replace("/hooks/{name}", "/hooks/deploy")
+        .replace("/tasks/{id}", "/tasks/task_01J00000000000000000000000")
 }
 
 async fn call(
@@ -163,7 +170,7 @@ async fn readers_read_stream_and_validate_but_only_admins_write() {
         let what = format!("{} {path}", route.method);
         let response = call(&reader, &app, route.method, &path).await;
         // The fixture trigger has no secret: deliveries to it need an admin token.
-        if matches!(route.access, Access::Write | Access::Signed) {
+        if matches!(route.access, Access::Write | Access::Signed | Access::Work) {
             let status = response.status();
             let body: Value = response.json().await.unwrap();
             assert_eq!(status, 403, "{what}: {body}");
@@ -193,6 +200,42 @@ async fn readers_read_stream_and_validate_but_only_admins_write() {
             route.method
         );
     }
+}
+
+#[tokio::test]
+async fn workers_may_use_the_worker_api_and_read_queues_but_nothing_else() {
+    let app = secured().await;
+    let ids = fixtures(&app).await;
+    let worker = TestApp::client_with_token(WORKER);
+    for route in ROUTES.iter().filter(|r| r.access != Access::Open) {
+        let path = concrete(route.path, &ids);
+        let what = format!("{} {path}", route.method);
+        let response = call(&worker, &app, route.method, &path).await;
+        let status = response.status();
+        if matches!(route.access, Access::Read | Access::Write) {
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(status, 403, "{what}: {body}");
+            assert!(
+                body["detail"].as_str().unwrap().contains("worker"),
+                "{body}"
+            );
+        } else {
+            assert!(
+                status != 401 && status != 403,
+                "{what} refused a worker: {status}"
+            );
+        }
+    }
+    assert_eq!(app.run(&ids.run).await["status"], "WAITING_APPROVAL");
+    let me: Value = worker
+        .get(app.url("/v1/whoami"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me, json!({"name": "robot", "role": "worker"}));
 }
 
 #[tokio::test]

@@ -9,6 +9,7 @@ mod curation;
 mod flow;
 #[path = "../api/helpers.rs"]
 mod helpers;
+mod queues;
 mod runs;
 mod server;
 mod triggers;

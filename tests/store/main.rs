@@ -12,6 +12,7 @@ mod lifecycle;
 mod logs;
 mod notices;
 mod runs;
+mod tasks;
 mod triggers;
 mod wal;
 mod workflows;
@@ -120,4 +121,14 @@ conformance!(
     lifecycle::only_acknowledged_events_past_the_cutoff_are_pruned,
     lifecycle::a_hook_lease_has_one_holder_until_it_expires_or_is_released,
     lifecycle::a_store_taking_writes_is_writable,
+    tasks::tasks_are_claimed_once_oldest_first_each_with_its_token,
+    tasks::concurrent_claimers_take_every_task_exactly_once,
+    tasks::only_the_live_claim_heartbeats_and_ends_it,
+    tasks::expired_claims_end_once_and_go_back_with_the_next_attempt,
+    tasks::the_attempt_timeout_caps_the_lease,
+    tasks::canceled_tasks_leave_the_queue_and_tell_their_claim,
+    tasks::retries_become_claimable_at_their_time,
+    tasks::task_changes_commit_only_with_their_runs_guard,
+    tasks::queues_and_workers_are_listed_with_what_they_hold,
+    tasks::ended_claims_stay_unsettled_until_applied,
 );

@@ -8,6 +8,7 @@ mod flow;
 mod scenarios;
 mod server;
 mod target;
+mod tasks;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -46,7 +47,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "latency,throughput,fanout,scale,parked,foreach,waiting"
+        default_value = "latency,throughput,fanout,scale,parked,foreach,waiting,tasks"
     )]
     scenarios: Vec<String>,
     /// A PostgreSQL DSN: measure that store instead of the embedded one.
@@ -62,6 +63,26 @@ fn main() -> anyhow::Result<()> {
     if argv.nth(1).is_some_and(|a| a == "__serve") {
         let config = argv.next().context("__serve needs a config path")?;
         return serve(PathBuf::from(config));
+    }
+    let mut argv = std::env::args_os();
+    if argv.nth(1).is_some_and(|a| a == "__worker") {
+        // `orchestrator worker …`, exactly as the shipped binary runs it.
+        let cli = <orchestrator::cli::Cli as clap::Parser>::parse_from(
+            std::iter::once(std::ffi::OsString::from("orchestrator")).chain(argv),
+        );
+        let Some(orchestrator::cli::Command::Client(command)) = cli.command else {
+            anyhow::bail!("__worker needs a client command");
+        };
+        let code = orchestrator::client::main(
+            &cli.client,
+            command,
+            <orchestrator::cli::Cli as clap::CommandFactory>::command,
+        );
+        return if code == std::process::ExitCode::SUCCESS {
+            Ok(())
+        } else {
+            anyhow::bail!("the worker failed")
+        };
     }
     let args = Args::parse();
     tokio::runtime::Builder::new_multi_thread()
@@ -323,6 +344,87 @@ async fn drive(args: Args) -> anyhow::Result<()> {
             json!({"runs": w.runs, "rss_before_mib": mib(w.rss_before),
                 "rss_waiting_mib": mib(w.rss_waiting), "added_mib": added, "park_s": w.park_s}),
         );
+    }
+
+    if want("tasks") {
+        let server = Server::start(dsn)?;
+        let client = Client::new(&server.url);
+        let t2 = client.create_workflow(tasks::t2(&target_url)).await?;
+        let h2 = client.create_workflow(tasks::h2(&target_url)).await?;
+        println!("Task queues: T2 (task step + http step) beside H2 (two http steps)");
+        let mut section = serde_json::Map::new();
+        {
+            let one = tasks::FastWorkers::start(&client, 1, 1);
+            tasks::settle().await;
+            scenarios::latency(&client, &target, &t2, 20, Confirm::Stream).await?;
+            one.wake_ms.lock().await.clear();
+            let (mut task, mut http) = (Vec::new(), Vec::new());
+            for _ in 0..args.repeat {
+                task.push(stats(
+                    scenarios::latency(&client, &target, &t2, args.latency_runs, Confirm::Stream)
+                        .await?,
+                ));
+                http.push(stats(
+                    scenarios::latency(&client, &target, &h2, args.latency_runs, Confirm::Stream)
+                        .await?,
+                ));
+            }
+            let wake = stats(one.wake_ms.lock().await.clone());
+            one.stop().await?;
+            let median = |v: &[Value], k: &str| {
+                stats(v.iter().map(|s| s[k].as_f64().unwrap_or(0.0)).collect())
+            };
+            row("T2 round trip median", &median(&task, "median"), "ms");
+            row("T2 round trip p99", &median(&task, "p99"), "ms");
+            row("H2 median", &median(&http, "median"), "ms");
+            row("H2 p99", &median(&http, "p99"), "ms");
+            row("enqueue → parked poll", &wake, "ms");
+            section.insert(
+                "round_trip".into(),
+                json!({"task": task, "http": http, "enqueue_to_poll_ms": wake}),
+            );
+        }
+        for (label, shell) in [
+            ("in-harness workers", false),
+            ("orchestrator worker --exec cat", true),
+        ] {
+            let fast;
+            let _shell;
+            if shell {
+                _shell = Some(tasks::ShellWorkers::start(&server.url, 4, 16)?);
+                fast = None;
+            } else {
+                _shell = None;
+                fast = Some(tasks::FastWorkers::start(&client, 4, 16));
+            }
+            tasks::settle().await;
+            scenarios::throughput(&server, &client, &target, &t2, 50, Duration::from_secs(1))
+                .await?;
+            let mut rates = Vec::new();
+            for _ in 0..args.repeat {
+                rates
+                    .push(scenarios::throughput(&server, &client, &target, &t2, 50, window).await?);
+            }
+            if let Some(fast) = fast {
+                fast.stop().await?;
+            }
+            let s = stats(rates.iter().map(|r| r.runs_per_s).collect());
+            let cpu = stats(rates.iter().map(|r| r.cpu_us_per_step / 2.0).collect());
+            row(&format!("tasks/s, {label}"), &s, "tasks/s");
+            row("  server CPU per step", &cpu, "µs");
+            section.insert(
+                format!("throughput {label}"),
+                json!({"tasks_per_s": s, "server_cpu_us_per_step": cpu}),
+            );
+        }
+        let mut rates = Vec::new();
+        for _ in 0..args.repeat {
+            rates.push(scenarios::throughput(&server, &client, &target, &h2, 50, window).await?);
+        }
+        let s = stats(rates.iter().map(|r| r.runs_per_s).collect());
+        row("H2 runs/s, 50 in flight", &s, "runs/s");
+        section.insert("throughput http".into(), json!({"runs_per_s": s}));
+        results.insert("tasks".into(), Value::Object(section));
     }
 
     std::fs::write(

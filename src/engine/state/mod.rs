@@ -20,6 +20,9 @@ mod results;
 mod rules;
 mod scope;
 #[cfg(test)]
+mod task_tests;
+mod tasks;
+#[cfg(test)]
 mod tests;
 mod waits;
 
@@ -37,6 +40,7 @@ use scope::ScopeCache;
 
 pub use budget::{count_tokens, effective as effective_budget};
 pub use render::{Deferred, Rendered, check_input_size};
+pub use tasks::{DEFAULT_HEARTBEAT, NotWaiting};
 pub use waits::EventRefusal;
 
 /// A step the runner must start now.

@@ -9,7 +9,7 @@ use super::RunState;
 use crate::model::{
     Approval, LogLevel, NewEvent, NewLogEntry, RunStatus, StatusChange, StepStatus,
 };
-use crate::store::{Guard, OwnerChange, Rerun, RunHead, Transition};
+use crate::store::{Guard, OwnerChange, Rerun, RunHead, TaskOp, Transition};
 
 /// What changed since the last commit.
 #[derive(Debug, Default)]
@@ -27,6 +27,7 @@ pub(super) struct Changes {
     approvals: Vec<Approval>,
     logs: Vec<NewLogEntry>,
     events: Vec<NewEvent>,
+    tasks: Vec<TaskOp>,
 }
 
 impl RunState {
@@ -111,6 +112,9 @@ impl RunState {
         let at = self.now();
         if status.is_finished() && self.run.steps[idx].items.is_some() {
             self.close_items(idx);
+        }
+        if status != StepStatus::Waiting {
+            self.release_task(idx);
         }
         let step = &mut self.run.steps[idx];
         step.status = status;
@@ -212,7 +216,14 @@ impl RunState {
         tx.approvals = changes.approvals.clone();
         tx.logs = changes.logs.clone();
         tx.events = changes.events.clone();
+        tx.tasks = changes.tasks.clone();
         (!tx.is_empty()).then_some(tx)
+    }
+
+    /// Records a change to a task row, written with the next commit.
+    pub(super) fn record_task(&mut self, op: TaskOp) {
+        self.changes.tasks.push(op);
+        self.changes.other = true;
     }
 
     /// Forgets the recorded changes, now committed at revision `rev`.

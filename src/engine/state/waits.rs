@@ -63,6 +63,7 @@ impl RunState {
                 // The runner starts the child and calls wait_for_child; reaching here means
                 // it could not, and has failed the step instead.
             }
+            Parking::Task { queue, payload } => self.enqueue_task(idx, queue, payload),
         }
     }
 
@@ -72,7 +73,7 @@ impl RunState {
         self.wait_on(idx, Waiting::Child { run_id }, message);
     }
 
-    fn wait_on(&mut self, idx: usize, waiting: Waiting, message: String) {
+    pub(super) fn wait_on(&mut self, idx: usize, waiting: Waiting, message: String) {
         self.run.steps[idx].waiting = Some(waiting);
         self.set_step(idx, StepStatus::Waiting, LogLevel::Info, message);
     }
@@ -314,6 +315,9 @@ impl RunState {
                 }
                 (StepStatus::Waiting, Some(Waiting::Child { run_id })) => {
                     parts.push(format!("child run {run_id} ({})", s.name))
+                }
+                (StepStatus::Waiting, Some(Waiting::Task { queue, .. })) => {
+                    parts.push(format!("a worker on queue {queue:?} ({})", s.name))
                 }
                 _ => {}
             }

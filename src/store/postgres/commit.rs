@@ -120,6 +120,12 @@ pub async fn commit<C: GenericClient>(c: &C, tx: Transition) -> Result<Done<Comm
     let Some(row) = c.query_opt(&stmt, &params).await? else {
         return Err(guard_failure(c, &tx.run_id, &tx.guard).await.into());
     };
+    super::tasks::apply_ops(c, &tx.tasks).await?;
+    let queues = tx
+        .tasks
+        .iter()
+        .filter_map(|op| op.fills().map(str::to_owned))
+        .collect();
     let (rev, log_seq, status, unowned): (i64, i64, String, bool) =
         (get(&row, 0)?, get(&row, 1)?, get(&row, 3)?, get(&row, 4)?);
     let first_log = (log_seq - n_logs + 1) as u64;
@@ -140,6 +146,7 @@ pub async fn commit<C: GenericClient>(c: &C, tx: Transition) -> Result<Done<Comm
             rev: Some(rev as u64),
             logs: (n_logs > 0).then_some((first_log, log_seq as u64)),
             claimable,
+            queues,
         }],
     })
 }

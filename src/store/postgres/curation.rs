@@ -328,6 +328,7 @@ pub async fn delete_run<C: GenericClient>(c: &C, id: &str, by: &str) -> Result<D
     let (workflow_id, status): (String, String) = (get(&row, 0)?, get(&row, 1)?);
     c.execute(
         "WITH s AS (DELETE FROM step_runs WHERE run_id = $1), \
+              t AS (DELETE FROM tasks WHERE run_id = $1), \
               a AS (DELETE FROM approvals WHERE run_id = $1), \
               l AS (DELETE FROM run_logs WHERE run_id = $1), \
               e AS (DELETE FROM events WHERE run_id = $1) \

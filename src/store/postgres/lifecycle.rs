@@ -60,6 +60,7 @@ impl Lifecycle for PostgresStore {
                                 rev: None,
                                 logs: None,
                                 claimable: true,
+                                queues: Vec::new(),
                             })
                         })
                         .collect::<Result<Vec<_>, StoreError>>()?;
@@ -86,6 +87,7 @@ impl Lifecycle for PostgresStore {
                  AND p.status NOT IN ('SUCCEEDED', 'FAILED', 'CANCELED')) \
                ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED), \
              s AS (DELETE FROM step_runs WHERE run_id IN (SELECT id FROM doomed)), \
+             t AS (DELETE FROM tasks WHERE run_id IN (SELECT id FROM doomed)), \
              a AS (DELETE FROM approvals WHERE run_id IN (SELECT id FROM doomed)), \
              l AS (DELETE FROM run_logs WHERE run_id IN (SELECT id FROM doomed)), \
              k AS (DELETE FROM idempotency_keys WHERE run_id IN (SELECT id FROM doomed)), \

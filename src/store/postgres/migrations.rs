@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_api.sql"),
     include_str!("migrations/0004_triggers.sql"),
     include_str!("migrations/0005_lifecycle.sql"),
+    include_str!("migrations/0006_tasks.sql"),
 ];
 
 /// The advisory lock key that serialises migrations ("orchmigr").

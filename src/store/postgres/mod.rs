@@ -15,8 +15,10 @@ mod lifecycle;
 mod migrations;
 mod notify;
 mod queries;
+mod queues;
 mod rows;
 mod runs;
+mod tasks;
 mod triggers;
 mod writer;
 

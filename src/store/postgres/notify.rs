@@ -34,6 +34,9 @@ pub struct Outgoing {
     pub logs: Option<(u64, u64)>,
     #[serde(rename = "c", default, skip_serializing_if = "std::ops::Not::not")]
     pub claimable: bool,
+    /// Task queues the change put a task on.
+    #[serde(rename = "q", default, skip_serializing_if = "Vec::is_empty")]
+    pub queues: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -58,12 +61,17 @@ pub fn payloads(origin: &str, notices: Vec<Outgoing>) -> Vec<String> {
             (a, b) => a.or(b),
         };
         entry.claimable |= n.claimable;
+        for q in n.queues {
+            if !entry.queues.contains(&q) {
+                entry.queues.push(q);
+            }
+        }
     }
     let mut out = Vec::new();
     let mut chunk: Vec<Outgoing> = Vec::new();
     let mut size = 0;
     for n in merged.into_values() {
-        let len = n.run_id.len() + 64;
+        let len = n.run_id.len() + 64 + n.queues.iter().map(|q| q.len() + 3).sum::<usize>();
         if size + len > MAX_PAYLOAD && !chunk.is_empty() {
             out.push(encode(origin, std::mem::take(&mut chunk)));
             size = 0;
@@ -92,18 +100,17 @@ fn decode(origin: &str, text: &str) -> Option<Vec<Notice>> {
     if payload.origin == origin {
         return None;
     }
-    Some(
-        payload
-            .notices
-            .into_iter()
-            .map(|n| Notice::Run {
-                run_id: n.run_id,
-                rev: n.rev,
-                logs: n.logs,
-                claimable: n.claimable,
-            })
-            .collect(),
-    )
+    let mut out = Vec::new();
+    for n in payload.notices {
+        out.extend(n.queues.into_iter().map(|queue| Notice::Queue { queue }));
+        out.push(Notice::Run {
+            run_id: n.run_id,
+            rev: n.rev,
+            logs: n.logs,
+            claimable: n.claimable,
+        });
+    }
+    Some(out)
 }
 
 /// Sends the notices of committed batches, merged, until every writer is gone. A failed
@@ -211,12 +218,14 @@ mod tests {
                 rev: Some(3),
                 logs: Some((4, 5)),
                 claimable: false,
+                queues: vec!["q1".into()],
             },
             Outgoing {
                 run_id: "run_a".into(),
                 rev: Some(4),
                 logs: Some((6, 6)),
                 claimable: true,
+                queues: vec!["q1".into(), "q2".into()],
             },
         ];
         let texts = payloads("me", notices);
@@ -225,12 +234,16 @@ mod tests {
         let got = decode("other", &texts[0]).unwrap();
         assert_eq!(
             got,
-            vec![Notice::Run {
-                run_id: "run_a".into(),
-                rev: Some(4),
-                logs: Some((4, 6)),
-                claimable: true
-            }]
+            vec![
+                Notice::Queue { queue: "q1".into() },
+                Notice::Queue { queue: "q2".into() },
+                Notice::Run {
+                    run_id: "run_a".into(),
+                    rev: Some(4),
+                    logs: Some((4, 6)),
+                    claimable: true
+                }
+            ]
         );
     }
 
@@ -242,6 +255,7 @@ mod tests {
                 rev: Some(i),
                 logs: Some((i, i + 10)),
                 claimable: true,
+                queues: vec![format!("queue-{i}")],
             })
             .collect();
         let texts = payloads("me", notices);

@@ -118,6 +118,7 @@ pub async fn create_run<C: GenericClient>(
         rev: None,
         logs: (log_count > 0).then_some((1, log_count)),
         claimable: owner.is_none(),
+        queues: Vec::new(),
     };
     let run = new.into_run(at);
     Ok(Done {
@@ -191,6 +192,7 @@ pub async fn claim<C: GenericClient>(
                 rev: Some(*rev as u64),
                 logs: None,
                 claimable: false,
+                queues: Vec::new(),
             })
             .collect(),
         value: ids.into_iter().map(|(id, _)| id).collect(),
@@ -223,6 +225,7 @@ pub async fn append_client_logs<C: GenericClient>(
                     rev: None,
                     logs: (n > 0).then_some((first, last as u64)),
                     claimable: false,
+                    queues: Vec::new(),
                 }],
             })
         }

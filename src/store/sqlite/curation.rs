@@ -354,6 +354,7 @@ pub fn delete_run(conn: &Connection, id: &str, by: &str) -> Result<Deletion, Sto
     };
     for table in [
         "step_runs",
+        "tasks",
         "approvals",
         "run_logs",
         "events",

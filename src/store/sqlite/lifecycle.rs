@@ -16,8 +16,9 @@ use super::pool::unavailable;
 use super::rows::ms;
 
 /// The tables holding a run's rows besides `runs` itself, each keyed by `run_id`.
-const RUN_CHILDREN: [&str; 5] = [
+const RUN_CHILDREN: [&str; 6] = [
     "step_runs",
+    "tasks",
     "approvals",
     "run_logs",
     "idempotency_keys",

@@ -9,8 +9,10 @@ mod backup;
 mod curation;
 mod lifecycle;
 mod pool;
+mod queues;
 mod rows;
 mod runs;
+mod tasks;
 mod triggers;
 mod workflows;
 
@@ -45,6 +47,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_api.sql"),
     include_str!("migrations/0004_triggers.sql"),
     include_str!("migrations/0005_lifecycle.sql"),
+    include_str!("migrations/0006_tasks.sql"),
 ];
 
 /// How the embedded store is opened.

@@ -293,6 +293,7 @@ pub fn commit(conn: &Connection, tx: Transition) -> Result<Committed, StoreError
     put_events(conn, &tx.run_id, &workflow_id, first_event, tx.events)?;
     let first_log = log_seq as u64 + 1 - tx.logs.len() as u64;
     let logs = put_logs(conn, &tx.run_id, first_log, tx.logs)?;
+    super::tasks::apply_ops(conn, &tx.tasks)?;
     Ok(Committed {
         rev: rev as u64,
         logs,
