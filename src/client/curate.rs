@@ -139,6 +139,7 @@ const WORKFLOWS: Listing = Listing {
         }),
     ],
     empty: "No workflows.",
+    paged: true,
 };
 
 /// `workflows`: the latest version of each, newest first.

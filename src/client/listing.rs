@@ -72,6 +72,9 @@ pub struct Listing {
     pub columns: &'static [Column],
     /// Printed instead of an empty table.
     pub empty: &'static str,
+    /// Whether the endpoint pages (takes `limit` and `cursor`); one that does not answers
+    /// every item at once and refuses those parameters.
+    pub paged: bool,
 }
 
 /// Pages through the listing (following `next_cursor`) until `limit` items, then prints
@@ -84,7 +87,15 @@ pub async fn show(
     format: Format,
     style: Style,
 ) -> Result<(), ClientError> {
-    let items = fetch(api, listing.path, query, limit).await?;
+    let items = if listing.paged {
+        fetch(api, listing.path, query, limit).await?
+    } else {
+        let answer = api.get(listing.path, query).await?;
+        let Some(items) = answer["items"].as_array() else {
+            return Err(ClientError::Protocol("a list answer has no items".into()));
+        };
+        items.clone()
+    };
     match format {
         Format::Json => output::print_json(&json!({ "items": items }))?,
         Format::Table if items.is_empty() => output::print(&format!("{}\n", listing.empty))?,

@@ -17,6 +17,7 @@ const QUEUES: Listing = Listing {
         Column::text("WORKERS", "/workers"),
     ],
     empty: "No queues.",
+    paged: false,
 };
 
 const WORKERS: Listing = Listing {
@@ -28,6 +29,7 @@ const WORKERS: Listing = Listing {
         Column::ago("SEEN", "/last_seen"),
     ],
     empty: "No workers seen in the last five minutes.",
+    paged: false,
 };
 
 /// How long the oldest waiting task has waited, e.g. `1m 5s`.

@@ -61,6 +61,7 @@ const RUNS: Listing = Listing {
         }),
     ],
     empty: "No runs.",
+    paged: true,
 };
 
 /// `runs`: summaries (`view=summary`), newest first; `get RUN` shows a whole run.

@@ -322,7 +322,12 @@ impl Shared {
         run_id: &str,
         request: Intervention,
     ) -> Result<Run, EngineError> {
-        for _ in 0..20 {
+        for attempt in 0..DECIDE_ATTEMPTS {
+            if attempt > 0 {
+                // Another writer (a run task starting or ending, a replica) moved the run
+                // between our read and our commit: let it settle before reading again.
+                tokio::time::sleep(decide_backoff(attempt)).await;
+            }
             let task = self.active.lock().ok().and_then(|a| a.get(run_id).cloned());
             if let Some(task) = task {
                 let (reply, answer) = oneshot::channel();
@@ -336,7 +341,6 @@ impl Shared {
                     return result;
                 }
                 // The task ended before it answered: decide from the store instead.
-                tokio::task::yield_now().await;
                 continue;
             }
             let run = self.store.get_run(run_id).await?;
@@ -406,4 +410,13 @@ fn started_by(trigger: Option<&RunTrigger>) -> String {
             None => format!(" by webhook trigger {name}"),
         },
     }
+}
+
+/// How many times a decision is tried against a run that keeps changing under it.
+const DECIDE_ATTEMPTS: u32 = 20;
+
+/// The pause before decision attempt `attempt` (1-based): 2 ms doubling to 200 ms, under
+/// 3 s over every attempt, so a run that is starting or finishing elsewhere can settle.
+fn decide_backoff(attempt: u32) -> std::time::Duration {
+    std::time::Duration::from_millis((1u64 << attempt.min(8)).min(200))
 }

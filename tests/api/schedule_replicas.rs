@@ -19,7 +19,7 @@ const SPAN: Duration = Duration::from_secs(20);
 fn replica_config(dir: &Path, name: &str, dsn: &str) -> std::path::PathBuf {
     let path = dir.join(format!("{name}.yaml"));
     let text = format!(
-        "server:\n  host: 127.0.0.1\n  port: 0\n  workers: 2\n\
+        "server:\n  id: {name}\n  host: 127.0.0.1\n  port: 0\n  workers: 2\n\
          database:\n  dsn: {dsn}\n  pool_size: 8\n  statement_timeout: 10s\n\
          engine:\n  poll_interval: 100ms\n  lease_ttl: 5s\n"
     );

@@ -384,7 +384,7 @@ fn replica(dir: &Path, name: &str, dsn: &str) -> std::path::PathBuf {
     std::fs::write(
         &path,
         format!(
-            "server:\n  host: 127.0.0.1\n  port: 0\n  workers: 2\ndatabase:\n  dsn: {dsn}\n  pool_size: 8\n\
+            "server:\n  id: {name}\n  host: 127.0.0.1\n  port: 0\n  workers: 2\ndatabase:\n  dsn: {dsn}\n  pool_size: 8\n\
              engine:\n  poll_interval: 1s\n  lease_ttl: 5s\n"
         ),
     )

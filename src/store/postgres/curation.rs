@@ -153,7 +153,8 @@ async fn load_summaries<C: GenericClient>(
     let steps = c
         .query(
             "SELECT run_id, idx, step_id, name, action, status, error, NULL::text, http_code, \
-             '[]', started_at, finished_at, waiting_since, truncated, NULL::text FROM step_runs \
+             '[]', started_at, finished_at, waiting_since, truncated, NULL::text, interruptions \
+             FROM step_runs \
              WHERE run_id = ANY($1) ORDER BY run_id, idx",
             &[&ids],
         )

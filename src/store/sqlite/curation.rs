@@ -185,7 +185,7 @@ fn load_summaries(
     let mut stmt = conn
         .prepare_cached(&format!(
             "SELECT run_id, idx, step_id, name, action, status, error, NULL, http_code, '[]', \
-             started_at, finished_at, waiting_since, truncated, NULL FROM step_runs \
+             started_at, finished_at, waiting_since, truncated, NULL, interruptions FROM step_runs \
              WHERE run_id IN ({marks}) ORDER BY run_id, idx"
         ))
         .map_err(unavailable)?;
