@@ -175,6 +175,9 @@ impl Engine {
                 if first_end.is_some_and(|end| end < queues.next_sweep.load(Ordering::Relaxed)) {
                     queues.claimed.notify_one();
                 }
+                if claimed.len() >= max {
+                    parked.leaves_full();
+                }
                 return Ok(self.hand_out(claimed, tokens));
             }
             if Instant::now() >= deadline || shared.shutdown.is_cancelled() {
