@@ -5,13 +5,14 @@
 //! ceiling, prints a table and writes JSON. `cargo run --release --bin bench -- --help`.
 
 mod flow;
+mod growth;
 mod scenarios;
 mod server;
 mod target;
 mod tasks;
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
@@ -43,7 +44,16 @@ struct Args {
     /// Runs parked on a timer in the `waiting` scenario.
     #[arg(long, default_value_t = 10_000)]
     waiting: usize,
-    /// Scenarios to run.
+    /// W10 runs in the `growth` scenario, in all (driven by clients that poll each run).
+    #[arg(long, default_value_t = 100_000)]
+    growth_runs: usize,
+    /// Batches the growth runs are measured in.
+    #[arg(long, default_value_t = 5)]
+    growth_batches: usize,
+    /// Runs in flight in the `growth` scenario.
+    #[arg(long, default_value_t = 20)]
+    growth_in_flight: usize,
+    /// Scenarios to run (`growth` is not among the defaults: it takes minutes).
     #[arg(
         long,
         value_delimiter = ',',
@@ -91,7 +101,7 @@ fn main() -> anyhow::Result<()> {
         .block_on(drive(args))
 }
 
-/// Server mode: exactly what `orchestrator -config FILE` does.
+/// Server mode: what `orchestrator -config FILE` does (SIGTERM stops it gracefully).
 fn serve(config: PathBuf) -> anyhow::Result<()> {
     let config = orchestrator::config::Config::load(&config)?;
     orchestrator::telemetry::init(&config.log);
@@ -100,7 +110,13 @@ fn serve(config: PathBuf) -> anyhow::Result<()> {
         .build()?
         .block_on(async {
             let app = orchestrator::app::App::build(config).await?;
-            app.run(std::future::pending()).await?;
+            // SIGTERM stops it gracefully, as it stops `main`.
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            app.run(async move {
+                term.recv().await;
+            })
+            .await?;
             anyhow::Ok(())
         })
 }
@@ -343,6 +359,74 @@ async fn drive(args: Args) -> anyhow::Result<()> {
             "waiting".into(),
             json!({"runs": w.runs, "rss_before_mib": mib(w.rss_before),
                 "rss_waiting_mib": mib(w.rss_waiting), "added_mib": added, "park_s": w.park_s}),
+        );
+    }
+
+    if want("growth") {
+        let mut server = Server::start(dsn)?;
+        let client = Client::new(&server.url);
+        let wf = client.create_workflow(scenarios::w10(&target_url)).await?;
+        let batches = args.growth_batches.max(1);
+        let per_batch = (args.growth_runs / batches).max(1);
+        println!(
+            "Growth: {} W10 runs in {batches} batches, {} in flight, each client reading its run every 5 ms until it ends",
+            per_batch * batches,
+            args.growth_in_flight
+        );
+        println!(
+            "  {:>9} {:>9} {:>12} {:>10} {:>10} {:>10} {:>10} {:>9} {:>7}",
+            "runs",
+            "runs/s",
+            "CPU/step µs",
+            "db MiB",
+            "WAL MiB",
+            "WAL peak",
+            "bytes/run",
+            "RSS MiB",
+            "polls"
+        );
+        let measured = growth::growth(
+            &server,
+            &client,
+            &wf,
+            batches,
+            per_batch,
+            args.growth_in_flight,
+            Duration::from_millis(5),
+        )
+        .await?;
+        let mut rows = Vec::new();
+        for b in &measured {
+            let per_run = (b.db_bytes + b.wal_bytes) as f64 / b.runs_done as f64;
+            println!(
+                "  {:>9} {:>9.0} {:>12.0} {:>10.1} {:>10.1} {:>10.1} {:>10.0} {:>9.1} {:>7.1}",
+                b.runs_done,
+                b.runs_per_s,
+                b.cpu_us_per_step,
+                mib(b.db_bytes),
+                mib(b.wal_bytes),
+                mib(b.wal_peak),
+                per_run,
+                mib(b.rss),
+                b.polls_per_run
+            );
+            rows.push(json!({"runs": b.runs_done, "runs_per_s": b.runs_per_s,
+                "server_cpu_us_per_step": b.cpu_us_per_step, "db_mib": mib(b.db_bytes),
+                "wal_mib": mib(b.wal_bytes), "wal_peak_mib": mib(b.wal_peak),
+                "bytes_per_run": per_run, "rss_mib": mib(b.rss), "polls_per_run": b.polls_per_run}));
+        }
+        let stopped = Instant::now();
+        let status = server.stop()?;
+        let (db, wal) = server.store_bytes();
+        println!(
+            "  after SIGTERM ({status}, {:.1} s): db {:.1} MiB, WAL {:.1} MiB",
+            stopped.elapsed().as_secs_f64(),
+            mib(db),
+            mib(wal)
+        );
+        results.insert(
+            "growth".into(),
+            json!({"batches": rows, "after_stop": {"db_mib": mib(db), "wal_mib": mib(wal)}}),
         );
     }
 

@@ -104,6 +104,23 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Bytes of the embedded store's database file and of its write-ahead log (zero for a
+    /// file that does not exist, or on PostgreSQL).
+    pub fn store_bytes(&self) -> (u64, u64) {
+        let size =
+            |name: &str| std::fs::metadata(self._dir.path().join(name)).map_or(0, |m| m.len());
+        (size("bench.db"), size("bench.db-wal"))
+    }
+
+    /// Stops the server with SIGTERM, as an operator would, and waits for it to exit.
+    pub fn stop(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status()?;
+        Ok(self.child.wait()?)
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
