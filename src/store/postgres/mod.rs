@@ -46,6 +46,13 @@ use writer::{Done, Fault, Writer};
 
 /// How long start-up, readiness and callers wait for a connection before giving up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long PostgreSQL lets one of our transactions sit idle before it ends the session.
+/// Ours never wait between statements, so only a process that stopped mid-transaction
+/// (frozen, paused, cut off) trips it; its locks, among them the outbox's ordering lock
+/// that every writer takes, are then released for the other replicas.
+const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(5);
+
 /// Passes a lease renewal makes over runs it skipped because a commit held them.
 const RENEW_PASSES: u32 = 5;
 /// Pause between those passes.
@@ -102,8 +109,9 @@ impl PostgresStore {
         config.connect_timeout(CONNECT_TIMEOUT);
         config.application_name("orchestrator");
         config.options(format!(
-            "-c statement_timeout={}",
-            options.statement_timeout.as_millis()
+            "-c statement_timeout={} -c idle_in_transaction_session_timeout={}",
+            options.statement_timeout.as_millis(),
+            IDLE_IN_TRANSACTION.as_millis()
         ));
         migrations::run(&config).await?;
         let manager = Manager::from_config(
