@@ -224,3 +224,44 @@ fn the_layout_docs_name_every_module() {
     }
     assert!(missing.is_empty(), "{}", missing.join("\n"));
 }
+
+/// Migrations are applied by position (SQLite's `user_version`, PostgreSQL's
+/// `schema_migrations` count), so file `NNNN_` must be the `NNNN`th entry of its runner,
+/// and both stores must have the same migrations.
+#[test]
+fn migrations_are_numbered_in_the_order_they_are_applied_on_both_stores() {
+    let mut names = Vec::new();
+    for (store, runner) in [
+        ("sqlite", "store/sqlite/mod.rs"),
+        ("postgres", "store/postgres/migrations.rs"),
+    ] {
+        let dir = src().join("store").join(store).join("migrations");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        files.sort();
+        for (i, file) in files.iter().enumerate() {
+            assert!(
+                file.starts_with(&format!("{:04}_", i + 1)),
+                "{store}: {file} is migration {} by position",
+                i + 1
+            );
+        }
+        let code = std::fs::read_to_string(src().join(runner)).unwrap();
+        let included: Vec<&str> = code
+            .match_indices("include_str!(\"migrations/")
+            .map(|(at, m)| {
+                let rest = &code[at + m.len()..];
+                &rest[..rest.find('"').unwrap()]
+            })
+            .collect();
+        assert_eq!(
+            included, files,
+            "{runner} applies its migrations in file order"
+        );
+        names.push(files);
+    }
+    assert_eq!(names[0], names[1], "both stores have the same migrations");
+}

@@ -2,7 +2,7 @@
 //! mirrors the embedded store's statement of the same purpose.
 //!
 //! A context filter is a containment test on `context::jsonb`, which the GIN index of
-//! migration 0006 answers for any key; the other filters are plain conditions.
+//! migration 0003 answers for any key; the other filters are plain conditions.
 
 use std::collections::HashMap;
 
@@ -28,10 +28,8 @@ fn param(args: &mut Args, value: impl ToSql + Sync + Send + 'static) -> String {
     format!("${}", args.len())
 }
 
-/// The conditions of `filter` after `WHERE`, with their parameters in `args`. `triggers`
-/// says whether runs record what started them (`trigger_info`, from the triggers
-/// migration); without it every run was started through the API.
-fn run_conditions(filter: &RunFilter, args: &mut Args, triggers: bool) -> String {
+/// The conditions of `filter` after `WHERE`, with their parameters in `args`.
+fn run_conditions(filter: &RunFilter, args: &mut Args) -> String {
     let mut conditions = vec!["TRUE".to_owned()];
     if let Some(workflow_id) = &filter.workflow_id {
         conditions.push(format!(
@@ -55,8 +53,6 @@ fn run_conditions(filter: &RunFilter, args: &mut Args, triggers: bool) -> String
     }
     match filter.trigger.as_deref() {
         None => {}
-        Some("api") if !triggers => {}
-        Some(_) if !triggers => conditions.push("FALSE".into()),
         Some("api") => conditions.push("trigger_info IS NULL".into()),
         Some(kind) => {
             let p = param(args, kind.to_owned());
@@ -90,10 +86,9 @@ pub async fn list_runs<C: GenericClient>(
     c: &C,
     filter: &RunFilter,
     request: &PageRequest,
-    triggers: bool,
 ) -> Result<Page<Run>, StoreError> {
     let mut args = Args::new();
-    let conditions = run_conditions(filter, &mut args, triggers);
+    let conditions = run_conditions(filter, &mut args);
     let cursor = request
         .cursor
         .clone()
@@ -119,20 +114,6 @@ pub async fn list_runs<C: GenericClient>(
         load_runs(c, rows).await?
     };
     Ok(page(runs, request.limit, |r| r.id.clone()))
-}
-
-/// Whether runs record what started them (the triggers migration's `trigger_info`).
-pub async fn records_triggers<C: GenericClient>(c: &C) -> Result<bool, StoreError> {
-    let row = c
-        .query_one(
-            "SELECT count(*) FROM information_schema.columns \
-             WHERE table_schema = current_schema() AND table_name = 'runs' \
-             AND column_name = 'trigger_info'",
-            &[],
-        )
-        .await
-        .map_err(db_error)?;
-    Ok(get::<i64>(&row, 0)? > 0)
 }
 
 /// Runs with their steps' statuses and errors only (no outputs, attempts or approvals).
@@ -176,10 +157,9 @@ async fn load_summaries<C: GenericClient>(
 pub async fn count_runs_by_status<C: GenericClient>(
     c: &C,
     filter: &RunFilter,
-    triggers: bool,
 ) -> Result<Vec<(RunStatus, u64)>, StoreError> {
     let mut args = Args::new();
-    let conditions = run_conditions(filter, &mut args, triggers);
+    let conditions = run_conditions(filter, &mut args);
     let sql = format!("SELECT status, COUNT(*) FROM runs WHERE {conditions} GROUP BY status");
     let rows = c.query(&sql, &refs(&args)).await.map_err(db_error)?;
     rows.iter()

@@ -80,8 +80,6 @@ pub struct PostgresStore {
     config: tokio_postgres::Config,
     /// The lock of this process's `server.id`, once held.
     identity: std::sync::Mutex<Option<identity::Held>>,
-    /// Runs record what started them (`trigger_info`); see [`curation::records_triggers`].
-    triggers: bool,
 }
 
 /// Maps a database error to the store's vocabulary.
@@ -129,13 +127,6 @@ impl PostgresStore {
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| StoreError::unavailable_by("cannot build the pool", e))?;
-        let triggers = {
-            let c = pool
-                .get()
-                .await
-                .map_err(|e| StoreError::unavailable_by("no database connection", e))?;
-            curation::records_triggers(&c).await?
-        };
         let origin = crate::ids::new("store");
         let notices = Arc::new(broadcast::channel(NOTICE_CAPACITY).0);
         tokio::spawn(notify::listen(
@@ -153,7 +144,6 @@ impl PostgresStore {
             notices,
             config,
             identity: std::sync::Mutex::default(),
-            triggers,
         })
     }
 
@@ -290,13 +280,7 @@ impl Store for PostgresStore {
         filter: &RunFilter,
         request: &PageRequest,
     ) -> Result<Page<Run>, StoreError> {
-        read!(self, |c| curation::list_runs(
-            c,
-            filter,
-            request,
-            self.triggers
-        )
-        .await)
+        read!(self, |c| curation::list_runs(c, filter, request).await)
     }
 
     async fn commit(&self, transition: Transition) -> Result<Committed, StoreError> {
@@ -647,12 +631,7 @@ impl Curation for PostgresStore {
         &self,
         filter: &RunFilter,
     ) -> Result<Vec<(RunStatus, u64)>, StoreError> {
-        read!(self, |c| curation::count_runs_by_status(
-            c,
-            filter,
-            self.triggers
-        )
-        .await)
+        read!(self, |c| curation::count_runs_by_status(c, filter).await)
     }
 
     async fn delete_run(&self, id: &str, by: &str) -> Result<Deletion, StoreError> {

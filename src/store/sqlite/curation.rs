@@ -2,7 +2,7 @@
 //!
 //! Run filters become plain conditions on `runs`, walked newest first by id: the workflow
 //! and status filters use their indexes, a context filter on a top-level member looks its
-//! value up in `run_context_index` (kept by triggers, see migration 0006), and one on a
+//! value up in `run_context_index` (kept by triggers, see migration 0003), and one on a
 //! nested member or a long value reads each candidate's context with `->`. The summary
 //! view reads neither contexts nor step outputs and attempts.
 
@@ -21,7 +21,7 @@ use crate::store::encoding::{page, parse, split_cursor};
 use crate::store::{Archived, Deletion, StoreError, WorkflowEntry, WorkflowFilter};
 
 /// The longest value (as JSON text, in characters) `run_context_index` holds; migration
-/// 0006 indexes nothing longer.
+/// 0003 indexes nothing longer.
 const INDEXED_VALUE_CHARS: usize = 128;
 
 /// The key of a context filter `run_context_index` answers: a top-level member, every
@@ -34,13 +34,8 @@ fn indexed_key(matched: &ContextMatch) -> Option<&str> {
     matched.values.iter().all(short).then_some(key.as_str())
 }
 
-/// The conditions of `filter` after `WHERE`, and their arguments. `triggers` says whether
-/// runs record what started them (`trigger_info`, from the triggers migration); without
-/// it every run was started through the API.
-fn run_conditions(
-    filter: &RunFilter,
-    triggers: bool,
-) -> Result<(String, Vec<Box<dyn ToSql>>), StoreError> {
+/// The conditions of `filter` after `WHERE`, and their arguments.
+fn run_conditions(filter: &RunFilter) -> Result<(String, Vec<Box<dyn ToSql>>), StoreError> {
     let mut sql = String::from("1");
     let mut args: Vec<Box<dyn ToSql>> = Vec::new();
     let mut add = |sql: &mut String, condition: &str, values: Vec<Box<dyn ToSql>>| {
@@ -79,8 +74,6 @@ fn run_conditions(
     }
     match filter.trigger.as_deref() {
         None => {}
-        Some("api") if !triggers => {}
-        Some(_) if !triggers => add(&mut sql, "0", Vec::new()),
         Some("api") => add(&mut sql, "trigger_info IS NULL", Vec::new()),
         Some(kind) => add(
             &mut sql,
@@ -132,9 +125,8 @@ pub fn list_runs(
     conn: &Connection,
     filter: &RunFilter,
     request: &PageRequest,
-    triggers: bool,
 ) -> Result<Page<Run>, StoreError> {
-    let (conditions, mut args) = run_conditions(filter, triggers)?;
+    let (conditions, mut args) = run_conditions(filter)?;
     let cursor = request
         .cursor
         .clone()
@@ -152,17 +144,6 @@ pub fn list_runs(
         load_runs(conn, &sql, &refs)?
     };
     Ok(page(runs, request.limit, |r| r.id.clone()))
-}
-
-/// Whether runs record what started them (the triggers migration's `trigger_info`).
-pub fn records_triggers(conn: &Connection) -> Result<bool, StoreError> {
-    conn.query_row(
-        "SELECT count(*) FROM pragma_table_info('runs') WHERE name = 'trigger_info'",
-        [],
-        |r| r.get::<_, i64>(0),
-    )
-    .map(|n| n > 0)
-    .map_err(unavailable)
 }
 
 /// Runs with their steps' statuses and errors only (no outputs, attempts or approvals).
@@ -206,9 +187,8 @@ fn load_summaries(
 pub fn count_runs_by_status(
     conn: &Connection,
     filter: &RunFilter,
-    triggers: bool,
 ) -> Result<Vec<(RunStatus, u64)>, StoreError> {
-    let (conditions, args) = run_conditions(filter, triggers)?;
+    let (conditions, args) = run_conditions(filter)?;
     let sql = format!("SELECT status, COUNT(*) FROM runs WHERE {conditions} GROUP BY status");
     let refs: Vec<&dyn ToSql> = args.iter().map(|a| a.as_ref()).collect();
     let mut stmt = conn.prepare_cached(&sql).map_err(unavailable)?;

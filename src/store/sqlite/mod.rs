@@ -71,8 +71,6 @@ pub struct SqliteStore {
     _checkpointer: Checkpointer,
     path: PathBuf,
     _lock: File,
-    /// Runs record what started them (`trigger_info`); see [`curation::records_triggers`].
-    triggers: bool,
 }
 
 impl SqliteStore {
@@ -126,7 +124,6 @@ impl SqliteStore {
         })?;
         let conn = pool::open(path, synchronous_full, pool::WRITER_CACHE_KIB)?;
         migrate(&conn)?;
-        let triggers = curation::records_triggers(&conn)?;
         // One process owns the file (the lock above), so no lease can be live.
         conn.execute(
             "UPDATE runs SET owner = NULL, lease_expires_at = NULL WHERE owner IS NOT NULL",
@@ -145,7 +142,6 @@ impl SqliteStore {
             _checkpointer: Checkpointer::start(path, synchronous_full, CHECKPOINT_EVERY)?,
             path: path.to_owned(),
             _lock: lock,
-            triggers,
         })
     }
 
@@ -279,9 +275,9 @@ impl Store for SqliteStore {
         filter: &RunFilter,
         request: &PageRequest,
     ) -> Result<Page<Run>, StoreError> {
-        let (filter, request, triggers) = (filter.clone(), request.clone(), self.triggers);
+        let (filter, request) = (filter.clone(), request.clone());
         self.readers
-            .read(move |conn| curation::list_runs(conn, &filter, &request, triggers))
+            .read(move |conn| curation::list_runs(conn, &filter, &request))
             .await
     }
 
@@ -585,9 +581,9 @@ impl Curation for SqliteStore {
         &self,
         filter: &RunFilter,
     ) -> Result<Vec<(RunStatus, u64)>, StoreError> {
-        let (filter, triggers) = (filter.clone(), self.triggers);
+        let filter = filter.clone();
         self.readers
-            .read(move |conn| curation::count_runs_by_status(conn, &filter, triggers))
+            .read(move |conn| curation::count_runs_by_status(conn, &filter))
             .await
     }
 
