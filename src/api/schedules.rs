@@ -15,10 +15,10 @@ use super::body::Document;
 use super::fields::Fields;
 use super::schemas::Problem;
 use super::{ApiError, AppState, Caller};
-use crate::engine::StartRun;
-use crate::model::{Run, RunTrigger, Timestamp, now};
+use crate::model::{Run, Timestamp, now};
 use crate::size::json_len;
-use crate::store::{Overlap, Schedule, ScheduleFire, ScheduleUpdate, StoreError};
+use crate::store::{Overlap, Schedule, ScheduleUpdate, StoreError};
+use crate::triggers::scheduler::run_of;
 use crate::triggers::{CronError, CronSchedule};
 
 /// A schedule as served.
@@ -413,26 +413,7 @@ pub(super) async fn trigger(
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let s = state.store.get_schedule(&id).await?;
-    let fire_time = now();
-    let (run, _) = state
-        .engine
-        .start_run(StartRun {
-            workflow_id: s.workflow_id,
-            version: None,
-            context: s.context,
-            idempotency: None,
-            parent: None,
-            trigger: Some(RunTrigger::Schedule {
-                id: s.id.clone(),
-                fire_time,
-            }),
-            schedule: Some(ScheduleFire {
-                schedule_id: s.id,
-                claim: None,
-                fire_time,
-            }),
-        })
-        .await?;
+    let (run, _) = state.engine.start_run(run_of(&s, now(), None)).await?;
     state.metrics.schedule_fires("fired", 1);
     Ok(HttpResponse::Ok()
         .insert_header(("Location", format!("/v1/runs/{}", run.id)))

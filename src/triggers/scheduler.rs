@@ -184,23 +184,11 @@ impl Pass {
             Overlapping::Start => {}
             Overlapping::Skipped(settled) => return settled,
         }
-        let request = StartRun {
-            workflow_id: schedule.workflow_id.clone(),
-            version: None,
-            context: schedule.context.clone(),
-            idempotency: None,
-            parent: None,
-            trigger: Some(RunTrigger::Schedule {
-                id: id.to_owned(),
-                fire_time,
-            }),
-            schedule: Some(ScheduleFire {
-                schedule_id: id.to_owned(),
-                claim: Some((tick, next)),
-                fire_time,
-            }),
-        };
-        match self.engine.start_run(request).await {
+        match self
+            .engine
+            .start_run(run_of(&schedule, fire_time, Some((tick, next))))
+            .await
+        {
             Ok((run, _)) => {
                 tracing::info!(schedule = id, run_id = run.id, fire_time = %fire_time.to_rfc3339(), "schedule fired");
                 self.metrics.schedule_fires("fired", 1);
@@ -303,4 +291,28 @@ enum Overlapping {
     Start,
     /// No run for this tick now: skipped (`Done`), or to be tried again (`Retry`).
     Skipped(Settled),
+}
+/// The run a schedule starts for its tick at `fire_time`, claiming `claim` (the tick and
+/// the one after it) in the run's commit; `None` claims nothing (a manual trigger).
+pub fn run_of(
+    schedule: &Schedule,
+    fire_time: Timestamp,
+    claim: Option<(Timestamp, Option<Timestamp>)>,
+) -> StartRun {
+    StartRun {
+        workflow_id: schedule.workflow_id.clone(),
+        version: None,
+        context: schedule.context.clone(),
+        idempotency: None,
+        parent: None,
+        trigger: Some(RunTrigger::Schedule {
+            id: schedule.id.clone(),
+            fire_time,
+        }),
+        schedule: Some(ScheduleFire {
+            schedule_id: schedule.id.clone(),
+            claim,
+            fire_time,
+        }),
+    }
 }
