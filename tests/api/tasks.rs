@@ -57,6 +57,26 @@ on_both_stores!(
 
 /// A workflow of one `task` step on `queue` (with `extra` step fields), then a transform
 /// that reads its output.
+/// A poll sent in the background: its answer, and when it arrived.
+pub fn parked_poll(
+    client: reqwest::Client,
+    url: String,
+    body: Value,
+) -> tokio::task::JoinHandle<(Value, chrono::DateTime<chrono::Utc>)> {
+    tokio::spawn(async move {
+        let answer: Value = client
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (answer, chrono::Utc::now())
+    })
+}
+
 pub fn task_workflow(queue: &str, extra: Value) -> Value {
     let mut step = json!({
         "name": "work",
@@ -147,23 +167,11 @@ async fn a_parked_poll_answers_as_soon_as_a_task_arrives(app: TestApp) {
     let wf = app.create_workflow(&task_workflow("fast", json!({}))).await;
     let mut latencies = Vec::new();
     for _ in 0..5 {
-        let polling = {
-            let client = app.client.clone();
-            let url = app.url("/v1/tasks/poll");
-            tokio::spawn(async move {
-                let body = json!({"queues": ["fast"], "worker": "w", "wait_ms": 20000});
-                let answer: Value = client
-                    .post(url)
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                (answer, chrono::Utc::now())
-            })
-        };
+        let polling = parked_poll(
+            app.client.clone(),
+            app.url("/v1/tasks/poll"),
+            json!({"queues": ["fast"], "worker": "w", "wait_ms": 20000}),
+        );
         wait_until("the poll to park", || async {
             (app.engine.parked_polls() > 0).then_some(())
         })

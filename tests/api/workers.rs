@@ -410,22 +410,11 @@ async fn a_poll_parked_on_one_replica_is_woken_by_a_task_from_the_other() {
         .unwrap();
     let mut latencies = Vec::new();
     for i in 0..5 {
-        let poll = {
-            let (client, url) = (client.clone(), format!("{}/v1/tasks/poll", b.address));
-            tokio::spawn(async move {
-                let body = json!({"queues": ["shared"], "worker": "on-b", "wait_ms": 25000});
-                let answer: Value = client
-                    .post(url)
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                (answer, chrono::Utc::now())
-            })
-        };
+        let poll = crate::tasks::parked_poll(
+            client.clone(),
+            format!("{}/v1/tasks/poll", b.address),
+            json!({"queues": ["shared"], "worker": "on-b", "wait_ms": 25000}),
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
         client
             .post(format!("{}/v1/runs", a.address))
