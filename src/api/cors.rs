@@ -19,11 +19,11 @@ use actix_web::{Error, HttpResponse, ResponseError, web};
 use super::{ApiError, AppState, ROUTES};
 
 /// Request headers a page may send.
-const ALLOW_HEADERS: &str =
-    "Authorization, Content-Type, Accept, Idempotency-Key, Last-Event-ID, X-Request-Id";
+const ALLOW_HEADERS: &str = "Authorization, Content-Type, Accept, Idempotency-Key, Last-Event-ID, X-Request-Id, \
+     If-None-Match, Cache-Control";
 /// Response headers a page may read besides the simple ones.
 const EXPOSE_HEADERS: &str =
-    "Location, Retry-After, WWW-Authenticate, X-Request-Id, Next-After, Allow";
+    "Location, Retry-After, WWW-Authenticate, X-Request-Id, Next-After, Allow, ETag";
 /// How long a browser may cache a preflight answer, in seconds.
 const MAX_AGE: &str = "600";
 

@@ -1,7 +1,8 @@
 //! `/v1/runs`: start (idempotently), read, and decide (approve, reject, cancel). Search is
 //! in [`super::run_search`], re-runs in [`super::rerun`], deletion in [`super::deletion`].
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, mime, web};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -161,30 +162,65 @@ fn body_hash(body: &Value) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
-/// A run with its steps, attempts and approvals.
+/// A run with its steps, attempts and approvals. A run executing on this server is
+/// answered from its view at the latest committed revision, without a store read;
+/// `Cache-Control: no-cache` reads the store. The `ETag` is the run's revision, and
+/// `If-None-Match` with it answers `304` without a body.
 #[utoipa::path(
     get,
     path = "/v1/runs/{id}",
     tag = "runs",
     operation_id = "get_run",
-    params(("id" = String, Path, description = "Run id")),
+    params(
+        ("id" = String, Path, description = "Run id"),
+        ("If-None-Match" = Option<String>, Header,
+            description = "An ETag from an earlier read: 304 while the run is unchanged"),
+        ("Cache-Control" = Option<String>, Header,
+            description = "`no-cache` reads the store rather than this server's view of the run")
+    ),
     responses(
-        (status = 200, description = "The run", body = Run),
+        (status = 200, description = "The run; `ETag` names its revision", body = Run),
+        (status = 304, description = "Unchanged since the ETag in If-None-Match"),
         (status = 404, description = "Unknown run (or deleted: the detail says by whom)",
             body = Problem, content_type = "application/problem+json")
     )
 )]
 pub(super) async fn get(
     state: web::Data<AppState>,
+    req: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    match state.engine.get_run(&id).await {
-        Ok(run) => Ok(HttpResponse::Ok().json(run)),
+    let fresh = header_items(&req, header::CACHE_CONTROL).any(|d| d == "no-cache");
+    match state.engine.read_run(&id, fresh).await {
+        Ok(doc) => {
+            let tag = format!("\"{}\"", doc.rev);
+            // Weak comparison (RFC 9110 §13.1.2): `W/"5"` matches `"5"`; `*` any run.
+            let unchanged = header_items(&req, header::IF_NONE_MATCH)
+                .any(|t| t == "*" || t.trim_start_matches("W/") == tag);
+            if unchanged {
+                return Ok(HttpResponse::NotModified()
+                    .insert_header((header::ETAG, tag))
+                    .finish());
+            }
+            Ok(HttpResponse::Ok()
+                .content_type(mime::APPLICATION_JSON)
+                .insert_header((header::ETAG, tag))
+                .body(doc.body))
+        }
         Err(EngineError::NotFound(what)) => {
             Err(super::deletion::not_found(&state, &id, what).await)
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The comma-separated items of every `name` header, trimmed.
+fn header_items(req: &HttpRequest, name: header::HeaderName) -> impl Iterator<Item = &str> {
+    req.headers()
+        .get_all(name)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
 }
 
 #[derive(Deserialize)]

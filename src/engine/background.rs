@@ -111,12 +111,7 @@ async fn heartbeat(shared: Arc<Shared>) {
                 // Runs whose lease is no longer confirmed check whether they are still
                 // ours (another replica may have taken them while we missed renewals).
                 for run_id in shared.fences.renewed(&renewed, sent) {
-                    let task = shared
-                        .active
-                        .lock()
-                        .ok()
-                        .and_then(|a| a.get(&run_id).cloned());
-                    if let Some(task) = task {
+                    if let Some(task) = shared.task_of(&run_id) {
                         let _ = task.send(RunMessage::Revalidate);
                     }
                 }
@@ -181,12 +176,8 @@ async fn watch(shared: Arc<Shared>, mut notices: tokio::sync::broadcast::Receive
                     shared.queue_wake();
                 }
                 if let Some(rev) = rev {
-                    let task = shared
-                        .active
-                        .lock()
-                        .ok()
-                        .and_then(|a| a.get(&run_id).cloned());
-                    if let Some(task) = task {
+                    shared.committed_rev(&run_id, rev);
+                    if let Some(task) = shared.task_of(&run_id) {
                         let _ = task.send(RunMessage::Refresh { rev });
                     }
                 }

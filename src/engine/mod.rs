@@ -19,6 +19,7 @@ mod runner;
 mod shared;
 pub mod state;
 pub mod tasks;
+mod views;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
@@ -45,6 +46,7 @@ use crate::store::{DynStore, LogLimits, ScheduleFire, StoreError};
 pub use decide::{Intervention, Refusal};
 pub use rerun::RetryRequest;
 use shared::Shared;
+pub use views::RunDocument;
 
 /// Why the engine refused or failed a request, phrased for the API to map.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -304,6 +306,19 @@ impl Engine {
     /// A run with its steps.
     pub async fn get_run(&self, id: &str) -> Result<Run, EngineError> {
         Ok(self.shared.store.get_run(id).await?)
+    }
+
+    /// A run as served: for a run executing here, its view at the latest committed
+    /// revision without a store round trip once it is being read; otherwise (or with
+    /// `fresh`) read from the store.
+    pub async fn read_run(&self, id: &str, fresh: bool) -> Result<RunDocument, EngineError> {
+        if !fresh && let Some(view) = self.shared.view_of(id) {
+            return Ok(view.document());
+        }
+        let run = self.shared.store.get_run(id).await?;
+        let view = Arc::new(views::RunView::new(run));
+        self.shared.offer_view(id, view.clone());
+        Ok(view.document())
     }
 
     /// Runs matching `filter`, newest first.

@@ -542,7 +542,8 @@ impl Runner {
                     // The guard named this server: the run was ours when it was sent.
                     self.fence.prove(sent);
                     self.last_commit = Instant::now();
-                    self.state.committed(committed.rev);
+                    self.state.committed(committed.rev, committed.at);
+                    self.shared.publish_view(&self.state.run);
                     if std::mem::take(&mut self.starting) {
                         self.shared.metrics.run_started();
                     }

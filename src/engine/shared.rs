@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use super::decide::Intervention;
 use super::runner::{self, RunMessage};
 use super::state::RunState;
+use super::views::{RunView, ViewSlot};
 use super::{EngineError, Settings, StartRun, WORKFLOW_CACHE};
 use crate::actions::Registry;
 use crate::definition::{Validator, Workflow};
@@ -40,7 +41,8 @@ pub(crate) struct Shared {
     pub(super) settings: Settings,
     pub(super) metrics: Arc<Metrics>,
     pub(super) workflows: Mutex<HashMap<(String, u32), Arc<Workflow>>>,
-    pub(super) active: Mutex<HashMap<String, mpsc::UnboundedSender<RunMessage>>>,
+    /// The runs executing here: each one's task, and its view for readers.
+    pub(super) active: Mutex<HashMap<String, Active>>,
     pub(super) permits: Arc<Semaphore>,
     /// The lease fences of the runs executing here.
     pub(super) fences: super::lease::Fences,
@@ -65,6 +67,12 @@ pub(crate) struct Shared {
     pub(super) runtime: tokio::runtime::Handle,
     /// Task queues: parked polls, the sweeper's wake-up, workers seen.
     pub(super) queues: super::tasks::Queues,
+}
+
+/// A run executing here.
+pub(crate) struct Active {
+    pub(super) task: mpsc::UnboundedSender<RunMessage>,
+    pub(super) view: ViewSlot,
 }
 
 /// The run and step statuses a transition reaches, for metrics.
@@ -184,6 +192,7 @@ impl Shared {
         let outcomes = StatusTally::of(&tx);
         let filled = super::tasks::filled_queues(&tx);
         let committed = self.store.commit(tx).await?;
+        self.committed_rev(&run_id, committed.rev);
         outcomes.record(&self.metrics);
         self.queues.filled(&filled, &self.metrics);
         self.hub.publish(&run_id, &committed.logs);
@@ -293,7 +302,13 @@ impl Shared {
             if active.contains_key(&run_id) {
                 return;
             }
-            active.insert(run_id.clone(), tx);
+            active.insert(
+                run_id.clone(),
+                Active {
+                    task: tx,
+                    view: ViewSlot::default(),
+                },
+            );
         }
         self.runs.spawn_on(
             runner::drive(self.clone(), run_id, run, rx, permit),
@@ -308,6 +323,52 @@ impl Shared {
         self.fences.forget(run_id);
         if self.queued.load(Ordering::SeqCst) {
             self.wake.notify_one();
+        }
+    }
+
+    /// The task of a run executing here.
+    pub(super) fn task_of(&self, run_id: &str) -> Option<mpsc::UnboundedSender<RunMessage>> {
+        let active = self.active.lock().ok()?;
+        active.get(run_id).map(|a| a.task.clone())
+    }
+
+    /// The current view of a run executing here, if there is one (a miss marks the run
+    /// watched: its task publishes its next commit).
+    pub(super) fn view_of(&self, run_id: &str) -> Option<Arc<RunView>> {
+        let mut active = self.active.lock().ok()?;
+        active.get_mut(run_id)?.view.read()
+    }
+
+    /// Offers a view of a run executing here (kept unless something newer is known).
+    pub(super) fn offer_view(&self, run_id: &str, view: Arc<RunView>) {
+        if let Ok(mut active) = self.active.lock()
+            && let Some(a) = active.get_mut(run_id)
+        {
+            a.view.offer(view);
+        }
+    }
+
+    /// Publishes the run a task has just committed, when someone reads it. The copy is
+    /// taken outside the lock.
+    pub(super) fn publish_view(&self, run: &Run) {
+        let wanted = self
+            .active
+            .lock()
+            .ok()
+            .and_then(|a| a.get(&run.id).map(|a| a.view.wants(run.control.rev)))
+            .unwrap_or(false);
+        if wanted {
+            self.offer_view(&run.id, Arc::new(RunView::new(run.clone())));
+        }
+    }
+
+    /// Revision `rev` of a run is committed (here or, announced, elsewhere): a view of
+    /// an older revision is no longer served.
+    pub(super) fn committed_rev(&self, run_id: &str, rev: u64) {
+        if let Ok(mut active) = self.active.lock()
+            && let Some(a) = active.get_mut(run_id)
+        {
+            a.view.committed(rev);
         }
     }
 
@@ -328,7 +389,7 @@ impl Shared {
                 // between our read and our commit: let it settle before reading again.
                 tokio::time::sleep(decide_backoff(attempt)).await;
             }
-            let task = self.active.lock().ok().and_then(|a| a.get(run_id).cloned());
+            let task = self.task_of(run_id);
             if let Some(task) = task {
                 let (reply, answer) = oneshot::channel();
                 let sent = task.send(RunMessage::Decide {
@@ -387,7 +448,7 @@ impl Shared {
             return Ok(state.run);
         };
         let committed = self.commit(tx).await?;
-        state.committed(committed.rev);
+        state.committed(committed.rev, committed.at);
         self.after_commit(&mut state);
         match permit {
             Some(permit) => self.spawn_run(state.run.clone(), permit),

@@ -333,6 +333,8 @@ pub struct Rerun {
 pub struct Committed {
     /// The run's revision after the commit.
     pub rev: u64,
+    /// The run's `updated_at` as stored.
+    pub at: Timestamp,
     /// The log entries written, with their sequence numbers.
     pub logs: Vec<LogEntry>,
 }

@@ -54,6 +54,7 @@ mod tasks;
 mod tasks_edges;
 mod templates;
 mod trigger_attacks;
+mod views;
 mod webhooks;
 mod workers;
 mod workflows;

@@ -4,6 +4,7 @@
 //! on a fresh store, runs the scenarios of BENCHMARKS.md side by side with the raw reqwest
 //! ceiling, prints a table and writes JSON. `cargo run --release --bin bench -- --help`.
 
+mod clients;
 mod flow;
 mod growth;
 mod scenarios;
@@ -57,9 +58,15 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "latency,throughput,fanout,scale,parked,foreach,waiting,tasks"
+        default_value = "latency,throughput,clients,fanout,scale,parked,foreach,waiting,tasks"
     )]
     scenarios: Vec<String>,
+    /// Runs in flight in the `clients` scenario (one measurement per value).
+    #[arg(long, value_delimiter = ',', default_value = "20,50")]
+    clients_in_flight: Vec<usize>,
+    /// The `clients` scenario's target: `nginx` (when installed) or `builtin`.
+    #[arg(long, default_value = "nginx")]
+    clients_target: String,
     /// A PostgreSQL DSN: measure that store instead of the embedded one.
     #[arg(long)]
     dsn: Option<String>,
@@ -249,6 +256,96 @@ async fn drive(args: Args) -> anyhow::Result<()> {
                 "percent_of_raw": ratio,
                 "server_cpu_us_per_step": cpu,
             }),
+        );
+    }
+
+    if want("clients") {
+        let nginx = if args.clients_target == "nginx" && clients::Nginx::available() {
+            Some(clients::Nginx::start()?)
+        } else {
+            None
+        };
+        let (url, name) = match &nginx {
+            Some(n) => (n.url.clone(), "nginx"),
+            None => (target_url.clone(), "the in-process target"),
+        };
+        println!(
+            "W10 with clients that wait for their runs (target and raw ceiling: {name}; {}s windows)",
+            args.window
+        );
+        let mut section = Vec::new();
+        for &in_flight in &args.clients_in_flight {
+            let server = Server::start(dsn)?;
+            let client = Client::new(&server.url);
+            let wf = client.create_workflow(scenarios::w10(&url)).await?;
+            let poll = clients::Wait::Poll(Duration::from_millis(5));
+            clients::closed_loop(
+                &server,
+                &client,
+                &wf,
+                in_flight,
+                Duration::from_secs(1),
+                poll,
+            )
+            .await?;
+            let (mut polled, mut streamed, mut raw) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..args.repeat {
+                polled.push(
+                    clients::closed_loop(&server, &client, &wf, in_flight, window, poll).await?,
+                );
+                streamed.push(
+                    clients::closed_loop(
+                        &server,
+                        &client,
+                        &wf,
+                        in_flight,
+                        window,
+                        clients::Wait::Stream,
+                    )
+                    .await?,
+                );
+                raw.push(scenarios::raw(&url, in_flight, window).await?);
+            }
+            let percent = |e: &[clients::Window]| {
+                stats(
+                    e.iter()
+                        .zip(&raw)
+                        .map(|(e, r)| 100.0 * e.rate.steps_per_s / r.steps_per_s)
+                        .collect(),
+                )
+            };
+            let of = |e: &[clients::Window], f: fn(&clients::Window) -> f64| {
+                stats(e.iter().map(f).collect())
+            };
+            let raw_steps = stats(raw.iter().map(|r| r.steps_per_s).collect());
+            println!("  {in_flight} runs in flight");
+            row("raw steps/s", &raw_steps, "steps/s");
+            let mut entry = serde_json::Map::new();
+            entry.insert("in_flight".into(), json!(in_flight));
+            entry.insert("raw_steps_per_s".into(), raw_steps);
+            for (label, windows) in [("polling", &polled), ("streaming", &streamed)] {
+                let steps = of(windows, |w| w.rate.steps_per_s);
+                let share = percent(windows);
+                let cpu = of(windows, |w| w.rate.cpu_us_per_step);
+                let run_ms = of(windows, |w| w.run_ms);
+                row(&format!("{label} steps/s"), &steps, "steps/s");
+                row(&format!("{label} / raw"), &share, "%");
+                row(&format!("{label} CPU per step"), &cpu, "µs");
+                row(&format!("{label} run time"), &run_ms, "ms");
+                let mut part = json!({"steps_per_s": steps, "percent_of_raw": share,
+                    "server_cpu_us_per_step": cpu, "run_ms": run_ms});
+                if label == "polling" {
+                    let reads = of(windows, |w| w.polls_per_run);
+                    row("polling reads per run", &reads, "");
+                    part["reads_per_run"] = reads;
+                }
+                entry.insert(label.into(), part);
+            }
+            section.push(Value::Object(entry));
+        }
+        results.insert(
+            "clients".into(),
+            json!({"target": name, "by_in_flight": section}),
         );
     }
 

@@ -109,7 +109,7 @@ impl Client {
             .context("workflow id")
     }
 
-    async fn start(&self, workflow: &str, tag: &str) -> anyhow::Result<String> {
+    pub async fn start(&self, workflow: &str, tag: &str) -> anyhow::Result<String> {
         let body = self
             .post(
                 "/v1/runs",
@@ -121,14 +121,23 @@ impl Client {
 
     /// Reads the run every millisecond (tokio's timer granularity) until it is over.
     async fn poll_terminal(&self, run: &str) -> anyhow::Result<()> {
+        self.poll_every(run, Duration::from_millis(1))
+            .await
+            .map(drop)
+    }
+
+    /// Reads the run every `every` until it is over; returns how many reads it took.
+    pub async fn poll_every(&self, run: &str, every: Duration) -> anyhow::Result<u64> {
+        let mut reads = 0;
         loop {
             let body = self.get(&format!("/v1/runs/{run}")).await?;
+            reads += 1;
             match body["status"].as_str() {
-                Some("SUCCEEDED") => return Ok(()),
+                Some("SUCCEEDED") => return Ok(reads),
                 Some("FAILED" | "CANCELED") => {
                     bail!("run {run} ended {}: {}", body["status"], body["error"])
                 }
-                _ => tokio::time::sleep(Duration::from_millis(1)).await,
+                _ => tokio::time::sleep(every).await,
             }
         }
     }
@@ -136,7 +145,7 @@ impl Client {
     /// Follows the run's log stream until its `end` event (sent once the run's final
     /// state is committed), as a client waiting for a run would; no polling interval
     /// adds to what is measured.
-    async fn stream_terminal(&self, run: &str) -> anyhow::Result<()> {
+    pub async fn stream_terminal(&self, run: &str) -> anyhow::Result<()> {
         use futures::StreamExt;
         let response = self
             .http

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use super::RunState;
 use crate::model::{
-    Approval, LogLevel, NewEvent, NewLogEntry, RunStatus, StatusChange, StepStatus,
+    Approval, LogLevel, NewEvent, NewLogEntry, RunStatus, StatusChange, StepStatus, Timestamp,
 };
 use crate::store::{Guard, OwnerChange, Rerun, RunHead, TaskOp, Transition};
 
@@ -226,11 +226,12 @@ impl RunState {
         self.changes.other = true;
     }
 
-    /// Forgets the recorded changes, now committed at revision `rev`.
-    pub fn committed(&mut self, rev: u64) {
+    /// Forgets the recorded changes, now committed at revision `rev` at time `at` (the
+    /// store's `updated_at`), so that the run in memory is the run as stored.
+    pub fn committed(&mut self, rev: u64, at: Timestamp) {
         self.changes = Changes::default();
         self.run.control.rev = rev;
-        self.run.updated_at = self.now();
+        self.run.updated_at = at;
     }
 
     /// The log entries recorded since the last commit (for tests and metrics).

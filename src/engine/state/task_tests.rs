@@ -114,7 +114,7 @@ fn a_task_step_parks_with_its_task_in_the_same_commit() {
 fn a_completed_claim_succeeds_the_step_and_resumes_the_run() {
     let (mut state, clock) = run_of(workflow(task_step(json!({}))));
     let id = parked(&mut state, &clock);
-    state.committed(1);
+    state.committed(1, crate::model::now());
     state
         .decide(Intervention::TaskEnded(Box::new(ended(
             &state,
@@ -142,7 +142,7 @@ fn failed_claims_go_back_on_the_queue_while_the_retry_policy_allows() {
     let retry = json!({"retry": {"max": 1, "backoff_ms": 250}});
     let (mut state, clock) = run_of(workflow(task_step(retry)));
     let id = parked(&mut state, &clock);
-    state.committed(1);
+    state.committed(1, crate::model::now());
     state
         .decide(Intervention::TaskEnded(Box::new(ended(
             &state,
@@ -174,7 +174,7 @@ fn failed_claims_go_back_on_the_queue_while_the_retry_policy_allows() {
         }
         other => panic!("{other:?}"),
     }
-    state.committed(2);
+    state.committed(2, crate::model::now());
     // The first claim's end cannot be applied twice.
     assert!(
         state
@@ -249,7 +249,7 @@ fn not_retryable_failures_and_timeouts_left_out_of_retry_on_fail_at_once() {
 fn canceling_the_run_cancels_its_task_in_the_same_commit() {
     let (mut state, clock) = run_of(workflow(task_step(json!({}))));
     let id = parked(&mut state, &clock);
-    state.committed(1);
+    state.committed(1, crate::model::now());
     state
         .decide(Intervention::Cancel { by: "ops".into() })
         .unwrap();

@@ -385,7 +385,7 @@ fn changes_are_committed_as_one_transition_and_then_forgotten() {
     );
     assert!(tx.events.iter().any(|e| e.kind == "step.started"));
     assert!(tx.logs.iter().all(|e| e.ts == clock.now()));
-    state.committed(7);
+    state.committed(7, crate::model::now());
     assert_eq!(state.run.control.rev, 7);
     assert!(state.pending(guard.clone(), OwnerChange::Keep).is_none());
     succeed(&mut state, &clock, &starts[0]);

@@ -139,6 +139,7 @@ pub async fn commit<C: GenericClient>(c: &C, tx: Transition) -> Result<Done<Comm
     Ok(Done {
         value: Committed {
             rev: rev as u64,
+            at,
             logs,
         },
         notices: vec![Outgoing {

@@ -155,6 +155,28 @@ impl PostgresStore {
     }
 }
 
+/// Reads `f(tx)` in one read-only `REPEATABLE READ` transaction on a pooled connection:
+/// one snapshot for every query, so a run is never read with its row from one commit and
+/// its steps from the next.
+macro_rules! snapshot {
+    ($store:expr, |$c:ident| $body:expr) => {{
+        let mut conn = $store.conn().await?;
+        let $c = conn
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(db_error)?;
+        let out = {
+            let $c = &$c;
+            $body
+        }?;
+        $c.commit().await.map_err(db_error)?;
+        Ok(out)
+    }};
+}
+
 /// Reads `f(conn)` on a pooled connection.
 macro_rules! read {
     ($store:expr, |$c:ident| $body:expr) => {{
@@ -272,7 +294,7 @@ impl Store for PostgresStore {
     }
 
     async fn get_run(&self, id: &str) -> Result<Run, StoreError> {
-        read!(self, |c| rows::load_run(c, id).await)
+        snapshot!(self, |c| rows::load_run(c, id).await)
     }
 
     async fn list_runs(
@@ -280,7 +302,7 @@ impl Store for PostgresStore {
         filter: &RunFilter,
         request: &PageRequest,
     ) -> Result<Page<Run>, StoreError> {
-        read!(self, |c| curation::list_runs(c, filter, request).await)
+        snapshot!(self, |c| curation::list_runs(c, filter, request).await)
     }
 
     async fn commit(&self, transition: Transition) -> Result<Committed, StoreError> {

@@ -457,7 +457,7 @@ impl Readers {
     {
         let (reply, answer) = oneshot::channel();
         let read: Read = Box::new(move |conn| {
-            let _ = reply.send(work(conn));
+            let _ = reply.send(snapshot(conn, work));
         });
         self.reads
             .send(read)
@@ -466,6 +466,18 @@ impl Readers {
             .await
             .map_err(|_| StoreError::unavailable("a read failed without an answer"))?
     }
+}
+
+/// Runs `work` in one read transaction: every statement it makes sees the same snapshot,
+/// so a run is never read with its row from one commit and its steps from the next.
+fn snapshot<R>(
+    conn: &Connection,
+    work: impl FnOnce(&Connection) -> Result<R, StoreError>,
+) -> Result<R, StoreError> {
+    execute_cached(conn, "BEGIN").map_err(unavailable)?;
+    let out = work(conn);
+    execute_cached(conn, "COMMIT").map_err(unavailable)?;
+    out
 }
 
 /// A reader thread: takes reads from the shared queue until every sender is gone. Only the
@@ -479,5 +491,9 @@ fn serve_reads(conn: &Connection, queue: &Mutex<std::sync::mpsc::Receiver<Read>>
         };
         let Ok(read) = next else { return };
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(conn)));
+        if !conn.is_autocommit() {
+            // A read that panicked inside its transaction: end it, or the next would fail.
+            let _ = conn.execute_batch("ROLLBACK");
+        }
     }
 }

@@ -296,6 +296,7 @@ pub fn commit(conn: &Connection, tx: Transition) -> Result<Committed, StoreError
     super::tasks::apply_ops(conn, &tx.tasks)?;
     Ok(Committed {
         rev: rev as u64,
+        at,
         logs,
     })
 }
