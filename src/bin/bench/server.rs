@@ -21,8 +21,11 @@ fn write_config(dir: &Path, dsn: Option<&str>) -> anyhow::Result<PathBuf> {
     let database = match dsn {
         Some(dsn) => format!("  dsn: {dsn}\n"),
         None => format!(
-            "  path: {}\n  synchronous: normal\n",
-            dir.join("bench.db").display()
+            "  path: {}\n  synchronous: normal\n{}",
+            dir.join("bench.db").display(),
+            std::env::var("BENCH_DATABASE")
+                .map(|extra| format!("  {extra}\n"))
+                .unwrap_or_default()
         ),
     };
     let text = format!(

@@ -135,7 +135,7 @@ impl SqliteStore {
              PRAGMA wal_checkpoint(TRUNCATE);"
         ))
         .map_err(unavailable)?;
-        let bound = WalBound::new(path, wal_max_bytes);
+        let bound = WalBound::new(wal_max_bytes);
         Ok(Self {
             writer: Writer::start(conn, bound.clone())?,
             readers: Readers::open(path, read_connections)?,

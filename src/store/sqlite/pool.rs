@@ -9,15 +9,18 @@
 //!
 //! The WAL stays bounded. A checkpoint thread copies it back into the database with
 //! passive checkpoints, which never block anyone but cannot rewind the WAL while readers
-//! and the writer never pause (SQLite's checkpoint starvation). So when the WAL file has
-//! passed half its bound (checked after every batch: one `stat`), the writer itself, between
-//! two batches, runs a `TRUNCATE` checkpoint: it is the only writer, so it waits only for
-//! the short reads in progress, most frames are already copied back, and the file starts
-//! again from zero. If reads keep it busy, it tries again shortly; once the WAL reaches
+//! and the writer never pause (SQLite's checkpoint starvation). So when the WAL holds
+//! frames past half its bound (SQLite's WAL hook tells the writer after every commit),
+//! the writer itself, between two batches, runs a `RESTART` checkpoint: it is the only
+//! writer, so it waits only for the short reads in progress, most frames are already
+//! copied back, and the next batch writes the WAL again from its start, over blocks the
+//! file already has (truncating it instead made the file system allocate them again at
+//! every rewind). If reads keep it busy, it tries again shortly; once the WAL reaches
 //! three quarters of the bound, writes wait until the rewind succeeds (one more batch
-//! still fits under the bound). A clean stop truncates it too.
+//! still fits under the bound). A clean stop truncates the file to zero.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -136,39 +139,76 @@ const RETRY_REWIND: Duration = Duration::from_millis(10);
 /// The WAL's bound, watched by the writer.
 #[derive(Debug, Clone)]
 pub struct WalBound {
-    /// The WAL file.
-    pub path: PathBuf,
     /// Past this (three quarters of the bound, so that one more batch still fits), writes
     /// wait until the WAL is rewound.
     pub must_rewind_at: u64,
-    /// The WAL is rewound once its file holds this many bytes.
+    /// The WAL is rewound once it holds this many bytes of frames.
     pub rewind_at: u64,
 }
 
 impl WalBound {
-    /// A bound of `max_bytes` for the WAL of database `db`: it is rewound when it passes
-    /// half of that.
-    pub fn new(db: &Path, max_bytes: u64) -> Self {
+    /// A bound of `max_bytes`: the WAL is rewound when it passes half of that.
+    pub fn new(max_bytes: u64) -> Self {
         Self {
-            path: PathBuf::from(format!("{}-wal", db.display())),
             must_rewind_at: (max_bytes / 4 * 3).max(1),
             rewind_at: (max_bytes / 2).max(1),
         }
     }
 
-    /// Whether the WAL must be rewound now, and how hard to try: briefly past half the
-    /// bound (and not before `next_try`), until it works past three quarters.
-    fn rewind_now(&self, next_try: Instant) -> Option<Rewind> {
-        let size = std::fs::metadata(&self.path).map(|m| m.len()).ok()?;
-        if size >= self.must_rewind_at {
+    /// Whether a WAL of `bytes` must be rewound now, and how hard to try: briefly past
+    /// half the bound (and not before `next_try`), until it works past three quarters.
+    fn rewind_now(&self, bytes: u64, next_try: Instant) -> Option<Rewind> {
+        if bytes >= self.must_rewind_at {
             Some(Rewind::Must)
-        } else if size >= self.rewind_at && Instant::now() >= next_try {
+        } else if bytes >= self.rewind_at && Instant::now() >= next_try {
             Some(Rewind::Try)
         } else {
             None
         }
     }
 }
+
+/// The WAL's length as the writer's commits left it: SQLite's WAL hook reports its frames
+/// after each commit.
+struct WalLength {
+    frames: Arc<AtomicU64>,
+    /// Bytes of one frame: a page and its header.
+    frame_bytes: u64,
+}
+
+impl WalLength {
+    fn watch(conn: &mut Connection) -> Result<Self, StoreError> {
+        let page: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(unavailable)?;
+        let frames = Arc::new(AtomicU64::new(0));
+        let seen = frames.clone();
+        conn.wal_hook(Some(
+            move |_: &mut rusqlite::hooks::Wal, n: std::ffi::c_int| {
+                seen.store(u64::try_from(n).unwrap_or(0), Ordering::Relaxed);
+                Ok(())
+            },
+        ))
+        .map_err(unavailable)?;
+        Ok(Self {
+            frames,
+            frame_bytes: page.unsigned_abs() + WAL_FRAME_HEADER,
+        })
+    }
+
+    fn bytes(&self) -> u64 {
+        WAL_HEADER + self.frames.load(Ordering::Relaxed) * self.frame_bytes
+    }
+
+    /// After a rewind: the next commit writes from the WAL's start.
+    fn rewound(&self) {
+        self.frames.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Bytes of the WAL file's header and of each frame's.
+const WAL_HEADER: u64 = 32;
+const WAL_FRAME_HEADER: u64 = 24;
 
 /// How hard the writer tries to rewind the WAL.
 #[derive(Debug, Clone, Copy)]
@@ -182,13 +222,13 @@ enum Rewind {
 /// Rewinds the WAL as hard as `how` says.
 fn rewind_wal(conn: &Connection, how: Rewind) -> Result<(), StoreError> {
     let Rewind::Must = how else {
-        return truncate_wal(conn, REWIND_PATIENCE);
+        return checkpoint(conn, Checkpoint::Restart, REWIND_PATIENCE);
     };
     let give_up = Instant::now() + BUSY_TIMEOUT;
     loop {
         // The checkpoint thread's passive checkpoint makes this fail at once, without
         // waiting: try again until it is done.
-        match truncate_wal(conn, REWIND_PATIENCE) {
+        match checkpoint(conn, Checkpoint::Restart, REWIND_PATIENCE) {
             Err(_) if Instant::now() < give_up => std::thread::sleep(RETRY_REWIND / 10),
             other => return other,
         }
@@ -206,12 +246,13 @@ pub struct Writer {
 impl Writer {
     /// Starts the writer thread on `conn`. It stops when every `Writer` clone is dropped.
     pub fn start(mut conn: Connection, bound: WalBound) -> Result<Self, StoreError> {
+        let length = WalLength::watch(&mut conn)?;
         let (jobs, rx) = mpsc::unbounded_channel();
         let health = Arc::new(WriteHealth::default());
         let recorder = health.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run(&mut conn, rx, &bound, &recorder))
+            .spawn(move || run(&mut conn, rx, &bound, &length, &recorder))
             .map_err(|e| StoreError::unavailable_by("cannot start the writer thread", e))?;
         Ok(Self { jobs, health })
     }
@@ -250,6 +291,7 @@ fn run(
     conn: &mut Connection,
     mut rx: mpsc::UnboundedReceiver<Task>,
     bound: &WalBound,
+    length: &WalLength,
     health: &WriteHealth,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -274,24 +316,56 @@ fn run(
             }
         }
         if !truncate.is_empty() {
-            let result = rewind_wal(conn, Rewind::Must);
+            let result = truncate_wal(conn);
+            if result.is_ok() {
+                length.rewound();
+            }
             for reply in truncate.drain(..) {
                 let _ = reply.send(result.clone());
             }
-        } else if let Some(rewind) = bound.rewind_now(next_try)
-            && let Err(e) = rewind_wal(conn, rewind)
-        {
-            next_try = Instant::now() + RETRY_REWIND;
-            tracing::debug!(error = %crate::problems::chain(&e), "WAL rewind postponed");
+        } else if let Some(rewind) = bound.rewind_now(length.bytes(), next_try) {
+            match rewind_wal(conn, rewind) {
+                Ok(()) => length.rewound(),
+                Err(e) => {
+                    next_try = Instant::now() + RETRY_REWIND;
+                    tracing::debug!(error = %crate::problems::chain(&e), "WAL rewind postponed");
+                }
+            }
         }
     }
 }
 
-/// A `TRUNCATE` checkpoint: every WAL frame back into the database, the WAL file cut to
-/// zero. Waits up to `patience` for readers still using the WAL.
-fn truncate_wal(conn: &Connection, patience: Duration) -> Result<(), StoreError> {
+/// How a checkpoint leaves the WAL once every frame is back in the database.
+#[derive(Debug, Clone, Copy)]
+enum Checkpoint {
+    /// The next commit writes from the WAL's start, over the file's blocks.
+    Restart,
+    /// The file is cut to zero bytes (a clean stop).
+    Truncate,
+}
+
+/// Folds the WAL into the database and truncates it, waiting as long as a rewind that
+/// must succeed (every write queued before is committed: the writer runs this between
+/// batches).
+fn truncate_wal(conn: &Connection) -> Result<(), StoreError> {
+    let give_up = Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match checkpoint(conn, Checkpoint::Truncate, REWIND_PATIENCE) {
+            Err(_) if Instant::now() < give_up => std::thread::sleep(RETRY_REWIND / 10),
+            other => return other,
+        }
+    }
+}
+
+/// A `RESTART` or `TRUNCATE` checkpoint: every WAL frame back into the database and the
+/// WAL rewound. Waits up to `patience` for readers still using the WAL.
+fn checkpoint(conn: &Connection, how: Checkpoint, patience: Duration) -> Result<(), StoreError> {
+    let sql = match how {
+        Checkpoint::Restart => "PRAGMA wal_checkpoint(RESTART)",
+        Checkpoint::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
+    };
     conn.busy_timeout(patience).map_err(unavailable)?;
-    let checkpoint = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+    let checkpoint = conn.query_row(sql, [], |r| {
         Ok((
             r.get::<_, i64>(0)?,
             r.get::<_, i64>(1)?,
@@ -305,7 +379,7 @@ fn truncate_wal(conn: &Connection, patience: Duration) -> Result<(), StoreError>
             "the WAL could not be rewound: readers kept it busy ({done} of {log} frames copied)"
         )));
     }
-    tracing::debug!(frames = log, "WAL rewound");
+    tracing::debug!(frames = log, ?how, "WAL rewound");
     Ok(())
 }
 
