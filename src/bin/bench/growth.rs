@@ -78,7 +78,7 @@ pub async fn growth(
 }
 
 /// Starts a run and reads it every `poll` until it has ended.
-async fn run_and_poll(
+pub async fn run_and_poll(
     client: &Client,
     workflow: &str,
     poll: Duration,

@@ -9,6 +9,7 @@ mod flow;
 mod growth;
 mod scenarios;
 mod server;
+mod soak;
 mod target;
 mod tasks;
 
@@ -54,7 +55,13 @@ struct Args {
     /// Runs in flight in the `growth` scenario.
     #[arg(long, default_value_t = 20)]
     growth_in_flight: usize,
-    /// Scenarios to run (`growth` is not among the defaults: it takes minutes).
+    /// Minutes of the `soak` scenario.
+    #[arg(long, default_value_t = 30)]
+    soak_minutes: u64,
+    /// Runs in flight in the `soak` scenario.
+    #[arg(long, default_value_t = 50)]
+    soak_in_flight: usize,
+    /// Scenarios to run (`growth` and `soak` are not among the defaults: they take minutes).
     #[arg(
         long,
         value_delimiter = ',',
@@ -525,6 +532,72 @@ async fn drive(args: Args) -> anyhow::Result<()> {
             "growth".into(),
             json!({"batches": rows, "after_stop": {"db_mib": mib(db), "wal_mib": mib(wal)}}),
         );
+    }
+
+    if want("soak") {
+        let nginx = if args.clients_target == "nginx" && clients::Nginx::available() {
+            Some(clients::Nginx::start()?)
+        } else {
+            None
+        };
+        let (url, name) = match &nginx {
+            Some(n) => (n.url.clone(), "nginx"),
+            None => (target_url.clone(), "the in-process target"),
+        };
+        let mut server = Server::start(dsn)?;
+        let client = Client::new(&server.url);
+        let wf = client.create_workflow(scenarios::w10(&url)).await?;
+        println!(
+            "Soak: W10 for {} minutes, {} in flight, each client reading its run every 5 ms until it ends (target: {name})",
+            args.soak_minutes, args.soak_in_flight
+        );
+        println!(
+            "  {:>6} {:>9} {:>12} {:>10} {:>10} {:>9} {:>10}",
+            "minute", "runs/s", "CPU/step µs", "db MiB", "WAL peak", "RSS MiB", "runs"
+        );
+        let samples = soak::soak(
+            &server,
+            &client,
+            &wf,
+            args.soak_in_flight,
+            Duration::from_secs(args.soak_minutes * 60),
+            Duration::from_secs(60),
+            Duration::from_millis(5),
+        )
+        .await?;
+        let stopped = Instant::now();
+        let status = server.stop()?;
+        let (db, wal) = server.store_bytes();
+        println!(
+            "  after SIGTERM ({status}, {:.1} s): db {:.1} MiB, WAL {:.1} MiB",
+            stopped.elapsed().as_secs_f64(),
+            mib(db),
+            mib(wal)
+        );
+        let mut section = json!({
+            "minutes": samples.iter().map(|s| json!({"minute": s.minute, "runs_per_s": s.runs_per_s,
+                "server_cpu_us_per_step": s.cpu_us_per_step, "db_mib": mib(s.db_bytes),
+                "wal_peak_mib": mib(s.wal_peak), "rss_mib": mib(s.rss), "runs": s.runs_done})).collect::<Vec<_>>(),
+            "after_stop": {"db_mib": mib(db), "wal_mib": mib(wal)},
+        });
+        if let Some(d) = soak::drift(&samples, 5) {
+            let w = d.window;
+            let change = 100.0 * (d.last_runs_per_s / d.first_runs_per_s - 1.0);
+            let spread = 100.0 * (d.rss_max as f64 / d.rss_min.max(1) as f64 - 1.0);
+            println!(
+                "  runs/s first {w} min {:.0}, last {w} min {:.0} ({change:+.1} %); RSS after minute 1 {:.1}–{:.1} MiB ({spread:.1} % spread); WAL peak {:.1} MiB",
+                d.first_runs_per_s,
+                d.last_runs_per_s,
+                mib(d.rss_min),
+                mib(d.rss_max),
+                mib(d.wal_peak)
+            );
+            section["drift"] = json!({"window_minutes": w, "first_runs_per_s": d.first_runs_per_s,
+                "last_runs_per_s": d.last_runs_per_s, "change_percent": change,
+                "rss_min_mib": mib(d.rss_min), "rss_max_mib": mib(d.rss_max),
+                "rss_spread_percent": spread, "wal_peak_mib": mib(d.wal_peak)});
+        }
+        results.insert("soak".into(), section);
     }
 
     if want("tasks") {
