@@ -282,8 +282,9 @@ impl Store for SqliteStore {
     }
 
     async fn commit(&self, transition: Transition) -> Result<Committed, StoreError> {
+        // Its guard is its first statement: a refused commit wrote nothing.
         self.writer
-            .write(move |conn| runs::commit(conn, transition))
+            .write_refusing_first(move |conn| runs::commit(conn, transition))
             .await
     }
 

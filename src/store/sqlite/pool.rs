@@ -7,6 +7,14 @@
 //! "done" for data that is not committed, and a failing job rolls back alone without
 //! spoiling its batch. SQLite calls therefore never block the async runtime.
 //!
+//! A job that can only refuse before its first write (a guarded commit of a run: its
+//! guard is its first statement) runs without a savepoint: a savepoint makes SQLite copy
+//! every page the job changes that an earlier job of the batch had changed, and that copy
+//! was 5 % of the server's CPU. Its refusal leaves nothing to undo; a database failure
+//! after its first write cannot be undone alone, so it rolls the whole batch back: the
+//! jobs that ran in it are answered with the failure (the engine retries its commits),
+//! and the jobs not yet run go into the next transaction.
+//!
 //! The WAL stays bounded. A checkpoint thread copies it back into the database with
 //! passive checkpoints, which never block anyone but cannot rewind the WAL while readers
 //! and the writer never pause (SQLite's checkpoint starvation). So when the WAL holds
@@ -45,8 +53,12 @@ enum Ran {
     Broken(String),
 }
 
-/// A unit of work for the writer: run inside a savepoint, answered after the commit.
+/// A unit of work for the writer: run inside a savepoint (unless it refuses only before
+/// its first write), answered after the commit.
 trait Job: Send {
+    /// True when the job refuses (with an error that is not a database failure) only
+    /// before its first write, so it needs no savepoint.
+    fn refuses_first(&self) -> bool;
     /// Runs the work; anything but [`Ran::Done`] rolls its savepoint back.
     fn run(&mut self, conn: &Connection) -> Ran;
     /// Answers the caller with the work's result, or with `commit`'s error.
@@ -54,6 +66,7 @@ trait Job: Send {
 }
 
 struct Pending<R, F> {
+    refuses_first: bool,
     work: Option<F>,
     result: Option<Result<R, StoreError>>,
     reply: oneshot::Sender<Result<R, StoreError>>,
@@ -64,6 +77,10 @@ where
     R: Send,
     F: FnOnce(&Connection) -> Result<R, StoreError> + Send,
 {
+    fn refuses_first(&self) -> bool {
+        self.refuses_first
+    }
+
     fn run(&mut self, conn: &Connection) -> Ran {
         let result = match self.work.take() {
             Some(work) => work(conn),
@@ -273,8 +290,28 @@ impl Writer {
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     {
+        self.send(false, work).await
+    }
+
+    /// Like [`Writer::write`], for work that refuses (returns an error other than
+    /// [`StoreError::Unavailable`]) only before its first write: it runs without a
+    /// savepoint of its own.
+    pub async fn write_refusing_first<R, F>(&self, work: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.send(true, work).await
+    }
+
+    async fn send<R, F>(&self, refuses_first: bool, work: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
         let (reply, rx) = oneshot::channel();
         let job = Box::new(Pending {
+            refuses_first,
             work: Some(work),
             result: None,
             reply,
@@ -309,7 +346,8 @@ fn run(
                 next = rx.try_recv().ok();
             }
         }
-        if !batch.is_empty() {
+        // A batch rolled back whole leaves the jobs it had not run yet for the next.
+        while !batch.is_empty() {
             match commit_batch(conn, &mut batch) {
                 Ok(()) => health.committed(),
                 Err(reason) => health.failed(reason),
@@ -384,7 +422,9 @@ fn checkpoint(conn: &Connection, how: Checkpoint, patience: Duration) -> Result<
 }
 
 /// Runs a batch in one transaction and answers its jobs; `Err` with the reason when the
-/// database refused a write (the batch's commit, or a job's statements).
+/// database refused a write (the batch's commit, or a job's statements). Jobs left in
+/// `batch` (after a job without a savepoint failed and rolled the batch back) were not
+/// run: they go into the next transaction.
 fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) -> Result<(), String> {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let err = unavailable(e);
@@ -395,7 +435,23 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) -> Result<(), 
     }
     let mut done = Vec::with_capacity(batch.len());
     let mut broken = None;
-    for mut job in batch.drain(..) {
+    let mut jobs = std::mem::take(batch).into_iter();
+    while let Some(mut job) = jobs.next() {
+        if job.refuses_first() {
+            if let Ran::Broken(reason) = job.run(conn) {
+                let _ = conn.execute_batch("ROLLBACK");
+                let err = StoreError::unavailable(format!(
+                    "rolled back with its batch, where a write failed: {reason}"
+                ));
+                for job in done.into_iter().chain([job]) {
+                    job.answer(Err(err.clone()));
+                }
+                batch.extend(jobs);
+                return Err(reason);
+            }
+            done.push(job);
+            continue;
+        }
         if let Err(e) = execute_cached(conn, "SAVEPOINT job") {
             let err = unavailable(e);
             broken = Some(crate::problems::chain(&err));
@@ -569,5 +625,118 @@ fn serve_reads(conn: &Connection, queue: &Mutex<std::sync::mpsc::Receiver<Read>>
             // A read that panicked inside its transaction: end it, or the next would fail.
             let _ = conn.execute_batch("ROLLBACK");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Reply = oneshot::Receiver<Result<(), StoreError>>;
+
+    fn job(
+        refuses_first: bool,
+        work: impl FnOnce(&Connection) -> Result<(), StoreError> + Send + 'static,
+    ) -> (Box<dyn Job>, Reply) {
+        let (reply, rx) = oneshot::channel();
+        let job = Box::new(Pending {
+            refuses_first,
+            work: Some(work),
+            result: None,
+            reply,
+        });
+        (job, rx)
+    }
+
+    fn insert(x: i64) -> impl FnOnce(&Connection) -> Result<(), StoreError> + Send + 'static {
+        move |c| {
+            c.execute("INSERT INTO t (x) VALUES (?1)", [x])
+                .map(drop)
+                .map_err(unavailable)
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open(&dir.path().join("t.db"), false, 1024).unwrap();
+        conn.execute_batch("CREATE TABLE t (x INTEGER PRIMARY KEY)")
+            .unwrap();
+        (dir, conn)
+    }
+
+    fn rows(conn: &Connection) -> Vec<i64> {
+        let mut st = conn.prepare("SELECT x FROM t ORDER BY x").unwrap();
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    fn answer(rx: &mut Reply) -> Result<(), StoreError> {
+        rx.try_recv().expect("the job was answered")
+    }
+
+    #[test]
+    fn a_job_without_savepoint_failing_after_its_first_write_rolls_back_its_batch_and_leaves_the_rest_for_the_next()
+     {
+        let (_dir, conn) = store();
+        let (first, mut first_rx) = job(false, insert(1));
+        let (failing, mut failing_rx) = job(true, |c| {
+            insert(2)(c)?;
+            Err(StoreError::unavailable("disk full"))
+        });
+        let (last, mut last_rx) = job(true, insert(3));
+        let mut batch = vec![first, failing, last];
+        let reason = commit_batch(&conn, &mut batch).unwrap_err();
+        assert!(reason.contains("disk full"), "{reason}");
+        assert!(answer(&mut first_rx).unwrap_err().is_unavailable());
+        assert!(answer(&mut failing_rx).unwrap_err().is_unavailable());
+        assert!(rows(&conn).is_empty(), "nothing of the batch is committed");
+        assert_eq!(
+            batch.len(),
+            1,
+            "the job not yet run waits for the next batch"
+        );
+        assert!(last_rx.try_recv().is_err(), "and is not answered yet");
+        commit_batch(&conn, &mut batch).unwrap();
+        answer(&mut last_rx).unwrap();
+        assert_eq!(rows(&conn), vec![3]);
+    }
+
+    #[test]
+    fn a_job_without_savepoint_that_refuses_leaves_its_batch_to_commit() {
+        let (_dir, conn) = store();
+        let (first, mut first_rx) = job(true, insert(1));
+        let (refusing, mut refusing_rx) = job(true, |_| {
+            Err(StoreError::Conflict("the guard did not hold".into()))
+        });
+        let (last, mut last_rx) = job(false, insert(3));
+        let mut batch = vec![first, refusing, last];
+        commit_batch(&conn, &mut batch).unwrap();
+        answer(&mut first_rx).unwrap();
+        assert!(matches!(
+            answer(&mut refusing_rx),
+            Err(StoreError::Conflict(_))
+        ));
+        answer(&mut last_rx).unwrap();
+        assert_eq!(rows(&conn), vec![1, 3]);
+    }
+
+    #[test]
+    fn a_job_with_savepoint_failing_after_its_first_write_rolls_back_alone() {
+        let (_dir, conn) = store();
+        let (first, mut first_rx) = job(true, insert(1));
+        let (failing, mut failing_rx) = job(false, |c| {
+            insert(2)(c)?;
+            Err(StoreError::unavailable("disk full"))
+        });
+        let (last, mut last_rx) = job(true, insert(3));
+        let mut batch = vec![first, failing, last];
+        assert!(commit_batch(&conn, &mut batch).is_err());
+        answer(&mut first_rx).unwrap();
+        assert!(answer(&mut failing_rx).unwrap_err().is_unavailable());
+        answer(&mut last_rx).unwrap();
+        assert_eq!(rows(&conn), vec![1, 3]);
+        assert!(batch.is_empty());
     }
 }

@@ -168,7 +168,9 @@ fn put_events(
     Ok(())
 }
 
-/// Applies a guarded transition.
+/// Applies a guarded transition. It refuses only before its first write (the guarded
+/// update is its first statement); every later error is a database failure, so the writer
+/// runs it without a savepoint of its own.
 pub fn commit(conn: &Connection, tx: Transition) -> Result<Committed, StoreError> {
     let at = now();
     let mut sql = String::from(
