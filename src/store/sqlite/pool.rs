@@ -13,7 +13,10 @@
 //! was 5 % of the server's CPU. Its refusal leaves nothing to undo; a database failure
 //! after its first write cannot be undone alone, so it rolls the whole batch back: the
 //! jobs that ran in it are answered with the failure (the engine retries its commits),
-//! and the jobs not yet run go into the next transaction.
+//! and the jobs not yet run go into the next transaction. After any failed write, every
+//! job gets its savepoint again for [`SAVEPOINTS_AFTER_FAILURE`] (renewed by each further
+//! failure), so a commit that fails each time it is tried fails alone on its retries
+//! instead of taking its batch with it each time.
 //!
 //! The WAL stays bounded. A checkpoint thread copies it back into the database with
 //! passive checkpoints, which never block anyone but cannot rewind the WAL while readers
@@ -39,6 +42,9 @@ use crate::store::{StoreError, WriteHealth};
 
 /// How long a connection waits for a lock another holds.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long every job runs in its own savepoint after a failed write.
+const SAVEPOINTS_AFTER_FAILURE: Duration = Duration::from_secs(10);
 
 /// Most jobs sharing one commit.
 const MAX_BATCH: usize = 512;
@@ -335,6 +341,8 @@ fn run(
     let mut truncate = Vec::new();
     // After a rewind readers kept busy, the next try waits this long.
     let mut next_try = Instant::now();
+    // Until then every job runs in its own savepoint (a write failed recently).
+    let mut savepoints_until = Instant::now();
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
         while let Some(task) = next.take() {
@@ -348,9 +356,12 @@ fn run(
         }
         // A batch rolled back whole leaves the jobs it had not run yet for the next.
         while !batch.is_empty() {
-            match commit_batch(conn, &mut batch) {
+            match commit_batch(conn, &mut batch, Instant::now() >= savepoints_until) {
                 Ok(()) => health.committed(),
-                Err(reason) => health.failed(reason),
+                Err(reason) => {
+                    savepoints_until = Instant::now() + SAVEPOINTS_AFTER_FAILURE;
+                    health.failed(reason)
+                }
             }
         }
         if !truncate.is_empty() {
@@ -424,8 +435,13 @@ fn checkpoint(conn: &Connection, how: Checkpoint, patience: Duration) -> Result<
 /// Runs a batch in one transaction and answers its jobs; `Err` with the reason when the
 /// database refused a write (the batch's commit, or a job's statements). Jobs left in
 /// `batch` (after a job without a savepoint failed and rolled the batch back) were not
-/// run: they go into the next transaction.
-fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) -> Result<(), String> {
+/// run: they go into the next transaction. Jobs that refuse only before their first write
+/// run without a savepoint when `bare` is true.
+fn commit_batch(
+    conn: &Connection,
+    batch: &mut Vec<Box<dyn Job>>,
+    bare: bool,
+) -> Result<(), String> {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let err = unavailable(e);
         for job in batch.drain(..) {
@@ -437,7 +453,7 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) -> Result<(), 
     let mut broken = None;
     let mut jobs = std::mem::take(batch).into_iter();
     while let Some(mut job) = jobs.next() {
-        if job.refuses_first() {
+        if bare && job.refuses_first() {
             if let Ran::Broken(reason) = job.run(conn) {
                 let _ = conn.execute_batch("ROLLBACK");
                 let err = StoreError::unavailable(format!(
@@ -687,7 +703,7 @@ mod tests {
         });
         let (last, mut last_rx) = job(true, insert(3));
         let mut batch = vec![first, failing, last];
-        let reason = commit_batch(&conn, &mut batch).unwrap_err();
+        let reason = commit_batch(&conn, &mut batch, true).unwrap_err();
         assert!(reason.contains("disk full"), "{reason}");
         assert!(answer(&mut first_rx).unwrap_err().is_unavailable());
         assert!(answer(&mut failing_rx).unwrap_err().is_unavailable());
@@ -698,7 +714,7 @@ mod tests {
             "the job not yet run waits for the next batch"
         );
         assert!(last_rx.try_recv().is_err(), "and is not answered yet");
-        commit_batch(&conn, &mut batch).unwrap();
+        commit_batch(&conn, &mut batch, true).unwrap();
         answer(&mut last_rx).unwrap();
         assert_eq!(rows(&conn), vec![3]);
     }
@@ -712,7 +728,7 @@ mod tests {
         });
         let (last, mut last_rx) = job(false, insert(3));
         let mut batch = vec![first, refusing, last];
-        commit_batch(&conn, &mut batch).unwrap();
+        commit_batch(&conn, &mut batch, true).unwrap();
         answer(&mut first_rx).unwrap();
         assert!(matches!(
             answer(&mut refusing_rx),
@@ -732,11 +748,28 @@ mod tests {
         });
         let (last, mut last_rx) = job(true, insert(3));
         let mut batch = vec![first, failing, last];
-        assert!(commit_batch(&conn, &mut batch).is_err());
+        assert!(commit_batch(&conn, &mut batch, true).is_err());
         answer(&mut first_rx).unwrap();
         assert!(answer(&mut failing_rx).unwrap_err().is_unavailable());
         answer(&mut last_rx).unwrap();
         assert_eq!(rows(&conn), vec![1, 3]);
         assert!(batch.is_empty());
+    }
+
+    #[test]
+    fn after_a_failed_write_a_job_without_savepoint_gets_one_and_fails_alone() {
+        let (_dir, conn) = store();
+        let (first, mut first_rx) = job(true, insert(1));
+        let (failing, mut failing_rx) = job(true, |c| {
+            insert(2)(c)?;
+            Err(StoreError::unavailable("value too big"))
+        });
+        let (last, mut last_rx) = job(true, insert(3));
+        let mut batch = vec![first, failing, last];
+        assert!(commit_batch(&conn, &mut batch, false).is_err());
+        answer(&mut first_rx).unwrap();
+        assert!(answer(&mut failing_rx).unwrap_err().is_unavailable());
+        answer(&mut last_rx).unwrap();
+        assert_eq!(rows(&conn), vec![1, 3]);
     }
 }
