@@ -109,6 +109,21 @@ pub struct Nginx {
 const NGINX: &str = "/usr/sbin/nginx";
 
 impl Nginx {
+    /// nginx when `choice` is `nginx` and it is installed, else the in-process target at
+    /// `builtin`: the server (kept alive by the caller), its URL and its name.
+    pub fn or_builtin(
+        choice: &str,
+        builtin: &str,
+    ) -> anyhow::Result<(Option<Self>, String, &'static str)> {
+        if choice == "nginx" && Self::available() {
+            let nginx = Self::start()?;
+            let url = nginx.url.clone();
+            Ok((Some(nginx), url, "nginx"))
+        } else {
+            Ok((None, builtin.to_owned(), "the in-process target"))
+        }
+    }
+
     /// True when nginx is installed (`apt-get install nginx-light`).
     pub fn available() -> bool {
         Path::new(NGINX).exists()

@@ -71,7 +71,7 @@ struct Args {
     /// Runs in flight in the `clients` scenario (one measurement per value).
     #[arg(long, value_delimiter = ',', default_value = "20,50")]
     clients_in_flight: Vec<usize>,
-    /// The `clients` scenario's target: `nginx` (when installed) or `builtin`.
+    /// The `clients` and `soak` scenarios' target: `nginx` (when installed) or `builtin`.
     #[arg(long, default_value = "nginx")]
     clients_target: String,
     /// A PostgreSQL DSN: measure that store instead of the embedded one.
@@ -267,15 +267,7 @@ async fn drive(args: Args) -> anyhow::Result<()> {
     }
 
     if want("clients") {
-        let nginx = if args.clients_target == "nginx" && clients::Nginx::available() {
-            Some(clients::Nginx::start()?)
-        } else {
-            None
-        };
-        let (url, name) = match &nginx {
-            Some(n) => (n.url.clone(), "nginx"),
-            None => (target_url.clone(), "the in-process target"),
-        };
+        let (_nginx, url, name) = clients::Nginx::or_builtin(&args.clients_target, &target_url)?;
         println!(
             "W10 with clients that wait for their runs (target and raw ceiling: {name}; {}s windows)",
             args.window
@@ -535,15 +527,7 @@ async fn drive(args: Args) -> anyhow::Result<()> {
     }
 
     if want("soak") {
-        let nginx = if args.clients_target == "nginx" && clients::Nginx::available() {
-            Some(clients::Nginx::start()?)
-        } else {
-            None
-        };
-        let (url, name) = match &nginx {
-            Some(n) => (n.url.clone(), "nginx"),
-            None => (target_url.clone(), "the in-process target"),
-        };
+        let (_nginx, url, name) = clients::Nginx::or_builtin(&args.clients_target, &target_url)?;
         let mut server = Server::start(dsn)?;
         let client = Client::new(&server.url);
         let wf = client.create_workflow(scenarios::w10(&url)).await?;

@@ -672,6 +672,11 @@ mod tests {
         }
     }
 
+    fn fails_after_writing(c: &Connection) -> Result<(), StoreError> {
+        insert(2)(c)?;
+        Err(StoreError::unavailable("disk full"))
+    }
+
     fn store() -> (tempfile::TempDir, Connection) {
         let dir = tempfile::tempdir().unwrap();
         let conn = open(&dir.path().join("t.db"), false, 1024).unwrap();
@@ -697,10 +702,7 @@ mod tests {
      {
         let (_dir, conn) = store();
         let (first, mut first_rx) = job(false, insert(1));
-        let (failing, mut failing_rx) = job(true, |c| {
-            insert(2)(c)?;
-            Err(StoreError::unavailable("disk full"))
-        });
+        let (failing, mut failing_rx) = job(true, fails_after_writing);
         let (last, mut last_rx) = job(true, insert(3));
         let mut batch = vec![first, failing, last];
         let reason = commit_batch(&conn, &mut batch, true).unwrap_err();
@@ -738,17 +740,15 @@ mod tests {
         assert_eq!(rows(&conn), vec![1, 3]);
     }
 
-    #[test]
-    fn a_job_with_savepoint_failing_after_its_first_write_rolls_back_alone() {
+    /// A batch whose middle job writes and then fails, run with that job's savepoint:
+    /// the failing job rolls back alone and the others commit.
+    fn assert_the_failing_job_rolls_back_alone(refuses_first: bool, bare: bool) {
         let (_dir, conn) = store();
         let (first, mut first_rx) = job(true, insert(1));
-        let (failing, mut failing_rx) = job(false, |c| {
-            insert(2)(c)?;
-            Err(StoreError::unavailable("disk full"))
-        });
+        let (failing, mut failing_rx) = job(refuses_first, fails_after_writing);
         let (last, mut last_rx) = job(true, insert(3));
         let mut batch = vec![first, failing, last];
-        assert!(commit_batch(&conn, &mut batch, true).is_err());
+        assert!(commit_batch(&conn, &mut batch, bare).is_err());
         answer(&mut first_rx).unwrap();
         assert!(answer(&mut failing_rx).unwrap_err().is_unavailable());
         answer(&mut last_rx).unwrap();
@@ -757,19 +757,12 @@ mod tests {
     }
 
     #[test]
+    fn a_job_with_savepoint_failing_after_its_first_write_rolls_back_alone() {
+        assert_the_failing_job_rolls_back_alone(false, true);
+    }
+
+    #[test]
     fn after_a_failed_write_a_job_without_savepoint_gets_one_and_fails_alone() {
-        let (_dir, conn) = store();
-        let (first, mut first_rx) = job(true, insert(1));
-        let (failing, mut failing_rx) = job(true, |c| {
-            insert(2)(c)?;
-            Err(StoreError::unavailable("value too big"))
-        });
-        let (last, mut last_rx) = job(true, insert(3));
-        let mut batch = vec![first, failing, last];
-        assert!(commit_batch(&conn, &mut batch, false).is_err());
-        answer(&mut first_rx).unwrap();
-        assert!(answer(&mut failing_rx).unwrap_err().is_unavailable());
-        answer(&mut last_rx).unwrap();
-        assert_eq!(rows(&conn), vec![1, 3]);
+        assert_the_failing_job_rolls_back_alone(true, false);
     }
 }
