@@ -247,36 +247,52 @@ async fn run(
                 }
             }
         }
-        match commit_batch(&pool, &announce, &mut batch, &mut again).await {
-            Ok(()) => health.committed(),
-            Err(reason) => health.failed(reason),
-        }
+        commit_batch(&pool, &announce, &mut batch, &mut again, &health).await;
     }
 }
 
-/// Runs a batch in one transaction and answers its jobs; `Err` with the reason when the
-/// database refused a write (no connection, the commit, or a job's statements).
+/// Runs a batch in one transaction, records its outcome in `health`, then answers its
+/// jobs (health first, so that a caller told of a failure finds it in readiness at once).
 async fn commit_batch(
     pool: &Pool,
     announce: &mpsc::UnboundedSender<Vec<Outgoing>>,
     batch: &mut Vec<Box<dyn Job>>,
     again: &mut Vec<Box<dyn Job>>,
+    health: &WriteHealth,
+) {
+    let mut answers = Vec::with_capacity(batch.len());
+    match run_batch(pool, announce, batch, again, &mut answers).await {
+        Ok(()) => health.committed(),
+        Err(reason) => health.failed(reason),
+    }
+    for (job, answer) in answers {
+        job.answer(answer);
+    }
+}
+
+/// The jobs of a batch with what each is to be answered.
+type Answers = Vec<(Box<dyn Job>, Result<(), StoreError>)>;
+
+/// [`commit_batch`] without the answers: they go into `answers`. `Err` with the reason
+/// when the database refused a write (no connection, the commit, or a job's statements).
+async fn run_batch(
+    pool: &Pool,
+    announce: &mpsc::UnboundedSender<Vec<Outgoing>>,
+    batch: &mut Vec<Box<dyn Job>>,
+    again: &mut Vec<Box<dyn Job>>,
+    answers: &mut Answers,
 ) -> Result<(), String> {
     let conn = match pool.get().await {
         Ok(conn) => Arc::new(conn),
         Err(e) => {
             let err = StoreError::unavailable_by("no database connection", e);
-            for job in batch.drain(..) {
-                job.answer(Err(err.clone()));
-            }
+            answers.extend(batch.drain(..).map(|job| (job, Err(err.clone()))));
             return Err(crate::problems::chain(&err));
         }
     };
     if let Err(e) = conn.batch_execute("BEGIN; SAVEPOINT job").await {
         let err = super::db_error(e);
-        for job in batch.drain(..) {
-            job.answer(Err(err.clone()));
-        }
+        answers.extend(batch.drain(..).map(|job| (job, Err(err.clone()))));
         return Err(crate::problems::chain(&err));
     }
     let mut done: Vec<Box<dyn Job>> = Vec::with_capacity(batch.len());
@@ -285,7 +301,7 @@ async fn commit_batch(
     let mut refused: Option<String> = None;
     for mut job in batch.drain(..) {
         if let Some(err) = &broken {
-            job.answer(Err(err.clone()));
+            answers.push((job, Err(err.clone())));
             continue;
         }
         match job.run(conn.clone()).await {
@@ -299,7 +315,7 @@ async fn commit_batch(
                 }
                 Err(e) => {
                     let err = super::db_error(e);
-                    job.answer(Err(err.clone()));
+                    answers.push((job, Err(err.clone())));
                     broken = Some(err);
                 }
             },
@@ -315,7 +331,7 @@ async fn commit_batch(
                 if fault.retryable() && *tries <= MAX_RETRIES && broken.is_none() {
                     again.push(job);
                 } else {
-                    job.answer(Err(fault.into_store()));
+                    answers.push((job, Err(fault.into_store())));
                 }
             }
         }
@@ -338,8 +354,6 @@ async fn commit_batch(
         (Ok(()), Some(reason)) => Err(reason),
         (Ok(()), None) => Ok(()),
     };
-    for job in done {
-        job.answer(outcome.clone());
-    }
+    answers.extend(done.into_iter().map(|job| (job, outcome.clone())));
     result
 }

@@ -356,12 +356,9 @@ fn run(
         }
         // A batch rolled back whole leaves the jobs it had not run yet for the next.
         while !batch.is_empty() {
-            match commit_batch(conn, &mut batch, Instant::now() >= savepoints_until) {
-                Ok(()) => health.committed(),
-                Err(reason) => {
-                    savepoints_until = Instant::now() + SAVEPOINTS_AFTER_FAILURE;
-                    health.failed(reason)
-                }
+            let bare = Instant::now() >= savepoints_until;
+            if commit_batch(conn, &mut batch, bare, health).is_err() {
+                savepoints_until = Instant::now() + SAVEPOINTS_AFTER_FAILURE;
             }
         }
         if !truncate.is_empty() {
@@ -432,23 +429,45 @@ fn checkpoint(conn: &Connection, how: Checkpoint, patience: Duration) -> Result<
     Ok(())
 }
 
-/// Runs a batch in one transaction and answers its jobs; `Err` with the reason when the
-/// database refused a write (the batch's commit, or a job's statements). Jobs left in
-/// `batch` (after a job without a savepoint failed and rolled the batch back) were not
-/// run: they go into the next transaction. Jobs that refuse only before their first write
-/// run without a savepoint when `bare` is true.
+/// Runs a batch in one transaction, records its outcome in `health`, then answers its
+/// jobs; `Err` with the reason when the database refused a write (the batch's commit, or
+/// a job's statements). Health comes first so that a caller told of a failure finds it in
+/// readiness at once. Jobs left in `batch` (after a job without a savepoint failed and
+/// rolled the batch back) were not run: they go into the next transaction. Jobs that
+/// refuse only before their first write run without a savepoint when `bare` is true.
 fn commit_batch(
     conn: &Connection,
     batch: &mut Vec<Box<dyn Job>>,
     bare: bool,
+    health: &WriteHealth,
 ) -> Result<(), String> {
+    let (result, answers) = run_batch(conn, batch, bare);
+    match &result {
+        Ok(()) => health.committed(),
+        Err(reason) => health.failed(reason.clone()),
+    }
+    for (job, answer) in answers {
+        job.answer(answer);
+    }
+    result
+}
+
+/// The jobs of a batch with what each is to be answered.
+type Answers = Vec<(Box<dyn Job>, Result<(), StoreError>)>;
+
+/// [`commit_batch`] without the answers: they are returned.
+fn run_batch(
+    conn: &Connection,
+    batch: &mut Vec<Box<dyn Job>>,
+    bare: bool,
+) -> (Result<(), String>, Answers) {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let err = unavailable(e);
-        for job in batch.drain(..) {
-            job.answer(Err(err.clone()));
-        }
-        return Err(crate::problems::chain(&err));
+        let reason = crate::problems::chain(&err);
+        let answers = batch.drain(..).map(|job| (job, Err(err.clone()))).collect();
+        return (Err(reason), answers);
     }
+    let mut answers = Vec::with_capacity(batch.len());
     let mut done = Vec::with_capacity(batch.len());
     let mut broken = None;
     let mut jobs = std::mem::take(batch).into_iter();
@@ -459,11 +478,13 @@ fn commit_batch(
                 let err = StoreError::unavailable(format!(
                     "rolled back with its batch, where a write failed: {reason}"
                 ));
-                for job in done.into_iter().chain([job]) {
-                    job.answer(Err(err.clone()));
-                }
+                answers.extend(
+                    done.into_iter()
+                        .chain([job])
+                        .map(|job| (job, Err(err.clone()))),
+                );
                 batch.extend(jobs);
-                return Err(reason);
+                return (Err(reason), answers);
             }
             done.push(job);
             continue;
@@ -471,7 +492,7 @@ fn commit_batch(
         if let Err(e) = execute_cached(conn, "SAVEPOINT job") {
             let err = unavailable(e);
             broken = Some(crate::problems::chain(&err));
-            job.answer(Err(err));
+            answers.push((job, Err(err)));
             continue;
         }
         let cleanup = match job.run(conn) {
@@ -486,7 +507,7 @@ fn commit_batch(
         };
         match cleanup {
             Ok(()) => done.push(job),
-            Err(e) => job.answer(Err(unavailable(e))),
+            Err(e) => answers.push((job, Err(unavailable(e)))),
         }
     }
     let outcome = conn.execute_batch("COMMIT").map_err(unavailable);
@@ -498,10 +519,8 @@ fn commit_batch(
         (Ok(()), Some(reason)) => Err(reason),
         (Ok(()), None) => Ok(()),
     };
-    for job in done {
-        job.answer(outcome.clone());
-    }
-    result
+    answers.extend(done.into_iter().map(|job| (job, outcome.clone())));
+    (result, answers)
 }
 
 /// Runs a statement without parameters from the connection's statement cache (savepoint
@@ -705,7 +724,7 @@ mod tests {
         let (failing, mut failing_rx) = job(true, fails_after_writing);
         let (last, mut last_rx) = job(true, insert(3));
         let mut batch = vec![first, failing, last];
-        let reason = commit_batch(&conn, &mut batch, true).unwrap_err();
+        let reason = commit_batch(&conn, &mut batch, true, &WriteHealth::default()).unwrap_err();
         assert!(reason.contains("disk full"), "{reason}");
         assert!(answer(&mut first_rx).unwrap_err().is_unavailable());
         assert!(answer(&mut failing_rx).unwrap_err().is_unavailable());
@@ -716,7 +735,7 @@ mod tests {
             "the job not yet run waits for the next batch"
         );
         assert!(last_rx.try_recv().is_err(), "and is not answered yet");
-        commit_batch(&conn, &mut batch, true).unwrap();
+        commit_batch(&conn, &mut batch, true, &WriteHealth::default()).unwrap();
         answer(&mut last_rx).unwrap();
         assert_eq!(rows(&conn), vec![3]);
     }
@@ -730,7 +749,7 @@ mod tests {
         });
         let (last, mut last_rx) = job(false, insert(3));
         let mut batch = vec![first, refusing, last];
-        commit_batch(&conn, &mut batch, true).unwrap();
+        commit_batch(&conn, &mut batch, true, &WriteHealth::default()).unwrap();
         answer(&mut first_rx).unwrap();
         assert!(matches!(
             answer(&mut refusing_rx),
@@ -748,12 +767,53 @@ mod tests {
         let (failing, mut failing_rx) = job(refuses_first, fails_after_writing);
         let (last, mut last_rx) = job(true, insert(3));
         let mut batch = vec![first, failing, last];
-        assert!(commit_batch(&conn, &mut batch, bare).is_err());
+        assert!(commit_batch(&conn, &mut batch, bare, &WriteHealth::default()).is_err());
         answer(&mut first_rx).unwrap();
         assert!(answer(&mut failing_rx).unwrap_err().is_unavailable());
         answer(&mut last_rx).unwrap();
         assert_eq!(rows(&conn), vec![1, 3]);
         assert!(batch.is_empty());
+    }
+
+    /// A job that notes, when it is answered, what the writer's health said then.
+    struct Witness {
+        health: Arc<WriteHealth>,
+        seen: std::sync::mpsc::Sender<Option<String>>,
+    }
+
+    impl Job for Witness {
+        fn refuses_first(&self) -> bool {
+            false
+        }
+
+        fn run(&mut self, conn: &Connection) -> Ran {
+            match fails_after_writing(conn) {
+                Ok(()) => Ran::Done,
+                Err(e) => Ran::Broken(crate::problems::chain(&e)),
+            }
+        }
+
+        fn answer(self: Box<Self>, _: Result<(), StoreError>) {
+            self.seen.send(self.health.failure()).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_failed_write_is_in_the_health_before_its_caller_hears_of_it() {
+        let (_dir, conn) = store();
+        let health = Arc::new(WriteHealth::default());
+        let (seen, heard) = std::sync::mpsc::channel();
+        let witness = Box::new(Witness {
+            health: health.clone(),
+            seen,
+        });
+        let mut batch: Vec<Box<dyn Job>> = vec![witness];
+        assert!(commit_batch(&conn, &mut batch, true, &health).is_err());
+        let failure = heard
+            .try_recv()
+            .unwrap()
+            .expect("the failure was recorded first");
+        assert!(failure.contains("disk full"), "{failure}");
     }
 
     #[test]
