@@ -48,6 +48,7 @@ pub async fn closed_loop(
     let polls = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + window;
     let cpu_before = server.cpu_seconds();
+    let store_cpu_before = server.store_cpu_seconds();
     let started = Instant::now();
     let workers: Vec<_> = (0..in_flight)
         .map(|_| {
@@ -91,6 +92,8 @@ pub async fn closed_loop(
             steps_per_s: runs * 10.0 / secs,
             peak_rss,
             cpu_us_per_step: (server.cpu_seconds() - cpu_before) * 1e6 / (runs * 10.0).max(1.0),
+            store_cpu_us_per_step: (server.store_cpu_seconds() - store_cpu_before) * 1e6
+                / (runs * 10.0).max(1.0),
         },
         polls_per_run: polls.load(Ordering::Relaxed) as f64 / runs.max(1.0),
         run_ms: times.get(times.len() / 2).copied().unwrap_or(f64::NAN),

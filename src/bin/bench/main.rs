@@ -10,6 +10,7 @@ mod growth;
 mod scenarios;
 mod server;
 mod soak;
+mod stored;
 mod target;
 mod tasks;
 
@@ -61,7 +62,11 @@ struct Args {
     /// Runs in flight in the `soak` scenario.
     #[arg(long, default_value_t = 50)]
     soak_in_flight: usize,
-    /// Scenarios to run (`growth` and `soak` are not among the defaults: they take minutes).
+    /// Finished runs in the store for the `stored` scenario's second measurement.
+    #[arg(long, default_value_t = 1_000_000)]
+    stored_runs: u64,
+    /// Scenarios to run (`growth`, `soak` and `stored` are not among the defaults: they
+    /// take minutes).
     #[arg(
         long,
         value_delimiter = ',',
@@ -254,6 +259,10 @@ async fn drive(args: Args) -> anyhow::Result<()> {
         row("engine / raw", &ratio, "%");
         let cpu = stats(engine.iter().map(|r| r.cpu_us_per_step).collect());
         row("server CPU per step", &cpu, "µs");
+        let store_cpu = stats(engine.iter().map(|r| r.store_cpu_us_per_step).collect());
+        if dsn.is_some() {
+            row("PostgreSQL CPU per step", &store_cpu, "µs");
+        }
         results.insert(
             "w10_throughput".into(),
             json!({
@@ -262,6 +271,7 @@ async fn drive(args: Args) -> anyhow::Result<()> {
                 "raw_steps_per_s": raw.iter().map(|r| r.steps_per_s).collect::<Vec<_>>(),
                 "percent_of_raw": ratio,
                 "server_cpu_us_per_step": cpu,
+                "postgres_cpu_us_per_step": store_cpu,
             }),
         );
     }
@@ -333,6 +343,11 @@ async fn drive(args: Args) -> anyhow::Result<()> {
                 row(&format!("{label} run time"), &run_ms, "ms");
                 let mut part = json!({"steps_per_s": steps, "percent_of_raw": share,
                     "server_cpu_us_per_step": cpu, "run_ms": run_ms});
+                if dsn.is_some() {
+                    let store_cpu = of(windows, |w| w.rate.store_cpu_us_per_step);
+                    row(&format!("{label} PostgreSQL CPU"), &store_cpu, "µs");
+                    part["postgres_cpu_us_per_step"] = store_cpu;
+                }
                 if label == "polling" {
                     let reads = of(windows, |w| w.polls_per_run);
                     row("polling reads per run", &reads, "");
@@ -582,6 +597,94 @@ async fn drive(args: Args) -> anyhow::Result<()> {
                 "rss_spread_percent": spread, "wal_peak_mib": mib(d.wal_peak)});
         }
         results.insert("soak".into(), section);
+    }
+
+    if want("stored") {
+        if dsn.is_some() {
+            anyhow::bail!("the stored scenario seeds the embedded store; leave out --dsn");
+        }
+        println!(
+            "W10 on a fresh store and on one holding {} finished runs, windows alternating ({} in flight, {}s windows)",
+            args.stored_runs,
+            stored::IN_FLIGHT,
+            args.window
+        );
+        // The runs to copy: what W10 windows on a fresh store leave.
+        let mut seeded_server = Server::start(None)?;
+        let client = Client::new(&seeded_server.url);
+        let wf = client.create_workflow(scenarios::w10(&target_url)).await?;
+        stored::warm_up(&seeded_server, &target, &wf).await?;
+        let mut first = stored::Measured::default();
+        for _ in 0..args.repeat {
+            stored::measure(&seeded_server, &target, &wf, window, &mut first).await?;
+        }
+        let first_db = seeded_server.store_bytes().0;
+        seeded_server.stop()?;
+        let seeded = stored::seed(&seeded_server.database(), args.stored_runs)?;
+        println!(
+            "  seeded to {} finished runs in {:.0} s",
+            seeded.runs, seeded.seconds
+        );
+        let reopened = Instant::now();
+        seeded_server.restart()?;
+        let reopen_s = reopened.elapsed().as_secs_f64();
+        println!("  restart on the seeded store: listening after {reopen_s:.1} s");
+        stored::check_a_copy(&Client::new(&seeded_server.url)).await?;
+        // The machine drifts by more than the effect sought: windows on a fresh store and
+        // on the seeded one alternate, each server idle while the other is measured.
+        let fresh_server = Server::start(None)?;
+        let fresh_wf = Client::new(&fresh_server.url)
+            .create_workflow(scenarios::w10(&target_url))
+            .await?;
+        stored::warm_up(&fresh_server, &target, &fresh_wf).await?;
+        stored::warm_up(&seeded_server, &target, &wf).await?;
+        let (mut fresh, mut many) = (stored::Measured::default(), stored::Measured::default());
+        for _ in 0..args.repeat {
+            stored::measure(&fresh_server, &target, &fresh_wf, window, &mut fresh).await?;
+            stored::measure(&seeded_server, &target, &wf, window, &mut many).await?;
+        }
+        let phases = [
+            ("fresh store, before seeding", first_db, &first),
+            ("fresh store", fresh_server.store_bytes().0, &fresh),
+            ("seeded store", seeded_server.store_bytes().0, &many),
+        ];
+        let mut section = Vec::new();
+        for (label, db, m) in phases {
+            println!("  {label} (database {:.0} MiB)", mib(db));
+            let throughput = stats(m.throughput.iter().map(|r| r.steps_per_s).collect());
+            let throughput_cpu = stats(m.throughput.iter().map(|r| r.cpu_us_per_step).collect());
+            let polling = stats(m.polling.iter().map(|w| w.rate.steps_per_s).collect());
+            let polling_cpu = stats(m.polling.iter().map(|w| w.rate.cpu_us_per_step).collect());
+            row("steps/s", &throughput, "steps/s");
+            row("server CPU per step", &throughput_cpu, "µs");
+            row("polling steps/s", &polling, "steps/s");
+            row("polling CPU per step", &polling_cpu, "µs");
+            section.push(json!({"phase": label, "database_mib": mib(db),
+                "steps_per_s": throughput, "server_cpu_us_per_step": throughput_cpu,
+                "polling_steps_per_s": polling, "polling_server_cpu_us_per_step": polling_cpu}));
+        }
+        // Each seeded window against the fresh window just before it.
+        let paired = |f: &dyn Fn(&stored::Measured) -> Vec<f64>| {
+            stats(
+                f(&many)
+                    .iter()
+                    .zip(f(&fresh))
+                    .map(|(m, f)| 100.0 * (m / f - 1.0))
+                    .collect(),
+            )
+        };
+        let steps_change = paired(&|m| m.throughput.iter().map(|r| r.steps_per_s).collect());
+        let polling_change = paired(&|m| m.polling.iter().map(|w| w.rate.steps_per_s).collect());
+        println!("  seeded against fresh, window by window");
+        row("steps/s change", &steps_change, "%");
+        row("polling steps/s change", &polling_change, "%");
+        results.insert(
+            "stored".into(),
+            json!({"finished_runs": seeded.runs, "seed_seconds": seeded.seconds,
+                "restart_seconds": reopen_s, "phases": section,
+                "steps_change_percent": steps_change,
+                "polling_steps_change_percent": polling_change}),
+        );
     }
 
     if want("tasks") {

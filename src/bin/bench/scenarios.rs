@@ -256,6 +256,9 @@ pub struct Rate {
     pub peak_rss: u64,
     /// Server CPU time (user + system) per step, in microseconds.
     pub cpu_us_per_step: f64,
+    /// CPU time of the PostgreSQL server's processes per step, in microseconds (zero on
+    /// the embedded store, whose work is in the server's own).
+    pub store_cpu_us_per_step: f64,
 }
 
 /// Runs per second with `in_flight` runs at all times, for `window`.
@@ -271,6 +274,7 @@ pub async fn throughput(
     let deadline = Instant::now() + window;
     let calls_before = target.calls();
     let cpu_before = server.cpu_seconds();
+    let store_cpu_before = server.store_cpu_seconds();
     let started = Instant::now();
     let workers: Vec<_> = (0..in_flight)
         .map(|_| {
@@ -304,6 +308,8 @@ pub async fn throughput(
         steps_per_s: steps / secs,
         peak_rss,
         cpu_us_per_step: (server.cpu_seconds() - cpu_before) * 1e6 / steps.max(1.0),
+        store_cpu_us_per_step: (server.store_cpu_seconds() - store_cpu_before) * 1e6
+            / steps.max(1.0),
     })
 }
 
@@ -341,6 +347,7 @@ pub async fn raw(target_url: &str, in_flight: usize, window: Duration) -> anyhow
         steps_per_s: runs * 10.0,
         peak_rss: 0,
         cpu_us_per_step: 0.0,
+        store_cpu_us_per_step: 0.0,
     })
 }
 

@@ -12,6 +12,8 @@ use anyhow::{Context, bail};
 pub struct Server {
     child: Child,
     pub url: String,
+    /// Whether the store is PostgreSQL (its own processes do the database's work).
+    postgres: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -35,46 +37,76 @@ fn write_config(dir: &Path, dsn: Option<&str>) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// Starts this binary in `__serve` mode on `config` and waits until it listens; returns
+/// the process and its URL.
+fn spawn(config: &Path) -> anyhow::Result<(Child, String)> {
+    let mut child = Command::new(std::env::current_exe()?)
+        .arg("__serve")
+        .arg(config)
+        .env("RUST_LOG", "orchestrator::app=info,warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting the server process")?;
+    let stderr = child.stderr.take().context("server stderr")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(rest) = line.split("address=").nth(1) {
+                let _ = tx.send(
+                    rest.chars()
+                        .take_while(|c| !c.is_whitespace())
+                        .collect::<String>(),
+                );
+            } else if line.contains("ERROR") {
+                eprintln!("server: {line}");
+            }
+        }
+    });
+    // A store of many gigabytes takes a while to open.
+    let Ok(address) = rx.recv_timeout(Duration::from_secs(120)) else {
+        let _ = child.kill();
+        bail!("the server did not start");
+    };
+    Ok((child, format!("http://{address}")))
+}
+
 impl Server {
     /// Starts a server on a fresh store (or on `dsn`) and waits until it listens.
     pub fn start(dsn: Option<&str>) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let config = write_config(dir.path(), dsn)?;
-        let mut child = Command::new(std::env::current_exe()?)
-            .arg("__serve")
-            .arg(&config)
-            .env("RUST_LOG", "orchestrator::app=info,warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting the server process")?;
-        let stderr = child.stderr.take().context("server stderr")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if let Some(rest) = line.split("address=").nth(1) {
-                    let _ = tx.send(
-                        rest.chars()
-                            .take_while(|c| !c.is_whitespace())
-                            .collect::<String>(),
-                    );
-                } else if line.contains("ERROR") {
-                    eprintln!("server: {line}");
-                }
-            }
-        });
-        let Ok(address) = rx.recv_timeout(Duration::from_secs(30)) else {
-            let _ = child.kill();
-            bail!("the server did not start");
-        };
+        let (child, url) = spawn(&config)?;
         Ok(Self {
             child,
-            url: format!("http://{address}"),
+            url,
+            postgres: dsn.is_some(),
             _dir: dir,
         })
+    }
+
+    /// Stops the server with SIGTERM (unless it has stopped) and starts it again on the
+    /// same store and config (on another free port: `url` changes).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        let status = match self.child.try_wait()? {
+            Some(status) => status,
+            None => self.stop()?,
+        };
+        if !status.success() {
+            bail!("the server stopped with {status}");
+        }
+        let (child, url) = spawn(&self._dir.path().join("config.yaml"))?;
+        self.child = child;
+        self.url = url;
+        Ok(())
+    }
+
+    /// The embedded store's database file.
+    pub fn database(&self) -> PathBuf {
+        self._dir.path().join("bench.db")
     }
 
     /// Resident memory of the server process, in bytes.
@@ -91,20 +123,45 @@ impl Server {
 
     /// CPU time the server process has used so far (user + system), in seconds.
     pub fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the command name, which is in parentheses and may hold spaces;
-        // utime and stime are the 14th and 15th fields, in ticks of USER_HZ (100 on Linux).
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        (ticks(11) + ticks(12)) as f64 / 100.0
+        process_cpu_seconds(self.child.id())
     }
+
+    /// CPU time PostgreSQL's processes on this machine have used so far (the bench's
+    /// cluster: its backends live as long as the server's pool), in seconds; zero on the
+    /// embedded store.
+    pub fn store_cpu_seconds(&self) -> f64 {
+        if !self.postgres {
+            return 0.0;
+        }
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return 0.0;
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim() == "postgres")
+            })
+            .map(process_cpu_seconds)
+            .sum()
+    }
+}
+
+/// CPU time process `pid` has used so far (user + system), in seconds; zero once it is gone.
+fn process_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces;
+    // utime and stime are the 14th and 15th fields, in ticks of USER_HZ (100 on Linux).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(11) + ticks(12)) as f64 / 100.0
 }
 
 impl Server {

@@ -107,8 +107,10 @@ impl Lifecycle for PostgresStore {
     ) -> Result<u64, StoreError> {
         let conn = self.conn().await?;
         conn.execute(
+            // Only the oldest `$3`: events are appended in time order, so the old ones are
+            // a prefix, and a pass never reads the whole outbox.
             "DELETE FROM events WHERE id IN (SELECT id FROM events \
-             WHERE id <= $1 AND created_at < $2 ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)",
+             WHERE id <= $1 ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) AND created_at < $2",
             &[&(acked as i64), &ms(before), &(limit as i64)],
         )
         .await
