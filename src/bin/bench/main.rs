@@ -65,6 +65,9 @@ struct Args {
     /// Finished runs in the store for the `stored` scenario's second measurement.
     #[arg(long, default_value_t = 1_000_000)]
     stored_runs: u64,
+    /// Keep the `stored` scenario's seeded store (its directory is printed) to look into.
+    #[arg(long)]
+    stored_keep: bool,
     /// Scenarios to run (`growth`, `soak` and `stored` are not among the defaults: they
     /// take minutes).
     #[arg(
@@ -639,9 +642,17 @@ async fn drive(args: Args) -> anyhow::Result<()> {
         stored::warm_up(&fresh_server, &target, &fresh_wf).await?;
         stored::warm_up(&seeded_server, &target, &wf).await?;
         let (mut fresh, mut many) = (stored::Measured::default(), stored::Measured::default());
-        for _ in 0..args.repeat {
+        for round in 0..args.repeat {
             stored::measure(&fresh_server, &target, &fresh_wf, window, &mut fresh).await?;
             stored::measure(&seeded_server, &target, &wf, window, &mut many).await?;
+            println!(
+                "  round {}: steps/s fresh {:.0}, seeded {:.0}; polling fresh {:.0}, seeded {:.0}",
+                round + 1,
+                fresh.throughput[round].steps_per_s,
+                many.throughput[round].steps_per_s,
+                fresh.polling[round].rate.steps_per_s,
+                many.polling[round].rate.steps_per_s
+            );
         }
         let phases = [
             ("fresh store, before seeding", first_db, &first),
@@ -678,9 +689,18 @@ async fn drive(args: Args) -> anyhow::Result<()> {
         println!("  seeded against fresh, window by window");
         row("steps/s change", &steps_change, "%");
         row("polling steps/s change", &polling_change, "%");
+        let windows = |m: &stored::Measured| {
+            json!({"steps_per_s": m.throughput.iter().map(|r| r.steps_per_s).collect::<Vec<_>>(),
+                "polling_steps_per_s": m.polling.iter().map(|w| w.rate.steps_per_s).collect::<Vec<_>>()})
+        };
+        let rounds = json!({"fresh": windows(&fresh), "seeded": windows(&many)});
+        if args.stored_keep {
+            seeded_server.stop()?;
+            println!("  seeded store kept in {}", seeded_server.keep().display());
+        }
         results.insert(
             "stored".into(),
-            json!({"finished_runs": seeded.runs, "seed_seconds": seeded.seconds,
+            json!({"rounds": rounds, "finished_runs": seeded.runs, "seed_seconds": seeded.seconds,
                 "restart_seconds": reopen_s, "phases": section,
                 "steps_change_percent": steps_change,
                 "polling_steps_change_percent": polling_change}),

@@ -20,14 +20,14 @@ pub struct Server {
 /// Writes the benchmark config: a fresh embedded store, free port, quiet logs.
 fn write_config(dir: &Path, dsn: Option<&str>) -> anyhow::Result<PathBuf> {
     let path = dir.join("config.yaml");
+    let extra = std::env::var("BENCH_DATABASE")
+        .map(|extra| format!("  {extra}\n"))
+        .unwrap_or_default();
     let database = match dsn {
-        Some(dsn) => format!("  dsn: {dsn}\n"),
+        Some(dsn) => format!("  dsn: {dsn}\n{extra}"),
         None => format!(
-            "  path: {}\n  synchronous: normal\n{}",
+            "  path: {}\n  synchronous: normal\n{extra}",
             dir.join("bench.db").display(),
-            std::env::var("BENCH_DATABASE")
-                .map(|extra| format!("  {extra}\n"))
-                .unwrap_or_default()
         ),
     };
     let text = format!(
@@ -102,6 +102,16 @@ impl Server {
         self.child = child;
         self.url = url;
         Ok(())
+    }
+
+    /// Keeps the server's directory (store and config) when it is dropped; returns its
+    /// path.
+    pub fn keep(&mut self) -> PathBuf {
+        let dir = std::mem::replace(
+            &mut self._dir,
+            tempfile::TempDir::new().expect("a temporary directory"),
+        );
+        dir.keep()
     }
 
     /// The embedded store's database file.
