@@ -73,6 +73,12 @@ const HOOKS_GRACE: Duration = Duration::from_secs(5);
 /// stay open until the runs they follow have drained).
 const HTTP_MARGIN: Duration = Duration::from_secs(10);
 
+/// How long an idle client connection stays open: longer than the shipped clients (the
+/// CLI, the worker) keep theirs, 30 s. A client that sends on a connection the server is
+/// closing at that moment loses the request ("connection closed before message
+/// completed"), and a `POST` must not blindly be sent again.
+pub const HTTP_KEEP_ALIVE: Duration = Duration::from_secs(75);
+
 /// The validator a server with `config` uses: its workflow schema, its actions and its
 /// limits. `orchestrator validate` checks files with the same one.
 pub fn validator(config: &Config, actions: &Registry) -> Result<Validator, SchemaError> {
@@ -268,6 +274,7 @@ impl App {
         // Without it a streamed response (the SSE log stream) waits on delayed ACKs:
         // an event written while the previous one is unacknowledged left ~40 ms late.
         .tcp_nodelay(true)
+        .keep_alive(HTTP_KEEP_ALIVE)
         .shutdown_timeout((config.server.shutdown_grace + HTTP_MARGIN).as_secs());
         if config.server.workers > 0 {
             server = server.workers(config.server.workers);

@@ -21,6 +21,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Silence on a log stream after which the connection counts as lost. The server sends
 /// keep-alive comments every 15 s by default (`logs.keep_alive`).
 const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long an idle pooled connection is kept for reuse: shorter than the server keeps an
+/// idle connection open (75 s), so the client never sends on one the server is closing
+/// (the request would fail with "connection closed before message completed").
+const POOL_IDLE: Duration = Duration::from_secs(30);
 
 /// Why a client command could not do its work.
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +177,7 @@ impl Api {
         let build = |builder: reqwest::ClientBuilder| {
             builder
                 .connect_timeout(CONNECT_TIMEOUT)
+                .pool_idle_timeout(POOL_IDLE)
                 .user_agent(concat!("orchestrator-cli/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .map_err(|e| ClientError::Usage(format!("cannot build the HTTP client: {e}")))

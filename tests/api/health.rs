@@ -163,3 +163,34 @@ async fn ready_fails_while_postgresql_refuses_writes_and_recovers_on_its_own() {
     .await;
     assert_eq!(app.post("/v1/workflows", &a_workflow()).await.status(), 201);
 }
+
+/// A client that keeps an idle connection for reuse (the CLI and the worker keep theirs
+/// 30 s) finds it still open: the server does not close idle connections after actix's
+/// default 5 s, which made a request sent at that moment fail.
+#[tokio::test]
+async fn an_idle_keep_alive_connection_still_serves_a_request_after_six_seconds() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let address = app.address.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(address).await.unwrap();
+    let request = b"GET /health HTTP/1.1\r\nHost: orchestrator\r\n\r\n";
+    for round in 0..2 {
+        if round == 1 {
+            // Idle past the old keep-alive, on purpose: the duration is what is tested.
+            tokio::time::sleep(std::time::Duration::from_secs(6)).await;
+        }
+        socket.write_all(request).await.unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !answer.ends_with(b"}") {
+            let n = tokio::time::timeout(std::time::Duration::from_secs(10), socket.read(&mut buf))
+                .await
+                .expect("an answer within 10 s")
+                .unwrap();
+            assert!(n > 0, "the server closed the connection (round {round})");
+            answer.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    }
+}

@@ -28,6 +28,8 @@ impl Client {
     pub fn new(base: &str) -> Self {
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(1024)
+            // Below the server's keep-alive (75 s): never reuse a connection it is closing.
+            .pool_idle_timeout(Duration::from_secs(30))
             .tcp_nodelay(true)
             .build()
             .unwrap_or_default();
