@@ -14,7 +14,7 @@ pub struct Server {
     pub url: String,
     /// Whether the store is PostgreSQL (its own processes do the database's work).
     postgres: bool,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 /// Writes the benchmark config: a fresh embedded store, free port, quiet logs.
@@ -84,7 +84,7 @@ impl Server {
             child,
             url,
             postgres: dsn.is_some(),
-            _dir: dir,
+            dir,
         })
     }
 
@@ -98,7 +98,7 @@ impl Server {
         if !status.success() {
             bail!("the server stopped with {status}");
         }
-        let (child, url) = spawn(&self._dir.path().join("config.yaml"))?;
+        let (child, url) = spawn(&self.dir.path().join("config.yaml"))?;
         self.child = child;
         self.url = url;
         Ok(())
@@ -108,7 +108,7 @@ impl Server {
     /// path.
     pub fn keep(&mut self) -> PathBuf {
         let dir = std::mem::replace(
-            &mut self._dir,
+            &mut self.dir,
             tempfile::TempDir::new().expect("a temporary directory"),
         );
         dir.keep()
@@ -116,7 +116,7 @@ impl Server {
 
     /// The embedded store's database file.
     pub fn database(&self) -> PathBuf {
-        self._dir.path().join("bench.db")
+        self.dir.path().join("bench.db")
     }
 
     /// Resident memory of the server process, in bytes.
@@ -179,7 +179,7 @@ impl Server {
     /// file that does not exist, or on PostgreSQL).
     pub fn store_bytes(&self) -> (u64, u64) {
         let size =
-            |name: &str| std::fs::metadata(self._dir.path().join(name)).map_or(0, |m| m.len());
+            |name: &str| std::fs::metadata(self.dir.path().join(name)).map_or(0, |m| m.len());
         (size("bench.db"), size("bench.db-wal"))
     }
 
