@@ -3,11 +3,11 @@
 //!
 //! One task per server watches the outbox head (its newest id), polling only while someone
 //! follows the feed, and announces when it moved. Each reader keeps its own position and
-//! reads the store after it, with its own filter, whenever the head moves. The store hands
-//! out outbox ids in commit order (see `Store::read_events`), so reading `id > position`
-//! never skips an event that commits later and never repeats one: a reader that resumes
-//! after the last id it was sent sees every later event exactly once, here or on any other
-//! replica of the same database.
+//! reads the store after it, with its own filter, whenever the head moves. The store never
+//! returns an event while a smaller id can still appear (`Store::read_events`), so reading
+//! `id > position` never skips an event that commits later and never repeats one: a reader
+//! that resumes after the last id it was sent sees every later event exactly once, here or
+//! on any other replica of the same database.
 
 use std::collections::VecDeque;
 use std::time::Duration;

@@ -466,8 +466,9 @@ pub trait Store: Lifecycle + Curation + TaskStore + Send + Sync + 'static {
 
     /// Hook events after outbox position `after_id`, in outbox order. Hook delivery moves a
     /// cursor past what this returns, so an implementation must never return an event while
-    /// one with a smaller id can still become visible (ids must appear in commit order, as
-    /// they do with SQLite's single writer); otherwise that event would be skipped.
+    /// one with a smaller id can still become visible (SQLite's single writer commits ids in
+    /// order; PostgreSQL's readers stop below its writers' horizon); otherwise that event
+    /// would be skipped.
     async fn read_events(
         &self,
         after_id: u64,
@@ -534,7 +535,8 @@ pub trait Store: Lifecycle + Curation + TaskStore + Send + Sync + 'static {
 
     /// How many runs have `status` (for metrics; must be cheap, e.g. an index count).
     async fn count_runs(&self, status: RunStatus) -> Result<u64, StoreError>;
-    /// The outbox position of the newest event (0 when there is none), for metrics.
+    /// The outbox position of the newest event that readers may read (0 when there is
+    /// none): no event below it can still appear.
     async fn outbox_head(&self) -> Result<u64, StoreError>;
 }
 

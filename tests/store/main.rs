@@ -11,6 +11,7 @@ mod leases;
 mod lifecycle;
 mod logs;
 mod notices;
+mod outbox;
 mod runs;
 mod tasks;
 mod triggers;

@@ -17,7 +17,6 @@ use crate::store::{Committed, Guard, OwnerChange, StoreError, Transition};
 
 use super::notify::Outgoing;
 use super::rows::{get, ms, to_json};
-use super::runs::OUTBOX_LOCK;
 use super::writer::{Done, Fault};
 
 type Args = Vec<Box<dyn ToSql + Sync + Send>>;
@@ -106,12 +105,6 @@ pub async fn commit<C: GenericClient>(c: &C, tx: Transition) -> Result<Done<Comm
     );
     sql.push_str(&children(&mut args, &run_id, &tx));
     sql.push_str(" SELECT rev, log_seq, workflow_id, status, unowned FROM upd");
-    if !tx.events.is_empty() {
-        // Taken before the row lock by every outbox writer: one lock order, and outbox
-        // ids handed out in commit order.
-        c.execute("SELECT pg_advisory_xact_lock($1)", &[&OUTBOX_LOCK])
-            .await?;
-    }
     let params: Vec<&(dyn ToSql + Sync)> = args
         .iter()
         .map(|b| b.as_ref() as &(dyn ToSql + Sync))

@@ -10,6 +10,7 @@
 
 mod commit;
 mod curation;
+mod horizon;
 mod identity;
 mod lifecycle;
 mod migrations;
@@ -21,6 +22,8 @@ mod runs;
 mod tasks;
 mod triggers;
 mod writer;
+
+pub use horizon::OUTBOX_LOCK;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,6 +83,8 @@ pub struct PostgresStore {
     config: tokio_postgres::Config,
     /// The lock of this process's `server.id`, once held.
     identity: std::sync::Mutex<Option<identity::Held>>,
+    /// How far the outbox may be read without skipping a later commit.
+    horizon: horizon::Horizon,
 }
 
 /// Maps a database error to the store's vocabulary.
@@ -144,6 +149,7 @@ impl PostgresStore {
             notices,
             config,
             identity: std::sync::Mutex::default(),
+            horizon: horizon::Horizon::default(),
         })
     }
 
@@ -414,7 +420,10 @@ impl Store for PostgresStore {
         after_id: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        read!(self, |c| queries::read_events(c, after_id, limit).await)
+        read!(self, |c| {
+            let upto = self.horizon.advance(c).await?;
+            queries::read_events(c, after_id, upto, limit).await
+        })
     }
 
     async fn event_cursor(&self, target: &str) -> Result<u64, StoreError> {
@@ -576,8 +585,10 @@ impl Store for PostgresStore {
         after_id: u64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        read!(self, |c| triggers::list_events(c, filter, after_id, limit)
-            .await)
+        read!(self, |c| {
+            let upto = self.horizon.advance(c).await?;
+            triggers::list_events(c, filter, after_id, upto, limit).await
+        })
     }
 
     async fn count_runs(&self, status: RunStatus) -> Result<u64, StoreError> {
@@ -594,13 +605,7 @@ impl Store for PostgresStore {
     }
 
     async fn outbox_head(&self) -> Result<u64, StoreError> {
-        read!(self, |c| {
-            let row = c
-                .query_one("SELECT COALESCE(MAX(id), 0) FROM events", &[])
-                .await
-                .map_err(db_error)?;
-            Ok(rows::get::<i64>(&row, 0)?.max(0) as u64)
-        })
+        read!(self, |c| self.horizon.advance(c).await)
     }
 
     async fn close(&self) -> Result<(), StoreError> {

@@ -218,12 +218,18 @@ pub async fn read_logs<C: GenericClient>(
 pub async fn read_events<C: GenericClient>(
     c: &C,
     after_id: u64,
+    upto: u64,
     limit: usize,
 ) -> Result<Vec<StoredEvent>, StoreError> {
     let rows = c
         .query(
-            "SELECT id, run_id, workflow_id, seq, body FROM events WHERE id > $1 ORDER BY id LIMIT $2",
-            &[&(after_id as i64), &(limit as i64)],
+            "SELECT id, run_id, workflow_id, seq, body FROM events \
+             WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3",
+            &[
+                &(after_id.min(i64::MAX as u64) as i64),
+                &(upto as i64),
+                &(limit as i64),
+            ],
         )
         .await
         .map_err(db_error)?;

@@ -11,10 +11,6 @@ use super::notify::Outgoing;
 use super::rows::{get, load_run, ms, put_logs, put_steps, to_json};
 use super::writer::{Done, Fault};
 
-/// Outbox inserts take this transaction-level advisory lock so that event ids are handed
-/// out in commit order (a reader never skips a lower id that commits later).
-pub const OUTBOX_LOCK: i64 = 0x6f72_6368_6576_0001;
-
 /// Inserts a run, or finds the one its idempotency key already created.
 pub async fn create_run<C: GenericClient>(
     c: &C,
@@ -146,9 +142,6 @@ async fn put_events<C: GenericClient>(
         .collect();
     let body: Vec<String> = events.iter().map(to_json).collect();
     let created: Vec<i64> = events.iter().map(|e| ms(e.ts)).collect();
-    c.execute("SELECT pg_advisory_xact_lock($1)", &[&OUTBOX_LOCK])
-        .await
-        .map_err(super::db_error)?;
     c.execute(
         "INSERT INTO events (run_id, workflow_id, seq, body, created_at) \
          SELECT $1, $2, * FROM UNNEST($3::bigint[], $4::text[], $5::bigint[])",

@@ -275,11 +275,16 @@ pub async fn list_events<C: GenericClient>(
     c: &C,
     filter: &EventFilter,
     after: u64,
+    upto: u64,
     limit: usize,
 ) -> Result<Vec<StoredEvent>, StoreError> {
-    let mut args: Vec<Box<dyn ToSql + Sync + Send>> =
-        vec![Box::new(after.min(i64::MAX as u64) as i64)];
-    let mut sql = "SELECT id, run_id, workflow_id, seq, body FROM events WHERE id > $1".to_owned();
+    let mut args: Vec<Box<dyn ToSql + Sync + Send>> = vec![
+        Box::new(after.min(i64::MAX as u64) as i64),
+        Box::new(upto as i64),
+    ];
+    let mut sql =
+        "SELECT id, run_id, workflow_id, seq, body FROM events WHERE id > $1 AND id <= $2"
+            .to_owned();
     if let Some(run) = &filter.run_id {
         args.push(Box::new(run.clone()));
         sql.push_str(&format!(" AND run_id = ${}", args.len()));

@@ -11,7 +11,9 @@
 //! commit and its WAL flush.)
 //!
 //! A few writers share the queue, each on its own connection: while one waits for its
-//! round trips and its commit's fsync, the next collects a batch. Jobs of one run are
+//! round trips and its commit's fsync, the next collects a batch. Every batch holds the
+//! outbox lock in shared mode, which never makes writers wait for each other; readers of
+//! the outbox use it to find how far they may read (see [`super::horizon`]). Jobs of one run are
 //! ordered by their callers (the engine awaits each commit), and concurrent jobs on one
 //! run serialise on its row lock; a deadlock between two batches re-runs the loser.
 
@@ -23,6 +25,7 @@ use deadpool_postgres::Pool;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::error::SqlState;
 
+use super::horizon::OUTBOX_LOCK;
 use super::notify::Outgoing;
 use crate::store::{StoreError, WriteHealth};
 
@@ -290,7 +293,9 @@ async fn run_batch(
             return Err(crate::problems::chain(&err));
         }
     };
-    if let Err(e) = conn.batch_execute("BEGIN; SAVEPOINT job").await {
+    // Shared outbox lock first, before any event id is taken (see `horizon`).
+    let begin = format!("BEGIN; SELECT pg_advisory_xact_lock_shared({OUTBOX_LOCK}); SAVEPOINT job");
+    if let Err(e) = conn.batch_execute(&begin).await {
         let err = super::db_error(e);
         answers.extend(batch.drain(..).map(|job| (job, Err(err.clone()))));
         return Err(crate::problems::chain(&err));

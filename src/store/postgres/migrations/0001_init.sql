@@ -108,8 +108,9 @@ CREATE TABLE idempotency_keys (
 );
 CREATE INDEX idempotency_by_expiry ON idempotency_keys (expires_at);
 
--- The hook outbox. Writers take an advisory transaction lock before inserting, so ids
--- are assigned in commit order and a reader never skips a late-committing lower id.
+-- The hook outbox. Writers hold an advisory transaction lock while inserting, and readers
+-- stop below the ids its holders may still commit (horizon.rs), so a reader never skips a
+-- late-committing lower id.
 CREATE TABLE events (
     id          BIGSERIAL PRIMARY KEY,
     run_id      TEXT NOT NULL,

@@ -1,0 +1,136 @@
+//! PostgreSQL's outbox without a writer lock: readers stop below any event id that a
+//! transaction still open may commit, and only such transactions hold them back.
+
+use orchestrator::store::postgres::OUTBOX_LOCK;
+use orchestrator::store::{DynStore, EventFilter, Guard, Transition};
+use std::sync::Arc;
+
+use crate::fixtures::{event, stored_run, stored_workflow};
+
+/// Another session on the test database, driven by hand.
+async fn session(dsn: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(dsn, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
+
+/// Opens a transaction that holds the outbox lock as every writer does and takes an
+/// event id for `run_id`; returns the id.
+async fn open_writer(client: &tokio_postgres::Client, run_id: &str, wf: &str) -> u64 {
+    client
+        .batch_execute(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock_shared({OUTBOX_LOCK})"
+        ))
+        .await
+        .unwrap();
+    let body = serde_json::to_string(&event("step.succeeded")).unwrap();
+    let row = client
+        .query_one(
+            "INSERT INTO events (run_id, workflow_id, seq, body, created_at) \
+             VALUES ($1, $2, 1000, $3, 0) RETURNING id",
+            &[&run_id, &wf, &body],
+        )
+        .await
+        .unwrap();
+    row.get::<_, i64>(0) as u64
+}
+
+async fn committed_events(store: &DynStore, run_id: &str) {
+    let mut tx = Transition::new(run_id, Guard::default());
+    tx.events = vec![event("step.started"), event("step.succeeded")];
+    store.commit(tx).await.unwrap();
+}
+
+async fn ids(store: &DynStore) -> Vec<u64> {
+    let read: Vec<u64> = store
+        .read_events(0, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    let listed: Vec<u64> = store
+        .list_events(&EventFilter::default(), 0, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(
+        read, listed,
+        "the feed and hook delivery read the same outbox"
+    );
+    read
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_wait_below_an_event_id_whose_transaction_is_still_open() {
+    let dsn = crate::pg::fresh_database().await;
+    let store: DynStore = Arc::new(crate::open_postgres(&dsn).await);
+    let wf = stored_workflow(&store).await;
+    let run = stored_run(&store, &wf).await;
+    let before = ids(&store).await;
+
+    let late = session(&dsn).await;
+    let held = open_writer(&late, &run, &wf).await;
+    committed_events(&store, &run).await;
+
+    // Committed events above the open transaction's id are not read yet: a reader that
+    // moved past them would never see `held`.
+    for _ in 0..3 {
+        assert_eq!(ids(&store).await, before);
+        assert!(store.outbox_head().await.unwrap() < held);
+    }
+
+    late.batch_execute("COMMIT").await.unwrap();
+    let after = ids(&store).await;
+    assert_eq!(after.len(), before.len() + 3);
+    assert_eq!(
+        after[before.len()],
+        held,
+        "the late commit comes in id order"
+    );
+    assert!(after.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(store.outbox_head().await.unwrap(), *after.last().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolled_back_event_id_holds_readers_only_until_its_transaction_ends() {
+    let dsn = crate::pg::fresh_database().await;
+    let store: DynStore = Arc::new(crate::open_postgres(&dsn).await);
+    let wf = stored_workflow(&store).await;
+    let run = stored_run(&store, &wf).await;
+    let before = ids(&store).await;
+
+    let abandoned = session(&dsn).await;
+    let hole = open_writer(&abandoned, &run, &wf).await;
+    committed_events(&store, &run).await;
+    assert_eq!(ids(&store).await, before);
+
+    abandoned.batch_execute("ROLLBACK").await.unwrap();
+    let after = ids(&store).await;
+    assert_eq!(after.len(), before.len() + 2);
+    assert!(!after.contains(&hole));
+    assert!(after[before.len()] > hole);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_that_do_not_hold_the_outbox_lock_never_hold_readers_back() {
+    let dsn = crate::pg::fresh_database().await;
+    let store: DynStore = Arc::new(crate::open_postgres(&dsn).await);
+    let wf = stored_workflow(&store).await;
+    let run = stored_run(&store, &wf).await;
+    let before = ids(&store).await;
+
+    // A long write transaction of something else on the same database.
+    let other = session(&dsn).await;
+    other
+        .batch_execute("BEGIN; CREATE TABLE unrelated (x int); INSERT INTO unrelated VALUES (1)")
+        .await
+        .unwrap();
+    committed_events(&store, &run).await;
+    assert_eq!(ids(&store).await.len(), before.len() + 2);
+    other.batch_execute("ROLLBACK").await.unwrap();
+}
