@@ -70,11 +70,11 @@ impl Horizon {
         let (hi, lo) = (OUTBOX_LOCK >> 32, OUTBOX_LOCK & 0xffff_ffff);
         let row = c.query_one(PROBE, &[&hi, &lo]).await.map_err(db_error)?;
         let (head, holders): (i64, Vec<String>) = (get(&row, 0)?, get(&row, 1)?);
-        if let Some(pending) = &state.pending {
-            if !pending.holders.iter().any(|h| holders.contains(h)) {
-                state.safe = state.safe.max(pending.head);
-                state.pending = None;
-            }
+        if let Some(pending) = &state.pending
+            && !pending.holders.iter().any(|h| holders.contains(h))
+        {
+            state.safe = state.safe.max(pending.head);
+            state.pending = None;
         }
         if holders.is_empty() {
             state.safe = state.safe.max(head);
