@@ -206,22 +206,22 @@ impl Shared {
         request: StartRun,
     ) -> Result<(Run, bool), EngineError> {
         let shared = self;
-        let entry = shared
+        let head = shared
             .store
-            .workflow_entry(&request.workflow_id, request.version)
+            .workflow_head(&request.workflow_id, request.version)
             .await?;
-        if let Some(archived) = &entry.archived {
+        if let Some(archived) = &head.archived {
             return Err(EngineError::Conflict(format!(
                 "workflow {} was archived by {} at {}; it starts no more runs",
-                entry.version.id,
+                request.workflow_id,
                 archived.by,
                 archived
                     .at
                     .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
             )));
         }
-        let version = entry.version;
-        let wf = shared.workflow(&version.id, version.version).await?;
+        let (workflow_id, version) = (request.workflow_id.clone(), head.version);
+        let wf = shared.workflow(&workflow_id, version).await?;
         let size = json_len(&request.context);
         let max = shared.settings.limits.max_context_bytes;
         if size > max {
@@ -238,8 +238,8 @@ impl Shared {
             now() + chrono::Duration::from_std(shared.settings.idempotency_ttl).unwrap_or_default();
         let new = NewRun {
             id: id.clone(),
-            workflow_id: version.id.clone(),
-            workflow_version: version.version,
+            workflow_id: workflow_id.clone(),
+            workflow_version: version,
             context: request.context,
             steps: wf
                 .steps
@@ -260,8 +260,8 @@ impl Shared {
                 None,
                 format!(
                     "run created from workflow {} version {}{}",
-                    version.id,
-                    version.version,
+                    workflow_id,
+                    version,
                     started_by(request.trigger.as_ref())
                 ),
             )],

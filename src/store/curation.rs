@@ -25,6 +25,14 @@ pub struct WorkflowEntry {
     pub archived: Option<Archived>,
 }
 
+/// Which version of a workflow a run starts, and whether the workflow is archived: a
+/// [`WorkflowEntry`] without the definition, for callers that have it compiled already.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkflowHead {
+    pub version: u32,
+    pub archived: Option<Archived>,
+}
+
 /// Filters of `GET /v1/workflows`.
 #[derive(Debug, Clone, Default)]
 pub struct WorkflowFilter {
@@ -60,6 +68,14 @@ pub trait Curation: Send + Sync {
         id: &str,
         version: Option<u32>,
     ) -> Result<WorkflowEntry, StoreError>;
+
+    /// What [`Curation::workflow_entry`] answers but the definition, which is neither read
+    /// nor parsed; the same `NotFound`s.
+    async fn workflow_head(
+        &self,
+        id: &str,
+        version: Option<u32>,
+    ) -> Result<WorkflowHead, StoreError>;
 
     /// Archives a workflow (once: archiving it again answers the first archiving);
     /// `NotFound` for an unknown workflow.

@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 
-pub use curation::{Archived, Curation, Deletion, WorkflowEntry, WorkflowFilter};
+pub use curation::{Archived, Curation, Deletion, WorkflowEntry, WorkflowFilter, WorkflowHead};
 pub use lifecycle::{Lifecycle, WriteHealth};
 pub use tasks::{TaskOp, TaskStore};
 

@@ -16,7 +16,7 @@ use tokio::sync::broadcast;
 use super::{
     Archived, Committed, CreatedRun, Curation, Deletion, DynStore, EventFilter, Lifecycle,
     LogLimits, NewRun, NewWorkflowVersion, Notice, Schedule, ScheduleUpdate, Store, StoreError,
-    StoredEvent, Transition, WebhookTrigger, WorkflowEntry, WorkflowFilter,
+    StoredEvent, Transition, WebhookTrigger, WorkflowEntry, WorkflowFilter, WorkflowHead,
 };
 use crate::metrics::{Metrics, timed};
 use crate::model::{
@@ -73,6 +73,7 @@ operations!(
     release_hook_lease,
     search_workflows,
     workflow_entry,
+    workflow_head,
     archive_workflow,
     count_runs_by_status,
     delete_run,
@@ -429,6 +430,15 @@ impl Curation for TimedStore {
     ) -> Result<WorkflowEntry, StoreError> {
         let work = self.inner.workflow_entry(id, version);
         timed(&self.timers.workflow_entry, work).await
+    }
+
+    async fn workflow_head(
+        &self,
+        id: &str,
+        version: Option<u32>,
+    ) -> Result<WorkflowHead, StoreError> {
+        let work = self.inner.workflow_head(id, version);
+        timed(&self.timers.workflow_head, work).await
     }
 
     async fn archive_workflow(&self, id: &str, by: &str) -> Result<Archived, StoreError> {

@@ -90,6 +90,7 @@ conformance!(
     workflows::workflow_lists_page_newest_first,
     workflows::unknown_workflows_and_versions_are_not_found,
     workflows::templates_are_stored_once_by_name,
+    workflows::workflow_heads_agree_with_entries_latest_asked_and_archived,
     runs::created_runs_read_back_with_their_steps,
     runs::transitions_update_head_context_steps_and_approvals,
     runs::guards_refuse_stale_revisions_other_owners_and_wrong_statuses,

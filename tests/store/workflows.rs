@@ -149,3 +149,37 @@ pub async fn templates_are_stored_once_by_name(store: DynStore) {
     let missing = store.get_template("zzz").await;
     assert!(matches!(missing, Err(StoreError::NotFound(_))));
 }
+
+pub async fn workflow_heads_agree_with_entries_latest_asked_and_archived(store: DynStore) {
+    let id = stored_workflow(&store).await;
+    store
+        .add_workflow_version(workflow(&id, "second"))
+        .await
+        .unwrap();
+    for asked in [None, Some(1), Some(2)] {
+        let head = store.workflow_head(&id, asked).await.unwrap();
+        let entry = store.workflow_entry(&id, asked).await.unwrap();
+        assert_eq!(head.version, entry.version.version, "{asked:?}");
+        assert_eq!(head.version, asked.unwrap_or(2));
+        assert_eq!(head.archived, None);
+    }
+    let archived = store.archive_workflow(&id, "ops").await.unwrap();
+    let head = store.workflow_head(&id, None).await.unwrap();
+    assert_eq!(head.archived.as_ref(), Some(&archived));
+    assert_eq!(
+        head.archived,
+        store.workflow_entry(&id, None).await.unwrap().archived
+    );
+    for (wf, asked) in [
+        (id.as_str(), Some(3)),
+        ("wf_unknown", None),
+        ("wf_unknown", Some(1)),
+    ] {
+        let head = store.workflow_head(wf, asked).await;
+        let entry = store.workflow_entry(wf, asked).await;
+        match (&head, &entry) {
+            (Err(StoreError::NotFound(h)), Err(StoreError::NotFound(e))) => assert_eq!(h, e),
+            _ => panic!("{wf} {asked:?}: {head:?} / {entry:?}"),
+        }
+    }
+}

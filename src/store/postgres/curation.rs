@@ -18,7 +18,7 @@ use super::writer::Fault;
 use crate::model::{Page, PageRequest, Run, RunFilter, RunStatus, now};
 use crate::store::curation::{TERMINAL_SQL, still_active};
 use crate::store::encoding::{page, split_cursor};
-use crate::store::{Archived, Deletion, StoreError, WorkflowEntry, WorkflowFilter};
+use crate::store::{Archived, Deletion, StoreError, WorkflowEntry, WorkflowFilter, WorkflowHead};
 
 type Args = Vec<Box<dyn ToSql + Sync + Send>>;
 
@@ -251,15 +251,43 @@ pub async fn workflow_entry<C: GenericClient>(
         .query_opt(&sql, &[&id, &version.map(i64::from)])
         .await
         .map_err(db_error)?;
-    match (found, version) {
-        (Some(row), _) => Ok(WorkflowEntry {
+    match found {
+        Some(row) => Ok(WorkflowEntry {
             version: version_row(&row)?,
             archived: archived(&row, 7)?,
         }),
-        (None, Some(n)) => Err(StoreError::NotFound(format!(
-            "version {n} of workflow {id}"
-        ))),
-        (None, None) => Err(StoreError::NotFound(format!("workflow {id}"))),
+        None => Err(not_found(id, version)),
+    }
+}
+
+/// The version number of a workflow entry and its archive state, without the definition.
+pub async fn workflow_head<C: GenericClient>(
+    c: &C,
+    id: &str,
+    version: Option<u32>,
+) -> Result<WorkflowHead, StoreError> {
+    let found = c
+        .query_opt(
+            "SELECT v.version, w.archived_at, w.archived_by FROM workflow_versions v \
+             JOIN workflows w ON w.id = v.workflow_id \
+             WHERE v.workflow_id = $1 AND v.version = COALESCE($2, w.latest_version)",
+            &[&id, &version.map(i64::from)],
+        )
+        .await
+        .map_err(db_error)?;
+    let Some(row) = found else {
+        return Err(not_found(id, version));
+    };
+    Ok(WorkflowHead {
+        version: get::<i64>(&row, 0)? as u32,
+        archived: archived(&row, 1)?,
+    })
+}
+
+fn not_found(id: &str, version: Option<u32>) -> StoreError {
+    match version {
+        Some(n) => StoreError::NotFound(format!("version {n} of workflow {id}")),
+        None => StoreError::NotFound(format!("workflow {id}")),
     }
 }
 

@@ -41,7 +41,7 @@ use crate::model::{
 use crate::store::{
     Archived, Committed, CreatedRun, Curation, Deletion, EventFilter, LogLimits, NewRun,
     NewWorkflowVersion, Notice, Schedule, ScheduleUpdate, Store, StoreError, StoredEvent,
-    Transition, WebhookTrigger, WorkflowEntry, WorkflowFilter,
+    Transition, WebhookTrigger, WorkflowEntry, WorkflowFilter, WorkflowHead,
 };
 
 use rows::{ms, to_json};
@@ -638,6 +638,14 @@ impl Curation for PostgresStore {
         version: Option<u32>,
     ) -> Result<WorkflowEntry, StoreError> {
         read!(self, |c| curation::workflow_entry(c, id, version).await)
+    }
+
+    async fn workflow_head(
+        &self,
+        id: &str,
+        version: Option<u32>,
+    ) -> Result<WorkflowHead, StoreError> {
+        read!(self, |c| curation::workflow_head(c, id, version).await)
     }
 
     async fn archive_workflow(&self, id: &str, by: &str) -> Result<Archived, StoreError> {

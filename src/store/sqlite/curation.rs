@@ -18,7 +18,7 @@ use serde_json::Value;
 use crate::model::{ContextMatch, Page, PageRequest, Run, RunFilter, RunStatus, now};
 use crate::store::curation::{TERMINAL_SQL, json_path, still_active};
 use crate::store::encoding::{page, parse, split_cursor};
-use crate::store::{Archived, Deletion, StoreError, WorkflowEntry, WorkflowFilter};
+use crate::store::{Archived, Deletion, StoreError, WorkflowEntry, WorkflowFilter, WorkflowHead};
 
 /// The longest value (as JSON text, in characters) `run_context_index` holds; migration
 /// 0003 indexes nothing longer.
@@ -287,12 +287,38 @@ pub fn workflow_entry(
             .optional()
         })
         .map_err(unavailable)?;
-    match (found, version) {
-        (Some(entry), _) => entry,
-        (None, Some(n)) => Err(StoreError::NotFound(format!(
-            "version {n} of workflow {id}"
-        ))),
-        (None, None) => Err(StoreError::NotFound(format!("workflow {id}"))),
+    found.unwrap_or_else(|| Err(not_found(id, version)))
+}
+
+/// The version number of a workflow entry and its archive state, without the definition.
+pub fn workflow_head(
+    conn: &Connection,
+    id: &str,
+    version: Option<u32>,
+) -> Result<WorkflowHead, StoreError> {
+    let found = conn
+        .prepare_cached(
+            "SELECT v.version, w.archived_at, w.archived_by FROM workflow_versions v \
+             JOIN workflows w ON w.id = v.workflow_id \
+             WHERE v.workflow_id = ?1 AND v.version = COALESCE(?2, w.latest_version)",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![id, version], |r| {
+                Ok(WorkflowHead {
+                    version: r.get(0)?,
+                    archived: archived(r.get(1)?, r.get(2)?),
+                })
+            })
+            .optional()
+        })
+        .map_err(unavailable)?;
+    found.ok_or_else(|| not_found(id, version))
+}
+
+fn not_found(id: &str, version: Option<u32>) -> StoreError {
+    match version {
+        Some(n) => StoreError::NotFound(format!("version {n} of workflow {id}")),
+        None => StoreError::NotFound(format!("workflow {id}")),
     }
 }
 

@@ -30,7 +30,7 @@ use crate::model::{
 use crate::store::{
     Archived, Committed, CreatedRun, Curation, Deletion, EventFilter, LogLimits, NewRun,
     NewWorkflowVersion, Schedule, ScheduleUpdate, Store, StoreError, StoredEvent, Transition,
-    WebhookTrigger, WorkflowEntry, WorkflowFilter,
+    WebhookTrigger, WorkflowEntry, WorkflowFilter, WorkflowHead,
 };
 
 pub use backup::{BackupReport, backup};
@@ -568,6 +568,17 @@ impl Curation for SqliteStore {
         let id = id.to_owned();
         self.readers
             .read(move |conn| curation::workflow_entry(conn, &id, version))
+            .await
+    }
+
+    async fn workflow_head(
+        &self,
+        id: &str,
+        version: Option<u32>,
+    ) -> Result<WorkflowHead, StoreError> {
+        let id = id.to_owned();
+        self.readers
+            .read(move |conn| curation::workflow_head(conn, &id, version))
             .await
     }
 
