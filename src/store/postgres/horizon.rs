@@ -68,7 +68,8 @@ impl Horizon {
     pub async fn advance<C: GenericClient>(&self, c: &C) -> Result<u64, StoreError> {
         let mut state = self.state.lock().await;
         let (hi, lo) = (OUTBOX_LOCK >> 32, OUTBOX_LOCK & 0xffff_ffff);
-        let row = c.query_one(PROBE, &[&hi, &lo]).await.map_err(db_error)?;
+        let probe = c.prepare_cached(PROBE).await.map_err(db_error)?;
+        let row = c.query_one(&probe, &[&hi, &lo]).await.map_err(db_error)?;
         let (head, holders): (i64, Vec<String>) = (get(&row, 0)?, get(&row, 1)?);
         if let Some(pending) = &state.pending
             && !pending.holders.iter().any(|h| holders.contains(h))
