@@ -173,17 +173,86 @@ fn put_events(
 /// runs it without a savepoint of its own.
 pub fn commit(conn: &Connection, tx: Transition) -> Result<Committed, StoreError> {
     let at = now();
-    // SQLite rewrites the entries of every index on a column an UPDATE names, whether or
-    // not its value changed, and most commits (a step's) leave the status, the finish time
-    // and the wake-up time as they were: try first without naming them, on the condition
-    // that the row already holds their new values.
-    let mut changed = 0;
-    if tx.head.is_some() {
-        changed = update_head(conn, &tx, at, Keys::InPlace)?;
+    let mut sql = String::from(
+        "UPDATE runs SET rev = rev + 1, updated_at = ?1, log_seq = log_seq + ?2, event_seq = event_seq + ?3",
+    );
+    let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![
+        Box::new(ms(at)),
+        Box::new(tx.logs.len() as i64),
+        Box::new(tx.events.len() as i64),
+    ];
+    let mut push = |sql: &mut String, column: &str, value: Box<dyn rusqlite::ToSql>| {
+        args.push(value);
+        sql.push_str(&format!(", {column} = ?{}", args.len()));
+    };
+    if let Some(head) = &tx.head {
+        push(&mut sql, "status", Box::new(head.status.as_str()));
+        push(&mut sql, "current_step", Box::new(head.current_step as i64));
+        push(&mut sql, "error", Box::new(head.error.clone()));
+        push(&mut sql, "usage", Box::new(to_json(&head.usage)));
+        push(&mut sql, "started_at", Box::new(head.started_at.map(ms)));
+        push(&mut sql, "finished_at", Box::new(head.finished_at.map(ms)));
+        push(&mut sql, "active_ms", Box::new(head.active_ms as i64));
+        push(
+            &mut sql,
+            "approval_deadline",
+            Box::new(head.wake_at.map(ms)),
+        );
+        let extra = (!head.extra.is_empty()).then(|| to_json(&head.extra));
+        push(&mut sql, "extra", Box::new(extra));
     }
-    if changed == 0 {
-        changed = update_head(conn, &tx, at, Keys::Write)?;
+    if let Some(context) = &tx.context {
+        push(&mut sql, "context", Box::new(to_json(context)));
     }
+    if let Some(rerun) = &tx.rerun {
+        push(&mut sql, "retries", Box::new(to_json(&rerun.retries)));
+        push(
+            &mut sql,
+            "workflow_version",
+            Box::new(i64::from(rerun.workflow_version)),
+        );
+        push(
+            &mut sql,
+            "budget",
+            Box::new(rerun.budget.as_ref().map(to_json)),
+        );
+    }
+    match &tx.owner {
+        OwnerChange::Keep => {}
+        OwnerChange::Renew(ttl) => {
+            push(
+                &mut sql,
+                "lease_expires_at",
+                Box::new(ms(at) + ttl.as_millis() as i64),
+            );
+            sql.push_str(", left_cleanly = 0");
+        }
+        OwnerChange::Take(lease) => {
+            push(&mut sql, "owner", Box::new(lease.owner.clone()));
+            push(
+                &mut sql,
+                "lease_expires_at",
+                Box::new(ms(at) + lease.ttl.as_millis() as i64),
+            );
+            sql.push_str(", left_cleanly = 0");
+        }
+        OwnerChange::Release => {
+            sql.push_str(", owner = NULL, lease_expires_at = NULL");
+        }
+        OwnerChange::Leave => {
+            sql.push_str(", owner = NULL, lease_expires_at = NULL, left_cleanly = 1");
+        }
+    }
+    args.push(Box::new(tx.run_id.clone()));
+    sql.push_str(&format!(" WHERE id = ?{}", args.len()));
+    append_guard(&mut sql, &mut args, &tx.guard);
+    // No RETURNING: SQLite builds an ephemeral table for it, which costs more than reading
+    // the row back by its primary key.
+    let params: Vec<&dyn rusqlite::ToSql> = args.iter().map(|b| b.as_ref()).collect();
+    let changed = conn
+        .prepare_cached(&sql)
+        .and_then(|mut s| s.execute(params.as_slice()))
+        .map_err(unavailable)?;
     if changed == 0 {
         return Err(guard_failure(conn, &tx.run_id, &tx.guard));
     }
@@ -232,118 +301,6 @@ pub fn commit(conn: &Connection, tx: Transition) -> Result<Committed, StoreError
         at,
         logs,
     })
-}
-
-/// How [`update_head`] treats the indexed columns of a run's head.
-#[derive(Clone, Copy, PartialEq)]
-enum Keys {
-    /// Written with the rest of the head.
-    Write,
-    /// Left alone, and required to hold the head's values already.
-    InPlace,
-}
-
-/// The guarded update of the run row; the number of rows it changed (0 or 1).
-fn update_head(
-    conn: &Connection,
-    tx: &Transition,
-    at: crate::model::Timestamp,
-    keys: Keys,
-) -> Result<usize, StoreError> {
-    let mut sql = String::from(
-        "UPDATE runs SET rev = rev + 1, updated_at = ?1, log_seq = log_seq + ?2, event_seq = event_seq + ?3",
-    );
-    let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![
-        Box::new(ms(at)),
-        Box::new(tx.logs.len() as i64),
-        Box::new(tx.events.len() as i64),
-    ];
-    let mut push = |sql: &mut String, column: &str, value: Box<dyn rusqlite::ToSql>| {
-        args.push(value);
-        sql.push_str(&format!(", {column} = ?{}", args.len()));
-    };
-    if let Some(head) = &tx.head {
-        if keys == Keys::Write {
-            push(&mut sql, "status", Box::new(head.status.as_str()));
-            push(&mut sql, "finished_at", Box::new(head.finished_at.map(ms)));
-            push(
-                &mut sql,
-                "approval_deadline",
-                Box::new(head.wake_at.map(ms)),
-            );
-        }
-        push(&mut sql, "current_step", Box::new(head.current_step as i64));
-        push(&mut sql, "error", Box::new(head.error.clone()));
-        push(&mut sql, "usage", Box::new(to_json(&head.usage)));
-        push(&mut sql, "started_at", Box::new(head.started_at.map(ms)));
-        push(&mut sql, "active_ms", Box::new(head.active_ms as i64));
-        let extra = (!head.extra.is_empty()).then(|| to_json(&head.extra));
-        push(&mut sql, "extra", Box::new(extra));
-    }
-    if let Some(context) = &tx.context {
-        push(&mut sql, "context", Box::new(to_json(context)));
-    }
-    if let Some(rerun) = &tx.rerun {
-        push(&mut sql, "retries", Box::new(to_json(&rerun.retries)));
-        push(
-            &mut sql,
-            "workflow_version",
-            Box::new(i64::from(rerun.workflow_version)),
-        );
-        push(
-            &mut sql,
-            "budget",
-            Box::new(rerun.budget.as_ref().map(to_json)),
-        );
-    }
-    match &tx.owner {
-        OwnerChange::Keep => {}
-        OwnerChange::Renew(ttl) => {
-            push(
-                &mut sql,
-                "lease_expires_at",
-                Box::new(ms(at) + ttl.as_millis() as i64),
-            );
-            sql.push_str(", left_cleanly = 0");
-        }
-        OwnerChange::Take(lease) => {
-            push(&mut sql, "owner", Box::new(lease.owner.clone()));
-            push(
-                &mut sql,
-                "lease_expires_at",
-                Box::new(ms(at) + lease.ttl.as_millis() as i64),
-            );
-            sql.push_str(", left_cleanly = 0");
-        }
-        OwnerChange::Release => {
-            sql.push_str(", owner = NULL, lease_expires_at = NULL");
-        }
-        OwnerChange::Leave => {
-            sql.push_str(", owner = NULL, lease_expires_at = NULL, left_cleanly = 1");
-        }
-    }
-    args.push(Box::new(tx.run_id.clone()));
-    sql.push_str(&format!(" WHERE id = ?{}", args.len()));
-    if let (Some(head), Keys::InPlace) = (&tx.head, keys) {
-        for (column, value) in [
-            (
-                "status",
-                Box::new(head.status.as_str()) as Box<dyn rusqlite::ToSql>,
-            ),
-            ("finished_at", Box::new(head.finished_at.map(ms))),
-            ("approval_deadline", Box::new(head.wake_at.map(ms))),
-        ] {
-            args.push(value);
-            sql.push_str(&format!(" AND {column} IS ?{}", args.len()));
-        }
-    }
-    append_guard(&mut sql, &mut args, &tx.guard);
-    // No RETURNING: SQLite builds an ephemeral table for it, which costs more than reading
-    // the row back by its primary key.
-    let params: Vec<&dyn rusqlite::ToSql> = args.iter().map(|b| b.as_ref()).collect();
-    conn.prepare_cached(&sql)
-        .and_then(|mut s| s.execute(params.as_slice()))
-        .map_err(unavailable)
 }
 
 fn append_guard(sql: &mut String, args: &mut Vec<Box<dyn rusqlite::ToSql>>, guard: &Guard) {
@@ -426,96 +383,5 @@ pub fn append_client_logs(
                 )),
             })
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use rusqlite::Connection;
-
-    use super::*;
-    use crate::model::{RunStatus, now};
-    use crate::store::RunHead;
-
-    /// A store holding run `r` (RUNNING), which counts the updates that name one of the
-    /// run's indexed head columns: SQLite rewrites those columns' index entries then.
-    fn store() -> Connection {
-        let conn = Connection::open_in_memory().unwrap();
-        super::super::migrate(&conn).unwrap();
-        conn.execute_batch(
-            "INSERT INTO runs (id, workflow_id, workflow_version, status, current_step, \
-               context, created_at, updated_at) VALUES ('r', 'w', 1, 'RUNNING', 0, '{}', 0, 0);
-             CREATE TEMP TABLE keyed (n INTEGER NOT NULL);
-             INSERT INTO keyed VALUES (0);
-             CREATE TEMP TRIGGER count_keyed AFTER UPDATE OF status, finished_at, \
-               approval_deadline ON runs BEGIN UPDATE keyed SET n = n + 1; END;",
-        )
-        .unwrap();
-        conn
-    }
-
-    fn keyed(conn: &Connection) -> i64 {
-        conn.query_row("SELECT n FROM keyed", [], |r| r.get(0))
-            .unwrap()
-    }
-
-    fn head(status: RunStatus, current_step: usize) -> Transition {
-        let mut tx = Transition::new(
-            "r",
-            Guard {
-                rev: None,
-                owner: None,
-                status_in: Some(vec![RunStatus::Pending, RunStatus::Running]),
-            },
-        );
-        tx.head = Some(RunHead {
-            status,
-            current_step,
-            error: None,
-            usage: Default::default(),
-            started_at: Some(now()),
-            finished_at: status.is_terminal().then(now),
-            active_ms: 0,
-            wake_at: None,
-            extra: Default::default(),
-        });
-        tx
-    }
-
-    #[test]
-    fn a_commit_that_keeps_the_status_leaves_the_indexed_columns_unwritten() {
-        let conn = store();
-        let committed = commit(&conn, head(RunStatus::Running, 3)).unwrap();
-        assert_eq!(committed.rev, 1);
-        assert_eq!(keyed(&conn), 0);
-        let (status, step): (String, i64) = conn
-            .query_row(
-                "SELECT status, current_step FROM runs WHERE id = 'r'",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .unwrap();
-        assert_eq!((status.as_str(), step), ("RUNNING", 3));
-    }
-
-    #[test]
-    fn a_commit_that_moves_the_status_writes_it_and_its_finish() {
-        let conn = store();
-        commit(&conn, head(RunStatus::Succeeded, 10)).unwrap();
-        assert_eq!(keyed(&conn), 1);
-        let (status, finished): (String, Option<i64>) = conn
-            .query_row(
-                "SELECT status, finished_at FROM runs WHERE id = 'r'",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .unwrap();
-        assert_eq!(status, "SUCCEEDED");
-        assert!(finished.is_some());
-        let refused = commit(&conn, head(RunStatus::Running, 10)).unwrap_err();
-        assert!(
-            matches!(&refused, StoreError::Conflict(m) if m == "run r is SUCCEEDED"),
-            "{refused:?}"
-        );
     }
 }
