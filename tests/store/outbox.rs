@@ -134,3 +134,37 @@ async fn transactions_that_do_not_hold_the_outbox_lock_never_hold_readers_back()
     assert_eq!(ids(&store).await.len(), before.len() + 2);
     other.batch_execute("ROLLBACK").await.unwrap();
 }
+
+/// A transaction of any writer holds the lock whether or not it adds events: a read that
+/// finds one open must wait for it, not answer with an older horizon that leaves out
+/// events committed before the read began (a client that saw a run end must find its
+/// events in the feed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_waits_for_the_writers_open_when_it_began_and_sees_what_was_committed() {
+    let dsn = crate::pg::fresh_database().await;
+    let store: DynStore = Arc::new(crate::open_postgres(&dsn).await);
+    let wf = stored_workflow(&store).await;
+    let run = stored_run(&store, &wf).await;
+    let before = ids(&store).await;
+
+    let busy = session(&dsn).await;
+    busy.batch_execute(&format!(
+        "BEGIN; SELECT pg_advisory_xact_lock_shared({OUTBOX_LOCK})"
+    ))
+    .await
+    .unwrap();
+    committed_events(&store, &run).await;
+    let ends = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        busy.batch_execute("COMMIT").await.unwrap();
+    });
+    let read: Vec<u64> = store
+        .list_events(&EventFilter::default(), 0, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    ends.await.unwrap();
+    assert_eq!(read.len(), before.len() + 2, "{read:?}");
+}

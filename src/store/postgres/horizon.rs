@@ -18,9 +18,13 @@
 //! will be, and the maximum is the new horizon. A reader's own query is a later
 //! statement, so it sees all of them.
 //!
+//! A reader that finds holders waits a moment for them to end (they are group commits,
+//! milliseconds long), so whatever was committed before it asked is below its horizon.
 //! Only holders of this lock in this database count: a long transaction of anything else
 //! on the cluster never holds the feed back. A server whose writers are busy all the time
 //! still advances: it waits only for the holders of one moment, never for later ones.
+
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::GenericClient;
 use tokio::sync::Mutex;
@@ -42,6 +46,11 @@ const PROBE: &str = "SELECT (SELECT COALESCE(MAX(id), 0) FROM events), \
              AND classid = $1::bigint::oid AND objid = $2::bigint::oid \
              AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))";
 
+/// How long a reader waits for the writers it saw to end before it settles for the last
+/// horizon: far beyond a group commit's transaction, short enough that a stalled one
+/// only delays readers.
+const HOLDER_WAIT: Duration = Duration::from_millis(500);
+
 /// The horizon of one store, advanced by whichever reader asks. One probe at a time: a
 /// probe may only retire holders that an earlier probe saw, never those of a later one.
 #[derive(Default)]
@@ -62,27 +71,61 @@ struct Pending {
     holders: Vec<String>,
 }
 
+impl State {
+    /// Retires the pending maximum if none of its holders is among `now`.
+    fn retire(&mut self, now: &[String]) {
+        if let Some(pending) = &self.pending
+            && !pending.holders.iter().any(|h| now.contains(h))
+        {
+            self.safe = self.safe.max(pending.head);
+            self.pending = None;
+        }
+    }
+}
+
 impl Horizon {
-    /// The current horizon, advanced as far as the writers allow now. A query that reads
-    /// the outbox up to it must start after this returns (a later snapshot).
+    /// The current horizon. Writers open when this is called are waited for (up to
+    /// [`HOLDER_WAIT`]), so an event committed before the call is below it: a client that
+    /// saw a run end finds its events in the feed. A query that reads the outbox up to it
+    /// must start after this returns (a later snapshot).
     pub async fn advance<C: GenericClient>(&self, c: &C) -> Result<u64, StoreError> {
         let mut state = self.state.lock().await;
-        let (hi, lo) = (OUTBOX_LOCK >> 32, OUTBOX_LOCK & 0xffff_ffff);
-        let probe = c.prepare_cached(PROBE).await.map_err(db_error)?;
-        let row = c.query_one(&probe, &[&hi, &lo]).await.map_err(db_error)?;
-        let (head, holders): (i64, Vec<String>) = (get(&row, 0)?, get(&row, 1)?);
-        if let Some(pending) = &state.pending
-            && !pending.holders.iter().any(|h| holders.contains(h))
-        {
-            state.safe = state.safe.max(pending.head);
-            state.pending = None;
-        }
+        let (head, holders) = probe(c).await?;
+        state.retire(&holders);
         if holders.is_empty() {
             state.safe = state.safe.max(head);
             state.pending = None;
-        } else if state.pending.is_none() && head > state.safe {
-            state.pending = Some(Pending { head, holders });
+            return Ok(state.safe.max(0) as u64);
+        }
+        let deadline = Instant::now() + HOLDER_WAIT;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            tokio::time::sleep(pause).await;
+            let (_, now) = probe(c).await?;
+            state.retire(&now);
+            if !holders.iter().any(|h| now.contains(h)) {
+                state.safe = state.safe.max(head);
+                break;
+            }
+            if Instant::now() >= deadline {
+                if state.pending.is_none() && head > state.safe {
+                    state.pending = Some(Pending { head, holders });
+                }
+                break;
+            }
+            pause = (pause * 2).min(Duration::from_millis(20));
         }
         Ok(state.safe.max(0) as u64)
     }
+}
+
+/// The outbox maximum and the lock's holders now.
+async fn probe<C: GenericClient>(c: &C) -> Result<(i64, Vec<String>), StoreError> {
+    let (hi, lo) = (OUTBOX_LOCK >> 32, OUTBOX_LOCK & 0xffff_ffff);
+    let statement = c.prepare_cached(PROBE).await.map_err(db_error)?;
+    let row = c
+        .query_one(&statement, &[&hi, &lo])
+        .await
+        .map_err(db_error)?;
+    Ok((get(&row, 0)?, get(&row, 1)?))
 }
