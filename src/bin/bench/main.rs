@@ -7,6 +7,7 @@
 mod clients;
 mod flow;
 mod growth;
+mod reads;
 mod scenarios;
 mod server;
 mod soak;
@@ -74,7 +75,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "latency,throughput,clients,fanout,scale,parked,foreach,waiting,tasks"
+        default_value = "latency,throughput,clients,reads,fanout,scale,parked,foreach,waiting,tasks"
     )]
     scenarios: Vec<String>,
     /// Runs in flight in the `clients` scenario (one measurement per value).
@@ -401,6 +402,57 @@ async fn drive(args: Args) -> anyhow::Result<()> {
             curve.push(json!({"in_flight": in_flight, "runs_per_s": runs, "peak_rss_mib": rss}));
         }
         results.insert("scale".into(), json!(curve));
+    }
+
+    if want("reads") {
+        let server = Server::start(dsn)?;
+        let client = Client::new(&server.url);
+        let w10 = client.create_workflow(scenarios::w10(&target_url)).await?;
+        for _ in 0..20 {
+            client.run_to_end(&target, &w10, Confirm::Poll).await?;
+        }
+        let wf = client.create_workflow(reads::r10(&target_url)).await?;
+        let run = reads::held_run(&client, &wf).await?;
+        let one = format!("/v1/runs/{run}");
+        let list = "/v1/runs?limit=20";
+        let summaries = "/v1/runs?limit=20&view=summary";
+        const READERS: usize = 4;
+        let measure = async |path: &str| -> anyhow::Result<Vec<reads::Reads>> {
+            reads::hammer(&server, &client, path, READERS, Duration::from_secs(1)).await?;
+            let mut windows = Vec::new();
+            for _ in 0..args.repeat {
+                windows.push(reads::hammer(&server, &client, path, READERS, window).await?);
+            }
+            Ok(windows)
+        };
+        let running = measure(&one).await?;
+        reads::finish(&client, &target, &run).await?;
+        let finished = measure(&one).await?;
+        let listed = measure(list).await?;
+        let summarised = measure(summaries).await?;
+        println!(
+            "Reads of a 10-step run, {READERS} clients reading back to back ({}s windows)",
+            args.window
+        );
+        let mut section = serde_json::Map::new();
+        for (label, windows) in [
+            ("running here", &running),
+            ("finished", &finished),
+            ("list of 20", &listed),
+            ("list of 20, summary", &summarised),
+        ] {
+            let per_s = stats(windows.iter().map(|w| w.reads_per_s).collect());
+            let cpu = stats(windows.iter().map(|w| w.cpu_us_per_read).collect());
+            row(&format!("{label}: reads/s"), &per_s, "reads/s");
+            row(&format!("{label}: CPU per read"), &cpu, "µs");
+            let bytes = windows.first().map_or(0, |w| w.bytes);
+            println!("  {:<28} {bytes:>10} bytes", format!("{label}: body"));
+            section.insert(
+                label.into(),
+                json!({"reads_per_s": per_s, "server_cpu_us_per_read": cpu, "body_bytes": bytes}),
+            );
+        }
+        results.insert("reads".into(), Value::Object(section));
     }
 
     if want("parked") {

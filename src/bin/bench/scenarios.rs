@@ -64,6 +64,17 @@ impl Client {
             .await?)
     }
 
+    /// The body of a `GET` that must answer 200, unparsed; returns its length.
+    pub async fn get_bytes(&self, path: &str) -> anyhow::Result<usize> {
+        let response = self.http.get(format!("{}{path}", self.base)).send().await?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        if !status.is_success() {
+            bail!("GET {path}: {status}: {}", String::from_utf8_lossy(&body));
+        }
+        Ok(body.len())
+    }
+
     /// The mean of histogram `name` for the series whose labels include `label`, from
     /// the server's `/metrics`, in milliseconds.
     pub async fn metric_mean_ms(&self, name: &str, label: &str) -> anyhow::Result<f64> {
@@ -177,7 +188,7 @@ impl Client {
 
     /// Starts a run of `workflow` and waits until its last step called the target and,
     /// as `confirm` says, until the run is seen `SUCCEEDED`.
-    async fn run_to_end(
+    pub async fn run_to_end(
         &self,
         target: &Target,
         workflow: &str,

@@ -1,11 +1,14 @@
 //! The downstream every benchmark calls: a small actix-web server on its own thread that
 //! answers `GET /ok` with a small JSON body, counts calls, and signals when a run's last
 //! step arrives (`/ok?done=<run id>`), so the driver learns of completions without polling.
+//! `GET /hold` answers the same body only once [`Target::release`] was called (or after
+//! five minutes), to keep a run's step in flight.
 
 use std::collections::HashMap;
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use tokio::sync::oneshot;
@@ -15,6 +18,8 @@ use tokio::sync::oneshot;
 pub struct Target {
     pub calls: AtomicU64,
     waiting: Mutex<HashMap<String, oneshot::Sender<()>>>,
+    released: AtomicBool,
+    release: tokio::sync::Notify,
 }
 
 impl Target {
@@ -25,6 +30,12 @@ impl Target {
             w.insert(run_id.to_owned(), tx);
         }
         rx
+    }
+
+    /// Lets every `/hold` call answer, those waiting and all later ones.
+    pub fn release(&self) {
+        self.released.store(true, Ordering::SeqCst);
+        self.release.notify_waiters();
     }
 
     /// Number of calls so far.
@@ -39,6 +50,19 @@ async fn ok(req: HttpRequest, target: web::Data<Arc<Target>>) -> HttpResponse {
         let waiter = target.waiting.lock().ok().and_then(|mut w| w.remove(run));
         if let Some(tx) = waiter {
             let _ = tx.send(());
+        }
+    }
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(r#"{"ok":true,"n":1}"#)
+}
+
+async fn hold(target: web::Data<Arc<Target>>) -> HttpResponse {
+    let released = target.release.notified();
+    if !target.released.load(Ordering::SeqCst) {
+        tokio::select! {
+            _ = released => {}
+            _ = tokio::time::sleep(Duration::from_secs(300)) => {}
         }
     }
     HttpResponse::Ok()
@@ -61,6 +85,7 @@ pub fn start(workers: usize) -> std::io::Result<(String, Arc<Target>)> {
                     App::new()
                         .app_data(data.clone())
                         .route("/ok", web::get().to(ok))
+                        .route("/hold", web::get().to(hold))
                 })
                 .workers(workers)
                 .disable_signals()
