@@ -27,6 +27,7 @@ mod queues;
 mod rerun;
 mod run_events;
 mod run_search;
+mod run_summary;
 mod runs;
 mod schedules;
 mod schemas;

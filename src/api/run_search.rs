@@ -8,10 +8,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::DateTime;
 use serde_json::{Map, Value, json};
 
+use super::run_summary::SummaryPage;
 use super::schemas::{Problem, RunCounts, RunList};
 use super::{ApiError, AppState, Paging};
 use crate::config::ServerLimits;
-use crate::model::{ContextMatch, PageRequest, Run, RunFilter, RunStatus, Timestamp};
+use crate::model::{ContextMatch, PageRequest, RunFilter, RunStatus, Timestamp};
 
 /// Runs, newest first, filtered.
 #[utoipa::path(
@@ -54,26 +55,8 @@ pub(super) async fn list(
     if !search.filter.summary {
         return Ok(HttpResponse::Ok().json(page));
     }
-    let items: Vec<Value> = page.items.iter().map(summary).collect();
-    Ok(HttpResponse::Ok().json(json!({"items": items, "next_cursor": page.next_cursor})))
-}
-
-/// A run without what a list does not show (see `view=summary`).
-fn summary(run: &Run) -> Value {
-    let mut value = serde_json::to_value(run).unwrap_or_default();
-    if let Value::Object(map) = &mut value {
-        for field in ["context", "approvals", "retries"] {
-            map.shift_remove(field);
-        }
-        if let Some(Value::Array(steps)) = map.get_mut("steps") {
-            for step in steps.iter_mut().filter_map(Value::as_object_mut) {
-                for field in ["attempts", "output", "items", "waiting"] {
-                    step.shift_remove(field);
-                }
-            }
-        }
-    }
-    value
+    let summaries = SummaryPage::of(&page.items, page.next_cursor.as_deref());
+    Ok(HttpResponse::Ok().json(summaries))
 }
 
 /// How many runs have each status, for the same filters as the list.

@@ -191,6 +191,8 @@ pub struct RunSummary {
     started_at: Option<String>,
     #[schema(format = DateTime)]
     finished_at: Option<String>,
+    /// What started the run; absent for runs started through `POST /v1/runs`.
+    trigger: Option<crate::model::RunTrigger>,
 }
 
 /// A step of a [`RunSummary`].
@@ -206,6 +208,11 @@ pub struct StepSummary {
     started_at: Option<String>,
     #[schema(format = DateTime)]
     finished_at: Option<String>,
+    /// When the step began waiting for approval.
+    #[schema(format = DateTime)]
+    waiting_since: Option<String>,
+    /// Set when the step's output was cut to the configured limit.
+    output_truncated: Option<bool>,
 }
 
 /// The answer of `GET /v1/runs/counts`.
