@@ -168,3 +168,34 @@ async fn a_read_waits_for_the_writers_open_when_it_began_and_sees_what_was_commi
     ends.await.unwrap();
     assert_eq!(read.len(), before.len() + 2, "{read:?}");
 }
+
+/// A writer that stays open (a stalled transaction) delays one reader by a bounded wait;
+/// later readers answer at once with the horizon below it instead of each waiting in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_writer_delays_readers_once_not_each_in_turn() {
+    let dsn = crate::pg::fresh_database().await;
+    let store: DynStore = Arc::new(crate::open_postgres(&dsn).await);
+    let wf = stored_workflow(&store).await;
+    let run = stored_run(&store, &wf).await;
+    let before = ids(&store).await;
+
+    let stalled = session(&dsn).await;
+    let held = open_writer(&stalled, &run, &wf).await;
+    assert_eq!(
+        ids(&store).await,
+        before,
+        "the first reader waited, then stopped below"
+    );
+    let started = std::time::Instant::now();
+    for _ in 0..8 {
+        assert_eq!(ids(&store).await, before);
+    }
+    // Sixteen reads that each waited would take 8 s.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    stalled.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(ids(&store).await.last(), Some(&held));
+}

@@ -62,7 +62,8 @@ pub struct Horizon {
 struct State {
     /// Every id up to here is visible or never will be.
     safe: i64,
-    /// A maximum that becomes safe once all of `holders` have let go of the lock.
+    /// A maximum that becomes safe once all of `holders` have let go of the lock: set when
+    /// a reader stopped waiting for them.
     pending: Option<Pending>,
 }
 
@@ -97,6 +98,11 @@ impl Horizon {
             state.pending = None;
             return Ok(state.safe.max(0) as u64);
         }
+        if state.pending.is_some() {
+            // Holders an earlier reader waited for in vain are still there (a stalled
+            // writer): answer at once rather than make every reader wait its turn.
+            return Ok(state.safe.max(0) as u64);
+        }
         let deadline = Instant::now() + HOLDER_WAIT;
         let mut pause = Duration::from_millis(1);
         loop {
@@ -108,9 +114,7 @@ impl Horizon {
                 break;
             }
             if Instant::now() >= deadline {
-                if state.pending.is_none() && head > state.safe {
-                    state.pending = Some(Pending { head, holders });
-                }
+                state.pending = Some(Pending { head, holders });
                 break;
             }
             pause = (pause * 2).min(Duration::from_millis(20));
