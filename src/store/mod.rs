@@ -468,7 +468,8 @@ pub trait Store: Lifecycle + Curation + TaskStore + Send + Sync + 'static {
     /// cursor past what this returns, so an implementation must never return an event while
     /// one with a smaller id can still become visible (SQLite's single writer commits ids in
     /// order; PostgreSQL's readers stop below its writers' horizon); otherwise that event
-    /// would be skipped.
+    /// would be skipped. Every event committed before the call is returned (up to
+    /// `limit`), unless a writer stalls (PostgreSQL waits for its writers up to 500 ms).
     async fn read_events(
         &self,
         after_id: u64,
