@@ -20,6 +20,8 @@
 //!
 //! A reader that finds holders waits a moment for them to end (they are group commits,
 //! milliseconds long), so whatever was committed before it asked is below its horizon.
+//! Holders that outlast [`HOLDER_WAIT`] (a stalled writer) are waited for once: until they
+//! end, later readers answer at once with the horizon below them.
 //! Only holders of this lock in this database count: a long transaction of anything else
 //! on the cluster never holds the feed back. A server whose writers are busy all the time
 //! still advances: it waits only for the holders of one moment, never for later ones.
