@@ -469,7 +469,7 @@ pub trait Store: Lifecycle + Curation + TaskStore + Send + Sync + 'static {
     /// one with a smaller id can still become visible (SQLite's single writer commits ids in
     /// order; PostgreSQL's readers stop below its writers' horizon); otherwise that event
     /// would be skipped. Every event committed before the call is returned (up to
-    /// `limit`), unless a writer stalls (PostgreSQL waits for its writers up to 500 ms).
+    /// `limit`), unless a writer stalls (PostgreSQL waits for its writers up to 2 s).
     async fn read_events(
         &self,
         after_id: u64,

@@ -51,7 +51,7 @@ const PROBE: &str = "SELECT (SELECT COALESCE(MAX(id), 0) FROM events), \
 /// How long a reader waits for the writers it saw to end before it settles for the last
 /// horizon: far beyond a group commit's transaction, short enough that a stalled one
 /// only delays readers.
-const HOLDER_WAIT: Duration = Duration::from_millis(500);
+const HOLDER_WAIT: Duration = Duration::from_secs(2);
 
 /// The horizon of one store, advanced by whichever reader asks. One probe at a time: a
 /// probe may only retire holders that an earlier probe saw, never those of a later one.
