@@ -65,13 +65,41 @@ async fn ids(store: &DynStore) -> Vec<u64> {
     read
 }
 
+/// A fresh PostgreSQL store with one workflow and one run, and the outbox ids it holds.
+struct Outbox {
+    dsn: String,
+    store: DynStore,
+    wf: String,
+    run: String,
+    before: Vec<u64>,
+}
+
+impl Outbox {
+    async fn new() -> Self {
+        let dsn = crate::pg::fresh_database().await;
+        let store: DynStore = Arc::new(crate::open_postgres(&dsn).await);
+        let wf = stored_workflow(&store).await;
+        let run = stored_run(&store, &wf).await;
+        let before = ids(&store).await;
+        Self {
+            dsn,
+            store,
+            wf,
+            run,
+            before,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_wait_below_an_event_id_whose_transaction_is_still_open() {
-    let dsn = crate::pg::fresh_database().await;
-    let store: DynStore = Arc::new(crate::open_postgres(&dsn).await);
-    let wf = stored_workflow(&store).await;
-    let run = stored_run(&store, &wf).await;
-    let before = ids(&store).await;
+    let Outbox {
+        dsn,
+        store,
+        wf,
+        run,
+        before,
+    } = Outbox::new().await;
 
     let late = session(&dsn).await;
     let held = open_writer(&late, &run, &wf).await;
@@ -98,11 +126,13 @@ async fn readers_wait_below_an_event_id_whose_transaction_is_still_open() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolled_back_event_id_holds_readers_only_until_its_transaction_ends() {
-    let dsn = crate::pg::fresh_database().await;
-    let store: DynStore = Arc::new(crate::open_postgres(&dsn).await);
-    let wf = stored_workflow(&store).await;
-    let run = stored_run(&store, &wf).await;
-    let before = ids(&store).await;
+    let Outbox {
+        dsn,
+        store,
+        wf,
+        run,
+        before,
+    } = Outbox::new().await;
 
     let abandoned = session(&dsn).await;
     let hole = open_writer(&abandoned, &run, &wf).await;
@@ -118,11 +148,13 @@ async fn a_rolled_back_event_id_holds_readers_only_until_its_transaction_ends() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_that_do_not_hold_the_outbox_lock_never_hold_readers_back() {
-    let dsn = crate::pg::fresh_database().await;
-    let store: DynStore = Arc::new(crate::open_postgres(&dsn).await);
-    let wf = stored_workflow(&store).await;
-    let run = stored_run(&store, &wf).await;
-    let before = ids(&store).await;
+    let Outbox {
+        dsn,
+        store,
+        run,
+        before,
+        ..
+    } = Outbox::new().await;
 
     // A long write transaction of something else on the same database.
     let other = session(&dsn).await;
@@ -141,11 +173,13 @@ async fn transactions_that_do_not_hold_the_outbox_lock_never_hold_readers_back()
 /// events in the feed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_waits_for_the_writers_open_when_it_began_and_sees_what_was_committed() {
-    let dsn = crate::pg::fresh_database().await;
-    let store: DynStore = Arc::new(crate::open_postgres(&dsn).await);
-    let wf = stored_workflow(&store).await;
-    let run = stored_run(&store, &wf).await;
-    let before = ids(&store).await;
+    let Outbox {
+        dsn,
+        store,
+        run,
+        before,
+        ..
+    } = Outbox::new().await;
 
     let busy = session(&dsn).await;
     busy.batch_execute(&format!(
@@ -173,11 +207,13 @@ async fn a_read_waits_for_the_writers_open_when_it_began_and_sees_what_was_commi
 /// later readers answer at once with the horizon below it instead of each waiting in turn.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_writer_delays_readers_once_not_each_in_turn() {
-    let dsn = crate::pg::fresh_database().await;
-    let store: DynStore = Arc::new(crate::open_postgres(&dsn).await);
-    let wf = stored_workflow(&store).await;
-    let run = stored_run(&store, &wf).await;
-    let before = ids(&store).await;
+    let Outbox {
+        dsn,
+        store,
+        wf,
+        run,
+        before,
+    } = Outbox::new().await;
 
     let stalled = session(&dsn).await;
     let held = open_writer(&stalled, &run, &wf).await;

@@ -110,7 +110,6 @@ impl Horizon {
         loop {
             tokio::time::sleep(pause).await;
             let (_, now) = probe(c).await?;
-            state.retire(&now);
             if !holders.iter().any(|h| now.contains(h)) {
                 state.safe = state.safe.max(head);
                 break;
