@@ -25,6 +25,7 @@ use prometheus::{
 };
 
 use crate::model::{RunStatus, StepStatus};
+use crate::store::WriteStats;
 
 /// The media type of `GET /metrics`.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -71,6 +72,10 @@ pub struct Metrics {
     tasks: IntCounterVec,
     task_wait: Histogram,
     queue_waiting: IntGaugeVec,
+    /// Absent (no series) on a store that does not count its writes.
+    store_commits: IntCounterVec,
+    store_writes: IntCounterVec,
+    store_wal_pages: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -113,6 +118,8 @@ pub struct Gauges {
     pub hook_deliveries: Vec<(&'static str, &'static str, u64)>,
     /// Tasks waiting on each queue (`None`: the store did not answer).
     pub queue_waiting: Option<Vec<(String, u64)>>,
+    /// What the store has written since it opened, when it counts.
+    pub store_writes: Option<WriteStats>,
 }
 
 /// Why metrics could not be set up: only a programming error (a bad name or a name
@@ -262,6 +269,22 @@ impl Metrics {
                 "Deliveries to POST /hooks/{name} of existing triggers, by outcome: started, \
                  duplicate, filtered, unauthorized, invalid, failed.",
                 &["trigger", "outcome"],
+            )?,
+            store_commits: counter(
+                "store_commits_total",
+                "Transactions the store committed; each holds one or more writes (group commit).",
+                &[],
+            )?,
+            store_writes: counter(
+                "store_writes_total",
+                "Writes the store committed (a run's transition, a log append, a claim, …).",
+                &[],
+            )?,
+            store_wal_pages: counter(
+                "store_wal_pages_total",
+                "Pages the embedded store appended to its write-ahead log (its write volume; \
+                 checkpoints copy them again into the database file).",
+                &[],
             )?,
             registry,
         };
@@ -419,6 +442,16 @@ impl Metrics {
                     .set(clamp(*waiting));
             }
         }
+        if let Some(stats) = gauges.store_writes {
+            for (counter, total) in [
+                (&self.store_commits, stats.commits),
+                (&self.store_writes, stats.writes),
+                (&self.store_wal_pages, stats.wal_pages),
+            ] {
+                let counter = counter.with_label_values::<&str>(&[]);
+                counter.inc_by(total.saturating_sub(counter.get()));
+            }
+        }
         let mut out = Vec::new();
         // Encoding plain families into a Vec cannot fail (no I/O, names already checked).
         let encoder = TextEncoder::new();
@@ -480,8 +513,16 @@ mod tests {
             hook_outbox_depth: vec![("audit_log", 4)],
             hook_deliveries: vec![("audit_log", "failed", 3)],
             queue_waiting: Some(vec![("build".into(), 5)]),
+            store_writes: Some(WriteStats {
+                commits: 6,
+                writes: 9,
+                wal_pages: 40,
+            }),
         });
         for line in [
+            "orchestrator_store_commits_total 6",
+            "orchestrator_store_writes_total 9",
+            "orchestrator_store_wal_pages_total 40",
             "orchestrator_runs_started_total 1",
             "orchestrator_runs_total{status=\"succeeded\"} 1",
             "orchestrator_runs_total{status=\"failed\"} 0",

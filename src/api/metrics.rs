@@ -49,6 +49,7 @@ pub(super) async fn scrape(state: web::Data<AppState>) -> HttpResponse {
             .await
             .ok()
             .map(|queues| queues.into_iter().map(|q| (q.queue, q.waiting)).collect()),
+        store_writes: state.store.write_stats(),
     };
     HttpResponse::Ok()
         .content_type(CONTENT_TYPE)

@@ -17,6 +17,7 @@ use super::{
     Archived, Committed, CreatedRun, Curation, Deletion, DynStore, EventFilter, Lifecycle,
     LogLimits, NewRun, NewWorkflowVersion, Notice, Schedule, ScheduleUpdate, Store, StoreError,
     StoredEvent, Transition, WebhookTrigger, WorkflowEntry, WorkflowFilter, WorkflowHead,
+    WriteStats,
 };
 use crate::metrics::{Metrics, timed};
 use crate::model::{
@@ -409,6 +410,10 @@ impl Lifecycle for TimedStore {
     async fn release_hook_lease(&self, target: &str, holder: &str) -> Result<(), StoreError> {
         let work = self.inner.release_hook_lease(target, holder);
         timed(&self.timers.release_hook_lease, work).await
+    }
+
+    fn write_stats(&self) -> Option<WriteStats> {
+        self.inner.write_stats()
     }
 }
 

@@ -13,6 +13,7 @@ on_both_stores!(
     every_family_is_there_from_the_first_scrape,
     runs_started_and_finished_add_up_to_the_runs_started,
     hook_delivery_failures_are_counted,
+    the_embedded_store_counts_its_commits_writes_and_wal_pages,
 );
 
 type Samples = BTreeMap<String, f64>;
@@ -195,5 +196,44 @@ async fn hook_delivery_failures_are_counted(store: Store) {
     assert_eq!(
         samples["orchestrator_hook_deliveries_total{outcome=\"delivered\",target=\"audit_log\"}"],
         0.0
+    );
+}
+
+async fn the_embedded_store_counts_its_commits_writes_and_wal_pages(store: Store) {
+    let embedded = matches!(store, Store::Sqlite);
+    let app = spawn_on(store, |_| {}).await;
+    let wf = app
+        .create_workflow(&json!({"name": "counted", "steps": [
+            {"name": "a", "action": "transform", "input": {"value": 1}},
+            {"name": "b", "action": "transform", "input": {"value": 2}}
+        ]}))
+        .await;
+    let (_, before) = scrape(&app).await;
+    let run = app.start_run(&wf, json!({})).await;
+    app.wait_until_finished(&run).await;
+    let (text, after) = scrape(&app).await;
+    let families = [
+        "orchestrator_store_commits_total",
+        "orchestrator_store_writes_total",
+        "orchestrator_store_wal_pages_total",
+    ];
+    if !embedded {
+        for family in families {
+            assert!(!after.contains_key(family), "{family} in\n{text}");
+        }
+        return;
+    }
+    let grew = |family: &str| after[family] - before.get(family).copied().unwrap_or(0.0);
+    // The run's creation and its transitions are writes; every commit holds at least one
+    // and appends at least one page.
+    assert!(grew("orchestrator_store_writes_total") >= 3.0, "{text}");
+    assert!(grew("orchestrator_store_commits_total") >= 1.0, "{text}");
+    assert!(
+        grew("orchestrator_store_writes_total") >= grew("orchestrator_store_commits_total"),
+        "{text}"
+    );
+    assert!(
+        grew("orchestrator_store_wal_pages_total") >= grew("orchestrator_store_commits_total"),
+        "{text}"
     );
 }

@@ -94,6 +94,7 @@ pub async fn closed_loop(
             cpu_us_per_step: (server.cpu_seconds() - cpu_before) * 1e6 / (runs * 10.0).max(1.0),
             store_cpu_us_per_step: (server.store_cpu_seconds() - store_cpu_before) * 1e6
                 / (runs * 10.0).max(1.0),
+            ..Rate::default()
         },
         polls_per_run: polls.load(Ordering::Relaxed) as f64 / runs.max(1.0),
         run_ms: times.get(times.len() / 2).copied().unwrap_or(f64::NAN),

@@ -271,6 +271,14 @@ async fn drive(args: Args) -> anyhow::Result<()> {
             "percent_of_raw": ratio,
             "server_cpu_us_per_step": cpu,
         });
+        if dsn.is_none() {
+            let pages = stats(engine.iter().map(|r| r.writes.wal_pages_per_step).collect());
+            let batch = stats(engine.iter().map(|r| r.writes.writes_per_commit).collect());
+            row("WAL pages per step", &pages, "pages");
+            row("writes per commit", &batch, "writes");
+            section["wal_pages_per_step"] = pages;
+            section["writes_per_commit"] = batch;
+        }
         if dsn.is_some() {
             let store_cpu = stats(engine.iter().map(|r| r.store_cpu_us_per_step).collect());
             row("PostgreSQL CPU per step", &store_cpu, "µs");

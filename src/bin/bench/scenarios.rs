@@ -262,7 +262,7 @@ pub async fn latency(
 }
 
 /// Throughput of one measurement window.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Rate {
     pub runs_per_s: f64,
     pub steps_per_s: f64,
@@ -272,6 +272,36 @@ pub struct Rate {
     /// CPU time of the PostgreSQL server's processes per step, in microseconds (zero on
     /// the embedded store, whose work is in the server's own).
     pub store_cpu_us_per_step: f64,
+    /// The store's writes: WAL pages per step and writes per commit (zero where the store
+    /// does not count them).
+    pub writes: Writes,
+}
+
+/// What the embedded store wrote in a window, from its `/metrics` counters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Writes {
+    pub wal_pages_per_step: f64,
+    pub writes_per_commit: f64,
+}
+
+/// The store's write counters (`commits`, `writes`, `wal_pages`) as `/metrics` has them now.
+async fn write_counts(client: &Client) -> anyhow::Result<[f64; 3]> {
+    Ok([
+        client.metric_sum("orchestrator_store_commits_total", "").await?,
+        client.metric_sum("orchestrator_store_writes_total", "").await?,
+        client.metric_sum("orchestrator_store_wal_pages_total", "").await?,
+    ])
+}
+
+impl Writes {
+    /// From the counters before and after a window of `steps` steps.
+    fn between(before: [f64; 3], after: [f64; 3], steps: f64) -> Self {
+        let [commits, writes, pages] = [0, 1, 2].map(|i| after[i] - before[i]);
+        Self {
+            wal_pages_per_step: pages / steps.max(1.0),
+            writes_per_commit: writes / commits.max(1.0),
+        }
+    }
 }
 
 /// Runs per second with `in_flight` runs at all times, for `window`.
@@ -288,6 +318,7 @@ pub async fn throughput(
     let calls_before = target.calls();
     let cpu_before = server.cpu_seconds();
     let store_cpu_before = server.store_cpu_seconds();
+    let writes_before = write_counts(client).await?;
     let started = Instant::now();
     let workers: Vec<_> = (0..in_flight)
         .map(|_| {
@@ -316,13 +347,16 @@ pub async fn throughput(
     }
     let secs = started.elapsed().as_secs_f64();
     let steps = (target.calls() - calls_before) as f64;
+    let cpu_after = server.cpu_seconds();
+    let store_cpu_after = server.store_cpu_seconds();
+    let writes = Writes::between(writes_before, write_counts(client).await?, steps);
     Ok(Rate {
         runs_per_s: done.load(Ordering::Relaxed) as f64 / secs,
         steps_per_s: steps / secs,
         peak_rss,
-        cpu_us_per_step: (server.cpu_seconds() - cpu_before) * 1e6 / steps.max(1.0),
-        store_cpu_us_per_step: (server.store_cpu_seconds() - store_cpu_before) * 1e6
-            / steps.max(1.0),
+        cpu_us_per_step: (cpu_after - cpu_before) * 1e6 / steps.max(1.0),
+        store_cpu_us_per_step: (store_cpu_after - store_cpu_before) * 1e6 / steps.max(1.0),
+        writes,
     })
 }
 
@@ -358,9 +392,7 @@ pub async fn raw(target_url: &str, in_flight: usize, window: Duration) -> anyhow
     Ok(Rate {
         runs_per_s: runs,
         steps_per_s: runs * 10.0,
-        peak_rss: 0,
-        cpu_us_per_step: 0.0,
-        store_cpu_us_per_step: 0.0,
+        ..Rate::default()
     })
 }
 

@@ -9,7 +9,7 @@ use rusqlite::{Connection, params};
 
 use crate::model::{Timestamp, now};
 use crate::store::lifecycle::check_writes;
-use crate::store::{Lifecycle, StoreError};
+use crate::store::{Lifecycle, StoreError, WriteStats};
 
 use super::SqliteStore;
 use super::pool::unavailable;
@@ -100,6 +100,10 @@ impl Lifecycle for SqliteStore {
                 .map_err(unavailable)
             })
             .await
+    }
+
+    fn write_stats(&self) -> Option<WriteStats> {
+        Some(self.writer.counts.get())
     }
 
     async fn release_hook_lease(&self, target: &str, holder: &str) -> Result<(), StoreError> {

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{StoreError, WriteHealth};
+use crate::store::{StoreError, WriteHealth, WriteStats};
 
 /// How long a connection waits for a lock another holds.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -199,8 +199,37 @@ struct WalLength {
     frame_bytes: u64,
 }
 
+/// The writer's counts behind [`WriteStats`], shared with the store that reports them.
+#[derive(Debug, Default)]
+pub struct WriteCounts {
+    commits: AtomicU64,
+    writes: AtomicU64,
+    wal_pages: AtomicU64,
+}
+
+impl WriteCounts {
+    pub fn get(&self) -> WriteStats {
+        WriteStats {
+            commits: self.commits.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+            wal_pages: self.wal_pages.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The WAL holds `frames` after a commit that found it holding `before`: a WAL that
+    /// holds fewer than before was written again from its start.
+    fn grew(&self, before: u64, frames: u64) {
+        let added = if frames > before {
+            frames - before
+        } else {
+            frames
+        };
+        self.wal_pages.fetch_add(added, Ordering::Relaxed);
+    }
+}
+
 impl WalLength {
-    fn watch(conn: &mut Connection) -> Result<Self, StoreError> {
+    fn watch(conn: &mut Connection, counts: Arc<WriteCounts>) -> Result<Self, StoreError> {
         let page: i64 = conn
             .query_row("PRAGMA page_size", [], |r| r.get(0))
             .map_err(unavailable)?;
@@ -208,7 +237,8 @@ impl WalLength {
         let seen = frames.clone();
         conn.wal_hook(Some(
             move |_: &mut rusqlite::hooks::Wal, n: std::ffi::c_int| {
-                seen.store(u64::try_from(n).unwrap_or(0), Ordering::Relaxed);
+                let n = u64::try_from(n).unwrap_or(0);
+                counts.grew(seen.swap(n, Ordering::Relaxed), n);
                 Ok(())
             },
         ))
@@ -264,20 +294,27 @@ pub struct Writer {
     jobs: mpsc::UnboundedSender<Task>,
     /// The outcome of the last batch.
     pub health: Arc<WriteHealth>,
+    /// What the writer has committed so far.
+    pub counts: Arc<WriteCounts>,
 }
 
 impl Writer {
     /// Starts the writer thread on `conn`. It stops when every `Writer` clone is dropped.
     pub fn start(mut conn: Connection, bound: WalBound) -> Result<Self, StoreError> {
-        let length = WalLength::watch(&mut conn)?;
+        let counts = Arc::new(WriteCounts::default());
+        let length = WalLength::watch(&mut conn, counts.clone())?;
         let (jobs, rx) = mpsc::unbounded_channel();
         let health = Arc::new(WriteHealth::default());
-        let recorder = health.clone();
+        let (recorder, counter) = (health.clone(), counts.clone());
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run(&mut conn, rx, &bound, &length, &recorder))
+            .spawn(move || run(&mut conn, rx, &bound, &length, &recorder, &counter))
             .map_err(|e| StoreError::unavailable_by("cannot start the writer thread", e))?;
-        Ok(Self { jobs, health })
+        Ok(Self {
+            jobs,
+            health,
+            counts,
+        })
     }
 
     /// Folds the WAL into the database and truncates it, after every write queued before.
@@ -336,6 +373,7 @@ fn run(
     bound: &WalBound,
     length: &WalLength,
     health: &WriteHealth,
+    counts: &WriteCounts,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut truncate = Vec::new();
@@ -357,7 +395,7 @@ fn run(
         // A batch rolled back whole leaves the jobs it had not run yet for the next.
         while !batch.is_empty() {
             let bare = Instant::now() >= savepoints_until;
-            if commit_batch(conn, &mut batch, bare, health).is_err() {
+            if commit_batch(conn, &mut batch, bare, health, counts).is_err() {
                 savepoints_until = Instant::now() + SAVEPOINTS_AFTER_FAILURE;
             }
         }
@@ -429,7 +467,7 @@ fn checkpoint(conn: &Connection, how: Checkpoint, patience: Duration) -> Result<
     Ok(())
 }
 
-/// Runs a batch in one transaction, records its outcome in `health`, then answers its
+/// Runs a batch in one transaction, records its outcome in `health` and `counts`, then answers its
 /// jobs; `Err` with the reason when the database refused a write (the batch's commit, or
 /// a job's statements). Health comes first so that a caller told of a failure finds it in
 /// readiness at once. Jobs left in `batch` (after a job without a savepoint failed and
@@ -440,11 +478,17 @@ fn commit_batch(
     batch: &mut Vec<Box<dyn Job>>,
     bare: bool,
     health: &WriteHealth,
+    counts: &WriteCounts,
 ) -> Result<(), String> {
     let (result, answers) = run_batch(conn, batch, bare);
     match &result {
         Ok(()) => health.committed(),
         Err(reason) => health.failed(reason.clone()),
+    }
+    let committed = answers.iter().filter(|(_, a)| a.is_ok()).count() as u64;
+    if committed > 0 {
+        counts.commits.fetch_add(1, Ordering::Relaxed);
+        counts.writes.fetch_add(committed, Ordering::Relaxed);
     }
     for (job, answer) in answers {
         job.answer(answer);
@@ -724,7 +768,14 @@ mod tests {
         let (failing, mut failing_rx) = job(true, fails_after_writing);
         let (last, mut last_rx) = job(true, insert(3));
         let mut batch = vec![first, failing, last];
-        let reason = commit_batch(&conn, &mut batch, true, &WriteHealth::default()).unwrap_err();
+        let reason = commit_batch(
+            &conn,
+            &mut batch,
+            true,
+            &WriteHealth::default(),
+            &WriteCounts::default(),
+        )
+        .unwrap_err();
         assert!(reason.contains("disk full"), "{reason}");
         assert!(answer(&mut first_rx).unwrap_err().is_unavailable());
         assert!(answer(&mut failing_rx).unwrap_err().is_unavailable());
@@ -735,7 +786,14 @@ mod tests {
             "the job not yet run waits for the next batch"
         );
         assert!(last_rx.try_recv().is_err(), "and is not answered yet");
-        commit_batch(&conn, &mut batch, true, &WriteHealth::default()).unwrap();
+        commit_batch(
+            &conn,
+            &mut batch,
+            true,
+            &WriteHealth::default(),
+            &WriteCounts::default(),
+        )
+        .unwrap();
         answer(&mut last_rx).unwrap();
         assert_eq!(rows(&conn), vec![3]);
     }
@@ -749,7 +807,14 @@ mod tests {
         });
         let (last, mut last_rx) = job(false, insert(3));
         let mut batch = vec![first, refusing, last];
-        commit_batch(&conn, &mut batch, true, &WriteHealth::default()).unwrap();
+        commit_batch(
+            &conn,
+            &mut batch,
+            true,
+            &WriteHealth::default(),
+            &WriteCounts::default(),
+        )
+        .unwrap();
         answer(&mut first_rx).unwrap();
         assert!(matches!(
             answer(&mut refusing_rx),
@@ -767,7 +832,16 @@ mod tests {
         let (failing, mut failing_rx) = job(refuses_first, fails_after_writing);
         let (last, mut last_rx) = job(true, insert(3));
         let mut batch = vec![first, failing, last];
-        assert!(commit_batch(&conn, &mut batch, bare, &WriteHealth::default()).is_err());
+        assert!(
+            commit_batch(
+                &conn,
+                &mut batch,
+                bare,
+                &WriteHealth::default(),
+                &WriteCounts::default()
+            )
+            .is_err()
+        );
         answer(&mut first_rx).unwrap();
         assert!(answer(&mut failing_rx).unwrap_err().is_unavailable());
         answer(&mut last_rx).unwrap();
@@ -808,7 +882,8 @@ mod tests {
             seen,
         });
         let mut batch: Vec<Box<dyn Job>> = vec![witness];
-        assert!(commit_batch(&conn, &mut batch, true, &health).is_err());
+        let counts = WriteCounts::default();
+        assert!(commit_batch(&conn, &mut batch, true, &health, &counts).is_err());
         let failure = heard
             .try_recv()
             .unwrap()
