@@ -24,8 +24,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::model::{RunStatus, StepStatus};
-use crate::store::WriteStats;
+use crate::model::{RunStatus, StepStatus, WriteStats};
 
 /// The media type of `GET /metrics`.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -668,6 +668,18 @@ pub struct RetryRecord {
     pub trimmed: Vec<String>,
 }
 
+/// Counts of a store's writes since it opened; each only ever grows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteStats {
+    /// Transactions committed (group commits: each holds one or more writes).
+    pub commits: u64,
+    /// Writes committed in them (a run's transition, a log append, a claim, …).
+    pub writes: u64,
+    /// Database pages appended to the write-ahead log: the embedded store's write volume,
+    /// which its checkpoints copy again into the database file.
+    pub wal_pages: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::StoreError;
-use crate::model::Timestamp;
+use crate::model::{Timestamp, WriteStats};
 
 /// The lifecycle operations every [`super::Store`] provides.
 #[async_trait]
@@ -66,18 +66,6 @@ pub trait Lifecycle: Send + Sync {
     fn write_stats(&self) -> Option<WriteStats> {
         None
     }
-}
-
-/// Counts of a store's writes since it opened; each only ever grows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct WriteStats {
-    /// Transactions committed (group commits: each holds one or more writes).
-    pub commits: u64,
-    /// Writes committed in them (a run's transition, a log append, a claim, …).
-    pub writes: u64,
-    /// Database pages appended to the write-ahead log: the embedded store's write volume,
-    /// which its checkpoints copy again into the database file.
-    pub wal_pages: u64,
 }
 
 /// The outcome of a store's last write: `None` after a commit, the reason after a failure.

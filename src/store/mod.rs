@@ -23,8 +23,9 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 
+pub use crate::model::WriteStats;
 pub use curation::{Archived, Curation, Deletion, WorkflowEntry, WorkflowFilter, WorkflowHead};
-pub use lifecycle::{Lifecycle, WriteHealth, WriteStats};
+pub use lifecycle::{Lifecycle, WriteHealth};
 pub use tasks::{TaskOp, TaskStore};
 
 use crate::model::{
@@ -245,9 +246,6 @@ pub struct RunHead {
     pub wake_at: Option<Timestamp>,
     /// Kept events and the run's depth (see [`crate::model::RunExtra`]).
     pub extra: RunExtra,
-    /// False when `status`, `finished_at` and `wake_at` are as the run's last commit left
-    /// them: a store may then leave those columns, and the indexes on them, untouched.
-    pub moved: bool,
 }
 
 impl RunHead {
@@ -263,7 +261,6 @@ impl RunHead {
             active_ms: run.control.active_ms,
             wake_at: run.control.wake_at,
             extra: run.control.extra.clone(),
-            moved: true,
         }
     }
 }

@@ -287,9 +287,15 @@ pub struct Writes {
 /// The store's write counters (`commits`, `writes`, `wal_pages`) as `/metrics` has them now.
 async fn write_counts(client: &Client) -> anyhow::Result<[f64; 3]> {
     Ok([
-        client.metric_sum("orchestrator_store_commits_total", "").await?,
-        client.metric_sum("orchestrator_store_writes_total", "").await?,
-        client.metric_sum("orchestrator_store_wal_pages_total", "").await?,
+        client
+            .metric_sum("orchestrator_store_commits_total", "")
+            .await?,
+        client
+            .metric_sum("orchestrator_store_writes_total", "")
+            .await?,
+        client
+            .metric_sum("orchestrator_store_wal_pages_total", "")
+            .await?,
     ])
 }
 

@@ -35,7 +35,7 @@ use crate::definition::Workflow;
 use crate::expr::Redactor;
 use crate::model::{Run, RunStatus, Timestamp};
 
-use record::{Changes, Indexed};
+use record::Changes;
 use scope::ScopeCache;
 
 pub use budget::{count_tokens, effective as effective_budget};
@@ -84,8 +84,6 @@ pub struct RunState {
     redactor: Redactor,
     scope: ScopeCache,
     changes: Changes,
-    /// The run's status, `finished_at` and `wake_at` as last committed (or read).
-    stored: Indexed,
     /// Set when a step failed the run: the error the run ends with.
     pub failure: Option<String>,
     /// Set when a condition stopped the run: the step that did.
@@ -103,7 +101,6 @@ impl RunState {
         Self {
             scope: ScopeCache::new(&run, settings.secrets.clone()),
             changes: Changes::default(),
-            stored: Indexed::of(&run),
             run,
             wf,
             clock: settings.clock.clone(),

@@ -30,24 +30,6 @@ pub(super) struct Changes {
     tasks: Vec<TaskOp>,
 }
 
-/// The fields of a run's head that the store indexes, to tell whether a commit moves them.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) struct Indexed {
-    status: RunStatus,
-    finished_at: Option<Timestamp>,
-    wake_at: Option<Timestamp>,
-}
-
-impl Indexed {
-    pub(super) fn of(run: &crate::model::Run) -> Self {
-        Self {
-            status: run.status,
-            finished_at: run.finished_at,
-            wake_at: run.control.wake_at,
-        }
-    }
-}
-
 impl RunState {
     /// A log entry stamped by the run's clock.
     fn entry(&self, level: LogLevel, step: Option<usize>, message: String) -> NewLogEntry {
@@ -213,9 +195,7 @@ impl RunState {
         let mut tx = Transition::new(self.run.id.clone(), guard);
         tx.owner = owner;
         if changes.head || !changes.steps.is_empty() {
-            let mut head = RunHead::of(&self.run);
-            head.moved = Indexed::of(&self.run) != self.stored;
-            tx.head = Some(head);
+            tx.head = Some(RunHead::of(&self.run));
         }
         if changes.context {
             tx.context = Some(self.run.context.clone());
@@ -250,7 +230,6 @@ impl RunState {
     /// store's `updated_at`), so that the run in memory is the run as stored.
     pub fn committed(&mut self, rev: u64, at: Timestamp) {
         self.changes = Changes::default();
-        self.stored = Indexed::of(&self.run);
         self.run.control.rev = rev;
         self.run.updated_at = at;
     }

@@ -395,33 +395,6 @@ fn changes_are_committed_as_one_transition_and_then_forgotten() {
 }
 
 #[test]
-fn a_transition_says_whether_it_moves_the_indexed_head_fields() {
-    let (mut state, clock) =
-        run_of(json!({"name": "w", "steps": [step("a", &[]), step("b", &["a"])]}));
-    state.begin("node_1");
-    let starts = state.schedule();
-    let moved = |state: &RunState| {
-        let tx = state.pending(Guard::default(), OwnerChange::Keep).unwrap();
-        tx.head.unwrap().moved
-    };
-    assert!(moved(&state), "PENDING to RUNNING moves the status");
-    state.committed(1, crate::model::now());
-    succeed(&mut state, &clock, &starts[0]);
-    let next = state.schedule();
-    assert_eq!(names(&next), ["b"]);
-    assert!(
-        !moved(&state),
-        "a step's result and the next start leave status, finish and wake-up as stored"
-    );
-    // The last step's result alone moves nothing either; ending the run does.
-    succeed(&mut state, &clock, &next[0]);
-    assert!(!moved(&state));
-    state.committed(2, crate::model::now());
-    state.finish(RunStatus::Succeeded, None);
-    assert!(moved(&state), "the end moves status and finished_at");
-}
-
-#[test]
 fn a_set_that_would_outgrow_the_context_limit_fails_the_step_and_keeps_the_context() {
     let (mut state, clock) = run_of(json!({"name": "w", "steps": [step("a", &[])]}));
     state.begin("node_1");

@@ -467,8 +467,8 @@ fn checkpoint(conn: &Connection, how: Checkpoint, patience: Duration) -> Result<
     Ok(())
 }
 
-/// Runs a batch in one transaction, records its outcome in `health` and `counts`, then answers its
-/// jobs; `Err` with the reason when the database refused a write (the batch's commit, or
+/// Runs a batch in one transaction, records its outcome in `health` and `counts`, then
+/// answers its jobs; `Err` with the reason when the database refused a write (the batch's commit, or
 /// a job's statements). Health comes first so that a caller told of a failure finds it in
 /// readiness at once. Jobs left in `batch` (after a job without a savepoint failed and
 /// rolled the batch back) were not run: they go into the next transaction. Jobs that
@@ -709,6 +709,16 @@ fn serve_reads(conn: &Connection, queue: &Mutex<std::sync::mpsc::Receiver<Read>>
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn wal_pages_count_what_each_commit_appended_also_after_the_wal_starts_again() {
+        let counts = WriteCounts::default();
+        counts.grew(0, 6);
+        counts.grew(6, 10);
+        // A commit that finds the WAL written back and starts it again from frame 0.
+        counts.grew(10, 3);
+        assert_eq!(counts.get().wal_pages, 6 + 4 + 3);
+    }
     use super::*;
 
     type Reply = oneshot::Receiver<Result<(), StoreError>>;

@@ -186,22 +186,18 @@ pub fn commit(conn: &Connection, tx: Transition) -> Result<Committed, StoreError
         sql.push_str(&format!(", {column} = ?{}", args.len()));
     };
     if let Some(head) = &tx.head {
-        // SQLite rewrites an index whenever one of its columns is assigned, changed or
-        // not: the indexed columns are assigned only when they moved.
-        if head.moved {
-            push(&mut sql, "status", Box::new(head.status.as_str()));
-            push(&mut sql, "finished_at", Box::new(head.finished_at.map(ms)));
-            push(
-                &mut sql,
-                "approval_deadline",
-                Box::new(head.wake_at.map(ms)),
-            );
-        }
+        push(&mut sql, "status", Box::new(head.status.as_str()));
         push(&mut sql, "current_step", Box::new(head.current_step as i64));
         push(&mut sql, "error", Box::new(head.error.clone()));
         push(&mut sql, "usage", Box::new(to_json(&head.usage)));
         push(&mut sql, "started_at", Box::new(head.started_at.map(ms)));
+        push(&mut sql, "finished_at", Box::new(head.finished_at.map(ms)));
         push(&mut sql, "active_ms", Box::new(head.active_ms as i64));
+        push(
+            &mut sql,
+            "approval_deadline",
+            Box::new(head.wake_at.map(ms)),
+        );
         let extra = (!head.extra.is_empty()).then(|| to_json(&head.extra));
         push(&mut sql, "extra", Box::new(extra));
     }
@@ -273,13 +269,8 @@ pub fn commit(conn: &Connection, tx: Transition) -> Result<Committed, StoreError
             .and_then(|mut s| s.execute(params![tx.run_id, rerun.steps as i64]))
             .map_err(unavailable)?;
     }
-    if !std::env::var("DBG_SKIP")
-        .unwrap_or_default()
-        .contains("steps")
-    {
-        for (idx, step) in &tx.steps {
-            put_step(conn, &tx.run_id, *idx, step)?;
-        }
+    for (idx, step) in &tx.steps {
+        put_step(conn, &tx.run_id, *idx, step)?;
     }
     for approval in &tx.approvals {
         conn.prepare_cached(
@@ -300,17 +291,10 @@ pub fn commit(conn: &Connection, tx: Transition) -> Result<Committed, StoreError
         })
         .map_err(unavailable)?;
     }
-    let skip = std::env::var("DBG_SKIP").unwrap_or_default();
     let first_event = event_seq as u64 + 1 - tx.events.len() as u64;
-    if !skip.contains("events") {
-        put_events(conn, &tx.run_id, &workflow_id, first_event, tx.events)?;
-    }
+    put_events(conn, &tx.run_id, &workflow_id, first_event, tx.events)?;
     let first_log = log_seq as u64 + 1 - tx.logs.len() as u64;
-    let logs = if !skip.contains("logs") {
-        put_logs(conn, &tx.run_id, first_log, tx.logs)?
-    } else {
-        vec![]
-    };
+    let logs = put_logs(conn, &tx.run_id, first_log, tx.logs)?;
     super::tasks::apply_ops(conn, &tx.tasks)?;
     Ok(Committed {
         rev: rev as u64,
