@@ -358,12 +358,12 @@ pub fn delete_run(conn: &Connection, id: &str, by: &str) -> Result<Deletion, Sto
             None => StoreError::NotFound(format!("run {id}")),
         });
     };
+    super::event_keys::forget_runs(conn, &[id.to_owned()])?;
     for table in [
         "step_runs",
         "tasks",
         "approvals",
         "run_logs",
-        "events",
         "idempotency_keys",
     ] {
         conn.prepare_cached(&format!("DELETE FROM {table} WHERE run_id = ?1"))

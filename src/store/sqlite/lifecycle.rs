@@ -15,14 +15,14 @@ use super::SqliteStore;
 use super::pool::unavailable;
 use super::rows::ms;
 
-/// The tables holding a run's rows besides `runs` itself, each keyed by `run_id`.
-const RUN_CHILDREN: [&str; 6] = [
+/// The tables holding a run's rows besides `runs` itself and its hook events, each keyed
+/// by `run_id`.
+const RUN_CHILDREN: [&str; 5] = [
     "step_runs",
     "tasks",
     "approvals",
     "run_logs",
     "idempotency_keys",
-    "events",
 ];
 
 #[async_trait]
@@ -68,12 +68,7 @@ impl Lifecycle for SqliteStore {
         limit: usize,
     ) -> Result<u64, StoreError> {
         self.writer
-            .write(move |conn| {
-                conn.prepare_cached(PRUNE_EVENTS)
-                    .and_then(|mut s| s.execute(params![acked as i64, ms(before), limit as i64]))
-                    .map(|n| n as u64)
-                    .map_err(unavailable)
-            })
+            .write(move |conn| super::event_keys::prune(conn, acked, ms(before), limit))
             .await
     }
 
@@ -145,12 +140,6 @@ const EXPIRED_RUNS: &str = "SELECT id FROM runs r INDEXED BY runs_by_finish \
       AND p.status NOT IN ('SUCCEEDED', 'FAILED', 'CANCELED')) \
     ORDER BY finished_at LIMIT ?2";
 
-/// Of the `?3` oldest acknowledged events (ids up to `?1`), those created before `?2`.
-/// Events are appended in time order, so the old ones are a prefix; looking only there
-/// keeps a pass from reading the whole outbox when nothing is old enough yet.
-const PRUNE_EVENTS: &str = "DELETE FROM events WHERE id IN \
-    (SELECT id FROM events WHERE id <= ?1 ORDER BY id LIMIT ?3) AND created_at < ?2";
-
 /// Deletes up to `limit` finished runs older than `before` (milliseconds) and their rows;
 /// a child run whose parent is still going stays until the parent has finished.
 fn delete_runs(conn: &Connection, before: i64, limit: usize) -> Result<u64, StoreError> {
@@ -164,6 +153,7 @@ fn delete_runs(conn: &Connection, before: i64, limit: usize) -> Result<u64, Stor
     if ids.is_empty() {
         return Ok(0);
     }
+    super::event_keys::forget_runs(conn, &ids)?;
     let list = vec!["?"; ids.len()].join(",");
     for table in RUN_CHILDREN {
         conn.execute(

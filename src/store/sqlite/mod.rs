@@ -7,6 +7,7 @@
 
 mod backup;
 mod curation;
+mod event_keys;
 mod lifecycle;
 mod pool;
 mod queues;
@@ -34,7 +35,7 @@ use crate::store::{
 };
 
 pub use backup::{BackupReport, backup};
-use pool::{Checkpointer, Readers, WalBound, Writer, unavailable};
+use pool::{Checkpointer, Readers, Upkeep, WalBound, Writer, unavailable};
 use rows::{load_run, log_row, ms};
 
 /// How often the WAL is checkpointed (off the writer's path).
@@ -48,6 +49,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_triggers.sql"),
     include_str!("migrations/0005_lifecycle.sql"),
     include_str!("migrations/0006_tasks.sql"),
+    include_str!("migrations/0007_event_keys.sql"),
 ];
 
 /// How the embedded store is opened.
@@ -137,7 +139,14 @@ impl SqliteStore {
         .map_err(unavailable)?;
         let bound = WalBound::new(wal_max_bytes);
         Ok(Self {
-            writer: Writer::start(conn, bound.clone())?,
+            writer: Writer::start(
+                conn,
+                bound.clone(),
+                Some(Upkeep {
+                    every: event_keys::EVERY,
+                    work: event_keys::index_new,
+                }),
+            )?,
             readers: Readers::open(path, read_connections)?,
             _checkpointer: Checkpointer::start(path, synchronous_full, CHECKPOINT_EVERY)?,
             path: path.to_owned(),
@@ -520,7 +529,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let filter = filter.clone();
         self.readers
-            .read(move |conn| triggers::list_events(conn, &filter, after_id, limit))
+            .read(move |conn| event_keys::list(conn, &filter, after_id, limit))
             .await
     }
 

@@ -288,6 +288,32 @@ fn rewind_wal(conn: &Connection, how: Rewind) -> Result<(), StoreError> {
     }
 }
 
+/// Work the writer does on its own every `every`: the first job of the next batch once
+/// that much time has passed (so never while the store is idle: the work must be able to
+/// wait). A failure is logged and rolls back only the work.
+#[derive(Debug, Clone, Copy)]
+pub struct Upkeep {
+    pub every: Duration,
+    pub work: fn(&Connection) -> Result<(), StoreError>,
+}
+
+impl Upkeep {
+    fn job(self) -> Box<dyn Job> {
+        let (reply, _) = oneshot::channel();
+        let work = move |conn: &Connection| {
+            (self.work)(conn).inspect_err(|e| {
+                tracing::warn!(error = %crate::problems::chain(e), "store upkeep failed");
+            })
+        };
+        Box::new(Pending {
+            refuses_first: false,
+            work: Some(work),
+            result: None,
+            reply,
+        })
+    }
+}
+
 /// The write side: a queue feeding the writer thread.
 #[derive(Clone)]
 pub struct Writer {
@@ -299,8 +325,13 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`. It stops when every `Writer` clone is dropped.
-    pub fn start(mut conn: Connection, bound: WalBound) -> Result<Self, StoreError> {
+    /// Starts the writer thread on `conn`, with its `upkeep`. It stops when every `Writer`
+    /// clone is dropped.
+    pub fn start(
+        mut conn: Connection,
+        bound: WalBound,
+        upkeep: Option<Upkeep>,
+    ) -> Result<Self, StoreError> {
         let counts = Arc::new(WriteCounts::default());
         let length = WalLength::watch(&mut conn, counts.clone())?;
         let (jobs, rx) = mpsc::unbounded_channel();
@@ -308,7 +339,15 @@ impl Writer {
         let (recorder, counter) = (health.clone(), counts.clone());
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run(&mut conn, rx, &bound, &length, &recorder, &counter))
+            .spawn(move || {
+                let watch = Watch {
+                    bound: &bound,
+                    length: &length,
+                    health: &recorder,
+                    counts: &counter,
+                };
+                run(&mut conn, rx, &watch, upkeep)
+            })
             .map_err(|e| StoreError::unavailable_by("cannot start the writer thread", e))?;
         Ok(Self {
             jobs,
@@ -367,14 +406,28 @@ impl Writer {
     }
 }
 
+/// What the writer keeps an eye on besides its jobs.
+#[derive(Clone, Copy)]
+struct Watch<'a> {
+    bound: &'a WalBound,
+    length: &'a WalLength,
+    health: &'a WriteHealth,
+    counts: &'a WriteCounts,
+}
+
 fn run(
     conn: &mut Connection,
     mut rx: mpsc::UnboundedReceiver<Task>,
-    bound: &WalBound,
-    length: &WalLength,
-    health: &WriteHealth,
-    counts: &WriteCounts,
+    watch: &Watch<'_>,
+    upkeep: Option<Upkeep>,
 ) {
+    let Watch {
+        bound,
+        length,
+        health,
+        counts,
+    } = *watch;
+    let mut upkept = Instant::now();
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut truncate = Vec::new();
     // After a rewind readers kept busy, the next try waits this long.
@@ -382,6 +435,14 @@ fn run(
     // Until then every job runs in its own savepoint (a write failed recently).
     let mut savepoints_until = Instant::now();
     while let Some(first) = rx.blocking_recv() {
+        if let Some(upkeep) = upkeep
+            && upkept.elapsed() >= upkeep.every
+        {
+            // First in its batch, so that no page it writes was changed by an earlier job
+            // (its savepoint copies none).
+            batch.push(upkeep.job());
+            upkept = Instant::now();
+        }
         let mut next = Some(first);
         while let Some(task) = next.take() {
             match task {
@@ -806,6 +867,38 @@ mod tests {
         .unwrap();
         answer(&mut last_rx).unwrap();
         assert_eq!(rows(&conn), vec![3]);
+    }
+
+    fn upkeep_marks(c: &Connection) -> Result<(), StoreError> {
+        c.execute(
+            "INSERT INTO t (x) VALUES ((SELECT COALESCE(MAX(x), 99) + 1 FROM t WHERE x >= 100))",
+            [],
+        )
+        .map(drop)
+        .map_err(unavailable)
+    }
+
+    #[tokio::test]
+    async fn upkeep_runs_first_in_a_batch_once_its_time_has_come_and_never_while_idle() {
+        let (dir, conn) = store();
+        let upkeep = Upkeep {
+            every: Duration::from_secs(1),
+            work: upkeep_marks,
+        };
+        let writer = Writer::start(conn, WalBound::new(64 << 20), Some(upkeep)).unwrap();
+        writer.write(insert(1)).await.unwrap();
+        let reader = open(&dir.path().join("t.db"), false, 1024).unwrap();
+        assert_eq!(rows(&reader), vec![1], "not due yet at the first batch");
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        assert_eq!(rows(&reader), vec![1], "an idle writer does no upkeep");
+        writer.write(insert(2)).await.unwrap();
+        assert_eq!(rows(&reader), vec![1, 2, 100], "due: it joined the batch");
+        writer.write(insert(3)).await.unwrap();
+        assert_eq!(
+            rows(&reader),
+            vec![1, 2, 3, 100],
+            "and waits its interval again"
+        );
     }
 
     #[test]

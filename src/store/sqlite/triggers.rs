@@ -2,8 +2,7 @@
 //! inside one writer savepoint each; a schedule's tick is claimed in the savepoint of the
 //! run it starts (see [`fire_schedule`]).
 
-use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::collect;
 use super::pool::unavailable;
@@ -11,7 +10,7 @@ use super::rows::{from_ms, json, ms, parse, to_json};
 use crate::model::Timestamp;
 use crate::secret::Secret;
 use crate::store::{
-    EventFilter, Schedule, ScheduleFire, ScheduleUpdate, StoreError, StoredEvent, WebhookTrigger,
+    Schedule, ScheduleFire, ScheduleUpdate, StoreError, StoredEvent, WebhookTrigger,
 };
 
 const SCHEDULE_COLUMNS: &str = "id, workflow_id, cron, timezone, context, overlap, paused, \
@@ -321,45 +320,4 @@ pub fn event_row(r: &Row<'_>) -> rusqlite::Result<Result<StoredEvent, StoreError
         seq,
         event,
     }))
-}
-
-pub fn list_events(
-    conn: &Connection,
-    filter: &EventFilter,
-    after: u64,
-    limit: usize,
-) -> Result<Vec<StoredEvent>, StoreError> {
-    let mut sql = "SELECT id, run_id, workflow_id, seq, body FROM events WHERE id > ?1".to_owned();
-    let mut args: Vec<SqlValue> = vec![SqlValue::Integer(after.min(i64::MAX as u64) as i64)];
-    if let Some(run) = &filter.run_id {
-        args.push(SqlValue::Text(run.clone()));
-        sql.push_str(&format!(" AND run_id = ?{}", args.len()));
-    }
-    if let Some(wf) = &filter.workflow_id {
-        args.push(SqlValue::Text(wf.clone()));
-        sql.push_str(&format!(" AND workflow_id = ?{}", args.len()));
-    }
-    if !filter.types.is_empty() {
-        let mut marks = Vec::new();
-        for kind in &filter.types {
-            args.push(SqlValue::Text(kind.clone()));
-            marks.push(format!("?{}", args.len()));
-        }
-        sql.push_str(&format!(
-            " AND json_extract(body, '$.type') IN ({})",
-            marks.join(", ")
-        ));
-    }
-    if let Some(before) = filter.before {
-        args.push(SqlValue::Integer(before.min(i64::MAX as u64) as i64));
-        sql.push_str(&format!(" AND id < ?{}", args.len()));
-    }
-    let order = if filter.newest_first { "DESC" } else { "ASC" };
-    args.push(SqlValue::Integer(limit as i64));
-    sql.push_str(&format!(" ORDER BY id {order} LIMIT ?{}", args.len()));
-    let mut st = conn.prepare_cached(&sql).map_err(unavailable)?;
-    let rows = st
-        .query_map(params_from_iter(args), event_row)
-        .map_err(unavailable)?;
-    collect(rows)
 }
