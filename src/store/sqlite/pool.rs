@@ -217,9 +217,10 @@ impl WriteCounts {
     }
 
     /// The WAL holds `frames` after a commit that found it holding `before`: a WAL that
-    /// holds fewer than before was written again from its start.
+    /// holds fewer than before was written again from its start. (One that starts again
+    /// and ends exactly as long as before is counted as not grown: rare, and a few pages.)
     fn grew(&self, before: u64, frames: u64) {
-        let added = if frames > before {
+        let added = if frames >= before {
             frames - before
         } else {
             frames
