@@ -41,23 +41,36 @@ pub(super) struct FeedQuery {
     order: Option<String>,
 }
 
+/// Most distinct types one filter may name (there are a dozen event types).
+const MAX_TYPES: usize = 32;
+
 impl FeedQuery {
-    fn filter(&self) -> EventFilter {
+    fn filter(&self) -> Result<EventFilter, ApiError> {
         let non_empty = |s: &Option<String>| s.clone().filter(|s| !s.trim().is_empty());
-        EventFilter {
+        let types: std::collections::BTreeSet<String> = self
+            .kind
+            .iter()
+            .flat_map(|k| k.split(','))
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if types.len() > MAX_TYPES {
+            return Err(ApiError::bad_request(
+                "/type",
+                format!(
+                    "type names {} types; at most {MAX_TYPES} may be asked for at once",
+                    types.len()
+                ),
+            ));
+        }
+        Ok(EventFilter {
             run_id: non_empty(&self.run_id),
             workflow_id: non_empty(&self.workflow_id),
-            types: self
-                .kind
-                .iter()
-                .flat_map(|k| k.split(','))
-                .map(str::trim)
-                .filter(|k| !k.is_empty())
-                .map(str::to_owned)
-                .collect(),
+            types: types.into_iter().collect(),
             before: self.before,
             newest_first: self.order.as_deref() == Some("desc"),
-        }
+        })
     }
 }
 
@@ -150,7 +163,7 @@ pub(super) async fn list(
     };
     let events = state
         .store
-        .list_events(&q.filter(), q.after.unwrap_or(0), limit)
+        .list_events(&q.filter()?, q.after.unwrap_or(0), limit)
         .await?;
     let next = events
         .last()
@@ -205,6 +218,7 @@ pub(super) async fn stream(
             ));
         }
     }
+    let filter = q.filter()?;
     let after = match last_event_id(req.headers())? {
         Some(id) => id,
         None => q.after.unwrap_or(0),
@@ -216,7 +230,7 @@ pub(super) async fn stream(
         ))
     })?;
     let mut last = after;
-    let events = state.feed.follow(q.filter(), after).map(move |next| {
+    let events = state.feed.follow(filter, after).map(move |next| {
         // The permit lives as long as the stream.
         let _open = &permit;
         match next {

@@ -88,6 +88,22 @@ async fn the_feed_lists_every_event_in_one_order_with_filters_and_pages(backend:
     );
     let ends = page(&app, "?type=run.succeeded,run.failed").await;
     assert_eq!(ends["items"].as_array().unwrap().len(), 3);
+    let repeated = page(&app, "?type=run.succeeded,run.failed,run.succeeded").await;
+    assert_eq!(
+        repeated["items"], ends["items"],
+        "a type named twice counts once"
+    );
+    let many: Vec<String> = (0..33).map(|i| format!("made.up{i}")).collect();
+    let refused = app
+        .get(&format!("/v1/events?type={}", many.join(",")))
+        .await;
+    assert_eq!(refused.status(), 400);
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["pointer"], "/type", "{problem}");
+    let stream = app
+        .get(&format!("/v1/events/stream?type={}", many.join(",")))
+        .await;
+    assert_eq!(stream.status(), 400, "the stream takes the same filter");
 
     // Paging: full pages name the next `after`; together they are the whole feed.
     let mut paged = Vec::new();

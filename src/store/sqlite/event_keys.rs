@@ -78,7 +78,10 @@ pub fn list(
     let keys: Vec<String> = match (&filter.run_id, &filter.workflow_id) {
         (Some(run), _) => vec![format!("r:{run}")],
         (None, Some(workflow)) => vec![format!("w:{workflow}")],
-        (None, None) => filter.types.iter().map(|t| format!("t:{t}")).collect(),
+        (None, None) => {
+            let types: std::collections::BTreeSet<&String> = filter.types.iter().collect();
+            types.into_iter().map(|t| format!("t:{t}")).collect()
+        }
     };
     if keys.is_empty() {
         return scan(conn, filter, after, limit);
@@ -142,7 +145,10 @@ fn through_key(
         args.push(SqlValue::Integer(before.min(i64::MAX as u64) as i64));
         sql.push_str(&format!(" AND k.id < ?{}", args.len()));
     }
-    conditions(&mut sql, &mut args, filter);
+    // A type key is used only when no run or workflow is asked for, and it is the type.
+    if !key.starts_with("t:") {
+        conditions(&mut sql, &mut args, filter);
+    }
     let order = if filter.newest_first { "DESC" } else { "ASC" };
     args.push(SqlValue::Integer(limit as i64));
     sql.push_str(&format!(" ORDER BY k.id {order} LIMIT ?{}", args.len()));
@@ -510,6 +516,9 @@ mod tests {
             &conn,
             "SELECT e.id FROM event_keys k JOIN events e ON e.id = k.id WHERE k.key = 'r:' || ?1",
         );
-        assert!(plan.contains("SEARCH k USING PRIMARY KEY (key=?)"), "{plan}");
+        assert!(
+            plan.contains("SEARCH k USING PRIMARY KEY (key=?)"),
+            "{plan}"
+        );
     }
 }
