@@ -126,7 +126,7 @@ fn item(event: &StoredEvent) -> Value {
         ("after" = Option<u64>, Query, description = "Events after this id (default 0)"),
         ("workflow_id" = Option<String>, Query, description = "Only this workflow's runs"),
         ("run_id" = Option<String>, Query, description = "Only this run"),
-        ("type" = Option<String>, Query, description = "Only these types, comma-separated"),
+        ("type" = Option<String>, Query, description = "Only these types, comma-separated (at most 32)"),
         ("limit" = Option<u32>, Query, minimum = 1, description = "Page size (default 100, at most limits.max_page)"),
         ("order" = Option<String>, Query, description = "`asc` (default: oldest first, from \
             `after`) or `desc` (newest first, before `before`)"),
@@ -188,7 +188,7 @@ pub(super) async fn list(
         ("after" = Option<u64>, Query, description = "Resume after this id (Last-Event-ID wins)"),
         ("workflow_id" = Option<String>, Query, description = "Only this workflow's runs"),
         ("run_id" = Option<String>, Query, description = "Only this run"),
-        ("type" = Option<String>, Query, description = "Only these types, comma-separated"),
+        ("type" = Option<String>, Query, description = "Only these types, comma-separated (at most 32)"),
         ("Last-Event-ID" = Option<String>, Header, description = "The id of the last event received")
     ),
     responses(
