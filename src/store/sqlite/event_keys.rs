@@ -1,7 +1,7 @@
 //! The outbox's filter keys: which events belong to a run, a workflow, an event type.
 //!
 //! Three indexes on `events` kept these keys up to date as each event was appended, and
-//! cost a third of the WAL pages of a step: each step's events landed on the leaves of the
+//! cost a quarter of the WAL pages of a step: each step's events landed on the leaves of the
 //! runs and types in flight, deep inside the trees. Instead, the writer copies the keys of
 //! new events into `event_keys` in sorted batches every [`EVERY`] ([`index_new`], the
 //! store's upkeep), and `event_keys_done.upto` says up to which event they are in. A
@@ -123,7 +123,8 @@ pub fn list(
     Ok(events)
 }
 
-/// The events with key `key` after `after` and up to `upto`, with every filter applied.
+/// The events with key `key` after `after` and up to `upto` that pass `filter` (a type
+/// key is the filter's only condition: it is used when no run or workflow is asked for).
 fn through_key(
     conn: &Connection,
     key: &str,
@@ -145,7 +146,6 @@ fn through_key(
         args.push(SqlValue::Integer(before.min(i64::MAX as u64) as i64));
         sql.push_str(&format!(" AND k.id < ?{}", args.len()));
     }
-    // A type key is used only when no run or workflow is asked for, and it is the type.
     if !key.starts_with("t:") {
         conditions(&mut sql, &mut args, filter);
     }
