@@ -3,7 +3,7 @@
 //! runs through the engine takes hours here, so the finished runs the first measurement
 //! left are copied straight into the database file while the server is stopped: each copy
 //! is what the engine wrote for a real run (run row, steps with outputs and attempts, log,
-//! outbox events, context index), under a new id.
+//! outbox events and their filter keys, context index), under a new id.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -107,6 +107,8 @@ pub fn seed(db: &Path, total: u64) -> anyhow::Result<Seeded> {
             tx.execute(sql, [])
                 .with_context(|| format!("seeding: {sql}"))?;
         }
+        // The events' filter keys, as the server's upkeep would have written them.
+        orchestrator::store::sqlite::index_event_keys(&tx).context("seeding: event keys")?;
         tx.commit()?;
         next = end;
         eprintln!(

@@ -29,8 +29,9 @@ const PASS: i64 = 50_000;
 
 const EVENT_COLUMNS: &str = "e.id, e.run_id, e.workflow_id, e.seq, e.body";
 
-/// Copies the keys of the events appended since the last pass into `event_keys`.
-pub fn index_new(conn: &Connection) -> Result<(), StoreError> {
+/// Copies the keys of the events appended since the last pass into `event_keys` (at most
+/// [`PASS`] events); false when there were none.
+pub fn index_next(conn: &Connection) -> Result<bool, StoreError> {
     let upto = indexed_upto(conn)?;
     let newest: Option<i64> = conn
         .prepare_cached(
@@ -39,7 +40,7 @@ pub fn index_new(conn: &Connection) -> Result<(), StoreError> {
         .and_then(|mut s| s.query_row(params![upto, PASS], |r| r.get(0)))
         .map_err(unavailable)?;
     let Some(newest) = newest else {
-        return Ok(());
+        return Ok(false);
     };
     conn.prepare_cached(
         "INSERT OR IGNORE INTO event_keys (key, id) \
@@ -55,6 +56,18 @@ pub fn index_new(conn: &Connection) -> Result<(), StoreError> {
     conn.prepare_cached("UPDATE event_keys_done SET upto = ?1 WHERE id = 1")
         .and_then(|mut s| s.execute([newest]))
         .map_err(unavailable)?;
+    Ok(true)
+}
+
+/// The writer's upkeep: one pass of [`index_next`].
+pub fn index_new(conn: &Connection) -> Result<(), StoreError> {
+    index_next(conn).map(drop)
+}
+
+/// Writes the keys of every event not yet covered, pass after pass (for a tool that wrote
+/// events into a stopped store).
+pub fn index_all(conn: &Connection) -> Result<(), StoreError> {
+    while index_next(conn)? {}
     Ok(())
 }
 
@@ -482,6 +495,33 @@ mod tests {
             )
             .unwrap();
         assert_eq!(indexes, 0, "the outbox is appended to alone");
+    }
+
+    #[tokio::test]
+    async fn the_stores_writer_indexes_new_events_as_its_upkeep() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::super::SqliteStore::open(&dir.path().join("s.db"), false, 1).unwrap();
+        let upto = || async { store.readers.read(indexed_upto).await.unwrap() };
+        store
+            .writer
+            .write(|c| {
+                append(c, 1..=3);
+                Ok(())
+            })
+            .await
+            .unwrap();
+        tokio::time::sleep(EVERY * 2).await;
+        assert_eq!(upto().await, 0, "an idle writer leaves the keys for later");
+        // The next write's batch starts with the upkeep, which covers what was there.
+        store
+            .writer
+            .write(|c| {
+                append(c, 4..=4);
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(upto().await, 3);
     }
 
     fn plan(conn: &Connection, sql: &str) -> String {

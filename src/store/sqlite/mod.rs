@@ -35,6 +35,7 @@ use crate::store::{
 };
 
 pub use backup::{BackupReport, backup};
+pub use event_keys::index_all as index_event_keys;
 use pool::{Checkpointer, Readers, Upkeep, WalBound, Writer, unavailable};
 use rows::{load_run, log_row, ms};
 

@@ -828,6 +828,21 @@ mod tests {
             .unwrap()
     }
 
+    /// [`commit_batch`] with health and counts no test looks at.
+    fn commit_alone(
+        conn: &Connection,
+        batch: &mut Vec<Box<dyn Job>>,
+        bare: bool,
+    ) -> Result<(), String> {
+        commit_batch(
+            conn,
+            batch,
+            bare,
+            &WriteHealth::default(),
+            &WriteCounts::default(),
+        )
+    }
+
     fn answer(rx: &mut Reply) -> Result<(), StoreError> {
         rx.try_recv().expect("the job was answered")
     }
@@ -840,14 +855,7 @@ mod tests {
         let (failing, mut failing_rx) = job(true, fails_after_writing);
         let (last, mut last_rx) = job(true, insert(3));
         let mut batch = vec![first, failing, last];
-        let reason = commit_batch(
-            &conn,
-            &mut batch,
-            true,
-            &WriteHealth::default(),
-            &WriteCounts::default(),
-        )
-        .unwrap_err();
+        let reason = commit_alone(&conn, &mut batch, true).unwrap_err();
         assert!(reason.contains("disk full"), "{reason}");
         assert!(answer(&mut first_rx).unwrap_err().is_unavailable());
         assert!(answer(&mut failing_rx).unwrap_err().is_unavailable());
@@ -858,14 +866,7 @@ mod tests {
             "the job not yet run waits for the next batch"
         );
         assert!(last_rx.try_recv().is_err(), "and is not answered yet");
-        commit_batch(
-            &conn,
-            &mut batch,
-            true,
-            &WriteHealth::default(),
-            &WriteCounts::default(),
-        )
-        .unwrap();
+        commit_alone(&conn, &mut batch, true).unwrap();
         answer(&mut last_rx).unwrap();
         assert_eq!(rows(&conn), vec![3]);
     }
@@ -880,7 +881,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn upkeep_runs_first_in_a_batch_once_its_time_has_come_and_never_while_idle() {
+    async fn upkeep_joins_a_batch_once_its_time_has_come_and_never_runs_while_idle() {
         let (dir, conn) = store();
         let upkeep = Upkeep {
             every: Duration::from_secs(1),
@@ -911,14 +912,7 @@ mod tests {
         });
         let (last, mut last_rx) = job(false, insert(3));
         let mut batch = vec![first, refusing, last];
-        commit_batch(
-            &conn,
-            &mut batch,
-            true,
-            &WriteHealth::default(),
-            &WriteCounts::default(),
-        )
-        .unwrap();
+        commit_alone(&conn, &mut batch, true).unwrap();
         answer(&mut first_rx).unwrap();
         assert!(matches!(
             answer(&mut refusing_rx),
@@ -936,16 +930,7 @@ mod tests {
         let (failing, mut failing_rx) = job(refuses_first, fails_after_writing);
         let (last, mut last_rx) = job(true, insert(3));
         let mut batch = vec![first, failing, last];
-        assert!(
-            commit_batch(
-                &conn,
-                &mut batch,
-                bare,
-                &WriteHealth::default(),
-                &WriteCounts::default()
-            )
-            .is_err()
-        );
+        assert!(commit_alone(&conn, &mut batch, bare).is_err());
         answer(&mut first_rx).unwrap();
         assert!(answer(&mut failing_rx).unwrap_err().is_unavailable());
         answer(&mut last_rx).unwrap();
