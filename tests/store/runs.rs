@@ -293,3 +293,95 @@ pub async fn runs_are_counted_by_status(store: DynStore) {
         1
     );
 }
+
+/// PostgreSQL only: a guarded commit runs without a savepoint of its own, so a database
+/// error in it aborts its whole batch. Its batch mates (the commits before it, which ran,
+/// and after it) run again in the next batch and are committed exactly once; it alone
+/// fails, and nothing of it is stored. Twice in a row, the second time while every job
+/// has its savepoint again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_the_database_refuses_fails_alone_and_its_batch_mates_commit_once() {
+    use crate::fixtures::logs_only;
+    use orchestrator::store::postgres::{PgOptions, PostgresStore};
+    let dsn = crate::pg::fresh_database().await;
+    // One writer, so that the commits queued while it waits all form its next batch.
+    let options = PgOptions {
+        dsn: dsn.clone(),
+        pool_size: 4,
+        statement_timeout: Duration::from_secs(30),
+    };
+    let store: DynStore = std::sync::Arc::new(PostgresStore::open(&options).await.unwrap());
+    let (client, connection) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let wf = stored_workflow(&store).await;
+    for round in 0..2 {
+        let held = stored_run(&store, &wf).await;
+        let mut good = Vec::new();
+        for _ in 0..20 {
+            good.push(stored_run(&store, &wf).await);
+        }
+        let bad = stored_run(&store, &wf).await;
+        let before = store.get_run(&bad).await.unwrap().control.rev;
+        // The writer's batch waits for a run whose row this transaction holds.
+        client.batch_execute("BEGIN").await.unwrap();
+        client
+            .execute("SELECT 1 FROM runs WHERE id = $1 FOR UPDATE", &[&held])
+            .await
+            .unwrap();
+        let waiting = tokio::spawn({
+            let store = store.clone();
+            let tx = logs_only(&held, 1);
+            async move { store.commit(tx).await }
+        });
+        let give_up = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let row = client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .unwrap();
+            if row.get::<_, i64>(0) > 0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < give_up,
+                "the writer never waited"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut poisoned = logs_only(&bad, 1);
+        // PostgreSQL's text holds no NUL byte: the insert of this line fails in the database.
+        poisoned.logs[0].message = "a NUL \0 byte".into();
+        let (first, rest) = good.split_at(10);
+        let txs = first
+            .iter()
+            .map(|id| logs_only(id, 1))
+            .chain(std::iter::once(poisoned))
+            .chain(rest.iter().map(|id| logs_only(id, 1)));
+        let mut all = Box::pin(futures::future::join_all(
+            txs.map(|tx| store.commit(tx)).collect::<Vec<_>>(),
+        ));
+        // Polled once: every commit is queued, behind the batch that waits.
+        assert!(futures::poll!(&mut all).is_pending());
+        client.batch_execute("ROLLBACK").await.unwrap();
+        waiting.await.unwrap().unwrap();
+        let mut results = all.await;
+        let refused = results.remove(10);
+        assert!(
+            refused.is_err(),
+            "round {round}: the poisoned commit failed"
+        );
+        for (id, result) in good.iter().zip(results) {
+            result.unwrap_or_else(|e| panic!("round {round}: run {id} failed with it: {e}"));
+            let logs = store.read_logs(id, 0, 100).await.unwrap();
+            assert_eq!(logs.len(), 2, "round {round}: run {id} committed once");
+        }
+        assert_eq!(store.get_run(&bad).await.unwrap().control.rev, before);
+        assert_eq!(store.read_logs(&bad, 0, 100).await.unwrap().len(), 1);
+    }
+}

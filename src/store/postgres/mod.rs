@@ -312,8 +312,9 @@ impl Store for PostgresStore {
     }
 
     async fn commit(&self, transition: Transition) -> Result<Committed, StoreError> {
+        // Its guard is its first statement: it refuses before writing anything.
         self.writer
-            .write(move |c| {
+            .write_refusing_first(move |c| {
                 let tx = transition.clone();
                 async move { commit::commit(&*c, tx).await }
             })

@@ -10,6 +10,15 @@
 //! notifying commit holds a database-wide lock, which would serialise every writer's
 //! commit and its WAL flush.)
 //!
+//! A job that can only refuse before its first write (a guarded commit of a run: one
+//! statement whose guard decides whether anything is written) runs without a savepoint:
+//! a savepoint costs a round trip and a subtransaction per job. Its refusal leaves nothing
+//! to undo; a database error in it aborts the whole transaction, so the batch is rolled
+//! back and the jobs that ran in it run again in the next batch (a job's work may run more
+//! than once; only one run is committed). After such a failure every job gets its savepoint
+//! again for [`SAVEPOINTS_AFTER_FAILURE`], so a job that fails each time it is tried fails
+//! alone on its retries instead of taking its batch with it each time.
+//!
 //! A few writers share the queue, each on its own connection: while one waits for its
 //! round trips and its commit's fsync, the next collects a batch. Every batch holds the
 //! outbox lock in shared mode, which never makes writers wait for each other; readers of
@@ -20,6 +29,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -33,6 +43,8 @@ use crate::store::{StoreError, WriteHealth};
 const MAX_BATCH: usize = 256;
 /// Times a job that lost a deadlock is tried again before its caller hears of it.
 const MAX_RETRIES: u32 = 3;
+/// How long every job runs in its own savepoint after a job without one failed.
+const SAVEPOINTS_AFTER_FAILURE: Duration = Duration::from_secs(10);
 
 /// The pooled connection a batch runs on.
 pub type Conn = Arc<deadpool_postgres::Object>;
@@ -82,6 +94,15 @@ impl Fault {
         }
     }
 
+    /// True for a rule's refusal (a guard, a missing row), made before the job wrote
+    /// anything and without a database error: the transaction goes on unharmed.
+    fn refused_cleanly(&self) -> bool {
+        matches!(
+            self,
+            Self::Store(StoreError::Conflict(_) | StoreError::NotFound(_))
+        )
+    }
+
     /// The store's view of the failure.
     pub fn into_store(self) -> StoreError {
         match self {
@@ -109,9 +130,12 @@ impl<R> Done<R> {
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// A unit of work for the writer: run inside a savepoint (again after a deadlock),
-/// answered after the commit.
+/// A unit of work for the writer: run inside a savepoint unless it refuses only before its
+/// first write (again after a deadlock), answered after the commit.
 trait Job: Send {
+    /// True when the job refuses (with a [`Fault::refused_cleanly`]) only before its first
+    /// write, so it needs no savepoint.
+    fn refuses_first(&self) -> bool;
     /// Runs the work, keeping its result; the fault when it failed.
     fn run(&mut self, conn: Conn) -> BoxFuture<'_, Option<Fault>>;
     /// The notices of the successful run.
@@ -123,6 +147,7 @@ trait Job: Send {
 }
 
 struct Pending<R, F> {
+    refuses_first: bool,
     work: F,
     result: Option<Done<R>>,
     reply: oneshot::Sender<Result<R, StoreError>>,
@@ -135,6 +160,10 @@ where
     F: Fn(Conn) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Done<R>, Fault>> + Send + 'static,
 {
+    fn refuses_first(&self) -> bool {
+        self.refuses_first
+    }
+
     fn run(&mut self, conn: Conn) -> BoxFuture<'_, Option<Fault>> {
         Box::pin(async move {
             match (self.work)(conn).await {
@@ -206,8 +235,30 @@ impl Writer {
         F: Fn(Conn) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Done<R>, Fault>> + Send + 'static,
     {
+        self.send(false, work).await
+    }
+
+    /// Like [`Writer::write`], for work that refuses (with a [`StoreError::Conflict`] or
+    /// [`StoreError::NotFound`]) only before its first write: it runs without a savepoint
+    /// of its own.
+    pub async fn write_refusing_first<R, F, Fut>(&self, work: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: Fn(Conn) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Done<R>, Fault>> + Send + 'static,
+    {
+        self.send(true, work).await
+    }
+
+    async fn send<R, F, Fut>(&self, refuses_first: bool, work: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: Fn(Conn) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Done<R>, Fault>> + Send + 'static,
+    {
         let (reply, rx) = oneshot::channel();
         let job = Box::new(Pending {
+            refuses_first,
             work,
             result: None,
             reply,
@@ -231,6 +282,8 @@ async fn run(
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     let mut again: Vec<Box<dyn Job>> = Vec::new();
+    // Until then every job runs in its own savepoint (a job without one failed recently).
+    let mut savepoints_until = Instant::now();
     loop {
         {
             // Collect a batch holding the queue; commit it after letting go.
@@ -250,27 +303,44 @@ async fn run(
                 }
             }
         }
-        commit_batch(&pool, &announce, &mut batch, &mut again, &health).await;
+        let bare = Instant::now() >= savepoints_until;
+        if commit_batch(&pool, &announce, &mut batch, &mut again, &health, bare).await {
+            savepoints_until = Instant::now() + SAVEPOINTS_AFTER_FAILURE;
+        }
     }
 }
 
 /// Runs a batch in one transaction, records its outcome in `health`, then answers its
 /// jobs (health first, so that a caller told of a failure finds it in readiness at once).
+/// Jobs that refuse only before their first write run without a savepoint when `bare`;
+/// true when one of them failed and rolled the batch back.
 async fn commit_batch(
     pool: &Pool,
     announce: &mpsc::UnboundedSender<Vec<Outgoing>>,
     batch: &mut Vec<Box<dyn Job>>,
     again: &mut Vec<Box<dyn Job>>,
     health: &WriteHealth,
-) {
+    bare: bool,
+) -> bool {
     let mut answers = Vec::with_capacity(batch.len());
-    match run_batch(pool, announce, batch, again, &mut answers).await {
+    let mut rolled_back = false;
+    let outcome = run_batch(
+        pool,
+        announce,
+        batch,
+        again,
+        &mut answers,
+        bare,
+        &mut rolled_back,
+    );
+    match outcome.await {
         Ok(()) => health.committed(),
         Err(reason) => health.failed(reason),
     }
     for (job, answer) in answers {
         job.answer(answer);
     }
+    rolled_back
 }
 
 /// The jobs of a batch with what each is to be answered.
@@ -284,6 +354,8 @@ async fn run_batch(
     batch: &mut Vec<Box<dyn Job>>,
     again: &mut Vec<Box<dyn Job>>,
     answers: &mut Answers,
+    bare: bool,
+    rolled_back: &mut bool,
 ) -> Result<(), String> {
     let conn = match pool.get().await {
         Ok(conn) => Arc::new(conn),
@@ -294,7 +366,7 @@ async fn run_batch(
         }
     };
     // Shared outbox lock first, before any event id is taken (see `horizon`).
-    let begin = format!("BEGIN; SELECT pg_advisory_xact_lock_shared({OUTBOX_LOCK}); SAVEPOINT job");
+    let begin = format!("BEGIN; SELECT pg_advisory_xact_lock_shared({OUTBOX_LOCK})");
     if let Err(e) = conn.batch_execute(&begin).await {
         let err = super::db_error(e);
         answers.extend(batch.drain(..).map(|job| (job, Err(err.clone()))));
@@ -304,17 +376,33 @@ async fn run_batch(
     let mut notices = Vec::new();
     let mut broken: Option<StoreError> = None;
     let mut refused: Option<String> = None;
-    for mut job in batch.drain(..) {
+    // Whether the savepoint `job` is open: opened before a job that needs one, released
+    // after it succeeds, kept (rolled back to) after it fails.
+    let mut savepoint = false;
+    let mut jobs = std::mem::take(batch).into_iter();
+    while let Some(mut job) = jobs.next() {
         if let Some(err) = &broken {
             answers.push((job, Err(err.clone())));
             continue;
         }
+        let alone = !(bare && job.refuses_first());
+        if alone && !savepoint {
+            if let Err(e) = conn.batch_execute("SAVEPOINT job").await {
+                let err = super::db_error(e);
+                answers.push((job, Err(err.clone())));
+                broken = Some(err);
+                continue;
+            }
+            savepoint = true;
+        }
         match job.run(conn.clone()).await {
-            None => match conn
-                .batch_execute("RELEASE SAVEPOINT job; SAVEPOINT job")
-                .await
-            {
+            None if !alone => {
+                notices.append(&mut job.notices());
+                done.push(job);
+            }
+            None => match conn.batch_execute("RELEASE SAVEPOINT job").await {
                 Ok(()) => {
+                    savepoint = false;
                     notices.append(&mut job.notices());
                     done.push(job);
                 }
@@ -324,11 +412,31 @@ async fn run_batch(
                     broken = Some(err);
                 }
             },
+            Some(fault) if !alone && !fault.refused_cleanly() => {
+                // Its failure aborted the transaction: nothing of the batch commits. The
+                // jobs that ran and those not run yet go into the next batch.
+                let _ = conn.batch_execute("ROLLBACK").await;
+                *rolled_back = true;
+                again.append(&mut done);
+                again.extend(jobs);
+                let tries = job.tries();
+                *tries += 1;
+                let reason = fault.refusal().filter(|_| !fault.retryable());
+                if fault.retryable() && *tries <= MAX_RETRIES {
+                    again.push(job);
+                } else {
+                    answers.push((job, Err(fault.into_store())));
+                }
+                return match reason {
+                    Some(reason) => Err(reason),
+                    None => Ok(()),
+                };
+            }
             Some(fault) => {
                 if let Some(reason) = fault.refusal().filter(|_| !fault.retryable()) {
                     refused = Some(reason);
                 }
-                if let Err(e) = conn.batch_execute("ROLLBACK TO SAVEPOINT job").await {
+                if alone && let Err(e) = conn.batch_execute("ROLLBACK TO SAVEPOINT job").await {
                     broken = Some(super::db_error(e));
                 }
                 let tries = job.tries();
