@@ -12,8 +12,10 @@
 //!
 //! A job that can only refuse before its first write (a guarded commit of a run: one
 //! statement whose guard decides whether anything is written) runs without a savepoint:
-//! a savepoint costs a round trip and a subtransaction per job. Its refusal leaves nothing
-//! to undo; a database error in it aborts the whole transaction, so the batch is rolled
+//! a savepoint costs a round trip and a subtransaction per job. Such jobs that follow each
+//! other in a batch are sent together, their statements pipelined on the connection, so
+//! that a batch costs a few round trips rather than one or two per job. A refusal leaves
+//! nothing to undo; a database error aborts the whole transaction, so the batch is rolled
 //! back and the jobs that ran in it run again in the next batch (a job's work may run more
 //! than once; only one run is committed). After such a failure every job gets its savepoint
 //! again for [`SAVEPOINTS_AFTER_FAILURE`], so a job that fails each time it is tried fails
@@ -92,6 +94,12 @@ impl Fault {
                 })
             }
         }
+    }
+
+    /// True when the statement was refused only because an earlier one of the same
+    /// transaction had failed (pipelined jobs after a failing one).
+    fn aborted_by_another(&self) -> bool {
+        matches!(self, Self::Db(e) if e.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION))
     }
 
     /// True for a rule's refusal (a guard, a missing row), made before the job wrote
@@ -379,14 +387,66 @@ async fn run_batch(
     // Whether the savepoint `job` is open: opened before a job that needs one, released
     // after it succeeds, kept (rolled back to) after it fails.
     let mut savepoint = false;
-    let mut jobs = std::mem::take(batch).into_iter();
+    let mut jobs = std::mem::take(batch).into_iter().peekable();
     while let Some(mut job) = jobs.next() {
         if let Some(err) = &broken {
             answers.push((job, Err(err.clone())));
             continue;
         }
-        let alone = !(bare && job.refuses_first());
-        if alone && !savepoint {
+        if bare && job.refuses_first() {
+            // Jobs without savepoints that follow each other are sent together: their
+            // statements are pipelined on the connection instead of a round trip each.
+            let mut group = vec![job];
+            while let Some(next) = jobs.next_if(|j| j.refuses_first()) {
+                group.push(next);
+            }
+            let faults =
+                futures::future::join_all(group.iter_mut().map(|job| job.run(conn.clone()))).await;
+            let (mut ran, mut culprits) = (Vec::new(), Vec::new());
+            let mut aborted = false;
+            for (mut job, fault) in group.into_iter().zip(faults) {
+                match fault {
+                    None => ran.push(job),
+                    Some(fault) if fault.refused_cleanly() => {
+                        answers.push((job, Err(fault.into_store())));
+                    }
+                    Some(fault) if fault.aborted_by_another() => {
+                        aborted = true;
+                        ran.push(job);
+                    }
+                    Some(fault) => {
+                        aborted = true;
+                        *job.tries() += 1;
+                        culprits.push((job, fault));
+                    }
+                }
+            }
+            if !aborted {
+                for mut job in ran {
+                    notices.append(&mut job.notices());
+                    done.push(job);
+                }
+                continue;
+            }
+            // A failure aborted the transaction: nothing of the batch commits. The jobs
+            // that ran or were cut off, and those not run yet, go into the next batch.
+            let _ = conn.batch_execute("ROLLBACK").await;
+            *rolled_back = true;
+            again.append(&mut done);
+            again.extend(ran);
+            again.extend(jobs);
+            let mut reason = None;
+            for (mut job, fault) in culprits {
+                if fault.retryable() && *job.tries() <= MAX_RETRIES {
+                    again.push(job);
+                } else {
+                    reason = reason.or(fault.refusal().filter(|_| !fault.retryable()));
+                    answers.push((job, Err(fault.into_store())));
+                }
+            }
+            return reason.map_or(Ok(()), Err);
+        }
+        if !savepoint {
             if let Err(e) = conn.batch_execute("SAVEPOINT job").await {
                 let err = super::db_error(e);
                 answers.push((job, Err(err.clone())));
@@ -396,10 +456,6 @@ async fn run_batch(
             savepoint = true;
         }
         match job.run(conn.clone()).await {
-            None if !alone => {
-                notices.append(&mut job.notices());
-                done.push(job);
-            }
             None => match conn.batch_execute("RELEASE SAVEPOINT job").await {
                 Ok(()) => {
                     savepoint = false;
@@ -412,31 +468,11 @@ async fn run_batch(
                     broken = Some(err);
                 }
             },
-            Some(fault) if !alone && !fault.refused_cleanly() => {
-                // Its failure aborted the transaction: nothing of the batch commits. The
-                // jobs that ran and those not run yet go into the next batch.
-                let _ = conn.batch_execute("ROLLBACK").await;
-                *rolled_back = true;
-                again.append(&mut done);
-                again.extend(jobs);
-                let tries = job.tries();
-                *tries += 1;
-                let reason = fault.refusal().filter(|_| !fault.retryable());
-                if fault.retryable() && *tries <= MAX_RETRIES {
-                    again.push(job);
-                } else {
-                    answers.push((job, Err(fault.into_store())));
-                }
-                return match reason {
-                    Some(reason) => Err(reason),
-                    None => Ok(()),
-                };
-            }
             Some(fault) => {
                 if let Some(reason) = fault.refusal().filter(|_| !fault.retryable()) {
                     refused = Some(reason);
                 }
-                if alone && let Err(e) = conn.batch_execute("ROLLBACK TO SAVEPOINT job").await {
+                if let Err(e) = conn.batch_execute("ROLLBACK TO SAVEPOINT job").await {
                     broken = Some(super::db_error(e));
                 }
                 let tries = job.tries();
