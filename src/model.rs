@@ -472,6 +472,40 @@ pub struct LogEntry {
     pub status: Option<StatusChange>,
 }
 
+/// Text a store can keep: PostgreSQL's `text` holds no NUL character, so both stores keep
+/// U+FFFD in its place. For text the engine records from outside (downstream answers,
+/// webhook deliveries, a client's log lines); JSON request bodies holding NUL are refused.
+pub fn without_nul(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text
+    }
+}
+
+/// [`without_nul`] for every string and key under `value`.
+pub fn scrub_nul(value: &mut Value) {
+    match value {
+        Value::String(s) if s.contains('\0') => *s = without_nul(std::mem::take(s)),
+        Value::Array(items) => items.iter_mut().for_each(scrub_nul),
+        Value::Object(map) => scrub_nul_map(map),
+        _ => {}
+    }
+}
+
+/// [`scrub_nul`] for an object's keys and values.
+pub fn scrub_nul_map(map: &mut Map<String, Value>) {
+    if map.keys().any(|k| k.contains('\0')) {
+        let old = std::mem::take(map);
+        for (k, mut v) in old {
+            scrub_nul(&mut v);
+            map.insert(without_nul(k), v);
+        }
+    } else {
+        map.values_mut().for_each(scrub_nul);
+    }
+}
+
 /// A log entry before the store has given it a `seq`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewLogEntry {
@@ -491,7 +525,7 @@ impl NewLogEntry {
             level,
             source: LogSource::Engine,
             step: step.map(str::to_owned),
-            message: message.into(),
+            message: without_nul(message.into()),
             status: None,
         }
     }
@@ -503,7 +537,7 @@ impl NewLogEntry {
             level,
             source: LogSource::Client,
             step: None,
-            message: message.into(),
+            message: without_nul(message.into()),
             status: None,
         }
     }
@@ -683,6 +717,17 @@ pub struct WriteStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nul_characters_become_replacement_characters_in_strings_and_keys() {
+        let mut v = serde_json::json!({"a\u{0}": ["x\u{0}y", 1], "b": {"c": "\u{0}"}});
+        scrub_nul(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({"a\u{FFFD}": ["x\u{FFFD}y", 1], "b": {"c": "\u{FFFD}"}})
+        );
+        assert_eq!(without_nul("plain".into()), "plain");
+    }
 
     #[test]
     fn statuses_round_trip_through_their_wire_names() {

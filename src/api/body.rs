@@ -83,10 +83,36 @@ impl FromRequest for Document {
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 return Ok(Self(Value::Null));
             }
-            parse_document(&bytes, yaml)
-                .map(Self)
-                .map_err(|e| with_yaml_hint(e, &bytes, yaml).into())
+            let value =
+                parse_document(&bytes, yaml).map_err(|e| with_yaml_hint(e, &bytes, yaml))?;
+            match nul_at(&value, String::new()) {
+                Some(at) => Err(ApiError::bad_request(
+                    &at,
+                    "holds a NUL character (U+0000), which cannot be stored",
+                )),
+                None => Ok(Self(value)),
+            }
         })
+    }
+}
+
+/// The JSON pointer of the first string or key under `value` (at `at`) holding NUL.
+fn nul_at(value: &Value, at: String) -> Option<String> {
+    let token = |key: &str| format!("{at}/{}", key.replace('~', "~0").replace('/', "~1"));
+    match value {
+        Value::String(s) => s.contains('\0').then_some(at),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| nul_at(v, format!("{at}/{i}"))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            if k.contains('\0') {
+                Some(token(k))
+            } else {
+                nul_at(v, token(k))
+            }
+        }),
+        _ => None,
     }
 }
 
@@ -138,6 +164,15 @@ mod tests {
         with_yaml_hint(error, body.as_bytes(), yaml).violations[0]
             .message
             .clone()
+    }
+
+    #[test]
+    fn the_first_nul_is_found_by_its_pointer_in_values_and_keys() {
+        let body = serde_json::json!({"a": [1, "ok", {"b/c": "x\u{0}y"}], "z": "fine"});
+        assert_eq!(nul_at(&body, String::new()).as_deref(), Some("/a/2/b~1c"));
+        let key = serde_json::json!({"ok": {"k\u{0}": 1}});
+        assert_eq!(nul_at(&key, String::new()).as_deref(), Some("/ok/k\u{0}"));
+        assert_eq!(nul_at(&serde_json::json!({"a": "b"}), String::new()), None);
     }
 
     #[test]

@@ -222,6 +222,9 @@ impl Shared {
         }
         let (workflow_id, version) = (request.workflow_id.clone(), head.version);
         let wf = shared.workflow(&workflow_id, version).await?;
+        // A webhook's delivery or a parent's values may hold NUL; API bodies cannot.
+        let mut request = request;
+        crate::model::scrub_nul_map(&mut request.context);
         let size = json_len(&request.context);
         let max = shared.settings.limits.max_context_bytes;
         if size > max {

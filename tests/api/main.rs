@@ -31,6 +31,7 @@ mod image;
 mod limits;
 mod logs;
 mod metrics;
+mod nul_bytes;
 mod observability;
 mod openapi;
 mod outbound;

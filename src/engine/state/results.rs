@@ -158,6 +158,7 @@ impl RunState {
         output: Option<Value>,
         note: &str,
     ) {
+        let error = crate::model::without_nul(error);
         let step = &mut self.run.steps[idx];
         step.error = Some(error.clone());
         step.http_code = http_code.or(step.http_code);

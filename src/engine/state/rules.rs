@@ -311,6 +311,7 @@ impl RunState {
                 );
             }
         }
+        let error = error.map(crate::model::without_nul);
         self.run.error = error.clone();
         self.run.finished_at = Some(self.now());
         self.run.control.wake_at = None;

@@ -77,10 +77,11 @@ impl RunState {
     /// Merges `values` into the context, unless that would make it larger than
     /// `limits.max_context_bytes`: then nothing changes and the size it would have had is
     /// the error.
-    pub fn merge_context(&mut self, values: Map<String, Value>) -> Result<(), usize> {
+    pub fn merge_context(&mut self, mut values: Map<String, Value>) -> Result<(), usize> {
         if values.is_empty() {
             return Ok(());
         }
+        crate::model::scrub_nul_map(&mut values);
         // Merge in place and undo on overflow, rather than measure a merged copy: the
         // context may be large and this runs for every `set`.
         let mut replaced = Vec::with_capacity(values.len());
