@@ -18,8 +18,8 @@
 //! nothing to undo; a database error aborts the whole transaction, so the batch is rolled
 //! back and the jobs that ran in it run again in the next batch (a job's work may run more
 //! than once; only one run is committed). After such a failure every job gets its savepoint
-//! again for [`SAVEPOINTS_AFTER_FAILURE`], so a job that fails each time it is tried fails
-//! alone on its retries instead of taking its batch with it each time.
+//! again for [`SAVEPOINTS_AFTER_FAILURE`] (renewed by each further failure), so a job that
+//! fails each time it is tried fails alone on its retries instead of taking its batch with it.
 //!
 //! A few writers share the queue, each on its own connection: while one waits for its
 //! round trips and its commit's fsync, the next collects a batch. Every batch holds the
@@ -45,7 +45,7 @@ use crate::store::{StoreError, WriteHealth};
 const MAX_BATCH: usize = 256;
 /// Times a job that lost a deadlock is tried again before its caller hears of it.
 const MAX_RETRIES: u32 = 3;
-/// How long every job runs in its own savepoint after a job without one failed.
+/// How long every job runs in its own savepoint after a job's write failed.
 const SAVEPOINTS_AFTER_FAILURE: Duration = Duration::from_secs(10);
 
 /// The pooled connection a batch runs on.
@@ -290,7 +290,7 @@ async fn run(
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     let mut again: Vec<Box<dyn Job>> = Vec::new();
-    // Until then every job runs in its own savepoint (a job without one failed recently).
+    // Until then every job runs in its own savepoint (a write failed recently).
     let mut savepoints_until = Instant::now();
     loop {
         {
@@ -321,7 +321,7 @@ async fn run(
 /// Runs a batch in one transaction, records its outcome in `health`, then answers its
 /// jobs (health first, so that a caller told of a failure finds it in readiness at once).
 /// Jobs that refuse only before their first write run without a savepoint when `bare`;
-/// true when one of them failed and rolled the batch back.
+/// true when a job's write failed (rolling back its batch, or itself in its savepoint).
 async fn commit_batch(
     pool: &Pool,
     announce: &mpsc::UnboundedSender<Vec<Outgoing>>,
@@ -331,7 +331,7 @@ async fn commit_batch(
     bare: bool,
 ) -> bool {
     let mut answers = Vec::with_capacity(batch.len());
-    let mut rolled_back = false;
+    let mut write_failed = false;
     let outcome = run_batch(
         pool,
         announce,
@@ -339,7 +339,7 @@ async fn commit_batch(
         again,
         &mut answers,
         bare,
-        &mut rolled_back,
+        &mut write_failed,
     );
     match outcome.await {
         Ok(()) => health.committed(),
@@ -348,7 +348,7 @@ async fn commit_batch(
     for (job, answer) in answers {
         job.answer(answer);
     }
-    rolled_back
+    write_failed
 }
 
 /// The jobs of a batch with what each is to be answered.
@@ -363,7 +363,7 @@ async fn run_batch(
     again: &mut Vec<Box<dyn Job>>,
     answers: &mut Answers,
     bare: bool,
-    rolled_back: &mut bool,
+    write_failed: &mut bool,
 ) -> Result<(), String> {
     let conn = match pool.get().await {
         Ok(conn) => Arc::new(conn),
@@ -431,7 +431,7 @@ async fn run_batch(
             // A failure aborted the transaction: nothing of the batch commits. The jobs
             // that ran or were cut off, and those not run yet, go into the next batch.
             let _ = conn.batch_execute("ROLLBACK").await;
-            *rolled_back = true;
+            *write_failed = true;
             again.append(&mut done);
             again.extend(ran);
             again.extend(jobs);
@@ -472,6 +472,7 @@ async fn run_batch(
                 if let Some(reason) = fault.refusal().filter(|_| !fault.retryable()) {
                     refused = Some(reason);
                 }
+                *write_failed |= !fault.refused_cleanly();
                 if let Err(e) = conn.batch_execute("ROLLBACK TO SAVEPOINT job").await {
                     broken = Some(super::db_error(e));
                 }
