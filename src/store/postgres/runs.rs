@@ -72,9 +72,9 @@ pub async fn create_run<C: GenericClient>(
     let inserted = c
         .execute(
             "INSERT INTO runs (id, workflow_id, workflow_version, status, current_step, context, \
-             created_at, updated_at, owner, lease_expires_at, log_seq, parent_run_id, extra, \
-             budget, trigger_info) \
-             VALUES ($1, $2, $3, 'PENDING', 0, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12) \
+             created_at, updated_at, owner, lease_expires_at, log_seq, event_seq, parent_run_id, \
+             extra, budget, trigger_info) \
+             VALUES ($1, $2, $3, 'PENDING', 0, $4, $5, $5, $6, $7, $8, $13, $9, $10, $11, $12) \
              ON CONFLICT (id) DO NOTHING",
             &[
                 &new.id,
@@ -89,26 +89,25 @@ pub async fn create_run<C: GenericClient>(
                 &new.run_extra().map(|e| to_json(&e)),
                 &new.budget.as_ref().map(to_json),
                 &new.trigger.as_ref().map(to_json),
+                &(new.events.len() as i64),
             ],
         )
         .await?;
     if inserted == 0 {
         return Err(StoreError::Conflict(format!("run {} already exists", new.id)).into());
     }
-    let steps: Vec<(usize, &crate::model::StepRun)> = new.steps.iter().enumerate().collect();
-    put_steps(c, &new.id, &steps).await?;
     let log_count = new.logs.len() as u64;
-    let entries = std::mem::take(&mut new.logs);
-    let logs = put_logs(c, &new.id, 1, entries).await?;
-    if !new.events.is_empty() {
-        c.execute(
-            "UPDATE runs SET event_seq = $2 WHERE id = $1",
-            &[&new.id, &(new.events.len() as i64)],
-        )
-        .await?;
-        let events = std::mem::take(&mut new.events);
-        put_events(c, &new.id, &new.workflow_id, 1, events).await?;
-    }
+    let (entries, events) = (
+        std::mem::take(&mut new.logs),
+        std::mem::take(&mut new.events),
+    );
+    let steps: Vec<(usize, &crate::model::StepRun)> = new.steps.iter().enumerate().collect();
+    // The run's rows need only its head: sent together, pipelined on the connection.
+    let (_, logs, _) = tokio::try_join!(
+        put_steps(c, &new.id, &steps),
+        put_logs(c, &new.id, 1, entries),
+        put_events(c, &new.id, &new.workflow_id, 1, events),
+    )?;
     let notice = Outgoing {
         run_id: new.id.clone(),
         rev: None,
