@@ -194,6 +194,25 @@ async fn a_body_that_is_not_json_is_text_and_a_failed_render_names_the_template(
         .unwrap()
         .to_owned();
     assert_eq!(app.run(&run_id).await["context"]["repo"], body);
+    // A NUL in a delivery (PostgreSQL's text cannot hold one) reaches the run as U+FFFD.
+    let body = "repo=acme\0site";
+    let signature = sign(SECRET, body.as_bytes());
+    let response = deliver(
+        &app.client,
+        &app,
+        "plain",
+        body,
+        &[("X-Hub-Signature-256", &signature)],
+    )
+    .await;
+    assert_eq!(response.status(), 202);
+    let run_id = response.json::<Value>().await.unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ended = app.wait_until_finished(&run_id).await;
+    assert_eq!(ended["status"], "SUCCEEDED", "{ended}");
+    assert_eq!(ended["context"]["repo"], "repo=acme\u{FFFD}site");
 
     create_trigger(
         &app,

@@ -351,6 +351,44 @@ async fn commit_batch(
     write_failed
 }
 
+/// What became of jobs sent together: those that ran (or were cut off by another's failure,
+/// to run again), and those whose own failure aborted the transaction (their tries counted).
+/// Clean refusals are answered at once.
+struct Pipelined {
+    ran: Vec<Box<dyn Job>>,
+    culprits: Vec<(Box<dyn Job>, Fault)>,
+    cut_off: bool,
+}
+
+/// Runs `group` (jobs without savepoints) at once on `conn`.
+async fn run_pipelined(
+    conn: &Conn,
+    mut group: Vec<Box<dyn Job>>,
+    answers: &mut Answers,
+) -> Pipelined {
+    let faults = futures::future::join_all(group.iter_mut().map(|job| job.run(conn.clone()))).await;
+    let mut sent = Pipelined {
+        ran: Vec::new(),
+        culprits: Vec::new(),
+        cut_off: false,
+    };
+    for (mut job, fault) in group.into_iter().zip(faults) {
+        match fault {
+            None => sent.ran.push(job),
+            Some(fault) if fault.refused_cleanly() => answers.push((job, Err(fault.into_store()))),
+            Some(fault) if fault.aborted_by_another() => {
+                sent.cut_off = true;
+                sent.ran.push(job);
+            }
+            Some(fault) => {
+                *job.tries() += 1;
+                sent.culprits.push((job, fault));
+            }
+        }
+    }
+    sent
+}
+
 /// The jobs of a batch with what each is to be answered.
 type Answers = Vec<(Box<dyn Job>, Result<(), StoreError>)>;
 
@@ -400,29 +438,9 @@ async fn run_batch(
             while let Some(next) = jobs.next_if(|j| j.refuses_first()) {
                 group.push(next);
             }
-            let faults =
-                futures::future::join_all(group.iter_mut().map(|job| job.run(conn.clone()))).await;
-            let (mut ran, mut culprits) = (Vec::new(), Vec::new());
-            let mut aborted = false;
-            for (mut job, fault) in group.into_iter().zip(faults) {
-                match fault {
-                    None => ran.push(job),
-                    Some(fault) if fault.refused_cleanly() => {
-                        answers.push((job, Err(fault.into_store())));
-                    }
-                    Some(fault) if fault.aborted_by_another() => {
-                        aborted = true;
-                        ran.push(job);
-                    }
-                    Some(fault) => {
-                        aborted = true;
-                        *job.tries() += 1;
-                        culprits.push((job, fault));
-                    }
-                }
-            }
-            if !aborted {
-                for mut job in ran {
+            let sent = run_pipelined(&conn, group, answers).await;
+            if sent.culprits.is_empty() && !sent.cut_off {
+                for mut job in sent.ran {
                     notices.append(&mut job.notices());
                     done.push(job);
                 }
@@ -433,10 +451,10 @@ async fn run_batch(
             let _ = conn.batch_execute("ROLLBACK").await;
             *write_failed = true;
             again.append(&mut done);
-            again.extend(ran);
+            again.extend(sent.ran);
             again.extend(jobs);
             let mut reason = None;
-            for (mut job, fault) in culprits {
+            for (mut job, fault) in sent.culprits {
                 if fault.retryable() && *job.tries() <= MAX_RETRIES {
                     again.push(job);
                 } else {
