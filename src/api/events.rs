@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 
 use super::schemas::Problem;
+use super::sse_batch;
 use super::{ApiError, AppState};
 use crate::feed::FeedItem;
 use crate::store::{EventFilter, StoredEvent};
@@ -251,7 +252,9 @@ pub(super) async fn stream(
             }
         }
     });
-    Ok(Sse::from_stream(events).with_keep_alive(state.logs.keep_alive))
+    Ok(sse_batch::respond(
+        Sse::from_stream(events).with_keep_alive(state.logs.keep_alive),
+    ))
 }
 
 /// `Last-Event-ID`: the id of the last event the client received.

@@ -21,6 +21,7 @@ use serde_json::json;
 
 use super::body::read_limited;
 use super::schemas::{Appended, LogPage, Problem};
+use super::sse_batch;
 use super::{ApiError, AppState};
 use crate::logs::TailItem;
 use crate::logs::text::{client_lines, text_line};
@@ -243,10 +244,9 @@ pub(super) async fn stream(
         };
         futures::stream::iter(events)
     });
-    let sse = Sse::from_stream(events).with_keep_alive(state.logs.keep_alive);
-    Ok(Either::Left(
-        sse.customize().insert_header(("X-Accel-Buffering", "no")),
-    ))
+    Ok(Either::Left(sse_batch::respond(
+        Sse::from_stream(events).with_keep_alive(state.logs.keep_alive),
+    )))
 }
 
 /// `Last-Event-ID`: the `seq` of the last entry the client received.

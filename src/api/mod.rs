@@ -32,6 +32,7 @@ mod runs;
 mod schedules;
 mod schemas;
 mod server;
+mod sse_batch;
 mod tasks;
 mod templates;
 mod triggers;

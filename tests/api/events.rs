@@ -1,10 +1,12 @@
 //! `/v1/events` and `/v1/events/stream`: every run and step event in one global order,
 //! filters, paging, resume with `Last-Event-ID` without gap or repeat, the stream limit.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use crate::both::{Backend, both_stores, spawn_on};
-use crate::helpers::{LogStream, TestApp, spawn_app_with};
+use crate::helpers::{LogStream, TestApp, spawn_app, spawn_app_with};
 
 const TWO_STEPS: &str = r#"{"name": "pair", "steps": [
     {"name": "a", "action": "transform", "input": {"value": 1}},
@@ -218,6 +220,47 @@ both_stores!(
     the_feed_lists_every_event_in_one_order_with_filters_and_pages,
     a_stream_follows_live_and_resumes_after_the_last_id_without_gap_or_repeat,
 );
+
+#[tokio::test]
+async fn the_feeds_backlog_is_streamed_in_a_few_chunks_not_one_per_event() {
+    use futures::StreamExt;
+    let app = spawn_app().await;
+    finished_runs(&app, 5).await;
+    let backlog = page(&app, "?limit=500").await;
+    let items = backlog["items"].as_array().unwrap();
+    assert!(items.len() >= 25, "{backlog}");
+    let last = items
+        .iter()
+        .map(|e| e["id"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    let response = app
+        .client
+        .get(app.url("/v1/events/stream"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-accel-buffering"], "no");
+    let mut body = response.bytes_stream();
+    let (mut text, mut chunks) = (String::new(), 0);
+    let last_event = format!("id: {last}\n");
+    while !(text.contains(&last_event) && text.ends_with("\n\n")) {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), body.next())
+            .await
+            .expect("the backlog arrives")
+            .unwrap()
+            .unwrap();
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+        chunks += 1;
+    }
+    assert_eq!(text.matches("event: event").count(), items.len());
+    assert!(
+        chunks <= 3,
+        "{} events came in {chunks} chunks",
+        items.len()
+    );
+}
 
 #[tokio::test]
 async fn streams_share_the_log_stream_limit_and_end_with_shutdown() {

@@ -533,3 +533,49 @@ async fn stopping_the_server_closes_open_streams_with_a_shutdown_event_not_end()
         "a stopped server does not claim the run ended"
     );
 }
+
+/// Reads `response`'s body chunk by chunk, as hyper hands it over, until `done` holds for
+/// the text so far; returns the text and how many chunks it came in.
+async fn read_chunks(response: reqwest::Response, done: impl Fn(&str) -> bool) -> (String, usize) {
+    use futures::StreamExt;
+    let mut body = response.bytes_stream();
+    let (mut text, mut chunks) = (String::new(), 0);
+    while !done(&text) {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), body.next())
+            .await
+            .expect("the stream goes on")
+            .expect("the stream is open")
+            .unwrap();
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+        chunks += 1;
+    }
+    (text, chunks)
+}
+
+#[tokio::test]
+async fn a_finished_runs_log_is_streamed_in_a_few_chunks_not_one_per_event() {
+    let app = spawn_app().await;
+    let steps: Vec<Value> = (0..15)
+        .map(|i| json!({"name": format!("s{i}"), "action": "transform", "input": {"value": i}}))
+        .collect();
+    let workflow = app
+        .create_workflow(&json!({"name": "fifteen", "steps": steps}))
+        .await;
+    let run = app.start_run(&workflow, json!({})).await;
+    app.wait_for_status(&run, "SUCCEEDED").await;
+    let response = app.log_stream_response(&run, None).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    assert_eq!(response.headers()["x-accel-buffering"], "no");
+    let (text, chunks) = read_chunks(response, |t| {
+        t.contains("event: end") && t.ends_with("\n\n")
+    })
+    .await;
+    let events = text.matches("\n\n").count();
+    // 15 steps: ~33 log entries, each with its status event, and the end.
+    assert!(events > 60, "{events} events:\n{text}");
+    // A client like hyper wakes once per chunk: the backlog comes at once, not event by event.
+    assert!(chunks <= 3, "{events} events came in {chunks} chunks");
+    let entries = text.matches("event: log").count();
+    assert_eq!(entries, app.logs(&run).await.len());
+}

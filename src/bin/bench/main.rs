@@ -175,27 +175,46 @@ async fn drive(args: Args) -> anyhow::Result<()> {
         let server = Server::start(dsn)?;
         let client = Client::new(&server.url);
         let wf = client.create_workflow(scenarios::w10(&target_url)).await?;
+        let w20 = client
+            .create_workflow(scenarios::chain(&target_url, 20))
+            .await?;
         scenarios::latency(&client, &target, &wf, 20, Confirm::Stream).await?; // warm-up
+        scenarios::latency(&client, &target, &w20, 20, Confirm::Stream).await?;
         let (mut engine, mut raw) = (Vec::new(), Vec::new());
+        let (mut engine20, mut raw20) = (Vec::new(), Vec::new());
+        let mut phases = Vec::new();
         for _ in 0..args.repeat {
-            engine.push(stats(
+            let runs =
                 scenarios::latency(&client, &target, &wf, args.latency_runs, Confirm::Stream)
-                    .await?,
-            ));
+                    .await?;
+            engine.push(stats(scenarios::totals(&runs)));
+            phases.extend(runs);
             raw.push(stats(
-                scenarios::raw_latency(&target_url, args.latency_runs).await?,
+                scenarios::raw_latency(&target_url, args.latency_runs, 10).await?,
+            ));
+            engine20.push(stats(scenarios::totals(
+                &scenarios::latency(&client, &target, &w20, args.latency_runs, Confirm::Stream)
+                    .await?,
+            )));
+            raw20.push(stats(
+                scenarios::raw_latency(&target_url, args.latency_runs, 20).await?,
             ));
         }
         let median =
             |v: &[Value], k: &str| stats(v.iter().map(|s| s[k].as_f64().unwrap_or(0.0)).collect());
+        let m = |s: &Value| s["median"].as_f64().unwrap_or(0.0);
         let added = stats(
             engine
                 .iter()
                 .zip(&raw)
-                .map(|(e, r)| {
-                    (e["median"].as_f64().unwrap_or(0.0) - r["median"].as_f64().unwrap_or(0.0))
-                        / 10.0
-                })
+                .map(|(e, r)| (m(e) - m(r)) / 10.0)
+                .collect(),
+        );
+        // What one more step adds, without the run's own start and end: W20 less W10, less
+        // ten raw GETs, per step.
+        let marginal = stats(
+            (0..args.repeat)
+                .map(|i| ((m(&engine20[i]) - m(&engine[i])) - (m(&raw20[i]) - m(&raw[i]))) / 10.0)
                 .collect(),
         );
         println!(
@@ -206,6 +225,15 @@ async fn drive(args: Args) -> anyhow::Result<()> {
         row("engine p99", &median(&engine, "p99"), "ms");
         row("raw median", &median(&raw, "median"), "ms");
         row("added per step", &added, "ms");
+        row("W20 engine median", &median(&engine20, "median"), "ms");
+        row("W20 raw median", &median(&raw20, "median"), "ms");
+        row("added per extra step", &marginal, "ms");
+        // Where a W10 run's time goes, as its client sees it (medians over all its runs).
+        let part = |f: fn(&scenarios::Phases) -> f64| stats(phases.iter().map(f).collect());
+        let (start, steps, end) = (part(|p| p.start), part(|p| p.steps), part(|p| p.confirm));
+        row("W10 POST answered", &start, "ms");
+        row("W10 then last step called", &steps, "ms");
+        row("W10 then end event read", &end, "ms");
         // Where a step's time goes, from the server's own histograms (whole scenario).
         let commit = client
             .metric_mean_ms(
@@ -221,6 +249,8 @@ async fn drive(args: Args) -> anyhow::Result<()> {
         results.insert(
             "w10_latency".into(),
             json!({"engine": engine, "raw": raw, "added_per_step_ms": added,
+                "w20_engine": engine20, "w20_raw": raw20, "added_per_extra_step_ms": marginal,
+                "w10_post_ms": start, "w10_steps_ms": steps, "w10_end_seen_ms": end,
                 "mean_commit_ms": commit, "mean_http_step_ms": call}),
         );
     }
@@ -384,7 +414,7 @@ async fn drive(args: Args) -> anyhow::Result<()> {
         let times =
             scenarios::latency(&client, &target, &wf, args.repeat.max(3), Confirm::Poll).await?;
         println!("Fan-out: 1 → 200 parallel GETs → join");
-        let s = stats(times);
+        let s = stats(scenarios::totals(&times));
         row("time to completion", &s, "ms");
         results.insert("fan_out_200".into(), s);
     }
@@ -780,14 +810,14 @@ async fn drive(args: Args) -> anyhow::Result<()> {
             one.wake_ms.lock().await.clear();
             let (mut task, mut http) = (Vec::new(), Vec::new());
             for _ in 0..args.repeat {
-                task.push(stats(
-                    scenarios::latency(&client, &target, &t2, args.latency_runs, Confirm::Stream)
+                task.push(stats(scenarios::totals(
+                    &scenarios::latency(&client, &target, &t2, args.latency_runs, Confirm::Stream)
                         .await?,
-                ));
-                http.push(stats(
-                    scenarios::latency(&client, &target, &h2, args.latency_runs, Confirm::Stream)
+                )));
+                http.push(stats(scenarios::totals(
+                    &scenarios::latency(&client, &target, &h2, args.latency_runs, Confirm::Stream)
                         .await?,
-                ));
+                )));
             }
             let wake = stats(one.wake_ms.lock().await.clone());
             one.stop().await?;

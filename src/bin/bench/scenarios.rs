@@ -187,25 +187,48 @@ impl Client {
     }
 
     /// Starts a run of `workflow` and waits until its last step called the target and,
-    /// as `confirm` says, until the run is seen `SUCCEEDED`.
+    /// as `confirm` says, until the run is seen `SUCCEEDED`; returns how long each part took.
     pub async fn run_to_end(
         &self,
         target: &Target,
         workflow: &str,
         confirm: Confirm,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Phases> {
         let tag = tag();
         let done = target.expect_done(&tag);
+        let started = Instant::now();
         let run = self.start(workflow, &tag).await?;
+        let answered = Instant::now();
         tokio::time::timeout(Duration::from_secs(60), done)
             .await
             .with_context(|| format!("run {run} did not reach its last step"))??;
+        let last_call = Instant::now();
         match confirm {
-            Confirm::No => Ok(()),
-            Confirm::Poll => self.poll_terminal(&run).await,
-            Confirm::Stream => self.stream_terminal(&run).await,
+            Confirm::No => {}
+            Confirm::Poll => self.poll_terminal(&run).await?,
+            Confirm::Stream => self.stream_terminal(&run).await?,
         }
+        let ms = |from: Instant, to: Instant| (to - from).as_secs_f64() * 1000.0;
+        let seen = Instant::now();
+        Ok(Phases {
+            total: ms(started, seen),
+            start: ms(started, answered),
+            steps: ms(answered, last_call),
+            confirm: ms(last_call, seen),
+        })
     }
+}
+
+/// Where one run's time went, in milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Phases {
+    pub total: f64,
+    /// The `POST /v1/runs` until its answer.
+    pub start: f64,
+    /// From the answer until the last step's call reached the target.
+    pub steps: f64,
+    /// From there until the client saw the run over.
+    pub confirm: f64,
 }
 
 /// How a measurement learns that a run is over, after its last step called the target.
@@ -223,11 +246,16 @@ pub enum Confirm {
 
 /// W10: ten sequential GETs; the last one reports the run's tag.
 pub fn w10(target: &str) -> Value {
-    let mut steps: Vec<Value> = (1..10)
+    chain(target, 10)
+}
+
+/// `n` sequential GETs (named `w{n}`); the last one reports the run's tag.
+pub fn chain(target: &str, n: usize) -> Value {
+    let mut steps: Vec<Value> = (1..n)
         .map(|i| json!({"name": format!("s{i}"), "action": "http", "input": {"method": "GET", "url": format!("{target}/ok")}}))
         .collect();
-    steps.push(json!({"name": "s10", "action": "http", "input": {"method": "GET", "url": format!("{target}/ok?done={{{{ context.tag }}}}")}}));
-    json!({"name": "w10", "steps": steps})
+    steps.push(json!({"name": format!("s{n}"), "action": "http", "input": {"method": "GET", "url": format!("{target}/ok?done={{{{ context.tag }}}}")}}));
+    json!({"name": format!("w{n}"), "steps": steps})
 }
 
 /// One step fanning out to `width` parallel GETs and a join.
@@ -244,19 +272,22 @@ pub fn fan_out(target: &str, width: usize) -> Value {
     json!({"name": "fan-out", "steps": steps})
 }
 
-/// Milliseconds per run, one run at a time.
+/// The whole time of each run, in milliseconds.
+pub fn totals(runs: &[Phases]) -> Vec<f64> {
+    runs.iter().map(|p| p.total).collect()
+}
+
+/// Where the time of each run went, one run at a time.
 pub async fn latency(
     client: &Client,
     target: &Target,
     workflow: &str,
     runs: usize,
     confirm: Confirm,
-) -> anyhow::Result<Vec<f64>> {
+) -> anyhow::Result<Vec<Phases>> {
     let mut out = Vec::with_capacity(runs);
     for _ in 0..runs {
-        let started = Instant::now();
-        client.run_to_end(target, workflow, confirm).await?;
-        out.push(started.elapsed().as_secs_f64() * 1000.0);
+        out.push(client.run_to_end(target, workflow, confirm).await?);
     }
     Ok(out)
 }
@@ -402,14 +433,14 @@ pub async fn raw(target_url: &str, in_flight: usize, window: Duration) -> anyhow
     })
 }
 
-/// Milliseconds per raw round of ten sequential GETs, one at a time.
-pub async fn raw_latency(target_url: &str, rounds: usize) -> anyhow::Result<Vec<f64>> {
+/// Milliseconds per raw round of `gets` sequential GETs, one at a time.
+pub async fn raw_latency(target_url: &str, rounds: usize, gets: usize) -> anyhow::Result<Vec<f64>> {
     let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
     let url = format!("{target_url}/ok");
     let mut out = Vec::with_capacity(rounds);
     for _ in 0..rounds {
         let started = Instant::now();
-        for _ in 0..10 {
+        for _ in 0..gets {
             let body: Value = http.get(&url).send().await?.json().await?;
             std::hint::black_box(body);
         }
