@@ -64,6 +64,15 @@ impl Client {
             .await?)
     }
 
+    /// How many entries the log of `run` holds (one page of up to 10,000).
+    pub async fn log_len(&self, run: &str) -> anyhow::Result<usize> {
+        let page = self.get(&format!("/v1/runs/{run}/logs?limit=10000")).await?;
+        page["items"]
+            .as_array()
+            .map(Vec::len)
+            .context("a page of log entries")
+    }
+
     /// The body of a `GET` that must answer 200, unparsed; returns its length.
     pub async fn get_bytes(&self, path: &str) -> anyhow::Result<usize> {
         let response = self.http.get(format!("{}{path}", self.base)).send().await?;
@@ -211,6 +220,7 @@ impl Client {
         let ms = |from: Instant, to: Instant| (to - from).as_secs_f64() * 1000.0;
         let seen = Instant::now();
         Ok(Phases {
+            run,
             total: ms(started, seen),
             start: ms(started, answered),
             steps: ms(answered, last_call),
@@ -220,8 +230,9 @@ impl Client {
 }
 
 /// Where one run's time went, in milliseconds.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Phases {
+    pub run: String,
     pub total: f64,
     /// The `POST /v1/runs` until its answer.
     pub start: f64,
