@@ -222,9 +222,18 @@ impl Shared {
         }
         let (workflow_id, version) = (request.workflow_id.clone(), head.version);
         let wf = shared.workflow(&workflow_id, version).await?;
-        // A webhook's delivery or a parent's values may hold NUL; API bodies cannot.
+        // A webhook's delivery or a parent's values may hold NUL; API bodies cannot. The
+        // request a webhook run keeps is read as `jsonb` by the run list's trigger filter on
+        // PostgreSQL, which refuses `\u0000`.
         let mut request = request;
         crate::model::scrub_nul_map(&mut request.context);
+        if let Some(RunTrigger::Webhook {
+            request: Some(kept),
+            ..
+        }) = &mut request.trigger
+        {
+            crate::model::scrub_nul(kept);
+        }
         let size = json_len(&request.context);
         let max = shared.settings.limits.max_context_bytes;
         if size > max {

@@ -213,6 +213,15 @@ async fn a_body_that_is_not_json_is_text_and_a_failed_render_names_the_template(
     let ended = app.wait_until_finished(&run_id).await;
     assert_eq!(ended["status"], "SUCCEEDED", "{ended}");
     assert_eq!(ended["context"]["repo"], "repo=acme\u{FFFD}site");
+    // So does the request kept with the run, which the trigger filter of the run list reads.
+    assert_eq!(
+        ended["trigger"]["request"]["body"], "repo=acme\u{FFFD}site",
+        "{ended}"
+    );
+    let listed = app.get("/v1/runs?trigger=webhook").await;
+    assert_eq!(listed.status(), 200);
+    let listed: Value = listed.json().await.unwrap();
+    assert!(listed.to_string().contains(&run_id), "{listed}");
 
     create_trigger(
         &app,

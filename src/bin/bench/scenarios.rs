@@ -66,7 +66,9 @@ impl Client {
 
     /// How many entries the log of `run` holds (one page of up to 10,000).
     pub async fn log_len(&self, run: &str) -> anyhow::Result<usize> {
-        let page = self.get(&format!("/v1/runs/{run}/logs?limit=10000")).await?;
+        let page = self
+            .get(&format!("/v1/runs/{run}/logs?limit=10000"))
+            .await?;
         page["items"]
             .as_array()
             .map(Vec::len)
