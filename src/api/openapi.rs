@@ -180,6 +180,12 @@ fn add_route_rules(doc: &mut Value) {
         if let Some(why) = refused {
             responses.entry("403").or_insert_with(|| problem(why));
         }
+        // The query check (`api/params.rs`) runs on every route.
+        responses.entry("400").or_insert_with(|| {
+            problem(
+                "A query parameter the route does not take, or a NUL (%00) in the path or query",
+            )
+        });
         responses
             .entry("default")
             .or_insert_with(|| problem("Any other error"));

@@ -3,6 +3,9 @@
 //! OpenAPI operation documents, so the document and the server cannot disagree; a name
 //! ending in `{key}` (`context.{key}`) stands for any name with that prefix. Runs after
 //! the token check, so unauthenticated callers learn nothing from it.
+//!
+//! A NUL character (`%00`) in the path or in a query parameter is `400` too: no id or
+//! filter holds one, and PostgreSQL refuses any text that does (it would answer `503`).
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -69,14 +72,50 @@ fn unknown(method: &str, pattern: &str, query: &str) -> Option<(String, Vec<Stri
         .map(|name| (name, allowed.clone()))
 }
 
-/// Refuses a request naming a query parameter its route does not take.
+/// `400` when the (still percent-encoded) `path` or a parameter of `query` holds NUL.
+fn holds_nul(path: &str, query: &str) -> Option<ApiError> {
+    // A NUL can only arrive encoded: the HTTP parser refuses a raw one.
+    if path.contains("%00") {
+        return Some(ApiError::bad_request(
+            "",
+            "the path holds a NUL character (%00), which no id has",
+        ));
+    }
+    if !query.contains("%00") {
+        return None;
+    }
+    let pairs = Query::<Vec<(String, String)>>::from_query(query).ok()?;
+    let (name, _) = pairs
+        .into_inner()
+        .into_iter()
+        .find(|(name, value)| name.contains('\0') || value.contains('\0'))?;
+    Some(ApiError::bad_request(
+        &format!("/{}", pointer_token(&name)),
+        format!("query parameter {name:?} holds a NUL character (%00)"),
+    ))
+}
+
+fn pointer_token(name: &str) -> String {
+    name.replace('~', "~0").replace('/', "~1")
+}
+
+/// Refuses a request naming a query parameter its route does not take, or holding NUL.
 pub async fn strict_query(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
-    let refused = match (req.query_string(), req.match_pattern()) {
+    let pattern = req.match_pattern();
+    let open = pattern
+        .as_ref()
+        .is_some_and(|p| OPEN_QUERY.contains(&p.as_str()));
+    if let Some(error) = holds_nul(req.path(), if open { "" } else { req.query_string() }) {
+        return Ok(req
+            .into_response(error.error_response())
+            .map_into_right_body());
+    }
+    let refused = match (req.query_string(), pattern) {
         ("", _) | (_, None) => None,
-        (_, Some(pattern)) if OPEN_QUERY.contains(&pattern.as_str()) => None,
+        _ if open => None,
         (query, Some(pattern)) => unknown(req.method().as_str(), &pattern, query),
     };
     let Some((name, allowed)) = refused else {
@@ -88,7 +127,7 @@ pub async fn strict_query(
         format!("it takes {}", allowed.join(", "))
     };
     let error = ApiError::bad_request(
-        &format!("/{}", name.replace('~', "~0").replace('/', "~1")),
+        &format!("/{}", pointer_token(&name)),
         format!("unknown query parameter {name:?}; {takes}"),
     );
     Ok(req
@@ -112,6 +151,23 @@ mod tests {
             Some("x".into())
         );
         assert!(!takes(&["context.{key}".into()], "context."));
+    }
+
+    #[test]
+    fn a_nul_in_the_path_or_a_parameter_is_named() {
+        assert!(holds_nul("/v1/runs/run_1", "status=FAILED&x=%2500").is_none());
+        assert!(holds_nul("/v1/runs/run%00", "").is_some());
+        let ApiError::BadRequest { errors, .. } =
+            holds_nul("/v1/runs", "status=FAILED&context.k=a%00b").unwrap()
+        else {
+            panic!("not a bad request")
+        };
+        assert_eq!(errors[0].pointer, "/context.k");
+        let ApiError::BadRequest { errors, .. } = holds_nul("/v1/runs", "a%2Fb%00=1").unwrap()
+        else {
+            panic!("not a bad request")
+        };
+        assert_eq!(errors[0].pointer, "/a~1b\u{0}");
     }
 
     #[test]

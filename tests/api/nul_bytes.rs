@@ -9,7 +9,10 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::stores::{Store, on_both_stores, spawn_on};
 
-on_both_stores!(nul_characters_from_downstreams_and_clients_are_kept_alike_and_runs_end);
+on_both_stores!(
+    nul_characters_from_downstreams_and_clients_are_kept_alike_and_runs_end,
+    a_nul_in_a_path_or_query_is_answered_as_bad_input_not_as_a_store_failure,
+);
 
 async fn nul_characters_from_downstreams_and_clients_are_kept_alike_and_runs_end(store: Store) {
     let app = spawn_on(store, |_| {}).await;
@@ -74,4 +77,78 @@ async fn nul_characters_from_downstreams_and_clients_are_kept_alike_and_runs_end
     assert_eq!(refused.status(), 400);
     let problem: Value = refused.json().await.unwrap();
     assert_eq!(problem["errors"][0]["pointer"], "/context/k/1", "{problem}");
+}
+
+/// PostgreSQL refuses a NUL in any text it is sent (`503` from the store before the check),
+/// so an id or filter holding one is refused before it reaches a store.
+async fn a_nul_in_a_path_or_query_is_answered_as_bad_input_not_as_a_store_failure(store: Store) {
+    let app = spawn_on(store, |_| {}).await;
+    let wf = app
+        .create_workflow(&json!({"name": "n", "steps": [
+            {"name": "a", "action": "transform", "input": {"value": 1}}]}))
+        .await;
+    let run = app.start_run(&wf, json!({"k": "v"})).await;
+    app.wait_until_finished(&run).await;
+    let gets = [
+        "/v1/runs/run%00x".to_owned(),
+        "/v1/runs/run%00x/logs".into(),
+        "/v1/runs/run%00x/logs/stream".into(),
+        "/v1/workflows/wf%00x".into(),
+        "/v1/workflows/wf%00x/versions".into(),
+        "/v1/templates/t%00x".into(),
+        "/v1/schedules/s%00x".into(),
+        "/v1/triggers/t%00x".into(),
+        "/v1/runs?workflow_id=wf%00x".into(),
+        "/v1/runs?context.k=v%00x".into(),
+        "/v1/runs?context.k%00=v".into(),
+        "/v1/runs?trigger=web%00hook".into(),
+        "/v1/runs?status=RUN%00NING".into(),
+        "/v1/runs/counts?workflow_id=wf%00x".into(),
+        "/v1/workflows?name=w%00x".into(),
+        "/v1/events?run_id=r%00x".into(),
+        "/v1/events?workflow_id=w%00x".into(),
+        "/v1/events?type=run.%00started".into(),
+        format!("/v1/runs?workflow_id={wf}&after=run%00x"),
+        "/v1/queues?name=q%00x".into(),
+    ];
+    for path in &gets {
+        let response = app.get(path).await;
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap_or_default();
+        assert_eq!(status, 400, "GET {path}: {body}");
+    }
+    let posts = [
+        "/v1/runs/run%00x/cancel".to_owned(),
+        "/v1/runs/run%00x/approve".into(),
+        "/v1/runs/run%00x/retry".into(),
+        "/v1/runs/run%00x/events/go".into(),
+        format!("/v1/runs/{run}/events/g%00o"),
+        "/v1/workflows/wf%00x/rollback".into(),
+        "/v1/schedules/s%00x/pause".into(),
+        "/v1/tasks/t%00x/heartbeat".into(),
+        "/v1/tasks/t%00x/complete".into(),
+        "/hooks/h%00x".into(),
+    ];
+    for path in &posts {
+        let response = app.post(path, &json!({})).await;
+        let status = response.status().as_u16();
+        let body = response.text().await.unwrap_or_default();
+        assert_eq!(status, 400, "POST {path}: {body}");
+    }
+    let deleted = app
+        .client
+        .delete(app.url("/v1/runs/run%00x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 400);
+    let filtered = app.get("/v1/runs?status=SUCCEEDED&context.k=v%00x").await;
+    assert_eq!(
+        filtered.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: Value = filtered.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["pointer"], "/context.k", "{problem}");
+    // The store still answers.
+    assert_eq!(app.run(&run).await["status"], "SUCCEEDED");
 }
