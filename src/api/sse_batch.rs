@@ -19,7 +19,9 @@ use bytes::{Bytes, BytesMut};
 use futures::Stream;
 
 /// The most bytes one chunk gathers before it is sent (a backlog goes out in pieces).
-pub const MAX_CHUNK: usize = 64 * 1024;
+/// Small next to actix's 32 KiB write buffer: a reader that stops reading holds at most
+/// this much more per open stream (`logs.max_streams` of them).
+pub const MAX_CHUNK: usize = 16 * 1024;
 
 type BoxError = Box<dyn std::error::Error>;
 
