@@ -20,11 +20,16 @@ use futures::Stream;
 use tokio_util::sync::CancellationToken;
 
 use super::{Feed, LogHub, SharedEntry, Subscription};
-use crate::model::RunStatus;
+use crate::model::{LogEntry, RunStatus};
 use crate::store::{DynStore, StoreError};
 
 /// Entries read from the store at once while catching up.
 const PAGE: usize = 500;
+
+/// About the most bytes of entries a tail holds from one store read (at least one entry):
+/// a stream whose reader stops reading keeps no more than this waiting, however large the
+/// run's lines (500 client lines of 8 KiB held ~2 MiB per stalled stream before).
+const PAGE_BYTES: usize = 32 * 1024;
 
 /// What a tail yields.
 #[derive(Debug, Clone)]
@@ -62,6 +67,8 @@ pub struct LogTail {
     phase: Phase,
     /// The last store read returned everything committed at the time.
     caught_up: bool,
+    /// Entries the next store read asks for: fewer after a read whose entries were large.
+    page: usize,
     /// Cancelled when the server stops: the tail reads the store once more and ends with
     /// `Shutdown`.
     stop: CancellationToken,
@@ -88,6 +95,7 @@ impl LogTail {
             ready: VecDeque::new(),
             phase: Phase::CatchUp,
             caught_up: false,
+            page: PAGE,
             stop: CancellationToken::new(),
             stopping: false,
         }
@@ -149,11 +157,19 @@ impl LogTail {
         if !self.caught_up {
             let page = self
                 .store
-                .read_logs(&self.run_id, self.cursor, PAGE)
+                .read_logs(&self.run_id, self.cursor, self.page)
                 .await?;
-            self.caught_up = page.len() < PAGE;
+            let asked = self.page;
+            let (kept, cut) = keep_bounded(page, PAGE_BYTES);
+            self.caught_up = kept.len() < asked && !cut;
+            // Ask for about what fitted next time, so that large entries are not read twice.
+            self.page = if cut {
+                (kept.len() * 2).min(PAGE)
+            } else {
+                PAGE
+            };
             self.ready
-                .extend(page.into_iter().map(|e| Arc::new(SharedEntry::new(e))));
+                .extend(kept.into_iter().map(|e| Arc::new(SharedEntry::new(e))));
             return Ok(false);
         }
         // Everything the store held at the last read has been yielded.
@@ -207,6 +223,28 @@ impl LogTail {
             }
         })
     }
+}
+
+/// The first entries of `page` whose sizes add up to at most `budget` bytes (at least one),
+/// and whether any were left out.
+fn keep_bounded(mut page: Vec<LogEntry>, budget: usize) -> (Vec<LogEntry>, bool) {
+    let mut used = 0;
+    let fits = page
+        .iter()
+        .position(|e| {
+            used += entry_bytes(e);
+            used > budget
+        })
+        .map_or(page.len(), |at| at.max(1));
+    let cut = fits < page.len();
+    page.truncate(fits);
+    (page, cut)
+}
+
+/// About what an entry takes in memory and on the wire.
+fn entry_bytes(entry: &LogEntry) -> usize {
+    const FIXED: usize = 160;
+    FIXED + entry.message.len() + entry.step.as_ref().map_or(0, String::len)
 }
 
 #[cfg(test)]
@@ -291,6 +329,58 @@ mod tests {
         );
         assert_eq!(hub.feeds(), 0);
         assert!(tail.next().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn large_entries_are_held_a_few_at_a_time_and_all_delivered_once_in_order() {
+        let (_dir, store) = store_with_run().await;
+        let hub = Arc::new(LogHub::new());
+        let big = "x".repeat(8000);
+        let lines = (0..60).map(|i| line(&format!("{i} {big}"))).collect();
+        append(&store, &hub, lines).await;
+        let last = append(&store, &hub, vec![finished()]).await[0];
+        let mut tail = LogTail::new(store, hub, "run_1", 0, RunStatus::Succeeded);
+        let mut seqs = Vec::new();
+        loop {
+            match tail.next().await.unwrap() {
+                Some(TailItem::Entry(e)) => {
+                    seqs.push(e.seq);
+                    let held: usize = tail.ready.iter().map(|e| entry_bytes(e)).sum();
+                    assert!(
+                        held <= PAGE_BYTES,
+                        "{held} bytes held after entry {}",
+                        e.seq
+                    );
+                }
+                Some(TailItem::End { status, last_seq }) => {
+                    assert_eq!((status, last_seq), (RunStatus::Succeeded, last));
+                    break;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(seqs, (1..=last).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_page_is_cut_at_its_byte_budget_but_keeps_at_least_one_entry() {
+        let entry = |seq: u64, len: usize| LogEntry {
+            seq,
+            ts: crate::model::now(),
+            level: LogLevel::Info,
+            source: crate::model::LogSource::Engine,
+            step: None,
+            message: "m".repeat(len),
+            status: None,
+        };
+        let page = || (1..=5).map(|i| entry(i, 1000)).collect::<Vec<_>>();
+        let (kept, cut) = keep_bounded(page(), 3 * 1160);
+        assert_eq!((kept.len(), cut), (3, true));
+        let (kept, cut) = keep_bounded(page(), 100);
+        assert_eq!((kept.len(), cut), (1, true));
+        let (kept, cut) = keep_bounded(page(), 1 << 20);
+        assert_eq!((kept.len(), cut), (5, false));
+        assert_eq!(keep_bounded(Vec::new(), 100), (Vec::new(), false));
     }
 
     #[tokio::test]
