@@ -23,13 +23,20 @@ use super::body::read_limited;
 use super::schemas::{Appended, LogPage, Problem};
 use super::sse_batch;
 use super::{ApiError, AppState};
-use crate::logs::TailItem;
 use crate::logs::text::{client_lines, text_line};
-use crate::model::LogLevel;
+use crate::logs::{TailItem, entry_bytes};
+use crate::model::{LogEntry, LogLevel};
 use crate::store::StoreError;
 
 /// Entries answered by `GET …/logs` without `limit`.
 const DEFAULT_LOG_PAGE: usize = 1000;
+
+/// A page of `GET …/logs` ends once its entries pass this many bytes, with `next_after`
+/// set: a page of `logs.max_page` lines of `logs.max_line_bytes` would be ~80 MB.
+const PAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Entries read from the store at once while a page is gathered (bounds what one read holds).
+const SLICE: usize = 1000;
 
 #[derive(Deserialize)]
 pub(super) struct ReadQuery {
@@ -74,12 +81,12 @@ pub(super) async fn read(
             format!("limit must be between 1 and {max}"),
         ));
     }
-    let items = state
-        .engine
-        .read_logs(&id, q.after.unwrap_or(0), limit)
-        .await?;
-    // More may follow only when the page is full.
-    let next_after = items.last().map(|e| e.seq).filter(|_| items.len() == limit);
+    let (items, cut) = read_page(&state, &id, q.after.unwrap_or(0), limit).await?;
+    // More may follow only when the page is full (by count or by bytes).
+    let next_after = items
+        .last()
+        .map(|e| e.seq)
+        .filter(|_| cut || items.len() == limit);
     if !wants_text(req.headers()) {
         return Ok(HttpResponse::Ok().json(json!({"items": items, "next_after": next_after})));
     }
@@ -90,6 +97,34 @@ pub(super) async fn read(
         answer.insert_header(("Next-After", seq.to_string()));
     }
     Ok(answer.body(body))
+}
+
+/// Up to `limit` entries after `after`, read [`SLICE`] at a time and ending early (at least
+/// one entry) once they pass [`PAGE_BYTES`]; true when the byte bound ended it.
+async fn read_page(
+    state: &AppState,
+    run_id: &str,
+    after: u64,
+    limit: usize,
+) -> Result<(Vec<LogEntry>, bool), ApiError> {
+    let (mut items, mut bytes, mut cursor) = (Vec::new(), 0, after);
+    while items.len() < limit {
+        let want = (limit - items.len()).min(SLICE);
+        let slice = state.engine.read_logs(run_id, cursor, want).await?;
+        let short = slice.len() < want;
+        for entry in slice {
+            bytes += entry_bytes(&entry);
+            if bytes > PAGE_BYTES && !items.is_empty() {
+                return Ok((items, true));
+            }
+            cursor = entry.seq;
+            items.push(entry);
+        }
+        if short {
+            break;
+        }
+    }
+    Ok((items, false))
 }
 
 /// True when `Accept` names `text/plain` before (or without) `application/json`.

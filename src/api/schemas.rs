@@ -282,7 +282,8 @@ pub struct EventBody {
 #[derive(ToSchema)]
 pub struct LogPage {
     items: Vec<LogEntry>,
-    /// The `after` of the next page when this one was full; `null` at the end.
+    /// The `after` of the next page when this one was full (`limit` entries, or 4 MiB of
+    /// them); `null` at the end.
     next_after: Option<u64>,
 }
 

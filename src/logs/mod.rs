@@ -24,6 +24,12 @@ use crate::model::LogEntry;
 
 pub use tail::{LogTail, TailItem};
 
+/// About what a log entry takes in memory and on the wire (its text and fixed fields).
+pub fn entry_bytes(entry: &LogEntry) -> usize {
+    const FIXED: usize = 160;
+    FIXED + entry.message.len() + entry.step.as_ref().map_or(0, String::len)
+}
+
 type Feeds = HashMap<String, broadcast::Sender<Arc<SharedEntry>>>;
 
 /// A committed entry as handed to readers: shared by every subscriber of a feed, with its

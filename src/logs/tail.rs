@@ -19,7 +19,7 @@ use std::sync::Arc;
 use futures::Stream;
 use tokio_util::sync::CancellationToken;
 
-use super::{Feed, LogHub, SharedEntry, Subscription};
+use super::{Feed, LogHub, SharedEntry, Subscription, entry_bytes};
 use crate::model::{LogEntry, RunStatus};
 use crate::store::{DynStore, StoreError};
 
@@ -239,12 +239,6 @@ fn keep_bounded(mut page: Vec<LogEntry>, budget: usize) -> (Vec<LogEntry>, bool)
     let cut = fits < page.len();
     page.truncate(fits);
     (page, cut)
-}
-
-/// About what an entry takes in memory and on the wire.
-fn entry_bytes(entry: &LogEntry) -> usize {
-    const FIXED: usize = 160;
-    FIXED + entry.message.len() + entry.step.as_ref().map_or(0, String::len)
 }
 
 #[cfg(test)]

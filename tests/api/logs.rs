@@ -579,3 +579,42 @@ async fn a_finished_runs_log_is_streamed_in_a_few_chunks_not_one_per_event() {
     let entries = text.matches("event: log").count();
     assert_eq!(entries, app.logs(&run).await.len());
 }
+
+#[tokio::test]
+async fn a_page_of_large_lines_ends_at_its_byte_bound_and_the_next_pages_hold_the_rest() {
+    let app = spawn_app().await;
+    let run = finished_run(&app).await;
+    let line = "x".repeat(8000);
+    for batch in 0..6 {
+        let text: String = (0..100).map(|i| format!("{batch}.{i} {line}\n")).collect();
+        let posted = app.post_log_lines(&run, &text).await;
+        assert_eq!(posted.status(), 201);
+    }
+    let total = app.logs(&run).await.len();
+    assert!(total > 600, "{total}");
+    let mut after = 0;
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page: Value = app
+            .get(&format!("/v1/runs/{run}/logs?after={after}&limit=10000"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let items = page["items"].as_array().unwrap();
+        pages += 1;
+        assert!(
+            serde_json::to_vec(&page).unwrap().len() < 5 * 1024 * 1024,
+            "page {pages} holds {} entries",
+            items.len()
+        );
+        seen.extend(items.iter().map(|e| e["seq"].as_u64().unwrap()));
+        match page["next_after"].as_u64() {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    assert!(pages >= 2, "{pages} pages");
+    assert_eq!(seen, (1..=total as u64).collect::<Vec<_>>());
+}
