@@ -11,6 +11,7 @@ mod reads;
 mod scenarios;
 mod server;
 mod soak;
+mod stalled;
 mod stored;
 mod target;
 mod tasks;
@@ -46,6 +47,9 @@ struct Args {
     /// Runs parked for approval in the parked scenario.
     #[arg(long, default_value_t = 100_000)]
     parked: usize,
+    /// Log streams opened and never read in the `stalled` scenario (not run by default).
+    #[arg(long, default_value_t = 300)]
+    stalled: usize,
     /// Runs parked on a timer in the `waiting` scenario.
     #[arg(long, default_value_t = 10_000)]
     waiting: usize,
@@ -532,6 +536,40 @@ async fn drive(args: Args) -> anyhow::Result<()> {
             "runs": p.runs, "rss_before_mib": mib(p.rss_before), "rss_parked_mib": mib(p.rss_parked),
             "added_mib": mib(p.rss_parked.saturating_sub(p.rss_before)), "park_s": p.park_s, "approve_s": p.approve_s,
         }));
+    }
+
+    if want("stalled") {
+        let server = Server::start(dsn)?;
+        let client = Client::new(&server.url);
+        let s = stalled::stalled(&server, &client, args.stalled, 6).await?;
+        println!(
+            "Stalled readers: {} log streams never read, on a run of {} entries (8 KB lines)",
+            s.streams, s.entries
+        );
+        let added = s.rss_held.saturating_sub(s.rss_before);
+        println!("  {:<28} {:>10.1} MiB", "RSS before", mib(s.rss_before));
+        println!(
+            "  {:<28} {:>10.1} MiB",
+            "RSS with streams open",
+            mib(s.rss_held)
+        );
+        println!(
+            "  {:<28} {:>10.1} KiB",
+            "added per stream",
+            added as f64 / 1024.0 / s.streams.max(1) as f64
+        );
+        println!(
+            "  {:<28} {:>10.1} MiB",
+            "RSS after closing",
+            mib(s.rss_closed)
+        );
+        results.insert(
+            "stalled".into(),
+            json!({
+                "streams": s.streams, "entries": s.entries, "rss_before_mib": mib(s.rss_before),
+                "rss_held_mib": mib(s.rss_held), "rss_closed_mib": mib(s.rss_closed),
+            }),
+        );
     }
 
     if want("foreach") {

@@ -64,15 +64,38 @@ impl Client {
             .await?)
     }
 
-    /// How many entries the log of `run` holds (one page of up to 10,000).
+    /// How many entries the log of `run` holds.
     pub async fn log_len(&self, run: &str) -> anyhow::Result<usize> {
-        let page = self
-            .get(&format!("/v1/runs/{run}/logs?limit=10000"))
+        let (mut after, mut entries) = (0, 0);
+        loop {
+            let page = self
+                .get(&format!("/v1/runs/{run}/logs?after={after}&limit=10000"))
+                .await?;
+            entries += page["items"]
+                .as_array()
+                .map(Vec::len)
+                .context("a page of log entries")?;
+            match page["next_after"].as_u64() {
+                Some(next) => after = next,
+                None => return Ok(entries),
+            }
+        }
+    }
+
+    /// `POST`s `text` as `text/plain`; it must answer 2xx.
+    pub async fn post_text(&self, path: &str, text: String) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "text/plain")
+            .body(text)
+            .send()
             .await?;
-        page["items"]
-            .as_array()
-            .map(Vec::len)
-            .context("a page of log entries")
+        let status = response.status();
+        if !status.is_success() {
+            bail!("POST {path}: {status}: {}", response.text().await?);
+        }
+        Ok(())
     }
 
     /// The body of a `GET` that must answer 200, unparsed; returns its length.
