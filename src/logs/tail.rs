@@ -162,12 +162,9 @@ impl LogTail {
             let asked = self.page;
             let (kept, cut) = keep_bounded(page, PAGE_BYTES);
             self.caught_up = kept.len() < asked && !cut;
-            // Ask for about what fitted next time, so that large entries are not read twice.
-            self.page = if cut {
-                (kept.len() * 2).min(PAGE)
-            } else {
-                PAGE
-            };
+            // Ask for about what fitted next time, so that large entries are not read twice;
+            // grow back while they fit.
+            self.page = if cut { kept.len() * 2 } else { asked * 2 }.min(PAGE);
             self.ready
                 .extend(kept.into_iter().map(|e| Arc::new(SharedEntry::new(e))));
             return Ok(false);
