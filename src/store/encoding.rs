@@ -2,7 +2,7 @@
 //! documents as text, list cursors as `<millis>:<id>`, and the status list of a guard.
 //! One place, so that the two stores cannot drift apart in what they write or accept.
 
-use crate::model::{Page, Timestamp};
+use crate::model::{Page, Run, Timestamp};
 
 use super::{Guard, StoreError};
 
@@ -47,6 +47,24 @@ pub fn split_cursor(cursor: &Option<String>) -> Result<Option<(i64, String)>, St
 
 /// A page of at most `limit` items out of `items` (read with one extra to know whether
 /// more follow), with the cursor of its last item when they do.
+/// A full-view page of runs stops once its runs' contexts and step outputs pass this many
+/// bytes (at least one whole run), with `next_cursor` set: at the default limits one run may
+/// hold ~128 MiB of step outputs, and a page up to 500 runs.
+pub const LIST_PAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// [`page`] for runs read under [`LIST_PAGE_BYTES`]: when the bound `cut` the read, more
+/// follow after the last run kept.
+pub fn bounded_page(runs: Vec<Run>, cut: bool, limit: usize) -> Page<Run> {
+    if cut && runs.len() <= limit {
+        let next_cursor = runs.last().map(|r| r.id.clone());
+        return Page {
+            items: runs,
+            next_cursor,
+        };
+    }
+    page(runs, limit, |r| r.id.clone())
+}
+
 pub fn page<T>(mut items: Vec<T>, limit: usize, cursor_of: impl Fn(&T) -> String) -> Page<T> {
     let next_cursor = if items.len() > limit {
         items.truncate(limit);

@@ -95,6 +95,7 @@ conformance!(
     runs::transitions_update_head_context_steps_and_approvals,
     runs::guards_refuse_stale_revisions_other_owners_and_wrong_statuses,
     runs::run_lists_filter_by_workflow_and_status_and_page,
+    runs::a_page_of_runs_with_large_outputs_ends_at_its_byte_bound_and_its_cursor_goes_on,
     runs::idempotency_keys_return_the_first_run_for_the_same_body,
     runs::idempotency_keys_conflict_on_a_different_body,
     runs::expired_idempotency_keys_are_free_again_and_purged,

@@ -385,3 +385,57 @@ async fn a_commit_the_database_refuses_fails_alone_and_its_batch_mates_commit_on
         assert_eq!(store.read_logs(&bad, 0, 100).await.unwrap().len(), 1);
     }
 }
+
+pub async fn a_page_of_runs_with_large_outputs_ends_at_its_byte_bound_and_its_cursor_goes_on(
+    store: DynStore,
+) {
+    let wf = stored_workflow(&store).await;
+    let big = json!("o".repeat(1 << 20));
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        let mut run = new_run(&wf);
+        for step in &mut run.steps {
+            step.output = Some(big.clone());
+        }
+        ids.push(run.id.clone());
+        store.create_run(run).await.unwrap();
+    }
+    let filter = RunFilter {
+        workflow_id: Some(wf.clone()),
+        ..RunFilter::default()
+    };
+    let (mut seen, mut cursor, mut pages) = (Vec::new(), None, Vec::new());
+    loop {
+        let page = store
+            .list_runs(&filter, &PageRequest { limit: 100, cursor })
+            .await
+            .unwrap();
+        for run in &page.items {
+            assert_eq!(run.steps.len(), 3, "every step of a run listed");
+            assert!(run.steps.iter().all(|s| s.output.as_ref() == Some(&big)));
+        }
+        pages.push(page.items.len());
+        seen.extend(page.items.iter().map(|r| r.id.clone()));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    // 3 MiB of outputs per run: five runs fit in 16 MiB, the sixth would pass it.
+    assert_eq!(pages, vec![5, 3]);
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+    assert_eq!(seen, newest_first);
+    // A page that holds one run alone is never empty, however large the run.
+    let one = store
+        .list_runs(
+            &filter,
+            &PageRequest {
+                limit: 1,
+                cursor: None,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(one.items.len(), 1);
+    assert_eq!(one.next_cursor.as_deref(), Some(ids[7].as_str()));
+}

@@ -11,13 +11,13 @@ use tokio_postgres::types::ToSql;
 
 use super::db_error;
 use super::rows::{
-    RUN_COLUMNS, VERSION_COLUMNS, from_ms, get, load_runs, ms, parse, run_row, step_row, to_json,
-    version_row,
+    RUN_COLUMNS, VERSION_COLUMNS, from_ms, get, load_runs_bounded, ms, parse, run_row, step_row,
+    to_json, version_row,
 };
 use super::writer::Fault;
 use crate::model::{Page, PageRequest, Run, RunFilter, RunStatus, now};
 use crate::store::curation::{TERMINAL_SQL, still_active};
-use crate::store::encoding::{page, split_cursor};
+use crate::store::encoding::{LIST_PAGE_BYTES, bounded_page, page, split_cursor};
 use crate::store::{Archived, Deletion, StoreError, WorkflowEntry, WorkflowFilter, WorkflowHead};
 
 type Args = Vec<Box<dyn ToSql + Sync + Send>>;
@@ -107,12 +107,12 @@ pub async fn list_runs<C: GenericClient>(
         "SELECT {columns} FROM runs WHERE {conditions} AND id < {cursor} \
          ORDER BY id DESC LIMIT {limit}"
     );
+    if !filter.summary {
+        let (runs, cut) = load_runs_bounded(c, &sql, &refs(&args), LIST_PAGE_BYTES).await?;
+        return Ok(bounded_page(runs, cut, request.limit));
+    }
     let rows = c.query(&sql, &refs(&args)).await.map_err(db_error)?;
-    let runs = if filter.summary {
-        load_summaries(c, rows).await?
-    } else {
-        load_runs(c, rows).await?
-    };
+    let runs = load_summaries(c, rows).await?;
     Ok(page(runs, request.limit, |r| r.id.clone()))
 }
 

@@ -138,17 +138,91 @@ pub async fn load_run<C: GenericClient>(client: &C, id: &str) -> Result<Run, Sto
         .ok_or_else(|| StoreError::NotFound(format!("run {id}")))
 }
 
-/// Decodes run rows of [`RUN_COLUMNS`] and attaches their children in two more queries.
-pub async fn load_runs<C: GenericClient>(
+/// Reads runs with `sql` (over [`RUN_COLUMNS`]) and their steps and approvals, streaming the
+/// rows and stopping once the runs' contexts and step outputs pass `budget` bytes: the runs
+/// read whole (at least one), and whether it stopped early.
+pub async fn load_runs_bounded<C: GenericClient>(
     client: &C,
-    rows: Vec<Row>,
-) -> Result<Vec<Run>, StoreError> {
-    let mut runs = rows.iter().map(run_row).collect::<Result<Vec<_>, _>>()?;
-    attach_children(client, &mut runs).await?;
-    Ok(runs)
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    budget: usize,
+) -> Result<(Vec<Run>, bool), StoreError> {
+    use futures::StreamExt;
+    // Each row stream is dropped before the next query: the connection holds that query's
+    // answers back while a live stream does not take them.
+    let stmt = client.prepare_cached(sql).await.map_err(db_error)?;
+    let (mut runs, mut used, mut cut) = (Vec::<Run>::new(), 0, false);
+    {
+        let rows = client
+            .query_raw(&stmt, params.iter().copied())
+            .await
+            .map_err(db_error)?;
+        futures::pin_mut!(rows);
+        while let Some(row) = rows.next().await {
+            let row = row.map_err(db_error)?;
+            used += text_len(&row, 5);
+            if used > budget && !runs.is_empty() {
+                cut = true;
+                break;
+            }
+            runs.push(run_row(&row)?);
+        }
+    }
+    if runs.is_empty() {
+        return Ok((runs, cut));
+    }
+    let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
+    let steps_sql = format!(
+        "SELECT {STEP_COLUMNS} FROM step_runs WHERE run_id = ANY($1) ORDER BY run_id DESC, idx"
+    );
+    let stmt = client.prepare_cached(&steps_sql).await.map_err(db_error)?;
+    let mut steps: Vec<(usize, StepRun)> = Vec::new();
+    let mut keep = runs.len();
+    {
+        let rows = client.query_raw(&stmt, [&ids]).await.map_err(db_error)?;
+        futures::pin_mut!(rows);
+        let mut at = 0;
+        while let Some(row) = rows.next().await {
+            let row = row.map_err(db_error)?;
+            let (run_id, step) = step_row(&row)?;
+            while at < ids.len() && ids[at] != run_id {
+                at += 1;
+            }
+            if at == ids.len() {
+                break;
+            }
+            used += text_len(&row, 7) + text_len(&row, 9);
+            if used > budget && at > 0 {
+                keep = at;
+                cut = true;
+                break;
+            }
+            steps.push((at, step));
+        }
+    }
+    drop(ids);
+    runs.truncate(keep);
+    for (at, step) in steps {
+        if at < keep {
+            runs[at].steps.push(step);
+        }
+    }
+    attach_approvals(client, &mut runs).await?;
+    Ok((runs, cut))
 }
 
-async fn attach_children<C: GenericClient>(client: &C, runs: &mut [Run]) -> Result<(), StoreError> {
+/// The length of text column `i` (0 when NULL).
+fn text_len(row: &Row, i: usize) -> usize {
+    row.try_get::<_, Option<&str>>(i)
+        .ok()
+        .flatten()
+        .map_or(0, str::len)
+}
+
+async fn attach_approvals<C: GenericClient>(
+    client: &C,
+    runs: &mut [Run],
+) -> Result<(), StoreError> {
     if runs.is_empty() {
         return Ok(());
     }
@@ -158,26 +232,41 @@ async fn attach_children<C: GenericClient>(client: &C, runs: &mut [Run]) -> Resu
         .map(|(i, r)| (r.id.clone(), i))
         .collect();
     let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
-    let steps_sql =
-        format!("SELECT {STEP_COLUMNS} FROM step_runs WHERE run_id = ANY($1) ORDER BY run_id, idx");
     let approvals_sql = "SELECT run_id, step, decision, by_name, at, comment, input FROM approvals \
                          WHERE run_id = ANY($1) ORDER BY run_id, n";
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ids];
-    let (steps, approvals) = futures::try_join!(
-        client.query(&steps_sql, &params),
-        client.query(approvals_sql, &params)
-    )
-    .map_err(db_error)?;
-    for row in &steps {
-        let (run_id, step) = step_row(row)?;
-        if let Some(&i) = position.get(&run_id) {
-            runs[i].steps.push(step);
-        }
-    }
+    let approvals = client
+        .query(approvals_sql, &params)
+        .await
+        .map_err(db_error)?;
     for row in &approvals {
         let (run_id, approval) = approval_row(row)?;
         if let Some(&i) = position.get(&run_id) {
             runs[i].approvals.push(approval);
+        }
+    }
+    Ok(())
+}
+
+async fn attach_children<C: GenericClient>(client: &C, runs: &mut [Run]) -> Result<(), StoreError> {
+    if runs.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = runs.iter().map(|r| r.id.clone()).collect();
+    let steps_sql =
+        format!("SELECT {STEP_COLUMNS} FROM step_runs WHERE run_id = ANY($1) ORDER BY run_id, idx");
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&ids];
+    let steps = async { client.query(&steps_sql, &params).await.map_err(db_error) };
+    let (steps, ()) = futures::try_join!(steps, attach_approvals(client, runs))?;
+    let position: HashMap<&str, usize> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
+    for row in &steps {
+        let (run_id, step) = step_row(row)?;
+        if let Some(&i) = position.get(run_id.as_str()) {
+            runs[i].steps.push(step);
         }
     }
     Ok(())

@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::model::{ContextMatch, Page, PageRequest, Run, RunFilter, RunStatus, now};
 use crate::store::curation::{TERMINAL_SQL, json_path, still_active};
-use crate::store::encoding::{page, parse, split_cursor};
+use crate::store::encoding::{LIST_PAGE_BYTES, bounded_page, page, parse, split_cursor};
 use crate::store::{Archived, Deletion, StoreError, WorkflowEntry, WorkflowFilter, WorkflowHead};
 
 /// The longest value (as JSON text, in characters) `run_context_index` holds; migration
@@ -138,12 +138,12 @@ pub fn list_runs(
         columns(filter.summary)
     );
     let refs: Vec<&dyn ToSql> = args.iter().map(|a| a.as_ref()).collect();
-    let runs = if filter.summary {
-        load_summaries(conn, &sql, &refs)?
-    } else {
-        load_runs(conn, &sql, &refs)?
-    };
-    Ok(page(runs, request.limit, |r| r.id.clone()))
+    if filter.summary {
+        let runs = load_summaries(conn, &sql, &refs)?;
+        return Ok(page(runs, request.limit, |r| r.id.clone()));
+    }
+    let (runs, cut) = load_runs(conn, &sql, &refs, LIST_PAGE_BYTES)?;
+    Ok(bounded_page(runs, cut, request.limit))
 }
 
 /// Runs with their steps' statuses and errors only (no outputs, attempts or approvals).

@@ -161,30 +161,90 @@ pub fn load_run(conn: &Connection, id: &str) -> Result<Run, StoreError> {
         .optional()
         .map_err(unavailable)?
         .ok_or_else(|| StoreError::NotFound(format!("run {id}")))??;
-    let mut runs = vec![run];
-    attach_children(conn, &mut runs)?;
+    let (mut runs, _) = attach_steps(conn, vec![run], usize::MAX, 0, false)?;
     runs.pop()
         .ok_or_else(|| StoreError::NotFound(format!("run {id}")))
 }
 
 /// Reads runs from a query over [`RUN_COLUMNS`], then their steps and approvals in two
-/// more queries (no query per run).
+/// more queries (no query per run), stopping once their contexts and step outputs pass
+/// `budget` bytes: the runs read whole (at least one), and whether it stopped early.
 pub fn load_runs(
     conn: &Connection,
     sql: &str,
     args: &[&dyn rusqlite::ToSql],
-) -> Result<Vec<Run>, StoreError> {
+    budget: usize,
+) -> Result<(Vec<Run>, bool), StoreError> {
     let mut stmt = conn.prepare_cached(sql).map_err(unavailable)?;
-    let mut runs = stmt
-        .query_map(args, run_row)
-        .map_err(unavailable)?
-        .map(|r| r.map_err(unavailable).and_then(|r| r))
-        .collect::<Result<Vec<_>, _>>()?;
-    attach_children(conn, &mut runs)?;
-    Ok(runs)
+    let (mut runs, mut used, mut cut) = (Vec::new(), 0, false);
+    {
+        let mut rows = stmt.query(args).map_err(unavailable)?;
+        while let Some(row) = rows.next().map_err(unavailable)? {
+            used += text_len(row, 5);
+            if used > budget && !runs.is_empty() {
+                cut = true;
+                break;
+            }
+            runs.push(run_row(row).map_err(unavailable)??);
+        }
+    }
+    attach_steps(conn, runs, budget, used, cut)
 }
 
-fn attach_children(conn: &Connection, runs: &mut [Run]) -> Result<(), StoreError> {
+/// The length of text column `i` (0 when NULL or not text).
+fn text_len(row: &Row<'_>, i: usize) -> usize {
+    row.get_ref(i)
+        .ok()
+        .and_then(|v| v.as_str_or_null().ok().flatten())
+        .map_or(0, str::len)
+}
+
+/// The steps and approvals of `runs` (newest first, as lists have them), stopping at the
+/// first run whose steps would pass `budget` (`used` is what the runs took).
+fn attach_steps(
+    conn: &Connection,
+    mut runs: Vec<Run>,
+    budget: usize,
+    mut used: usize,
+    mut cut: bool,
+) -> Result<(Vec<Run>, bool), StoreError> {
+    if runs.is_empty() {
+        return Ok((runs, cut));
+    }
+    let ids: Vec<String> = runs.iter().map(|r| r.id.clone()).collect();
+    let placeholders = vec!["?"; ids.len()].join(",");
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {STEP_COLUMNS} FROM step_runs WHERE run_id IN ({placeholders}) \
+             ORDER BY run_id DESC, idx"
+        ))
+        .map_err(unavailable)?;
+    let mut rows = stmt
+        .query(rusqlite::params_from_iter(ids.iter()))
+        .map_err(unavailable)?;
+    let mut at = 0;
+    while let Some(row) = rows.next().map_err(unavailable)? {
+        let (run_id, step) = step_row(row).map_err(unavailable)?;
+        while at < runs.len() && runs[at].id != run_id {
+            at += 1;
+        }
+        if at == runs.len() {
+            break;
+        }
+        used += text_len(row, 7) + text_len(row, 9);
+        if used > budget && at > 0 {
+            runs.truncate(at);
+            cut = true;
+            break;
+        }
+        runs[at].steps.push(step?);
+    }
+    drop(rows);
+    attach_approvals(conn, &mut runs)?;
+    Ok((runs, cut))
+}
+
+fn attach_approvals(conn: &Connection, runs: &mut [Run]) -> Result<(), StoreError> {
     if runs.is_empty() {
         return Ok(());
     }
@@ -195,19 +255,6 @@ fn attach_children(conn: &Connection, runs: &mut [Run]) -> Result<(), StoreError
         .collect();
     let ids: Vec<String> = runs.iter().map(|r| r.id.clone()).collect();
     let placeholders = vec!["?"; ids.len()].join(",");
-    let params = rusqlite::params_from_iter(ids.iter());
-    let mut stmt = conn
-        .prepare_cached(&format!(
-            "SELECT {STEP_COLUMNS} FROM step_runs WHERE run_id IN ({placeholders}) ORDER BY run_id, idx"
-        ))
-        .map_err(unavailable)?;
-    let steps = stmt.query_map(params, step_row).map_err(unavailable)?;
-    for step in steps {
-        let (run_id, step) = step.map_err(unavailable)?;
-        if let Some(&i) = position.get(&run_id) {
-            runs[i].steps.push(step?);
-        }
-    }
     let params = rusqlite::params_from_iter(ids.iter());
     let mut stmt = conn
         .prepare_cached(&format!(
