@@ -173,7 +173,8 @@ pub async fn load_runs_bounded<C: GenericClient>(
     }
     let ids: Vec<&str> = runs.iter().map(|r| r.id.as_str()).collect();
     let steps_sql = format!(
-        "SELECT {STEP_COLUMNS} FROM step_runs WHERE run_id = ANY($1) ORDER BY run_id DESC, idx"
+        "SELECT {STEP_COLUMNS} FROM step_runs WHERE run_id = ANY($1) \
+         ORDER BY run_id DESC, idx DESC"
     );
     let stmt = client.prepare_cached(&steps_sql).await.map_err(db_error)?;
     let mut steps: Vec<(usize, StepRun)> = Vec::new();
@@ -202,7 +203,8 @@ pub async fn load_runs_bounded<C: GenericClient>(
     }
     drop(ids);
     runs.truncate(keep);
-    for (at, step) in steps {
+    // Last step first, as the embedded store reads them.
+    for (at, step) in steps.into_iter().rev() {
         if at < keep {
             runs[at].steps.push(step);
         }

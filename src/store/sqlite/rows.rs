@@ -216,7 +216,7 @@ fn attach_steps(
     let mut stmt = conn
         .prepare_cached(&format!(
             "SELECT {STEP_COLUMNS} FROM step_runs WHERE run_id IN ({placeholders}) \
-             ORDER BY run_id DESC, idx"
+             ORDER BY run_id DESC, idx DESC"
         ))
         .map_err(unavailable)?;
     let mut rows = stmt
@@ -240,6 +240,8 @@ fn attach_steps(
         runs[at].steps.push(step?);
     }
     drop(rows);
+    // Read last step first: the primary key's order backwards, with no sort.
+    runs.iter_mut().for_each(|r| r.steps.reverse());
     attach_approvals(conn, &mut runs)?;
     Ok((runs, cut))
 }
