@@ -142,7 +142,8 @@ pub struct StartRun {
 #[derive(ToSchema)]
 pub struct RunList {
     items: Vec<RunItem>,
-    /// Pass as `cursor` for the next page; `null` on the last.
+    /// Pass as `cursor` for the next page; `null` on the last. A full page may hold fewer
+    /// than `limit` runs and still have one (it ends at 16 MiB of contexts and outputs).
     next_cursor: Option<String>,
 }
 
