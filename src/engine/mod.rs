@@ -37,7 +37,9 @@ use crate::definition::{Validator, Workflow};
 use crate::expr::Redactor;
 use crate::logs::{LogHub, LogTail};
 use crate::metrics::Metrics;
-use crate::model::{LogEntry, NewLogEntry, Page, PageRequest, Run, RunFilter, RunTrigger};
+use crate::model::{
+    LogEntry, NewLogEntry, Page, PageRequest, Run, RunFilter, RunStatus, RunTrigger,
+};
 use crate::problems::Violation;
 use crate::sandbox::Sandbox;
 use crate::secret::Secret;
@@ -363,7 +365,12 @@ impl Engine {
     /// when the log has no entry `after` (a position it never gave out).
     pub async fn tail_logs(&self, run_id: &str, after: u64) -> Result<LogTail, EngineError> {
         let store = &self.shared.store;
-        let run = store.get_run(run_id).await?;
+        // A run executing here is not over as far as its tail can tell (the tail learns the
+        // end from the entries that announce it): no store read for its status.
+        let status = match self.shared.task_of(run_id) {
+            Some(_) => RunStatus::Running,
+            None => store.get_run(run_id).await?.status,
+        };
         if after > 0 && store.read_logs(run_id, after - 1, 1).await?.is_empty() {
             return Err(EngineError::Invalid {
                 message: format!(
@@ -376,9 +383,9 @@ impl Engine {
         let tail = LogTail::new(
             store.clone(),
             self.shared.hub.clone(),
-            run.id,
+            run_id,
             after,
-            run.status,
+            status,
         );
         Ok(tail.stop_on(self.shared.closed.clone()))
     }
