@@ -45,8 +45,6 @@ pub fn split_cursor(cursor: &Option<String>) -> Result<Option<(i64, String)>, St
         .ok_or_else(|| StoreError::Invalid(format!("cursor {c:?} is not one this server gave out")))
 }
 
-/// A page of at most `limit` items out of `items` (read with one extra to know whether
-/// more follow), with the cursor of its last item when they do.
 /// A full-view page of runs stops once its runs' contexts and step outputs pass this many
 /// bytes (at least one whole run), with `next_cursor` set: at the default limits one run may
 /// hold ~128 MiB of step outputs, and a page up to 500 runs.
@@ -65,6 +63,8 @@ pub fn bounded_page(runs: Vec<Run>, cut: bool, limit: usize) -> Page<Run> {
     page(runs, limit, |r| r.id.clone())
 }
 
+/// A page of at most `limit` items out of `items` (read with one extra to know whether
+/// more follow), with the cursor of its last item when they do.
 pub fn page<T>(mut items: Vec<T>, limit: usize, cursor_of: impl Fn(&T) -> String) -> Page<T> {
     let next_cursor = if items.len() > limit {
         items.truncate(limit);

@@ -38,6 +38,25 @@ async fn deliver(
     request.send().await.unwrap()
 }
 
+/// Delivers `body` to trigger `name`, signed with [`SECRET`]; it must start a run (`202`),
+/// whose id is returned.
+async fn started_by_signed_delivery(app: &TestApp, name: &str, body: &str) -> String {
+    let signature = sign(SECRET, body.as_bytes());
+    let response = deliver(
+        &app.client,
+        app,
+        name,
+        body,
+        &[("X-Hub-Signature-256", &signature)],
+    )
+    .await;
+    assert_eq!(response.status(), 202);
+    response.json::<Value>().await.unwrap()["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 async fn github_trigger(app: &TestApp) -> String {
     let wf = app
         .create_workflow(&serde_json::from_str(ECHO).unwrap())
@@ -179,37 +198,10 @@ async fn a_body_that_is_not_json_is_text_and_a_failed_render_names_the_template(
     )
     .await;
     let body = "repo=acme/site, not JSON";
-    let signature = sign(SECRET, body.as_bytes());
-    let response = deliver(
-        &app.client,
-        &app,
-        "plain",
-        body,
-        &[("X-Hub-Signature-256", &signature)],
-    )
-    .await;
-    assert_eq!(response.status(), 202);
-    let run_id = response.json::<Value>().await.unwrap()["run_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let run_id = started_by_signed_delivery(&app, "plain", body).await;
     assert_eq!(app.run(&run_id).await["context"]["repo"], body);
     // A NUL in a delivery (PostgreSQL's text cannot hold one) reaches the run as U+FFFD.
-    let body = "repo=acme\0site";
-    let signature = sign(SECRET, body.as_bytes());
-    let response = deliver(
-        &app.client,
-        &app,
-        "plain",
-        body,
-        &[("X-Hub-Signature-256", &signature)],
-    )
-    .await;
-    assert_eq!(response.status(), 202);
-    let run_id = response.json::<Value>().await.unwrap()["run_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let run_id = started_by_signed_delivery(&app, "plain", "repo=acme\0site").await;
     let ended = app.wait_until_finished(&run_id).await;
     assert_eq!(ended["status"], "SUCCEEDED", "{ended}");
     assert_eq!(ended["context"]["repo"], "repo=acme\u{FFFD}site");
