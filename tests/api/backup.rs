@@ -5,6 +5,9 @@
 use std::path::Path;
 use std::process::Command;
 
+use orchestrator::model::{RunStatus, StepStatus};
+use orchestrator::store::Store;
+use orchestrator::store::sqlite::SqliteStore;
 use serde_json::{Value, json};
 
 use crate::helpers::{ServerProcess, wait_until, write_config};
@@ -20,31 +23,39 @@ fn backup(config: &Path, file: &Path) -> std::process::Output {
 }
 
 /// Checks a copy: intact, and every run with its three steps, finished runs with their
-/// results. Returns how many runs it holds.
-fn check_copy(file: &Path) -> i64 {
-    let copy = rusqlite::Connection::open(file).unwrap();
-    let check: String = copy
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(check, "ok");
-    let torn: i64 = copy
-        .query_row(
-            "SELECT COUNT(*) FROM runs r WHERE \
-             (SELECT COUNT(*) FROM step_runs s WHERE s.run_id = r.id) != 3 \
-             OR (r.status = 'SUCCEEDED' AND (SELECT COUNT(*) FROM step_runs s \
-                 WHERE s.run_id = r.id AND s.status = 'SUCCEEDED') != 3)",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(
-        torn,
-        0,
-        "runs without all their steps or results in {}",
+/// results, as the store reads them from the copy. Returns how many runs it holds.
+async fn check_copy(file: &Path) -> i64 {
+    let ids: Vec<String> = {
+        let copy = rusqlite::Connection::open(file).unwrap();
+        let check: String = copy
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+        let mut stmt = copy.prepare("SELECT id FROM runs").unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let store = SqliteStore::open(file, false, 1).unwrap();
+    let mut torn = Vec::new();
+    for id in &ids {
+        let run = store.get_run(id).await.unwrap();
+        let done = run
+            .steps
+            .iter()
+            .filter(|s| s.status == StepStatus::Succeeded);
+        if run.steps.len() != 3 || (run.status == RunStatus::Succeeded && done.count() != 3) {
+            torn.push(id.clone());
+        }
+    }
+    store.close().await.unwrap();
+    assert!(
+        torn.is_empty(),
+        "runs without all their steps or results in {}: {torn:?}",
         file.display()
     );
-    copy.query_row("SELECT COUNT(*) FROM runs", [], |r| r.get(0))
-        .unwrap()
+    ids.len() as i64
 }
 
 #[tokio::test]
@@ -112,7 +123,7 @@ async fn a_backup_taken_while_runs_are_written_is_consistent_and_holds_the_runs(
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(stdout.contains("backed up"), "{stdout}");
-        let runs = check_copy(&file);
+        let runs = check_copy(&file).await;
         assert!(
             runs >= before,
             "the copy holds the {before} runs created before it: {runs}"

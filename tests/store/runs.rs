@@ -3,7 +3,9 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use orchestrator::model::{Approval, Decision, PageRequest, RunFilter, RunStatus, StepStatus, now};
+use orchestrator::model::{
+    Approval, Decision, PageRequest, RunFilter, RunStatus, StepRun, StepStatus, now,
+};
 use orchestrator::store::{DynStore, Guard, OwnerChange, RunHead, StoreError, Transition};
 use serde_json::json;
 
@@ -392,13 +394,26 @@ pub async fn a_page_of_runs_with_large_outputs_ends_at_its_byte_bound_and_its_cu
     let wf = stored_workflow(&store).await;
     let big = json!("o".repeat(1 << 20));
     let mut ids = Vec::new();
-    for _ in 0..8 {
+    for i in 0..8 {
         let mut run = new_run(&wf);
         for step in &mut run.steps {
             step.output = Some(big.clone());
         }
         ids.push(run.id.clone());
+        // Half the runs get their outputs at the start, half from transitions after it.
+        if i % 2 == 0 {
+            store.create_run(run).await.unwrap();
+            continue;
+        }
+        let steps: Vec<(usize, StepRun)> = run.steps.iter().cloned().enumerate().collect();
+        run.steps.iter_mut().for_each(|s| s.output = None);
+        let id = run.id.clone();
         store.create_run(run).await.unwrap();
+        for step in steps {
+            let mut tx = Transition::new(&id, Guard::default());
+            tx.steps = vec![step];
+            store.commit(tx).await.unwrap();
+        }
     }
     let filter = RunFilter {
         workflow_id: Some(wf.clone()),

@@ -17,8 +17,9 @@ use super::rows::ms;
 
 /// The tables holding a run's rows besides `runs` itself and its hook events, each keyed
 /// by `run_id`.
-const RUN_CHILDREN: [&str; 5] = [
+pub(super) const RUN_CHILDREN: [&str; 6] = [
     "step_runs",
+    "run_journal",
     "tasks",
     "approvals",
     "run_logs",

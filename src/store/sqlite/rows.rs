@@ -7,6 +7,7 @@ use crate::model::{Approval, LogEntry, Run, RunControl, StepExtra, StepRun, Work
 use crate::store::StoreError;
 pub use crate::store::encoding::{from_ms, json, ms, parse, to_json};
 
+use super::journal::{self, StepView};
 use super::pool::unavailable;
 
 pub const VERSION_COLUMNS: &str =
@@ -222,7 +223,7 @@ fn attach_steps(
     let mut rows = stmt
         .query(rusqlite::params_from_iter(ids.iter()))
         .map_err(unavailable)?;
-    let mut at = 0;
+    let (mut at, contexts, mut base) = (0, used, vec![0; runs.len()]);
     while let Some(row) = rows.next().map_err(unavailable)? {
         let (run_id, step) = step_row(row).map_err(unavailable)?;
         while at < runs.len() && runs[at].id != run_id {
@@ -231,17 +232,29 @@ fn attach_steps(
         if at == runs.len() {
             break;
         }
-        used += text_len(row, 7) + text_len(row, 9);
+        let bytes = text_len(row, 7) + text_len(row, 9);
+        used += bytes;
         if used > budget && at > 0 {
             runs.truncate(at);
             cut = true;
             break;
         }
+        base[at] += bytes;
         runs[at].steps.push(step?);
     }
     drop(rows);
     // Read last step first: the primary key's order backwards, with no sort.
     runs.iter_mut().for_each(|r| r.steps.reverse());
+    // The journal's steps count with the rows they apply to, run by run.
+    used = contexts;
+    for at in 0..runs.len() {
+        used += base[at] + journal::apply(conn, &mut runs[at], StepView::Full)?;
+        if used > budget && at > 0 {
+            runs.truncate(at);
+            cut = true;
+            break;
+        }
+    }
     attach_approvals(conn, &mut runs)?;
     Ok((runs, cut))
 }
@@ -334,6 +347,38 @@ pub fn put_logs(
         out.push(entry.into_entry(seq));
     }
     Ok(out)
+}
+
+/// A run's log entries after `seq` `after`, at most `limit`: its `run_logs` rows and its
+/// journal's entries in one order.
+pub fn read_logs(
+    conn: &Connection,
+    run_id: &str,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<LogEntry>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT seq, ts, level, source, step, message, status FROM run_logs \
+             WHERE run_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )
+        .map_err(unavailable)?;
+    let rows = stmt
+        .query_map(params![run_id, after as i64, limit as i64], log_row)
+        .map_err(unavailable)?
+        .map(|r| r.map_err(unavailable).and_then(|r| r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let entries = journal::merge(rows, journal::read_logs(conn, run_id, after, limit)?, limit);
+    if entries.is_empty() {
+        let exists: Option<i64> = conn
+            .prepare_cached("SELECT 1 FROM runs WHERE id = ?1")
+            .and_then(|mut s| s.query_row([run_id], |r| r.get(0)).optional())
+            .map_err(unavailable)?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound(format!("run {run_id}")));
+        }
+    }
+    Ok(entries)
 }
 
 /// Decodes a `run_logs` row (`seq, ts, level, source, step, message, status`).

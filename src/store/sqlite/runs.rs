@@ -9,6 +9,7 @@ use crate::store::{
     Committed, CreatedRun, Guard, LogLimits, NewRun, OwnerChange, StoreError, Transition,
 };
 
+use super::journal::{self, Appended};
 use super::pool::unavailable;
 use super::rows::{load_run, ms, put_logs, put_step, to_json};
 
@@ -264,14 +265,6 @@ pub fn commit(conn: &Connection, tx: Transition) -> Result<Committed, StoreError
             })
         })
         .map_err(unavailable)?;
-    if let Some(rerun) = &tx.rerun {
-        conn.prepare_cached("DELETE FROM step_runs WHERE run_id = ?1 AND idx >= ?2")
-            .and_then(|mut s| s.execute(params![tx.run_id, rerun.steps as i64]))
-            .map_err(unavailable)?;
-    }
-    for (idx, step) in &tx.steps {
-        put_step(conn, &tx.run_id, *idx, step)?;
-    }
     for approval in &tx.approvals {
         conn.prepare_cached(
             "INSERT INTO approvals (run_id, n, step, decision, by_name, at, comment, input) \
@@ -294,7 +287,20 @@ pub fn commit(conn: &Connection, tx: Transition) -> Result<Committed, StoreError
     let first_event = event_seq as u64 + 1 - tx.events.len() as u64;
     put_events(conn, &tx.run_id, &workflow_id, first_event, tx.events)?;
     let first_log = log_seq as u64 + 1 - tx.logs.len() as u64;
-    let logs = put_logs(conn, &tx.run_id, first_log, tx.logs)?;
+    let logs: Vec<LogEntry> = (tx.logs.into_iter().enumerate())
+        .map(|(i, entry)| entry.into_entry(first_log + i as u64))
+        .collect();
+    journal::append(
+        conn,
+        Appended {
+            run_id: &tx.run_id,
+            rev: rev as u64,
+            log_end: log_seq as u64,
+            cut: tx.rerun.as_ref().map(|r| r.steps),
+            steps: tx.steps,
+            logs: &logs,
+        },
+    )?;
     super::tasks::apply_ops(conn, &tx.tasks)?;
     Ok(Committed {
         rev: rev as u64,

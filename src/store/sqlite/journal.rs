@@ -1,0 +1,434 @@
+//! The run journal: a transition's step rows, log entries and re-run cut written as one
+//! row of `run_journal`, keyed `(run_id, log_end, rev)`, instead of an upsert per step and
+//! an insert per log entry (each of which dirtied a page of that run in its own b-tree).
+//!
+//! Invariants: rows are only ever inserted (and deleted with their run); a run's rows read
+//! in key order are its transitions in commit order, because `log_end` (the run's last log
+//! `seq` after the transition) never decreases and `rev` increases. A run's steps are its
+//! `step_runs` rows (written at its start, or before this journal existed) with its journal
+//! rows applied in that order; its log is its `run_logs` rows (its start's entries, client
+//! lines, entries from before the journal) merged by `seq` with the journal's entries.
+//! Outputs sit in a column of their own so that summary reads never parse them.
+
+use std::sync::Arc;
+
+use rusqlite::{Connection, params};
+use serde_json::Value;
+
+use crate::model::{LogEntry, Run, StatusChange, StepRun};
+use crate::store::StoreError;
+
+use super::pool::unavailable;
+use super::rows::{from_ms, json, ms, parse, to_json};
+
+/// What one transition wrote of a run besides its `runs` row.
+pub struct Appended<'a> {
+    pub run_id: &'a str,
+    pub rev: u64,
+    /// The run's last log `seq` after the transition.
+    pub log_end: u64,
+    /// Steps from this index on were dropped (a re-run) before `steps` apply.
+    pub cut: Option<usize>,
+    pub steps: Vec<(usize, StepRun)>,
+    /// The transition's entries, numbered up to `log_end`.
+    pub logs: &'a [LogEntry],
+}
+
+/// A step as the journal keeps it: its served fields (without the output, which is kept
+/// apart), then the engine's own bookkeeping the served form skips.
+type StepRecord = (usize, StepRun, u32, Option<Arc<Vec<Value>>>);
+
+/// A log entry as the journal keeps it: `ts` (ms), level, source, step, message, status.
+type LogRecord<'a> = (
+    i64,
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    &'a str,
+    Option<&'a StatusChange>,
+);
+type LogRecordOwned = (
+    i64,
+    String,
+    String,
+    Option<String>,
+    String,
+    Option<StatusChange>,
+);
+
+/// Appends one transition; nothing when it wrote no step, entry or cut.
+pub fn append(conn: &Connection, row: Appended<'_>) -> Result<(), StoreError> {
+    if row.steps.is_empty() && row.logs.is_empty() && row.cut.is_none() {
+        return Ok(());
+    }
+    let mut outputs: Vec<(usize, Value)> = Vec::new();
+    let steps: Vec<StepRecord> = row
+        .steps
+        .into_iter()
+        .map(|(idx, mut step)| {
+            if let Some(output) = step.output.take() {
+                outputs.push((idx, output));
+            }
+            let (n, over) = (step.interruptions, step.over.take());
+            (idx, step, n, over)
+        })
+        .collect();
+    let logs: Vec<LogRecord<'_>> = row
+        .logs
+        .iter()
+        .map(|e| {
+            (
+                ms(e.ts),
+                e.level.as_str(),
+                e.source.as_str(),
+                e.step.as_deref(),
+                e.message.as_str(),
+                e.status.as_ref(),
+            )
+        })
+        .collect();
+    conn.prepare_cached(
+        "INSERT INTO run_journal (run_id, log_end, rev, cut, steps, outputs, logs) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            row.run_id,
+            row.log_end as i64,
+            row.rev as i64,
+            row.cut.map(|c| c as i64),
+            (!steps.is_empty()).then(|| to_json(&steps)),
+            (!outputs.is_empty()).then(|| to_json(&outputs)),
+            (!logs.is_empty()).then(|| to_json(&logs)),
+        ])
+    })
+    .map_err(unavailable)?;
+    Ok(())
+}
+
+/// How much of a run's steps a read wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepView {
+    /// Every field, outputs included.
+    Full,
+    /// No outputs, attempts or waiting details (list summaries).
+    Summary,
+}
+
+/// Applies `run`'s journal to the steps read from `step_runs`; the bytes of step JSON read.
+pub fn apply(conn: &Connection, run: &mut Run, view: StepView) -> Result<usize, StoreError> {
+    let sql = match view {
+        StepView::Full => {
+            "SELECT cut, steps, outputs FROM run_journal WHERE run_id = ?1 \
+             AND (steps IS NOT NULL OR cut IS NOT NULL) ORDER BY log_end, rev"
+        }
+        StepView::Summary => {
+            "SELECT cut, steps, NULL FROM run_journal WHERE run_id = ?1 \
+             AND (steps IS NOT NULL OR cut IS NOT NULL) ORDER BY log_end, rev"
+        }
+    };
+    let mut stmt = conn.prepare_cached(sql).map_err(unavailable)?;
+    let mut rows = stmt.query([&run.id]).map_err(unavailable)?;
+    let mut bytes = 0;
+    while let Some(row) = rows.next().map_err(unavailable)? {
+        let cut: Option<i64> = row.get(0).map_err(unavailable)?;
+        let steps: Option<String> = row.get(1).map_err(unavailable)?;
+        let outputs: Option<String> = row.get(2).map_err(unavailable)?;
+        if let Some(cut) = cut {
+            run.steps.truncate(cut.max(0) as usize);
+        }
+        let Some(steps) = steps else { continue };
+        bytes += steps.len() + outputs.as_ref().map_or(0, String::len);
+        let records: Vec<StepRecord> = json(&steps)?;
+        let mut outputs: Vec<(usize, Value)> = match outputs {
+            Some(text) => json(&text)?,
+            None => Vec::new(),
+        };
+        for (idx, mut step, interruptions, over) in records {
+            step.interruptions = interruptions;
+            step.over = over;
+            if let Some(at) = outputs.iter().position(|(i, _)| *i == idx) {
+                step.output = Some(outputs.swap_remove(at).1);
+            }
+            if view == StepView::Summary {
+                step.attempts = Vec::new();
+                step.waiting = None;
+                step.items = None;
+                step.over = None;
+            }
+            match run.steps.get_mut(idx) {
+                Some(slot) => *slot = step,
+                // Steps are written at their index in a list the run's start wrote whole,
+                // so a new index is the next one.
+                None => run.steps.push(step),
+            }
+        }
+    }
+    Ok(bytes)
+}
+
+/// The journal's entries of `run_id` after `seq` `after`, at most `limit`, in order.
+pub fn read_logs(
+    conn: &Connection,
+    run_id: &str,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<LogEntry>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT log_end, logs FROM run_journal WHERE run_id = ?1 AND log_end > ?2 \
+             AND logs IS NOT NULL ORDER BY log_end, rev",
+        )
+        .map_err(unavailable)?;
+    let mut rows = stmt
+        .query(params![run_id, after as i64])
+        .map_err(unavailable)?;
+    let mut out = Vec::new();
+    while out.len() < limit {
+        let Some(row) = rows.next().map_err(unavailable)? else {
+            break;
+        };
+        let log_end = row.get::<_, i64>(0).map_err(unavailable)?.max(0) as u64;
+        let text: String = row.get(1).map_err(unavailable)?;
+        let records: Vec<LogRecordOwned> = json(&text)?;
+        let first = (log_end + 1).saturating_sub(records.len() as u64);
+        for (i, (ts, level, source, step, message, status)) in records.into_iter().enumerate() {
+            let seq = first + i as u64;
+            if seq <= after || out.len() == limit {
+                continue;
+            }
+            out.push(LogEntry {
+                seq,
+                ts: from_ms(ts),
+                level: parse(&level)?,
+                source: parse(&source)?,
+                step,
+                message,
+                status,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Two runs of entries each in `seq` order, merged, at most `limit`.
+pub fn merge(a: Vec<LogEntry>, b: Vec<LogEntry>, limit: usize) -> Vec<LogEntry> {
+    if b.is_empty() {
+        return a;
+    }
+    if a.is_empty() {
+        return b;
+    }
+    let mut out = Vec::with_capacity((a.len() + b.len()).min(limit));
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    while out.len() < limit {
+        let next = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x.seq <= y.seq => a.next(),
+            (Some(_), Some(_)) => b.next(),
+            (Some(_), None) => a.next(),
+            (None, Some(_)) => b.next(),
+            (None, None) => None,
+        };
+        match next {
+            Some(entry) => out.push(entry),
+            None => break,
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{LogLevel, LogSource, NewLogEntry, RunStatus, StepStatus};
+
+    fn conn() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(include_str!("migrations/0008_journal.sql"))
+            .unwrap();
+        conn
+    }
+
+    fn entry(seq: u64, message: &str) -> LogEntry {
+        NewLogEntry::engine(LogLevel::Info, Some("a"), message).into_entry(seq)
+    }
+
+    fn step(id: &str, status: StepStatus) -> StepRun {
+        let mut s = StepRun::pending(id.into(), id.into(), "http".into());
+        s.status = status;
+        s
+    }
+
+    fn run(steps: Vec<StepRun>) -> Run {
+        let mut run = crate::store::NewRun {
+            id: "r".into(),
+            workflow_id: "w".into(),
+            workflow_version: 1,
+            context: Default::default(),
+            steps,
+            parent: None,
+            owner: None,
+            idempotency: None,
+            logs: Vec::new(),
+            events: Vec::new(),
+            budget: None,
+            trigger: None,
+            schedule: None,
+        }
+        .into_run(crate::model::now());
+        run.id = "r".into();
+        run
+    }
+
+    #[test]
+    fn steps_fold_in_commit_order_with_outputs_cuts_and_bookkeeping() {
+        let conn = conn();
+        let mut done = step("a", StepStatus::Succeeded);
+        done.output = Some(serde_json::json!({"n": 1}));
+        done.interruptions = 2;
+        done.over = Some(Arc::new(vec![serde_json::json!(7)]));
+        let rows = [
+            (1, None, vec![(0, step("a", StepStatus::Running))]),
+            (
+                2,
+                None,
+                vec![(0, done.clone()), (1, step("b", StepStatus::Running))],
+            ),
+            // A re-run from step 1 with a new third step.
+            (
+                3,
+                Some(1),
+                vec![
+                    (1, step("b2", StepStatus::Pending)),
+                    (2, step("c", StepStatus::Pending)),
+                ],
+            ),
+        ];
+        for (rev, cut, steps) in rows {
+            append(
+                &conn,
+                Appended {
+                    run_id: "r",
+                    rev,
+                    log_end: 0,
+                    cut,
+                    steps,
+                    logs: &[],
+                },
+            )
+            .unwrap();
+        }
+        let base = vec![
+            step("a", StepStatus::Pending),
+            step("b", StepStatus::Pending),
+            step("x", StepStatus::Pending),
+        ];
+        let mut full = run(base.clone());
+        apply(&conn, &mut full, StepView::Full).unwrap();
+        let ids: Vec<&str> = full.steps.iter().map(|s| s.step_id.as_str()).collect();
+        assert_eq!(ids, ["a", "b2", "c"]);
+        assert_eq!(full.steps[0], done);
+
+        let mut summary = run(base);
+        apply(&conn, &mut summary, StepView::Summary).unwrap();
+        assert_eq!(summary.steps[0].output, None);
+        assert_eq!(summary.steps[0].status, StepStatus::Succeeded);
+    }
+
+    #[test]
+    fn a_run_written_before_the_journal_reads_on_with_its_old_rows_under_the_new_ones() {
+        use crate::store::{Guard, Transition};
+        use rusqlite::params;
+
+        let conn = Connection::open_in_memory().unwrap();
+        super::super::migrate(&conn).unwrap();
+        let start = crate::store::NewRun {
+            id: "r".into(),
+            workflow_id: "w".into(),
+            workflow_version: 1,
+            context: Default::default(),
+            steps: vec![
+                step("a", StepStatus::Pending),
+                step("b", StepStatus::Pending),
+            ],
+            parent: None,
+            owner: None,
+            idempotency: None,
+            logs: vec![NewLogEntry::engine(LogLevel::Info, None, "one")],
+            events: Vec::new(),
+            budget: None,
+            trigger: None,
+            schedule: None,
+        };
+        super::super::runs::create_run(&conn, start).unwrap();
+        // What a transition wrote before migration 8: a step row and a log row.
+        let mut done = step("a", StepStatus::Succeeded);
+        done.output = Some(serde_json::json!({"old": true}));
+        super::super::rows::put_step(&conn, "r", 0, &done).unwrap();
+        let old = vec![NewLogEntry::engine(LogLevel::Info, Some("a"), "two")];
+        super::super::rows::put_logs(&conn, "r", 2, old).unwrap();
+        conn.execute(
+            "UPDATE runs SET rev = 1, log_seq = 2 WHERE id = ?1",
+            params!["r"],
+        )
+        .unwrap();
+
+        let mut tx = Transition::new("r", Guard::default());
+        let mut b = step("b", StepStatus::Succeeded);
+        b.output = Some(serde_json::json!({"new": true}));
+        tx.steps = vec![(1, b.clone())];
+        tx.logs = vec![NewLogEntry::engine(LogLevel::Info, Some("b"), "three")];
+        assert_eq!(super::super::runs::commit(&conn, tx).unwrap().rev, 2);
+
+        let read = super::super::rows::load_run(&conn, "r").unwrap();
+        assert_eq!(read.steps, vec![done, b]);
+        let log = super::super::rows::read_logs(&conn, "r", 0, 10).unwrap();
+        let lines: Vec<(u64, &str)> = log.iter().map(|e| (e.seq, e.message.as_str())).collect();
+        assert_eq!(lines, [(1, "one"), (2, "two"), (3, "three")]);
+        let tail = super::super::rows::read_logs(&conn, "r", 1, 1).unwrap();
+        assert_eq!(tail[0].message, "two");
+    }
+
+    #[test]
+    fn log_reads_seek_past_after_and_merge_with_rows_kept_elsewhere_in_seq_order() {
+        let conn = conn();
+        let mut announcing = entry(3, "three");
+        announcing.status = Some(StatusChange {
+            run_status: RunStatus::Running,
+            step: Some("a".into()),
+            step_status: Some(StepStatus::Running),
+        });
+        // Entries 1 and 4 were written elsewhere (a run's start, a client's line).
+        let batches = [
+            (1, 3, vec![entry(2, "two"), announcing.clone()]),
+            (2, 3, vec![]),
+            (3, 6, vec![entry(5, "five"), entry(6, "six")]),
+        ];
+        for (rev, log_end, logs) in batches {
+            append(
+                &conn,
+                Appended {
+                    run_id: "r",
+                    rev,
+                    log_end,
+                    cut: None,
+                    steps: vec![(0, step("a", StepStatus::Running))],
+                    logs: &logs,
+                },
+            )
+            .unwrap();
+        }
+        let journal = read_logs(&conn, "r", 0, 100).unwrap();
+        let seqs: Vec<u64> = journal.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [2, 3, 5, 6]);
+        assert_eq!(journal[1], announcing);
+        assert_eq!(journal[1].source, LogSource::Engine);
+
+        let after = read_logs(&conn, "r", 3, 1).unwrap();
+        assert_eq!(after.iter().map(|e| e.seq).collect::<Vec<_>>(), [5]);
+
+        let merged = merge(vec![entry(1, "one"), entry(4, "four")], journal, 5);
+        let seqs: Vec<u64> = merged.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 5]);
+    }
+}
