@@ -10,12 +10,10 @@
 //! lines, entries from before the journal) merged by `seq` with the journal's entries.
 //! Outputs sit in a column of their own so that summary reads never parse them.
 
-use std::sync::Arc;
-
 use rusqlite::{Connection, params};
 use serde_json::Value;
 
-use crate::model::{LogEntry, Run, StatusChange, StepRun};
+use crate::model::{LogEntry, Run, StatusChange, StepExtra, StepRun};
 use crate::store::StoreError;
 
 use super::pool::unavailable;
@@ -34,9 +32,90 @@ pub struct Appended<'a> {
     pub logs: &'a [LogEntry],
 }
 
-/// A step as the journal keeps it: its served fields (without the output, which is kept
-/// apart), then the engine's own bookkeeping the served form skips.
-type StepRecord = (usize, StepRun, u32, Option<Arc<Vec<Value>>>);
+/// A step as the journal keeps it, as a JSON array: index, id, name, action, status,
+/// error, HTTP code, attempts, started / finished / waiting-since (ms), truncated,
+/// interruptions, and the parts `step_runs` keeps in its `extra` column. Its output is
+/// kept apart.
+type StepRecord<'a> = (
+    usize,
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    Option<u16>,
+    &'a [crate::model::Attempt],
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    bool,
+    u32,
+    Option<StepExtra>,
+);
+type StepRecordOwned = (
+    usize,
+    String,
+    String,
+    String,
+    String,
+    Option<String>,
+    Option<u16>,
+    Vec<crate::model::Attempt>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    bool,
+    u32,
+    Option<StepExtra>,
+);
+
+fn step_record(idx: usize, s: &StepRun) -> StepRecord<'_> {
+    (
+        idx,
+        &s.step_id,
+        &s.name,
+        &s.action,
+        s.status.as_str(),
+        s.error.as_deref(),
+        s.http_code,
+        &s.attempts,
+        s.started_at.map(ms),
+        s.finished_at.map(ms),
+        s.waiting_since.map(ms),
+        s.output_truncated,
+        s.interruptions,
+        StepExtra::of(s),
+    )
+}
+
+fn step_of(record: StepRecordOwned) -> Result<(usize, StepRun), StoreError> {
+    let (idx, step_id, name, action, status, error, http_code, attempts, started, finished) = (
+        record.0, record.1, record.2, record.3, record.4, record.5, record.6, record.7, record.8,
+        record.9,
+    );
+    let mut step = StepRun {
+        step_id,
+        name,
+        action,
+        status: parse(&status)?,
+        error,
+        output: None,
+        http_code,
+        attempts,
+        started_at: started.map(from_ms),
+        finished_at: finished.map(from_ms),
+        waiting_since: record.10.map(from_ms),
+        output_truncated: record.11,
+        interruptions: record.12,
+        waiting: None,
+        items: None,
+        over: None,
+    };
+    if let Some(extra) = record.13 {
+        extra.apply(&mut step);
+    }
+    Ok((idx, step))
+}
 
 /// A log entry as the journal keeps it: `ts` (ms), level, source, step, message, status.
 type LogRecord<'a> = (
@@ -61,17 +140,11 @@ pub fn append(conn: &Connection, row: Appended<'_>) -> Result<(), StoreError> {
     if row.steps.is_empty() && row.logs.is_empty() && row.cut.is_none() {
         return Ok(());
     }
-    let mut outputs: Vec<(usize, Value)> = Vec::new();
-    let steps: Vec<StepRecord> = row
-        .steps
-        .into_iter()
-        .map(|(idx, mut step)| {
-            if let Some(output) = step.output.take() {
-                outputs.push((idx, output));
-            }
-            let (n, over) = (step.interruptions, step.over.take());
-            (idx, step, n, over)
-        })
+    let steps: Vec<StepRecord<'_>> = (row.steps.iter())
+        .map(|(idx, step)| step_record(*idx, step))
+        .collect();
+    let outputs: Vec<(usize, &Value)> = (row.steps.iter())
+        .filter_map(|(idx, step)| step.output.as_ref().map(|o| (*idx, o)))
         .collect();
     let logs: Vec<LogRecord<'_>> = row
         .logs
@@ -139,14 +212,13 @@ pub fn apply(conn: &Connection, run: &mut Run, view: StepView) -> Result<usize, 
         }
         let Some(steps) = steps else { continue };
         bytes += steps.len() + outputs.as_ref().map_or(0, String::len);
-        let records: Vec<StepRecord> = json(&steps)?;
+        let records: Vec<StepRecordOwned> = json(&steps)?;
         let mut outputs: Vec<(usize, Value)> = match outputs {
             Some(text) => json(&text)?,
             None => Vec::new(),
         };
-        for (idx, mut step, interruptions, over) in records {
-            step.interruptions = interruptions;
-            step.over = over;
+        for record in records {
+            let (idx, mut step) = step_of(record)?;
             if let Some(at) = outputs.iter().position(|(i, _)| *i == idx) {
                 step.output = Some(outputs.swap_remove(at).1);
             }
@@ -241,6 +313,7 @@ pub fn merge(a: Vec<LogEntry>, b: Vec<LogEntry>, limit: usize) -> Vec<LogEntry> 
 mod tests {
     use super::*;
     use crate::model::{LogLevel, LogSource, NewLogEntry, RunStatus, StepStatus};
+    use std::sync::Arc;
 
     fn conn() -> Connection {
         let conn = Connection::open_in_memory().unwrap();
@@ -286,7 +359,9 @@ mod tests {
         let mut done = step("a", StepStatus::Succeeded);
         done.output = Some(serde_json::json!({"n": 1}));
         done.interruptions = 2;
+        done.items = Some(Vec::new());
         done.over = Some(Arc::new(vec![serde_json::json!(7)]));
+        done.started_at = Some(crate::model::now());
         let rows = [
             (1, None, vec![(0, step("a", StepStatus::Running))]),
             (
