@@ -2,34 +2,129 @@
 //! row of `run_journal`, keyed `(run_id, log_end, rev)`, instead of an upsert per step and
 //! an insert per log entry (each of which dirtied a page of that run in its own b-tree).
 //!
-//! Invariants: rows are only ever inserted (and deleted with their run); a run's rows read
-//! in key order are its transitions in commit order, because `log_end` (the run's last log
-//! `seq` after the transition) never decreases and `rev` increases. A run's steps are its
-//! `step_runs` rows (written at its start, or before this journal existed) with its journal
-//! rows applied in that order; its log is its `run_logs` rows (its start's entries, client
-//! lines, entries from before the journal) merged by `seq` with the journal's entries.
-//! Outputs sit in a column of their own so that summary reads never parse them.
+//! Invariants: a run's rows read in key order are its transitions in commit order, because
+//! `log_end` (the run's last log `seq` after the transition) never decreases and `rev`
+//! increases. A run's steps are its `step_runs` rows (written at its start, before this
+//! journal existed, or by [`compact`]) with its journal rows' steps applied in that order;
+//! its log is its `run_logs` rows (its start's entries, client lines, entries from before
+//! the journal) merged by `seq` with the journal's entries. Rows are inserted, and change
+//! only when [`compact`] folds their steps into `step_runs` (keeping their entries) or
+//! when their run is deleted. Outputs sit in a column of their own so that summary reads
+//! never parse them.
 
 use rusqlite::{Connection, params};
 use serde_json::Value;
 
-use crate::model::{LogEntry, Run, StatusChange, StepExtra, StepRun};
+use crate::model::{LogEntry, NewLogEntry, Run, StatusChange, StepExtra, StepRun};
 use crate::store::StoreError;
 
 use super::pool::unavailable;
 use super::rows::{from_ms, json, ms, parse, to_json};
 
-/// What one transition wrote of a run besides its `runs` row.
-pub struct Appended<'a> {
+/// A run's journal steps are folded into `step_runs` once they pass this many bytes of
+/// JSON and the run's `step_runs` rows too (so that folding costs, over a run's life, a
+/// constant times what it writes).
+pub const COMPACT_BYTES: u64 = 256 * 1024;
+
+/// A transition's journal row, encoded before its guarded update (which counts its bytes).
+#[derive(Debug, Default)]
+pub struct Encoded {
+    steps: Option<String>,
+    outputs: Option<String>,
+    logs: Option<String>,
+}
+
+impl Encoded {
+    /// Bytes of step JSON (outputs included) the row holds.
+    pub fn step_bytes(&self) -> u64 {
+        (self.steps.as_ref().map_or(0, String::len) + self.outputs.as_ref().map_or(0, String::len))
+            as u64
+    }
+}
+
+/// Encodes a transition's steps and log entries.
+pub fn encode(steps: &[(usize, StepRun)], logs: &[NewLogEntry]) -> Encoded {
+    let records: Vec<StepRecord<'_>> = (steps.iter())
+        .map(|(idx, step)| step_record(*idx, step))
+        .collect();
+    let outputs: Vec<(usize, &Value)> = (steps.iter())
+        .filter_map(|(idx, step)| step.output.as_ref().map(|o| (*idx, o)))
+        .collect();
+    let logs: Vec<LogRecord<'_>> = (logs.iter())
+        .map(|e| {
+            (
+                ms(e.ts),
+                e.level.as_str(),
+                e.source.as_str(),
+                e.step.as_deref(),
+                e.message.as_str(),
+                e.status.as_ref(),
+            )
+        })
+        .collect();
+    Encoded {
+        steps: (!records.is_empty()).then(|| to_json(&records)),
+        outputs: (!outputs.is_empty()).then(|| to_json(&outputs)),
+        logs: (!logs.is_empty()).then(|| to_json(&logs)),
+    }
+}
+
+/// Where a journal row goes: the run, its revision after the transition, its last log
+/// `seq` after it, and where a re-run cut its steps (before the row's steps apply).
+pub struct Position<'a> {
     pub run_id: &'a str,
     pub rev: u64,
-    /// The run's last log `seq` after the transition.
     pub log_end: u64,
-    /// Steps from this index on were dropped (a re-run) before `steps` apply.
     pub cut: Option<usize>,
-    pub steps: Vec<(usize, StepRun)>,
-    /// The transition's entries, numbered up to `log_end`.
-    pub logs: &'a [LogEntry],
+}
+
+/// Appends one transition's row; nothing when it wrote no step, entry or cut.
+pub fn append(conn: &Connection, at: Position<'_>, row: Encoded) -> Result<(), StoreError> {
+    if row.steps.is_none() && row.logs.is_none() && at.cut.is_none() {
+        return Ok(());
+    }
+    conn.prepare_cached(
+        "INSERT INTO run_journal (run_id, log_end, rev, cut, steps, outputs, logs) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            at.run_id,
+            at.log_end as i64,
+            at.rev as i64,
+            at.cut.map(|c| c as i64),
+            row.steps,
+            row.outputs,
+            row.logs,
+        ])
+    })
+    .map_err(unavailable)?;
+    Ok(())
+}
+
+/// Folds `run_id`'s journal steps into `step_runs`: its step rows become the run's steps as
+/// read now, and its journal keeps only log entries.
+pub fn compact(conn: &Connection, run_id: &str) -> Result<(), StoreError> {
+    let run = super::rows::load_run(conn, run_id)?;
+    let run_step = |sql: &str| {
+        conn.prepare_cached(sql)
+            .and_then(|mut s| s.execute([run_id]))
+            .map_err(unavailable)
+    };
+    run_step("DELETE FROM step_runs WHERE run_id = ?1")?;
+    let mut base = 0;
+    for (idx, step) in run.steps.iter().enumerate() {
+        base += super::rows::put_step(conn, run_id, idx, step)?;
+    }
+    run_step(
+        "UPDATE run_journal SET cut = NULL, steps = NULL, outputs = NULL \
+         WHERE run_id = ?1 AND logs IS NOT NULL AND (steps IS NOT NULL OR cut IS NOT NULL)",
+    )?;
+    run_step("DELETE FROM run_journal WHERE run_id = ?1 AND logs IS NULL")?;
+    conn.prepare_cached("UPDATE runs SET journal_bytes = 0, base_bytes = ?2 WHERE id = ?1")
+        .and_then(|mut s| s.execute(params![run_id, base as i64]))
+        .map_err(unavailable)?;
+    Ok(())
 }
 
 /// A step as the journal keeps it, as a JSON array: index, id, name, action, status,
@@ -134,50 +229,6 @@ type LogRecordOwned = (
     String,
     Option<StatusChange>,
 );
-
-/// Appends one transition; nothing when it wrote no step, entry or cut.
-pub fn append(conn: &Connection, row: Appended<'_>) -> Result<(), StoreError> {
-    if row.steps.is_empty() && row.logs.is_empty() && row.cut.is_none() {
-        return Ok(());
-    }
-    let steps: Vec<StepRecord<'_>> = (row.steps.iter())
-        .map(|(idx, step)| step_record(*idx, step))
-        .collect();
-    let outputs: Vec<(usize, &Value)> = (row.steps.iter())
-        .filter_map(|(idx, step)| step.output.as_ref().map(|o| (*idx, o)))
-        .collect();
-    let logs: Vec<LogRecord<'_>> = row
-        .logs
-        .iter()
-        .map(|e| {
-            (
-                ms(e.ts),
-                e.level.as_str(),
-                e.source.as_str(),
-                e.step.as_deref(),
-                e.message.as_str(),
-                e.status.as_ref(),
-            )
-        })
-        .collect();
-    conn.prepare_cached(
-        "INSERT INTO run_journal (run_id, log_end, rev, cut, steps, outputs, logs) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            row.run_id,
-            row.log_end as i64,
-            row.rev as i64,
-            row.cut.map(|c| c as i64),
-            (!steps.is_empty()).then(|| to_json(&steps)),
-            (!outputs.is_empty()).then(|| to_json(&outputs)),
-            (!logs.is_empty()).then(|| to_json(&logs)),
-        ])
-    })
-    .map_err(unavailable)?;
-    Ok(())
-}
 
 /// How much of a run's steps a read wants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -317,8 +368,7 @@ mod tests {
 
     fn conn() -> Connection {
         let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(include_str!("migrations/0008_journal.sql"))
-            .unwrap();
+        super::super::migrate(&conn).unwrap();
         conn
     }
 
@@ -380,18 +430,13 @@ mod tests {
             ),
         ];
         for (rev, cut, steps) in rows {
-            append(
-                &conn,
-                Appended {
-                    run_id: "r",
-                    rev,
-                    log_end: 0,
-                    cut,
-                    steps,
-                    logs: &[],
-                },
-            )
-            .unwrap();
+            let at = Position {
+                run_id: "r",
+                rev,
+                log_end: 0,
+                cut,
+            };
+            append(&conn, at, encode(&steps, &[])).unwrap();
         }
         let base = vec![
             step("a", StepStatus::Pending),
@@ -415,8 +460,7 @@ mod tests {
         use crate::store::{Guard, Transition};
         use rusqlite::params;
 
-        let conn = Connection::open_in_memory().unwrap();
-        super::super::migrate(&conn).unwrap();
+        let conn = conn();
         let start = crate::store::NewRun {
             id: "r".into(),
             workflow_id: "w".into(),
@@ -465,9 +509,91 @@ mod tests {
     }
 
     #[test]
+    fn a_run_rewriting_a_large_step_keeps_a_bounded_journal_and_reads_its_latest_state() {
+        use crate::store::{Guard, Transition};
+
+        let conn = conn();
+        let new = crate::store::NewRun {
+            id: "r".into(),
+            workflow_id: "w".into(),
+            workflow_version: 1,
+            context: Default::default(),
+            steps: vec![
+                step("a", StepStatus::Pending),
+                step("b", StepStatus::Pending),
+            ],
+            parent: None,
+            owner: None,
+            idempotency: None,
+            logs: Vec::new(),
+            events: Vec::new(),
+            budget: None,
+            trigger: None,
+            schedule: None,
+        };
+        super::super::runs::create_run(&conn, new).unwrap();
+        // A step rewritten whole at every commit, as a long `foreach` step is, 20 KiB more
+        // each time: 2.6 MiB written over 16 commits.
+        let mut last = step("a", StepStatus::Running);
+        for n in 1..=16 {
+            last.output = Some(serde_json::json!("x".repeat(n * 20 * 1024)));
+            let mut tx = Transition::new("r", Guard::default());
+            tx.steps = vec![(0, last.clone())];
+            tx.logs = vec![NewLogEntry::engine(
+                LogLevel::Info,
+                Some("a"),
+                format!("{n}"),
+            )];
+            if n == 9 {
+                // A re-run keeping the first step.
+                tx.rerun = Some(crate::store::Rerun {
+                    retries: Vec::new(),
+                    workflow_version: 1,
+                    budget: None,
+                    steps: 1,
+                });
+            }
+            super::super::runs::commit(&conn, tx).unwrap();
+            let held: i64 = conn
+                .query_row(
+                    "SELECT COALESCE(SUM(length(steps) + COALESCE(length(outputs), 0)), 0) \
+                     FROM run_journal WHERE run_id = 'r'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            let base: i64 = conn
+                .query_row("SELECT base_bytes FROM runs WHERE id = 'r'", [], |r| {
+                    r.get(0)
+                })
+                .unwrap();
+            assert!(
+                held as u64 <= COMPACT_BYTES.max(base as u64) + (n as u64 + 1) * 20 * 1024,
+                "commit {n}: the journal holds {held} bytes of steps over {base} in step_runs"
+            );
+        }
+        let read = super::super::rows::load_run(&conn, "r").unwrap();
+        assert_eq!(read.steps, vec![last], "the re-run cut the second step");
+        let log = super::super::rows::read_logs(&conn, "r", 0, 100).unwrap();
+        let lines: Vec<String> = log.iter().map(|e| e.message.clone()).collect();
+        assert_eq!(lines, (1..=16).map(|n| n.to_string()).collect::<Vec<_>>());
+        let seqs: Vec<u64> = log.iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, (1..=16).collect::<Vec<u64>>());
+        let folded: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM step_runs WHERE run_id = 'r'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(folded, 1, "step_runs holds the folded steps");
+    }
+
+    #[test]
     fn log_reads_seek_past_after_and_merge_with_rows_kept_elsewhere_in_seq_order() {
         let conn = conn();
-        let mut announcing = entry(3, "three");
+        let line = |m: &str| NewLogEntry::engine(LogLevel::Info, Some("a"), m);
+        let mut announcing = line("three");
         announcing.status = Some(StatusChange {
             run_status: RunStatus::Running,
             step: Some("a".into()),
@@ -475,28 +601,24 @@ mod tests {
         });
         // Entries 1 and 4 were written elsewhere (a run's start, a client's line).
         let batches = [
-            (1, 3, vec![entry(2, "two"), announcing.clone()]),
+            (1, 3, vec![line("two"), announcing.clone()]),
             (2, 3, vec![]),
-            (3, 6, vec![entry(5, "five"), entry(6, "six")]),
+            (3, 6, vec![line("five"), line("six")]),
         ];
         for (rev, log_end, logs) in batches {
-            append(
-                &conn,
-                Appended {
-                    run_id: "r",
-                    rev,
-                    log_end,
-                    cut: None,
-                    steps: vec![(0, step("a", StepStatus::Running))],
-                    logs: &logs,
-                },
-            )
-            .unwrap();
+            let at = Position {
+                run_id: "r",
+                rev,
+                log_end,
+                cut: None,
+            };
+            let steps = [(0, step("a", StepStatus::Running))];
+            append(&conn, at, encode(&steps, &logs)).unwrap();
         }
         let journal = read_logs(&conn, "r", 0, 100).unwrap();
         let seqs: Vec<u64> = journal.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, [2, 3, 5, 6]);
-        assert_eq!(journal[1], announcing);
+        assert_eq!(journal[1], announcing.into_entry(3));
         assert_eq!(journal[1].source, LogSource::Engine);
 
         let after = read_logs(&conn, "r", 3, 1).unwrap();

@@ -287,14 +287,16 @@ fn attach_approvals(conn: &Connection, runs: &mut [Run]) -> Result<(), StoreErro
     Ok(())
 }
 
-/// Inserts or replaces one step row.
+/// Inserts or replaces one step row; the bytes of its output and attempts JSON.
 pub fn put_step(
     conn: &Connection,
     run_id: &str,
     idx: usize,
     step: &StepRun,
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     let mut stmt = conn.prepare_cached(STEP_UPSERT).map_err(unavailable)?;
+    let (output, attempts) = (step.output.as_ref().map(to_json), to_json(&step.attempts));
+    let bytes = (output.as_ref().map_or(0, String::len) + attempts.len()) as u64;
     stmt.execute(params![
         run_id,
         idx as i64,
@@ -303,9 +305,9 @@ pub fn put_step(
         step.action,
         step.status.as_str(),
         step.error,
-        step.output.as_ref().map(to_json),
+        output,
         step.http_code,
-        to_json(&step.attempts),
+        attempts,
         step.started_at.map(ms),
         step.finished_at.map(ms),
         step.waiting_since.map(ms),
@@ -314,7 +316,7 @@ pub fn put_step(
         i64::from(step.interruptions),
     ])
     .map_err(unavailable)?;
-    Ok(())
+    Ok(bytes)
 }
 
 /// Inserts log entries numbered from `first_seq`.

@@ -5,6 +5,10 @@
 -- from one transition of a run to the next, so the key reads in commit order and a log read
 -- seeks to the first row past its `after`. Rows written before this migration stay in
 -- `step_runs` and `run_logs`, which readers take as the base the journal applies to.
+-- `runs.journal_bytes` counts the step JSON a run's journal holds and `runs.base_bytes`
+-- that of its `step_runs` rows: once the first passes both the second and 256 KiB, the
+-- transition folds the journal's steps into `step_runs` (a long `foreach` rewrites its
+-- step at every commit), so neither what is kept nor what a read parses grows without end.
 CREATE TABLE run_journal (
     run_id  TEXT NOT NULL,
     log_end INTEGER NOT NULL,
@@ -15,3 +19,6 @@ CREATE TABLE run_journal (
     logs    TEXT,
     PRIMARY KEY (run_id, log_end, rev)
 ) STRICT, WITHOUT ROWID;
+
+ALTER TABLE runs ADD COLUMN journal_bytes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN base_bytes INTEGER NOT NULL DEFAULT 0;
