@@ -213,7 +213,6 @@ async fn a_finished_run_is_deleted_with_everything_it_owns(store: Store) {
     ];
     if store == Store::Sqlite {
         tables.push("run_context_index");
-        tables.push("run_journal");
     }
     for table in tables {
         assert_eq!(rows_of_run(&app, table, &run).await, 0, "{table}");

@@ -2,7 +2,7 @@
 //! finished ones (issue 19: performance must stay flat as data grows). Driving a million
 //! runs through the engine takes hours here, so the finished runs the first measurement
 //! left are copied straight into the database file while the server is stopped: each copy
-//! is what the engine wrote for a real run (run row, steps and their journal, log,
+//! is what the engine wrote for a real run (run row, steps with outputs and attempts, log,
 //! outbox events and their filter keys, context index), under a new id.
 
 use std::path::Path;
@@ -75,14 +75,6 @@ pub fn seed(db: &Path, total: u64) -> anyhow::Result<Seeded> {
             &new_id,
             &from("step_runs", "run_id"),
             ", x.idx",
-        )?,
-        copy(
-            &conn,
-            "run_journal",
-            "run_id",
-            &new_id,
-            &from("run_journal", "run_id"),
-            ", x.log_end, x.rev",
         )?,
         copy(
             &conn,

@@ -18,7 +18,6 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_lifecycle.sql"),
     include_str!("migrations/0006_tasks.sql"),
     include_str!("migrations/0007_event_keys.sql"),
-    include_str!("migrations/0008_journal.sql"),
 ];
 
 /// The advisory lock key that serialises migrations ("orchmigr").

@@ -9,7 +9,6 @@
 use rusqlite::{Connection, OptionalExtension, ToSql, params, params_from_iter};
 
 use super::collect;
-use super::journal::StepView;
 use super::pool::unavailable;
 use super::rows::{
     RUN_COLUMNS, VERSION_COLUMNS, from_ms, load_runs, ms, run_row, step_row, version_row,
@@ -180,9 +179,6 @@ fn load_summaries(
         if let Some(&i) = position.get(&run_id) {
             runs[i].steps.push(step?);
         }
-    }
-    for run in &mut runs {
-        super::journal::apply(conn, run, StepView::Summary)?;
     }
     Ok(runs)
 }
@@ -363,7 +359,13 @@ pub fn delete_run(conn: &Connection, id: &str, by: &str) -> Result<Deletion, Sto
         });
     };
     super::event_keys::forget_runs(conn, &[id.to_owned()])?;
-    for table in super::lifecycle::RUN_CHILDREN {
+    for table in [
+        "step_runs",
+        "tasks",
+        "approvals",
+        "run_logs",
+        "idempotency_keys",
+    ] {
         conn.prepare_cached(&format!("DELETE FROM {table} WHERE run_id = ?1"))
             .and_then(|mut s| s.execute([id]))
             .map_err(unavailable)?;

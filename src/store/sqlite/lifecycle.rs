@@ -17,9 +17,8 @@ use super::rows::ms;
 
 /// The tables holding a run's rows besides `runs` itself and its hook events, each keyed
 /// by `run_id`.
-pub(super) const RUN_CHILDREN: [&str; 6] = [
+const RUN_CHILDREN: [&str; 5] = [
     "step_runs",
-    "run_journal",
     "tasks",
     "approvals",
     "run_logs",

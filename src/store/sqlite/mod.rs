@@ -8,7 +8,6 @@
 mod backup;
 mod curation;
 mod event_keys;
-mod journal;
 mod lifecycle;
 mod pool;
 mod queues;
@@ -38,7 +37,7 @@ use crate::store::{
 pub use backup::{BackupReport, backup};
 pub use event_keys::index_all as index_event_keys;
 use pool::{Checkpointer, Readers, Upkeep, WalBound, Writer, unavailable};
-use rows::{load_run, ms};
+use rows::{load_run, log_row, ms};
 
 /// How often the WAL is checkpointed (off the writer's path).
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
@@ -52,7 +51,6 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_lifecycle.sql"),
     include_str!("migrations/0006_tasks.sql"),
     include_str!("migrations/0007_event_keys.sql"),
-    include_str!("migrations/0008_journal.sql"),
 ];
 
 /// How the embedded store is opened.
@@ -371,7 +369,28 @@ impl Store for SqliteStore {
     ) -> Result<Vec<LogEntry>, StoreError> {
         let run_id = run_id.to_owned();
         self.readers
-            .read(move |conn| rows::read_logs(conn, &run_id, after, limit))
+            .read(move |conn| {
+                let mut stmt = conn
+                    .prepare_cached(
+                        "SELECT seq, ts, level, source, step, message, status FROM run_logs \
+                         WHERE run_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                    )
+                    .map_err(unavailable)?;
+                let entries = collect(
+                    stmt.query_map(params![run_id, after as i64, limit as i64], log_row)
+                        .map_err(unavailable)?,
+                )?;
+                if entries.is_empty() {
+                    let exists: Option<i64> = conn
+                        .prepare_cached("SELECT 1 FROM runs WHERE id = ?1")
+                        .and_then(|mut s| s.query_row([&run_id], |r| r.get(0)).optional())
+                        .map_err(unavailable)?;
+                    if exists.is_none() {
+                        return Err(StoreError::NotFound(format!("run {run_id}")));
+                    }
+                }
+                Ok(entries)
+            })
             .await
     }
 

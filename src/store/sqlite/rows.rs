@@ -7,7 +7,6 @@ use crate::model::{Approval, LogEntry, Run, RunControl, StepExtra, StepRun, Work
 use crate::store::StoreError;
 pub use crate::store::encoding::{from_ms, json, ms, parse, to_json};
 
-use super::journal::{self, StepView};
 use super::pool::unavailable;
 
 pub const VERSION_COLUMNS: &str =
@@ -223,7 +222,7 @@ fn attach_steps(
     let mut rows = stmt
         .query(rusqlite::params_from_iter(ids.iter()))
         .map_err(unavailable)?;
-    let (mut at, contexts, mut base) = (0, used, vec![0; runs.len()]);
+    let mut at = 0;
     while let Some(row) = rows.next().map_err(unavailable)? {
         let (run_id, step) = step_row(row).map_err(unavailable)?;
         while at < runs.len() && runs[at].id != run_id {
@@ -232,29 +231,17 @@ fn attach_steps(
         if at == runs.len() {
             break;
         }
-        let bytes = text_len(row, 7) + text_len(row, 9);
-        used += bytes;
+        used += text_len(row, 7) + text_len(row, 9);
         if used > budget && at > 0 {
             runs.truncate(at);
             cut = true;
             break;
         }
-        base[at] += bytes;
         runs[at].steps.push(step?);
     }
     drop(rows);
     // Read last step first: the primary key's order backwards, with no sort.
     runs.iter_mut().for_each(|r| r.steps.reverse());
-    // The journal's steps count with the rows they apply to, run by run.
-    used = contexts;
-    for at in 0..runs.len() {
-        used += base[at] + journal::apply(conn, &mut runs[at], StepView::Full)?;
-        if used > budget && at > 0 {
-            runs.truncate(at);
-            cut = true;
-            break;
-        }
-    }
     attach_approvals(conn, &mut runs)?;
     Ok((runs, cut))
 }
@@ -287,16 +274,14 @@ fn attach_approvals(conn: &Connection, runs: &mut [Run]) -> Result<(), StoreErro
     Ok(())
 }
 
-/// Inserts or replaces one step row; the bytes of its output and attempts JSON.
+/// Inserts or replaces one step row.
 pub fn put_step(
     conn: &Connection,
     run_id: &str,
     idx: usize,
     step: &StepRun,
-) -> Result<u64, StoreError> {
+) -> Result<(), StoreError> {
     let mut stmt = conn.prepare_cached(STEP_UPSERT).map_err(unavailable)?;
-    let (output, attempts) = (step.output.as_ref().map(to_json), to_json(&step.attempts));
-    let bytes = (output.as_ref().map_or(0, String::len) + attempts.len()) as u64;
     stmt.execute(params![
         run_id,
         idx as i64,
@@ -305,9 +290,9 @@ pub fn put_step(
         step.action,
         step.status.as_str(),
         step.error,
-        output,
+        step.output.as_ref().map(to_json),
         step.http_code,
-        attempts,
+        to_json(&step.attempts),
         step.started_at.map(ms),
         step.finished_at.map(ms),
         step.waiting_since.map(ms),
@@ -316,7 +301,7 @@ pub fn put_step(
         i64::from(step.interruptions),
     ])
     .map_err(unavailable)?;
-    Ok(bytes)
+    Ok(())
 }
 
 /// Inserts log entries numbered from `first_seq`.
@@ -349,38 +334,6 @@ pub fn put_logs(
         out.push(entry.into_entry(seq));
     }
     Ok(out)
-}
-
-/// A run's log entries after `seq` `after`, at most `limit`: its `run_logs` rows and its
-/// journal's entries in one order.
-pub fn read_logs(
-    conn: &Connection,
-    run_id: &str,
-    after: u64,
-    limit: usize,
-) -> Result<Vec<LogEntry>, StoreError> {
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT seq, ts, level, source, step, message, status FROM run_logs \
-             WHERE run_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-        )
-        .map_err(unavailable)?;
-    let rows = stmt
-        .query_map(params![run_id, after as i64, limit as i64], log_row)
-        .map_err(unavailable)?
-        .map(|r| r.map_err(unavailable).and_then(|r| r))
-        .collect::<Result<Vec<_>, _>>()?;
-    let entries = journal::merge(rows, journal::read_logs(conn, run_id, after, limit)?, limit);
-    if entries.is_empty() {
-        let exists: Option<i64> = conn
-            .prepare_cached("SELECT 1 FROM runs WHERE id = ?1")
-            .and_then(|mut s| s.query_row([run_id], |r| r.get(0)).optional())
-            .map_err(unavailable)?;
-        if exists.is_none() {
-            return Err(StoreError::NotFound(format!("run {run_id}")));
-        }
-    }
-    Ok(entries)
 }
 
 /// Decodes a `run_logs` row (`seq, ts, level, source, step, message, status`).

@@ -9,7 +9,6 @@ use crate::store::{
     Committed, CreatedRun, Guard, LogLimits, NewRun, OwnerChange, StoreError, Transition,
 };
 
-use super::journal::{self, Position};
 use super::pool::unavailable;
 use super::rows::{load_run, ms, put_logs, put_step, to_json};
 
@@ -174,16 +173,13 @@ fn put_events(
 /// runs it without a savepoint of its own.
 pub fn commit(conn: &Connection, tx: Transition) -> Result<Committed, StoreError> {
     let at = now();
-    let journaled = journal::encode(&tx.steps, &tx.logs);
     let mut sql = String::from(
-        "UPDATE runs SET rev = rev + 1, updated_at = ?1, log_seq = log_seq + ?2, \
-         event_seq = event_seq + ?3, journal_bytes = journal_bytes + ?4",
+        "UPDATE runs SET rev = rev + 1, updated_at = ?1, log_seq = log_seq + ?2, event_seq = event_seq + ?3",
     );
     let mut args: Vec<Box<dyn rusqlite::ToSql>> = vec![
         Box::new(ms(at)),
         Box::new(tx.logs.len() as i64),
         Box::new(tx.events.len() as i64),
-        Box::new(journaled.step_bytes() as i64),
     ];
     let mut push = |sql: &mut String, column: &str, value: Box<dyn rusqlite::ToSql>| {
         args.push(value);
@@ -260,31 +256,22 @@ pub fn commit(conn: &Connection, tx: Transition) -> Result<Committed, StoreError
     if changed == 0 {
         return Err(guard_failure(conn, &tx.run_id, &tx.guard));
     }
-    let (rev, log_seq, event_seq, workflow_id, journal_bytes, base_bytes): (
-        i64,
-        i64,
-        i64,
-        String,
-        i64,
-        i64,
-    ) = conn
-        .prepare_cached(
-            "SELECT rev, log_seq, event_seq, workflow_id, journal_bytes, base_bytes \
-             FROM runs WHERE id = ?1",
-        )
+    let (rev, log_seq, event_seq, workflow_id): (i64, i64, i64, String) = conn
+        .prepare_cached("SELECT rev, log_seq, event_seq, workflow_id FROM runs WHERE id = ?1")
         .and_then(|mut s| {
             s.query_row([&tx.run_id], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
         })
         .map_err(unavailable)?;
+    if let Some(rerun) = &tx.rerun {
+        conn.prepare_cached("DELETE FROM step_runs WHERE run_id = ?1 AND idx >= ?2")
+            .and_then(|mut s| s.execute(params![tx.run_id, rerun.steps as i64]))
+            .map_err(unavailable)?;
+    }
+    for (idx, step) in &tx.steps {
+        put_step(conn, &tx.run_id, *idx, step)?;
+    }
     for approval in &tx.approvals {
         conn.prepare_cached(
             "INSERT INTO approvals (run_id, n, step, decision, by_name, at, comment, input) \
@@ -306,20 +293,8 @@ pub fn commit(conn: &Connection, tx: Transition) -> Result<Committed, StoreError
     }
     let first_event = event_seq as u64 + 1 - tx.events.len() as u64;
     put_events(conn, &tx.run_id, &workflow_id, first_event, tx.events)?;
-    let position = Position {
-        run_id: &tx.run_id,
-        rev: rev as u64,
-        log_end: log_seq as u64,
-        cut: tx.rerun.as_ref().map(|r| r.steps),
-    };
-    journal::append(conn, position, journaled)?;
-    if journal_bytes.max(0) as u64 > journal::COMPACT_BYTES.max(base_bytes.max(0) as u64) {
-        journal::compact(conn, &tx.run_id)?;
-    }
     let first_log = log_seq as u64 + 1 - tx.logs.len() as u64;
-    let logs: Vec<LogEntry> = (tx.logs.into_iter().enumerate())
-        .map(|(i, entry)| entry.into_entry(first_log + i as u64))
-        .collect();
+    let logs = put_logs(conn, &tx.run_id, first_log, tx.logs)?;
     super::tasks::apply_ops(conn, &tx.tasks)?;
     Ok(Committed {
         rev: rev as u64,
