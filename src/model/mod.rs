@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
+pub mod rfc3339;
+
 /// Wall-clock time as stored and served (RFC 3339, UTC).
 pub type Timestamp = DateTime<Utc>;
 
@@ -149,6 +151,7 @@ pub struct WorkflowVersion {
     pub name: String,
     pub version: u32,
     pub definition: Value,
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub created_at: Timestamp,
     pub created_by: Option<String>,
     /// The version this one restored, when it was made by a rollback.
@@ -160,6 +163,7 @@ pub struct WorkflowVersion {
 pub struct TemplateRecord {
     pub name: String,
     pub body: Value,
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub created_at: Timestamp,
     pub created_by: Option<String>,
 }
@@ -169,8 +173,13 @@ pub struct TemplateRecord {
 pub struct Attempt {
     pub attempt: u32,
     #[schema(value_type = String, format = DateTime)]
+    #[serde(with = "rfc3339")]
     pub started_at: Timestamp,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rfc3339::option"
+    )]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -196,14 +205,26 @@ pub struct StepRun {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub http_code: Option<u16>,
     pub attempts: Vec<Attempt>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rfc3339::option"
+    )]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub started_at: Option<Timestamp>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rfc3339::option"
+    )]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<Timestamp>,
     /// When the step began waiting for approval (its approval timeout counts from here).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rfc3339::option"
+    )]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub waiting_since: Option<Timestamp>,
     /// Set when the output was larger than the configured limit and was cut.
@@ -233,12 +254,17 @@ pub enum Waiting {
     /// A durable timer (`wait`).
     Timer {
         #[schema(value_type = String, format = DateTime)]
+        #[serde(with = "rfc3339")]
         until: Timestamp,
     },
     /// `POST /v1/runs/{id}/events/{name}` (`event`), until `until` when it has a timeout.
     Event {
         name: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "rfc3339::option"
+        )]
         #[schema(value_type = Option<String>, format = DateTime)]
         until: Option<Timestamp>,
     },
@@ -323,6 +349,7 @@ pub struct Approval {
     pub decision: Decision,
     pub by: String,
     #[schema(value_type = String, format = DateTime)]
+    #[serde(with = "rfc3339")]
     pub at: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
@@ -359,13 +386,21 @@ pub struct Run {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub retries: Vec<RetryRecord>,
     #[schema(value_type = String, format = DateTime)]
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub created_at: Timestamp,
     #[schema(value_type = String, format = DateTime)]
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub updated_at: Timestamp,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "rfc3339::option::serialize"
+    )]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub started_at: Option<Timestamp>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "rfc3339::option::serialize"
+    )]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<Timestamp>,
     /// What started the run; absent for runs started through `POST /v1/runs`.
@@ -384,6 +419,7 @@ pub enum RunTrigger {
     Schedule {
         id: String,
         #[schema(value_type = String, format = DateTime)]
+        #[serde(with = "rfc3339")]
         fire_time: Timestamp,
     },
     /// A delivery to `POST /hooks/{name}`, with its delivery id when it had one, and the
@@ -442,6 +478,7 @@ fn is_zero(n: &u32) -> bool {
 pub struct KeptEvent {
     pub name: String,
     pub data: Value,
+    #[serde(with = "rfc3339")]
     pub at: Timestamp,
     pub by: String,
 }
@@ -462,6 +499,7 @@ pub struct StatusChange {
 pub struct LogEntry {
     pub seq: u64,
     #[schema(value_type = String, format = DateTime)]
+    #[serde(serialize_with = "rfc3339::serialize")]
     pub ts: Timestamp,
     pub level: LogLevel,
     pub source: LogSource,
@@ -570,6 +608,7 @@ pub struct NewEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
     pub status: String,
+    #[serde(with = "rfc3339")]
     pub ts: Timestamp,
 }
 
@@ -669,6 +708,7 @@ pub struct RetryRecord {
     /// 1 for the first re-run.
     pub n: u32,
     #[schema(value_type = String, format = DateTime)]
+    #[serde(with = "rfc3339")]
     pub at: Timestamp,
     pub by: String,
     /// The first step run again.
@@ -688,10 +728,18 @@ pub struct RetryRecord {
     pub previous_status: RunStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_error: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rfc3339::option"
+    )]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub previous_started_at: Option<Timestamp>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "rfc3339::option"
+    )]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub previous_finished_at: Option<Timestamp>,
     /// The steps reset, as they were (with their attempts, outputs and errors).
