@@ -190,6 +190,14 @@ mod tests {
     fn timestamps_are_written_byte_for_byte_as_chrono_writes_them() {
         for t in samples() {
             assert_eq!(ours(&t), theirs(&t), "{t:?}");
+            // The fast path itself, not chrono behind it, writes every ordinary time.
+            let ordinary = (0..=9999).contains(&t.year()) && t.nanosecond() < 1_000_000_000;
+            let mut buf = [0; LEN];
+            let written = write(&t, &mut buf).map(|n| buf[..n].to_vec());
+            assert_eq!(written.is_some(), ordinary, "{t:?}");
+            if let Some(bytes) = written {
+                assert_eq!(bytes, theirs(&t).into_bytes(), "{t:?}");
+            }
         }
     }
 
@@ -199,6 +207,9 @@ mod tests {
             let text = theirs(&t);
             let back: DateTime<Utc> = deserialize(serde_json::Value::String(text.clone())).unwrap();
             assert_eq!(back, t, "{text}");
+            if (0..=9999).contains(&t.year()) && t.nanosecond() < 1_000_000_000 {
+                assert_eq!(read(&text), Some(t), "the fast path reads {text}");
+            }
         }
         for text in [
             "2026-12-01T20:30:05+02:00",
