@@ -176,6 +176,7 @@ mod tests {
 
     fn plan(sql: &str) -> String {
         let conn = Connection::open_in_memory().unwrap();
+        super::super::pool::plan_stably(&conn).unwrap();
         super::super::migrate(&conn).unwrap();
         let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
         let params = vec![0; st.parameter_count()];

@@ -173,6 +173,33 @@ fn put_events(
 /// runs it without a savepoint of its own.
 pub fn commit(conn: &Connection, tx: Transition) -> Result<Committed, StoreError> {
     let at = now();
+    // Read before writing: the row's counters number the new log entries and events, and
+    // the indexed head columns that keep their values are left out of the `UPDATE` (SQLite
+    // rewrites an index's entry whenever one of its columns is set, to a new value or not;
+    // `status` alone is in two indexes, and most steps change neither it nor the times).
+    let Some(before) = conn
+        .prepare_cached(
+            "SELECT rev, log_seq, event_seq, workflow_id, status, finished_at, approval_deadline \
+             FROM runs WHERE id = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row([&tx.run_id], |r| {
+                Ok(Before {
+                    rev: r.get(0)?,
+                    log_seq: r.get(1)?,
+                    event_seq: r.get(2)?,
+                    workflow_id: r.get(3)?,
+                    status: r.get(4)?,
+                    finished_at: r.get(5)?,
+                    approval_deadline: r.get(6)?,
+                })
+            })
+            .optional()
+        })
+        .map_err(unavailable)?
+    else {
+        return Err(StoreError::NotFound(format!("run {}", tx.run_id)));
+    };
     let mut sql = String::from(
         "UPDATE runs SET rev = rev + 1, updated_at = ?1, log_seq = log_seq + ?2, event_seq = event_seq + ?3",
     );
@@ -186,18 +213,22 @@ pub fn commit(conn: &Connection, tx: Transition) -> Result<Committed, StoreError
         sql.push_str(&format!(", {column} = ?{}", args.len()));
     };
     if let Some(head) = &tx.head {
-        push(&mut sql, "status", Box::new(head.status.as_str()));
+        if head.status.as_str() != before.status {
+            push(&mut sql, "status", Box::new(head.status.as_str()));
+        }
         push(&mut sql, "current_step", Box::new(head.current_step as i64));
         push(&mut sql, "error", Box::new(head.error.clone()));
         push(&mut sql, "usage", Box::new(to_json(&head.usage)));
         push(&mut sql, "started_at", Box::new(head.started_at.map(ms)));
-        push(&mut sql, "finished_at", Box::new(head.finished_at.map(ms)));
+        let finished_at = head.finished_at.map(ms);
+        if finished_at != before.finished_at {
+            push(&mut sql, "finished_at", Box::new(finished_at));
+        }
         push(&mut sql, "active_ms", Box::new(head.active_ms as i64));
-        push(
-            &mut sql,
-            "approval_deadline",
-            Box::new(head.wake_at.map(ms)),
-        );
+        let wake_at = head.wake_at.map(ms);
+        if wake_at != before.approval_deadline {
+            push(&mut sql, "approval_deadline", Box::new(wake_at));
+        }
         let extra = (!head.extra.is_empty()).then(|| to_json(&head.extra));
         push(&mut sql, "extra", Box::new(extra));
     }
@@ -246,8 +277,8 @@ pub fn commit(conn: &Connection, tx: Transition) -> Result<Committed, StoreError
     args.push(Box::new(tx.run_id.clone()));
     sql.push_str(&format!(" WHERE id = ?{}", args.len()));
     append_guard(&mut sql, &mut args, &tx.guard);
-    // No RETURNING: SQLite builds an ephemeral table for it, which costs more than reading
-    // the row back by its primary key.
+    // No RETURNING: the new numbers follow from the row read above (and SQLite builds an
+    // ephemeral table for RETURNING, which costs more than that read).
     let params: Vec<&dyn rusqlite::ToSql> = args.iter().map(|b| b.as_ref()).collect();
     let changed = conn
         .prepare_cached(&sql)
@@ -256,14 +287,10 @@ pub fn commit(conn: &Connection, tx: Transition) -> Result<Committed, StoreError
     if changed == 0 {
         return Err(guard_failure(conn, &tx.run_id, &tx.guard));
     }
-    let (rev, log_seq, event_seq, workflow_id): (i64, i64, i64, String) = conn
-        .prepare_cached("SELECT rev, log_seq, event_seq, workflow_id FROM runs WHERE id = ?1")
-        .and_then(|mut s| {
-            s.query_row([&tx.run_id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })
-        })
-        .map_err(unavailable)?;
+    let rev = before.rev + 1;
+    let log_seq = before.log_seq + tx.logs.len() as i64;
+    let event_seq = before.event_seq + tx.events.len() as i64;
+    let workflow_id = before.workflow_id;
     if let Some(rerun) = &tx.rerun {
         conn.prepare_cached("DELETE FROM step_runs WHERE run_id = ?1 AND idx >= ?2")
             .and_then(|mut s| s.execute(params![tx.run_id, rerun.steps as i64]))
@@ -301,6 +328,17 @@ pub fn commit(conn: &Connection, tx: Transition) -> Result<Committed, StoreError
         at,
         logs,
     })
+}
+
+/// What [`commit`] reads of a run's row before changing it.
+struct Before {
+    rev: i64,
+    log_seq: i64,
+    event_seq: i64,
+    workflow_id: String,
+    status: String,
+    finished_at: Option<i64>,
+    approval_deadline: Option<i64>,
 }
 
 fn append_guard(sql: &mut String, args: &mut Vec<Box<dyn rusqlite::ToSql>>, guard: &Guard) {

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Instructions the server spends per step of ten-step `http` runs against nginx, counted by
+# callgrind: repeatable on a noisy host where timings are not (BENCHMARKS.md).
+#
+#   scripts/steps-callgrind.sh [ORCHESTRATOR_BINARY] [RUNS] [ANNOTATE_OUT]
+#
+# nginx (Debian's package) answers `GET /ok` on a free port; the binary (default
+# target/release/orchestrator; the template sandbox needs it to be named `orchestrator`)
+# serves config.yaml on another with a fresh store in a temporary directory. Ten warm-up
+# runs of W10 (the bench's ten sequential GETs) are started and awaited, the counters are
+# zeroed, RUNS (default 100) runs are started by `POST /v1/runs` one after the other and
+# awaited (one `GET /v1/runs?status=RUNNING&limit=1` a second), and the instructions counted
+# over them are printed in all and per step. With ANNOTATE_OUT, callgrind_annotate's
+# inclusive listing is written there and
+# callgrind's own file beside it (ANNOTATE_OUT.callgrind, for callgrind_annotate --tree).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+bin=$(realpath "${1:-$repo/target/release/orchestrator}")
+runs=${2:-100}
+annotate=${3:-}
+dir=$(mktemp -d)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+nport=$(free_port)
+mkdir -p "$dir/nginx"
+cat >"$dir/nginx/nginx.conf" <<CONF
+worker_processes 1;
+pid $dir/nginx/nginx.pid;
+error_log $dir/nginx/error.log crit;
+daemon off;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
+  client_body_temp_path $dir/nginx/body; proxy_temp_path $dir/nginx/proxy;
+  fastcgi_temp_path $dir/nginx/fastcgi; uwsgi_temp_path $dir/nginx/uwsgi; scgi_temp_path $dir/nginx/scgi;
+  server {
+    listen 127.0.0.1:$nport;
+    location /ok { default_type application/json; return 200 '{"ok":true,"n":1}'; }
+  }
+}
+CONF
+/usr/sbin/nginx -p "$dir/nginx" -e "$dir/nginx/error.log" -c "$dir/nginx/nginx.conf" &
+nginx=$!
+port=$(free_port)
+cd "$dir"
+ORCHESTRATOR_SERVER__PORT=$port ORCHESTRATOR_DATABASE__PATH=$dir/o.db \
+  valgrind --tool=callgrind ${CALLGRIND_ARGS:-} --callgrind-out-file="$dir/cg.out" "$bin" -config "$repo/config.yaml" \
+  >"$dir/log" 2>&1 &
+server=$!
+trap 'kill "$server" 2>/dev/null || true; kill -QUIT "$nginx" 2>/dev/null || true; rm -rf "$dir"' EXIT
+url=http://127.0.0.1:$port
+for _ in $(seq 1 240); do curl -sf "$url/ready" >/dev/null 2>&1 && break; sleep 0.5; done
+workflow=$(python3 -c "import json; t='http://127.0.0.1:$nport'; print(json.dumps({'name': 'w10', 'steps': [
+    {'name': f's{i}', 'action': 'http', 'input': {'method': 'GET', 'url': f'{t}/ok'}} for i in range(1, 11)]}))")
+field() { python3 -c "import sys, json; print(json.load(sys.stdin)['$1'])"; }
+wf=$(curl -sf -H 'content-type: application/json' -d "$workflow" "$url/v1/workflows" | field id)
+start() { for _ in $(seq 1 "$1"); do
+  curl -sf -o /dev/null -H 'content-type: application/json' -d "{\"workflow_id\":\"$wf\"}" "$url/v1/runs"
+done; }
+settle() {
+  for _ in $(seq 1 600); do
+    n=$(curl -sf "$url/v1/runs?status=RUNNING&limit=1" | python3 -c 'import sys, json; print(len(json.load(sys.stdin)["items"]))')
+    p=$(curl -sf "$url/v1/runs?status=PENDING&limit=1" | python3 -c 'import sys, json; print(len(json.load(sys.stdin)["items"]))')
+    [ "$n" = 0 ] && [ "$p" = 0 ] && return 0
+    sleep 1
+  done
+  echo "runs did not finish" >&2; exit 1
+}
+start 10; settle
+callgrind_control -z "$server" >/dev/null 2>&1
+start "$runs"; settle
+callgrind_control -d "$server" >/dev/null 2>&1
+done_runs=$(curl -sf "$url/v1/runs?status=SUCCEEDED&limit=500" | python3 -c 'import sys, json; print(len(json.load(sys.stdin)["items"]))')
+kill "$server"
+wait "$server" || true
+total=$(callgrind_annotate "$dir/cg.out.1" 2>/dev/null | grep -m1 'PROGRAM TOTALS' | awk '{print $1}' | tr -d ,)
+steps=$((runs * 10))
+echo "succeeded runs: $done_runs (of $((runs + 10)))"
+echo "instructions over $runs runs: $total ($((total / steps)) per step)"
+if [ -n "$annotate" ]; then
+  callgrind_annotate --inclusive=yes --threshold=99.5 "$dir/cg.out.1" >"$annotate" 2>/dev/null
+  cp "$dir/cg.out.1" "$annotate.callgrind"
+fi
