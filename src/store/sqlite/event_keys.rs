@@ -8,7 +8,8 @@
 //! filtered read ([`list`]) takes the events up to `upto` through the keys and scans the
 //! ones above it, at most one batch's worth, directly; both in one read transaction, so it
 //! sees one `upto` and the events it covers. Deleting events ([`prune`],
-//! [`forget_runs`]) deletes their keys with them.
+//! [`forget_runs`]) deletes their keys with them. An event's type is its `type` column,
+//! or, for an event written before that column existed, its body's `type`.
 
 use std::time::Duration;
 
@@ -47,7 +48,7 @@ pub fn index_next(conn: &Connection) -> Result<bool, StoreError> {
          SELECT key, id FROM ( \
            SELECT 'r:' || run_id AS key, id FROM events WHERE id > ?1 AND id <= ?2 \
            UNION ALL SELECT 'w:' || workflow_id, id FROM events WHERE id > ?1 AND id <= ?2 \
-           UNION ALL SELECT 't:' || json_extract(body, '$.type'), id FROM events \
+           UNION ALL SELECT 't:' || COALESCE(type, json_extract(body, '$.type')), id FROM events \
              WHERE id > ?1 AND id <= ?2) \
          ORDER BY key, id",
     )
@@ -206,7 +207,7 @@ fn conditions(sql: &mut String, args: &mut Vec<SqlValue>, filter: &EventFilter) 
             marks.push(format!("?{}", args.len()));
         }
         sql.push_str(&format!(
-            " AND json_extract(e.body, '$.type') IN ({})",
+            " AND COALESCE(e.type, json_extract(e.body, '$.type')) IN ({})",
             marks.join(", ")
         ));
     }
@@ -231,7 +232,7 @@ fn query(
 pub fn prune(conn: &Connection, acked: u64, before: i64, limit: usize) -> Result<u64, StoreError> {
     let doomed = doomed(
         conn,
-        "SELECT id, run_id, workflow_id, json_extract(body, '$.type') FROM events \
+        "SELECT id, run_id, workflow_id, COALESCE(type, json_extract(body, '$.type')) FROM events \
          WHERE id IN (SELECT id FROM events WHERE id <= ?1 ORDER BY id LIMIT ?3) \
          AND created_at < ?2",
         params![acked.min(i64::MAX as u64) as i64, before, limit as i64],
@@ -245,10 +246,10 @@ pub fn forget_runs(conn: &Connection, run_ids: &[String]) -> Result<u64, StoreEr
     for run_id in run_ids {
         let doomed = doomed(
             conn,
-            "SELECT e.id, e.run_id, e.workflow_id, json_extract(e.body, '$.type') \
+            "SELECT e.id, e.run_id, e.workflow_id, COALESCE(e.type, json_extract(e.body, '$.type')) \
              FROM event_keys k JOIN events e ON e.id = k.id WHERE k.key = 'r:' || ?1 \
              UNION ALL \
-             SELECT id, run_id, workflow_id, json_extract(body, '$.type') FROM events \
+             SELECT id, run_id, workflow_id, COALESCE(type, json_extract(body, '$.type')) FROM events \
              WHERE id > (SELECT COALESCE(MAX(upto), 0) FROM event_keys_done) AND run_id = ?1",
             params![run_id],
         )?;
@@ -320,6 +321,12 @@ mod tests {
     }
 
     fn append(conn: &Connection, ids: std::ops::RangeInclusive<i64>) {
+        append_as(conn, ids, true);
+    }
+
+    /// Appends events `ids`; with `typed` false, as a store did before events had a `type`
+    /// column (which it may not have yet).
+    fn append_as(conn: &Connection, ids: std::ops::RangeInclusive<i64>, typed: bool) {
         for i in ids {
             let kind = if i % 2 == 0 { "a" } else { "b" };
             let body = format!(
@@ -327,11 +334,21 @@ mod tests {
                 i % 3,
                 i % 2
             );
-            conn.execute(
-                "INSERT INTO events (id, run_id, workflow_id, seq, body, created_at) \
-                 VALUES (?1, ?2, ?3, ?1, ?4, ?1)",
-                params![i, format!("r{}", i % 3), format!("w{}", i % 2), body],
-            )
+            let (run, workflow) = (format!("r{}", i % 3), format!("w{}", i % 2));
+            // Every fifth event as written before events had a `type` column.
+            if typed && i % 5 != 0 {
+                conn.execute(
+                    "INSERT INTO events (id, run_id, workflow_id, seq, body, created_at, type) \
+                     VALUES (?1, ?2, ?3, ?1, ?4, ?1, ?5)",
+                    params![i, run, workflow, body, kind],
+                )
+            } else {
+                conn.execute(
+                    "INSERT INTO events (id, run_id, workflow_id, seq, body, created_at) \
+                     VALUES (?1, ?2, ?3, ?1, ?4, ?1)",
+                    params![i, run, workflow, body],
+                )
+            }
             .unwrap();
         }
     }
@@ -480,7 +497,7 @@ mod tests {
         }
         conn.execute_batch(&format!("PRAGMA user_version = {before}"))
             .unwrap();
-        append(&conn, 1..=9);
+        append_as(&conn, 1..=9, false);
         super::super::migrate(&conn).unwrap();
         assert_eq!(indexed_upto(&conn).unwrap(), 9);
         let filter = EventFilter {

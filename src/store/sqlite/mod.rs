@@ -51,6 +51,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_lifecycle.sql"),
     include_str!("migrations/0006_tasks.sql"),
     include_str!("migrations/0007_event_keys.sql"),
+    include_str!("migrations/0008_event_type.sql"),
 ];
 
 /// How the embedded store is opened.

@@ -151,8 +151,8 @@ fn put_events(
     }
     let mut stmt = conn
         .prepare_cached(
-            "INSERT INTO events (run_id, workflow_id, seq, body, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO events (run_id, workflow_id, seq, body, created_at, type) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
         .map_err(unavailable)?;
     for (i, event) in events.into_iter().enumerate() {
@@ -162,6 +162,7 @@ fn put_events(
             (first_seq + i as u64) as i64,
             to_json(&event),
             ms(event.ts),
+            event.kind,
         ])
         .map_err(unavailable)?;
     }
@@ -169,7 +170,7 @@ fn put_events(
 }
 
 /// Applies a guarded transition. It refuses only before its first write (the guarded
-/// update is its first statement); every later error is a database failure, so the writer
+/// update is its first write); every later error is a database failure, so the writer
 /// runs it without a savepoint of its own.
 pub fn commit(conn: &Connection, tx: Transition) -> Result<Committed, StoreError> {
     let at = now();
