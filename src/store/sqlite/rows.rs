@@ -81,17 +81,17 @@ pub(super) fn run_row(row: &Row<'_>) -> rusqlite::Result<Result<Run, StoreError>
 const STEP_COLUMNS: &str = "run_id, idx, step_id, name, action, status, error, output, http_code, \
      attempts, started_at, finished_at, waiting_since, truncated, extra, interruptions";
 
-/// Writes a step row in place (an upsert updates the row; `INSERT OR REPLACE` would
-/// delete and re-insert it).
-const STEP_UPSERT: &str = "INSERT INTO step_runs (run_id, idx, step_id, name, action, status, \
+/// Inserts a step row; `?1` and `?2` are its key, as in [`STEP_UPDATE`].
+const STEP_INSERT: &str = "INSERT INTO step_runs (run_id, idx, step_id, name, action, status, \
      error, output, http_code, attempts, started_at, finished_at, waiting_since, truncated, extra, \
-     interruptions) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) \
-     ON CONFLICT (run_id, idx) DO UPDATE SET step_id = excluded.step_id, name = excluded.name, \
-     action = excluded.action, status = excluded.status, error = excluded.error, \
-     output = excluded.output, http_code = excluded.http_code, attempts = excluded.attempts, \
-     started_at = excluded.started_at, finished_at = excluded.finished_at, \
-     waiting_since = excluded.waiting_since, truncated = excluded.truncated, extra = excluded.extra, \
-     interruptions = excluded.interruptions";
+     interruptions) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)";
+
+/// Rewrites a step row in place. A plain `UPDATE` rather than an upsert: an upsert first
+/// tries the insert, finds the key taken, and seeks the row again to update it.
+const STEP_UPDATE: &str = "UPDATE step_runs SET step_id = ?3, name = ?4, action = ?5, \
+     status = ?6, error = ?7, output = ?8, http_code = ?9, attempts = ?10, started_at = ?11, \
+     finished_at = ?12, waiting_since = ?13, truncated = ?14, extra = ?15, interruptions = ?16 \
+     WHERE run_id = ?1 AND idx = ?2";
 
 pub(super) fn step_row(row: &Row<'_>) -> rusqlite::Result<(String, Result<StepRun, StoreError>)> {
     let run_id: String = row.get(0)?;
@@ -274,15 +274,28 @@ fn attach_approvals(conn: &Connection, runs: &mut [Run]) -> Result<(), StoreErro
     Ok(())
 }
 
-/// Inserts or replaces one step row.
+/// How [`put_step`] writes a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepWrite {
+    /// The row is new (the run is being created).
+    Insert,
+    /// The row is rewritten, or inserted when there is none (a re-run onto a version with
+    /// more steps).
+    Update,
+}
+
+/// Writes one step row.
 pub fn put_step(
     conn: &Connection,
     run_id: &str,
     idx: usize,
     step: &StepRun,
+    how: StepWrite,
 ) -> Result<(), StoreError> {
-    let mut stmt = conn.prepare_cached(STEP_UPSERT).map_err(unavailable)?;
-    stmt.execute(params![
+    let output = step.output.as_ref().map(to_json);
+    let attempts = to_json(&step.attempts);
+    let extra = StepExtra::of(step).as_ref().map(to_json);
+    let values = params![
         run_id,
         idx as i64,
         step.step_id,
@@ -290,18 +303,25 @@ pub fn put_step(
         step.action,
         step.status.as_str(),
         step.error,
-        step.output.as_ref().map(to_json),
+        output,
         step.http_code,
-        to_json(&step.attempts),
+        attempts,
         step.started_at.map(ms),
         step.finished_at.map(ms),
         step.waiting_since.map(ms),
         step.output_truncated as i64,
-        StepExtra::of(step).as_ref().map(to_json),
+        extra,
         i64::from(step.interruptions),
-    ])
-    .map_err(unavailable)?;
-    Ok(())
+    ];
+    let run = |sql: &str| {
+        conn.prepare_cached(sql)
+            .and_then(|mut s| s.execute(values))
+            .map_err(unavailable)
+    };
+    if how == StepWrite::Update && run(STEP_UPDATE)? == 1 {
+        return Ok(());
+    }
+    run(STEP_INSERT).map(drop)
 }
 
 /// Inserts log entries numbered from `first_seq`.

@@ -10,7 +10,7 @@ use crate::store::{
 };
 
 use super::pool::unavailable;
-use super::rows::{load_run, ms, put_logs, put_step, to_json};
+use super::rows::{StepWrite, load_run, ms, put_logs, put_step, to_json};
 
 /// Inserts a run, or finds the one its idempotency key already created.
 pub fn create_run(conn: &Connection, mut new: NewRun) -> Result<CreatedRun, StoreError> {
@@ -95,7 +95,7 @@ pub fn create_run(conn: &Connection, mut new: NewRun) -> Result<CreatedRun, Stor
         other => other.map_err(unavailable)?,
     };
     for (idx, step) in new.steps.iter().enumerate() {
-        put_step(conn, &new.id, idx, step)?;
+        put_step(conn, &new.id, idx, step, StepWrite::Insert)?;
     }
     let (entries, events) = (
         std::mem::take(&mut new.logs),
@@ -298,7 +298,7 @@ pub fn commit(conn: &Connection, tx: Transition) -> Result<Committed, StoreError
             .map_err(unavailable)?;
     }
     for (idx, step) in &tx.steps {
-        put_step(conn, &tx.run_id, *idx, step)?;
+        put_step(conn, &tx.run_id, *idx, step, StepWrite::Update)?;
     }
     for approval in &tx.approvals {
         conn.prepare_cached(
