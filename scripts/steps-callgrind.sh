@@ -7,9 +7,10 @@
 # nginx (Debian's package) answers `GET /ok` on a free port; the binary (default
 # target/release/orchestrator; the template sandbox needs it to be named `orchestrator`)
 # serves config.yaml on another with a fresh store in a temporary directory. Ten warm-up
-# runs of W10 (the bench's ten sequential GETs) are started and awaited, the counters are
+# runs of W10 (the bench's ten sequential GETs; STEPS of them when set) are started and
+# awaited, the counters are
 # zeroed, RUNS (default 100) runs are started by `POST /v1/runs` one after the other and
-# awaited (one `GET /v1/runs?status=RUNNING&limit=1` a second), and the instructions counted
+# awaited (two `GET /v1/runs?status=…&limit=1&view=summary` a second), and the instructions counted
 # over them are printed in all and per step. With ANNOTATE_OUT, callgrind_annotate's
 # inclusive listing is written there and
 # callgrind's own file beside it (ANNOTATE_OUT.callgrind, for callgrind_annotate --tree).
@@ -17,6 +18,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 bin=$(realpath "${1:-$repo/target/release/orchestrator}")
 runs=${2:-100}
+steps=${STEPS:-10}
 annotate=${3:-}
 dir=$(mktemp -d)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -52,7 +54,7 @@ trap 'kill "$server" 2>/dev/null || true; kill -QUIT "$nginx" 2>/dev/null || tru
 url=http://127.0.0.1:$port
 for _ in $(seq 1 240); do curl -sf "$url/ready" >/dev/null 2>&1 && break; sleep 0.5; done
 workflow=$(python3 -c "import json; t='http://127.0.0.1:$nport'; print(json.dumps({'name': 'w10', 'steps': [
-    {'name': f's{i}', 'action': 'http', 'input': {'method': 'GET', 'url': f'{t}/ok'}} for i in range(1, 11)]}))")
+    {'name': f's{i}', 'action': 'http', 'input': {'method': 'GET', 'url': f'{t}/ok'}} for i in range(1, $steps + 1)]}))")
 field() { python3 -c "import sys, json; print(json.load(sys.stdin)['$1'])"; }
 wf=$(curl -sf -H 'content-type: application/json' -d "$workflow" "$url/v1/workflows" | field id)
 start() { for _ in $(seq 1 "$1"); do
@@ -60,8 +62,8 @@ start() { for _ in $(seq 1 "$1"); do
 done; }
 settle() {
   for _ in $(seq 1 600); do
-    n=$(curl -sf "$url/v1/runs?status=RUNNING&limit=1" | python3 -c 'import sys, json; print(len(json.load(sys.stdin)["items"]))')
-    p=$(curl -sf "$url/v1/runs?status=PENDING&limit=1" | python3 -c 'import sys, json; print(len(json.load(sys.stdin)["items"]))')
+    n=$(curl -sf "$url/v1/runs?status=RUNNING&limit=1&view=summary" | python3 -c 'import sys, json; print(len(json.load(sys.stdin)["items"]))')
+    p=$(curl -sf "$url/v1/runs?status=PENDING&limit=1&view=summary" | python3 -c 'import sys, json; print(len(json.load(sys.stdin)["items"]))')
     [ "$n" = 0 ] && [ "$p" = 0 ] && return 0
     sleep 1
   done
@@ -75,9 +77,9 @@ done_runs=$(curl -sf "$url/v1/runs?status=SUCCEEDED&limit=500" | python3 -c 'imp
 kill "$server"
 wait "$server" || true
 total=$(callgrind_annotate "$dir/cg.out.1" 2>/dev/null | grep -m1 'PROGRAM TOTALS' | awk '{print $1}' | tr -d ,)
-steps=$((runs * 10))
+total_steps=$((runs * steps))
 echo "succeeded runs: $done_runs (of $((runs + 10)))"
-echo "instructions over $runs runs: $total ($((total / steps)) per step)"
+echo "instructions over $runs runs of $steps steps: $total ($((total / total_steps)) per step)"
 if [ -n "$annotate" ]; then
   callgrind_annotate --inclusive=yes --threshold=99.5 "$dir/cg.out.1" >"$annotate" 2>/dev/null
   cp "$dir/cg.out.1" "$annotate.callgrind"

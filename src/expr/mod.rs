@@ -554,10 +554,11 @@ pub fn to_scope_value(value: &Value) -> MjValue {
     MjValue::from(minijinja::value::Serde(value))
 }
 
-/// Builds the `steps` part of a scope from per-step values built by [`step_scope`].
-pub fn steps_scope(steps: &BTreeMap<String, MjValue>) -> MjValue {
-    // A map, not `from_iter` (which makes a sequence of pairs); the clones share data.
-    MjValue::from(steps.clone())
+/// The `steps` part of a scope: the per-step values built by [`step_scope`], by name. The
+/// value shares the map rather than copying it (a run adds one entry per finished step and
+/// builds a scope per step; copying made that quadratic in the run's length).
+pub fn steps_scope(steps: &Arc<BTreeMap<String, MjValue>>) -> MjValue {
+    MjValue::from_dyn_object(steps.clone())
 }
 
 /// The scope entry of one step: `output`, `status`, `http_code`, `error`.
@@ -625,10 +626,10 @@ mod tests {
 
     #[test]
     fn step_scopes_are_read_by_name() {
-        let steps = BTreeMap::from([(
+        let steps = Arc::new(BTreeMap::from([(
             "a".to_owned(),
             step_scope(Some(&json!({"id": 7})), "SUCCEEDED", Some(200), None),
-        )]);
+        )]));
         let mut s = scope(json!({}), json!({}));
         s.steps = steps_scope(&steps);
         let t = Template::compile(&json!(
@@ -647,10 +648,10 @@ mod tests {
 
     #[test]
     fn steps_built_from_step_scopes_are_addressable_by_name() {
-        let scopes = BTreeMap::from([(
+        let scopes = Arc::new(BTreeMap::from([(
             "a".to_owned(),
             step_scope(Some(&json!({"id": 7})), "SUCCEEDED", Some(200), None),
-        )]);
+        )]));
         let mut s = scope(json!({}), json!({}));
         s.steps = steps_scope(&scopes);
         let t = Template::compile(&json!("{{ steps.a.output.id }}")).unwrap();

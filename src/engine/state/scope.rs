@@ -17,9 +17,10 @@ use crate::size::json_len;
 /// The template values of one run.
 pub(super) struct ScopeCache {
     secrets: Arc<BTreeMap<String, Secret>>,
-    step_scopes: BTreeMap<String, MjValue>,
-    /// `step_scopes` as one template value, rebuilt when a step finishes.
-    steps: MjValue,
+    /// `steps` of the scope: the finished steps by name. Shared with the scopes handed out;
+    /// changed in place when none of them is still alive (a deferred render may be), else
+    /// copied first.
+    step_scopes: Arc<BTreeMap<String, MjValue>>,
     context: MjValue,
     /// The context handed to actions (read-only), shared rather than copied per step.
     pub shared_context: Arc<Map<String, Value>>,
@@ -35,8 +36,7 @@ impl ScopeCache {
             .collect();
         Self {
             secrets,
-            steps: expr::steps_scope(&step_scopes),
-            step_scopes,
+            step_scopes: Arc::new(step_scopes),
             context: expr::to_scope_value(&Value::Object(run.context.clone())),
             shared_context: Arc::new(run.context.clone()),
         }
@@ -49,7 +49,7 @@ impl RunState {
         let cache = &self.scope;
         Scope {
             context: cache.context.clone(),
-            steps: cache.steps.clone(),
+            steps: expr::steps_scope(&cache.step_scopes),
             run: minijinja::context! {
                 id => self.run.id.clone(),
                 workflow_id => self.run.workflow_id.clone(),
@@ -67,11 +67,10 @@ impl RunState {
         let step = &self.run.steps[idx];
         let cache = &mut self.scope;
         if step.status.is_finished() {
-            cache.step_scopes.insert(step.name.clone(), scope_of(step));
-        } else if cache.step_scopes.remove(&step.name).is_none() {
-            return;
+            Arc::make_mut(&mut cache.step_scopes).insert(step.name.clone(), scope_of(step));
+        } else if cache.step_scopes.contains_key(&step.name) {
+            Arc::make_mut(&mut cache.step_scopes).remove(&step.name);
         }
-        cache.steps = expr::steps_scope(&cache.step_scopes);
     }
 
     /// Merges `values` into the context, unless that would make it larger than
