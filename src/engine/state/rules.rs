@@ -61,39 +61,47 @@ impl RunState {
                 if self.run.steps[idx].status != StepStatus::Pending || !self.parents_done(idx) {
                     continue;
                 }
-                changed = true;
-                if let Some(reason) = self.skip_reason(idx) {
-                    self.set_step(idx, StepStatus::Skipped, LogLevel::Info, reason);
-                    continue;
-                }
-                if self.wf.steps[idx].approval.is_some() && !self.is_approved(idx) {
-                    self.set_step(
-                        idx,
-                        StepStatus::WaitingApproval,
-                        LogLevel::Info,
-                        "waiting for approval",
-                    );
-                    continue;
-                }
-                if self.wf.steps[idx].foreach.is_some() {
-                    self.begin_foreach(idx);
-                    continue;
-                }
-                if let Some(start) = self.prepare(idx) {
-                    let n = start.first_attempt;
-                    let action = self.wf.steps[idx].action_name.clone();
-                    self.set_step(
-                        idx,
-                        StepStatus::Running,
-                        LogLevel::Info,
-                        format!("started ({action}, attempt {n})"),
-                    );
-                    starts.push(start);
-                }
+                self.begin_step(idx, &mut starts);
+                // Only a step that finished here (skipped, failed before it started, a
+                // `foreach` over nothing) can make another step ready: then look again.
+                changed |= self.run.steps[idx].status.is_finished();
             }
             if !changed {
                 return starts;
             }
+        }
+    }
+
+    /// Moves ready step `idx` on: skipped, waiting for approval, into its `foreach`, or
+    /// started (its start added to `starts`).
+    fn begin_step(&mut self, idx: usize, starts: &mut Vec<Start>) {
+        if let Some(reason) = self.skip_reason(idx) {
+            self.set_step(idx, StepStatus::Skipped, LogLevel::Info, reason);
+            return;
+        }
+        if self.wf.steps[idx].approval.is_some() && !self.is_approved(idx) {
+            self.set_step(
+                idx,
+                StepStatus::WaitingApproval,
+                LogLevel::Info,
+                "waiting for approval",
+            );
+            return;
+        }
+        if self.wf.steps[idx].foreach.is_some() {
+            self.begin_foreach(idx);
+            return;
+        }
+        if let Some(start) = self.prepare(idx) {
+            let n = start.first_attempt;
+            let action = self.wf.steps[idx].action_name.clone();
+            self.set_step(
+                idx,
+                StepStatus::Running,
+                LogLevel::Info,
+                format!("started ({action}, attempt {n})"),
+            );
+            starts.push(start);
         }
     }
 
