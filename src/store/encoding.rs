@@ -78,15 +78,24 @@ pub fn page<T>(mut items: Vec<T>, limit: usize, cursor_of: impl Fn(&T) -> String
 /// ` AND status IN ('A','B')` for a guard's statuses, empty without them. Closed-enum
 /// names only, so inlining them is safe and keeps one statement per set.
 pub fn status_condition(guard: &Guard) -> String {
-    match &guard.status_in {
-        Some(statuses) => {
-            let list: Vec<String> = statuses
-                .iter()
-                .map(|s| format!("'{}'", s.as_str()))
-                .collect();
-            format!(" AND status IN ({})", list.join(","))
+    let mut sql = String::new();
+    push_status_condition(&mut sql, guard);
+    sql
+}
+
+/// Appends [`status_condition`] to `sql`.
+pub fn push_status_condition(sql: &mut String, guard: &Guard) {
+    if let Some(statuses) = &guard.status_in {
+        sql.push_str(" AND status IN (");
+        for (i, status) in statuses.iter().enumerate() {
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push('\'');
+            sql.push_str(status.as_str());
+            sql.push('\'');
         }
-        None => String::new(),
+        sql.push(')');
     }
 }
 
