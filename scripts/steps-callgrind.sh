@@ -8,12 +8,14 @@
 # target/release/orchestrator; the template sandbox needs it to be named `orchestrator`)
 # serves config.yaml on another with a fresh store in a temporary directory. Ten warm-up
 # runs of W10 (the bench's ten sequential GETs; STEPS of them when set) are started and
-# awaited, the counters are
-# zeroed, RUNS (default 100) runs are started by `POST /v1/runs` one after the other and
-# awaited (two `GET /v1/runs?status=…&limit=1&view=summary` a second), and the instructions counted
-# over them are printed in all and per step. With ANNOTATE_OUT, callgrind_annotate's
-# inclusive listing is written there and
-# callgrind's own file beside it (ANNOTATE_OUT.callgrind, for callgrind_annotate --tree).
+# awaited, the counters are zeroed, RUNS (default 100) runs are started by `POST /v1/runs`
+# one after the other and awaited (two `GET /v1/runs?status=…&limit=1&view=summary` a
+# second), and the instructions counted over them are printed in all and per step. With
+# ANNOTATE_OUT, callgrind_annotate's inclusive listing is written there and callgrind's own
+# file beside it (ANNOTATE_OUT.callgrind, for `callgrind_annotate --tree=both`).
+# CALLGRIND_ARGS passes more options to valgrind, e.g. `--toggle-collect='*put_step*'` to
+# count one function alone. Work the server does by the clock (key passes, checkpoints, the
+# polls) grows when the host is busy: count with nothing else running.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 bin=$(realpath "${1:-$repo/target/release/orchestrator}")
