@@ -315,6 +315,7 @@ mod tests {
     /// type `a` for even ids and `b` for odd ones.
     fn outbox(n: i64) -> Connection {
         let conn = Connection::open_in_memory().unwrap();
+        super::super::pool::plan_stably(&conn).unwrap();
         super::super::migrate(&conn).unwrap();
         append(&conn, 1..=n);
         conn
