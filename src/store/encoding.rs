@@ -78,24 +78,15 @@ pub fn page<T>(mut items: Vec<T>, limit: usize, cursor_of: impl Fn(&T) -> String
 /// ` AND status IN ('A','B')` for a guard's statuses, empty without them. Closed-enum
 /// names only, so inlining them is safe and keeps one statement per set.
 pub fn status_condition(guard: &Guard) -> String {
-    let mut sql = String::new();
-    push_status_condition(&mut sql, guard);
-    sql
-}
-
-/// Appends [`status_condition`] to `sql`.
-pub fn push_status_condition(sql: &mut String, guard: &Guard) {
-    if let Some(statuses) = &guard.status_in {
-        sql.push_str(" AND status IN (");
-        for (i, status) in statuses.iter().enumerate() {
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push('\'');
-            sql.push_str(status.as_str());
-            sql.push('\'');
+    match &guard.status_in {
+        Some(statuses) => {
+            let list: Vec<String> = statuses
+                .iter()
+                .map(|s| format!("'{}'", s.as_str()))
+                .collect();
+            format!(" AND status IN ({})", list.join(","))
         }
-        sql.push(')');
+        None => String::new(),
     }
 }
 
@@ -107,6 +98,20 @@ pub fn guard_conflict(
     rev: i64,
     owner: Option<&str>,
 ) -> StoreError {
+    guard_refusal(run_id, guard, status, rev, owner).unwrap_or_else(|| {
+        StoreError::Conflict(format!("run {run_id} did not match the expected state"))
+    })
+}
+
+/// The conflict `guard` raises against run `run_id` as it is, naming the first condition
+/// that fails; `None` when the guard holds.
+pub fn guard_refusal(
+    run_id: &str,
+    guard: &Guard,
+    status: &str,
+    rev: i64,
+    owner: Option<&str>,
+) -> Option<StoreError> {
     let reason = if guard
         .status_in
         .as_ref()
@@ -118,9 +123,9 @@ pub fn guard_conflict(
     } else if guard.rev.is_some_and(|r| r as i64 != rev) {
         format!("run {run_id} changed concurrently")
     } else {
-        format!("run {run_id} did not match the expected state")
+        return None;
     };
-    StoreError::Conflict(reason)
+    Some(StoreError::Conflict(reason))
 }
 
 #[cfg(test)]
@@ -179,5 +184,7 @@ mod tests {
             reason("RUNNING", 4, Some("a")),
             "run run_1 changed concurrently"
         );
+        assert!(guard_refusal("run_1", &guard, "RUNNING", 3, Some("a")).is_none());
+        assert!(guard_refusal("run_1", &guard, "PENDING", 4, Some("a")).is_some());
     }
 }

@@ -4,10 +4,8 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::model::{LogEntry, NewEvent, NewLogEntry, now};
-use crate::store::encoding::{guard_conflict, push_status_condition};
-use crate::store::{
-    Committed, CreatedRun, Guard, LogLimits, NewRun, OwnerChange, StoreError, Transition,
-};
+use crate::store::encoding::guard_refusal;
+use crate::store::{Committed, CreatedRun, LogLimits, NewRun, OwnerChange, StoreError, Transition};
 
 use super::pool::unavailable;
 use super::rows::{StepWrite, load_run, ms, put_logs, put_step, to_json};
@@ -169,19 +167,21 @@ fn put_events(
     Ok(())
 }
 
-/// Applies a guarded transition. It refuses only before its first write (the guarded
-/// update is its first write); every later error is a database failure, so the writer
-/// runs it without a savepoint of its own.
+/// Applies a guarded transition. It refuses only before its first write (the guard is
+/// checked against the row it reads first); every later error is a database failure, so
+/// the writer runs it without a savepoint of its own.
 pub fn commit(conn: &Connection, tx: Transition) -> Result<Committed, StoreError> {
     let at = now();
-    // Read before writing: the row's counters number the new log entries and events, and
-    // the indexed head columns that keep their values are left out of the `UPDATE` (SQLite
-    // rewrites an index's entry whenever one of its columns is set, to a new value or not;
-    // `status` alone is in two indexes, and most steps change neither it nor the times).
+    // Read before writing: the guard is checked against the row (the writer is the store's
+    // only one, so nothing changes it before the update), its counters number the new log
+    // entries and events, and the indexed head columns that keep their values are left out
+    // of the `UPDATE` (SQLite rewrites an index's entry whenever one of its columns is set,
+    // to a new value or not; `status` alone is in two indexes, and most steps change
+    // neither it nor the times).
     let Some(before) = conn
         .prepare_cached(
-            "SELECT rev, log_seq, event_seq, workflow_id, status, finished_at, approval_deadline \
-             FROM runs WHERE id = ?1",
+            "SELECT rev, log_seq, event_seq, workflow_id, status, finished_at, approval_deadline, \
+             owner FROM runs WHERE id = ?1",
         )
         .and_then(|mut s| {
             s.query_row([&tx.run_id], |r| {
@@ -193,6 +193,7 @@ pub fn commit(conn: &Connection, tx: Transition) -> Result<Committed, StoreError
                     status: r.get(4)?,
                     finished_at: r.get(5)?,
                     approval_deadline: r.get(6)?,
+                    owner: r.get(7)?,
                 })
             })
             .optional()
@@ -201,6 +202,10 @@ pub fn commit(conn: &Connection, tx: Transition) -> Result<Committed, StoreError
     else {
         return Err(StoreError::NotFound(format!("run {}", tx.run_id)));
     };
+    let owner = before.owner.as_deref();
+    if let Some(refused) = guard_refusal(&tx.run_id, &tx.guard, &before.status, before.rev, owner) {
+        return Err(refused);
+    }
     let mut sql = String::from(
         "UPDATE runs SET rev = rev + 1, updated_at = ?1, log_seq = log_seq + ?2, event_seq = event_seq + ?3",
     );
@@ -279,17 +284,12 @@ pub fn commit(conn: &Connection, tx: Transition) -> Result<Committed, StoreError
     }
     args.push(Box::new(tx.run_id.clone()));
     push_mark(&mut sql, " WHERE id = ?", args.len());
-    append_guard(&mut sql, &mut args, &tx.guard);
     // No RETURNING: the new numbers follow from the row read above (and SQLite builds an
     // ephemeral table for RETURNING, which costs more than that read).
     let params: Vec<&dyn rusqlite::ToSql> = args.iter().map(|b| b.as_ref()).collect();
-    let changed = conn
-        .prepare_cached(&sql)
+    conn.prepare_cached(&sql)
         .and_then(|mut s| s.execute(params.as_slice()))
         .map_err(unavailable)?;
-    if changed == 0 {
-        return Err(guard_failure(conn, &tx.run_id, &tx.guard));
-    }
     let rev = before.rev + 1;
     let log_seq = before.log_seq + tx.logs.len() as i64;
     let event_seq = before.event_seq + tx.events.len() as i64;
@@ -342,18 +342,7 @@ struct Before {
     status: String,
     finished_at: Option<i64>,
     approval_deadline: Option<i64>,
-}
-
-fn append_guard(sql: &mut String, args: &mut Vec<Box<dyn rusqlite::ToSql>>, guard: &Guard) {
-    if let Some(rev) = guard.rev {
-        args.push(Box::new(rev as i64));
-        push_mark(sql, " AND rev = ?", args.len());
-    }
-    if let Some(owner) = &guard.owner {
-        args.push(Box::new(owner.clone()));
-        push_mark(sql, " AND owner = ?", args.len());
-    }
-    push_status_condition(sql, guard);
+    owner: Option<String>,
 }
 
 /// Appends `text` and then parameter number `n` (the commit builds its statement for each
@@ -368,21 +357,6 @@ fn push_number(sql: &mut String, n: usize) {
         push_number(sql, n / 10);
     }
     sql.push(char::from(b'0' + (n % 10) as u8));
-}
-
-/// Explains why a guarded update matched no row.
-fn guard_failure(conn: &Connection, run_id: &str, guard: &Guard) -> StoreError {
-    let found: Option<(String, i64, Option<String>)> = conn
-        .prepare_cached("SELECT status, rev, owner FROM runs WHERE id = ?1")
-        .and_then(|mut s| {
-            s.query_row([run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .optional()
-        })
-        .unwrap_or(None);
-    match found {
-        None => StoreError::NotFound(format!("run {run_id}")),
-        Some((status, rev, owner)) => guard_conflict(run_id, guard, &status, rev, owner.as_deref()),
-    }
 }
 
 /// Claims runs that need an owner.
