@@ -172,6 +172,24 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
             MIGRATIONS.len()
         )));
     }
+    // Main carried, for an evening (2026-12-01, `cfc3dce`..`cae9dca`), a withdrawn
+    // migration 8 that moved step changes into a `run_journal` table. A store it wrote is
+    // at version 8 without this version's 8, and its journal holds step changes no
+    // reader here applies: refuse it rather than open it with those changes missing.
+    let journal: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'run_journal')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(unavailable)?;
+    if journal {
+        return Err(StoreError::unavailable(
+            "the database was written by a development build with a per-run journal \
+             (schema version 8 of main between cfc3dce and cae9dca, since withdrawn); \
+             finish its runs with that build, or start from a new database",
+        ));
+    }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
         conn.execute_batch(&format!(
             "BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {}; COMMIT;",
@@ -622,5 +640,42 @@ impl Curation for SqliteStore {
         self.readers
             .read(move |conn| curation::deleted_run(conn, &id))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_written_with_the_withdrawn_journal_is_refused_and_left_as_it_was() {
+        let conn = Connection::open_in_memory().unwrap();
+        for sql in &MIGRATIONS[..7] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(
+            "CREATE TABLE run_journal (run_id TEXT NOT NULL, log_end INTEGER NOT NULL, \
+             rev INTEGER NOT NULL, steps TEXT, PRIMARY KEY (run_id, log_end, rev)) \
+             STRICT, WITHOUT ROWID; PRAGMA user_version = 8;",
+        )
+        .unwrap();
+        let refused = migrate(&conn).unwrap_err();
+        assert!(refused.to_string().contains("per-run journal"), "{refused}");
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 8);
+        let typed: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('events') WHERE name = 'type'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(typed, 0);
+
+        let fresh = Connection::open_in_memory().unwrap();
+        migrate(&fresh).unwrap();
+        migrate(&fresh).unwrap();
     }
 }
