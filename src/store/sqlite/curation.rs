@@ -359,13 +359,7 @@ pub fn delete_run(conn: &Connection, id: &str, by: &str) -> Result<Deletion, Sto
         });
     };
     super::event_keys::forget_runs(conn, &[id.to_owned()])?;
-    for table in [
-        "step_runs",
-        "tasks",
-        "approvals",
-        "run_logs",
-        "idempotency_keys",
-    ] {
+    for table in super::lifecycle::RUN_CHILDREN {
         conn.prepare_cached(&format!("DELETE FROM {table} WHERE run_id = ?1"))
             .and_then(|mut s| s.execute([id]))
             .map_err(unavailable)?;

@@ -16,8 +16,8 @@ use super::pool::unavailable;
 use super::rows::ms;
 
 /// The tables holding a run's rows besides `runs` itself and its hook events, each keyed
-/// by `run_id`.
-const RUN_CHILDREN: [&str; 5] = [
+/// by `run_id` (retention and deletion both clear them).
+pub(super) const RUN_CHILDREN: [&str; 5] = [
     "step_runs",
     "tasks",
     "approvals",
