@@ -14,7 +14,11 @@
 # ANNOTATE_OUT, callgrind_annotate's inclusive listing is written there and callgrind's own
 # file beside it (ANNOTATE_OUT.callgrind, for `callgrind_annotate --tree=both`).
 # CALLGRIND_ARGS passes more options to valgrind, e.g. `--toggle-collect='*put_step*'` to
-# count one function alone. Work the server does by the clock (key passes, checkpoints, the
+# count one function alone. WAIT says how each counted run is awaited: `list` (the default:
+# started one after the other, awaited together by the list polls above), `stream` (started
+# and followed on its log stream to `end`) or `poll` (started and read by `GET
+# /v1/runs/{id}` every 5 ms until it ends; the reads per run are printed), these two by
+# CLIENTS (default 10) clients at once, each starting its next run when one ended. Work the server does by the clock (key passes, checkpoints, the
 # polls) grows when the host is busy: count with nothing else running.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -73,7 +77,42 @@ settle() {
 }
 start 10; settle
 callgrind_control -z "$server" >/dev/null 2>&1
-start "$runs"; settle
+case "${WAIT:-list}" in
+  list) start "$runs"; settle ;;
+  stream | poll) python3 - "$port" "$wf" "$runs" "$WAIT" "${CLIENTS:-10}" <<'PY'
+import http.client, json, sys, threading, time
+port, wf, runs, wait, clients = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+reads, lock = [0], threading.Lock()
+def client(n):
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    def call(method, path, body=None):
+        conn.request(method, path, body=body, headers={"content-type": "application/json"})
+        return json.loads(conn.getresponse().read())
+    for _ in range(n):
+        run = call("POST", "/v1/runs", json.dumps({"workflow_id": wf}))["id"]
+        if wait == "stream":
+            stream = http.client.HTTPConnection("127.0.0.1", port)
+            stream.request("GET", f"/v1/runs/{run}/logs/stream")
+            body = stream.getresponse()
+            while not body.readline().startswith(b"event: end"):
+                pass
+            stream.close()
+            continue
+        while True:
+            with lock:
+                reads[0] += 1
+            if call("GET", f"/v1/runs/{run}")["status"] in ("SUCCEEDED", "FAILED", "CANCELED"):
+                break
+            time.sleep(0.005)
+threads = [threading.Thread(target=client, args=(runs // clients + (i < runs % clients),)) for i in range(clients)]
+for t in threads: t.start()
+for t in threads: t.join()
+if wait == "poll":
+    print(f"reads per run: {reads[0] / runs:.1f}")
+PY
+    settle ;;
+  *) echo "WAIT is list, stream or poll" >&2; exit 2 ;;
+esac
 callgrind_control -d "$server" >/dev/null 2>&1
 done_runs=$(curl -sf "$url/v1/runs?status=SUCCEEDED&limit=500" | python3 -c 'import sys, json; print(len(json.load(sys.stdin)["items"]))')
 kill "$server"
