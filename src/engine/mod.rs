@@ -318,7 +318,7 @@ impl Engine {
             return Ok(view.document());
         }
         let run = self.shared.store.get_run(id).await?;
-        let view = Arc::new(views::RunView::new(run));
+        let view = Arc::new(views::RunView::new(&run));
         self.shared.offer_view(id, view.clone());
         Ok(view.document())
     }

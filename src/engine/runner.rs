@@ -27,6 +27,7 @@ use super::decide::Intervention;
 use super::lease::Fence;
 use super::shared::Shared;
 use super::state::{Phase, RunState, Start, count_tokens};
+use super::views::RunPieces;
 use crate::actions::{Effect, Failure, Outcome, Parking};
 use crate::model::{Attempt, LogLevel, Run, RunStatus};
 use crate::outbound::Backoff;
@@ -77,6 +78,8 @@ struct Runner {
     fence: Arc<Fence>,
     /// When the last commit was made (item progress waits at most [`ITEM_FLUSH`]).
     last_commit: Instant,
+    /// The run's members as served, for its view while someone reads it.
+    pieces: RunPieces,
 }
 
 /// Executes run `run_id` until it leaves this server. `run` is the run when the caller
@@ -112,6 +115,7 @@ pub async fn drive(
             starting: false,
             fence: shared.fences.of(&run_id),
             last_commit: Instant::now(),
+            pieces: RunPieces::default(),
         };
         runner.run().await
     }
@@ -542,8 +546,10 @@ impl Runner {
                     // The guard named this server: the run was ours when it was sent.
                     self.fence.prove(sent);
                     self.last_commit = Instant::now();
+                    let (steps, context, all) = self.state.rewritten();
+                    self.pieces.changed(steps, context, all);
                     self.state.committed(committed.rev, committed.at);
-                    self.shared.publish_view(&self.state.run);
+                    self.shared.publish_view(&self.state.run, &mut self.pieces);
                     if std::mem::take(&mut self.starting) {
                         self.shared.metrics.run_started();
                     }

@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 use super::decide::Intervention;
 use super::runner::{self, RunMessage};
 use super::state::RunState;
-use super::views::{RunView, ViewSlot};
+use super::views::{RunPieces, RunView, ViewSlot};
 use super::{EngineError, Settings, StartRun, WORKFLOW_CACHE};
 use crate::actions::Registry;
 use crate::definition::{Validator, Workflow};
@@ -360,9 +360,9 @@ impl Shared {
         }
     }
 
-    /// Publishes the run a task has just committed, when someone reads it. The copy is
-    /// taken outside the lock.
-    pub(super) fn publish_view(&self, run: &Run) {
+    /// Publishes the run a task has just committed, when someone reads it, from the
+    /// task's pieces of it (written outside the lock).
+    pub(super) fn publish_view(&self, run: &Run, pieces: &mut RunPieces) {
         let wanted = self
             .active
             .lock()
@@ -370,7 +370,7 @@ impl Shared {
             .and_then(|a| a.get(&run.id).map(|a| a.view.wants(run.control.rev)))
             .unwrap_or(false);
         if wanted {
-            self.offer_view(&run.id, Arc::new(RunView::new(run.clone())));
+            self.offer_view(&run.id, Arc::new(pieces.view(run)));
         }
     }
 

@@ -9,42 +9,103 @@
 //! an older view. Runs are only published while someone reads them (the first read of a
 //! run marks it watched), so runs nobody polls pay nothing.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use bytes::Bytes;
+use serde_json::value::{RawValue, to_raw_value};
 
 use crate::model::Run;
 
 /// A run's JSON as served, at one revision.
+#[derive(Clone)]
 pub struct RunDocument {
     pub rev: u64,
     pub body: Bytes,
 }
 
-/// A committed run at one revision, serialised on first read.
+/// A committed run at one revision, serialised.
 pub(super) struct RunView {
-    rev: u64,
-    run: Run,
-    body: OnceLock<Bytes>,
+    doc: RunDocument,
 }
 
 impl RunView {
-    pub(super) fn new(run: Run) -> Self {
+    /// The view of a run read from the store.
+    pub(super) fn new(run: &Run) -> Self {
         Self {
-            rev: run.control.rev,
-            run,
-            body: OnceLock::new(),
+            doc: RunDocument {
+                rev: run.control.rev,
+                // A `Run` holds only JSON values and plain fields: it always serialises.
+                body: Bytes::from(serde_json::to_vec(run).unwrap_or_default()),
+            },
         }
     }
 
+    pub(super) fn rev(&self) -> u64 {
+        self.doc.rev
+    }
+
     pub(super) fn document(&self) -> RunDocument {
-        let body = self.body.get_or_init(|| {
-            // A `Run` holds only JSON values and plain fields: it always serialises.
-            Bytes::from(serde_json::to_vec(&self.run).unwrap_or_default())
-        });
-        RunDocument {
-            rev: self.rev,
-            body: body.clone(),
+        self.doc.clone()
+    }
+}
+
+/// The JSON of a run's context and of each of its steps, kept by the run's task while
+/// the run is watched, so that a commit rewrites only what it changed.
+///
+/// Invariant: a piece that is present is the JSON of the committed member. Every commit
+/// reports the steps and whether the context it wrote changed ([`Self::changed`]), the
+/// same record the store writes from, before [`Self::view`] is asked for.
+#[derive(Default)]
+pub(super) struct RunPieces {
+    context: Option<Box<RawValue>>,
+    steps: Vec<Option<Box<RawValue>>>,
+}
+
+impl RunPieces {
+    /// Forgets the pieces a commit changed: the steps `steps`, the context when
+    /// `context`, everything when `all` (a re-run replaced the steps).
+    pub(super) fn changed(
+        &mut self,
+        steps: impl IntoIterator<Item = usize>,
+        context: bool,
+        all: bool,
+    ) {
+        if all {
+            self.context = None;
+            self.steps.clear();
+            return;
+        }
+        if context {
+            self.context = None;
+        }
+        for i in steps {
+            if let Some(piece) = self.steps.get_mut(i) {
+                *piece = None;
+            }
+        }
+    }
+
+    /// The view of `run` as committed, writing only the pieces that are missing.
+    pub(super) fn view(&mut self, run: &Run) -> RunView {
+        if self.steps.len() != run.steps.len() {
+            self.steps.clear();
+            self.steps.resize_with(run.steps.len(), || None);
+        }
+        // A run holds only JSON values and plain fields: its members always serialise.
+        let context = self
+            .context
+            .get_or_insert_with(|| to_raw_value(&run.context).unwrap_or_default());
+        for (piece, step) in self.steps.iter_mut().zip(&run.steps) {
+            if piece.is_none() {
+                *piece = to_raw_value(step).ok();
+            }
+        }
+        let body = serde_json::to_vec(&run.served_with(context, &self.steps)).unwrap_or_default();
+        RunView {
+            doc: RunDocument {
+                rev: run.control.rev,
+                body: Bytes::from(body),
+            },
         }
     }
 }
@@ -75,21 +136,21 @@ impl ViewSlot {
 
     /// True when the run task should offer its run at `rev`.
     pub(super) fn wants(&self, rev: u64) -> bool {
-        self.watched && rev >= self.known && self.view.as_ref().is_none_or(|v| v.rev < rev)
+        self.watched && rev >= self.known && self.view.as_ref().is_none_or(|v| v.rev() < rev)
     }
 
     /// Revision `rev` is committed: an older view is no longer served.
     pub(super) fn committed(&mut self, rev: u64) {
         self.known = self.known.max(rev);
-        if self.view.as_ref().is_some_and(|v| v.rev < rev) {
+        if self.view.as_ref().is_some_and(|v| v.rev() < rev) {
             self.view = None;
         }
     }
 
     /// Keeps `view` unless a newer revision is known or held.
     pub(super) fn offer(&mut self, view: Arc<RunView>) {
-        if view.rev >= self.known && self.view.as_ref().is_none_or(|v| v.rev < view.rev) {
-            self.known = view.rev;
+        if view.rev() >= self.known && self.view.as_ref().is_none_or(|v| v.rev() < view.rev()) {
+            self.known = view.rev();
             self.view = Some(view);
         }
     }
@@ -98,9 +159,11 @@ impl ViewSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{StepRun, StepStatus};
+    use serde_json::json;
 
-    fn view(rev: u64) -> Arc<RunView> {
-        let run = Run {
+    fn run(rev: u64) -> Run {
+        Run {
             id: "run-test".into(),
             workflow_id: "wf".into(),
             workflow_version: 1,
@@ -123,8 +186,11 @@ mod tests {
                 rev,
                 ..Default::default()
             },
-        };
-        Arc::new(RunView::new(run))
+        }
+    }
+
+    fn view(rev: u64) -> Arc<RunView> {
+        Arc::new(RunView::new(&run(rev)))
     }
 
     #[test]
@@ -139,7 +205,7 @@ mod tests {
         assert!(slot.read().is_none());
         assert!(slot.wants(3));
         slot.offer(view(3));
-        assert_eq!(slot.read().map(|v| v.rev), Some(3));
+        assert_eq!(slot.read().map(|v| v.rev()), Some(3));
         assert!(!slot.wants(3), "a revision is published once");
     }
 
@@ -160,7 +226,7 @@ mod tests {
         );
         assert!(!slot.wants(4));
         slot.offer(view(5));
-        assert_eq!(slot.read().map(|v| v.rev), Some(5));
+        assert_eq!(slot.read().map(|v| v.rev()), Some(5));
     }
 
     #[test]
@@ -169,7 +235,7 @@ mod tests {
         slot.read();
         slot.offer(view(7));
         slot.offer(view(6));
-        assert_eq!(slot.read().map(|v| v.rev), Some(7));
+        assert_eq!(slot.read().map(|v| v.rev()), Some(7));
     }
 
     #[test]
@@ -179,5 +245,66 @@ mod tests {
         assert_eq!(doc.rev, 2);
         let parsed: serde_json::Value = serde_json::from_slice(&doc.body).unwrap();
         assert_eq!(parsed["id"], "run-test");
+    }
+
+    fn body(view: &RunView) -> String {
+        String::from_utf8(view.document().body.to_vec()).unwrap()
+    }
+
+    fn step(name: &str) -> StepRun {
+        StepRun::pending(name.into(), name.into(), "http".into())
+    }
+
+    #[test]
+    fn pieces_rewrite_what_a_commit_changed_and_serve_the_runs_json() {
+        let mut run = run(1);
+        run.steps = vec![step("a"), step("b"), step("c")];
+        let mut pieces = RunPieces::default();
+        assert_eq!(
+            body(&pieces.view(&run)),
+            serde_json::to_string(&run).unwrap()
+        );
+
+        run.steps[1].status = StepStatus::Succeeded;
+        run.steps[1].output = Some(json!({"n": 1}));
+        run.control.rev = 2;
+        pieces.changed([1], false, false);
+        let view = pieces.view(&run);
+        assert_eq!(view.rev(), 2);
+        assert_eq!(body(&view), serde_json::to_string(&run).unwrap());
+
+        run.context.insert("k".into(), json!("v"));
+        pieces.changed([], true, false);
+        assert_eq!(
+            body(&pieces.view(&run)),
+            serde_json::to_string(&run).unwrap()
+        );
+
+        run.steps = vec![step("x"), step("y"), step("z")];
+        pieces.changed([], false, true);
+        assert_eq!(
+            body(&pieces.view(&run)),
+            serde_json::to_string(&run).unwrap()
+        );
+
+        run.steps.push(step("w"));
+        pieces.changed([3], false, false);
+        assert_eq!(
+            body(&pieces.view(&run)),
+            serde_json::to_string(&run).unwrap()
+        );
+    }
+
+    #[test]
+    fn pieces_a_commit_did_not_change_are_not_written_again() {
+        let mut run = run(1);
+        run.steps = vec![step("a"), step("b")];
+        let mut pieces = RunPieces::default();
+        pieces.view(&run);
+        // Not reported by a commit: the step's piece stays as it was.
+        run.steps[0].status = StepStatus::Failed;
+        pieces.changed([1], false, false);
+        let served: serde_json::Value = serde_json::from_str(&body(&pieces.view(&run))).unwrap();
+        assert_eq!(served["steps"][0]["status"], "PENDING");
     }
 }

@@ -15,6 +15,9 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 pub mod rfc3339;
+mod served;
+
+pub use served::ServedRun;
 
 /// Wall-clock time as stored and served (RFC 3339, UTC).
 pub type Timestamp = DateTime<Utc>;

@@ -234,6 +234,17 @@ impl RunState {
         self.run.updated_at = at;
     }
 
+    /// The served members the recorded changes rewrite: the steps (by index), whether
+    /// the context, and whether a re-run replaced the steps.
+    pub fn rewritten(&self) -> (impl Iterator<Item = usize> + '_, bool, bool) {
+        let changes = &self.changes;
+        (
+            changes.steps.iter().copied(),
+            changes.context,
+            changes.rerun,
+        )
+    }
+
     /// The log entries recorded since the last commit (for tests and metrics).
     pub fn recorded_logs(&self) -> &[NewLogEntry] {
         &self.changes.logs
