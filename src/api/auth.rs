@@ -36,7 +36,7 @@ pub async fn authorize(
         Some(state) if !state.auth.is_empty() => state.auth.clone(),
         _ => return Ok(next.call(req).await?.map_into_left_body()),
     };
-    let access = access_of(req.method().as_str(), req.match_pattern().as_deref());
+    let access = access_of(req.method().as_str(), super::route_of(&req));
     match decide(&tokens, access, req.headers()) {
         Ok(caller) => {
             if let Some(caller) = caller {

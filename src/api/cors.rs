@@ -41,7 +41,7 @@ pub async fn cors(
         && req
             .headers()
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
-        && let Some(methods) = methods_of(req.match_pattern().as_deref())
+        && let Some(methods) = methods_of(super::route_of(&req))
     {
         let response = preflight(req.headers(), origin.as_ref(), &methods);
         return Ok(req.into_response(response).map_into_right_body());

@@ -42,7 +42,7 @@ mod workflows;
 
 use std::sync::Arc;
 
-use actix_web::dev::Payload;
+use actix_web::dev::{Payload, ServiceRequest};
 use actix_web::{FromRequest, HttpMessage, HttpRequest, HttpResponse, web};
 use futures::future::{Ready, ready};
 use serde::Deserialize;
@@ -127,6 +127,27 @@ pub fn access_of(method: &str, pattern: Option<&str>) -> Option<Access> {
         .iter()
         .find(|r| r.path == pattern && r.method.eq_ignore_ascii_case(method))
         .map(|r| r.access)
+}
+
+/// The route pattern a request matched, kept in its extensions: the middlewares and the
+/// `405` answer each need it, and actix finds it by matching the path again (a walk over
+/// the routes' regular expressions) at every call.
+#[derive(Clone, Copy)]
+struct Matched(Option<&'static str>);
+
+/// The pattern of the route `req` matches (`/v1/runs/{id}`), `None` when none does;
+/// found once per request.
+pub fn route_of(req: &ServiceRequest) -> Option<&'static str> {
+    if let Some(matched) = req.extensions().get::<Matched>() {
+        return matched.0;
+    }
+    let pattern = req.match_pattern();
+    let matched = pattern
+        .as_deref()
+        .and_then(|p| ROUTES.iter().find(|r| r.path == p))
+        .map(|r| r.path);
+    req.extensions_mut().insert(Matched(matched));
+    matched
 }
 
 /// `api { path => [method access handler, …], … } console { … }`, each block in matching

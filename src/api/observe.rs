@@ -37,8 +37,7 @@ pub async fn observe(
     let started = Instant::now();
     let id = request_id(req.headers());
     let method = req.method().as_str().to_owned();
-    let route = req.match_pattern();
-    let route = route.as_deref().unwrap_or(UNMATCHED).to_owned();
+    let route = super::route_of(&req).unwrap_or(UNMATCHED);
     let metrics = req
         .app_data::<web::Data<AppState>>()
         .map(|s| s.metrics.clone());
@@ -51,7 +50,7 @@ pub async fn observe(
     };
     let took = started.elapsed();
     if let Some(metrics) = metrics {
-        metrics.http_request(&method, &route, status.as_u16(), took);
+        metrics.http_request(&method, route, status.as_u16(), took);
     }
     tracing::debug!(parent: &span, status = status.as_u16(), took_us = took.as_micros() as u64, "answered");
     let mut res = result?;

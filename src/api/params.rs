@@ -104,10 +104,8 @@ pub async fn strict_query(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
-    let pattern = req.match_pattern();
-    let open = pattern
-        .as_ref()
-        .is_some_and(|p| OPEN_QUERY.contains(&p.as_str()));
+    let pattern = super::route_of(&req);
+    let open = pattern.is_some_and(|p| OPEN_QUERY.contains(&p));
     if let Some(error) = holds_nul(req.path(), if open { "" } else { req.query_string() }) {
         return Ok(req
             .into_response(error.error_response())
@@ -116,7 +114,7 @@ pub async fn strict_query(
     let refused = match (req.query_string(), pattern) {
         ("", _) | (_, None) => None,
         _ if open => None,
-        (query, Some(pattern)) => unknown(req.method().as_str(), &pattern, query),
+        (query, Some(pattern)) => unknown(req.method().as_str(), pattern, query),
     };
     let Some((name, allowed)) = refused else {
         return Ok(next.call(req).await?.map_into_left_body());
