@@ -129,19 +129,26 @@ pub fn access_of(method: &str, pattern: Option<&str>) -> Option<Access> {
         .map(|r| r.access)
 }
 
-/// The route pattern a request matched, kept in its extensions: the middlewares and the
-/// `405` answer each need it, and actix finds it by matching the path again (a walk over
-/// the routes' regular expressions) at every call.
+/// The route pattern a request matches, kept in its extensions: each middleware needs it,
+/// and finding it is a walk over the routes' regular expressions.
 #[derive(Clone, Copy)]
 struct Matched(Option<&'static str>);
 
-/// The pattern of the route `req` matches (`/v1/runs/{id}`), `None` when none does;
+/// The pattern of the route `req` is dispatched to (`/v1/runs/{id}`), `None` when none;
 /// found once per request.
+///
+/// Before routing, actix's `match_pattern` matches the path as received, while the router
+/// matches it with percent-escapes of plain characters decoded: `/v1/runs/x/c%61ncel`
+/// matched no pattern there and was still dispatched to `cancel`, so the token check let
+/// any role through. This matches the path the router matches.
 pub fn route_of(req: &ServiceRequest) -> Option<&'static str> {
     if let Some(matched) = req.extensions().get::<Matched>() {
         return matched.0;
     }
-    let pattern = req.match_pattern();
+    let pattern = req
+        .request()
+        .resource_map()
+        .match_pattern(req.match_info().as_str());
     let matched = pattern
         .as_deref()
         .and_then(|p| ROUTES.iter().find(|r| r.path == p))

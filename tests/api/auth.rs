@@ -202,6 +202,52 @@ async fn readers_read_stream_and_validate_but_only_admins_write() {
     }
 }
 
+/// `path` with its first letter, and the first letter of its last segment, written as
+/// percent-escapes (`/v1/runs/x/cancel` → `/%761/runs/x/%63ancel`): the same route to the
+/// router, which decodes them.
+fn escaped(path: &str) -> String {
+    let escape = |s: &str| match s.char_indices().find(|(_, c)| c.is_ascii_lowercase()) {
+        Some((at, c)) => format!("{}%{:02X}{}", &s[..at], c as u32, &s[at + 1..]),
+        None => s.to_owned(),
+    };
+    let first = escape(path);
+    match first.rsplit_once('/') {
+        Some((head, last)) if !last.is_empty() => format!("{head}/{}", escape(last)),
+        _ => first,
+    }
+}
+
+#[tokio::test]
+async fn a_path_with_escaped_letters_is_held_to_its_routes_access() {
+    let app = secured().await;
+    let ids = fixtures(&app).await;
+    let reader = TestApp::client_with_token(READER);
+    for route in ROUTES.iter().filter(|r| r.access != Access::Open) {
+        let path = escaped(&concrete(route.path, &ids));
+        let what = format!("{} {path}", route.method);
+        let status = call(&reader, &app, route.method, &path).await.status();
+        if matches!(route.access, Access::Write | Access::Signed | Access::Work) {
+            assert_eq!(status, 403, "{what}");
+        } else {
+            assert!(
+                status != 401 && status != 403,
+                "{what} refused a reader: {status}"
+            );
+        }
+    }
+    assert_eq!(app.run(&ids.run).await["status"], "WAITING_APPROVAL");
+    assert_eq!(
+        app.get(&format!("/v1/workflows/{}", ids.workflow))
+            .await
+            .status(),
+        200,
+        "the workflow was not archived"
+    );
+    let no_token = reqwest::Client::new();
+    let path = escaped(&format!("/v1/runs/{}/cancel", ids.run));
+    assert_problem(call(&no_token, &app, "post", &path).await, 401, &path).await;
+}
+
 #[tokio::test]
 async fn workers_may_use_the_worker_api_and_read_queues_but_nothing_else() {
     let app = secured().await;
