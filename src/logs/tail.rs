@@ -3,8 +3,9 @@
 //!
 //! Invariant: entries come out in `seq` order, each exactly once, with no gap. The store
 //! is the source of truth; the live feed only saves reads. That holds because
-//! - the tail subscribes *before* its last store read, so an entry committed after that
-//!   read is published after the subscription exists and reaches the feed;
+//! - the tail of a run not yet over subscribes *before* it reads the store, so an entry
+//!   committed after that read is published after the subscription exists and reaches
+//!   the feed;
 //! - it delivers a live entry only when its `seq` is the next one, drops repeats, and goes
 //!   back to the store on a gap or when the feed says entries were dropped for it;
 //! - it ends only when it has read the store up to its current end and the run, as the
@@ -155,6 +156,11 @@ impl LogTail {
     /// One step of reading the store; true when the log is complete.
     async fn catch_up(&mut self) -> Result<bool, StoreError> {
         if !self.caught_up {
+            if self.sub.is_none() && !self.status.is_terminal() {
+                // Subscribed before the read: what the read misses reaches the feed, so a
+                // live run's tail reads the store once before it goes live, not twice.
+                self.sub = Some(self.hub.subscribe(&self.run_id));
+            }
             let page = self
                 .store
                 .read_logs(&self.run_id, self.cursor, self.page)
@@ -372,6 +378,21 @@ mod tests {
         let (kept, cut) = keep_bounded(page(), 1 << 20);
         assert_eq!((kept.len(), cut), (5, false));
         assert_eq!(keep_bounded(Vec::new(), 100), (Vec::new(), false));
+    }
+
+    #[tokio::test]
+    async fn a_running_runs_tail_subscribes_before_it_reads_the_backlog() {
+        let (_dir, store) = store_with_run().await;
+        let hub = Arc::new(LogHub::new());
+        append(&store, &hub, vec![line("a")]).await;
+        let mut tail = LogTail::new(store.clone(), hub.clone(), "run_1", 0, RunStatus::Running);
+        assert!(matches!(tail.next().await.unwrap(), Some(TailItem::Entry(e)) if e.seq == 1));
+        assert_eq!(hub.subscribers(), 1, "subscribed with the first read");
+        append(&store, &hub, vec![line("b")]).await;
+        let last = append(&store, &hub, vec![finished()]).await[0];
+        let (seqs, end) = collect(&mut tail).await;
+        assert_eq!(seqs, (2..=last).collect::<Vec<_>>());
+        assert_eq!(end, Some(RunStatus::Succeeded));
     }
 
     #[tokio::test]
