@@ -311,11 +311,16 @@ impl Engine {
     }
 
     /// A run as served: for a run executing here, its view at the latest committed
-    /// revision without a store round trip once it is being read; otherwise (or with
-    /// `fresh`) read from the store.
+    /// revision without a store round trip (the first read asks the run's task for it);
+    /// otherwise (or with `fresh`) read from the store.
     pub async fn read_run(&self, id: &str, fresh: bool) -> Result<RunDocument, EngineError> {
-        if !fresh && let Some(view) = self.shared.view_of(id) {
-            return Ok(view.document());
+        if !fresh {
+            if let Some(view) = self.shared.view_of(id) {
+                return Ok(view.document());
+            }
+            if let Some(view) = self.shared.view_from_task(id).await {
+                return Ok(view.document());
+            }
         }
         let run = self.shared.store.get_run(id).await?;
         let view = Arc::new(views::RunView::new(&run));

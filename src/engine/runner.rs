@@ -27,7 +27,7 @@ use super::decide::Intervention;
 use super::lease::Fence;
 use super::shared::Shared;
 use super::state::{Phase, RunState, Start, count_tokens};
-use super::views::RunPieces;
+use super::views::{RunPieces, RunView};
 use crate::actions::{Effect, Failure, Outcome, Parking};
 use crate::model::{Attempt, LogLevel, Run, RunStatus};
 use crate::outbound::Backoff;
@@ -44,6 +44,11 @@ pub enum RunMessage {
     /// The run's lease is no longer confirmed (a renewal missed it): check whether the
     /// run is still this server's.
     Revalidate,
+    /// A reader wants the run as committed: answered with its view when everything the
+    /// task recorded is committed, `None` while something is not.
+    View {
+        reply: oneshot::Sender<Option<Arc<RunView>>>,
+    },
 }
 
 /// How a run's task ended.
@@ -468,12 +473,20 @@ impl Runner {
         }
     }
 
-    /// Handles a decision sent to this task; true when the run has left this server.
+    /// Handles a message sent to this task; true when the run has left this server.
     async fn receive(&mut self, message: RunMessage) -> Result<bool, EngineError> {
         let (request, reply) = match message {
             RunMessage::Decide { request, reply } => (request, reply),
             RunMessage::Refresh { rev } => return Ok(self.changed_elsewhere(rev).await),
             RunMessage::Revalidate => return Ok(self.changed_elsewhere(u64::MAX).await),
+            RunMessage::View { reply } => {
+                let view = self
+                    .state
+                    .is_committed()
+                    .then(|| Arc::new(self.pieces.view(&self.state.run)));
+                let _ = reply.send(view);
+                return Ok(false);
+            }
         };
         if matches!(request, Intervention::Cancel { .. }) && !self.state.run.status.is_terminal() {
             self.tasks.abort_all();

@@ -351,13 +351,26 @@ impl Shared {
         active.get_mut(run_id)?.view.read()
     }
 
-    /// Offers a view of a run executing here (kept unless something newer is known).
-    pub(super) fn offer_view(&self, run_id: &str, view: Arc<RunView>) {
+    /// Offers a view of a run executing here (kept unless something newer is known);
+    /// true when it is kept.
+    pub(super) fn offer_view(&self, run_id: &str, view: Arc<RunView>) -> bool {
         if let Ok(mut active) = self.active.lock()
             && let Some(a) = active.get_mut(run_id)
         {
-            a.view.offer(view);
+            return a.view.offer(view);
         }
+        false
+    }
+
+    /// The view of a run executing here as its task has committed it, kept for the next
+    /// reads; `None` when there is no task, it holds changes not yet committed, it does not
+    /// answer within [`VIEW_WAIT`], or something newer is known (the store has the answer).
+    pub(super) async fn view_from_task(&self, run_id: &str) -> Option<Arc<RunView>> {
+        let task = self.task_of(run_id)?;
+        let (reply, answer) = oneshot::channel();
+        task.send(RunMessage::View { reply }).ok()?;
+        let view = tokio::time::timeout(VIEW_WAIT, answer).await.ok()?.ok()??;
+        self.offer_view(run_id, view.clone()).then_some(view)
     }
 
     /// Publishes the run a task has just committed, when someone reads it, from the
@@ -487,6 +500,9 @@ fn started_by(trigger: Option<&RunTrigger>) -> String {
 
 /// How many times a decision is tried against a run that keeps changing under it.
 const DECIDE_ATTEMPTS: u32 = 20;
+
+/// How long a read waits for a run's task to hand over its view before reading the store.
+const VIEW_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// The pause before decision attempt `attempt` (1-based): 2 ms doubling to 200 ms, under
 /// 3 s over every attempt, so a run that is starting or finishing elsewhere can settle.

@@ -147,12 +147,15 @@ impl ViewSlot {
         }
     }
 
-    /// Keeps `view` unless a newer revision is known or held.
-    pub(super) fn offer(&mut self, view: Arc<RunView>) {
-        if view.rev() >= self.known && self.view.as_ref().is_none_or(|v| v.rev() < view.rev()) {
-            self.known = view.rev();
+    /// Keeps `view` unless a newer revision is known or held; true when the slot holds
+    /// a view at `view`'s revision afterwards.
+    pub(super) fn offer(&mut self, view: Arc<RunView>) -> bool {
+        let rev = view.rev();
+        if rev >= self.known && self.view.as_ref().is_none_or(|v| v.rev() < rev) {
+            self.known = rev;
             self.view = Some(view);
         }
+        self.view.as_ref().is_some_and(|v| v.rev() == rev)
     }
 }
 

@@ -234,6 +234,33 @@ impl RunState {
         self.run.updated_at = at;
     }
 
+    /// True when nothing was recorded since the last commit: the run in memory is the
+    /// run as stored.
+    pub fn is_committed(&self) -> bool {
+        let Changes {
+            steps,
+            items,
+            other,
+            head,
+            context,
+            rerun,
+            approvals,
+            logs,
+            events,
+            tasks,
+        } = &self.changes;
+        steps.is_empty()
+            && *items == 0
+            && !other
+            && !head
+            && !context
+            && !rerun
+            && approvals.is_empty()
+            && logs.is_empty()
+            && events.is_empty()
+            && tasks.is_empty()
+    }
+
     /// The served members the recorded changes rewrite: the steps (by index), whether
     /// the context, and whether a re-run replaced the steps.
     pub fn rewritten(&self) -> (impl Iterator<Item = usize> + '_, bool, bool) {
