@@ -47,6 +47,9 @@ struct Args {
     /// Entries per second, over all producers, in the paced phase.
     #[arg(long, default_value_t = 100)]
     rate: u64,
+    /// Entries the run's live feed buffers (`logs.feed_capacity`).
+    #[arg(long, default_value_t = orchestrator::config::raw::DEFAULT_FEED_CAPACITY)]
+    feed_capacity: usize,
 }
 
 /// What one subscriber saw.
@@ -122,6 +125,7 @@ async fn main() -> anyhow::Result<()> {
     raw.database.path = dir.path().join("bench.db");
     raw.logs.max_entries_per_run = 100_000_000;
     raw.logs.max_streams = args.subscribers + 100;
+    raw.logs.feed_capacity = args.feed_capacity;
     raw.log.level = "warn".into();
     let config = Config::from_raw(Path::new("bench"), raw).map_err(anyhow::Error::msg)?;
     orchestrator::telemetry::init(&config.log);

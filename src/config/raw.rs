@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// Entries a run's live log feed buffers by default (`logs.feed_capacity`).
-pub const DEFAULT_FEED_CAPACITY: usize = 4096;
+/// Entries a run's live log feed buffers by default (`logs.feed_capacity`). A feed holds
+/// all its slots from its first subscriber on (~32 bytes each): 256 is ~8 KiB per run with
+/// a stream open, where 4,096 held ~132 KiB (1.3 GiB for `logs.max_streams` streams on
+/// distinct runs) and cost ~57k instructions per stream to set up and tear down.
+pub const DEFAULT_FEED_CAPACITY: usize = 256;
 
 /// `config.yaml` as written, before checks.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
