@@ -222,17 +222,22 @@ async fn a_path_with_escaped_letters_is_held_to_its_routes_access() {
     let app = secured().await;
     let ids = fixtures(&app).await;
     let reader = TestApp::client_with_token(READER);
+    let worker = TestApp::client_with_token(WORKER);
     for route in ROUTES.iter().filter(|r| r.access != Access::Open) {
         let path = escaped(&concrete(route.path, &ids));
         let what = format!("{} {path}", route.method);
         let status = call(&reader, &app, route.method, &path).await.status();
         if matches!(route.access, Access::Write | Access::Signed | Access::Work) {
-            assert_eq!(status, 403, "{what}");
+            assert_eq!(status, 403, "{what} as a reader");
         } else {
             assert!(
                 status != 401 && status != 403,
                 "{what} refused a reader: {status}"
             );
+        }
+        if matches!(route.access, Access::Write | Access::Signed | Access::Read) {
+            let status = call(&worker, &app, route.method, &path).await.status();
+            assert_eq!(status, 403, "{what} as a worker");
         }
     }
     assert_eq!(app.run(&ids.run).await["status"], "WAITING_APPROVAL");
