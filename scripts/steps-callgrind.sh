@@ -18,8 +18,12 @@
 # started one after the other, awaited together by the list polls above), `stream` (started
 # and followed on its log stream to `end`) or `poll` (started and read by `GET
 # /v1/runs/{id}` every 5 ms until it ends; the reads per run are printed), these two by
-# CLIENTS (default 10) clients at once, each starting its next run when one ended. Work the server does by the clock (key passes, checkpoints, the
-# polls) grows when the host is busy: count with nothing else running.
+# CLIENTS (default 10) clients at once, each starting its next run when one ended. DSN, when
+# set, is a PostgreSQL DSN the server stores in instead of the embedded store (use a fresh
+# database: `source scripts/pg-cluster.sh; pg_cluster_start` and create one); only the
+# server's instructions are counted, not PostgreSQL's. Work the server does by the clock
+# (key passes, checkpoints, the polls) grows when the host is busy: count with nothing else
+# running.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 bin=$(realpath "${1:-$repo/target/release/orchestrator}")
@@ -52,7 +56,7 @@ CONF
 nginx=$!
 port=$(free_port)
 cd "$dir"
-ORCHESTRATOR_SERVER__PORT=$port ORCHESTRATOR_DATABASE__PATH=$dir/o.db \
+ORCHESTRATOR_SERVER__PORT=$port ORCHESTRATOR_DATABASE__PATH=$dir/o.db ORCHESTRATOR_DATABASE__DSN=${DSN:-} \
   valgrind --tool=callgrind ${CALLGRIND_ARGS:-} --callgrind-out-file="$dir/cg.out" "$bin" -config "$repo/config.yaml" \
   >"$dir/log" 2>&1 &
 server=$!

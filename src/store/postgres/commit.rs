@@ -4,14 +4,18 @@
 //! approvals, log entries and hook events are data-modifying CTEs of one statement: the
 //! children are joined to the update's result, so when the guard refuses, nothing at all
 //! is written, and a commit costs one round trip whatever it changes. Sequence numbers
-//! come from the updated counters (`log_seq`, `event_seq`) within the statement.
+//! come from the updated counters (`log_seq`, `event_seq`) within the statement. A
+//! statement's text depends only on which parts the transition has (its [`Shape`]): it is
+//! written once per shape and reused, and only the parameters are gathered per commit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use deadpool_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 
-use crate::model::{StepExtra, StepRun, now};
+use crate::model::{StepExtra, StepRun, Timestamp, now};
 use crate::store::encoding::{guard_conflict, status_condition};
 use crate::store::{Committed, Guard, OwnerChange, StoreError, Transition};
 
@@ -21,91 +25,135 @@ use super::writer::{Done, Fault};
 
 type Args = Vec<Box<dyn ToSql + Sync + Send>>;
 
-/// Adds `value` as the next parameter and returns its placeholder.
-fn param(args: &mut Args, value: impl ToSql + Sync + Send + 'static) -> String {
-    args.push(Box::new(value));
-    format!("${}", args.len())
+/// What decides a commit statement's text: which parts a transition has, not what they
+/// hold. Each decision [`statement`] takes while writing the statement is a member here, so
+/// two transitions of one shape get the same text with their parameters in the same order.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Shape {
+    /// One bit per part present (see [`Shape::of`]).
+    parts: u16,
+    /// The owner change's kind.
+    owner: u8,
+    /// The statuses the guard accepts, one bit each; `None`: any.
+    statuses: Option<u8>,
+}
+
+impl Shape {
+    fn of(tx: &Transition) -> Self {
+        let parts = [
+            tx.head.is_some(),
+            tx.context.is_some(),
+            tx.rerun.is_some(),
+            tx.guard.rev.is_some(),
+            tx.guard.owner.is_some(),
+            !tx.steps.is_empty(),
+            !tx.approvals.is_empty(),
+            !tx.logs.is_empty(),
+            !tx.events.is_empty(),
+        ]
+        .iter()
+        .enumerate()
+        .fold(0u16, |bits, (i, on)| bits | (u16::from(*on) << i));
+        let owner = match tx.owner {
+            OwnerChange::Keep => 0,
+            OwnerChange::Renew(_) => 1,
+            OwnerChange::Take(_) => 2,
+            OwnerChange::Release => 3,
+            OwnerChange::Leave => 4,
+        };
+        let statuses = tx.guard.status_in.as_ref().map(|statuses| {
+            statuses
+                .iter()
+                .fold(0u8, |bits, status| bits | (1 << *status as u8))
+        });
+        Self {
+            parts,
+            owner,
+            statuses,
+        }
+    }
+}
+
+/// Statement texts by shape (with their parameter counts), written once each: a handful
+/// of shapes occur, and writing the text for every commit (~1.5 KB through `format!`) was
+/// about a third of a commit's instructions in this process.
+static TEXTS: LazyLock<Mutex<HashMap<Shape, Text>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// A statement's text and how many parameters it takes.
+type Text = (Arc<str>, usize);
+
+/// A statement's parameters, and its text while it is being written (`None` when the
+/// shape's text is known).
+struct Statement {
+    args: Args,
+    text: Option<String>,
+}
+
+impl Statement {
+    fn push(&mut self, sql: &str) {
+        if let Some(text) = &mut self.text {
+            text.push_str(sql);
+        }
+    }
+
+    /// Adds the text `sql` makes, when the text is being written.
+    fn push_with(&mut self, sql: impl FnOnce() -> String) {
+        if let Some(text) = &mut self.text {
+            text.push_str(&sql());
+        }
+    }
+
+    /// Adds `value` as the next parameter, its placeholder to the text.
+    fn param(&mut self, value: impl ToSql + Sync + Send + 'static) {
+        self.args.push(Box::new(value));
+        if let Some(text) = &mut self.text {
+            let _ = write!(text, "${}", self.args.len());
+        }
+    }
+
+    /// `sql`, then `value` as the next parameter.
+    fn set(&mut self, sql: &str, value: impl ToSql + Sync + Send + 'static) {
+        self.push(sql);
+        self.param(value);
+    }
+
+    /// `value` as the next parameter, cast to `cast` (a typed array for `UNNEST`).
+    fn array(&mut self, value: impl ToSql + Sync + Send + 'static, cast: &str) {
+        self.param(value);
+        self.push(cast);
+    }
 }
 
 /// Applies a guarded transition.
-pub async fn commit<C: GenericClient>(c: &C, tx: Transition) -> Result<Done<Committed>, Fault> {
+pub async fn commit<C: GenericClient>(c: &C, tx: &Transition) -> Result<Done<Committed>, Fault> {
     let at = now();
-    let mut args: Args = Vec::new();
-    let (n_logs, n_events) = (tx.logs.len() as i64, tx.events.len() as i64);
-    let mut sets = vec![
-        "rev = rev + 1".to_owned(),
-        format!("updated_at = {}", param(&mut args, ms(at))),
-        format!("log_seq = log_seq + {}", param(&mut args, n_logs)),
-        format!("event_seq = event_seq + {}", param(&mut args, n_events)),
-    ];
-    if let Some(head) = &tx.head {
-        sets.push(format!(
-            "status = {}",
-            param(&mut args, head.status.as_str())
-        ));
-        let extra = (!head.extra.is_empty()).then(|| to_json(&head.extra));
-        let values: [(&str, Box<dyn ToSql + Sync + Send>); 8] = [
-            ("current_step", Box::new(head.current_step as i64)),
-            ("error", Box::new(head.error.clone())),
-            ("usage", Box::new(to_json(&head.usage))),
-            ("started_at", Box::new(head.started_at.map(ms))),
-            ("finished_at", Box::new(head.finished_at.map(ms))),
-            ("active_ms", Box::new(head.active_ms as i64)),
-            ("approval_deadline", Box::new(head.wake_at.map(ms))),
-            ("extra", Box::new(extra)),
-        ];
-        for (column, value) in values {
-            args.push(value);
-            sets.push(format!("{column} = ${}", args.len()));
+    let shape = Shape::of(tx);
+    let known = TEXTS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&shape)
+        .cloned();
+    let mut st = statement(tx, at, known.is_none());
+    let sql = match (known, st.text.take()) {
+        (Some((sql, n)), _) if n == st.args.len() => sql,
+        (Some(_), _) => {
+            return Err(StoreError::unavailable(
+                "a commit statement's parameters do not match its shape",
+            )
+            .into());
         }
-    }
-    if let Some(context) = &tx.context {
-        sets.push(format!("context = {}", param(&mut args, to_json(context))));
-    }
-    if let Some(rerun) = &tx.rerun {
-        sets.push(format!(
-            "retries = {}",
-            param(&mut args, to_json(&rerun.retries))
-        ));
-        sets.push(format!(
-            "workflow_version = {}",
-            param(&mut args, i64::from(rerun.workflow_version))
-        ));
-        sets.push(format!(
-            "budget = {}",
-            param(&mut args, rerun.budget.as_ref().map(to_json))
-        ));
-    }
-    match &tx.owner {
-        OwnerChange::Keep => {}
-        OwnerChange::Renew(ttl) => {
-            let until = ms(at) + ttl.as_millis() as i64;
-            sets.push(format!("lease_expires_at = {}", param(&mut args, until)));
-            sets.push("left_cleanly = FALSE".into());
+        (None, text) => {
+            let sql: Arc<str> = text.unwrap_or_default().into();
+            TEXTS
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(shape, (sql.clone(), st.args.len()));
+            sql
         }
-        OwnerChange::Take(lease) => {
-            sets.push(format!("owner = {}", param(&mut args, lease.owner.clone())));
-            let until = ms(at) + lease.ttl.as_millis() as i64;
-            sets.push(format!("lease_expires_at = {}", param(&mut args, until)));
-            sets.push("left_cleanly = FALSE".into());
-        }
-        OwnerChange::Release => sets.push("owner = NULL, lease_expires_at = NULL".into()),
-        OwnerChange::Leave => {
-            sets.push("owner = NULL, lease_expires_at = NULL, left_cleanly = TRUE".into())
-        }
-    }
-    let run_id = param(&mut args, tx.run_id.clone());
-    let mut sql = format!(
-        "WITH upd AS (UPDATE runs SET {} WHERE id = {run_id}",
-        sets.join(", ")
-    );
-    append_guard(&mut sql, &mut args, &tx.guard);
-    sql.push_str(
-        " RETURNING rev, log_seq, event_seq, workflow_id, status, owner IS NULL AS unowned)",
-    );
-    sql.push_str(&children(&mut args, &run_id, &tx));
-    sql.push_str(" SELECT rev, log_seq, workflow_id, status, unowned FROM upd");
-    let params: Vec<&(dyn ToSql + Sync)> = args
+    };
+    let n_logs = tx.logs.len() as i64;
+    let params: Vec<&(dyn ToSql + Sync)> = st
+        .args
         .iter()
         .map(|b| b.as_ref() as &(dyn ToSql + Sync))
         .collect();
@@ -124,9 +172,9 @@ pub async fn commit<C: GenericClient>(c: &C, tx: Transition) -> Result<Done<Comm
     let first_log = (log_seq - n_logs + 1) as u64;
     let logs = tx
         .logs
-        .into_iter()
+        .iter()
         .enumerate()
-        .map(|(i, e)| e.into_entry(first_log + i as u64))
+        .map(|(i, e)| e.clone().into_entry(first_log + i as u64))
         .collect();
     let claimable = unowned && matches!(status.as_str(), "PENDING" | "RUNNING");
     Ok(Done {
@@ -136,7 +184,7 @@ pub async fn commit<C: GenericClient>(c: &C, tx: Transition) -> Result<Done<Comm
             logs,
         },
         notices: vec![Outgoing {
-            run_id: tx.run_id,
+            run_id: tx.run_id.clone(),
             rev: Some(rev as u64),
             logs: (n_logs > 0).then_some((first_log, log_seq as u64)),
             claimable,
@@ -145,178 +193,269 @@ pub async fn commit<C: GenericClient>(c: &C, tx: Transition) -> Result<Done<Comm
     })
 }
 
+/// The statement applying `tx` at `at`: its parameters, and its text when `write_text`.
+fn statement(tx: &Transition, at: Timestamp, write_text: bool) -> Statement {
+    let mut st = Statement {
+        args: Vec::with_capacity(48),
+        text: write_text.then(|| String::with_capacity(2048)),
+    };
+    let (n_logs, n_events) = (tx.logs.len() as i64, tx.events.len() as i64);
+    // The run id is `$1` throughout.
+    st.args.push(Box::new(tx.run_id.clone()));
+    st.push("WITH upd AS (UPDATE runs SET rev = rev + 1");
+    st.set(", updated_at = ", ms(at));
+    st.set(", log_seq = log_seq + ", n_logs);
+    st.set(", event_seq = event_seq + ", n_events);
+    if let Some(head) = &tx.head {
+        st.set(", status = ", head.status.as_str());
+        st.set(", current_step = ", head.current_step as i64);
+        st.set(", error = ", head.error.clone());
+        st.set(", usage = ", to_json(&head.usage));
+        st.set(", started_at = ", head.started_at.map(ms));
+        st.set(", finished_at = ", head.finished_at.map(ms));
+        st.set(", active_ms = ", head.active_ms as i64);
+        st.set(", approval_deadline = ", head.wake_at.map(ms));
+        let extra = (!head.extra.is_empty()).then(|| to_json(&head.extra));
+        st.set(", extra = ", extra);
+    }
+    if let Some(context) = &tx.context {
+        st.set(", context = ", to_json(context));
+    }
+    if let Some(rerun) = &tx.rerun {
+        st.set(", retries = ", to_json(&rerun.retries));
+        st.set(", workflow_version = ", i64::from(rerun.workflow_version));
+        st.set(", budget = ", rerun.budget.as_ref().map(to_json));
+    }
+    match &tx.owner {
+        OwnerChange::Keep => {}
+        OwnerChange::Renew(ttl) => {
+            st.set(", lease_expires_at = ", ms(at) + ttl.as_millis() as i64);
+            st.push(", left_cleanly = FALSE");
+        }
+        OwnerChange::Take(lease) => {
+            st.set(", owner = ", lease.owner.clone());
+            st.set(
+                ", lease_expires_at = ",
+                ms(at) + lease.ttl.as_millis() as i64,
+            );
+            st.push(", left_cleanly = FALSE");
+        }
+        OwnerChange::Release => st.push(", owner = NULL, lease_expires_at = NULL"),
+        OwnerChange::Leave => {
+            st.push(", owner = NULL, lease_expires_at = NULL, left_cleanly = TRUE")
+        }
+    }
+    st.push(" WHERE id = $1");
+    guard(&mut st, &tx.guard);
+    st.push(" RETURNING rev, log_seq, event_seq, workflow_id, status, owner IS NULL AS unowned)");
+    children(&mut st, tx);
+    st.push(" SELECT rev, log_seq, workflow_id, status, unowned FROM upd");
+    st
+}
+
 /// The CTEs that write a transition's child rows, each joined to `upd`.
-fn children(args: &mut Args, run_id: &str, tx: &Transition) -> String {
-    let mut sql = String::new();
+fn children(st: &mut Statement, tx: &Transition) {
     if let Some(rerun) = &tx.rerun {
         // A re-run on a version with fewer steps: the rows past them go.
-        let steps = param(args, rerun.steps as i64);
-        sql.push_str(&format!(
-            ", trimmed AS (DELETE FROM step_runs WHERE run_id = {run_id} AND idx >= {steps} \
-             AND EXISTS (SELECT 1 FROM upd))"
-        ));
+        st.set(
+            ", trimmed AS (DELETE FROM step_runs WHERE run_id = $1 AND idx >= ",
+            rerun.steps as i64,
+        );
+        st.push(" AND EXISTS (SELECT 1 FROM upd))");
     }
     if !tx.steps.is_empty() {
         // One row per index (the last one given), as ON CONFLICT may touch a row once.
         let steps: BTreeMap<usize, &StepRun> = tx.steps.iter().map(|(i, s)| (*i, s)).collect();
-        let p = step_arrays(args, &steps);
-        sql.push_str(&format!(
+        st.push(
             ", steps AS (INSERT INTO step_runs (run_id, idx, step_id, name, action, status, \
                error, output, http_code, attempts, started_at, finished_at, waiting_since, \
                truncated, extra, interruptions) \
-             SELECT {run_id}, u.* FROM upd, UNNEST({p}) AS u \
+             SELECT $1, u.* FROM upd, UNNEST(",
+        );
+        step_arrays(st, &steps);
+        st.push(
+            ") AS u \
              ON CONFLICT (run_id, idx) DO UPDATE SET step_id = excluded.step_id, \
                name = excluded.name, action = excluded.action, status = excluded.status, \
                error = excluded.error, output = excluded.output, http_code = excluded.http_code, \
                attempts = excluded.attempts, started_at = excluded.started_at, \
                finished_at = excluded.finished_at, waiting_since = excluded.waiting_since, \
                truncated = excluded.truncated, extra = excluded.extra, \
-               interruptions = excluded.interruptions)"
-        ));
+               interruptions = excluded.interruptions)",
+        );
     }
     if !tx.approvals.is_empty() {
         let a = &tx.approvals;
-        let p = [
-            param(args, a.iter().map(|a| a.step.clone()).collect::<Vec<_>>()) + "::text[]",
-            param(
-                args,
-                a.iter().map(|a| a.decision.as_str()).collect::<Vec<_>>(),
-            ) + "::text[]",
-            param(args, a.iter().map(|a| a.by.clone()).collect::<Vec<_>>()) + "::text[]",
-            param(args, a.iter().map(|a| ms(a.at)).collect::<Vec<_>>()) + "::bigint[]",
-            param(
-                args,
-                a.iter().map(|a| a.comment.clone()).collect::<Vec<_>>(),
-            ) + "::text[]",
-            param(
-                args,
-                a.iter()
-                    .map(|a| a.input.as_ref().map(to_json))
-                    .collect::<Vec<_>>(),
-            ) + "::text[]",
-        ]
-        .join(", ");
-        sql.push_str(&format!(
+        st.push(
             ", approvals AS (INSERT INTO approvals (run_id, n, step, decision, by_name, at, comment, input) \
-             SELECT {run_id}, (SELECT COALESCE(MAX(n), 0) FROM approvals WHERE run_id = {run_id}) + u.o, \
+             SELECT $1, (SELECT COALESCE(MAX(n), 0) FROM approvals WHERE run_id = $1) + u.o, \
                u.s, u.d, u.b, u.a, u.cm, u.i \
-             FROM upd, UNNEST({p}) WITH ORDINALITY AS u(s, d, b, a, cm, i, o))"
-        ));
+             FROM upd, UNNEST(",
+        );
+        st.array(
+            a.iter().map(|a| a.step.clone()).collect::<Vec<_>>(),
+            "::text[], ",
+        );
+        st.array(
+            a.iter().map(|a| a.decision.as_str()).collect::<Vec<_>>(),
+            "::text[], ",
+        );
+        st.array(
+            a.iter().map(|a| a.by.clone()).collect::<Vec<_>>(),
+            "::text[], ",
+        );
+        st.array(
+            a.iter().map(|a| ms(a.at)).collect::<Vec<_>>(),
+            "::bigint[], ",
+        );
+        st.array(
+            a.iter().map(|a| a.comment.clone()).collect::<Vec<_>>(),
+            "::text[], ",
+        );
+        st.array(
+            a.iter()
+                .map(|a| a.input.as_ref().map(to_json))
+                .collect::<Vec<_>>(),
+            "::text[]",
+        );
+        st.push(") WITH ORDINALITY AS u(s, d, b, a, cm, i, o))");
     }
     if !tx.logs.is_empty() {
         let l = &tx.logs;
-        let n = param(args, l.len() as i64);
-        let p = [
-            param(args, l.iter().map(|e| ms(e.ts)).collect::<Vec<_>>()) + "::bigint[]",
-            param(args, l.iter().map(|e| e.level.as_str()).collect::<Vec<_>>()) + "::text[]",
-            param(
-                args,
-                l.iter().map(|e| e.source.as_str()).collect::<Vec<_>>(),
-            ) + "::text[]",
-            param(args, l.iter().map(|e| e.step.clone()).collect::<Vec<_>>()) + "::text[]",
-            param(
-                args,
-                l.iter().map(|e| e.message.clone()).collect::<Vec<_>>(),
-            ) + "::text[]",
-            param(
-                args,
-                l.iter()
-                    .map(|e| e.status.as_ref().map(to_json))
-                    .collect::<Vec<_>>(),
-            ) + "::text[]",
-        ]
-        .join(", ");
-        sql.push_str(&format!(
+        st.set(
             ", logs AS (INSERT INTO run_logs (run_id, seq, ts, level, source, step, message, status) \
-             SELECT {run_id}, upd.log_seq - {n} + u.o, u.ts, u.level, u.source, u.step, u.message, u.status \
-             FROM upd, UNNEST({p}) WITH ORDINALITY AS u(ts, level, source, step, message, status, o))"
-        ));
+             SELECT $1, upd.log_seq - ",
+            l.len() as i64,
+        );
+        st.push(
+            " + u.o, u.ts, u.level, u.source, u.step, u.message, u.status \
+             FROM upd, UNNEST(",
+        );
+        st.array(
+            l.iter().map(|e| ms(e.ts)).collect::<Vec<_>>(),
+            "::bigint[], ",
+        );
+        st.array(
+            l.iter().map(|e| e.level.as_str()).collect::<Vec<_>>(),
+            "::text[], ",
+        );
+        st.array(
+            l.iter().map(|e| e.source.as_str()).collect::<Vec<_>>(),
+            "::text[], ",
+        );
+        st.array(
+            l.iter().map(|e| e.step.clone()).collect::<Vec<_>>(),
+            "::text[], ",
+        );
+        st.array(
+            l.iter().map(|e| e.message.clone()).collect::<Vec<_>>(),
+            "::text[], ",
+        );
+        st.array(
+            l.iter()
+                .map(|e| e.status.as_ref().map(to_json))
+                .collect::<Vec<_>>(),
+            "::text[]",
+        );
+        st.push(") WITH ORDINALITY AS u(ts, level, source, step, message, status, o))");
     }
     if !tx.events.is_empty() {
-        let n = param(args, tx.events.len() as i64);
-        let bodies: Vec<String> = tx.events.iter().map(to_json).collect();
-        let created: Vec<i64> = tx.events.iter().map(|e| ms(e.ts)).collect();
-        let p = param(args, bodies) + "::text[], " + &param(args, created) + "::bigint[]";
-        sql.push_str(&format!(
+        st.set(
             ", events AS (INSERT INTO events (run_id, workflow_id, seq, body, created_at) \
-             SELECT {run_id}, upd.workflow_id, upd.event_seq - {n} + u.o, u.body, u.at \
-             FROM upd, UNNEST({p}) WITH ORDINALITY AS u(body, at, o))"
-        ));
+             SELECT $1, upd.workflow_id, upd.event_seq - ",
+            tx.events.len() as i64,
+        );
+        st.push(" + u.o, u.body, u.at FROM upd, UNNEST(");
+        st.array(
+            tx.events.iter().map(to_json).collect::<Vec<String>>(),
+            "::text[], ",
+        );
+        st.array(
+            tx.events.iter().map(|e| ms(e.ts)).collect::<Vec<i64>>(),
+            "::bigint[]",
+        );
+        st.push(") WITH ORDINALITY AS u(body, at, o))");
     }
-    sql
 }
 
 /// Parameters of step rows as typed arrays, in column order after `run_id`.
-fn step_arrays(args: &mut Args, steps: &BTreeMap<usize, &StepRun>) -> String {
+fn step_arrays(st: &mut Statement, steps: &BTreeMap<usize, &StepRun>) {
     let s = || steps.iter();
-    [
-        param(args, s().map(|(i, _)| *i as i64).collect::<Vec<_>>()) + "::bigint[]",
-        param(
-            args,
-            s().map(|(_, s)| s.step_id.clone()).collect::<Vec<_>>(),
-        ) + "::text[]",
-        param(args, s().map(|(_, s)| s.name.clone()).collect::<Vec<_>>()) + "::text[]",
-        param(args, s().map(|(_, s)| s.action.clone()).collect::<Vec<_>>()) + "::text[]",
-        param(
-            args,
-            s().map(|(_, s)| s.status.as_str()).collect::<Vec<_>>(),
-        ) + "::text[]",
-        param(args, s().map(|(_, s)| s.error.clone()).collect::<Vec<_>>()) + "::text[]",
-        param(
-            args,
-            s().map(|(_, s)| s.output.as_ref().map(to_json))
-                .collect::<Vec<_>>(),
-        ) + "::text[]",
-        param(
-            args,
-            s().map(|(_, s)| s.http_code.map(i64::from))
-                .collect::<Vec<_>>(),
-        ) + "::bigint[]",
-        param(
-            args,
-            s().map(|(_, s)| to_json(&s.attempts)).collect::<Vec<_>>(),
-        ) + "::text[]",
-        param(
-            args,
-            s().map(|(_, s)| s.started_at.map(ms)).collect::<Vec<_>>(),
-        ) + "::bigint[]",
-        param(
-            args,
-            s().map(|(_, s)| s.finished_at.map(ms)).collect::<Vec<_>>(),
-        ) + "::bigint[]",
-        param(
-            args,
-            s().map(|(_, s)| s.waiting_since.map(ms))
-                .collect::<Vec<_>>(),
-        ) + "::bigint[]",
-        param(
-            args,
-            s().map(|(_, s)| s.output_truncated).collect::<Vec<_>>(),
-        ) + "::bool[]",
-        param(
-            args,
-            s().map(|(_, s)| StepExtra::of(s).as_ref().map(to_json))
-                .collect::<Vec<_>>(),
-        ) + "::text[]",
-        param(
-            args,
-            s().map(|(_, s)| i64::from(s.interruptions))
-                .collect::<Vec<_>>(),
-        ) + "::bigint[]",
-    ]
-    .join(", ")
+    st.array(
+        s().map(|(i, _)| *i as i64).collect::<Vec<_>>(),
+        "::bigint[], ",
+    );
+    st.array(
+        s().map(|(_, s)| s.step_id.clone()).collect::<Vec<_>>(),
+        "::text[], ",
+    );
+    st.array(
+        s().map(|(_, s)| s.name.clone()).collect::<Vec<_>>(),
+        "::text[], ",
+    );
+    st.array(
+        s().map(|(_, s)| s.action.clone()).collect::<Vec<_>>(),
+        "::text[], ",
+    );
+    st.array(
+        s().map(|(_, s)| s.status.as_str()).collect::<Vec<_>>(),
+        "::text[], ",
+    );
+    st.array(
+        s().map(|(_, s)| s.error.clone()).collect::<Vec<_>>(),
+        "::text[], ",
+    );
+    st.array(
+        s().map(|(_, s)| s.output.as_ref().map(to_json))
+            .collect::<Vec<_>>(),
+        "::text[], ",
+    );
+    st.array(
+        s().map(|(_, s)| s.http_code.map(i64::from))
+            .collect::<Vec<_>>(),
+        "::bigint[], ",
+    );
+    st.array(
+        s().map(|(_, s)| to_json(&s.attempts)).collect::<Vec<_>>(),
+        "::text[], ",
+    );
+    st.array(
+        s().map(|(_, s)| s.started_at.map(ms)).collect::<Vec<_>>(),
+        "::bigint[], ",
+    );
+    st.array(
+        s().map(|(_, s)| s.finished_at.map(ms)).collect::<Vec<_>>(),
+        "::bigint[], ",
+    );
+    st.array(
+        s().map(|(_, s)| s.waiting_since.map(ms))
+            .collect::<Vec<_>>(),
+        "::bigint[], ",
+    );
+    st.array(
+        s().map(|(_, s)| s.output_truncated).collect::<Vec<_>>(),
+        "::bool[], ",
+    );
+    st.array(
+        s().map(|(_, s)| StepExtra::of(s).as_ref().map(to_json))
+            .collect::<Vec<_>>(),
+        "::text[], ",
+    );
+    st.array(
+        s().map(|(_, s)| i64::from(s.interruptions))
+            .collect::<Vec<_>>(),
+        "::bigint[]",
+    );
 }
 
-fn append_guard(sql: &mut String, args: &mut Args, guard: &Guard) {
+fn guard(st: &mut Statement, guard: &Guard) {
     if let Some(rev) = guard.rev {
-        args.push(Box::new(rev as i64));
-        sql.push_str(&format!(" AND rev = ${}", args.len()));
+        st.set(" AND rev = ", rev as i64);
     }
     if let Some(owner) = &guard.owner {
-        args.push(Box::new(owner.clone()));
-        sql.push_str(&format!(" AND owner = ${}", args.len()));
+        st.set(" AND owner = ", owner.clone());
     }
-    sql.push_str(&status_condition(guard));
+    st.push_with(|| status_condition(guard));
 }
 
 /// Explains why a guarded update matched no row.
@@ -340,5 +479,150 @@ async fn guard_failure<C: GenericClient>(c: &C, run_id: &str, guard: &Guard) -> 
             };
             guard_conflict(run_id, guard, &status, rev, owner.as_deref())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::time::Duration;
+
+    use serde_json::{Map, json};
+
+    use super::*;
+    use crate::model::{LogLevel, NewLogEntry, RunStatus};
+    use crate::store::{Lease, Rerun, RunHead};
+
+    /// A transition with the parts `bits` names (in [`Shape::of`]'s order); `rich` fills
+    /// them with more rows and other values.
+    fn transition(
+        bits: u16,
+        owner: u8,
+        statuses: Option<Vec<RunStatus>>,
+        rich: bool,
+    ) -> Transition {
+        let on = |i: u16| bits & (1 << i) != 0;
+        let rows = if rich { 3 } else { 1 };
+        let mut tx = Transition::new(
+            "run_1",
+            Guard {
+                rev: on(3).then_some(if rich { 9 } else { 1 }),
+                owner: on(4).then(|| "me".to_owned()),
+                status_in: statuses,
+            },
+        );
+        if on(0) {
+            tx.head = Some(RunHead {
+                status: if rich {
+                    RunStatus::Failed
+                } else {
+                    RunStatus::Running
+                },
+                current_step: rows,
+                error: rich.then(|| "boom".to_owned()),
+                usage: Map::new(),
+                started_at: Some(now()),
+                finished_at: rich.then(now),
+                active_ms: 5,
+                wake_at: None,
+                extra: Default::default(),
+            });
+        }
+        if on(1) {
+            tx.context = Some(Map::from_iter([("k".to_owned(), json!(rows))]));
+        }
+        if on(2) {
+            tx.rerun = Some(Rerun {
+                retries: Vec::new(),
+                workflow_version: 2,
+                budget: None,
+                steps: rows,
+            });
+        }
+        if on(5) {
+            tx.steps = (0..rows)
+                .map(|i| {
+                    let step = json!({"step_id": format!("s{i}"), "name": "s", "action": "http",
+                        "status": "SUCCEEDED", "attempts": [], "output": {"n": i}});
+                    (i, serde_json::from_value(step).unwrap())
+                })
+                .collect();
+        }
+        if on(6) {
+            tx.approvals = (0..rows)
+                .map(|_| {
+                    serde_json::from_value(json!({"step": "s", "decision": "approved",
+                        "by": "ann", "at": "2026-12-02T00:00:00Z"}))
+                    .unwrap()
+                })
+                .collect();
+        }
+        if on(7) {
+            tx.logs = (0..rows)
+                .map(|i| NewLogEntry::engine(LogLevel::Info, None, format!("line {i}")))
+                .collect();
+        }
+        if on(8) {
+            tx.events = (0..rows)
+                .map(|_| {
+                    serde_json::from_value(json!({"type": "run.started", "status": "RUNNING",
+                        "ts": "2026-12-02T00:00:00Z"}))
+                    .unwrap()
+                })
+                .collect();
+        }
+        let lease = || Lease {
+            owner: "me".into(),
+            ttl: Duration::from_secs(30),
+        };
+        tx.owner = match owner {
+            0 => OwnerChange::Keep,
+            1 => OwnerChange::Renew(Duration::from_secs(30)),
+            2 => OwnerChange::Take(lease()),
+            3 => OwnerChange::Release,
+            _ => OwnerChange::Leave,
+        };
+        tx
+    }
+
+    #[test]
+    fn transitions_of_one_shape_get_one_text_with_every_parameter_in_it() {
+        let statuses = [
+            None,
+            Some(vec![RunStatus::Running]),
+            Some(vec![RunStatus::Pending, RunStatus::Running]),
+        ];
+        let mut texts = HashSet::new();
+        let mut shapes = HashSet::new();
+        for bits in 0..(1 << 9) {
+            for owner in 0..5 {
+                for status_in in &statuses {
+                    let plain = transition(bits, owner, status_in.clone(), false);
+                    let rich = transition(bits, owner, status_in.clone(), true);
+                    assert!(Shape::of(&plain) == Shape::of(&rich));
+                    let a = statement(&plain, now(), true);
+                    let b = statement(&rich, now(), true);
+                    assert_eq!(a.text, b.text, "parts {bits:#b}, owner {owner}");
+                    assert_eq!(a.args.len(), b.args.len());
+                    let text = a.text.unwrap();
+                    for n in 1..=a.args.len() {
+                        let placeholder = format!("${n}");
+                        assert!(
+                            text.match_indices(&placeholder)
+                                .any(|(at, _)| !text[at + placeholder.len()..]
+                                    .starts_with(|c: char| c.is_ascii_digit())),
+                            "{placeholder} missing in {text}"
+                        );
+                    }
+                    assert!(!text.contains(&format!("${}", a.args.len() + 1)));
+                    assert!(text.starts_with("WITH upd AS (UPDATE runs SET "), "{text}");
+                    assert!(statement(&plain, now(), false).text.is_none());
+                    shapes.insert(Shape::of(&plain));
+                    texts.insert(text);
+                }
+            }
+        }
+        assert_eq!(texts.len(), shapes.len());
+        assert_eq!(shapes.len(), (1 << 9) * 5 * statuses.len());
     }
 }

@@ -313,10 +313,11 @@ impl Store for PostgresStore {
 
     async fn commit(&self, transition: Transition) -> Result<Committed, StoreError> {
         // Its guard is its first statement: it refuses before writing anything.
+        let transition = Arc::new(transition);
         self.writer
             .write_refusing_first(move |c| {
                 let tx = transition.clone();
-                async move { commit::commit(&*c, tx).await }
+                async move { commit::commit(&*c, &tx).await }
             })
             .await
     }

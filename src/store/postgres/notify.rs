@@ -126,20 +126,26 @@ pub async fn announce(
         }
         let texts = payloads(&origin, notices);
         let sent = match pool.get().await {
-            Ok(conn) => conn
-                .execute(
-                    "SELECT pg_notify($1, t) FROM UNNEST($2::text[]) AS t",
-                    &[&CHANNEL, &texts],
-                )
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
+            Ok(conn) => notify(&conn, &texts).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         if let Err(e) = sent {
             tracing::debug!(error = %e, "announcing changes failed");
         }
     }
+}
+
+/// Sends `texts` on the channel, by a statement prepared once per connection (one round
+/// trip, not a parse and an execution).
+async fn notify(
+    conn: &deadpool_postgres::Object,
+    texts: &[String],
+) -> Result<(), tokio_postgres::Error> {
+    let statement = conn
+        .prepare_cached("SELECT pg_notify($1, t) FROM UNNEST($2::text[]) AS t")
+        .await?;
+    conn.execute(&statement, &[&CHANNEL, &texts]).await?;
+    Ok(())
 }
 
 /// Listens for notices until the store (the owner of `sender`) is dropped.

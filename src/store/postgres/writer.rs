@@ -13,13 +13,14 @@
 //! A job that can only refuse before its first write (a guarded commit of a run: one
 //! statement whose guard decides whether anything is written) runs without a savepoint:
 //! a savepoint costs a round trip and a subtransaction per job. Such jobs that follow each
-//! other in a batch are sent together, their statements pipelined on the connection, so
-//! that a batch costs a few round trips rather than one or two per job. A refusal leaves
-//! nothing to undo; a database error aborts the whole transaction, so the batch is rolled
-//! back and the jobs that ran in it run again in the next batch (a job's work may run more
-//! than once; only one run is committed). After such a failure every job gets its savepoint
-//! again for [`SAVEPOINTS_AFTER_FAILURE`] (renewed by each further failure), so a job that
-//! fails each time it is tried fails alone on its retries instead of taking its batch with it.
+//! other in a batch are sent together, their statements pipelined on the connection (with
+//! the batch's `BEGIN` when they come first), so that a batch costs a few round trips
+//! rather than one or two per job. A refusal leaves nothing to undo; a database error
+//! aborts the whole transaction, so the batch is rolled back and the jobs that ran in it
+//! run again in the next batch (a job's work may run more than once; only one run is
+//! committed). After such a failure every job gets its savepoint again for
+//! [`SAVEPOINTS_AFTER_FAILURE`] (renewed by each further failure), so a job that fails each
+//! time it is tried fails alone on its retries instead of taking its batch with it.
 //!
 //! A few writers share the queue, each on its own connection: while one waits for its
 //! round trips and its commit's fsync, the next collects a batch. Every batch holds the
@@ -34,6 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
+use futures::future::join;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::error::SqlState;
 
@@ -411,13 +413,11 @@ async fn run_batch(
             return Err(crate::problems::chain(&err));
         }
     };
-    // Shared outbox lock first, before any event id is taken (see `horizon`).
-    let begin = format!("BEGIN; SELECT pg_advisory_xact_lock_shared({OUTBOX_LOCK})");
-    if let Err(e) = conn.batch_execute(&begin).await {
-        let err = super::db_error(e);
-        answers.extend(batch.drain(..).map(|job| (job, Err(err.clone()))));
-        return Err(crate::problems::chain(&err));
-    }
+    // Shared outbox lock first, before any event id is taken (see `horizon`). Sent with
+    // the batch's first jobs when they are pipelined (a round trip fewer): if it fails,
+    // so do their statements, in the aborted transaction or on the broken connection.
+    let begin_sql = format!("BEGIN; SELECT pg_advisory_xact_lock_shared({OUTBOX_LOCK})");
+    let mut begin = Some(conn.batch_execute(&begin_sql));
     let mut done: Vec<Box<dyn Job>> = Vec::with_capacity(batch.len());
     let mut notices = Vec::new();
     let mut broken: Option<StoreError> = None;
@@ -438,7 +438,20 @@ async fn run_batch(
             while let Some(next) = jobs.next_if(|j| j.refuses_first()) {
                 group.push(next);
             }
-            let sent = run_pipelined(&conn, group, answers).await;
+            let (began, sent) = match begin.take() {
+                Some(begin) => join(begin, run_pipelined(&conn, group, answers)).await,
+                None => (Ok(()), run_pipelined(&conn, group, answers).await),
+            };
+            if let Err(e) = began {
+                // Nothing was written: the statements sent after a failed BEGIN (or lock)
+                // fail with it.
+                let err = super::db_error(e);
+                let _ = conn.batch_execute("ROLLBACK").await;
+                let culprits = sent.culprits.into_iter().map(|(job, _)| job);
+                let unrun = sent.ran.into_iter().chain(culprits).chain(jobs);
+                answers.extend(unrun.map(|job| (job, Err(err.clone()))));
+                return Err(crate::problems::chain(&err));
+            }
             if sent.culprits.is_empty() && !sent.cut_off {
                 for mut job in sent.ran {
                     notices.append(&mut job.notices());
@@ -463,6 +476,15 @@ async fn run_batch(
                 }
             }
             return reason.map_or(Ok(()), Err);
+        }
+        if let Some(begin) = begin.take()
+            && let Err(e) = begin.await
+        {
+            let err = super::db_error(e);
+            let _ = conn.batch_execute("ROLLBACK").await;
+            answers.push((job, Err(err.clone())));
+            answers.extend(jobs.map(|job| (job, Err(err.clone()))));
+            return Err(crate::problems::chain(&err));
         }
         if !savepoint {
             if let Err(e) = conn.batch_execute("SAVEPOINT job").await {
