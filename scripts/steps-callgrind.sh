@@ -21,7 +21,9 @@
 # CLIENTS (default 10) clients at once, each starting its next run when one ended. DSN, when
 # set, is a PostgreSQL DSN the server stores in instead of the embedded store (use a fresh
 # database: `source scripts/pg-cluster.sh; pg_cluster_start` and create one); only the
-# server's instructions are counted, not PostgreSQL's. Work the server does by the clock
+# server's instructions are counted, not PostgreSQL's. SYSCALLS=1 runs the server natively
+# and counts its system calls, context switches and CPU time (`perf stat`, task-clock in
+# ms) over the same runs instead of instructions. Work the server does by the clock
 # (key passes, checkpoints, the polls) grows when the host is busy: count with nothing else
 # running.
 set -euo pipefail
@@ -56,9 +58,13 @@ CONF
 nginx=$!
 port=$(free_port)
 cd "$dir"
+if [ -n "${SYSCALLS:-}" ]; then
+  under=()
+else
+  under=(valgrind --tool=callgrind ${CALLGRIND_ARGS:-} --callgrind-out-file="$dir/cg.out")
+fi
 ORCHESTRATOR_SERVER__PORT=$port ORCHESTRATOR_DATABASE__PATH=$dir/o.db ORCHESTRATOR_DATABASE__DSN=${DSN:-} \
-  valgrind --tool=callgrind ${CALLGRIND_ARGS:-} --callgrind-out-file="$dir/cg.out" "$bin" -config "$repo/config.yaml" \
-  >"$dir/log" 2>&1 &
+  "${under[@]}" "$bin" -config "$repo/config.yaml" >"$dir/log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; kill -QUIT "$nginx" 2>/dev/null || true; rm -rf "$dir"' EXIT
 url=http://127.0.0.1:$port
@@ -80,7 +86,13 @@ settle() {
   echo "runs did not finish" >&2; exit 1
 }
 start 10; settle
-callgrind_control -z "$server" >/dev/null 2>&1
+if [ -n "${SYSCALLS:-}" ]; then
+  perf stat -e raw_syscalls:sys_enter,context-switches,task-clock -p "$server" -o "$dir/stat" &
+  counting=$!
+  sleep 1
+else
+  callgrind_control -z "$server" >/dev/null 2>&1
+fi
 case "${WAIT:-list}" in
   list) start "$runs"; settle ;;
   stream | poll) python3 - "$port" "$wf" "$runs" "$WAIT" "${CLIENTS:-10}" <<'PY'
@@ -117,13 +129,24 @@ PY
     settle ;;
   *) echo "WAIT is list, stream or poll" >&2; exit 2 ;;
 esac
-callgrind_control -d "$server" >/dev/null 2>&1
+if [ -n "${SYSCALLS:-}" ]; then
+  kill -INT "$counting"
+  wait "$counting" || true
+else
+  callgrind_control -d "$server" >/dev/null 2>&1
+fi
 done_runs=$(curl -sf "$url/v1/runs?status=SUCCEEDED&limit=500" | python3 -c 'import sys, json; print(len(json.load(sys.stdin)["items"]))')
 kill "$server"
 wait "$server" || true
-total=$(callgrind_annotate "$dir/cg.out.1" 2>/dev/null | grep -m1 'PROGRAM TOTALS' | awk '{print $1}' | tr -d ,)
 total_steps=$((runs * steps))
 echo "succeeded runs: $done_runs (of $((runs + 10)))"
+if [ -n "${SYSCALLS:-}" ]; then
+  awk -v n="$total_steps" '
+    /sys_enter|context-switches/ { gsub(",", "", $1); printf "%s: %s (%.1f per step)\n", $2, $1, $1 / n }
+    /task-clock/ { gsub(",", "", $1); printf "task-clock: %s ms (%.0f us per step)\n", $1, $1 * 1000 / n }' "$dir/stat"
+  exit 0
+fi
+total=$(callgrind_annotate "$dir/cg.out.1" 2>/dev/null | grep -m1 'PROGRAM TOTALS' | awk '{print $1}' | tr -d ,)
 echo "instructions over $runs runs of $steps steps: $total ($((total / total_steps)) per step)"
 if [ -n "$annotate" ]; then
   callgrind_annotate --inclusive=yes --threshold=99.5 "$dir/cg.out.1" >"$annotate" 2>/dev/null
