@@ -117,9 +117,14 @@ impl Statement {
         self.param(value);
     }
 
-    /// `value` as the next parameter, cast to `cast` (a typed array for `UNNEST`).
-    fn array(&mut self, value: impl ToSql + Sync + Send + 'static, cast: &str) {
-        self.param(value);
+    /// What `f` takes from each of `items`, as the next parameter: an array cast to `cast`
+    /// (a typed array for `UNNEST`).
+    fn column<I, T>(&mut self, items: I, cast: &str, f: impl FnMut(I::Item) -> T)
+    where
+        I: Iterator,
+        T: ToSql + Sync + Send + 'static,
+    {
+        self.param(items.map(f).collect::<Vec<T>>());
         self.push(cast);
     }
 }
@@ -292,32 +297,12 @@ fn children(st: &mut Statement, tx: &Transition) {
                u.s, u.d, u.b, u.a, u.cm, u.i \
              FROM upd, UNNEST(",
         );
-        st.array(
-            a.iter().map(|a| a.step.clone()).collect::<Vec<_>>(),
-            "::text[], ",
-        );
-        st.array(
-            a.iter().map(|a| a.decision.as_str()).collect::<Vec<_>>(),
-            "::text[], ",
-        );
-        st.array(
-            a.iter().map(|a| a.by.clone()).collect::<Vec<_>>(),
-            "::text[], ",
-        );
-        st.array(
-            a.iter().map(|a| ms(a.at)).collect::<Vec<_>>(),
-            "::bigint[], ",
-        );
-        st.array(
-            a.iter().map(|a| a.comment.clone()).collect::<Vec<_>>(),
-            "::text[], ",
-        );
-        st.array(
-            a.iter()
-                .map(|a| a.input.as_ref().map(to_json))
-                .collect::<Vec<_>>(),
-            "::text[]",
-        );
+        st.column(a.iter(), "::text[], ", |a| a.step.clone());
+        st.column(a.iter(), "::text[], ", |a| a.decision.as_str());
+        st.column(a.iter(), "::text[], ", |a| a.by.clone());
+        st.column(a.iter(), "::bigint[], ", |a| ms(a.at));
+        st.column(a.iter(), "::text[], ", |a| a.comment.clone());
+        st.column(a.iter(), "::text[]", |a| a.input.as_ref().map(to_json));
         st.push(") WITH ORDINALITY AS u(s, d, b, a, cm, i, o))");
     }
     if !tx.logs.is_empty() {
@@ -331,32 +316,12 @@ fn children(st: &mut Statement, tx: &Transition) {
             " + u.o, u.ts, u.level, u.source, u.step, u.message, u.status \
              FROM upd, UNNEST(",
         );
-        st.array(
-            l.iter().map(|e| ms(e.ts)).collect::<Vec<_>>(),
-            "::bigint[], ",
-        );
-        st.array(
-            l.iter().map(|e| e.level.as_str()).collect::<Vec<_>>(),
-            "::text[], ",
-        );
-        st.array(
-            l.iter().map(|e| e.source.as_str()).collect::<Vec<_>>(),
-            "::text[], ",
-        );
-        st.array(
-            l.iter().map(|e| e.step.clone()).collect::<Vec<_>>(),
-            "::text[], ",
-        );
-        st.array(
-            l.iter().map(|e| e.message.clone()).collect::<Vec<_>>(),
-            "::text[], ",
-        );
-        st.array(
-            l.iter()
-                .map(|e| e.status.as_ref().map(to_json))
-                .collect::<Vec<_>>(),
-            "::text[]",
-        );
+        st.column(l.iter(), "::bigint[], ", |e| ms(e.ts));
+        st.column(l.iter(), "::text[], ", |e| e.level.as_str());
+        st.column(l.iter(), "::text[], ", |e| e.source.as_str());
+        st.column(l.iter(), "::text[], ", |e| e.step.clone());
+        st.column(l.iter(), "::text[], ", |e| e.message.clone());
+        st.column(l.iter(), "::text[]", |e| e.status.as_ref().map(to_json));
         st.push(") WITH ORDINALITY AS u(ts, level, source, step, message, status, o))");
     }
     if !tx.events.is_empty() {
@@ -366,14 +331,8 @@ fn children(st: &mut Statement, tx: &Transition) {
             tx.events.len() as i64,
         );
         st.push(" + u.o, u.body, u.at FROM upd, UNNEST(");
-        st.array(
-            tx.events.iter().map(to_json).collect::<Vec<String>>(),
-            "::text[], ",
-        );
-        st.array(
-            tx.events.iter().map(|e| ms(e.ts)).collect::<Vec<i64>>(),
-            "::bigint[]",
-        );
+        st.column(tx.events.iter(), "::text[], ", to_json);
+        st.column(tx.events.iter(), "::bigint[]", |e| ms(e.ts));
         st.push(") WITH ORDINALITY AS u(body, at, o))");
     }
 }
@@ -381,71 +340,23 @@ fn children(st: &mut Statement, tx: &Transition) {
 /// Parameters of step rows as typed arrays, in column order after `run_id`.
 fn step_arrays(st: &mut Statement, steps: &BTreeMap<usize, &StepRun>) {
     let s = || steps.iter();
-    st.array(
-        s().map(|(i, _)| *i as i64).collect::<Vec<_>>(),
-        "::bigint[], ",
-    );
-    st.array(
-        s().map(|(_, s)| s.step_id.clone()).collect::<Vec<_>>(),
-        "::text[], ",
-    );
-    st.array(
-        s().map(|(_, s)| s.name.clone()).collect::<Vec<_>>(),
-        "::text[], ",
-    );
-    st.array(
-        s().map(|(_, s)| s.action.clone()).collect::<Vec<_>>(),
-        "::text[], ",
-    );
-    st.array(
-        s().map(|(_, s)| s.status.as_str()).collect::<Vec<_>>(),
-        "::text[], ",
-    );
-    st.array(
-        s().map(|(_, s)| s.error.clone()).collect::<Vec<_>>(),
-        "::text[], ",
-    );
-    st.array(
-        s().map(|(_, s)| s.output.as_ref().map(to_json))
-            .collect::<Vec<_>>(),
-        "::text[], ",
-    );
-    st.array(
-        s().map(|(_, s)| s.http_code.map(i64::from))
-            .collect::<Vec<_>>(),
-        "::bigint[], ",
-    );
-    st.array(
-        s().map(|(_, s)| to_json(&s.attempts)).collect::<Vec<_>>(),
-        "::text[], ",
-    );
-    st.array(
-        s().map(|(_, s)| s.started_at.map(ms)).collect::<Vec<_>>(),
-        "::bigint[], ",
-    );
-    st.array(
-        s().map(|(_, s)| s.finished_at.map(ms)).collect::<Vec<_>>(),
-        "::bigint[], ",
-    );
-    st.array(
-        s().map(|(_, s)| s.waiting_since.map(ms))
-            .collect::<Vec<_>>(),
-        "::bigint[], ",
-    );
-    st.array(
-        s().map(|(_, s)| s.output_truncated).collect::<Vec<_>>(),
-        "::bool[], ",
-    );
-    st.array(
-        s().map(|(_, s)| StepExtra::of(s).as_ref().map(to_json))
-            .collect::<Vec<_>>(),
-        "::text[], ",
-    );
-    st.array(
-        s().map(|(_, s)| i64::from(s.interruptions))
-            .collect::<Vec<_>>(),
-        "::bigint[]",
-    );
+    st.column(s(), "::bigint[], ", |(i, _)| *i as i64);
+    st.column(s(), "::text[], ", |(_, s)| s.step_id.clone());
+    st.column(s(), "::text[], ", |(_, s)| s.name.clone());
+    st.column(s(), "::text[], ", |(_, s)| s.action.clone());
+    st.column(s(), "::text[], ", |(_, s)| s.status.as_str());
+    st.column(s(), "::text[], ", |(_, s)| s.error.clone());
+    st.column(s(), "::text[], ", |(_, s)| s.output.as_ref().map(to_json));
+    st.column(s(), "::bigint[], ", |(_, s)| s.http_code.map(i64::from));
+    st.column(s(), "::text[], ", |(_, s)| to_json(&s.attempts));
+    st.column(s(), "::bigint[], ", |(_, s)| s.started_at.map(ms));
+    st.column(s(), "::bigint[], ", |(_, s)| s.finished_at.map(ms));
+    st.column(s(), "::bigint[], ", |(_, s)| s.waiting_since.map(ms));
+    st.column(s(), "::bool[], ", |(_, s)| s.output_truncated);
+    st.column(s(), "::text[], ", |(_, s)| {
+        StepExtra::of(s).as_ref().map(to_json)
+    });
+    st.column(s(), "::bigint[]", |(_, s)| i64::from(s.interruptions));
 }
 
 fn guard(st: &mut Statement, guard: &Guard) {
