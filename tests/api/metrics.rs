@@ -96,8 +96,10 @@ async fn every_family_is_there_from_the_first_scrape(store: Store) {
 
 async fn runs_started_and_finished_add_up_to_the_runs_started(store: Store) {
     let app = spawn_on(store, |_| {}).await;
+    // The pause makes each successful run last: a run within one millisecond lasts 0 s.
     let ok = app
         .create_workflow(&json!({"name": "ok", "steps": [
+            {"name": "pause", "action": "wait", "input": {"duration_ms": 20}},
             {"name": "a", "action": "transform", "input": {"value": 1}}
         ]}))
         .await;
