@@ -299,7 +299,8 @@ pub async fn runs_are_counted_by_status(store: DynStore) {
 /// PostgreSQL only: a guarded commit runs without a savepoint of its own, so a database
 /// error in it aborts its whole batch. Its batch mates (the commits before it, which ran,
 /// and after it) run again in the next batch and are committed exactly once; it alone
-/// fails, and nothing of it is stored. Twice in a row, the second time while every job
+/// fails, and nothing of it is stored, even by a commit whose statement was prepared on
+/// first use after the others were sent. Twice in a row, the second time while every job
 /// has its savepoint again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_the_database_refuses_fails_alone_and_its_batch_mates_commit_once() {
@@ -360,9 +361,20 @@ async fn a_commit_the_database_refuses_fails_alone_and_its_batch_mates_commit_on
         // PostgreSQL's text holds no NUL byte: the insert of this line fails in the database.
         poisoned.logs[0].message = "a NUL \0 byte".into();
         let (first, rest) = good.split_at(10);
+        // The first commit has a shape of its own: its statement is prepared on first use,
+        // a round trip before it is sent, and still runs inside the batch (rolled back
+        // with it, not committed alone after the batch's end).
+        let fresh = |(i, id): (usize, &String)| {
+            let mut tx = logs_only(id, 1);
+            if i == 0 {
+                tx.guard.status_in = Some(vec![RunStatus::Pending, RunStatus::Succeeded]);
+            }
+            tx
+        };
         let txs = first
             .iter()
-            .map(|id| logs_only(id, 1))
+            .enumerate()
+            .map(fresh)
             .chain(std::iter::once(poisoned))
             .chain(rest.iter().map(|id| logs_only(id, 1)));
         let mut all = Box::pin(futures::future::join_all(

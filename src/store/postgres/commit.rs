@@ -21,7 +21,7 @@ use crate::store::{Committed, Guard, OwnerChange, StoreError, Transition};
 
 use super::notify::Outgoing;
 use super::rows::{get, ms, to_json};
-use super::writer::{Done, Fault};
+use super::writer::{Done, Fault, Sent, sending};
 
 type Args = Vec<Box<dyn ToSql + Sync + Send>>;
 
@@ -129,8 +129,12 @@ impl Statement {
     }
 }
 
-/// Applies a guarded transition.
-pub async fn commit<C: GenericClient>(c: &C, tx: &Transition) -> Result<Done<Committed>, Fault> {
+/// Applies a guarded transition, marking `sent` once its last write is on the wire.
+pub async fn commit<C: GenericClient>(
+    c: &C,
+    tx: &Transition,
+    sent: &Sent,
+) -> Result<Done<Committed>, Fault> {
     let at = now();
     let shape = Shape::of(tx);
     let known = TEXTS
@@ -163,7 +167,14 @@ pub async fn commit<C: GenericClient>(c: &C, tx: &Transition) -> Result<Done<Com
         .map(|b| b.as_ref() as &(dyn ToSql + Sync))
         .collect();
     let stmt = c.prepare_cached(&sql).await?;
-    let Some(row) = c.query_opt(&stmt, &params).await? else {
+    let request = c.query_opt(&stmt, &params);
+    // Its task operations are written after the statement, when there are any.
+    let row = if tx.tasks.is_empty() {
+        sending(request, sent).await
+    } else {
+        request.await
+    };
+    let Some(row) = row? else {
         return Err(guard_failure(c, &tx.run_id, &tx.guard).await.into());
     };
     super::tasks::apply_ops(c, &tx.tasks).await?;

@@ -315,9 +315,9 @@ impl Store for PostgresStore {
         // Its guard is its first statement: it refuses before writing anything.
         let transition = Arc::new(transition);
         self.writer
-            .write_refusing_first(move |c| {
+            .write_refusing_first(move |c, sent| {
                 let tx = transition.clone();
-                async move { commit::commit(&*c, &tx).await }
+                async move { commit::commit(&*c, &tx, &sent).await }
             })
             .await
     }

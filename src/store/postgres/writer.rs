@@ -18,7 +18,11 @@
 //! rather than one or two per job. A refusal leaves nothing to undo; a database error
 //! aborts the whole transaction, so the batch is rolled back and the jobs that ran in it
 //! run again in the next batch (a job's work may run more than once; only one run is
-//! committed). After such a failure every job gets its savepoint again for
+//! committed). When such a group ends the batch, its `COMMIT` is sent behind it, once
+//! every job of the group has put its last write on the wire (see [`Sent`]): a batch of
+//! commits then costs one exchange with the database. A database error among them aborts
+//! the transaction, so that `COMMIT` ends it as a rollback, known from the error. After
+//! such a failure every job gets its savepoint again for
 //! [`SAVEPOINTS_AFTER_FAILURE`] (renewed by each further failure), so a job that fails each
 //! time it is tried fails alone on its retries instead of taking its batch with it.
 //!
@@ -32,10 +36,13 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
-use futures::future::join;
+use futures::future::join3;
+use futures::task::AtomicWaker;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use tokio_postgres::error::SqlState;
 
@@ -104,6 +111,12 @@ impl Fault {
         matches!(self, Self::Db(e) if e.code() == Some(&SqlState::IN_FAILED_SQL_TRANSACTION))
     }
 
+    /// True when the database answered with an error inside the transaction, which
+    /// aborts it (not a lost connection, after which nobody knows how it ended).
+    fn aborted_the_transaction(&self) -> bool {
+        matches!(self, Self::Db(e) if e.code().is_some())
+    }
+
     /// True for a rule's refusal (a guard, a missing row), made before the job wrote
     /// anything and without a database error: the transaction goes on unharmed.
     fn refused_cleanly(&self) -> bool {
@@ -138,6 +151,89 @@ impl<R> Done<R> {
     }
 }
 
+/// A job's word that its last write of the transaction is on the wire, so that the
+/// batch's `COMMIT` may follow it: the job marks it as soon as that is so (at the latest
+/// the writer marks it when the job ends). A job must send nothing inside the transaction
+/// after marking it; it may still read (a refusal's reason), after the `COMMIT`.
+pub struct Sent {
+    group: Option<Arc<Sends>>,
+    marked: AtomicBool,
+}
+
+impl Sent {
+    /// A mark nobody waits for: the job runs alone, and the writer commits after it ends.
+    fn unheeded() -> Self {
+        Self {
+            group: None,
+            marked: AtomicBool::new(false),
+        }
+    }
+
+    fn of(group: &Arc<Sends>) -> Self {
+        Self {
+            group: Some(group.clone()),
+            marked: AtomicBool::new(false),
+        }
+    }
+
+    /// The job's last write is on the wire (a second mark changes nothing).
+    pub fn mark(&self) {
+        if let Some(group) = &self.group
+            && !self.marked.swap(true, Ordering::AcqRel)
+            && group.left.fetch_sub(1, Ordering::AcqRel) == 1
+        {
+            group.all_sent.wake();
+        }
+    }
+}
+
+/// The marks of a group of jobs whose batch ends behind them.
+struct Sends {
+    left: AtomicUsize,
+    /// A job failed in a way that rolls its batch back.
+    doomed: AtomicBool,
+    all_sent: AtomicWaker,
+}
+
+/// How a batch whose end followed its last jobs on the wire was ended.
+enum Ending {
+    Commit,
+    Rollback,
+}
+
+/// Drives `request` to its end, marking `sent` once it has been polled: tokio-postgres
+/// puts a request on the wire when its future is first polled, and executes requests in
+/// the order they were first polled.
+pub async fn sending<F: Future>(request: F, sent: &Sent) -> F::Output {
+    let mut request = std::pin::pin!(request);
+    let first = futures::poll!(request.as_mut());
+    sent.mark();
+    match first {
+        Poll::Ready(out) => out,
+        Poll::Pending => request.await,
+    }
+}
+
+/// Ends the batch once every job of `group` has marked its writes sent: `COMMIT`, or
+/// `ROLLBACK` when one of them failed before then in a way that dooms the batch.
+async fn end_when_sent(conn: &Conn, group: &Sends) -> Result<Ending, tokio_postgres::Error> {
+    futures::future::poll_fn(|cx| {
+        group.all_sent.register(cx.waker());
+        match group.left.load(Ordering::Acquire) {
+            0 => Poll::Ready(()),
+            _ => Poll::Pending,
+        }
+    })
+    .await;
+    if group.doomed.load(Ordering::Acquire) {
+        conn.batch_execute("ROLLBACK").await?;
+        Ok(Ending::Rollback)
+    } else {
+        conn.batch_execute("COMMIT").await?;
+        Ok(Ending::Commit)
+    }
+}
+
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A unit of work for the writer: run inside a savepoint unless it refuses only before its
@@ -146,8 +242,9 @@ trait Job: Send {
     /// True when the job refuses (with a [`Fault::refused_cleanly`]) only before its first
     /// write, so it needs no savepoint.
     fn refuses_first(&self) -> bool;
-    /// Runs the work, keeping its result; the fault when it failed.
-    fn run(&mut self, conn: Conn) -> BoxFuture<'_, Option<Fault>>;
+    /// Runs the work, keeping its result; the fault when it failed. The work marks `sent`
+    /// when its last write is on the wire.
+    fn run(&mut self, conn: Conn, sent: Arc<Sent>) -> BoxFuture<'_, Option<Fault>>;
     /// The notices of the successful run.
     fn notices(&mut self) -> Vec<Outgoing>;
     /// Answers the caller with the work's result, or with `commit`'s error.
@@ -167,16 +264,16 @@ struct Pending<R, F> {
 impl<R, F, Fut> Job for Pending<R, F>
 where
     R: Send + 'static,
-    F: Fn(Conn) -> Fut + Send + 'static,
+    F: Fn(Conn, Arc<Sent>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Done<R>, Fault>> + Send + 'static,
 {
     fn refuses_first(&self) -> bool {
         self.refuses_first
     }
 
-    fn run(&mut self, conn: Conn) -> BoxFuture<'_, Option<Fault>> {
+    fn run(&mut self, conn: Conn, sent: Arc<Sent>) -> BoxFuture<'_, Option<Fault>> {
         Box::pin(async move {
-            match (self.work)(conn).await {
+            match (self.work)(conn, sent).await {
                 Ok(done) => {
                     self.result = Some(done);
                     None
@@ -245,16 +342,17 @@ impl Writer {
         F: Fn(Conn) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Done<R>, Fault>> + Send + 'static,
     {
-        self.send(false, work).await
+        self.send(false, move |conn, _| work(conn)).await
     }
 
     /// Like [`Writer::write`], for work that refuses (with a [`StoreError::Conflict`] or
     /// [`StoreError::NotFound`]) only before its first write: it runs without a savepoint
-    /// of its own.
+    /// of its own. It marks its [`Sent`] once its last write is on the wire, so that the
+    /// batch's `COMMIT` can follow it without waiting for its answer.
     pub async fn write_refusing_first<R, F, Fut>(&self, work: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
-        F: Fn(Conn) -> Fut + Send + 'static,
+        F: Fn(Conn, Arc<Sent>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Done<R>, Fault>> + Send + 'static,
     {
         self.send(true, work).await
@@ -263,7 +361,7 @@ impl Writer {
     async fn send<R, F, Fut>(&self, refuses_first: bool, work: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
-        F: Fn(Conn) -> Fut + Send + 'static,
+        F: Fn(Conn, Arc<Sent>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Done<R>, Fault>> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
@@ -362,13 +460,29 @@ struct Pipelined {
     cut_off: bool,
 }
 
-/// Runs `group` (jobs without savepoints) at once on `conn`.
+/// Runs `group` (jobs without savepoints) at once on `conn`; with `sends` when the batch's
+/// end is to follow their writes on the wire.
 async fn run_pipelined(
     conn: &Conn,
     mut group: Vec<Box<dyn Job>>,
     answers: &mut Answers,
+    sends: Option<&Arc<Sends>>,
 ) -> Pipelined {
-    let faults = futures::future::join_all(group.iter_mut().map(|job| job.run(conn.clone()))).await;
+    let faults = futures::future::join_all(group.iter_mut().map(|job| {
+        let sent = Arc::new(sends.map_or_else(Sent::unheeded, Sent::of));
+        let run = job.run(conn.clone(), sent.clone());
+        async move {
+            let fault = run.await;
+            if let (Some(group), Some(fault)) = (&sent.group, &fault)
+                && !fault.refused_cleanly()
+            {
+                group.doomed.store(true, Ordering::Release);
+            }
+            sent.mark();
+            fault
+        }
+    }))
+    .await;
     let mut sent = Pipelined {
         ran: Vec::new(),
         culprits: Vec::new(),
@@ -422,6 +536,8 @@ async fn run_batch(
     let mut notices = Vec::new();
     let mut broken: Option<StoreError> = None;
     let mut refused: Option<String> = None;
+    // How the batch ended, when its end was sent behind its last jobs.
+    let mut ended: Option<Result<(), StoreError>> = None;
     // Whether the savepoint `job` is open: opened before a job that needs one, released
     // after it succeeds, kept (rolled back to) after it fails.
     let mut savepoint = false;
@@ -433,15 +549,36 @@ async fn run_batch(
         }
         if bare && job.refuses_first() {
             // Jobs without savepoints that follow each other are sent together: their
-            // statements are pipelined on the connection instead of a round trip each.
+            // statements are pipelined on the connection instead of a round trip each, and
+            // the batch's end behind them when they end it.
             let mut group = vec![job];
             while let Some(next) = jobs.next_if(|j| j.refuses_first()) {
                 group.push(next);
             }
-            let (began, sent) = match begin.take() {
-                Some(begin) => join(begin, run_pipelined(&conn, group, answers)).await,
-                None => (Ok(()), run_pipelined(&conn, group, answers).await),
-            };
+            let sends = jobs.peek().is_none().then(|| {
+                Arc::new(Sends {
+                    left: AtomicUsize::new(group.len()),
+                    doomed: AtomicBool::new(false),
+                    all_sent: AtomicWaker::new(),
+                })
+            });
+            let begin = begin.take();
+            let (began, sent, end) = join3(
+                async move {
+                    match begin {
+                        Some(begin) => begin.await,
+                        None => Ok(()),
+                    }
+                },
+                run_pipelined(&conn, group, answers, sends.as_ref()),
+                async {
+                    match &sends {
+                        Some(group) => Some(end_when_sent(&conn, group).await),
+                        None => None,
+                    }
+                },
+            )
+            .await;
             if let Err(e) = began {
                 // Nothing was written: the statements sent after a failed BEGIN (or lock)
                 // fail with it.
@@ -452,16 +589,44 @@ async fn run_batch(
                 answers.extend(unrun.map(|job| (job, Err(err.clone()))));
                 return Err(crate::problems::chain(&err));
             }
-            if sent.culprits.is_empty() && !sent.cut_off {
+            let failed = !sent.culprits.is_empty() || sent.cut_off;
+            let rolled_back = match &end {
+                // The end was sent behind the jobs: a database error among them aborted
+                // the transaction (its `COMMIT` then rolls back); a failure of a job after
+                // its writes were sent, outside the database, does not.
+                Some(end) => {
+                    matches!(end, Ok(Ending::Rollback))
+                        || sent.cut_off
+                        || sent
+                            .culprits
+                            .iter()
+                            .any(|(_, f)| f.aborted_the_transaction())
+                }
+                None => failed,
+            };
+            if !rolled_back {
                 for mut job in sent.ran {
                     notices.append(&mut job.notices());
                     done.push(job);
                 }
-                continue;
+                for (job, fault) in sent.culprits {
+                    *write_failed = true;
+                    refused = refused.or(fault.refusal());
+                    answers.push((job, Err(fault.into_store())));
+                }
+                match end {
+                    Some(end) => {
+                        ended = Some(end.map(|_| ()).map_err(super::db_error));
+                        break;
+                    }
+                    None => continue,
+                }
             }
             // A failure aborted the transaction: nothing of the batch commits. The jobs
             // that ran or were cut off, and those not run yet, go into the next batch.
-            let _ = conn.batch_execute("ROLLBACK").await;
+            if end.is_none() {
+                let _ = conn.batch_execute("ROLLBACK").await;
+            }
             *write_failed = true;
             again.append(&mut done);
             again.extend(sent.ran);
@@ -495,7 +660,7 @@ async fn run_batch(
             }
             savepoint = true;
         }
-        match job.run(conn.clone()).await {
+        match job.run(conn.clone(), Arc::new(Sent::unheeded())).await {
             None => match conn.batch_execute("RELEASE SAVEPOINT job").await {
                 Ok(()) => {
                     savepoint = false;
@@ -526,9 +691,10 @@ async fn run_batch(
             }
         }
     }
-    let outcome = match broken {
-        Some(err) => Err(err),
-        None => conn.batch_execute("COMMIT").await.map_err(super::db_error),
+    let outcome = match (broken, ended) {
+        (Some(err), _) => Err(err),
+        (None, Some(ended)) => ended,
+        (None, None) => conn.batch_execute("COMMIT").await.map_err(super::db_error),
     };
     match outcome {
         Ok(()) if !notices.is_empty() => {
