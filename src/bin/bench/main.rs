@@ -88,7 +88,9 @@ struct Args {
     /// The `clients` and `soak` scenarios' target: `nginx` (when installed) or `builtin`.
     #[arg(long, default_value = "nginx")]
     clients_target: String,
-    /// A PostgreSQL DSN: measure that store instead of the embedded one.
+    /// A PostgreSQL DSN: measure that store instead of the embedded one. Each scenario gets
+    /// a database of its own on that cluster (created, then dropped; the DSN's user needs
+    /// CREATEDB), as each gets a fresh file on the embedded store.
     #[arg(long)]
     dsn: Option<String>,
     /// Where to write the JSON results.

@@ -15,6 +15,72 @@ pub struct Server {
     /// Whether the store is PostgreSQL (its own processes do the database's work).
     postgres: bool,
     dir: tempfile::TempDir,
+    /// The PostgreSQL database made for this server (dropped after it, as fields drop
+    /// after [`Server`]'s own `drop` has stopped the process).
+    _database: Option<Database>,
+}
+
+/// A database of its own on a PostgreSQL cluster, so that no scenario meets another's (or
+/// an earlier run's) runs; dropped with this value.
+struct Database {
+    admin: String,
+    name: String,
+    /// Its DSN: `admin`'s, with the database replaced.
+    dsn: String,
+}
+
+impl Database {
+    /// Creates one on the cluster that `admin` (a `postgres://` URL, as the server's
+    /// `database.dsn`) connects to.
+    fn create(admin: &str) -> anyhow::Result<Self> {
+        let mut url = url::Url::parse(admin)
+            .ok()
+            .filter(|url| matches!(url.scheme(), "postgres" | "postgresql"))
+            .context("--dsn is a postgres:// URL")?;
+        let name = format!("bench_{}", orchestrator::ids::new("").to_lowercase());
+        execute(admin, format!("CREATE DATABASE {name}"))
+            .context("creating the scenario's database (the DSN's user needs CREATEDB)")?;
+        url.set_path(&name);
+        Ok(Self {
+            admin: admin.to_owned(),
+            name,
+            dsn: url.to_string(),
+        })
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        if let Err(e) = execute(&self.admin, drop) {
+            eprintln!(
+                "could not drop the scenario's database {}: {e:#}",
+                self.name
+            );
+        }
+    }
+}
+
+/// Runs `sql` on `dsn`, on a thread and runtime of its own (callers are synchronous code
+/// inside the bench's runtime).
+fn execute(dsn: &str, sql: String) -> anyhow::Result<()> {
+    let dsn = dsn.to_owned();
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(async {
+                let (client, connection) =
+                    tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await?;
+                let driver = tokio::spawn(connection);
+                client.batch_execute(&sql).await?;
+                drop(client);
+                let _ = driver.await;
+                anyhow::Ok(())
+            })
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the database thread panicked"))?
 }
 
 /// Writes the benchmark config: a fresh embedded store, free port, quiet logs.
@@ -75,16 +141,19 @@ fn spawn(config: &Path) -> anyhow::Result<(Child, String)> {
 }
 
 impl Server {
-    /// Starts a server on a fresh store (or on `dsn`) and waits until it listens.
+    /// Starts a server on a fresh store (or on a fresh database on `dsn`'s cluster) and
+    /// waits until it listens.
     pub fn start(dsn: Option<&str>) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let config = write_config(dir.path(), dsn)?;
+        let database = dsn.map(Database::create).transpose()?;
+        let config = write_config(dir.path(), database.as_ref().map(|d| d.dsn.as_str()))?;
         let (child, url) = spawn(&config)?;
         Ok(Self {
             child,
             url,
             postgres: dsn.is_some(),
             dir,
+            _database: database,
         })
     }
 
