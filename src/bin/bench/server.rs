@@ -17,7 +17,7 @@ pub struct Server {
     dir: tempfile::TempDir,
     /// The PostgreSQL database made for this server (dropped after it, as fields drop
     /// after [`Server`]'s own `drop` has stopped the process).
-    _database: Option<Database>,
+    database: Option<Database>,
 }
 
 /// A database of its own on a PostgreSQL cluster, so that no scenario meets another's (or
@@ -27,6 +27,10 @@ struct Database {
     name: String,
     /// Its DSN: `admin`'s, with the database replaced.
     dsn: String,
+    /// Its directory in the cluster's data directory, and the cluster's write-ahead log
+    /// (read from disk like the embedded store's files; zero when they cannot be read).
+    files: PathBuf,
+    wal: PathBuf,
 }
 
 impl Database {
@@ -40,13 +44,67 @@ impl Database {
         let name = format!("bench_{}", orchestrator::ids::new("").to_lowercase());
         execute(admin, format!("CREATE DATABASE {name}"))
             .context("creating the scenario's database (the DSN's user needs CREATEDB)")?;
-        url.set_path(&name);
-        Ok(Self {
+        let mut database = Self {
             admin: admin.to_owned(),
             name,
-            dsn: url.to_string(),
-        })
+            dsn: String::new(),
+            files: PathBuf::new(),
+            wal: PathBuf::new(),
+        };
+        let (data, oid) = query_where(admin, &database.name)?;
+        database.files = Path::new(&data).join("base").join(oid.to_string());
+        database.wal = Path::new(&data).join("pg_wal");
+        url.set_path(&database.name);
+        database.dsn = url.to_string();
+        Ok(database)
     }
+
+    /// Bytes of its files and of the cluster's write-ahead log.
+    fn bytes(&self) -> (u64, u64) {
+        (dir_bytes(&self.files), dir_bytes(&self.wal))
+    }
+}
+
+/// Bytes of the files directly in `dir` (zero when it cannot be read).
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .filter(std::fs::Metadata::is_file)
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// The cluster's data directory and the oid of database `name`, asked on `dsn`.
+fn query_where(dsn: &str, name: &str) -> anyhow::Result<(String, u32)> {
+    let (dsn, name) = (dsn.to_owned(), name.to_owned());
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(async {
+                let (client, connection) =
+                    tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await?;
+                let driver = tokio::spawn(connection);
+                let row = client
+                    .query_one(
+                        "SELECT current_setting('data_directory'), oid FROM pg_database \
+                         WHERE datname = $1",
+                        &[&name],
+                    )
+                    .await?;
+                let found = (row.try_get::<_, String>(0)?, row.try_get::<_, u32>(1)?);
+                drop(client);
+                let _ = driver.await;
+                anyhow::Ok(found)
+            })
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the database thread panicked"))?
 }
 
 impl Drop for Database {
@@ -153,7 +211,7 @@ impl Server {
             url,
             postgres: dsn.is_some(),
             dir,
-            _database: database,
+            database,
         })
     }
 
@@ -244,9 +302,13 @@ fn process_cpu_seconds(pid: u32) -> f64 {
 }
 
 impl Server {
-    /// Bytes of the embedded store's database file and of its write-ahead log (zero for a
-    /// file that does not exist, or on PostgreSQL).
+    /// Bytes of the store and of its write-ahead log: the embedded store's database file and
+    /// WAL (zero for a file that does not exist), or the PostgreSQL database's files and the
+    /// cluster's WAL (all databases'; bounded by `max_wal_size`, not by this store).
     pub fn store_bytes(&self) -> (u64, u64) {
+        if let Some(database) = &self.database {
+            return database.bytes();
+        }
         let size =
             |name: &str| std::fs::metadata(self.dir.path().join(name)).map_or(0, |m| m.len());
         (size("bench.db"), size("bench.db-wal"))
