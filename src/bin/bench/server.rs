@@ -81,30 +81,17 @@ fn dir_bytes(dir: &Path) -> u64 {
 
 /// The cluster's data directory and the oid of database `name`, asked on `dsn`.
 fn query_where(dsn: &str, name: &str) -> anyhow::Result<(String, u32)> {
-    let (dsn, name) = (dsn.to_owned(), name.to_owned());
-    std::thread::spawn(move || {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-            .block_on(async {
-                let (client, connection) =
-                    tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await?;
-                let driver = tokio::spawn(connection);
-                let row = client
-                    .query_one(
-                        "SELECT current_setting('data_directory'), oid FROM pg_database \
-                         WHERE datname = $1",
-                        &[&name],
-                    )
-                    .await?;
-                let found = (row.try_get::<_, String>(0)?, row.try_get::<_, u32>(1)?);
-                drop(client);
-                let _ = driver.await;
-                anyhow::Ok(found)
-            })
+    let name = name.to_owned();
+    with_client(dsn, move |client| async move {
+        let row = client
+            .query_one(
+                "SELECT current_setting('data_directory'), oid FROM pg_database \
+                 WHERE datname = $1",
+                &[&name],
+            )
+            .await?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
     })
-    .join()
-    .map_err(|_| anyhow::anyhow!("the database thread panicked"))?
 }
 
 impl Drop for Database {
@@ -119,9 +106,22 @@ impl Drop for Database {
     }
 }
 
-/// Runs `sql` on `dsn`, on a thread and runtime of its own (callers are synchronous code
-/// inside the bench's runtime).
+/// Runs `sql` on `dsn`.
 fn execute(dsn: &str, sql: String) -> anyhow::Result<()> {
+    with_client(dsn, move |client| async move {
+        client.batch_execute(&sql).await?;
+        Ok(())
+    })
+}
+
+/// Runs `work` with a connection to `dsn`, on a thread and runtime of its own (callers are
+/// synchronous code inside the bench's runtime).
+fn with_client<T, F, Fut>(dsn: &str, work: F) -> anyhow::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(tokio_postgres::Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
     let dsn = dsn.to_owned();
     std::thread::spawn(move || {
         tokio::runtime::Builder::new_current_thread()
@@ -131,10 +131,9 @@ fn execute(dsn: &str, sql: String) -> anyhow::Result<()> {
                 let (client, connection) =
                     tokio_postgres::connect(&dsn, tokio_postgres::NoTls).await?;
                 let driver = tokio::spawn(connection);
-                client.batch_execute(&sql).await?;
-                drop(client);
+                let out = work(client).await;
                 let _ = driver.await;
-                anyhow::Ok(())
+                out
             })
     })
     .join()
