@@ -115,8 +115,11 @@ impl HttpClient {
         if let Some(policy) = &self.policy
             && let Err(denied) = policy.check_url(&request.url)
         {
-            let target = format!("{} {}", request.method, request.url);
-            return Err(denied_failure(&target, &denied));
+            let target = Target {
+                method: &request.method,
+                url: &request.url,
+            };
+            return Err(denied_failure(target, &denied));
         }
         let mut headers = HeaderMap::new();
         for (name, value) in &request.headers {
@@ -152,12 +155,28 @@ impl HttpClient {
                 }
             }
         };
-        let target = format!("{} {}", request.method, request.url);
+        let target = Target {
+            method: &request.method,
+            url: &request.url,
+        };
         let response = builder
             .send()
             .await
-            .map_err(|e| transport_failure(&target, &e))?;
-        decode(&target, response, self.max_body_bytes).await
+            .map_err(|e| transport_failure(target, &e))?;
+        decode(target, response, self.max_body_bytes).await
+    }
+}
+
+/// What a call's messages name it by, `METHOD URL`: written only when a message is.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    method: &'a reqwest::Method,
+    url: &'a Url,
+}
+
+impl std::fmt::Display for Target<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.method, self.url)
     }
 }
 
@@ -176,12 +195,12 @@ fn build_error(e: reqwest::Error) -> ClientError {
     ClientError::Build(e)
 }
 
-fn denied_failure(target: &str, denied: &Denied) -> Failure {
+fn denied_failure(target: Target<'_>, denied: &Denied) -> Failure {
     tracing::warn!(%target, host = %denied.host, reason = %denied.reason, "outbound call denied");
     Failure::rejected(format!("{target}: {denied}"))
 }
 
-fn transport_failure(target: &str, e: &reqwest::Error) -> Failure {
+fn transport_failure(target: Target<'_>, e: &reqwest::Error) -> Failure {
     if let Some(denied) = policy::find_denied(e) {
         return denied_failure(target, denied);
     }
@@ -214,7 +233,7 @@ enum ReadBody {
 
 /// Reads the body up to `limit` bytes.
 async fn read_body(
-    target: &str,
+    target: Target<'_>,
     mut response: reqwest::Response,
     limit: usize,
 ) -> Result<ReadBody, Failure> {
@@ -239,7 +258,7 @@ async fn read_body(
 }
 
 async fn decode(
-    target: &str,
+    target: Target<'_>,
     response: reqwest::Response,
     max_body_bytes: usize,
 ) -> Result<Response, Failure> {
@@ -303,13 +322,18 @@ async fn decode(
 
 /// A 2xx answer is a response, anything else a failure carrying the answer.
 fn finish(
-    target: &str,
+    target: Target<'_>,
     status: u16,
     retry_after: Option<Duration>,
     headers: Map<String, Value>,
     body: Value,
 ) -> Result<Response, Failure> {
-    let output = json!({"status": status, "headers": headers, "body": body});
+    // Built by moving its parts in: `json!` would copy `headers` and `body` through serde.
+    let mut output = Map::with_capacity(3);
+    output.insert("status".to_owned(), status.into());
+    output.insert("headers".to_owned(), Value::Object(headers));
+    output.insert("body".to_owned(), body);
+    let output = Value::Object(output);
     if (200..300).contains(&status) {
         return Ok(Response { status, output });
     }
