@@ -2,7 +2,9 @@
 //! `RUST_LOG`, when set, overrides `log.level`. Installed once, by `main`.
 //!
 //! Context lives in spans: each request's span carries `request_id`, `method` and `route`,
-//! each run task's span `run_id`, each step task's span `run_id`, `step` and `action`.
+//! each run task's span `run_id`, each step task's span `run_id`, `step` and `action` (a
+//! debug span: made only where debug lines are kept; the one line above debug a step's
+//! attempts write, a denied outbound call, names its `call`, `<run id>/<step>`, itself).
 //! Text lines show them as span prefixes. JSON lines carry them as top-level members,
 //! merged from every span in scope (outermost first, the event's own fields last), so a
 //! log pipeline can filter on `run_id` or `request_id` directly.

@@ -118,6 +118,7 @@ impl HttpClient {
             let target = Target {
                 method: &request.method,
                 url: &request.url,
+                call: &request.idempotency_key,
             };
             return Err(denied_failure(target, &denied));
         }
@@ -158,6 +159,7 @@ impl HttpClient {
         let target = Target {
             method: &request.method,
             url: &request.url,
+            call: &request.idempotency_key,
         };
         let response = builder
             .send()
@@ -167,11 +169,13 @@ impl HttpClient {
     }
 }
 
-/// What a call's messages name it by, `METHOD URL`: written only when a message is.
+/// What a call's messages name it by, `METHOD URL`: written only when a message is. `call`
+/// is its idempotency key (`<run id>/<step>` for a step), for the server's log.
 #[derive(Clone, Copy)]
 struct Target<'a> {
     method: &'a reqwest::Method,
     url: &'a Url,
+    call: &'a str,
 }
 
 impl std::fmt::Display for Target<'_> {
@@ -196,7 +200,14 @@ fn build_error(e: reqwest::Error) -> ClientError {
 }
 
 fn denied_failure(target: Target<'_>, denied: &Denied) -> Failure {
-    tracing::warn!(%target, host = %denied.host, reason = %denied.reason, "outbound call denied");
+    // `request`, not `target`: JSON lines keep `target` for the module that logged.
+    tracing::warn!(
+        request = %target,
+        call = target.call,
+        host = %denied.host,
+        reason = %denied.reason,
+        "outbound call denied"
+    );
     Failure::rejected(format!("{target}: {denied}"))
 }
 
@@ -360,6 +371,67 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A log sink for a test's subscriber.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buffer {
+        type Writer = Buffer;
+        fn make_writer(&'a self) -> Buffer {
+            self.clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_denied_calls_warning_names_the_call_it_refused() {
+        let buffer = Buffer::default();
+        let filter = tracing_subscriber::EnvFilter::new("info");
+        let _log = tracing::subscriber::set_default(crate::telemetry::json_subscriber(
+            filter,
+            buffer.clone(),
+        ));
+        let policy = OutboundPolicy::new(&[], &["blocked.example".to_owned()], false, [])
+            .expect("a valid policy");
+        let client = HttpClient::with_options(ClientOptions {
+            policy: Some(Arc::new(policy)),
+            max_body_bytes: 1024,
+        })
+        .unwrap();
+        let failure = client
+            .send(Request {
+                method: reqwest::Method::GET,
+                url: Url::parse("http://blocked.example/x").unwrap(),
+                headers: Vec::new(),
+                query: Vec::new(),
+                body: None,
+                idempotency_key: "run_1/fetch".to_owned(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(failure.kind, FailureKind::Rejected);
+        assert!(
+            failure
+                .message
+                .starts_with("GET http://blocked.example/x: ")
+        );
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let line: Value = serde_json::from_str(text.lines().next().expect("a warning")).unwrap();
+        assert_eq!(line["message"], "outbound call denied");
+        assert_eq!(line["call"], "run_1/fetch");
+        assert_eq!(line["request"], "GET http://blocked.example/x");
+        assert_eq!(line["target"], "orchestrator::outbound::client");
+    }
 
     #[test]
     fn retry_after_accepts_seconds_and_http_dates() {
