@@ -554,6 +554,11 @@ pub fn to_scope_value(value: &Value) -> MjValue {
     MjValue::from(minijinja::value::Serde(value))
 }
 
+/// [`to_scope_value`] of a JSON object, without copying it into a `Value` first.
+pub fn map_scope_value(map: &Map<String, Value>) -> MjValue {
+    MjValue::from(minijinja::value::Serde(map))
+}
+
 /// The `steps` part of a scope: the per-step values built by [`step_scope`], by name. The
 /// value shares the map rather than copying it (a run adds one entry per finished step and
 /// builds a scope per step; copying made that quadratic in the run's length).
@@ -622,6 +627,21 @@ mod tests {
         let t = Template::compile(&json!({"n": "{{ context.n }}", "tags": "{{context.tags}}"}))
             .unwrap();
         assert_eq!(t.render(&s).unwrap(), json!({"n": 3, "tags": ["a", "b"]}));
+    }
+
+    #[test]
+    fn an_object_converts_as_the_value_holding_it_does() {
+        let value = json!({"z": 1, "a": {"y": [1, 2.5, -3], "b": null}, "m": "x", "": true});
+        let Value::Object(map) = &value else {
+            unreachable!()
+        };
+        let (direct, wrapped) = (map_scope_value(map), to_scope_value(&value));
+        assert_eq!(direct, wrapped);
+        assert_eq!(
+            format!("{direct:?}"),
+            format!("{wrapped:?}"),
+            "keys in order"
+        );
     }
 
     #[test]

@@ -37,7 +37,7 @@ impl ScopeCache {
         Self {
             secrets,
             step_scopes: Arc::new(step_scopes),
-            context: expr::to_scope_value(&Value::Object(run.context.clone())),
+            context: expr::map_scope_value(&run.context),
             shared_context: Arc::new(run.context.clone()),
         }
     }
@@ -99,7 +99,7 @@ impl RunState {
             return Err(size);
         }
         self.scope.shared_context = Arc::new(self.run.context.clone());
-        self.scope.context = expr::to_scope_value(&Value::Object(self.run.context.clone()));
+        self.scope.context = expr::map_scope_value(&self.run.context);
         self.touch_context();
         Ok(())
     }
