@@ -24,8 +24,12 @@ pub type Timestamp = DateTime<Utc>;
 
 /// The current time, truncated to milliseconds so that what is stored reads back equal.
 pub fn now() -> Timestamp {
-    let t = Utc::now();
-    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+    // Milliseconds straight from the system clock: `Utc::now()` builds a date and time
+    // that truncating would take apart and build again (a step reads the clock ~13 times).
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    DateTime::from_timestamp_millis(since_epoch.as_millis() as i64).unwrap_or_default()
 }
 
 macro_rules! closed_enum {
@@ -768,6 +772,19 @@ pub struct WriteStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn now_is_the_system_clock_to_the_millisecond() {
+        let before = Utc::now();
+        let at = now();
+        let after = Utc::now();
+        assert_eq!(at.timestamp_subsec_nanos() % 1_000_000, 0);
+        assert!(
+            at.timestamp_millis() >= before.timestamp_millis(),
+            "{before} {at}"
+        );
+        assert!(at <= after, "{at} {after}");
+    }
 
     #[test]
     fn nul_characters_become_replacement_characters_in_strings_and_keys() {
