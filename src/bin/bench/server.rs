@@ -154,7 +154,7 @@ fn write_config(dir: &Path, dsn: Option<&str>) -> anyhow::Result<PathBuf> {
         ),
     };
     let text = format!(
-        "server:\n  host: 127.0.0.1\n  port: 0\ndatabase:\n{database}engine:\n  max_active_runs: 100000\n  poll_interval: 200ms\nlimits:\n  max_page: 500\nlog:\n  level: warn\n"
+        "server:\n  host: 127.0.0.1\n  port: 0\ndatabase:\n{database}engine:\n  max_active_runs: 100000\n  poll_interval: 200ms\nlimits:\n  max_page: 500\nlog:\n  level: info\n"
     );
     std::fs::write(&path, text)?;
     Ok(path)
@@ -166,7 +166,8 @@ fn spawn(config: &Path) -> anyhow::Result<(Child, String)> {
     let mut child = Command::new(std::env::current_exe()?)
         .arg("__serve")
         .arg(config)
-        .env("RUST_LOG", "orchestrator::app=info,warn")
+        // The level `config.yaml` ships with: what a span or line costs at it is measured.
+        .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
