@@ -217,8 +217,11 @@ macro_rules! routes {
         ];
 
         fn register(cfg: &mut web::ServiceConfig) {
-            $(cfg.service(resource($path)$(.route(web::$method().to($($handler)::+)))+);)+
-            $(cfg.service(resource($cpath)$(.route(web::$cmethod().to($($chandler)::+)))+);)+
+            let resources = vec![
+                $(($path, resource(scoped($path).1)$(.route(web::$method().to($($handler)::+)))+),)+
+                $(($cpath, resource(scoped($cpath).1)$(.route(web::$cmethod().to($($chandler)::+)))+),)+
+            ];
+            serve_scoped(cfg, resources);
         }
 
         /// The operations of the OpenAPI document: the handlers of the `api` block.
@@ -346,6 +349,56 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .configure(register)
     .default_service(web::to(not_found));
+}
+
+/// The scope a route is served in and its path within it: its first two segments when
+/// both are literal (`/v1/runs` for `/v1/runs`, `/v1/runs/counts` and `/v1/runs/{id}`),
+/// else none (`""`). The router tries routes one after the other, each by its regular
+/// expression; within scopes it tries only the routes under the path's prefix.
+fn scoped(path: &'static str) -> (&'static str, &'static str) {
+    let mut ends = path.match_indices('/').map(|(i, _)| i).skip(1);
+    let (second, third) = (ends.next(), ends.next());
+    let prefix_end = match (second, third) {
+        (Some(_), Some(end)) => end,
+        (Some(_), None) => path.len(),
+        _ => return ("", path),
+    };
+    let prefix = &path[..prefix_end];
+    if prefix.contains('{') {
+        return ("", path);
+    }
+    (prefix, &path[prefix_end..])
+}
+
+/// Serves `resources` (route path, resource at its path within its [`scoped`] scope) in
+/// their order, those of one scope together in it. Only routes under a scope's prefix can
+/// match a path under it, so grouping them keeps the router's first match; a path under a
+/// prefix that none of its routes match gets the app's default answer, as before.
+fn serve_scoped(cfg: &mut web::ServiceConfig, resources: Vec<(&'static str, actix_web::Resource)>) {
+    let mut groups: Vec<(&'static str, Vec<actix_web::Resource>)> = Vec::new();
+    for (path, resource) in resources {
+        let prefix = scoped(path).0;
+        match groups
+            .iter_mut()
+            .find(|(p, _)| !p.is_empty() && *p == prefix)
+        {
+            Some((_, members)) => members.push(resource),
+            None => groups.push((prefix, vec![resource])),
+        }
+    }
+    for (prefix, members) in groups {
+        if prefix.is_empty() {
+            for resource in members {
+                cfg.service(resource);
+            }
+        } else {
+            let mut scope = web::scope(prefix);
+            for resource in members {
+                scope = scope.service(resource);
+            }
+            cfg.service(scope);
+        }
+    }
 }
 
 /// A resource whose unsupported methods answer `405` as `problem+json`.
