@@ -61,6 +61,29 @@ async fn unknown_routes_and_methods_answer_problem_json() {
     assert_eq!(response.headers()["allow"], "POST, GET");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], 405);
+    // Under a prefix the routes are served in (a scope), as anywhere else.
+    for path in [
+        "/v1/runs/x/unknown",
+        "/v1/runs/",
+        "/v1/workflows/x/versions/y",
+        "/v1/whoami/x",
+    ] {
+        let response = app.get(path).await;
+        assert_eq!(response.status(), 404, "{path}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json",
+            "{path}"
+        );
+    }
+    let response = app
+        .client
+        .delete(app.url("/v1/runs/x/cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "POST");
 }
 
 async fn ready(app: &crate::helpers::TestApp) -> (u16, Value) {
