@@ -372,30 +372,9 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
 mod tests {
     use super::*;
 
-    /// A log sink for a test's subscriber.
-    #[derive(Clone, Default)]
-    struct Buffer(Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Buffer {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buffer {
-        type Writer = Buffer;
-        fn make_writer(&'a self) -> Buffer {
-            self.clone()
-        }
-    }
-
     #[tokio::test]
     async fn a_denied_calls_warning_names_the_call_it_refused() {
-        let buffer = Buffer::default();
+        let buffer = crate::telemetry::Buffer::default();
         let filter = tracing_subscriber::EnvFilter::new("info");
         let _log = tracing::subscriber::set_default(crate::telemetry::json_subscriber(
             filter,
@@ -425,8 +404,8 @@ mod tests {
                 .message
                 .starts_with("GET http://blocked.example/x: ")
         );
-        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
-        let line: Value = serde_json::from_str(text.lines().next().expect("a warning")).unwrap();
+        let lines = crate::telemetry::lines(&buffer);
+        let line = lines.first().expect("a warning");
         assert_eq!(line["message"], "outbound call denied");
         assert_eq!(line["call"], "run_1/fetch");
         assert_eq!(line["request"], "GET http://blocked.example/x");
