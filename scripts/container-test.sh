@@ -110,10 +110,17 @@ ct_cleanup() {
 }
 trap ct_cleanup EXIT
 
-# The last lines of every container's log, for failures.
+# For failures: podman-compose's output, and every container's state, start error and last
+# log lines (a container that never started has a state and an error but no log).
 ct_dump() {
     local name
+    if [[ -s "$WORK/compose.log" ]]; then
+        echo "--- podman-compose (last 30 lines)" >&2
+        tail -n 30 "$WORK/compose.log" >&2
+    fi
     for name in $(podman ps -a --format '{{.Names}}' 2>/dev/null | grep "^$ID"); do
+        echo "--- $name: $(podman inspect "$name" --format \
+            'status={{.State.Status}} exit={{.State.ExitCode}} error={{.State.Error}}' 2>&1)" >&2
         echo "--- podman logs $name (last 30 lines)" >&2
         podman logs "$name" 2>&1 | grep -v 'systemd' | tail -n 30 >&2 || true
     done
@@ -159,11 +166,23 @@ podman build --format docker --target runtime-prebuilt --build-arg "RUNTIME_IMAG
     || { tail -n 30 "$WORK/build.log" >&2; ct_fail "podman build failed"; }
 ct_log "image built in $(( SECONDS - phase )) s"
 
+# A port nothing holds on 127.0.0.1, outside the kernel's ephemeral range (a port there may
+# be an outgoing connection's at any moment, and podman then cannot publish it) and not one
+# of the ports given as arguments (those already picked for this run).
 ct_free_port() {
-    local port
+    local low high port taken
+    read -r low high </proc/sys/net/ipv4/ip_local_port_range
     for _ in $(seq 1 200); do
-        port=$(( 20000 + RANDOM % 30000 ))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        if (( low > 12000 )); then
+            port=$(( 10000 + RANDOM % (low - 10000) ))
+        else
+            port=$(( high + 1 + RANDOM % (65535 - high) ))
+        fi
+        taken=""
+        for picked in "$@"; do [[ "$port" == "$picked" ]] && taken=1; done
+        [[ -n "$taken" ]] && continue
+        if /usr/bin/python3 -c 'import socket, sys; socket.socket().bind(("127.0.0.1", int(sys.argv[1])))' \
+            "$port" 2>/dev/null; then
             echo "$port"
             return 0
         fi
@@ -241,7 +260,7 @@ TARGET_PID=$!
 ct_wait_http "http://127.0.0.1:$TARGET_PORT/ok.json" 20
 
 # Host network, so that the server reaches the target on 127.0.0.1; it listens there only.
-PORT="$(ct_free_port)"
+PORT="$(ct_free_port "$TARGET_PORT")"
 API="http://127.0.0.1:$PORT"
 ct_run_app() {
     podman run -d --name "$1" --network host -v "$ID-data:/var/lib/orchestrator" \
@@ -307,8 +326,8 @@ podman build -q $FRESH_BUILD -f scripts/container/postgres.Containerfile --build
     -t "$PG_IMAGE" scripts/container >"$WORK/pg-build.log" 2>&1 \
     || { tail -n 30 "$WORK/pg-build.log" >&2; ct_fail "building the PostgreSQL image failed"; }
 ct_log "PostgreSQL image built in $(( SECONDS - phase )) s"
-PORT_1="$(ct_free_port)"
-PORT_2="$(ct_free_port)"
+PORT_1="$(ct_free_port "$TARGET_PORT" "$PORT")"
+PORT_2="$(ct_free_port "$TARGET_PORT" "$PORT" "$PORT_1")"
 cat >"$WORK/compose.env" <<EOF
 ORCHESTRATOR_IMAGE=$IMAGE
 POSTGRES_IMAGE=$PG_IMAGE
@@ -337,7 +356,7 @@ run="$(ct_wait_run "http://127.0.0.1:$PORT_1" "$run_id")"
 /usr/bin/python3 -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["data"]["config.yaml"], end="")' \
     deploy/kubernetes/configmap.yaml >"$WORK/k8s-config.yaml"
 chmod 644 "$WORK/k8s-config.yaml"
-K8S_PORT="$(ct_free_port)"
+K8S_PORT="$(ct_free_port "$TARGET_PORT" "$PORT" "$PORT_1" "$PORT_2")"
 podman run -d --name "$ID-k8s" --network "${ID}_default" -p "127.0.0.1:$K8S_PORT:8100" \
     --read-only --tmpfs /tmp -v "$ID-k8s-data:/var/lib/orchestrator" \
     --user 10001:10001 --cap-drop ALL --security-opt no-new-privileges \
