@@ -40,14 +40,24 @@ pg_cluster_as() {
     fi
 }
 
+# A port outside the kernel's ephemeral range (one inside may be an outgoing connection's
+# local port, which PostgreSQL then cannot listen on) that nothing listens on or holds.
 pg_cluster_free_port() {
-    local port
+    local low high port
+    read -r low high </proc/sys/net/ipv4/ip_local_port_range
     for _ in $(seq 1 200); do
-        port=$(( 20000 + RANDOM % 30000 ))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return 0
+        if (( low > 12000 )); then
+            port=$(( 10000 + RANDOM % (low - 10000) ))
+        else
+            port=$(( high + 1 + RANDOM % (65535 - high) ))
         fi
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && continue
+        if command -v python3 >/dev/null; then
+            python3 -c 'import socket, sys; socket.socket().bind(("127.0.0.1", int(sys.argv[1])))' \
+                "$port" 2>/dev/null || continue
+        fi
+        echo "$port"
+        return 0
     done
     pg_cluster_fail "no free port found"
 }
