@@ -2,15 +2,24 @@
 //!
 //! Three indexes on `events` kept these keys up to date as each event was appended, and
 //! cost a quarter of the WAL pages of a step: each step's events landed on the leaves of the
-//! runs and types in flight, deep inside the trees. Instead, the writer copies the keys of
-//! new events into `event_keys` in sorted batches every [`EVERY`] ([`index_new`], the
-//! store's upkeep), and `event_keys_done.upto` says up to which event they are in. A
-//! filtered read ([`list`]) takes the events up to `upto` through the keys and scans the
-//! ones above it, at most one batch's worth, directly; both in one read transaction, so it
-//! sees one `upto` and the events it covers. Deleting events ([`prune`],
-//! [`forget_runs`]) deletes their keys with them. An event's type is its `type` column,
+//! runs and types in flight, deep inside the trees. Instead, the writer indexes the events
+//! appended since its last pass every [`EVERY`] ([`index_new`], the store's upkeep), as
+//! posting lists: one `event_postings` row per key in the pass, holding the ids of the
+//! pass's events with that key ([`encode`]), so a pass writes a row per run, workflow and
+//! type it saw rather than three per event. `event_keys_done.upto` says up to which event
+//! they are in. A filtered read ([`list`]) takes the events up to `upto` through a key's
+//! postings and scans the ones above it, at most one pass's worth, directly; both in one
+//! read transaction, so it sees one `upto` and the postings it covers.
+//!
+//! Deleting events ([`prune`], [`forget_runs`]) deletes a run's postings with its events,
+//! and the postings of a workflow or type once every id in them is below the oldest event
+//! left. Until then a posting may name deleted events: reads look events up by id and
+//! check them against the filter, and ids are never reused (`AUTOINCREMENT`), so a stale
+//! id is skipped, never mistaken for another event. An event's type is its `type` column,
 //! or, for an event written before that column existed, its body's `type`.
 
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use rusqlite::types::Value as SqlValue;
@@ -28,32 +37,63 @@ pub const EVERY: Duration = Duration::from_millis(200);
 /// Most events one pass indexes (a backlog takes several passes, one per batch).
 const PASS: i64 = 50_000;
 
+/// Most ids in one posting: a key with more in one pass gets several.
+const POSTING: usize = 4096;
+
 const EVENT_COLUMNS: &str = "e.id, e.run_id, e.workflow_id, e.seq, e.body";
 
-/// Copies the keys of the events appended since the last pass into `event_keys` (at most
-/// [`PASS`] events); false when there were none.
+/// Writes the postings of the events appended since the last pass (at most [`PASS`]
+/// events); false when there were none.
 pub fn index_next(conn: &Connection) -> Result<bool, StoreError> {
     let upto = indexed_upto(conn)?;
-    let newest: Option<i64> = conn
-        .prepare_cached(
-            "SELECT MAX(id) FROM (SELECT id FROM events WHERE id > ?1 ORDER BY id LIMIT ?2)",
-        )
-        .and_then(|mut s| s.query_row(params![upto, PASS], |r| r.get(0)))
-        .map_err(unavailable)?;
+    let mut postings: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let mut newest = None;
+    {
+        let mut st = conn
+            .prepare_cached(
+                "SELECT id, run_id, workflow_id, COALESCE(type, json_extract(body, '$.type')) \
+                 FROM events WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )
+            .map_err(unavailable)?;
+        let mut rows = st.query(params![upto, PASS]).map_err(unavailable)?;
+        let mut key = String::new();
+        let mut add = |key: &str, id: i64| match postings.get_mut(key) {
+            Some(ids) => ids.push(id),
+            None => {
+                postings.insert(key.to_owned(), vec![id]);
+            }
+        };
+        while let Some(row) = rows.next().map_err(unavailable)? {
+            let id: i64 = row.get(0).map_err(unavailable)?;
+            for (prefix, column) in [("r:", 1), ("w:", 2), ("t:", 3)] {
+                let value = row.get_ref(column).map_err(unavailable)?;
+                let Ok(text) = value.as_str() else {
+                    continue;
+                };
+                key.clear();
+                key.push_str(prefix);
+                key.push_str(text);
+                add(&key, id);
+            }
+            newest = Some(id);
+        }
+    }
     let Some(newest) = newest else {
         return Ok(false);
     };
-    conn.prepare_cached(
-        "INSERT OR IGNORE INTO event_keys (key, id) \
-         SELECT key, id FROM ( \
-           SELECT 'r:' || run_id AS key, id FROM events WHERE id > ?1 AND id <= ?2 \
-           UNION ALL SELECT 'w:' || workflow_id, id FROM events WHERE id > ?1 AND id <= ?2 \
-           UNION ALL SELECT 't:' || COALESCE(type, json_extract(body, '$.type')), id FROM events \
-             WHERE id > ?1 AND id <= ?2) \
-         ORDER BY key, id",
-    )
-    .and_then(|mut s| s.execute(params![upto, newest]))
-    .map_err(unavailable)?;
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO event_postings (key, first_id, last_id, ids) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(unavailable)?;
+    for (key, ids) in &postings {
+        for part in ids.chunks(POSTING) {
+            let (first, last) = (part[0], part[part.len() - 1]);
+            insert
+                .execute(params![key, first, last, encode(part)])
+                .map_err(unavailable)?;
+        }
+    }
     conn.prepare_cached("UPDATE event_keys_done SET upto = ?1 WHERE id = 1")
         .and_then(|mut s| s.execute([newest]))
         .map_err(unavailable)?;
@@ -65,19 +105,66 @@ pub fn index_new(conn: &Connection) -> Result<(), StoreError> {
     index_next(conn).map(drop)
 }
 
-/// Writes the keys of every event not yet covered, pass after pass (for a tool that wrote
-/// events into a stopped store).
+/// Writes the postings of every event not yet covered, pass after pass (for a tool that
+/// wrote events into a stopped store).
 pub fn index_all(conn: &Connection) -> Result<(), StoreError> {
     while index_next(conn)? {}
     Ok(())
 }
 
-/// The newest event whose keys are in `event_keys`.
+/// The newest event whose keys are in `event_postings`.
 fn indexed_upto(conn: &Connection) -> Result<i64, StoreError> {
     conn.prepare_cached("SELECT upto FROM event_keys_done WHERE id = 1")
         .and_then(|mut s| s.query_row([], |r| r.get(0)).optional())
         .map(Option::unwrap_or_default)
         .map_err(unavailable)
+}
+
+/// Ascending ids as a posting's text: the first in full, each next as its difference to
+/// the one before, separated by commas.
+fn encode(ids: &[i64]) -> String {
+    let mut text = String::with_capacity(ids.len() * 3 + 8);
+    let mut before = 0;
+    for &id in ids {
+        if !text.is_empty() {
+            text.push(',');
+        }
+        let _ = write!(text, "{}", id - before);
+        before = id;
+    }
+    text
+}
+
+/// The ids of a posting's text, ascending; a posting that does not decode is an error,
+/// not a shorter list.
+fn decode(text: &str) -> Result<Vec<i64>, StoreError> {
+    let mut ids = Vec::with_capacity(text.len() / 2 + 1);
+    let mut id: i64 = 0;
+    for part in text.split(',') {
+        let delta: i64 = part.parse().map_err(|e| {
+            StoreError::corrupt_by(format!("an event posting's ids ({text:.64})"), e)
+        })?;
+        id = match id.checked_add(delta) {
+            Some(next) if delta > 0 || ids.is_empty() => next,
+            _ => {
+                return Err(StoreError::Corrupt {
+                    what: format!("an event posting's ids are not ascending ({text:.64})"),
+                    cause: None,
+                });
+            }
+        };
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// The ids of the posting in column 0 of `row`.
+fn posting_ids(row: &rusqlite::Row<'_>) -> Result<Vec<i64>, StoreError> {
+    let text = row.get_ref(0).map_err(unavailable)?;
+    let text = text
+        .as_str()
+        .map_err(|e| StoreError::corrupt_by("an event posting's ids", e))?;
+    decode(text)
 }
 
 /// Events after `after` that pass `filter`, in outbox order (newest first when the filter
@@ -97,7 +184,7 @@ pub fn list(
             types.into_iter().map(|t| format!("t:{t}")).collect()
         }
     };
-    if keys.is_empty() {
+    if keys.is_empty() || limit == 0 {
         return scan(conn, filter, after, limit);
     }
     let upto = indexed_upto(conn)?;
@@ -137,8 +224,10 @@ pub fn list(
     Ok(events)
 }
 
-/// The events with key `key` after `after` and up to `upto` that pass `filter` (a type
-/// key is the filter's only condition: it is used when no run or workflow is asked for).
+/// The events with key `key` after `after` and up to `upto` that pass `filter`, at most
+/// `limit`, in the filter's order: their ids from the key's postings, each looked up in
+/// `events` and checked against the filter there (a posting may name deleted events; with
+/// a type key, the types are the filter's only other condition).
 fn through_key(
     conn: &Connection,
     key: &str,
@@ -147,26 +236,126 @@ fn through_key(
     upto: i64,
     limit: usize,
 ) -> Result<Vec<StoredEvent>, StoreError> {
-    let mut sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM event_keys k JOIN events e ON e.id = k.id \
-         WHERE k.key = ?1 AND k.id > ?2 AND k.id <= ?3"
-    );
-    let mut args = vec![
-        SqlValue::Text(key.to_owned()),
-        SqlValue::Integer(after),
-        SqlValue::Integer(upto),
-    ];
-    if let Some(before) = filter.before {
-        args.push(SqlValue::Integer(before.min(i64::MAX as u64) as i64));
-        sql.push_str(&format!(" AND k.id < ?{}", args.len()));
+    let before = filter
+        .before
+        .map_or(i64::MAX, |b| b.min(i64::MAX as u64) as i64)
+        .min(upto.saturating_add(1));
+    if before <= after.saturating_add(1) {
+        return Ok(Vec::new());
     }
-    if !key.starts_with("t:") {
-        conditions(&mut sql, &mut args, filter);
+    let mut sql = format!("SELECT {EVENT_COLUMNS} FROM events e WHERE e.id = ?1");
+    let mut args = vec![SqlValue::Null];
+    conditions(&mut sql, &mut args, filter);
+    let mut lookup = conn.prepare_cached(&sql).map_err(unavailable)?;
+    let mut found = Vec::new();
+    // Looks `id` up; true once `limit` events are found.
+    let mut take = |id: i64, found: &mut Vec<StoredEvent>| -> Result<bool, StoreError> {
+        args[0] = SqlValue::Integer(id);
+        let event = lookup
+            .query_row(params_from_iter(args.iter()), event_row)
+            .optional()
+            .map_err(unavailable)?;
+        if let Some(event) = event {
+            found.push(event?);
+        }
+        Ok(found.len() >= limit)
+    };
+    if filter.newest_first {
+        // The first posting reaching `before` holds the newest ids below it; none after it
+        // holds any.
+        let cap: Option<i64> = conn
+            .prepare_cached(
+                "SELECT MIN(last_id) FROM event_postings WHERE key = ?1 AND last_id >= ?2",
+            )
+            .and_then(|mut s| s.query_row(params![key, before], |r| r.get(0)))
+            .map_err(unavailable)?;
+        let mut st = conn
+            .prepare_cached(
+                "SELECT ids FROM event_postings WHERE key = ?1 AND last_id > ?2 AND last_id <= ?3 \
+                 ORDER BY last_id DESC",
+            )
+            .map_err(unavailable)?;
+        let mut rows = st
+            .query(params![key, after, cap.unwrap_or(i64::MAX)])
+            .map_err(unavailable)?;
+        while let Some(row) = rows.next().map_err(unavailable)? {
+            let ids = posting_ids(row)?;
+            let typed = typed_ids(conn, key, filter, &ids)?;
+            for &id in ids.iter().rev() {
+                if id <= after {
+                    return Ok(found);
+                }
+                let wanted = typed.as_ref().is_none_or(|t| t.binary_search(&id).is_ok());
+                if id < before && wanted && take(id, &mut found)? {
+                    return Ok(found);
+                }
+            }
+        }
+    } else {
+        let mut st = conn
+            .prepare_cached(
+                "SELECT ids FROM event_postings WHERE key = ?1 AND last_id > ?2 AND first_id < ?3 \
+                 ORDER BY last_id",
+            )
+            .map_err(unavailable)?;
+        let mut rows = st.query(params![key, after, before]).map_err(unavailable)?;
+        while let Some(row) = rows.next().map_err(unavailable)? {
+            let ids = posting_ids(row)?;
+            let typed = typed_ids(conn, key, filter, &ids)?;
+            for id in ids {
+                if id >= before {
+                    return Ok(found);
+                }
+                let wanted = typed.as_ref().is_none_or(|t| t.binary_search(&id).is_ok());
+                if id > after && wanted && take(id, &mut found)? {
+                    return Ok(found);
+                }
+            }
+        }
     }
-    let order = if filter.newest_first { "DESC" } else { "ASC" };
-    args.push(SqlValue::Integer(limit as i64));
-    sql.push_str(&format!(" ORDER BY k.id {order} LIMIT ?{}", args.len()));
-    query(conn, &sql, args)
+    Ok(found)
+}
+
+/// For a workflow's posting `ids` and a filter with types: the ids of those types in the
+/// posting's range, sorted, from the types' own postings, so that the workflow's events of
+/// other types are skipped without being looked up. `None`: every id is looked up.
+fn typed_ids(
+    conn: &Connection,
+    key: &str,
+    filter: &EventFilter,
+    ids: &[i64],
+) -> Result<Option<Vec<i64>>, StoreError> {
+    let (Some(&low), Some(&high)) = (ids.first(), ids.last()) else {
+        return Ok(None);
+    };
+    if !key.starts_with("w:") || filter.types.is_empty() {
+        return Ok(None);
+    }
+    let mut st = conn
+        .prepare_cached(
+            "SELECT ids, first_id FROM event_postings WHERE key = ?1 AND last_id >= ?2 \
+             ORDER BY last_id",
+        )
+        .map_err(unavailable)?;
+    let mut typed = Vec::new();
+    for kind in &filter.types {
+        let mut rows = st
+            .query(params![format!("t:{kind}"), low])
+            .map_err(unavailable)?;
+        while let Some(row) = rows.next().map_err(unavailable)? {
+            let first: i64 = row.get(1).map_err(unavailable)?;
+            if first > high {
+                break;
+            }
+            typed.extend(
+                posting_ids(row)?
+                    .into_iter()
+                    .filter(|id| (low..=high).contains(id)),
+            );
+        }
+    }
+    typed.sort_unstable();
+    Ok(Some(typed))
 }
 
 /// The events after `after` that pass `filter`, read in outbox order: for a filter
@@ -225,10 +414,10 @@ fn query(
     collect(rows)
 }
 
-/// Deletes, with their keys, the oldest acknowledged events (ids up to `acked`, at most
-/// `limit` of the oldest) that happened before `before` (milliseconds); returns how many.
-/// Events are appended in time order, so the old ones are a prefix; looking only there
-/// keeps a pass from reading the whole outbox when nothing is old enough yet.
+/// Deletes, with their postings, the oldest acknowledged events (ids up to `acked`, at
+/// most `limit` of the oldest) that happened before `before` (milliseconds); returns how
+/// many. Events are appended in time order, so the old ones are a prefix; looking only
+/// there keeps a pass from reading the whole outbox when nothing is old enough yet.
 pub fn prune(conn: &Connection, acked: u64, before: i64, limit: usize) -> Result<u64, StoreError> {
     let doomed = doomed(
         conn,
@@ -237,23 +426,36 @@ pub fn prune(conn: &Connection, acked: u64, before: i64, limit: usize) -> Result
          AND created_at < ?2",
         params![acked.min(i64::MAX as u64) as i64, before, limit as i64],
     )?;
-    forget(conn, &doomed)
+    forget(conn, &doomed, &[])
 }
 
-/// Deletes every event of runs `run_ids`, with their keys.
+/// Deletes every event of runs `run_ids`, with their postings.
 pub fn forget_runs(conn: &Connection, run_ids: &[String]) -> Result<u64, StoreError> {
     let mut deleted = 0;
     for run_id in run_ids {
+        let key = format!("r:{run_id}");
+        let mut ids = Vec::new();
+        {
+            let mut st = conn
+                .prepare_cached("SELECT ids FROM event_postings WHERE key = ?1")
+                .map_err(unavailable)?;
+            let mut rows = st.query([&key]).map_err(unavailable)?;
+            while let Some(row) = rows.next().map_err(unavailable)? {
+                ids.extend(posting_ids(row)?);
+            }
+        }
+        let ids = serde_json::to_string(&ids)
+            .map_err(|e| StoreError::corrupt_by("the ids of a run's events", e))?;
         let doomed = doomed(
             conn,
-            "SELECT e.id, e.run_id, e.workflow_id, COALESCE(e.type, json_extract(e.body, '$.type')) \
-             FROM event_keys k JOIN events e ON e.id = k.id WHERE k.key = 'r:' || ?1 \
+            "SELECT id, run_id, workflow_id, COALESCE(type, json_extract(body, '$.type')) \
+             FROM events WHERE id IN (SELECT value FROM json_each(?1)) AND run_id = ?2 \
              UNION ALL \
              SELECT id, run_id, workflow_id, COALESCE(type, json_extract(body, '$.type')) FROM events \
-             WHERE id > (SELECT COALESCE(MAX(upto), 0) FROM event_keys_done) AND run_id = ?1",
-            params![run_id],
+             WHERE id > (SELECT COALESCE(MAX(upto), 0) FROM event_keys_done) AND run_id = ?2",
+            params![ids, run_id],
         )?;
-        deleted += forget(conn, &doomed)?;
+        deleted += forget(conn, &doomed, std::slice::from_ref(&key))?;
     }
     Ok(deleted)
 }
@@ -285,24 +487,43 @@ fn doomed(
     rows.collect::<Result<_, _>>().map_err(unavailable)
 }
 
-/// Deletes `doomed` events and their keys (keys not yet written are simply not there).
-fn forget(conn: &Connection, doomed: &[Doomed]) -> Result<u64, StoreError> {
-    let mut key = conn
-        .prepare_cached("DELETE FROM event_keys WHERE key = ?1 AND id = ?2")
-        .map_err(unavailable)?;
+/// Deletes `doomed` events, every posting of keys `gone` (runs whose events are all
+/// doomed), and the postings of the doomed events' keys that hold only ids below the
+/// oldest event left (all deleted: events are deleted oldest first or by run).
+fn forget(conn: &Connection, doomed: &[Doomed], gone: &[String]) -> Result<u64, StoreError> {
+    if doomed.is_empty() && gone.is_empty() {
+        return Ok(0);
+    }
     let mut event = conn
         .prepare_cached("DELETE FROM events WHERE id = ?1")
         .map_err(unavailable)?;
+    let mut keys = std::collections::BTreeSet::new();
     for d in doomed {
-        let kind = d.kind.as_deref().unwrap_or_default();
-        for k in [
-            format!("r:{}", d.run_id),
-            format!("w:{}", d.workflow_id),
-            format!("t:{kind}"),
-        ] {
-            key.execute(params![k, d.id]).map_err(unavailable)?;
-        }
         event.execute([d.id]).map_err(unavailable)?;
+        keys.insert(format!("r:{}", d.run_id));
+        keys.insert(format!("w:{}", d.workflow_id));
+        if let Some(kind) = &d.kind {
+            keys.insert(format!("t:{kind}"));
+        }
+    }
+    let mut whole = conn
+        .prepare_cached("DELETE FROM event_postings WHERE key = ?1")
+        .map_err(unavailable)?;
+    for key in gone {
+        whole.execute([key]).map_err(unavailable)?;
+        keys.remove(key);
+    }
+    let oldest: Option<i64> = conn
+        .prepare_cached("SELECT MIN(id) FROM events")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .map_err(unavailable)?;
+    let mut below = conn
+        .prepare_cached("DELETE FROM event_postings WHERE key = ?1 AND last_id < ?2")
+        .map_err(unavailable)?;
+    for key in &keys {
+        below
+            .execute(params![key, oldest.unwrap_or(i64::MAX)])
+            .map_err(unavailable)?;
     }
     Ok(doomed.len() as u64)
 }
@@ -432,6 +653,109 @@ mod tests {
         }
     }
 
+    /// Every id the postings of `key` hold, in posting order.
+    fn posted(conn: &Connection, key: &str) -> Vec<i64> {
+        let mut st = conn
+            .prepare("SELECT ids FROM event_postings WHERE key = ?1 ORDER BY last_id")
+            .unwrap();
+        let mut rows = st.query([key]).unwrap();
+        let mut ids = Vec::new();
+        while let Some(row) = rows.next().unwrap() {
+            ids.extend(posting_ids(row).unwrap());
+        }
+        ids
+    }
+
+    fn count(conn: &Connection, sql: &str) -> i64 {
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    /// The filters of [`filters`], and each again with `before` inside the indexed ids.
+    fn filters_before_inside() -> Vec<EventFilter> {
+        let mut out = filters();
+        for filter in filters().into_iter().filter(|f| f.before.is_none()) {
+            for before in [7, 17] {
+                out.push(EventFilter {
+                    before: Some(before),
+                    ..filter.clone()
+                });
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_filtered_read_through_many_postings_is_the_same_as_through_one() {
+        let conn = outbox(0);
+        for first in (1..=28).step_by(4) {
+            append(&conn, first..=first + 3);
+            index_new(&conn).unwrap();
+        }
+        append(&conn, 29..=50);
+        assert_eq!(indexed_upto(&conn).unwrap(), 28);
+        for filter in filters_before_inside() {
+            for after in [0, 3, 4, 10, 28, 45] {
+                for limit in [1, 2, 5, 100] {
+                    let got = ids(&list(&conn, &filter, after, limit).unwrap());
+                    assert_eq!(
+                        got,
+                        expected(50, &filter, after, limit),
+                        "{filter:?} after {after} limit {limit}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_store_with_keys_row_by_row_reads_the_same_through_their_postings() {
+        let conn = Connection::open_in_memory().unwrap();
+        let version = (super::super::MIGRATIONS.iter())
+            .position(|sql| sql.contains("CREATE TABLE event_postings"))
+            .unwrap();
+        for sql in &super::super::MIGRATIONS[..version] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(&format!("PRAGMA user_version = {version}"))
+            .unwrap();
+        // Keys as the row-per-key pass wrote them, for more ids than one posting takes.
+        let n = POSTING as i64 + 500;
+        append(&conn, 1..=n);
+        conn.execute_batch(
+            "INSERT INTO event_keys (key, id) SELECT key, id FROM ( \
+               SELECT 'r:' || run_id AS key, id FROM events \
+               UNION ALL SELECT 'w:' || workflow_id, id FROM events \
+               UNION ALL SELECT 't:' || COALESCE(type, json_extract(body, '$.type')), id FROM events) \
+             WHERE id <= 4500 ORDER BY key, id; \
+             UPDATE event_keys_done SET upto = 4500;",
+        )
+        .unwrap();
+        super::super::migrate(&conn).unwrap();
+        assert_eq!(indexed_upto(&conn).unwrap(), 4500);
+        assert_eq!(
+            posted(&conn, "r:r1"),
+            (1..=4500).filter(|i| i % 3 == 1).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            count(
+                &conn,
+                "SELECT COUNT(*) FROM event_postings WHERE key = 'r:r1'"
+            ),
+            2,
+            "ids below 4,096 and above"
+        );
+        for filter in filters_before_inside() {
+            for after in [0, 4090, 4499] {
+                let got = ids(&list(&conn, &filter, after, 9).unwrap());
+                assert_eq!(
+                    got,
+                    expected(n as u64, &filter, after, 9),
+                    "{filter:?} after {after}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn a_pass_indexes_what_was_appended_since_the_last_one() {
         let conn = outbox(5);
@@ -440,50 +764,138 @@ mod tests {
         append(&conn, 6..=7);
         index_new(&conn).unwrap();
         assert_eq!(indexed_upto(&conn).unwrap(), 7);
-        let keys: i64 = conn
-            .query_row("SELECT COUNT(*) FROM event_keys", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(keys, 3 * 7);
-        let run: Vec<i64> = conn
-            .prepare("SELECT id FROM event_keys WHERE key = 'r:r1' ORDER BY id")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(run, [1, 4, 7]);
+        // 1..=5: three runs, two workflows, two types; 6..=7: two of each.
+        assert_eq!(count(&conn, "SELECT COUNT(*) FROM event_postings"), 7 + 6);
+        assert_eq!(posted(&conn, "r:r1"), [1, 4, 7]);
+        assert_eq!(posted(&conn, "w:w1"), [1, 3, 5, 7]);
+        assert_eq!(posted(&conn, "t:a"), [2, 4, 6]);
     }
 
     #[test]
-    fn deleting_a_runs_events_or_pruning_old_ones_takes_their_keys_too() {
+    fn a_key_with_more_ids_in_a_pass_than_a_posting_holds_gets_several() {
+        let n = POSTING as i64 * 2 + 10;
+        let conn = outbox(n);
+        index_new(&conn).unwrap();
+        // Workflow w0 has the even ids: n / 2 of them.
+        assert_eq!(
+            count(
+                &conn,
+                "SELECT COUNT(*) FROM event_postings WHERE key = 'w:w0'"
+            ),
+            2
+        );
+        assert_eq!(
+            posted(&conn, "w:w0"),
+            (1..=n).filter(|i| i % 2 == 0).collect::<Vec<_>>()
+        );
+        let filter = EventFilter {
+            workflow_id: Some("w0".into()),
+            ..EventFilter::default()
+        };
+        for after in [0, POSTING as u64 * 2 - 3, POSTING as u64 * 2 + 1] {
+            let got = ids(&list(&conn, &filter, after, 7).unwrap());
+            assert_eq!(got, expected(n as u64, &filter, after, 7), "after {after}");
+        }
+    }
+
+    #[test]
+    fn postings_are_ascending_ids_as_differences_and_a_broken_one_is_an_error() {
+        assert_eq!(encode(&[1200, 1203, 1204, 1211]), "1200,3,1,7");
+        assert_eq!(encode(&[7]), "7");
+        for ids in [vec![1], vec![5, 6, 7], vec![1, 1_000_000, i64::MAX]] {
+            assert_eq!(decode(&encode(&ids)).unwrap(), ids);
+        }
+        for broken in [
+            "",
+            "1,,2",
+            "1,x",
+            "5,0",
+            "5,-1",
+            "9223372036854775807,1",
+            "1, 2",
+        ] {
+            assert!(
+                matches!(decode(broken), Err(StoreError::Corrupt { .. })),
+                "{broken:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn deleting_a_runs_events_or_pruning_old_ones_takes_their_postings_too() {
         let conn = outbox(20);
         index_new(&conn).unwrap();
         append(&conn, 21..=24);
         // r1: 1, 4, …, 19 indexed; 22 not yet.
         assert_eq!(forget_runs(&conn, &["r1".to_owned()]).unwrap(), 8);
+        assert!(posted(&conn, "r:r1").is_empty());
         let run = EventFilter {
             run_id: Some("r1".into()),
             ..EventFilter::default()
         };
         assert!(list(&conn, &run, 0, 100).unwrap().is_empty());
+        // The workflows' and types' postings still name r1's events; reads skip them.
+        let left = |filter: &EventFilter, from: u64| -> Vec<u64> {
+            let mut all: Vec<u64> = (1..=24)
+                .filter(|i| i % 3 != 1 && *i >= from)
+                .filter(|&i| {
+                    filter
+                        .workflow_id
+                        .as_ref()
+                        .is_none_or(|w| *w == format!("w{}", i % 2))
+                })
+                .filter(|&i| {
+                    let kind = if i % 2 == 0 { "a" } else { "b" };
+                    filter.types.is_empty() || filter.types.iter().any(|t| t == kind)
+                })
+                .collect();
+            if filter.newest_first {
+                all.reverse();
+            }
+            all
+        };
+        for filter in filters().into_iter().filter(|f| f.run_id.is_none()) {
+            let filter = EventFilter {
+                before: None,
+                ..filter
+            };
+            assert_eq!(
+                ids(&list(&conn, &filter, 0, 100).unwrap()),
+                left(&filter, 0),
+                "{filter:?}"
+            );
+        }
         // Acknowledged up to 10, created (here: at their id, in ms) before 8.
         assert_eq!(
             prune(&conn, 10, 8, 100).unwrap(),
             4,
             "2, 3, 5, 6 (7 went with r1)"
         );
-        let left: i64 = conn
-            .query_row("SELECT COUNT(*) FROM event_keys", [], |r| r.get(0))
-            .unwrap();
-        let indexed_left = (1..=20).filter(|i| i % 3 != 1 && *i >= 8).count() as i64;
-        assert_eq!(left, 3 * indexed_left, "no key outlives its event");
-        index_new(&conn).unwrap();
-        let all = list(&conn, &EventFilter::default(), 0, 100).unwrap();
         assert_eq!(
-            ids(&all),
-            (1..=24)
-                .filter(|i| i % 3 != 1 && *i >= 8)
-                .collect::<Vec<u64>>()
+            count(
+                &conn,
+                "SELECT COUNT(*) FROM event_postings WHERE last_id < (SELECT MIN(id) FROM events)"
+            ),
+            0,
+            "no posting holds only deleted events below the oldest left"
+        );
+        index_new(&conn).unwrap();
+        for filter in filters().into_iter().filter(|f| f.run_id.is_none()) {
+            let filter = EventFilter {
+                before: None,
+                ..filter
+            };
+            assert_eq!(
+                ids(&list(&conn, &filter, 0, 100).unwrap()),
+                left(&filter, 8),
+                "{filter:?}"
+            );
+        }
+        assert!(forget_runs(&conn, &["r0".to_owned(), "r2".to_owned()]).unwrap() > 0);
+        assert_eq!(
+            count(&conn, "SELECT COUNT(*) FROM event_postings"),
+            0,
+            "with every event gone, every posting is"
         );
     }
 
@@ -558,26 +970,32 @@ mod tests {
         let conn = outbox(1);
         let plan = plan(
             &conn,
-            &format!(
-                "SELECT {EVENT_COLUMNS} FROM event_keys k JOIN events e ON e.id = k.id \
-                 WHERE k.key = ?1 AND k.id > ?2 AND k.id <= ?3 ORDER BY k.id DESC LIMIT ?4"
+            "SELECT ids FROM event_postings WHERE key = ?1 AND last_id > ?2 AND first_id < ?3 \
+             ORDER BY last_id",
+        );
+        assert!(
+            plan.contains(
+                "SEARCH event_postings USING INDEX event_postings_by_key (key=? AND last_id>?)"
             ),
-        );
-        assert!(
-            plan.contains("SEARCH k USING PRIMARY KEY (key=? AND id>? AND id<?)"),
-            "{plan}"
-        );
-        assert!(
-            plan.contains("SEARCH e USING INTEGER PRIMARY KEY (rowid=?)"),
             "{plan}"
         );
         assert!(!plan.contains("TEMP B-TREE"), "{plan}");
         let plan = self::plan(
             &conn,
-            "SELECT e.id FROM event_keys k JOIN events e ON e.id = k.id WHERE k.key = 'r:' || ?1",
+            "SELECT ids FROM event_postings WHERE key = ?1 AND last_id > ?2 AND last_id <= ?3 \
+             ORDER BY last_id DESC",
         );
         assert!(
-            plan.contains("SEARCH k USING PRIMARY KEY (key=?)"),
+            plan.contains("SEARCH event_postings USING INDEX event_postings_by_key (key=? AND last_id>? AND last_id<?)"),
+            "{plan}"
+        );
+        assert!(!plan.contains("TEMP B-TREE"), "{plan}");
+        let plan = self::plan(
+            &conn,
+            &format!("SELECT {EVENT_COLUMNS} FROM events e WHERE e.id = ?1 AND e.run_id = ?2"),
+        );
+        assert!(
+            plan.contains("SEARCH e USING INTEGER PRIMARY KEY (rowid=?)"),
             "{plan}"
         );
     }

@@ -52,6 +52,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_tasks.sql"),
     include_str!("migrations/0007_event_keys.sql"),
     include_str!("migrations/0008_event_type.sql"),
+    include_str!("migrations/0009_event_postings.sql"),
 ];
 
 /// How the embedded store is opened.
