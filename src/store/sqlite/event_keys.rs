@@ -316,9 +316,15 @@ fn through_key(
     Ok(found)
 }
 
-/// For a workflow's posting `ids` and a filter with types: the ids of those types in the
-/// posting's range, sorted, from the types' own postings, so that the workflow's events of
-/// other types are skipped without being looked up. `None`: every id is looked up.
+/// Fewest ids in a workflow's posting for which [`typed_ids`] reads the types' postings
+/// over its range: a lookup costs about as much as decoding a hundred ids, and a sparse
+/// workflow's posting may span a busy type's posting of thousands.
+const TYPED_FROM: usize = 32;
+
+/// For a workflow's posting `ids` (of at least [`TYPED_FROM`]) and a filter with types: the
+/// ids of those types in the posting's range, sorted, from the types' own postings, so
+/// that the workflow's events of other types are skipped without being looked up. `None`:
+/// every id is looked up.
 fn typed_ids(
     conn: &Connection,
     key: &str,
@@ -328,7 +334,7 @@ fn typed_ids(
     let (Some(&low), Some(&high)) = (ids.first(), ids.last()) else {
         return Ok(None);
     };
-    if !key.starts_with("w:") || filter.types.is_empty() {
+    if !key.starts_with("w:") || filter.types.is_empty() || ids.len() < TYPED_FROM {
         return Ok(None);
     }
     let mut st = conn
@@ -700,6 +706,41 @@ mod tests {
                     assert_eq!(
                         got,
                         expected(50, &filter, after, limit),
+                        "{filter:?} after {after} limit {limit}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_workflows_read_with_types_is_the_same_through_large_and_small_postings() {
+        // 1..=300 in one pass (postings of 100 and more ids), 301..=330 in passes of 3.
+        let conn = outbox(300);
+        index_new(&conn).unwrap();
+        for first in (301..=330).step_by(3) {
+            append(&conn, first..=first + 2);
+            index_new(&conn).unwrap();
+        }
+        append(&conn, 331..=340);
+        assert!(posted(&conn, "w:w0").len() > 2 * TYPED_FROM);
+        let filters = filters_before_inside()
+            .into_iter()
+            .filter(|f| f.workflow_id.is_some() && f.run_id.is_none())
+            .flat_map(|f| {
+                let late = EventFilter {
+                    before: f.before.map(|_| 320),
+                    ..f.clone()
+                };
+                [f, late]
+            });
+        for filter in filters {
+            for after in [0, 150, 299, 300, 310, 335] {
+                for limit in [3, 100, 400] {
+                    let got = ids(&list(&conn, &filter, after, limit).unwrap());
+                    assert_eq!(
+                        got,
+                        expected(340, &filter, after, limit),
                         "{filter:?} after {after} limit {limit}"
                     );
                 }
