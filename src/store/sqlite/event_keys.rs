@@ -613,6 +613,43 @@ mod tests {
         all
     }
 
+    /// Requires `list` to answer as [`expected`] over ids `1..=n` for every filter, `after`
+    /// and `limit` given.
+    fn reads_as_expected(
+        conn: &Connection,
+        n: u64,
+        filters: impl IntoIterator<Item = EventFilter>,
+        afters: &[u64],
+        limits: &[usize],
+    ) {
+        for filter in filters {
+            for &after in afters {
+                for &limit in limits {
+                    assert_eq!(
+                        ids(&list(conn, &filter, after, limit).unwrap()),
+                        expected(n, &filter, after, limit),
+                        "{filter:?} after {after} limit {limit}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A store in memory at the schema version before the first migration containing
+    /// `marker`.
+    fn store_before(marker: &str) -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        let version = (super::super::MIGRATIONS.iter())
+            .position(|sql| sql.contains(marker))
+            .unwrap();
+        for sql in &super::super::MIGRATIONS[..version] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(&format!("PRAGMA user_version = {version}"))
+            .unwrap();
+        conn
+    }
+
     fn filters() -> Vec<EventFilter> {
         let mut out = Vec::new();
         for run in [None, Some("r1".to_owned())] {
@@ -645,18 +682,7 @@ mod tests {
         index_new(&conn).unwrap();
         append(&conn, 31..=50);
         assert_eq!(indexed_upto(&conn).unwrap(), 30);
-        for filter in filters() {
-            for after in [0, 10, 29, 30, 45] {
-                for limit in [1, 3, 100] {
-                    let got = ids(&list(&conn, &filter, after, limit).unwrap());
-                    assert_eq!(
-                        got,
-                        expected(50, &filter, after, limit),
-                        "{filter:?} after {after} limit {limit}"
-                    );
-                }
-            }
-        }
+        reads_as_expected(&conn, 50, filters(), &[0, 10, 29, 30, 45], &[1, 3, 100]);
     }
 
     /// Every id the postings of `key` hold, in posting order.
@@ -699,18 +725,13 @@ mod tests {
         }
         append(&conn, 29..=50);
         assert_eq!(indexed_upto(&conn).unwrap(), 28);
-        for filter in filters_before_inside() {
-            for after in [0, 3, 4, 10, 28, 45] {
-                for limit in [1, 2, 5, 100] {
-                    let got = ids(&list(&conn, &filter, after, limit).unwrap());
-                    assert_eq!(
-                        got,
-                        expected(50, &filter, after, limit),
-                        "{filter:?} after {after} limit {limit}"
-                    );
-                }
-            }
-        }
+        reads_as_expected(
+            &conn,
+            50,
+            filters_before_inside(),
+            &[0, 3, 4, 10, 28, 45],
+            &[1, 2, 5, 100],
+        );
     }
 
     #[test]
@@ -734,31 +755,18 @@ mod tests {
                 };
                 [f, late]
             });
-        for filter in filters {
-            for after in [0, 150, 299, 300, 310, 335] {
-                for limit in [3, 100, 400] {
-                    let got = ids(&list(&conn, &filter, after, limit).unwrap());
-                    assert_eq!(
-                        got,
-                        expected(340, &filter, after, limit),
-                        "{filter:?} after {after} limit {limit}"
-                    );
-                }
-            }
-        }
+        reads_as_expected(
+            &conn,
+            340,
+            filters,
+            &[0, 150, 299, 300, 310, 335],
+            &[3, 100, 400],
+        );
     }
 
     #[test]
     fn a_store_with_keys_row_by_row_reads_the_same_through_their_postings() {
-        let conn = Connection::open_in_memory().unwrap();
-        let version = (super::super::MIGRATIONS.iter())
-            .position(|sql| sql.contains("CREATE TABLE event_postings"))
-            .unwrap();
-        for sql in &super::super::MIGRATIONS[..version] {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.execute_batch(&format!("PRAGMA user_version = {version}"))
-            .unwrap();
+        let conn = store_before("CREATE TABLE event_postings");
         // Keys as the row-per-key pass wrote them, for more ids than one posting takes.
         let n = POSTING as i64 + 500;
         append(&conn, 1..=n);
@@ -785,16 +793,13 @@ mod tests {
             2,
             "ids below 4,096 and above"
         );
-        for filter in filters_before_inside() {
-            for after in [0, 4090, 4499] {
-                let got = ids(&list(&conn, &filter, after, 9).unwrap());
-                assert_eq!(
-                    got,
-                    expected(n as u64, &filter, after, 9),
-                    "{filter:?} after {after}"
-                );
-            }
-        }
+        reads_as_expected(
+            &conn,
+            n as u64,
+            filters_before_inside(),
+            &[0, 4090, 4499],
+            &[9],
+        );
     }
 
     #[test]
@@ -833,10 +838,8 @@ mod tests {
             workflow_id: Some("w0".into()),
             ..EventFilter::default()
         };
-        for after in [0, POSTING as u64 * 2 - 3, POSTING as u64 * 2 + 1] {
-            let got = ids(&list(&conn, &filter, after, 7).unwrap());
-            assert_eq!(got, expected(n as u64, &filter, after, 7), "after {after}");
-        }
+        let afters = [0, POSTING as u64 * 2 - 3, POSTING as u64 * 2 + 1];
+        reads_as_expected(&conn, n as u64, [filter], &afters, &[7]);
     }
 
     #[test]
@@ -942,15 +945,7 @@ mod tests {
 
     #[test]
     fn a_store_from_before_the_keys_gets_them_for_every_event_it_holds() {
-        let conn = Connection::open_in_memory().unwrap();
-        let before = (super::super::MIGRATIONS.iter())
-            .position(|sql| sql.contains("CREATE TABLE event_keys"))
-            .unwrap();
-        for sql in &super::super::MIGRATIONS[..before] {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.execute_batch(&format!("PRAGMA user_version = {before}"))
-            .unwrap();
+        let conn = store_before("CREATE TABLE event_keys");
         append_as(&conn, 1..=9, false);
         super::super::migrate(&conn).unwrap();
         assert_eq!(indexed_upto(&conn).unwrap(), 9);
